@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: builds with warnings as errors, runs every test (GPU tests skip without a GPU and are
+# counted), then runs each libFuzzer target for a fixed budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+bash scripts/build.sh -DFP4LAB_WERROR=ON
+set +e
+ctest --test-dir build -j"$(nproc)" --output-on-failure 2>&1 | tee build/ctest.log
+rc=${PIPESTATUS[0]}
+set -e
+nogpu=$(grep -c "skipped: no GPU" build/Testing/Temporary/LastTest.log || true)
+echo "GPU tests skipped: no GPU: $nogpu"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# Fuzzers: a separate clang build of the parsers with ASan/UBSan and libFuzzer.
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DFP4LAB_CUDA=OFF -DFP4LAB_FUZZ=ON -DFP4LAB_TESTS=OFF >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors_header fuzz_model_config fuzz_quant_config
+for t in safetensors_header model_config quant_config; do
+  work=$(mktemp -d)
+  cp fuzz/corpus/$t/* "$work/"
+  if ! build-fuzz/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 "$work" >build-fuzz/fuzz_$t.log 2>&1; then
+    tail -40 build-fuzz/fuzz_$t.log
+    echo "fuzz_$t: FAILED (a crash reproducer is in build-fuzz/fuzz_$t.log)"
+    exit 1
+  fi
+  echo "fuzz_$t: $(grep -o 'Done [0-9]* runs' build-fuzz/fuzz_$t.log) in ${FUZZ_SECONDS}s, no finding"
+  rm -rf "$work"
+done

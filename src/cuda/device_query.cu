@@ -1,0 +1,74 @@
+#include <filesystem>
+
+#include "cuda/check.h"
+#include "engine/gpu_info.h"
+
+namespace fp4lab {
+
+void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
+  std::string msg = std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ") in " + expr +
+                    " at " + std::filesystem::path(file).filename().string() + ":" + std::to_string(line);
+  if (e == cudaErrorMemoryAllocation) msg = "out of GPU memory: " + msg;
+  throw Error(msg);
+}
+
+void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, int line) {
+  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) + ") in " +
+              expr + " at " + std::filesystem::path(file).filename().string() + ":" + std::to_string(line));
+}
+
+GpuQuery query_gpus() {
+  GpuQuery q;
+  q.cuda_built = true;
+  cudaRuntimeGetVersion(&q.runtime_version);
+  // cudaDriverGetVersion reports 0 without failing when no driver is installed.
+  if (cudaDriverGetVersion(&q.driver_version) != cudaSuccess || q.driver_version == 0) {
+    q.error = "no NVIDIA driver found (libcuda.so not loadable)";
+    return q;
+  }
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    q.error = e == cudaSuccess ? "no CUDA GPU visible" : std::string("no usable CUDA GPU: ") + cudaGetErrorString(e);
+    cudaGetLastError();
+    return q;
+  }
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    CUDA_CHECK(cudaGetDeviceProperties(&p, i));
+    GpuInfo g;
+    g.index = i;
+    g.name = p.name;
+    g.cc_major = p.major;
+    g.cc_minor = p.minor;
+    g.total_mem = p.totalGlobalMem;
+    g.sm_count = p.multiProcessorCount;
+    g.l2_bytes = static_cast<size_t>(p.l2CacheSize);
+    CUDA_CHECK(cudaDeviceGetAttribute(&g.mem_bus_bits, cudaDevAttrGlobalMemoryBusWidth, i));
+    CUDA_CHECK(cudaDeviceGetAttribute(&g.mem_clock_khz, cudaDevAttrMemoryClockRate, i));
+    size_t fr = 0, tot = 0;
+    CUDA_CHECK(cudaSetDevice(i));
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) g.free_mem = fr;
+    q.gpus.push_back(g);
+  }
+  q.ok = true;
+  return q;
+}
+
+std::vector<std::string> compiled_cuda_archs() {
+  std::vector<std::string> out;
+  std::string s = FP4LAB_CUDA_ARCHS;  // set by CMake from CMAKE_CUDA_ARCHITECTURES, e.g. "80,90a"
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t semi = s.find(',', pos);
+    std::string a = s.substr(pos, semi == std::string::npos ? std::string::npos : semi - pos);
+    const size_t dash = a.find('-');  // "80-real" -> "80"
+    if (dash != std::string::npos) a = a.substr(0, dash);
+    if (!a.empty()) out.push_back(a);
+    if (semi == std::string::npos) break;
+    pos = semi + 1;
+  }
+  return out;
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,157 @@
+#include "format/nvfp4.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+
+namespace fp4lab {
+
+namespace {
+void check_shape(std::span<const float> x, int64_t rows, int64_t cols, int block, const char* what) {
+  if (rows < 0 || cols < 0 || cols % block != 0)
+    throw Error(std::string(what) + ": K=" + std::to_string(cols) + " is not a multiple of " +
+                std::to_string(block));
+  if (static_cast<int64_t>(x.size()) != rows * cols)
+    throw Error(std::string(what) + ": input has " + std::to_string(x.size()) + " values, shape needs " +
+                std::to_string(rows * cols));
+}
+}  // namespace
+
+float amax_ref(std::span<const float> x) {
+  float m = 0.0f;
+  for (float v : x) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                               std::optional<float> tensor_scale) {
+  check_shape(x, rows, cols, kNvfp4Block, "nvfp4_quantize");
+  Nvfp4Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.tensor_scale = tensor_scale ? *tensor_scale : nvfp4_tensor_scale(amax_ref(x));
+  t.packed.resize(static_cast<size_t>(rows * cols / 2));
+  t.block_scales.resize(static_cast<size_t>(rows * cols / kNvfp4Block));
+  const int64_t nb = rows * cols / kNvfp4Block;
+  for (int64_t b = 0; b < nb; ++b)
+    nvfp4_quantize_block(x.data() + b * kNvfp4Block, t.tensor_scale, t.packed.data() + b * 8,
+                         t.block_scales.data() + b);
+  return t;
+}
+
+void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out) {
+  if (static_cast<int64_t>(out.size()) != t.rows * t.cols) throw Error("nvfp4_dequantize: output size mismatch");
+  for (int64_t i = 0; i < t.rows * t.cols; ++i) {
+    const uint8_t byte = t.packed[static_cast<size_t>(i / 2)];
+    const uint8_t code = (i & 1) ? e2m1_hi(byte) : e2m1_lo(byte);
+    out[static_cast<size_t>(i)] =
+        nvfp4_decode_elem(code, t.block_scales[static_cast<size_t>(i / kNvfp4Block)], t.tensor_scale);
+  }
+}
+
+void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols, std::optional<float> tensor_scale,
+                          std::span<float> out) {
+  nvfp4_dequantize_ref(nvfp4_quantize_ref(x, rows, cols, tensor_scale), out);
+}
+
+float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes) {
+  float m = 0.0f;
+  for (float a : shard_amaxes) m = std::max(m, a);
+  return nvfp4_tensor_scale(m);
+}
+
+float nvfp4_global_scale_from_amax(float amax) { return kNvfp4ScaleDenom / amax; }
+
+Nvfp4Tensor nvfp4_quantize_inverse_form_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                                            float global_scale) {
+  check_shape(x, rows, cols, kNvfp4Block, "nvfp4_quantize_inverse_form");
+  Nvfp4Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.tensor_scale = nvfp4_tensor_scale_from_global(global_scale);
+  t.packed.resize(static_cast<size_t>(rows * cols / 2));
+  t.block_scales.resize(static_cast<size_t>(rows * cols / kNvfp4Block));
+  for (int64_t b = 0; b < rows * cols / kNvfp4Block; ++b) {
+    const float* blk = x.data() + b * kNvfp4Block;
+    float amax = 0.0f;
+    for (int i = 0; i < kNvfp4Block; ++i) amax = std::max(amax, std::fabs(blk[i]));
+    float s = global_scale * (amax / kE2M1Max);
+    if (!(s > 0.0f)) s = 1.0f;
+    s = std::clamp(s, kNvfp4MinBlockScale, kE4M3Max);
+    const uint8_t sc = e4m3_encode(s);
+    t.block_scales[static_cast<size_t>(b)] = sc;
+    const float denom = e4m3_decode(sc) / global_scale;
+    for (int i = 0; i < 8; ++i) {
+      const uint8_t lo = denom > 0 ? e2m1_encode(blk[2 * i] / denom) : 0;
+      const uint8_t hi = denom > 0 ? e2m1_encode(blk[2 * i + 1] / denom) : 0;
+      t.packed[static_cast<size_t>(b * 8 + i)] = e2m1_pack(lo, hi);
+    }
+  }
+  return t;
+}
+
+Mxfp4Tensor mxfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols) {
+  check_shape(x, rows, cols, kMxfp4Block, "mxfp4_quantize");
+  Mxfp4Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.packed.resize(static_cast<size_t>(rows * cols / 2));
+  t.block_scales.resize(static_cast<size_t>(rows * cols / kMxfp4Block));
+  for (int64_t b = 0; b < rows * cols / kMxfp4Block; ++b) {
+    const float* blk = x.data() + b * kMxfp4Block;
+    float amax = 0.0f;
+    for (int i = 0; i < kMxfp4Block; ++i) amax = std::max(amax, std::fabs(blk[i]));
+    const uint8_t sc = mxfp4_block_scale(amax);
+    t.block_scales[static_cast<size_t>(b)] = sc;
+    const float scale = ue8m0_decode(sc);
+    for (int i = 0; i < kMxfp4Block / 2; ++i)
+      t.packed[static_cast<size_t>(b * 16 + i)] =
+          e2m1_pack(e2m1_encode(blk[2 * i] / scale), e2m1_encode(blk[2 * i + 1] / scale));
+  }
+  return t;
+}
+
+void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out) {
+  if (static_cast<int64_t>(out.size()) != t.rows * t.cols) throw Error("mxfp4_dequantize: output size mismatch");
+  for (int64_t i = 0; i < t.rows * t.cols; ++i) {
+    const uint8_t byte = t.packed[static_cast<size_t>(i / 2)];
+    const uint8_t code = (i & 1) ? e2m1_hi(byte) : e2m1_lo(byte);
+    out[static_cast<size_t>(i)] =
+        e2m1_decode(code) * ue8m0_decode(t.block_scales[static_cast<size_t>(i / kMxfp4Block)]);
+  }
+}
+
+Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols) {
+  if (static_cast<int64_t>(x.size()) != rows * cols) throw Error("fp8_quantize: input size mismatch");
+  Fp8Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  const float amax = amax_ref(x);
+  t.scale = amax > 0 ? amax / kE4M3Max : 1.0f;
+  t.data.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) t.data[i] = e4m3_encode(x[i] / t.scale);
+  return t;
+}
+
+std::vector<uint8_t> swizzle128x4(std::span<const uint8_t> rowmajor, SwizzleShape s) {
+  if (static_cast<int64_t>(rowmajor.size()) != s.rows * s.kblocks) throw Error("swizzle128x4: size mismatch");
+  std::vector<uint8_t> out(static_cast<size_t>(s.bytes()), 0);
+  const int64_t kp = s.kblocks_padded();
+  for (int64_t m = 0; m < s.rows; ++m)
+    for (int64_t k = 0; k < s.kblocks; ++k)
+      out[static_cast<size_t>(swizzle128x4_offset(m, k, kp))] = rowmajor[static_cast<size_t>(m * s.kblocks + k)];
+  return out;
+}
+
+std::vector<uint8_t> unswizzle128x4(std::span<const uint8_t> swizzled, SwizzleShape s) {
+  if (static_cast<int64_t>(swizzled.size()) != s.bytes()) throw Error("unswizzle128x4: size mismatch");
+  std::vector<uint8_t> out(static_cast<size_t>(s.rows * s.kblocks));
+  const int64_t kp = s.kblocks_padded();
+  for (int64_t m = 0; m < s.rows; ++m)
+    for (int64_t k = 0; k < s.kblocks; ++k)
+      out[static_cast<size_t>(m * s.kblocks + k)] = swizzled[static_cast<size_t>(swizzle128x4_offset(m, k, kp))];
+  return out;
+}
+
+}  // namespace fp4lab

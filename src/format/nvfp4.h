@@ -1,0 +1,75 @@
+// NVFP4 / MXFP4 / FP8 tensor codecs (CPU reference). These `_ref` functions define the formats: every
+// kernel is tested against them.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "format/nvfp4_block.h"
+
+namespace fp4lab {
+
+// A 2-D NVFP4 tensor in the ModelOpt checkpoint layout.
+struct Nvfp4Tensor {
+  int64_t rows = 0;                   // N (output features)
+  int64_t cols = 0;                   // K (input features), a multiple of 16
+  std::vector<uint8_t> packed;        // U8 [rows, cols/2], element 2i in the low nibble
+  std::vector<uint8_t> block_scales;  // F8_E4M3 [rows, cols/16], row-major (not swizzled)
+  float tensor_scale = 0.0f;          // F32 weight_scale_2 = amax / 2688 (ModelOpt direction)
+};
+
+struct Mxfp4Tensor {
+  int64_t rows = 0, cols = 0;         // cols a multiple of 32
+  std::vector<uint8_t> packed;        // U8 [rows, cols/2]
+  std::vector<uint8_t> block_scales;  // UE8M0 [rows, cols/32]
+};
+
+float amax_ref(std::span<const float> x);
+
+// ModelOpt-direction quantization. tensor_scale defaults to amax(x)/2688; pass one to share a scale across
+// fused shards or to use a calibrated activation scale.
+Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                               std::optional<float> tensor_scale = std::nullopt);
+void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out);
+// quantize then dequantize ("fake quant") for emulating W4A4 on hardware without FP4 tensor cores.
+void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols, std::optional<float> tensor_scale,
+                          std::span<float> out);
+
+// Fused projections (q/k/v, gate/up) share one tensor scale: the max over the shards' amax.
+float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes);
+
+// compressed-tensors (llm-compressor) store the inverse: global_scale = 2688 / amax, and compute
+// block_scale = e4m3(global_scale * block_amax / 6), x_q = e2m1(x / (block_scale / global_scale)).
+float nvfp4_global_scale_from_amax(float amax);
+Nvfp4Tensor nvfp4_quantize_inverse_form_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                                            float global_scale);
+// Converts a compressed-tensors global scale to the ModelOpt direction used everywhere inside fp4lab.
+inline float nvfp4_tensor_scale_from_global(float global_scale) { return 1.0f / global_scale; }
+
+Mxfp4Tensor mxfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols);
+void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out);
+
+// FP8 E4M3 with one per-tensor scale (amax / 448), the FP8 baseline's weight format.
+struct Fp8Tensor {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> data;  // E4M3 [rows, cols]
+  float scale = 0.0f;         // dequant multiplier
+};
+Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols);
+
+// Blackwell / cuBLASLt 128x4 block-scale swizzle. Rows pad to 128, scale columns (K/16) pad to 4.
+struct SwizzleShape {
+  int64_t rows = 0, kblocks = 0;  // logical scale matrix [rows, kblocks]
+  int64_t rows_padded() const { return (rows + 127) / 128 * 128; }
+  int64_t kblocks_padded() const { return (kblocks + 3) / 4 * 4; }
+  int64_t bytes() const { return rows_padded() * kblocks_padded(); }
+};
+// Byte offset of scale (m, k): ((m/128)*(Ks/4) + k/4)*512 + (m%32)*16 + ((m/32)%4)*4 + k%4.
+FP4LAB_HD int64_t swizzle128x4_offset(int64_t m, int64_t k, int64_t kblocks_padded) {
+  return ((m / 128) * (kblocks_padded / 4) + k / 4) * 512 + (m % 32) * 16 + ((m / 32) % 4) * 4 + k % 4;
+}
+std::vector<uint8_t> swizzle128x4(std::span<const uint8_t> rowmajor, SwizzleShape s);
+std::vector<uint8_t> unswizzle128x4(std::span<const uint8_t> swizzled, SwizzleShape s);
+
+}  // namespace fp4lab

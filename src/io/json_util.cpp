@@ -1,0 +1,41 @@
+#include "io/json_util.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace fp4lab {
+
+json parse_json_untrusted(std::string_view text, const std::string& what) {
+  // Depth is checked before parsing: brackets inside strings do not count, escapes are skipped.
+  int depth = 0;
+  bool in_str = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_str) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) throw Error(what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+    } else if (c == ']' || c == '}') --depth;
+  }
+  try {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    throw Error(what + ": invalid JSON (" + e.what() + ")");
+  }
+}
+
+json read_json_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open file");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return parse_json_untrusted(ss.str(), path);
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,114 @@
+#include "io/nvfp4_checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "common/error.h"
+#include "format/nvfp4.h"
+#include "io/json_util.h"
+#include "io/safetensors.h"
+#include "model/layout.h"
+
+namespace fp4lab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<uint8_t> f32_bytes(float v) {
+  std::vector<uint8_t> b(4);
+  std::memcpy(b.data(), &v, 4);
+  return b;
+}
+
+std::vector<uint8_t> to_bf16_bytes(const std::vector<float>& x) {
+  std::vector<uint8_t> b(x.size() * 2);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint16_t h = bf16_from_f32_rne(x[i]);
+    b[2 * i] = uint8_t(h);
+    b[2 * i + 1] = uint8_t(h >> 8);
+  }
+  return b;
+}
+
+// ModelOpt gives fused projections one weight_scale_2: q/k/v of a layer, and gate/up.
+std::string fusion_group(const LinearSpec& s) {
+  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v") return std::to_string(s.layer) + ".qkv";
+  if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
+    return std::to_string(s.layer) + ".gate_up";
+  return s.name;
+}
+
+}  // namespace
+
+QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
+                                         const QuantizeOptions& opt) {
+  const ModelConfig cfg = load_model_config(in_dir);
+  const TensorStore st = TensorStore::open_dir(in_dir);
+  const QuantConfig existing = load_quant_config(in_dir);
+  if (existing.algo != QuantAlgo::None)
+    throw Error(in_dir + ": already quantized (" + quant_algo_name(existing.algo) + "); quantize needs a BF16 checkpoint");
+  const std::vector<std::string> exclude = opt.exclude.empty() ? default_nvfp4_excludes(cfg) : opt.exclude;
+  const auto specs = linear_layers(cfg);
+
+  std::map<std::string, const LinearSpec*> by_weight;
+  std::map<std::string, float> group_amax;
+  std::set<std::string> quantized;
+  for (const auto& s : specs) {
+    bool ex = s.k % 16 != 0;
+    for (const auto& e : exclude) ex = ex || exclude_matches(e, s.name);
+    if (ex || (s.role == "lm_head" && cfg.tie_embeddings)) continue;
+    quantized.insert(s.name);
+    by_weight[s.name + ".weight"] = &s;
+    const auto w = tensor_to_f32(st.get(s.name + ".weight"));
+    float& g = group_amax[fusion_group(s)];
+    g = std::max(g, amax_ref(w));
+  }
+
+  fs::create_directories(out_dir);
+  SafetensorsWriter out;
+  QuantizeReport rep;
+  for (const auto& [name, t] : st.all()) {
+    rep.bytes_in += double(t->nbytes());
+    auto it = by_weight.find(name);
+    if (it == by_weight.end()) {
+      // Unquantized tensors go out as BF16 (float types) or unchanged (integer types).
+      if (t->dtype == DType::F32 || t->dtype == DType::F16)
+        out.add(name, DType::BF16, t->shape, to_bf16_bytes(tensor_to_f32(*t)));
+      else
+        out.add(name, t->dtype, t->shape, std::vector<uint8_t>(t->data, t->data + t->nbytes()));
+      if (name.size() > 7 && name.ends_with(".weight") && t->shape.size() == 2) ++rep.kept;
+      continue;
+    }
+    const LinearSpec& s = *it->second;
+    const auto w = tensor_to_f32(*t);
+    const float ts = nvfp4_tensor_scale(group_amax[fusion_group(s)]);
+    const Nvfp4Tensor q = nvfp4_quantize_ref(w, s.n, s.k, ts);
+    out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
+    out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);
+    out.add(s.name + ".weight_scale_2", DType::F32, {}, f32_bytes(q.tensor_scale));
+    ++rep.quantized;
+  }
+  rep.bytes_out = double(out.data_bytes());
+  out.set_metadata("format", "pt");
+  out.write((fs::path(out_dir) / "model.safetensors").string());
+
+  std::vector<std::string> excluded_names;
+  for (const auto& s : specs)
+    if (!quantized.count(s.name)) excluded_names.push_back(s.name);
+  const std::string algo = opt.weight_only ? "W4A16_NVFP4" : "NVFP4";
+  json hfq = {{"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}},
+              {"quantization", {{"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"group_size", 16},
+                                {"exclude_modules", excluded_names}}}};
+  std::ofstream(fs::path(out_dir) / "hf_quant_config.json") << hfq.dump(2) << "\n";
+  json cj = read_json_file((fs::path(in_dir) / "config.json").string());
+  cj["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", algo}, {"group_size", 16},
+                               {"ignore", excluded_names}, {"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}}};
+  cj["torch_dtype"] = "bfloat16";
+  std::ofstream(fs::path(out_dir) / "config.json") << cj.dump(2) << "\n";
+  return rep;
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,203 @@
+#include "model/layout.h"
+
+#include "common/error.h"
+
+namespace fp4lab {
+
+ArchNames arch_names(const ModelConfig& c) {
+  ArchNames n;
+  if (c.arch == Arch::NemotronH) {
+    n.embed = "backbone.embeddings.weight";
+    n.final_norm = "backbone.norm_f.weight";
+  } else {
+    n.embed = "model.embed_tokens.weight";
+    n.final_norm = "model.norm.weight";
+  }
+  n.lm_head = c.tie_embeddings ? n.embed : "lm_head.weight";
+  return n;
+}
+
+std::vector<LinearSpec> linear_layers(const ModelConfig& c) {
+  std::vector<LinearSpec> out;
+  const int64_t h = c.hidden_size, q = int64_t{c.num_heads} * c.head_dim, kv = int64_t{c.num_kv_heads} * c.head_dim;
+  auto add = [&](std::string name, std::string role, int layer, int64_t n, int64_t k) {
+    out.push_back({std::move(name), std::move(role), layer, n, k});
+  };
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string L = std::to_string(i);
+    switch (c.layers[static_cast<size_t>(i)]) {
+      case LayerKind::Decoder: {
+        const std::string p = "model.layers." + L;
+        add(p + ".self_attn.q_proj", "attn.q", i, q, h);
+        add(p + ".self_attn.k_proj", "attn.k", i, kv, h);
+        add(p + ".self_attn.v_proj", "attn.v", i, kv, h);
+        add(p + ".self_attn.o_proj", "attn.o", i, h, q);
+        add(p + ".mlp.gate_proj", "mlp.gate", i, c.intermediate_size, h);
+        add(p + ".mlp.up_proj", "mlp.up", i, c.intermediate_size, h);
+        add(p + ".mlp.down_proj", "mlp.down", i, h, c.intermediate_size);
+        break;
+      }
+      case LayerKind::Attention: {
+        const std::string p = "backbone.layers." + L + ".mixer";
+        add(p + ".q_proj", "attn.q", i, q, h);
+        add(p + ".k_proj", "attn.k", i, kv, h);
+        add(p + ".v_proj", "attn.v", i, kv, h);
+        add(p + ".o_proj", "attn.o", i, h, q);
+        break;
+      }
+      case LayerKind::Mlp: {
+        const std::string p = "backbone.layers." + L + ".mixer";
+        add(p + ".up_proj", "mlp.up", i, c.intermediate_size, h);
+        add(p + ".down_proj", "mlp.down", i, h, c.intermediate_size);
+        break;
+      }
+      case LayerKind::Mamba: {
+        const std::string p = "backbone.layers." + L + ".mixer";
+        add(p + ".in_proj", "mamba.in", i, c.mamba_in_proj_dim(), h);
+        add(p + ".out_proj", "mamba.out", i, h, c.mamba_d_inner());
+        break;
+      }
+      case LayerKind::Moe:
+        throw Error("layer " + L + " is a mixture-of-experts layer (E): not supported yet");
+    }
+  }
+  const ArchNames names = arch_names(c);
+  add(names.lm_head.substr(0, names.lm_head.size() - 7), "lm_head", -1, c.vocab_size, h);
+  return out;
+}
+
+const char* storage_name(WeightStorage s) {
+  switch (s) {
+    case WeightStorage::BF16: return "BF16";
+    case WeightStorage::F16: return "F16";
+    case WeightStorage::F32: return "F32";
+    case WeightStorage::NVFP4_ModelOpt: return "NVFP4";
+    case WeightStorage::NVFP4_CompressedTensors: return "NVFP4(ct)";
+    case WeightStorage::FP8: return "FP8";
+    case WeightStorage::Missing: return "missing";
+  }
+  return "?";
+}
+
+const char* quant_mode_name(QuantMode m) {
+  switch (m) {
+    case QuantMode::Auto: return "auto";
+    case QuantMode::BF16: return "bf16";
+    case QuantMode::NVFP4: return "nvfp4";
+  }
+  return "?";
+}
+
+std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c) {
+  std::vector<std::string> ex{"lm_head"};
+  if (c.arch == Arch::NemotronH)
+    for (const char* p : {"*.q_proj", "*.k_proj", "*.v_proj", "*.o_proj"}) ex.emplace_back(p);
+  return ex;
+}
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+  return o + "]";
+}
+
+WeightStorage detect_storage(const LinearSpec& l, const TensorStore& st) {
+  const auto* w = st.find(l.name + ".weight");
+  const auto* wp = st.find(l.name + ".weight_packed");
+  if (wp) {
+    if (wp->dtype != DType::U8) throw Error(st.source() + ": '" + wp->name + "' must be U8 (packed E2M1)");
+    return WeightStorage::NVFP4_CompressedTensors;
+  }
+  if (!w) return WeightStorage::Missing;
+  if (w->dtype == DType::U8 && st.find(l.name + ".weight_scale")) return WeightStorage::NVFP4_ModelOpt;
+  if (w->dtype == DType::F8_E4M3) return WeightStorage::FP8;
+  if (w->dtype == DType::BF16) return WeightStorage::BF16;
+  if (w->dtype == DType::F16) return WeightStorage::F16;
+  if (w->dtype == DType::F32) return WeightStorage::F32;
+  throw Error(st.source() + ": '" + w->name + "' has unsupported dtype " + dtype_name(w->dtype));
+}
+
+void expect_shape(const TensorStore& st, const std::string& name, std::vector<int64_t> want, DType dt) {
+  const TensorView& t = st.get(name);
+  if (t.dtype != dt)
+    throw Error(st.source() + ": '" + name + "' has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(dt));
+  if (t.shape != want) throw Error(st.source() + ": '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                                   shape_str(want));
+}
+
+void check_scalar(const TensorStore& st, const std::string& name) {
+  const TensorView& t = st.get(name);
+  if (t.dtype != DType::F32 || t.numel() != 1)
+    throw Error(st.source() + ": '" + name + "' must be a single F32 value, got " + dtype_name(t.dtype) + " " +
+                shape_str(t.shape));
+}
+
+}  // namespace
+
+std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q, const TensorStore* st,
+                                     QuantMode mode) {
+  std::vector<LinearPlan> plans;
+  const auto excludes = default_nvfp4_excludes(c);
+  for (const auto& spec : linear_layers(c)) {
+    LinearPlan p;
+    p.spec = spec;
+    if (st) {
+      p.storage = detect_storage(spec, *st);
+      if (p.storage == WeightStorage::Missing)
+        throw Error(st->source() + ": missing tensor '" + spec.name + ".weight'");
+      if (p.storage == WeightStorage::NVFP4_ModelOpt) {
+        expect_shape(*st, spec.name + ".weight", {spec.n, spec.k / 2}, DType::U8);
+        expect_shape(*st, spec.name + ".weight_scale", {spec.n, spec.k / 16}, DType::F8_E4M3);
+        check_scalar(*st, spec.name + ".weight_scale_2");
+        if (st->find(spec.name + ".input_scale")) check_scalar(*st, spec.name + ".input_scale");
+      } else if (p.storage == WeightStorage::NVFP4_CompressedTensors) {
+        expect_shape(*st, spec.name + ".weight_packed", {spec.n, spec.k / 2}, DType::U8);
+        expect_shape(*st, spec.name + ".weight_scale", {spec.n, spec.k / 16}, DType::F8_E4M3);
+        check_scalar(*st, spec.name + ".weight_global_scale");
+      } else {
+        const TensorView& w = st->get(spec.name + ".weight");
+        if (w.shape != std::vector<int64_t>{spec.n, spec.k})
+          throw Error(st->source() + ": '" + w.name + "' has shape " + shape_str(w.shape) + ", config implies " +
+                      shape_str({spec.n, spec.k}));
+      }
+    } else {
+      p.storage = WeightStorage::BF16;  // synthetic preset
+    }
+    const bool stored_fp4 =
+        p.storage == WeightStorage::NVFP4_ModelOpt || p.storage == WeightStorage::NVFP4_CompressedTensors;
+    std::string matched;
+    if (spec.k % 16 != 0) {
+      p.nvfp4 = false;
+      p.reason = "K=" + std::to_string(spec.k) + " is not a multiple of 16";
+    } else if (mode == QuantMode::BF16) {
+      p.nvfp4 = false;
+      p.reason = stored_fp4 ? "--quant bf16: dequantized at load" : "--quant bf16";
+    } else if (stored_fp4) {
+      p.nvfp4 = true;
+      p.reason = "checkpoint stores NVFP4";
+    } else if (mode == QuantMode::NVFP4) {
+      bool ex = false;
+      for (const auto& e : excludes)
+        if (exclude_matches(e, spec.name)) {
+          ex = true;
+          matched = e;
+        }
+      p.nvfp4 = !ex;
+      p.reason = ex ? "default exclusion '" + matched + "'" : "--quant nvfp4: quantized at load (ModelOpt recipe)";
+    } else {  // Auto on a non-FP4 tensor
+      p.nvfp4 = false;
+      if (q.is_nvfp4() && q.algo_for(spec.name, &matched) == QuantAlgo::None && !matched.empty())
+        p.reason = "excluded by '" + matched + "' in " + q.source;
+      else if (q.is_nvfp4())
+        p.reason = "stored unquantized in the checkpoint";
+      else
+        p.reason = "unquantized checkpoint (use --quant nvfp4 to quantize at load)";
+    }
+    plans.push_back(std::move(p));
+  }
+  return plans;
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,53 @@
+// The linear layers an architecture has, by checkpoint name, and how a checkpoint stores each one.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/model_config.h"
+#include "io/quant_config.h"
+#include "io/safetensors.h"
+
+namespace fp4lab {
+
+struct LinearSpec {
+  std::string name;  // module prefix, e.g. "model.layers.0.self_attn.q_proj"
+  std::string role;  // attn.q, attn.k, attn.v, attn.o, mlp.gate, mlp.up, mlp.down, mamba.in, mamba.out, lm_head
+  int layer = -1;    // -1 for lm_head
+  int64_t n = 0;     // output features
+  int64_t k = 0;     // input features
+};
+
+// Canonical module names of the architecture, e.g. embeddings and final norm.
+struct ArchNames {
+  std::string embed;       // token embedding weight
+  std::string final_norm;  // final RMSNorm weight
+  std::string lm_head;     // lm_head weight (== embed when tied)
+};
+ArchNames arch_names(const ModelConfig& c);
+
+std::vector<LinearSpec> linear_layers(const ModelConfig& c);
+
+enum class WeightStorage { BF16, F16, F32, NVFP4_ModelOpt, NVFP4_CompressedTensors, FP8, Missing };
+const char* storage_name(WeightStorage s);
+
+struct LinearPlan {
+  LinearSpec spec;
+  WeightStorage storage = WeightStorage::Missing;  // as the checkpoint has it
+  bool nvfp4 = false;                              // runs as NVFP4 under the chosen quant mode
+  std::string reason;                              // why NVFP4 or not, in words
+};
+
+enum class QuantMode { Auto, BF16, NVFP4 };
+const char* quant_mode_name(QuantMode m);
+
+// Default exclusions when fp4lab quantizes a BF16 checkpoint at load, following ModelOpt's defaults and, for
+// Nemotron-H, NVIDIA's own NVFP4 checkpoints (attention kept in BF16).
+std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c);
+
+// Decides each linear layer's storage and execution format. Throws on missing tensors or NVFP4 tensors whose
+// shapes disagree with the config, naming the tensor.
+std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q, const TensorStore* store,
+                                     QuantMode mode);
+
+}  // namespace fp4lab

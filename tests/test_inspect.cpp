@@ -1,0 +1,131 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "format/nvfp4.h"
+#include "io/nvfp4_checkpoint.h"
+#include "model/inspect.h"
+#include "model/presets.h"
+#include "test_util.h"
+
+using namespace fp4lab;
+using fp4lab::test::have_shared;
+using fp4lab::test::run_fp4lab;
+using fp4lab::test::shared_dir;
+using fp4lab::test::TempDir;
+
+TEST(Inspect, TinyNemotronHPattern) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  const auto r = run_fp4lab("inspect " + shared_dir() + "/models/tiny-nemotron-h --layers");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("nemotron_h, 5 layers, pattern M*-M-"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("backbone.layers.0.mixer.in_proj"), std::string::npos);
+  EXPECT_NE(r.out.find("mamba.in"), std::string::npos);
+}
+
+TEST(Inspect, EverySharedModel) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"stories260k", "tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
+    const std::string dir = shared_dir() + "/models/" + m;
+    const auto store = TensorStore::open_dir(dir);
+    const auto s = summarize_checkpoint(dir, store);
+    // Every tensor of the checkpoint is accounted for by the parameter count.
+    int64_t stored = 0;
+    for (const auto& [n, t] : store.all()) stored += t->numel();
+    EXPECT_EQ(s.params_total, stored) << m;
+  }
+}
+
+TEST(Inspect, Stories260kKNotMultipleOf16) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  const std::string dir = shared_dir() + "/models/stories260k";
+  const auto store = TensorStore::open_dir(dir);
+  const auto s = summarize_checkpoint(dir, store);
+  int k172 = 0;
+  for (const auto& p : s.nvfp4_plan)
+    if (p.spec.role == "mlp.down") {
+      EXPECT_FALSE(p.nvfp4);
+      EXPECT_NE(p.reason.find("K=172"), std::string::npos);
+      ++k172;
+    } else if (p.spec.role != "lm_head") {
+      EXPECT_TRUE(p.nvfp4) << p.spec.name;
+    }
+  EXPECT_EQ(k172, 5);
+}
+
+TEST(Inspect, QuantizedCheckpointRoundTrip) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  TempDir d;
+  const std::string in = shared_dir() + "/models/tiny-llama";
+  const auto rep = quantize_checkpoint_nvfp4(in, d.str(), {});
+  EXPECT_EQ(rep.quantized, 14);  // 7 linears x 2 layers; lm_head excluded
+  const auto store = TensorStore::open_dir(d.str());
+  const auto s = summarize_checkpoint(d.str(), store);
+  EXPECT_EQ(s.quant.algo, QuantAlgo::W4A16_NVFP4);
+  for (const auto& p : s.linears) {
+    EXPECT_EQ(p.nvfp4, p.spec.role != "lm_head") << p.spec.name;
+    if (p.spec.role == "lm_head") {
+      EXPECT_NE(p.reason.find("excluded by 'lm_head'"), std::string::npos) << p.reason;
+    }
+  }
+  // q/k/v share one weight_scale_2 (max over shards), and dequantized weights are close to the originals.
+  const float sq = tensor_to_f32(store.get("model.layers.0.self_attn.q_proj.weight_scale_2"))[0];
+  EXPECT_EQ(sq, tensor_to_f32(store.get("model.layers.0.self_attn.v_proj.weight_scale_2"))[0]);
+  const auto orig_store = TensorStore::open_dir(in);
+  const auto w = tensor_to_f32(orig_store.get("model.layers.0.mlp.down_proj.weight"));
+  Nvfp4Tensor t;
+  t.rows = 128;
+  t.cols = 384;
+  const auto& pk = store.get("model.layers.0.mlp.down_proj.weight");
+  const auto& sc = store.get("model.layers.0.mlp.down_proj.weight_scale");
+  t.packed.assign(pk.data, pk.data + pk.nbytes());
+  t.block_scales.assign(sc.data, sc.data + sc.nbytes());
+  t.tensor_scale = tensor_to_f32(store.get("model.layers.0.mlp.down_proj.weight_scale_2"))[0];
+  EXPECT_EQ(t.tensor_scale, amax_ref(w) / 2688.0f);
+  std::vector<float> y(w.size());
+  nvfp4_dequantize_ref(t, y);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    num += double(w[i] - y[i]) * (w[i] - y[i]);
+    den += double(w[i]) * w[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 0.15);
+  const auto r = run_fp4lab("inspect " + d.str());
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("14 NVFP4 as stored"), std::string::npos) << r.out;
+}
+
+TEST(Inspect, Nvfp4ShapeMismatchIsReported) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  TempDir d;
+  quantize_checkpoint_nvfp4(shared_dir() + "/models/tiny-llama", d.str(), {});
+  // Rewrite one block-scale tensor with a wrong shape.
+  const auto store = TensorStore::open_dir(d.str());
+  SafetensorsWriter w;
+  for (const auto& [name, t] : store.all()) {
+    auto shape = t->shape;
+    std::vector<uint8_t> b(t->data, t->data + t->nbytes());
+    if (name == "model.layers.1.mlp.up_proj.weight_scale") {
+      shape = {shape[0] / 2, shape[1] * 2};
+    }
+    w.add(name, t->dtype, shape, b);
+  }
+  w.write(d.str("model.safetensors"));
+  const auto r = run_fp4lab("inspect " + d.str());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("model.layers.1.mlp.up_proj.weight_scale"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("expected [384, 8]"), std::string::npos) << r.out;
+}
+
+TEST(Inspect, NemotronPresetBytesPerToken) {
+  // The figures: 16.6 GB/token in BF16, 5.83 GB in NVFP4 as NVIDIA's checkpoint does it.
+  const auto p = find_preset("preset:nemotron-nano-9b-v2");
+  ASSERT_TRUE(p);
+  const auto s = summarize_config("preset", p->config);
+  EXPECT_NEAR(s.bytes_per_token_bf16 / 1e9, 16.6, 0.1);
+  EXPECT_NEAR(s.bytes_per_token_nvfp4 / 1e9, 5.83, 0.15);
+  const auto l = summarize_config("preset", find_preset("llama-3.1-8b")->config);
+  EXPECT_NEAR(l.params_total / 1e9, 8.03, 0.01);
+}

@@ -1,0 +1,18 @@
+// Each subcommand registers its options on the CLI11 app and returns the action to run once parsing succeeds.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace fp4lab::cli {
+
+using Action = std::function<int()>;
+
+Action add_inspect(CLI::App& app);
+Action add_doctor(CLI::App& app);
+Action add_demo(CLI::App& app);
+
+// Human-readable byte counts and numbers shared by the commands.
+std::string human_bytes(double b);
+std::string human_count(double n);
+
+}  // namespace fp4lab::cli

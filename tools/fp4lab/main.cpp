@@ -1,0 +1,35 @@
+#include <cstdio>
+#include <map>
+#include <new>
+
+#include "commands.h"
+#include "common/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fp4lab: NVFP4 inference engine and benchmark suite"};
+  app.set_version_flag("--version", std::string("fp4lab ") + FP4LAB_VERSION + " (" + FP4LAB_GIT_COMMIT + ")");
+  app.require_subcommand(1);
+  std::map<CLI::App*, fp4lab::cli::Action> actions;
+  auto reg = [&](const char* name, const char* help, fp4lab::cli::Action (*add)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    actions[sub] = add(*sub);
+  };
+  reg("inspect", "Describe a checkpoint or preset: layers, formats, parameters, bytes per token", fp4lab::cli::add_inspect);
+  reg("doctor", "List GPUs and the NVFP4 path each one gets", fp4lab::cli::add_doctor);
+  reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    for (auto& [sub, act] : actions)
+      if (sub->parsed()) return act();
+  } catch (const fp4lab::Error& e) {
+    std::fprintf(stderr, "fp4lab: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "fp4lab: error: out of host memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fp4lab: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
