@@ -10,6 +10,7 @@ using Action = std::function<int()>;
 Action add_inspect(CLI::App& app);
 Action add_doctor(CLI::App& app);
 Action add_demo(CLI::App& app);
+Action add_bench(CLI::App& app);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);

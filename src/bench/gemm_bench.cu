@@ -1,0 +1,226 @@
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+#include "bench/gemm_bench.h"
+#include "cuda/baseline_gemm.h"
+#include "cuda/check.h"
+#include "cuda/nvfp4_gemm.h"
+#include "cuda/random_fill.h"
+#include "engine/gemm_heuristics.h"
+
+namespace fp4lab {
+
+namespace {
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Median per-call time in microseconds over `reps` batches; fn(i) launches call i (rotating buffers).
+double time_us(const std::function<void(int)>& fn, const GemmBenchOptions& o, cudaStream_t s) {
+  Timer t;
+  int i = 0;
+  for (int w = 0; w < o.warmup; ++w) fn(i++);
+  int calls = o.calls_per_rep;
+  if (calls <= 0) {
+    CUDA_CHECK(cudaEventRecord(t.a, s));
+    for (int c = 0; c < 3; ++c) fn(i++);
+    CUDA_CHECK(cudaEventRecord(t.b, s));
+    CUDA_CHECK(cudaEventSynchronize(t.b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+    calls = std::clamp(static_cast<int>(0.3 / std::max(ms / 3, 1e-4f)), 3, 200);
+  }
+  std::vector<double> per;
+  for (int r = 0; r < o.reps; ++r) {
+    CUDA_CHECK(cudaEventRecord(t.a, s));
+    for (int c = 0; c < calls; ++c) fn(i++);
+    CUDA_CHECK(cudaEventRecord(t.b, s));
+    CUDA_CHECK(cudaEventSynchronize(t.b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+    per.push_back(1000.0 * ms / calls);
+  }
+  return median(per);
+}
+
+double copy_bandwidth_gbs(cudaStream_t s) {
+  const size_t bytes = 1ull << 30;
+  DeviceBuffer a(bytes), b(bytes);
+  CUDA_CHECK(cudaMemsetAsync(a.ptr, 1, bytes, s));
+  Timer t;
+  std::vector<double> v;
+  for (int r = 0; r < 12; ++r) {
+    CUDA_CHECK(cudaEventRecord(t.a, s));
+    CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, s));
+    CUDA_CHECK(cudaEventRecord(t.b, s));
+    CUDA_CHECK(cudaEventSynchronize(t.b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+    if (r >= 2) v.push_back(2.0 * bytes / (ms * 1e-3) / 1e9);  // bytes read + written
+  }
+  return median(v);
+}
+
+W4A16Variant parse_variant(const std::string& s) {
+  for (auto v : {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Mma32, W4A16Variant::Mma64,
+                 W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+    if (s == w4a16_variant_name(v)) return v;
+  throw Error("bench gemm: unknown variant '" + s + "' (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
+}
+
+}  // namespace
+
+json run_gemm_bench(const GemmBenchOptions& o) {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+
+  std::vector<GemmShape> shapes;
+  for (const auto& m : o.models)
+    for (const auto& sh : gemm_shapes_for(m)) shapes.push_back(sh);
+  for (const auto& e : o.extra_shapes) {
+    const auto x = e.find('x');
+    if (x == std::string::npos) throw Error("--shape wants NxK, got '" + e + "'");
+    GemmShape sh{"custom " + e, std::stoll(e.substr(0, x)), std::stoll(e.substr(x + 1))};
+    if (sh.n <= 0 || sh.k <= 0 || sh.n % 16 || sh.k % 16) throw Error("--shape " + e + ": N and K must be positive multiples of 16");
+    shapes.push_back(sh);
+  }
+  const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
+
+  const double copy_gbs = copy_bandwidth_gbs(s);
+  std::fprintf(stderr, "bench gemm: %s (sm_%d%d, %d SMs, L2 %.0f MB); device-to-device copy %.0f GB/s\n", prop.name,
+               prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_gbs);
+
+  GemmWorkspace ws;
+  LtGemm lt;
+  void* blas = ws.cublas_handle();
+  const double l2 = prop.l2CacheSize;
+  const W4A16Plan* forced = nullptr;
+  W4A16Plan forced_plan;
+  if (!o.variant.empty()) {
+    forced_plan.variant = parse_variant(o.variant);
+    forced = &forced_plan;
+  }
+
+  json out;
+  out["gpu"] = {{"name", prop.name}, {"cc", std::to_string(prop.major) + "." + std::to_string(prop.minor)},
+                {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize}};
+  out["copy_bandwidth_gbs"] = copy_gbs;
+  out["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"rotate_factor", o.rotate_factor}, {"ms", o.ms},
+                    {"variant", o.variant.empty() ? "auto" : o.variant}, {"baselines", o.baselines}};
+  out["rows"] = json::array();
+
+  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
+              "nvfp4 us", "GB/s", "%copy", "TFLOP/s", "bf16 us", "fp8 us", "xBF16", "xFP8");
+  int shape_i = 0;
+  for (const auto& sh : shapes) {
+    ++shape_i;
+    const int64_t n = sh.n, k = sh.k;
+    const double fp4_bytes = n * k * 0.5625, bf16_bytes = 2.0 * n * k, fp8_bytes = 1.0 * n * k;
+    auto copies_for = [&](double b) { return std::max(2, static_cast<int>(std::ceil(o.rotate_factor * l2 / b))); };
+    const int c4 = copies_for(fp4_bytes), c16 = copies_for(bf16_bytes), c8 = copies_for(fp8_bytes);
+
+    // One BF16 master weight; every format is derived from it on the GPU.
+    DeviceBuffer wmaster(static_cast<size_t>(n * k * 2));
+    fill_random_bf16(wmaster.as<uint16_t>(), n * k, 1000 + shape_i, 0.02f, 997, s);
+    DeviceBuffer qpacked(static_cast<size_t>(n * k / 2)), qscales(static_cast<size_t>(n * k / 16)), qts(sizeof(float));
+    nvfp4_quantize_act(wmaster.as<bf16_raw>(), n, k, qpacked.as<uint8_t>(), qscales.as<uint8_t>(), qts.as<float>(), true, s);
+    float ts = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&ts, qts.ptr, sizeof ts, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    std::vector<Nvfp4DeviceWeight> w4;
+    for (int i = 0; i < c4; ++i) w4.push_back(nvfp4_repack_device(qpacked.as<uint8_t>(), qscales.as<uint8_t>(), n, k, ts, s));
+    std::vector<DeviceBuffer> w16, w8;
+    DeviceBuffer w8scale(sizeof(float));
+    if (o.baselines) {
+      for (int i = 0; i < c16; ++i) {
+        w16.emplace_back(static_cast<size_t>(n * k * 2));
+        CUDA_CHECK(cudaMemcpyAsync(w16.back().ptr, wmaster.ptr, n * k * 2, cudaMemcpyDeviceToDevice, s));
+      }
+      for (int i = 0; i < c8; ++i) {
+        w8.emplace_back(static_cast<size_t>(n * k));
+        fp8_quantize_bf16(wmaster.as<bf16_raw>(), n * k, w8.back().as<uint8_t>(), w8scale.as<float>(), s);
+      }
+    }
+    wmaster = DeviceBuffer();
+    DeviceBuffer x(static_cast<size_t>(max_m * k * 2)), y(static_cast<size_t>(max_m * n * 2));
+    DeviceBuffer x8(static_cast<size_t>(max_m * k)), x8scale(sizeof(float));
+    fill_random_bf16(x.as<uint16_t>(), max_m * k, 7 + shape_i, 1.0f, 0, s);
+    if (o.baselines) fp8_quantize_bf16(x.as<bf16_raw>(), max_m * k, x8.as<uint8_t>(), x8scale.as<float>(), s);
+    CUDA_CHECK(cudaStreamSynchronize(s));
+
+    for (int64_t m : o.ms) {
+      std::fprintf(stderr, "\r[%d/%zu] %s M=%lld        ", shape_i, shapes.size(), sh.name.c_str(),
+                   static_cast<long long>(m));
+      int sms = prop.multiProcessorCount;
+      const W4A16Plan plan = forced ? *forced : choose_w4a16_plan(m, n, k, sms);
+      if ((plan.variant == W4A16Variant::Decode8 && m > 8) || (plan.variant == W4A16Variant::Decode16 && m > 16)) continue;
+      const double t4 = time_us(
+          [&](int i) {
+            nvfp4_w4a16_gemm(x.as<bf16_raw>(), m, k, w4[i % c4], y.as<bf16_raw>(), n, 1.0f, ws, s, &plan);
+          },
+          o, s);
+      double t16 = NAN, t8 = NAN;
+      if (o.baselines) {
+        t16 = time_us(
+            [&](int i) { cublas_bf16_gemm(blas, x.as<bf16_raw>(), m, w16[i % c16].as<bf16_raw>(), n, k, y.as<bf16_raw>(), s); },
+            o, s);
+        try {
+          t8 = time_us(
+              [&](int i) {
+                lt.run(LtGemm::Kind::Fp8E4M3, w8[i % c8].ptr, w8scale.ptr, x8.ptr, x8scale.ptr, m, n, k, 1.0f,
+                       y.as<bf16_raw>(), s);
+              },
+              o, s);
+        } catch (const Error& e) {
+          if (o.verbose) std::fprintf(stderr, "\nfp8 baseline unavailable: %s\n", e.what());
+        }
+      }
+      const double gbs = fp4_bytes / (t4 * 1e-6) / 1e9;
+      const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
+      std::fprintf(stderr, "\r%80s\r", "");
+      std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n", sh.name.c_str(),
+                  static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
+                  (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "")).c_str(),
+                  t4, gbs, 100.0 * gbs / copy_gbs, tflops, t16, t8, t16 / t4, t8 / t4);
+      std::fflush(stdout);
+      json row = {{"shape", sh.name}, {"n", n}, {"k", k}, {"m", m}, {"variant", w4a16_variant_name(plan.variant)},
+                  {"splits", plan.splits}, {"nvfp4_us", t4}, {"weight_gbs", gbs}, {"pct_copy", 100.0 * gbs / copy_gbs},
+                  {"tflops", tflops}};
+      if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
+      if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;
+      out["rows"].push_back(row);
+    }
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+  if (!o.json_out.empty()) {
+    std::ofstream f(o.json_out);
+    if (!f) throw Error(o.json_out + ": cannot write");
+    f << out.dump(2) << "\n";
+  }
+  return out;
+}
+
+}  // namespace fp4lab

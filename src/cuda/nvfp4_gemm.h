@@ -1,0 +1,83 @@
+// NVFP4 linear layers on the GPU: weight repack, the W4A16 GEMM (every GPU from sm_80), activation
+// quantization, W4A4 emulation. Pointers are device pointers; BF16 tensors are passed as raw 16-bit words so
+// that this header is usable from plain C++.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "engine/gemm_heuristics.h"
+#include "format/nvfp4_tile_layout.h"
+
+namespace fp4lab {
+
+using bf16_raw = uint16_t;
+
+// Owns device memory; frees it on destruction.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr, o.bytes = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
+};
+
+// An NVFP4 weight in the kernels' tile layout, resident on the GPU.
+struct Nvfp4DeviceWeight {
+  Nvfp4TileGeom geom;
+  DeviceBuffer weights;  // geom.weight_bytes()
+  DeviceBuffer scales;   // geom.scale_bytes()
+  float tensor_scale = 0.0f;
+  size_t bytes() const { return weights.bytes + scales.bytes; }
+};
+
+// Repacks a ModelOpt-layout weight already on the GPU (U8 [N, K/2], E4M3 [N, K/16]) into the tile layout.
+Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
+                                      float tensor_scale, cudaStream_t stream);
+
+// Scratch for split-K partial sums and tile semaphores, grown on demand (not thread-safe).
+class GemmWorkspace {
+ public:
+  float* partials(size_t floats, cudaStream_t s);
+  int* counters(size_t n, cudaStream_t s);  // zero-initialised, kernels leave them at zero
+  bf16_raw* dequant_scratch(size_t elems);  // for the DequantBlas variant
+  void* cublas_handle();                    // lazily created cublasHandle_t
+  int sm_count();                           // of the current device, queried once
+
+  ~GemmWorkspace();
+
+ private:
+  DeviceBuffer partials_, counters_, scratch_;
+  void* cublas_ = nullptr;
+  int sm_count_ = 0;
+};
+
+// Y[M, N] (row stride ldy) = alpha * X[M, K] (row stride ldx) . W^T, alpha multiplying the weight's tensor scale.
+// plan == nullptr picks one with choose_w4a16_plan.
+void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
+                      int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
+                      const W4A16Plan* plan = nullptr);
+
+// Dequantizes a tiled weight to BF16 [N, K] (row-major), the first half of the DequantBlas variant.
+void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream);
+
+// BF16 activations -> NVFP4 (ModelOpt layout: packed [M, K/2], E4M3 [M, K/16]), bit-identical to
+// nvfp4_quantize_ref. tensor_scale: a device pointer; when dynamic, it is computed as amax(x)/2688 first.
+void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed, uint8_t* scales,
+                        float* tensor_scale, bool dynamic, cudaStream_t stream);
+
+// W4A4 emulation input: each activation replaced by its exact E2M1 x E4M3 value in BF16 (no tensor scale: the
+// caller folds it into alpha, as a native W4A4 epilogue does).
+void nvfp4_act_fake_quant_unscaled(const uint8_t* packed, const uint8_t* scales, int64_t m, int64_t k,
+                                   bf16_raw* out, cudaStream_t stream);
+
+}  // namespace fp4lab

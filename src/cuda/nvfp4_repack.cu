@@ -1,0 +1,154 @@
+// Load-time weight preparation (ModelOpt layout -> tile layout, once per weight, on the GPU), the tiled ->
+// BF16 dequantization used by the large-M path, and the device buffers these need.
+#include <cuda_bf16.h>
+
+#include "cuda/check.h"
+#include "cuda/nvfp4_gemm.h"
+#include "format/nvfp4_block.h"
+
+namespace fp4lab {
+
+DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) {
+  if (n) CUDA_CHECK(cudaMalloc(&ptr, n));
+}
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr) cudaFree(ptr);
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr) cudaFree(ptr);
+    ptr = o.ptr;
+    bytes = o.bytes;
+    o.ptr = nullptr;
+    o.bytes = 0;
+  }
+  return *this;
+}
+
+float* GemmWorkspace::partials(size_t floats, cudaStream_t) {
+  if (partials_.bytes < floats * sizeof(float)) partials_ = DeviceBuffer(floats * sizeof(float));
+  return partials_.as<float>();
+}
+int* GemmWorkspace::counters(size_t n, cudaStream_t s) {
+  if (counters_.bytes < n * sizeof(int)) {
+    counters_ = DeviceBuffer(n * sizeof(int));
+    CUDA_CHECK(cudaMemsetAsync(counters_.ptr, 0, counters_.bytes, s));
+  }
+  return counters_.as<int>();
+}
+bf16_raw* GemmWorkspace::dequant_scratch(size_t elems) {
+  if (scratch_.bytes < elems * 2) scratch_ = DeviceBuffer(elems * 2);
+  return scratch_.as<bf16_raw>();
+}
+void* GemmWorkspace::cublas_handle() {
+  if (!cublas_) {
+    cublasHandle_t h;
+    CUBLAS_CHECK(cublasCreate(&h));
+    cublas_ = h;
+  }
+  return cublas_;
+}
+int GemmWorkspace::sm_count() {
+  if (!sm_count_) {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return sm_count_;
+}
+GemmWorkspace::~GemmWorkspace() {
+  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+}
+
+namespace {
+
+// One thread per output byte of the tile layout; inverse of nvfp4_tile_weight_pos.
+__global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n, int64_t k, int64_t kchunks,
+                                      uint8_t* __restrict__ out, int64_t total) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total; o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t tc = o / 512;
+    const int within = static_cast<int>(o % 512);
+    const int64_t t = tc / kchunks, c = tc % kchunks;
+    const int lane = within / 16, j = (within % 16) / 4, byte_in_word = within % 4;
+    uint8_t v = 0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nib = 2 * byte_in_word + h;
+      const int sel = 3 - (nib % 4), e = nib / 4;
+      const int hi_row = sel % 2, hi_k = sel / 2;
+      const int64_t row = t * 16 + hi_row * 8 + lane / 4;
+      const int64_t kk = c * 64 + j * 16 + hi_k * 8 + (lane % 4) * 2 + e;
+      uint8_t code = 0;
+      if (kk < k) {
+        const uint8_t b = packed[(row * k + kk) / 2];
+        code = (kk & 1) ? (b >> 4) : (b & 0xf);
+      }
+      v |= static_cast<uint8_t>(code << (4 * h));
+    }
+    out[o] = v;
+  }
+}
+
+__global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t n, int64_t k, int64_t kchunks,
+                                     uint8_t* __restrict__ out, int64_t total) {
+  const int64_t kb_total = k / 16;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total; o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t tc = o / 64;
+    const int within = static_cast<int>(o % 64);
+    const int64_t t = tc / kchunks, c = tc % kchunks;
+    const int r0 = within / 8, hi_row = (within % 8) / 4, j = within % 4;
+    const int64_t row = t * 16 + hi_row * 8 + r0, kb = c * 4 + j;
+    out[o] = kb < kb_total ? scales[row * kb_total + kb] : 0;
+  }
+}
+
+// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16).
+__global__ void dequant_tiled_kernel(const uint8_t* __restrict__ wq, const uint8_t* __restrict__ ws, int64_t n,
+                                     int64_t k, int64_t kchunks, __nv_bfloat16* __restrict__ out) {
+  const Nvfp4TileGeom g{n, k};
+  const int64_t total = n * k;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t row = i / k, kk = i % k;
+    int64_t off;
+    int high;
+    nvfp4_tile_weight_pos(g, row, kk, &off, &high);
+    const uint8_t b = wq[off];
+    const uint8_t code = high ? (b >> 4) : (b & 0xf);
+    const uint8_t s = ws[nvfp4_tile_scale_pos(g, row, kk / 16)];
+    out[i] = __float2bfloat16_rn(e2m1_decode(code) * e4m3_decode(s));
+  }
+}
+
+unsigned grid_for(int64_t total, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((total + threads - 1) / threads, 65535 * 8));
+}
+
+}  // namespace
+
+Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
+                                      float tensor_scale, cudaStream_t stream) {
+  if (n <= 0 || k <= 0 || n % 16 || k % 16)
+    throw Error("nvfp4 repack: N and K must be positive multiples of 16 (got " + std::to_string(n) + " x " +
+                std::to_string(k) + ")");
+  Nvfp4DeviceWeight w;
+  w.geom = {n, k};
+  w.tensor_scale = tensor_scale;
+  w.weights = DeviceBuffer(static_cast<size_t>(w.geom.weight_bytes()));
+  w.scales = DeviceBuffer(static_cast<size_t>(w.geom.scale_bytes()));
+  repack_weights_kernel<<<grid_for(w.geom.weight_bytes(), 256), 256, 0, stream>>>(
+      packed, n, k, w.geom.kchunks(), w.weights.as<uint8_t>(), w.geom.weight_bytes());
+  CUDA_CHECK_LAUNCH();
+  repack_scales_kernel<<<grid_for(w.geom.scale_bytes(), 256), 256, 0, stream>>>(
+      scales, n, k, w.geom.kchunks(), w.scales.as<uint8_t>(), w.geom.scale_bytes());
+  CUDA_CHECK_LAUNCH();
+  return w;
+}
+
+void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
+  dequant_tiled_kernel<<<grid_for(w.geom.n * w.geom.k, 256), 256, 0, stream>>>(
+      w.weights.as<uint8_t>(), w.scales.as<uint8_t>(), w.geom.n, w.geom.k, w.geom.kchunks(),
+      reinterpret_cast<__nv_bfloat16*>(out));
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,375 @@
+// NVFP4 W4A16 GEMM for sm_80 and newer (built for sm_80, sm_90a, sm_100a, sm_120a): Y = X . W^T with W in NVFP4
+// (tile layout, format/nvfp4_tile_layout.h) and X, Y in BF16.
+//
+// Both kernels compute Y^T = W . X^T on mma.sync.m16n8k16: W is the A operand, dequantized in registers, so the
+// 16-row tile of the instruction is filled by weight rows even when the batch is a single token.
+//
+// Dequantization is exact and costs about 1.5 instructions per weight: a nibble S.EE.M moved to bits 15 and
+// 8..6 of a BF16 word is the E2M1 value times 2^-126 (EE=0 lands on BF16 subnormals, which the BF16 FMA keeps);
+// one BF16 multiply by (block scale x 2^119), looked up in a 256-entry shared table, gives value x scale x 2^-7,
+// exact because E2M1 x E4M3 has at most 6 significant bits. The epilogue multiplies by tensor_scale x 2^7.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "cuda/check.h"
+#include "cuda/nvfp4_gemm.h"
+#include "cuda/ptx.cuh"
+#include "format/e4m3.h"
+
+namespace fp4lab {
+
+namespace {
+
+constexpr float kScaleBias = 0x1p119f;  // block scales are stored pre-multiplied by 2^119 in the LUT
+constexpr float kEpilogueBias = 0x1p7f;  // 2^-126 (nibble trick) x 2^119 (LUT) = 2^-7, undone here
+
+__device__ __forceinline__ void init_scale_lut(uint16_t* lut) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    const float s = e4m3_decode(static_cast<uint8_t>(i)) * kScaleBias;
+    lut[i] = static_cast<uint16_t>(__float_as_uint(s) >> 16);  // exact: E4M3 has 4 significant bits
+  }
+}
+
+__device__ __forceinline__ uint32_t nib_pair_to_bf16x2(uint32_t q) {
+  return (q & 0x80008000u) | ((q >> 6) & 0x01C001C0u);
+}
+
+// One k16 step of the A operand: word q (8 nibbles, tile order) and the two row scales of this lane.
+__device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
+  a[0] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q), s_lo);
+  a[1] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 4), s_hi);
+  a[2] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 8), s_lo);
+  a[3] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 12), s_hi);
+}
+
+__device__ __forceinline__ uint32_t lut_pair(const uint16_t* lut, uint32_t bytes, int j) {
+  const uint32_t v = lut[(bytes >> (8 * j)) & 0xffu];
+  return v | (v << 16);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decode kernel (M <= 16). One block per 16-row weight tile; its WARPS warps take interleaved 64-wide k-chunks
+// and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K workspace. X
+// fragments come straight from global memory (L1-resident: M x K x 2 bytes, read by every warp).
+template <int NT, int WARPS, int PF>
+__global__ void __launch_bounds__(WARPS * 32)
+    nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
+                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int kchunks, float alpha,
+                              __nv_bfloat16* __restrict__ y, int64_t ldy) {
+  __shared__ uint16_t lut[256];
+  __shared__ float red[WARPS][NT * 4][32];
+  init_scale_lut(lut);
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tile = blockIdx.x;
+  const uint4* wt = wq + static_cast<int64_t>(tile) * kchunks * 32 + lane;
+  const uint2* st = wsc + static_cast<int64_t>(tile) * kchunks * 8 + lane / 4;
+  const int c4 = lane % 4, tok = lane / 4;
+
+  float acc[NT][4] = {};
+  uint4 wbuf[PF];
+  uint2 sbuf[PF];
+#pragma unroll
+  for (int p = 0; p < PF; ++p) {
+    const int c = warp + p * WARPS;
+    if (c < kchunks) {
+      wbuf[p] = ptx::ldg_stream_v4(wt + static_cast<int64_t>(c) * 32);
+      sbuf[p] = ptx::ldg_stream_v2(st + static_cast<int64_t>(c) * 8);
+    }
+  }
+  for (int c0 = warp; c0 < kchunks; c0 += PF * WARPS) {
+#pragma unroll
+    for (int p = 0; p < PF; ++p) {
+      const int c = c0 + p * WARPS;
+      if (c < kchunks) {
+        const uint4 w = wbuf[p];
+        const uint2 s = sbuf[p];
+        const int cn = c + PF * WARPS;
+        if (cn < kchunks) {
+          wbuf[p] = ptx::ldg_stream_v4(wt + static_cast<int64_t>(cn) * 32);
+          sbuf[p] = ptx::ldg_stream_v2(st + static_cast<int64_t>(cn) * 8);
+        }
+        // B fragments for the 4 k16 steps and NT token tiles.
+        uint32_t b[NT][4][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int t = nt * 8 + tok;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int kk = c * 64 + j * 16;
+            const bool ok = t < m && kk < k;
+            const __nv_bfloat16* px = x + static_cast<int64_t>(t) * ldx + kk + 2 * c4;
+            b[nt][j][0] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px)) : 0u;
+            b[nt][j][1] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + 8)) : 0u;
+          }
+        }
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          uint32_t a[4];
+          dequant_step(words[j], lut_pair(lut, s.x, j), lut_pair(lut, s.y, j), a);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[nt], a, b[nt][j][0], b[nt][j][1]);
+        }
+      }
+    }
+  }
+  // Cross-warp reduction in warp order (deterministic).
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[warp][nt * 4 + i][lane] = acc[nt][i];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      float v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float s = 0.0f;
+        for (int w = 0; w < WARPS; ++w) s += red[w][nt * 4 + i][lane];
+        v[i] = s * alpha;
+      }
+      // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
+      const int row = tile * 16 + tok;
+      const int t0 = nt * 8 + 2 * c4;
+      if (t0 < m) {
+        y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
+        y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
+      }
+      if (t0 + 1 < m) {
+        y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
+        y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor-core kernel (M > 16). Block tile: BN = WARPS_N*RA*16 weight rows x BM = WARPS_M*NT*8 tokens. X chunks
+// (BM x 64) are staged in shared memory by cp.async, STAGES deep, XOR-swizzled so ldmatrix is conflict-free.
+// Each warp loads its own weight rows straight into registers, PF chunks ahead. K may be split across
+// blockIdx.z; the last block of a tile to finish sums the partials in split order (deterministic).
+template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
+__global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
+    nvfp4_w4a16_mma_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
+                           const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
+                           float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy, float* __restrict__ partials,
+                           int* __restrict__ counters) {
+  constexpr int BM = WARPS_M * NT * 8;
+  constexpr int THREADS = WARPS_N * WARPS_M * 32;
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint16_t* lut = reinterpret_cast<uint16_t*>(smem);
+  uint8_t* xs = smem + 512;  // STAGES x BM x 128 bytes
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp_n = warp % WARPS_N, warp_m = warp / WARPS_N;
+  const int m0 = blockIdx.y * BM;
+  const int splits = gridDim.z, split = blockIdx.z;
+  const int c_begin = static_cast<int>(static_cast<int64_t>(split) * kchunks / splits);
+  const int c_end = static_cast<int>(static_cast<int64_t>(split + 1) * kchunks / splits);
+
+  init_scale_lut(lut);
+
+  auto load_stage = [&](int stage, int c) {
+    uint8_t* base = xs + stage * BM * 128;
+    for (int id = threadIdx.x; id < BM * 8; id += THREADS) {
+      const int t = id / 8, q = id % 8;
+      const int kk = c * 64 + q * 8;
+      const bool ok = m0 + t < m && kk < k;
+      const __nv_bfloat16* src = ok ? x + static_cast<int64_t>(m0 + t) * ldx + kk : x;
+      ptx::cp_async_16(ptx::smem_addr(base + t * 128 + ((q ^ (t & 7)) * 16)), src, ok ? 16 : 0);
+    }
+  };
+
+  int tiles[RA];
+  bool valid[RA];
+#pragma unroll
+  for (int ra = 0; ra < RA; ++ra) {
+    tiles[ra] = (blockIdx.x * WARPS_N + warp_n) * RA + ra;
+    valid[ra] = tiles[ra] < row_tiles;
+  }
+  auto wptr = [&](int ra, int c) { return wq + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 32 + lane; };
+  auto sptr = [&](int ra, int c) { return wsc + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 8 + lane / 4; };
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (c_begin + s < c_end) load_stage(s, c_begin + s);
+    ptx::cp_async_commit();
+  }
+  uint4 wbuf[PF][RA];
+  uint2 sbuf[PF][RA];
+#pragma unroll
+  for (int p = 0; p < PF; ++p)
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra)
+      if (c_begin + p < c_end && valid[ra]) {
+        wbuf[p][ra] = ptx::ldg_stream_v4(wptr(ra, c_begin + p));
+        sbuf[p][ra] = ptx::ldg_stream_v2(sptr(ra, c_begin + p));
+      }
+
+  float acc[RA][NT][4] = {};
+  for (int c0 = c_begin; c0 < c_end; c0 += PF) {
+#pragma unroll
+    for (int p = 0; p < PF; ++p) {
+      const int c = c0 + p;
+      if (c < c_end) {
+        ptx::cp_async_wait<STAGES - 2>();
+        __syncthreads();  // stage (c - c_begin) % STAGES is visible; the stage refilled below is free
+        const int cn = c + STAGES - 1;
+        if (cn < c_end) load_stage((cn - c_begin) % STAGES, cn);
+        ptx::cp_async_commit();
+
+        uint4 w[RA];
+        uint2 s[RA];
+#pragma unroll
+        for (int ra = 0; ra < RA; ++ra) {
+          w[ra] = wbuf[p][ra];
+          s[ra] = sbuf[p][ra];
+          if (c + PF < c_end && valid[ra]) {
+            wbuf[p][ra] = ptx::ldg_stream_v4(wptr(ra, c + PF));
+            sbuf[p][ra] = ptx::ldg_stream_v2(sptr(ra, c + PF));
+          }
+        }
+        const uint8_t* base = xs + ((c - c_begin) % STAGES) * BM * 128;
+#pragma unroll
+        for (int jp = 0; jp < 2; ++jp) {  // pairs of k16 steps: one ldmatrix.x4 per token tile
+          uint32_t b[NT][4];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const int t = warp_m * NT * 8 + nt * 8 + (lane & 7);
+            const int q = 4 * jp + (lane >> 3);
+            ptx::ldmatrix_x4(b[nt], ptx::smem_addr(base + t * 128 + ((q ^ (t & 7)) * 16)));
+          }
+#pragma unroll
+          for (int jj = 0; jj < 2; ++jj) {
+            const int j = 2 * jp + jj;
+#pragma unroll
+            for (int ra = 0; ra < RA; ++ra) {
+              if (!valid[ra]) continue;
+              const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
+              uint32_t a[4];
+              dequant_step(words[j], lut_pair(lut, s[ra].x, j), lut_pair(lut, s[ra].y, j), a);
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][2 * jj], b[nt][2 * jj + 1]);
+            }
+          }
+        }
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  // Epilogue. Thread element (ra, nt, i): row = tile*16 + lane/4 (+8 for i >= 2), token = 2*(lane%4) + (i & 1).
+  const int tok_base = m0 + warp_m * NT * 8 + 2 * (lane % 4);
+  auto for_each = [&](auto&& f) {
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra) {
+      if (!valid[ra]) continue;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = tiles[ra] * 16 + lane / 4 + (i >= 2 ? 8 : 0);
+          const int t = tok_base + nt * 8 + (i & 1);
+          if (t < m) f(acc[ra][nt][i], row, t);
+        }
+    }
+  };
+  const int64_t n = static_cast<int64_t>(row_tiles) * 16;
+  if (splits == 1) {
+    for_each([&](float v, int row, int t) { y[t * ldy + row] = __float2bfloat16_rn(v * alpha); });
+    return;
+  }
+  for_each([&](float v, int row, int t) { partials[(static_cast<int64_t>(split) * m + t) * n + row] = v; });
+  __threadfence();
+  __syncthreads();
+  __shared__ int is_last;
+  const int tile_id = blockIdx.y * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[tile_id], 1) == splits - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for_each([&](float, int row, int t) {
+    float sum = 0.0f;
+    for (int s2 = 0; s2 < splits; ++s2) sum += __ldcg(&partials[(static_cast<int64_t>(s2) * m + t) * n + row]);
+    y[t * ldy + row] = __float2bfloat16_rn(sum * alpha);
+  });
+  if (threadIdx.x == 0) counters[tile_id] = 0;
+}
+
+template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
+void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
+                float alpha, int splits, GemmWorkspace& ws, cudaStream_t stream) {
+  constexpr int BN = WARPS_N * RA * 16, BM = WARPS_M * NT * 8;
+  auto kern = nvfp4_w4a16_mma_kernel<WARPS_N, WARPS_M, RA, NT, STAGES, PF>;
+  const int smem = 512 + STAGES * BM * 128;
+  if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int row_tiles = static_cast<int>(w.geom.row_tiles());
+  dim3 grid(static_cast<unsigned>((w.geom.n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM),
+            static_cast<unsigned>(splits));
+  float* part = nullptr;
+  int* cnt = nullptr;
+  if (splits > 1) {
+    part = ws.partials(static_cast<size_t>(splits) * m * w.geom.n, stream);
+    cnt = ws.counters(static_cast<size_t>(grid.x) * grid.y, stream);
+  }
+  kern<<<grid, WARPS_N * WARPS_M * 32, smem, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
+      w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
+      reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int NT>
+void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
+                   float alpha, cudaStream_t stream) {
+  constexpr int WARPS = 8, PF = 4;
+  nvfp4_w4a16_decode_kernel<NT, WARPS, PF><<<static_cast<unsigned>(w.geom.row_tiles()), WARPS * 32, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
+      w.weights.as<uint4>(), w.scales.as<uint2>(), static_cast<int>(w.geom.kchunks()), alpha,
+      reinterpret_cast<__nv_bfloat16*>(y), ldy);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
+                      int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream, const W4A16Plan* plan) {
+  if (m <= 0) return;
+  if (w.geom.n % 16 || w.geom.k % 16) throw Error("nvfp4 gemm: N and K must be multiples of 16");
+  if (ldx < w.geom.k || ldy < w.geom.n || (ldx % 8) || (ldy % 2))
+    throw Error("nvfp4 gemm: leading dimensions must cover K/N and keep 16-byte rows (ldx % 8 == 0)");
+  if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
+  const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
+  const float a = alpha * w.tensor_scale * kEpilogueBias;
+  switch (p.variant) {
+    case W4A16Variant::Decode8:
+      if (m > 8) throw Error("nvfp4 gemm: decode8 handles M <= 8");
+      launch_decode<1>(x, m, ldx, w, y, ldy, a, stream);
+      break;
+    case W4A16Variant::Decode16:
+      if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
+      launch_decode<2>(x, m, ldx, w, y, ldy, a, stream);
+      break;
+    case W4A16Variant::Mma32: launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
+    case W4A16Variant::Mma64: launch_mma<4, 1, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
+    case W4A16Variant::Mma128: launch_mma<4, 2, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
+    case W4A16Variant::DequantBlas: {
+      bf16_raw* wd = ws.dequant_scratch(static_cast<size_t>(w.geom.n * w.geom.k));
+      nvfp4_dequant_tiled_to_bf16(w, wd, stream);
+      auto h = static_cast<cublasHandle_t>(ws.cublas_handle());
+      CUBLAS_CHECK(cublasSetStream(h, stream));
+      const float beta = 0.0f, al = alpha * w.tensor_scale;
+      CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.geom.n), static_cast<int>(m),
+                                static_cast<int>(w.geom.k), &al, wd, CUDA_R_16BF, static_cast<int>(w.geom.k), x,
+                                CUDA_R_16BF, static_cast<int>(ldx), &beta, y, CUDA_R_16BF, static_cast<int>(ldy),
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      break;
+    }
+  }
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,59 @@
+#include "engine/gemm_heuristics.h"
+
+#include <algorithm>
+
+namespace fp4lab {
+
+const char* w4a16_variant_name(W4A16Variant v) {
+  switch (v) {
+    case W4A16Variant::Decode8: return "decode8";
+    case W4A16Variant::Decode16: return "decode16";
+    case W4A16Variant::Mma32: return "mma32";
+    case W4A16Variant::Mma64: return "mma64";
+    case W4A16Variant::Mma128: return "mma128";
+    case W4A16Variant::DequantBlas: return "dequant+cublas";
+  }
+  return "?";
+}
+
+GemmTile w4a16_tile(W4A16Variant v) {
+  switch (v) {
+    case W4A16Variant::Decode8: return {16, 8};
+    case W4A16Variant::Decode16: return {16, 16};
+    case W4A16Variant::Mma32: return {128, 32};
+    case W4A16Variant::Mma64: return {128, 64};
+    case W4A16Variant::Mma128: return {128, 128};
+    case W4A16Variant::DequantBlas: return {0, 0};
+  }
+  return {0, 0};
+}
+
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits) {
+  W4A16Plan p;
+  if (m <= 8) {
+    p.variant = W4A16Variant::Decode8;
+    return p;
+  }
+  if (m <= 16) {
+    p.variant = W4A16Variant::Decode16;
+    return p;
+  }
+  if (m >= 2048) {
+    // Compute-bound: cuBLAS's wgmma kernels outrun mma.sync by more than the dequantization pass costs.
+    p.variant = W4A16Variant::DequantBlas;
+    return p;
+  }
+  p.variant = m <= 32 ? W4A16Variant::Mma32 : m <= 64 ? W4A16Variant::Mma64 : W4A16Variant::Mma128;
+  const GemmTile t = w4a16_tile(p.variant);
+  const int64_t blocks = ((n + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
+  const int64_t kchunks = (k + 63) / 64;
+  // Fill about two waves of blocks, keeping at least 4 k-chunks per split so the pipeline has depth.
+  if (blocks < 2 * sm_count) {
+    int64_t s = (2 * sm_count + blocks - 1) / blocks;
+    s = std::min<int64_t>({s, kchunks / 4, max_splits});
+    p.splits = static_cast<int>(std::max<int64_t>(1, s));
+  }
+  return p;
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,32 @@
+// The one place that picks a W4A16 GEMM variant for a (M, N, K, GPU). Kept free of CUDA so it is unit-tested
+// on machines without a GPU.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace fp4lab {
+
+enum class W4A16Variant {
+  Decode8,      // M <= 8: warp-per-row-tile GEMV on mma.sync, warps split K inside the block
+  Decode16,     // M <= 16: same with two token tiles
+  Mma32,        // block 128 rows x 32 tokens, X staged in shared memory
+  Mma64,        // block 128 rows x 64 tokens
+  Mma128,       // block 128 rows x 128 tokens
+  DequantBlas,  // dequantize to a BF16 scratch buffer, then cuBLAS (large M, where math dominates)
+};
+const char* w4a16_variant_name(W4A16Variant v);
+
+struct W4A16Plan {
+  W4A16Variant variant = W4A16Variant::Decode8;
+  int splits = 1;  // K split across blocks (reduced in the kernel by the last block of each tile)
+};
+
+struct GemmTile {
+  int bn, bm;  // weight rows and tokens per block
+};
+GemmTile w4a16_tile(W4A16Variant v);
+
+// sm_count: multiprocessors of the GPU; max_splits caps the workspace.
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits = 16);
+
+}  // namespace fp4lab

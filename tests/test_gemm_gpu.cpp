@@ -1,0 +1,208 @@
+// GPU kernels against their CPU reference twins, on fresh random data. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "cpu/linear_ref.h"
+#include "cpu/nvfp4_repack_ref.h"
+#include "cuda/baseline_gemm.h"
+#include "gpu_util.h"
+
+using namespace fp4lab;
+using fp4lab::test::to_device;
+using fp4lab::test::to_host;
+
+namespace {
+
+struct Problem {
+  int64_t m, n, k;
+  std::vector<float> x;     // BF16-representable
+  std::vector<uint16_t> xb;  // BF16 bits
+  Nvfp4Tensor w;
+  std::vector<float> ref;  // X . dequant(W)^T in double
+};
+
+Problem make_problem(int64_t m, int64_t n, int64_t k, uint64_t seed, bool outliers) {
+  Problem p{m, n, k, {}, {}, {}, {}};
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(n * k));
+  for (auto& v : w) v = 0.02f * g(rng);
+  if (outliers) {
+    std::uniform_int_distribution<size_t> pick(0, w.size() - 1);
+    for (int i = 0; i < n; ++i) w[pick(rng)] = (i % 2 ? 3.0f : -3.0f);  // 150 sigma
+    for (int i = 0; i < 16; ++i) w[static_cast<size_t>(i)] = 1e-7f * float(i);  // a subnormal-scale block
+  }
+  p.w = nvfp4_quantize_ref(w, n, k);
+  p.x.resize(static_cast<size_t>(m * k));
+  p.xb.resize(p.x.size());
+  for (size_t i = 0; i < p.x.size(); ++i) {
+    p.xb[i] = bf16_from_f32_rne(g(rng));
+    p.x[i] = bf16_to_f32(p.xb[i]);
+  }
+  p.ref.resize(static_cast<size_t>(m * n));
+  linear_nvfp4_w4a16_ref(p.x, m, p.w, p.ref);
+  return p;
+}
+
+// Relative error bound of the W4A16 path: exact dequantization, BF16 products, FP32 accumulation, one BF16
+// rounding of the output (2^-9): elementwise |y - ref| <= 2^-8 |ref| + 1e-3 * rms(ref).
+void expect_close(const std::vector<uint16_t>& y, const Problem& p, const std::string& what) {
+  double ss = 0;
+  for (float r : p.ref) ss += double(r) * r;
+  const double rms = std::sqrt(ss / p.ref.size());
+  double num = 0;
+  size_t bad = 0, unwritten = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (y[i] == 0xFFFF) {
+      ++unwritten;
+      continue;
+    }
+    const float v = bf16_to_f32(y[i]);
+    const double d = std::fabs(double(v) - p.ref[i]);
+    num += d * d;
+    if (!(d <= std::ldexp(1.0, -8) * std::fabs(p.ref[i]) + 1e-3 * rms)) ++bad;
+  }
+  EXPECT_EQ(unwritten, 0u) << what;
+  EXPECT_EQ(bad, 0u) << what << ": elements outside the bound";
+  EXPECT_LT(std::sqrt(num / ss), 3e-3) << what;
+}
+
+std::vector<uint16_t> run_gemm(const Problem& p, const W4A16Plan* plan, GemmWorkspace& ws) {
+  auto dpk = to_device(p.w.packed);
+  auto dsc = to_device(p.w.block_scales);
+  auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), p.n, p.k, p.w.tensor_scale, nullptr);
+  auto dx = to_device(p.xb);
+  DeviceBuffer dy(static_cast<size_t>(p.m * p.n * 2));
+  CUDA_CHECK(cudaMemset(dy.ptr, 0xFF, dy.bytes));  // poison: 0xFFFF is a NaN no kernel writes
+  nvfp4_w4a16_gemm(dx.as<bf16_raw>(), p.m, p.k, w, dy.as<bf16_raw>(), p.n, 1.0f, ws, nullptr, plan);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return to_host<uint16_t>(dy, static_cast<size_t>(p.m * p.n));
+}
+
+}  // namespace
+
+TEST(GpuNvfp4, RepackMatchesCpuTwin) {
+  REQUIRE_GPU();
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 16}, {48, 80}, {272, 1040}}) {
+    const auto p = make_problem(1, n, k, 3, true);
+    auto dpk = to_device(p.w.packed);
+    auto dsc = to_device(p.w.block_scales);
+    auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), n, k, p.w.tensor_scale, nullptr);
+    const auto ref = nvfp4_repack_ref(p.w);
+    EXPECT_EQ(to_host<uint8_t>(w.weights, ref.weights.size()), ref.weights);
+    EXPECT_EQ(to_host<uint8_t>(w.scales, ref.scales.size()), ref.scales);
+    const auto back = nvfp4_unpack_tiled_ref(ref);
+    EXPECT_EQ(back.packed, p.w.packed);
+    EXPECT_EQ(back.block_scales, p.w.block_scales);
+  }
+}
+
+TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
+  REQUIRE_GPU();
+  GemmWorkspace ws;
+  const std::vector<int64_t> ms{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 33, 64, 100, 256, 1000, 4096};
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{48, 80}, {272, 1040}, {1024, 2048}};
+  uint64_t seed = 100;
+  for (auto [n, k] : shapes)
+    for (int64_t m : ms) {
+      if (m >= 1000 && n * k > 272 * 1040) continue;  // keep the CPU reference affordable
+      ++seed;
+      const auto p = make_problem(m, n, k, seed, seed % 2 == 0);
+      int sms = 0;
+      CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+      std::vector<W4A16Plan> plans{choose_w4a16_plan(m, n, k, sms)};
+      if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1});
+      if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1});
+      for (auto v : {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+        plans.push_back({v, 1});
+      plans.push_back({W4A16Variant::Mma64, 3});  // split-K with the in-kernel reduction
+      for (const auto& plan : plans) {
+        const auto y = run_gemm(p, &plan, ws);
+        expect_close(y, p, "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
+                               w4a16_variant_name(plan.variant) + "/s" + std::to_string(plan.splits));
+      }
+    }
+}
+
+TEST(GpuNvfp4, SplitKIsDeterministic) {
+  REQUIRE_GPU();
+  GemmWorkspace ws;
+  const auto p = make_problem(40, 256, 4096, 5, false);
+  const W4A16Plan plan{W4A16Variant::Mma64, 8};
+  EXPECT_EQ(run_gemm(p, &plan, ws), run_gemm(p, &plan, ws));
+}
+
+TEST(GpuNvfp4, ActivationQuantBitIdenticalToCpu) {
+  REQUIRE_GPU();
+  for (bool dynamic : {true, false}) {
+    const int64_t m = 37, k = 1040;
+    const auto p = make_problem(m, 16, k, dynamic ? 11 : 12, false);
+    const float given = 0.75f / 2688.0f;  // smaller than the data's amax: exercises saturation
+    const auto ref = nvfp4_quantize_ref(p.x, m, k, dynamic ? std::nullopt : std::optional<float>(given));
+    auto dx = to_device(p.xb);
+    DeviceBuffer pk(static_cast<size_t>(m * k / 2)), sc(static_cast<size_t>(m * k / 16));
+    auto ts = to_device(std::vector<float>{given});
+    nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), dynamic, nullptr);
+    EXPECT_EQ(to_host<uint8_t>(pk, ref.packed.size()), ref.packed) << (dynamic ? "dynamic" : "given");
+    EXPECT_EQ(to_host<uint8_t>(sc, ref.block_scales.size()), ref.block_scales);
+    EXPECT_EQ(to_host<float>(ts, 1)[0], ref.tensor_scale);
+  }
+}
+
+TEST(GpuNvfp4, W4A4EmulationMatchesReference) {
+  REQUIRE_GPU();
+  const int64_t m = 24, n = 272, k = 1040;
+  auto p = make_problem(m, n, k, 21, false);
+  auto dx = to_device(p.xb);
+  DeviceBuffer pk(static_cast<size_t>(m * k / 2)), sc(static_cast<size_t>(m * k / 16)), ts(4), xq(static_cast<size_t>(m * k * 2));
+  nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), true, nullptr);
+  nvfp4_act_fake_quant_unscaled(pk.as<uint8_t>(), sc.as<uint8_t>(), m, k, xq.as<bf16_raw>(), nullptr);
+  const float act_ts = to_host<float>(ts, 1)[0];
+  // Reference: activations fake-quantized on the CPU (with the tensor scale), then the W4A16 reference.
+  std::vector<float> xfq(p.x.size());
+  nvfp4_fake_quant_ref(p.x, m, k, std::nullopt, xfq);
+  linear_nvfp4_w4a16_ref(xfq, m, p.w, p.ref);
+  auto dpk = to_device(p.w.packed);
+  auto dsc = to_device(p.w.block_scales);
+  auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), n, k, p.w.tensor_scale, nullptr);
+  DeviceBuffer dy(static_cast<size_t>(m * n * 2));
+  CUDA_CHECK(cudaMemset(dy.ptr, 0xFF, dy.bytes));
+  GemmWorkspace ws;
+  nvfp4_w4a16_gemm(xq.as<bf16_raw>(), m, k, w, dy.as<bf16_raw>(), n, act_ts, ws, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  expect_close(to_host<uint16_t>(dy, static_cast<size_t>(m * n)), p, "w4a4 emulation");
+}
+
+TEST(GpuNvfp4, CublasBaselinesRun) {
+  REQUIRE_GPU();
+  const int64_t m = 64, n = 256, k = 512;
+  auto p = make_problem(m, n, k, 31, false);
+  std::vector<float> wd(static_cast<size_t>(n * k));
+  nvfp4_dequantize_ref(p.w, wd);
+  std::vector<uint16_t> wb(wd.size());
+  for (size_t i = 0; i < wd.size(); ++i) wb[i] = bf16_from_f32_rne(wd[i]);
+  auto dx = to_device(p.xb);
+  auto dw = to_device(wb);
+  DeviceBuffer dy(static_cast<size_t>(m * n * 2));
+  GemmWorkspace ws;
+  cublas_bf16_gemm(ws.cublas_handle(), dx.as<bf16_raw>(), m, dw.as<bf16_raw>(), n, k, dy.as<bf16_raw>(), nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  expect_close(to_host<uint16_t>(dy, static_cast<size_t>(m * n)), p, "cublas bf16");
+  // FP8: per-tensor scales lose more; check the normwise error only.
+  DeviceBuffer w8(static_cast<size_t>(n * k)), x8(static_cast<size_t>(m * k)), s8w(4), s8x(4);
+  fp8_quantize_bf16(dw.as<bf16_raw>(), n * k, w8.as<uint8_t>(), s8w.as<float>(), nullptr);
+  fp8_quantize_bf16(dx.as<bf16_raw>(), m * k, x8.as<uint8_t>(), s8x.as<float>(), nullptr);
+  LtGemm lt;
+  lt.run(LtGemm::Kind::Fp8E4M3, w8.ptr, s8w.ptr, x8.ptr, s8x.ptr, m, n, k, 1.0f, dy.as<bf16_raw>(), nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto y = to_host<uint16_t>(dy, static_cast<size_t>(m * n));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double d = bf16_to_f32(y[i]) - p.ref[i];
+    num += d * d;
+    den += double(p.ref[i]) * p.ref[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 0.08);
+}

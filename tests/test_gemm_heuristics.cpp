@@ -1,0 +1,27 @@
+#include <gtest/gtest.h>
+
+#include "engine/gemm_heuristics.h"
+
+using namespace fp4lab;
+
+TEST(GemmHeuristics, VariantByBatch) {
+  EXPECT_EQ(choose_w4a16_plan(1, 22656, 4480, 132).variant, W4A16Variant::Decode8);
+  EXPECT_EQ(choose_w4a16_plan(8, 22656, 4480, 132).variant, W4A16Variant::Decode8);
+  EXPECT_EQ(choose_w4a16_plan(9, 22656, 4480, 132).variant, W4A16Variant::Decode16);
+  EXPECT_EQ(choose_w4a16_plan(16, 4480, 4480, 132).variant, W4A16Variant::Decode16);
+  EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Mma64);
+  EXPECT_EQ(choose_w4a16_plan(256, 4480, 4480, 132).variant, W4A16Variant::Mma128);
+  EXPECT_EQ(choose_w4a16_plan(4096, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
+}
+
+TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {
+  // 4480 rows -> 35 blocks at M=64: split K so about two waves of blocks run.
+  const auto p = choose_w4a16_plan(64, 4480, 15680, 132);
+  EXPECT_GE(p.splits, 7);
+  EXPECT_LE(p.splits, 16);
+  // Plenty of blocks already: no split.
+  EXPECT_EQ(choose_w4a16_plan(1000, 22656, 4480, 132).splits, 1);
+  // Short K: at least 4 k-chunks per split.
+  EXPECT_LE(choose_w4a16_plan(64, 256, 512, 132).splits, 2);
+}
