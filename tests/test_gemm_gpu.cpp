@@ -113,8 +113,10 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
       int sms = 0;
       CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
       std::vector<W4A16Plan> plans{choose_w4a16_plan(m, n, k, sms)};
-      if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1});
-      if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1});
+      for (int rows : {16, 32}) {
+        if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows});
+        if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1, rows});
+      }
       for (auto v : {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
         plans.push_back({v, 1});
       plans.push_back({W4A16Variant::Mma64, 3});  // split-K with the in-kernel reduction
@@ -189,7 +191,12 @@ TEST(GpuNvfp4, CublasBaselinesRun) {
   GemmWorkspace ws;
   cublas_bf16_gemm(ws.cublas_handle(), dx.as<bf16_raw>(), m, dw.as<bf16_raw>(), n, k, dy.as<bf16_raw>(), nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
-  expect_close(to_host<uint16_t>(dy, static_cast<size_t>(m * n)), p, "cublas bf16");
+  // Reference with the BF16-rounded weights cuBLAS actually sees.
+  Problem pb = p;
+  std::vector<float> wr(wb.size());
+  for (size_t i = 0; i < wb.size(); ++i) wr[i] = bf16_to_f32(wb[i]);
+  linear_f32_ref(p.x, m, k, wr, n, pb.ref);
+  expect_close(to_host<uint16_t>(dy, static_cast<size_t>(m * n)), pb, "cublas bf16");
   // FP8: per-tensor scales lose more; check the normwise error only.
   DeviceBuffer w8(static_cast<size_t>(n * k)), x8(static_cast<size_t>(m * k)), s8w(4), s8x(4);
   fp8_quantize_bf16(dw.as<bf16_raw>(), n * k, w8.as<uint8_t>(), s8w.as<float>(), nullptr);

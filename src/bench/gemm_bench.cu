@@ -99,7 +99,8 @@ json run_gemm_bench(const GemmBenchOptions& o) {
 
   std::vector<GemmShape> shapes;
   for (const auto& m : o.models)
-    for (const auto& sh : gemm_shapes_for(m)) shapes.push_back(sh);
+    if (!m.empty() && m != "none")
+      for (const auto& sh : gemm_shapes_for(m)) shapes.push_back(sh);
   for (const auto& e : o.extra_shapes) {
     const auto x = e.find('x');
     if (x == std::string::npos) throw Error("--shape wants NxK, got '" + e + "'");
@@ -121,6 +122,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   W4A16Plan forced_plan;
   if (!o.variant.empty()) {
     forced_plan.variant = parse_variant(o.variant);
+    if (o.rows_per_block) forced_plan.rows_per_block = o.rows_per_block;
     forced = &forced_plan;
   }
 
@@ -129,7 +131,8 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                 {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize}};
   out["copy_bandwidth_gbs"] = copy_gbs;
   out["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"rotate_factor", o.rotate_factor}, {"ms", o.ms},
-                    {"variant", o.variant.empty() ? "auto" : o.variant}, {"baselines", o.baselines}};
+                    {"variant", o.variant.empty() ? "auto" : o.variant}, {"rows_per_block", o.rows_per_block},
+                    {"splits", o.splits}, {"baselines", o.baselines}};
   out["rows"] = json::array();
 
   std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
@@ -175,7 +178,12 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       std::fprintf(stderr, "\r[%d/%zu] %s M=%lld        ", shape_i, shapes.size(), sh.name.c_str(),
                    static_cast<long long>(m));
       int sms = prop.multiProcessorCount;
-      const W4A16Plan plan = forced ? *forced : choose_w4a16_plan(m, n, k, sms);
+      W4A16Plan plan = choose_w4a16_plan(m, n, k, sms);
+      if (forced) {
+        const int heuristic_splits = plan.splits;
+        plan = *forced;
+        plan.splits = o.splits ? o.splits : (w4a16_tile(plan.variant).bn ? heuristic_splits : 1);
+      }
       if ((plan.variant == W4A16Variant::Decode8 && m > 8) || (plan.variant == W4A16Variant::Decode16 && m > 16)) continue;
       const double t4 = time_us(
           [&](int i) {
@@ -203,11 +211,12 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       std::fprintf(stderr, "\r%80s\r", "");
       std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n", sh.name.c_str(),
                   static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
-                  (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "")).c_str(),
+                  (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +
+                   (plan.rows_per_block == 32 ? "/r32" : "")).c_str(),
                   t4, gbs, 100.0 * gbs / copy_gbs, tflops, t16, t8, t16 / t4, t8 / t4);
       std::fflush(stdout);
       json row = {{"shape", sh.name}, {"n", n}, {"k", k}, {"m", m}, {"variant", w4a16_variant_name(plan.variant)},
-                  {"splits", plan.splits}, {"nvfp4_us", t4}, {"weight_gbs", gbs}, {"pct_copy", 100.0 * gbs / copy_gbs},
+                  {"splits", plan.splits}, {"rows_per_block", plan.rows_per_block}, {"nvfp4_us", t4}, {"weight_gbs", gbs}, {"pct_copy", 100.0 * gbs / copy_gbs},
                   {"tflops", tflops}};
       if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
       if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;

@@ -25,6 +25,8 @@ struct GemmBenchOptions {
   double rotate_factor = 3.0;  // rotating weight copies totalling this multiple of L2
   bool baselines = true;
   std::string variant;  // force a W4A16 variant (decode8, mma64, ...); empty: heuristic
+  int rows_per_block = 0;  // with variant decode*: 16 or 32
+  int splits = 0;          // with variant mma*: K splits (0: heuristic)
   std::string json_out;
   bool verbose = false;
 };

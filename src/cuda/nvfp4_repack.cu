@@ -102,20 +102,37 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
   }
 }
 
-// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16).
-__global__ void dequant_tiled_kernel(const uint8_t* __restrict__ wq, const uint8_t* __restrict__ ws, int64_t n,
-                                     int64_t k, int64_t kchunks, __nv_bfloat16* __restrict__ out) {
-  const Nvfp4TileGeom g{n, k};
-  const int64_t total = n * k;
+// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16). One thread per 16-byte lane
+// slice of a tile chunk: 32 weights of rows r0 and r0+8, written as BF16 pairs.
+__global__ void dequant_tiled_kernel(const uint4* __restrict__ wq, const uint2* __restrict__ ws, int64_t n, int64_t k,
+                                     int64_t kchunks, uint32_t* __restrict__ out) {
+  const int64_t total = (n / 16) * kchunks * 32;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t row = i / k, kk = i % k;
-    int64_t off;
-    int high;
-    nvfp4_tile_weight_pos(g, row, kk, &off, &high);
-    const uint8_t b = wq[off];
-    const uint8_t code = high ? (b >> 4) : (b & 0xf);
-    const uint8_t s = ws[nvfp4_tile_scale_pos(g, row, kk / 16)];
-    out[i] = __float2bfloat16_rn(e2m1_decode(code) * e4m3_decode(s));
+    const int64_t tc = i / 32;
+    const int lane = static_cast<int>(i % 32);
+    const int64_t t = tc / kchunks, c = tc % kchunks;
+    const uint4 w = wq[i];
+    const uint2 sc = ws[tc * 8 + lane / 4];
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    const int64_t r0 = t * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t kk = c * 64 + j * 16 + 2 * (lane % 4);
+      if (kk >= k) break;
+      const uint32_t q = words[j];
+      const float s0 = e4m3_decode(static_cast<uint8_t>(sc.x >> (8 * j)));
+      const float s8 = e4m3_decode(static_cast<uint8_t>(sc.y >> (8 * j)));
+      auto pair = [&](uint32_t qq, float s) {
+        const uint8_t lo = (qq >> 12) & 0xf, hi = (qq >> 28) & 0xf;
+        __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(lo) * s, e2m1_decode(hi) * s);
+        return *reinterpret_cast<uint32_t*>(&v);
+      };
+      // Word nibble order: (3,7) row r0 k, (2,6) row r0+8 k, (1,5) row r0 k+8, (0,4) row r0+8 k+8.
+      out[(r0 * k + kk) / 2] = pair(q, s0);
+      out[((r0 + 8) * k + kk) / 2] = pair(q << 4, s8);
+      out[(r0 * k + kk + 8) / 2] = pair(q << 8, s0);
+      out[((r0 + 8) * k + kk + 8) / 2] = pair(q << 12, s8);
+    }
   }
 }
 
@@ -145,9 +162,8 @@ Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scal
 }
 
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
-  dequant_tiled_kernel<<<grid_for(w.geom.n * w.geom.k, 256), 256, 0, stream>>>(
-      w.weights.as<uint8_t>(), w.scales.as<uint8_t>(), w.geom.n, w.geom.k, w.geom.kchunks(),
-      reinterpret_cast<__nv_bfloat16*>(out));
+  dequant_tiled_kernel<<<grid_for(w.geom.row_tiles() * w.geom.kchunks() * 32, 256), 256, 0, stream>>>(
+      w.weights.as<uint4>(), w.scales.as<uint2>(), w.geom.n, w.geom.k, w.geom.kchunks(), reinterpret_cast<uint32_t*>(out));
   CUDA_CHECK_LAUNCH();
 }
 

@@ -24,10 +24,12 @@ namespace {
 constexpr float kScaleBias = 0x1p119f;  // block scales are stored pre-multiplied by 2^119 in the LUT
 constexpr float kEpilogueBias = 0x1p7f;  // 2^-126 (nibble trick) x 2^119 (LUT) = 2^-7, undone here
 
-__device__ __forceinline__ void init_scale_lut(uint16_t* lut) {
+// lut[code] = {bf16(scale x 2^119), same}: the pair an A register's two elements (same row) are multiplied by.
+__device__ __forceinline__ void init_scale_lut(uint32_t* lut) {
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
     const float s = e4m3_decode(static_cast<uint8_t>(i)) * kScaleBias;
-    lut[i] = static_cast<uint16_t>(__float_as_uint(s) >> 16);  // exact: E4M3 has 4 significant bits
+    const uint32_t b = __float_as_uint(s) >> 16;  // exact: E4M3 has 4 significant bits
+    lut[i] = b | (b << 16);
   }
 }
 
@@ -43,106 +45,125 @@ __device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t
   a[3] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 12), s_hi);
 }
 
-__device__ __forceinline__ uint32_t lut_pair(const uint16_t* lut, uint32_t bytes, int j) {
-  const uint32_t v = lut[(bytes >> (8 * j)) & 0xffu];
-  return v | (v << 16);
+__device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t bytes, int j) {
+  return lut[__byte_perm(bytes, 0, 0x4440 + j)];
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Decode kernel (M <= 16). One block per 16-row weight tile; its WARPS warps take interleaved 64-wide k-chunks
-// and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K workspace. X
-// fragments come straight from global memory (L1-resident: M x K x 2 bytes, read by every warp).
-template <int NT, int WARPS, int PF>
+// Decode kernel (M <= 16). One block per RA 16-row weight tiles; its WARPS warps take interleaved 64-wide
+// k-chunks and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K workspace.
+// X fragments come straight from global memory (L1/L2-resident, M x K x 2 bytes); RA > 1 shares them between
+// row tiles, which halves the X traffic per weight byte.
+template <int NT, int RA, int WARPS, int PF>
 __global__ void __launch_bounds__(WARPS * 32)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int kchunks, float alpha,
-                              __nv_bfloat16* __restrict__ y, int64_t ldy) {
-  __shared__ uint16_t lut[256];
-  __shared__ float red[WARPS][NT * 4][32];
+                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
+                              float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy) {
+  __shared__ uint32_t lut[256];
+  __shared__ float red[WARPS][RA * NT * 4][32];
   init_scale_lut(lut);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int tile = blockIdx.x;
-  const uint4* wt = wq + static_cast<int64_t>(tile) * kchunks * 32 + lane;
-  const uint2* st = wsc + static_cast<int64_t>(tile) * kchunks * 8 + lane / 4;
+  const int tile0 = blockIdx.x * RA;
   const int c4 = lane % 4, tok = lane / 4;
+  const uint4* wt[RA];
+  const uint2* st[RA];
+  bool valid[RA];
+#pragma unroll
+  for (int ra = 0; ra < RA; ++ra) {
+    valid[ra] = tile0 + ra < row_tiles;
+    const int t = valid[ra] ? tile0 + ra : tile0;
+    wt[ra] = wq + static_cast<int64_t>(t) * kchunks * 32 + lane;
+    st[ra] = wsc + static_cast<int64_t>(t) * kchunks * 8 + lane / 4;
+  }
 
-  float acc[NT][4] = {};
-  uint4 wbuf[PF];
-  uint2 sbuf[PF];
+  float acc[RA][NT][4] = {};
+  uint4 wbuf[PF][RA];
+  uint2 sbuf[PF][RA];
 #pragma unroll
   for (int p = 0; p < PF; ++p) {
     const int c = warp + p * WARPS;
-    if (c < kchunks) {
-      wbuf[p] = ptx::ldg_stream_v4(wt + static_cast<int64_t>(c) * 32);
-      sbuf[p] = ptx::ldg_stream_v2(st + static_cast<int64_t>(c) * 8);
-    }
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra)
+      if (c < kchunks) {
+        wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + c * 32);
+        sbuf[p][ra] = ptx::ldg_stream_v2(st[ra] + c * 8);
+      }
   }
   for (int c0 = warp; c0 < kchunks; c0 += PF * WARPS) {
 #pragma unroll
     for (int p = 0; p < PF; ++p) {
       const int c = c0 + p * WARPS;
       if (c < kchunks) {
-        const uint4 w = wbuf[p];
-        const uint2 s = sbuf[p];
-        const int cn = c + PF * WARPS;
-        if (cn < kchunks) {
-          wbuf[p] = ptx::ldg_stream_v4(wt + static_cast<int64_t>(cn) * 32);
-          sbuf[p] = ptx::ldg_stream_v2(st + static_cast<int64_t>(cn) * 8);
-        }
-        // B fragments for the 4 k16 steps and NT token tiles.
+        // B fragments for the 4 k16 steps and NT token tiles, issued before the dequantization they overlap.
         uint32_t b[NT][4][2];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const int t = nt * 8 + tok;
+          const __nv_bfloat16* px = x + static_cast<int64_t>(t) * ldx + c * 64 + 2 * c4;
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const int kk = c * 64 + j * 16;
-            const bool ok = t < m && kk < k;
-            const __nv_bfloat16* px = x + static_cast<int64_t>(t) * ldx + kk + 2 * c4;
-            b[nt][j][0] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px)) : 0u;
-            b[nt][j][1] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + 8)) : 0u;
+            const bool ok = t < m && c * 64 + j * 16 < k;
+            b[nt][j][0] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + j * 16)) : 0u;
+            b[nt][j][1] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + j * 16 + 8)) : 0u;
           }
         }
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+        uint4 w[RA];
+        uint2 s[RA];
+        const int cn = c + PF * WARPS;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          uint32_t a[4];
-          dequant_step(words[j], lut_pair(lut, s.x, j), lut_pair(lut, s.y, j), a);
+        for (int ra = 0; ra < RA; ++ra) {
+          w[ra] = wbuf[p][ra];
+          s[ra] = sbuf[p][ra];
+          if (cn < kchunks) {
+            wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + cn * 32);
+            sbuf[p][ra] = ptx::ldg_stream_v2(st[ra] + cn * 8);
+          }
+        }
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[nt], a, b[nt][j][0], b[nt][j][1]);
+        for (int ra = 0; ra < RA; ++ra) {
+          const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            uint32_t a[4];
+            dequant_step(words[j], lut_pair(lut, s[ra].x, j), lut_pair(lut, s[ra].y, j), a);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][j][0], b[nt][j][1]);
+          }
         }
       }
     }
   }
   // Cross-warp reduction in warp order (deterministic).
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+  for (int ra = 0; ra < RA; ++ra)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) red[warp][nt * 4 + i][lane] = acc[nt][i];
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) red[warp][(ra * NT + nt) * 4 + i][lane] = acc[ra][nt][i];
   __syncthreads();
-  if (warp == 0) {
+  // Each warp finishes a share of the RA x NT fragments.
+  for (int f = warp; f < RA * NT; f += WARPS) {
+    const int ra = f / NT, nt = f % NT;
+    if (!valid[ra]) continue;
+    float v[4];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      float v[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float s = 0.0f;
-        for (int w = 0; w < WARPS; ++w) s += red[w][nt * 4 + i][lane];
-        v[i] = s * alpha;
-      }
-      // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
-      const int row = tile * 16 + tok;
-      const int t0 = nt * 8 + 2 * c4;
-      if (t0 < m) {
-        y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
-        y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
-      }
-      if (t0 + 1 < m) {
-        y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
-        y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
-      }
+    for (int i = 0; i < 4; ++i) {
+      float sum = 0.0f;
+      for (int w2 = 0; w2 < WARPS; ++w2) sum += red[w2][f * 4 + i][lane];
+      v[i] = sum * alpha;
+    }
+    // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
+    const int row = (tile0 + ra) * 16 + tok;
+    const int t0 = nt * 8 + 2 * c4;
+    if (t0 < m) {
+      y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
+      y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
+    }
+    if (t0 + 1 < m) {
+      y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
+      y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
 }
@@ -161,8 +182,8 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   constexpr int BM = WARPS_M * NT * 8;
   constexpr int THREADS = WARPS_N * WARPS_M * 32;
   extern __shared__ __align__(16) uint8_t smem[];
-  uint16_t* lut = reinterpret_cast<uint16_t*>(smem);
-  uint8_t* xs = smem + 512;  // STAGES x BM x 128 bytes
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
+  uint8_t* xs = smem + 1024;  // STAGES x BM x 128 bytes
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_n = warp % WARPS_N, warp_m = warp / WARPS_N;
@@ -305,7 +326,7 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
                 float alpha, int splits, GemmWorkspace& ws, cudaStream_t stream) {
   constexpr int BN = WARPS_N * RA * 16, BM = WARPS_M * NT * 8;
   auto kern = nvfp4_w4a16_mma_kernel<WARPS_N, WARPS_M, RA, NT, STAGES, PF>;
-  const int smem = 512 + STAGES * BM * 128;
+  const int smem = 1024 + STAGES * BM * 128;
   if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   dim3 grid(static_cast<unsigned>((w.geom.n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM),
@@ -323,13 +344,14 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   CUDA_CHECK_LAUNCH();
 }
 
-template <int NT>
+template <int NT, int RA>
 void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
                    float alpha, cudaStream_t stream) {
   constexpr int WARPS = 8, PF = 4;
-  nvfp4_w4a16_decode_kernel<NT, WARPS, PF><<<static_cast<unsigned>(w.geom.row_tiles()), WARPS * 32, 0, stream>>>(
+  const int row_tiles = static_cast<int>(w.geom.row_tiles());
+  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-      w.weights.as<uint4>(), w.scales.as<uint2>(), static_cast<int>(w.geom.kchunks()), alpha,
+      w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
       reinterpret_cast<__nv_bfloat16*>(y), ldy);
   CUDA_CHECK_LAUNCH();
 }
@@ -348,11 +370,13 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   switch (p.variant) {
     case W4A16Variant::Decode8:
       if (m > 8) throw Error("nvfp4 gemm: decode8 handles M <= 8");
-      launch_decode<1>(x, m, ldx, w, y, ldy, a, stream);
+      if (p.rows_per_block == 32) launch_decode<1, 2>(x, m, ldx, w, y, ldy, a, stream);
+      else launch_decode<1, 1>(x, m, ldx, w, y, ldy, a, stream);
       break;
     case W4A16Variant::Decode16:
       if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
-      launch_decode<2>(x, m, ldx, w, y, ldy, a, stream);
+      if (p.rows_per_block == 32) launch_decode<2, 2>(x, m, ldx, w, y, ldy, a, stream);
+      else launch_decode<2, 1>(x, m, ldx, w, y, ldy, a, stream);
       break;
     case W4A16Variant::Mma32: launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
     case W4A16Variant::Mma64: launch_mma<4, 1, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;

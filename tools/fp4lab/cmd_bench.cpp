@@ -14,7 +14,7 @@ Action add_bench(CLI::App& app) {
   auto* g = app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
 #if FP4LAB_HAVE_CUDA
   auto o = std::make_shared<GemmBenchOptions>();
-  g->add_option("--models", o->models, "built-in models whose linear shapes to run")->delimiter(',');
+  g->add_option("--models", o->models, "built-in models whose linear shapes to run (none: only --shape)")->delimiter(',');
   g->add_option("--shape", o->extra_shapes, "extra NxK shapes (repeatable)");
   g->add_option("--m", o->ms, "batch sizes M")->delimiter(',');
   g->add_option("--warmup", o->warmup, "warm-up calls");
@@ -22,6 +22,8 @@ Action add_bench(CLI::App& app) {
   g->add_option("--calls-per-rep", o->calls_per_rep, "calls per timed batch (0: auto, ~0.3 ms)");
   g->add_option("--rotate", o->rotate_factor, "rotating weight copies totalling this multiple of the L2 size");
   g->add_option("--variant", o->variant, "force a W4A16 kernel variant (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
+  g->add_option("--rows-per-block", o->rows_per_block, "with a forced decode variant: 16 or 32 weight rows per block");
+  g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
