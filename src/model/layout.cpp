@@ -177,6 +177,10 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
     } else if (stored_fp4) {
       p.nvfp4 = true;
       p.reason = "checkpoint stores NVFP4";
+    } else if (mode == QuantMode::NVFP4 && spec.role == "lm_head") {
+      p.nvfp4 = false;
+      p.reason = c.tie_embeddings ? "tied to the embeddings: kept in BF16 (ModelOpt default)"
+                                  : "lm_head: kept in BF16 (ModelOpt default)";
     } else if (mode == QuantMode::NVFP4) {
       bool ex = false;
       for (const auto& e : excludes)

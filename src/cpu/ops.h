@@ -1,0 +1,53 @@
+// CPU reference ops of the inference engine (float32). Each is the spec its CUDA twin is tested against.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "io/model_config.h"
+
+namespace fp4lab::cpu {
+
+// y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, rows of width w.size().
+void rmsnorm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> y);
+
+// Inverse frequencies for rotate-half RoPE (default, linear and llama3 scaling as HF transformers computes them).
+std::vector<float> rope_inv_freq(const RopeConfig& r, int head_dim);
+// Rotates heads in place: x [T, heads, head_dim], positions[t].
+void rope_apply(std::span<float> x, int heads, int head_dim, std::span<const int> positions,
+                std::span<const float> inv_freq);
+
+// Causal GQA attention of T new queries (positions pos0..pos0+T-1) over a cache holding pos0+T keys/values.
+// q [T, nh, hd], k/v cache [S, nkv, hd] -> out [T, nh, hd]. Softmax in float32, scale 1/sqrt(hd).
+void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::span<const float> kcache,
+               std::span<const float> vcache, int pos0, std::span<float> out);
+
+void silu_mul(std::span<const float> gate, std::span<const float> up, std::span<float> out);
+void relu2(std::span<float> x);
+
+// Mamba-2 pieces. Depthwise causal conv1d with a rolling state of the last (kernel-1) inputs:
+// xbc [T, C] in place -> silu(conv(xbc) + b); state [C, kernel-1].
+void causal_conv1d_silu(std::span<float> xbc, int t, int channels, int kernel, std::span<const float> w,
+                        std::span<const float> b, std::span<float> state);
+
+struct SsmShape {
+  int heads, head_dim, state, groups;
+};
+// Selective state space update, one token at a time (the decode recurrence). For each token:
+// S = S*exp(dt*A) + dt*x*B^T; y = S.C + D*x. x [T, heads*head_dim], B/C [T, groups*state], dt [T, heads]
+// (already softplus'ed), state [heads, head_dim, state] float32.
+void ssm_scan_sequential(std::span<const float> x, std::span<const float> b, std::span<const float> c,
+                         std::span<const float> dt, std::span<const float> a, std::span<const float> d, int t,
+                         SsmShape s, std::span<float> state, std::span<float> y);
+// The same function computed with the chunked SSD algorithm (intra-chunk quadratic form + inter-chunk state
+// passing), as Mamba-2 prefill does.
+void ssm_scan_chunked(std::span<const float> x, std::span<const float> b, std::span<const float> c,
+                      std::span<const float> dt, std::span<const float> a, std::span<const float> d, int t,
+                      SsmShape s, int chunk, std::span<float> state, std::span<float> y);
+
+// y = rmsnorm_per_group(y * silu(z)) * w, groups of y.size()/groups channels per row.
+void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const float> w, int groups, float eps);
+
+float softplus(float x);
+
+}  // namespace fp4lab::cpu

@@ -1,0 +1,231 @@
+#include "model/weights.h"
+
+#include <cmath>
+#include <map>
+
+#include "common/error.h"
+#include "io/safetensors.h"
+#include "model/presets.h"
+
+namespace fp4lab {
+
+namespace {
+
+std::vector<float> round_bf16(std::vector<float> v) {
+  for (auto& x : v) x = bf16_to_f32(bf16_from_f32_rne(x));
+  return v;
+}
+
+// Shards that ModelOpt quantizes with one shared tensor scale.
+std::string fusion_key(const LinearSpec& s) {
+  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v") return "L" + std::to_string(s.layer) + ".qkv";
+  if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
+    return "L" + std::to_string(s.layer) + ".gate_up";
+  return s.name;
+}
+
+LinearWeight* linear_slot(ModelWeights& mw, const LinearSpec& s) {
+  if (s.role == "lm_head") return &mw.lm_head;
+  LayerWeights& L = mw.layers[static_cast<size_t>(s.layer)];
+  if (s.role == "attn.q") return &L.q;
+  if (s.role == "attn.k") return &L.k;
+  if (s.role == "attn.v") return &L.v;
+  if (s.role == "attn.o") return &L.o;
+  if (s.role == "mlp.gate") return &L.gate;
+  if (s.role == "mlp.up") return &L.up;
+  if (s.role == "mlp.down") return &L.down;
+  if (s.role == "mamba.in") return &L.in_proj;
+  if (s.role == "mamba.out") return &L.out_proj;
+  throw Error("internal: unknown linear role " + s.role);
+}
+
+// Applies the plan to float weights: NVFP4 layers are quantized (shared scale per fusion group) and replaced by
+// their exact dequantization; others are rounded to BF16 when the mode says the engine runs BF16.
+void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
+  std::map<std::string, float> group_amax;
+  for (const auto& p : mw.plans) {
+    if (!p.nvfp4) continue;
+    LinearWeight* lw = linear_slot(mw, p.spec);
+    if (lw->nvfp4) continue;  // stored NVFP4: keep the checkpoint's own scales
+    float& g = group_amax[fusion_key(p.spec)];
+    g = std::max(g, amax_ref(lw->w));
+  }
+  for (const auto& p : mw.plans) {
+    LinearWeight* lw = linear_slot(mw, p.spec);
+    if (p.nvfp4 && !lw->nvfp4) {
+      lw->nvfp4 = nvfp4_quantize_ref(lw->w, lw->n, lw->k, nvfp4_tensor_scale(group_amax[fusion_key(p.spec)]));
+      nvfp4_dequantize_ref(*lw->nvfp4, lw->w);
+    } else if (!p.nvfp4 && lw->nvfp4) {
+      lw->nvfp4.reset();  // --quant bf16 on an NVFP4 checkpoint: dequantized, then held in BF16
+      if (round_others_bf16) lw->w = round_bf16(std::move(lw->w));
+    } else if (!p.nvfp4 && round_others_bf16) {
+      lw->w = round_bf16(std::move(lw->w));
+    }
+  }
+}
+
+void size_layers(ModelWeights& mw) {
+  mw.layers.resize(static_cast<size_t>(mw.config.num_layers));
+  for (int i = 0; i < mw.config.num_layers; ++i) mw.layers[static_cast<size_t>(i)].kind = mw.config.layers[static_cast<size_t>(i)];
+}
+
+std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
+  const TensorView& t = st.get(name);
+  int64_t want = 1;
+  for (auto d : shape) want *= d;
+  if (t.numel() != want) {
+    std::string s;
+    for (auto d : shape) s += (s.empty() ? "" : ", ") + std::to_string(d);
+    throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected [" + s + "]");
+  }
+  return tensor_to_f32(t);
+}
+
+float scalar_f32(const TensorStore& st, const std::string& name) { return tensor_to_f32(st.get(name))[0]; }
+
+}  // namespace
+
+ModelWeights load_weights(const std::string& dir, QuantMode mode) {
+  ModelWeights mw;
+  mw.source = dir;
+  mw.quant = mode;
+  mw.config = load_model_config(dir);
+  const ModelConfig& c = mw.config;
+  const QuantConfig q = load_quant_config(dir);
+  if (q.algo == QuantAlgo::Unsupported)
+    throw Error(dir + ": quantization '" + q.raw_algo + "' is not supported (NVFP4, W4A16_NVFP4, MIXED_PRECISION)");
+  const TensorStore st = TensorStore::open_dir(dir);
+  mw.plans = plan_linears(c, q, &st, mode);
+  size_layers(mw);
+  const ArchNames names = arch_names(c);
+  const int64_t H = c.hidden_size;
+  mw.embed = get_f32(st, names.embed, {c.vocab_size, H});
+  mw.final_norm = get_f32(st, names.final_norm, {H});
+  for (const auto& p : mw.plans) {
+    LinearWeight* lw = linear_slot(mw, p.spec);
+    lw->n = p.spec.n;
+    lw->k = p.spec.k;
+    if (p.spec.role == "lm_head" && c.tie_embeddings) {
+      lw->w = mw.embed;
+      continue;
+    }
+    if (p.storage == WeightStorage::NVFP4_ModelOpt || p.storage == WeightStorage::NVFP4_CompressedTensors) {
+      Nvfp4Tensor t;
+      t.rows = p.spec.n;
+      t.cols = p.spec.k;
+      const bool ct = p.storage == WeightStorage::NVFP4_CompressedTensors;
+      const TensorView& pk = st.get(p.spec.name + (ct ? ".weight_packed" : ".weight"));
+      const TensorView& sc = st.get(p.spec.name + ".weight_scale");
+      t.packed.assign(pk.data, pk.data + pk.nbytes());
+      t.block_scales.assign(sc.data, sc.data + sc.nbytes());
+      t.tensor_scale = ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
+                          : scalar_f32(st, p.spec.name + ".weight_scale_2");
+      lw->w.resize(static_cast<size_t>(t.rows * t.cols));
+      nvfp4_dequantize_ref(t, lw->w);
+      lw->nvfp4 = std::move(t);
+    } else {
+      lw->w = get_f32(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
+    }
+    if (const TensorView* b = st.find(p.spec.name + ".bias")) lw->bias = tensor_to_f32(*b);
+  }
+  for (int i = 0; i < c.num_layers; ++i) {
+    LayerWeights& L = mw.layers[static_cast<size_t>(i)];
+    const std::string I = std::to_string(i);
+    if (c.arch == Arch::NemotronH) {
+      const std::string p = "backbone.layers." + I;
+      L.norm = get_f32(st, p + ".norm.weight", {H});
+      if (L.kind == LayerKind::Mamba) {
+        const int64_t cd = c.mamba_conv_dim(), nh = c.mamba_num_heads;
+        L.conv_w = get_f32(st, p + ".mixer.conv1d.weight", {cd, 1, c.conv_kernel});
+        if (c.use_conv_bias) L.conv_b = get_f32(st, p + ".mixer.conv1d.bias", {cd});
+        else L.conv_b.assign(static_cast<size_t>(cd), 0.0f);
+        L.a_log = get_f32(st, p + ".mixer.A_log", {nh});
+        L.d = get_f32(st, p + ".mixer.D", {nh});
+        L.dt_bias = get_f32(st, p + ".mixer.dt_bias", {nh});
+        L.gated_norm = get_f32(st, p + ".mixer.norm.weight", {c.mamba_d_inner()});
+      }
+    } else {
+      const std::string p = "model.layers." + I;
+      L.norm = get_f32(st, p + ".input_layernorm.weight", {H});
+      L.post_norm = get_f32(st, p + ".post_attention_layernorm.weight", {H});
+      if (c.arch == Arch::Qwen3) {
+        L.q_norm = get_f32(st, p + ".self_attn.q_norm.weight", {c.head_dim});
+        L.k_norm = get_f32(st, p + ".self_attn.k_norm.weight", {c.head_dim});
+      }
+    }
+  }
+  finalize_linears(mw, mode == QuantMode::BF16);
+  return mw;
+}
+
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed) {
+  const auto p = find_preset(preset);
+  if (!p) {
+    std::string names;
+    for (const auto& q : presets()) names += " " + q.name;
+    throw Error("unknown preset '" + preset + "' (available:" + names + ")");
+  }
+  ModelWeights mw;
+  mw.source = "preset:" + p->name;
+  mw.quant = mode;
+  mw.config = p->config;
+  const ModelConfig& c = mw.config;
+  QuantConfig none;
+  // A preset is "stored" in BF16; --quant nvfp4 (and auto, which for presets means NVFP4 as NVIDIA ships such a
+  // model) quantizes it at load.
+  mw.plans = plan_linears(c, none, nullptr, mode == QuantMode::BF16 ? QuantMode::BF16 : QuantMode::NVFP4);
+  size_layers(mw);
+  uint64_t stream = seed * 1000003ull;
+  auto gauss = [&](size_t n, float sigma) {
+    std::vector<float> v(n);
+    const uint64_t s = ++stream;
+    for (size_t i = 0; i < n; ++i) {
+      // Sum of four uniforms (same generator as the GPU fill): deterministic across machines.
+      float acc = 0;
+      for (int j = 0; j < 4; ++j) {
+        uint64_t z = s * 0x9E3779B97F4A7C15ull + (i * 4 + j) * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        acc += static_cast<float>(((z ^ (z >> 31)) >> 40) & 0xffffff) * (1.0f / 16777216.0f);
+      }
+      v[i] = (acc - 2.0f) * 1.7320508f * sigma;
+    }
+    return v;
+  };
+  const int64_t H = c.hidden_size;
+  mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
+  mw.final_norm.assign(static_cast<size_t>(H), 1.0f);
+  for (const auto& pl : mw.plans) {
+    LinearWeight* lw = linear_slot(mw, pl.spec);
+    lw->n = pl.spec.n;
+    lw->k = pl.spec.k;
+    lw->w = gauss(static_cast<size_t>(lw->n * lw->k), 0.02f);
+  }
+  for (auto& L : mw.layers) {
+    L.norm.assign(static_cast<size_t>(H), 1.0f);
+    if (L.kind == LayerKind::Decoder) L.post_norm.assign(static_cast<size_t>(H), 1.0f);
+    if (c.arch == Arch::Qwen3) {
+      L.q_norm.assign(static_cast<size_t>(c.head_dim), 1.0f);
+      L.k_norm.assign(static_cast<size_t>(c.head_dim), 1.0f);
+    }
+    if (L.kind == LayerKind::Mamba) {
+      const int nh = c.mamba_num_heads;
+      L.conv_w = gauss(static_cast<size_t>(c.mamba_conv_dim() * c.conv_kernel), 0.2f);
+      L.conv_b.assign(static_cast<size_t>(c.mamba_conv_dim()), 0.0f);
+      L.a_log.resize(static_cast<size_t>(nh));
+      for (int h = 0; h < nh; ++h) L.a_log[static_cast<size_t>(h)] = std::log(1.0f + 15.0f * h / std::max(1, nh - 1));
+      L.d.assign(static_cast<size_t>(nh), 1.0f);
+      L.dt_bias.assign(static_cast<size_t>(nh), -2.0f);
+      L.gated_norm.assign(static_cast<size_t>(c.mamba_d_inner()), 1.0f);
+    }
+  }
+  finalize_linears(mw, true);
+  return mw;
+}
+
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed) {
+  if (is_preset_ref(model)) return synthetic_weights(model, mode, seed);
+  return load_weights(model, mode);
+}
+
+}  // namespace fp4lab

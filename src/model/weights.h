@@ -1,0 +1,63 @@
+// Model weights as the engine runs them, independent of where they came from (checkpoint or preset).
+// Float32 on the host: the CPU backend computes with them directly; a GPU backend uploads them in its own
+// formats (BF16, or NVFP4 re-quantized bit-exactly from the `nvfp4` tensors).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "format/nvfp4.h"
+#include "io/model_config.h"
+#include "model/layout.h"
+
+namespace fp4lab {
+
+struct LinearWeight {
+  int64_t n = 0, k = 0;
+  std::vector<float> w;              // [n, k] float32 (exactly the dequantized values when nvfp4)
+  std::optional<Nvfp4Tensor> nvfp4;  // set when the layer runs as NVFP4
+  std::vector<float> bias;           // [n] or empty
+};
+
+struct LayerWeights {
+  LayerKind kind = LayerKind::Decoder;
+  std::vector<float> norm;       // [hidden] pre-mixer RMSNorm (input_layernorm / Nemotron-H block norm)
+  std::vector<float> post_norm;  // [hidden] Llama post_attention_layernorm
+  // attention
+  LinearWeight q, k, v, o;
+  std::vector<float> q_norm, k_norm;  // [head_dim] Qwen3
+  // MLP
+  LinearWeight gate, up, down;
+  // Mamba-2
+  LinearWeight in_proj, out_proj;
+  std::vector<float> conv_w;     // [conv_dim, conv_kernel]
+  std::vector<float> conv_b;     // [conv_dim]
+  std::vector<float> a_log, d, dt_bias;  // [mamba heads]
+  std::vector<float> gated_norm;  // [d_inner]
+};
+
+struct ModelWeights {
+  ModelConfig config;
+  std::string source;          // directory or preset:NAME
+  QuantMode quant = QuantMode::Auto;
+  std::vector<float> embed;    // [vocab, hidden]
+  std::vector<float> final_norm;
+  LinearWeight lm_head;        // a copy of embed when tied
+  std::vector<LayerWeights> layers;
+  std::vector<LinearPlan> plans;  // per linear layer: NVFP4 or not, and why
+};
+
+// Loads a checkpoint directory. NVFP4 tensors are dequantized exactly; with QuantMode::NVFP4, float linear
+// layers are quantized at load with the ModelOpt recipe (fused q/k/v and gate/up share a tensor scale);
+// QuantMode::BF16 rounds every linear weight to BF16 (the precision a BF16 engine computes with).
+ModelWeights load_weights(const std::string& dir, QuantMode mode);
+
+// Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02) linears,
+// unit norms, Mamba A in [1, 16]).
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed);
+
+// Either of the above from a --model string ("preset:NAME" or a directory).
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed);
+
+}  // namespace fp4lab

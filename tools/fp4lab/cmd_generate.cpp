@@ -1,0 +1,120 @@
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "common/error.h"
+#include "cpu/cpu_backend.h"
+#include "engine/generate.h"
+#include "io/json_util.h"
+
+namespace fp4lab::cli {
+
+namespace {
+
+struct GenOpts {
+  std::string model;
+  std::string backend = "cpu";
+  std::string quant = "auto";
+  std::vector<std::string> prompts;  // each "1,2,3"
+  int max_new = 32;
+  bool greedy = false;
+  float temperature = 0.7f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  std::vector<int> stop_ids;
+  int threads = 0;
+  std::string json_out;
+};
+
+std::vector<int> parse_ids(const std::string& s) {
+  std::vector<int> ids;
+  std::stringstream ss(s);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    if (tok.empty()) continue;
+    try {
+      size_t used = 0;
+      ids.push_back(std::stoi(tok, &used));
+      if (used != tok.size()) throw std::invalid_argument(tok);
+    } catch (const std::exception&) {
+      throw Error("--prompt-ids: '" + tok + "' is not an integer token id");
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
+QuantMode parse_quant_mode(const std::string& q) {
+  if (q == "auto") return QuantMode::Auto;
+  if (q == "bf16") return QuantMode::BF16;
+  if (q == "nvfp4") return QuantMode::NVFP4;
+  throw Error("--quant must be auto, bf16 or nvfp4 (got '" + q + "')");
+}
+
+Action add_generate(CLI::App& app) {
+  auto o = std::make_shared<GenOpts>();
+  app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  app.add_option("--backend", o->backend, "cpu (cuda: not implemented yet)")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")->required();
+  app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")->check(CLI::Range(1, 1 << 20));
+  app.add_flag("--greedy", o->greedy, "argmax decoding");
+  app.add_option("--temperature", o->temperature, "sampling temperature");
+  app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: off)");
+  app.add_option("--top-p", o->top_p, "nucleus sampling mass (1: off)");
+  app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
+  app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
+  app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
+  return [o]() {
+    if (o->backend == "cuda")
+      throw Error("--backend cuda: the CUDA inference engine is not implemented yet (use --backend cpu; "
+                  "`fp4lab bench gemm` runs the NVFP4 kernels on the GPU)");
+    const QuantMode mode = parse_quant_mode(o->quant);
+    std::vector<std::vector<int>> prompts;
+    for (const auto& p : o->prompts) prompts.push_back(parse_ids(p));
+    auto t0 = std::chrono::steady_clock::now();
+    CpuBackend be(o->threads);
+    Model model(load_model(o->model, mode, o->seed), be);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    GenerateOptions g;
+    g.max_new_tokens = o->max_new;
+    g.stop_ids = o->stop_ids;
+    g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
+    const GenerateResult r = generate(model, prompts, g);
+    for (size_t b = 0; b < r.new_ids.size(); ++b) {
+      std::printf("prompt %zu new ids:", b);
+      for (int id : r.new_ids[b]) std::printf(" %d", id);
+      std::printf("\n");
+    }
+    int nfp4 = 0;
+    for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
+    std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, load %.2f s\n", o->model.c_str(),
+                 quant_mode_name(mode), nfp4, model.weights().plans.size(), be.name().c_str(), load_s);
+    std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
+                 r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.generated_tokens, r.decode_s, r.decode_tok_s());
+    if (!o->json_out.empty()) {
+      json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
+                {"options",
+                 {{"model", o->model}, {"backend", o->backend}, {"quant", o->quant}, {"max_new_tokens", o->max_new},
+                  {"greedy", o->greedy}, {"temperature", o->temperature}, {"top_k", o->top_k}, {"top_p", o->top_p},
+                  {"seed", o->seed}, {"stop_ids", o->stop_ids}, {"threads", o->threads}}},
+                {"prompts", prompts},
+                {"new_ids", r.new_ids},
+                {"nvfp4_linear_layers", nfp4},
+                {"timing",
+                 {{"load_s", load_s}, {"prefill_s", r.prefill_s}, {"decode_s", r.decode_s},
+                  {"prefill_tok_s", r.prefill_tok_s()}, {"decode_tok_s", r.decode_tok_s()}}}};
+      std::ofstream f(o->json_out);
+      if (!f) throw Error(o->json_out + ": cannot write");
+      f << j.dump(2) << "\n";
+    }
+    return 0;
+  };
+}
+
+}  // namespace fp4lab::cli
