@@ -5,20 +5,22 @@
 #include <set>
 
 #include "cpu/nvfp4_repack_ref.h"
+#include "format/e2m1.h"
 
 using namespace fp4lab;
 
 TEST(TileLayout, EveryWeightAndScaleHasItsOwnSlot) {
   for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{16, 64}, {32, 80}, {48, 1040}}) {
     Nvfp4TileGeom g{n, k};
-    std::set<std::pair<int64_t, int>> seen;
+    std::set<std::pair<int64_t, int>> seen;  // (word, bit)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t c = 0; c < k; ++c) {
         int64_t off;
-        int hi;
-        nvfp4_tile_weight_pos(g, r, c, &off, &hi);
+        int a, h;
+        nvfp4_tile_weight_slot(g, r, c, &off, &a, &h);
         ASSERT_LT(off, g.weight_bytes());
-        ASSERT_TRUE(seen.insert({off, hi}).second);
+        ASSERT_EQ(off % 4, 0);
+        for (int b = 0; b < 4; ++b) ASSERT_TRUE(seen.insert({off, nvfp4_tile_code_bit(a, h, b)}).second);
       }
     std::set<int64_t> s;
     for (int64_t r = 0; r < n; ++r)
@@ -26,17 +28,41 @@ TEST(TileLayout, EveryWeightAndScaleHasItsOwnSlot) {
   }
 }
 
-TEST(TileLayout, LaneWordsHoldTheMmaFragments) {
-  // Lane 5 (r0 = 1, c = 1), k16 step 2 of chunk 0: nibble 3 is W[1][32 + 2], nibble 4 is W[9][32 + 11].
+// The register extraction the kernels use, applied on the host: each slot yields S.E1E0M at bits 15,8,7,6 of its
+// half, i.e. the BF16 pattern of the E2M1 value times 2^-126.
+TEST(TileLayout, RegisterExtractionGivesBf16Patterns) {
+  for (uint32_t trial = 0; trial < 2000; ++trial) {
+    uint8_t codes[4][2];
+    uint32_t q = 0;
+    for (int a = 0; a < 4; ++a)
+      for (int h = 0; h < 2; ++h) {
+        codes[a][h] = static_cast<uint8_t>((trial * 7 + a * 5 + h * 11 + (trial >> 3)) & 15);
+        q = nvfp4_tile_put_code(q, a, h, codes[a][h]);
+      }
+    const uint32_t regs[4] = {q & 0x81C081C0u, (q << 3) & 0x81C081C0u, (q << 6) & 0x81C081C0u,
+                              ((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u)};
+    for (int a = 0; a < 4; ++a)
+      for (int h = 0; h < 2; ++h) {
+        const uint16_t bits = static_cast<uint16_t>(regs[a] >> (16 * h));
+        const float v = bf16_to_f32(bits) * 0x1p126f;
+        ASSERT_EQ(v, e2m1_decode(codes[a][h])) << "a" << a << " h" << h;
+      }
+  }
+}
+
+TEST(TileLayout, SlotsFollowTheMmaFragment) {
+  // Lane 5 (r0 = 1, c = 1), k16 step 2 of chunk 0: W[1][34] is a0 half 0; W[9][43] is a3 half 1.
   Nvfp4TileGeom g{16, 64};
   int64_t off;
-  int hi;
-  nvfp4_tile_weight_pos(g, 1, 34, &off, &hi);
-  EXPECT_EQ(off, 5 * 16 + 2 * 4 + 1);
-  EXPECT_EQ(hi, 1);
-  nvfp4_tile_weight_pos(g, 9, 43, &off, &hi);
-  EXPECT_EQ(off, 5 * 16 + 2 * 4 + 2);
-  EXPECT_EQ(hi, 0);
+  int a, h;
+  nvfp4_tile_weight_slot(g, 1, 34, &off, &a, &h);
+  EXPECT_EQ(off, 5 * 16 + 2 * 4);
+  EXPECT_EQ(a, 0);
+  EXPECT_EQ(h, 0);
+  nvfp4_tile_weight_slot(g, 9, 43, &off, &a, &h);
+  EXPECT_EQ(off, 5 * 16 + 2 * 4);
+  EXPECT_EQ(a, 3);
+  EXPECT_EQ(h, 1);
 }
 
 TEST(TileLayout, RoundTrip) {

@@ -123,6 +123,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   if (!o.variant.empty()) {
     forced_plan.variant = parse_variant(o.variant);
     if (o.rows_per_block) forced_plan.rows_per_block = o.rows_per_block;
+    if (o.decode_warps) forced_plan.decode_warps = o.decode_warps;
     forced = &forced_plan;
   }
 
@@ -132,7 +133,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   out["copy_bandwidth_gbs"] = copy_gbs;
   out["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"rotate_factor", o.rotate_factor}, {"ms", o.ms},
                     {"variant", o.variant.empty() ? "auto" : o.variant}, {"rows_per_block", o.rows_per_block},
-                    {"splits", o.splits}, {"baselines", o.baselines}};
+                    {"splits", o.splits}, {"decode_warps", o.decode_warps}, {"baselines", o.baselines}};
   out["rows"] = json::array();
 
   std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
@@ -212,7 +213,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n", sh.name.c_str(),
                   static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
                   (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +
-                   (plan.rows_per_block == 32 ? "/r32" : "")).c_str(),
+                   (plan.rows_per_block == 32 ? "/r32" : "") + (plan.decode_warps == 4 ? "/w4" : "")).c_str(),
                   t4, gbs, 100.0 * gbs / copy_gbs, tflops, t16, t8, t16 / t4, t8 / t4);
       std::fflush(stdout);
       json row = {{"shape", sh.name}, {"n", n}, {"k", k}, {"m", m}, {"variant", w4a16_variant_name(plan.variant)},

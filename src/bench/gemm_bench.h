@@ -27,6 +27,7 @@ struct GemmBenchOptions {
   std::string variant;  // force a W4A16 variant (decode8, mma64, ...); empty: heuristic
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
+  int decode_warps = 0;    // with variant decode*: 4 or 8 (0: heuristic)
   std::string json_out;
   bool verbose = false;
 };

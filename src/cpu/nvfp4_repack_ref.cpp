@@ -1,5 +1,7 @@
 #include "cpu/nvfp4_repack_ref.h"
 
+#include <cstring>
+
 #include "common/error.h"
 
 namespace fp4lab {
@@ -18,9 +20,12 @@ Nvfp4TiledHost nvfp4_repack_ref(const Nvfp4Tensor& t) {
       const uint8_t b = t.packed[static_cast<size_t>((r * t.cols + k) / 2)];
       const uint8_t code = (k & 1) ? e2m1_hi(b) : e2m1_lo(b);
       int64_t off;
-      int high;
-      nvfp4_tile_weight_pos(o.geom, r, k, &off, &high);
-      o.weights[static_cast<size_t>(off)] |= static_cast<uint8_t>(high ? code << 4 : code);
+      int a, h;
+      nvfp4_tile_weight_slot(o.geom, r, k, &off, &a, &h);
+      uint32_t word;
+      std::memcpy(&word, o.weights.data() + off, 4);
+      word = nvfp4_tile_put_code(word, a, h, code);
+      std::memcpy(o.weights.data() + off, &word, 4);
     }
     for (int64_t kb = 0; kb < t.cols / 16; ++kb)
       o.scales[static_cast<size_t>(nvfp4_tile_scale_pos(o.geom, r, kb))] =
@@ -39,10 +44,11 @@ Nvfp4Tensor nvfp4_unpack_tiled_ref(const Nvfp4TiledHost& h) {
   for (int64_t r = 0; r < t.rows; ++r) {
     for (int64_t k = 0; k < t.cols; ++k) {
       int64_t off;
-      int high;
-      nvfp4_tile_weight_pos(h.geom, r, k, &off, &high);
-      const uint8_t b = h.weights[static_cast<size_t>(off)];
-      const uint8_t code = high ? e2m1_hi(b) : e2m1_lo(b);
+      int a, hh;
+      nvfp4_tile_weight_slot(h.geom, r, k, &off, &a, &hh);
+      uint32_t word;
+      std::memcpy(&word, h.weights.data() + off, 4);
+      const uint8_t code = nvfp4_tile_get_code(word, a, hh);
       t.packed[static_cast<size_t>((r * t.cols + k) / 2)] |= static_cast<uint8_t>((k & 1) ? code << 4 : code);
     }
     for (int64_t kb = 0; kb < t.cols / 16; ++kb)

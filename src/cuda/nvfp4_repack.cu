@@ -62,30 +62,28 @@ GemmWorkspace::~GemmWorkspace() {
 
 namespace {
 
-// One thread per output byte of the tile layout; inverse of nvfp4_tile_weight_pos.
+// One thread per 32-bit word of the tile layout: gathers its eight codes (4 A registers x 2 halves) from the
+// ModelOpt layout and scatters their bits as nvfp4_tile_code_bit says.
 __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n, int64_t k, int64_t kchunks,
-                                      uint8_t* __restrict__ out, int64_t total) {
-  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total; o += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t tc = o / 512;
-    const int within = static_cast<int>(o % 512);
+                                      uint32_t* __restrict__ out, int64_t total_words) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total_words; o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t tc = o / 128;
+    const int within = static_cast<int>(o % 128);
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    const int lane = within / 16, j = (within % 16) / 4, byte_in_word = within % 4;
-    uint8_t v = 0;
+    const int lane = within / 4, j = within % 4;
+    uint32_t word = 0;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int nib = 2 * byte_in_word + h;
-      const int sel = 3 - (nib % 4), e = nib / 4;
-      const int hi_row = sel % 2, hi_k = sel / 2;
-      const int64_t row = t * 16 + hi_row * 8 + lane / 4;
-      const int64_t kk = c * 64 + j * 16 + hi_k * 8 + (lane % 4) * 2 + e;
-      uint8_t code = 0;
-      if (kk < k) {
-        const uint8_t b = packed[(row * k + kk) / 2];
-        code = (kk & 1) ? (b >> 4) : (b & 0xf);
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = t * 16 + (a % 2) * 8 + lane / 4;
+        const int64_t kk = c * 64 + j * 16 + (a / 2) * 8 + (lane % 4) * 2 + h;
+        if (kk < k) {
+          const uint8_t b = packed[(row * k + kk) / 2];
+          word = nvfp4_tile_put_code(word, a, h, (kk & 1) ? (b >> 4) : (b & 0xf));
+        }
       }
-      v |= static_cast<uint8_t>(code << (4 * h));
-    }
-    out[o] = v;
+    out[o] = word;
   }
 }
 
@@ -102,36 +100,28 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
   }
 }
 
-// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16). One thread per 16-byte lane
-// slice of a tile chunk: 32 weights of rows r0 and r0+8, written as BF16 pairs.
-__global__ void dequant_tiled_kernel(const uint4* __restrict__ wq, const uint2* __restrict__ ws, int64_t n, int64_t k,
-                                     int64_t kchunks, uint32_t* __restrict__ out) {
-  const int64_t total = (n / 16) * kchunks * 32;
+// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16). One thread per 32-bit word:
+// eight codes of rows r0 / r0+8, written as BF16 pairs.
+__global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint8_t* __restrict__ ws, int64_t n,
+                                     int64_t k, int64_t kchunks, uint32_t* __restrict__ out) {
+  const int64_t total = (n / 16) * kchunks * 128;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t tc = i / 32;
-    const int lane = static_cast<int>(i % 32);
+    const int64_t tc = i / 128;
+    const int within = static_cast<int>(i % 128);
+    const int lane = within / 4, j = within % 4;
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    const uint4 w = wq[i];
-    const uint2 sc = ws[tc * 8 + lane / 4];
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    const int64_t r0 = t * 16 + lane / 4;
+    const int64_t k0 = c * 64 + j * 16 + 2 * (lane % 4);
+    if (k0 >= k) continue;
+    const uint32_t q = wq[i];
+    const float s0 = e4m3_decode(ws[tc * 64 + (lane / 4) * 8 + j]);
+    const float s8 = e4m3_decode(ws[tc * 64 + (lane / 4) * 8 + 4 + j]);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t kk = c * 64 + j * 16 + 2 * (lane % 4);
-      if (kk >= k) break;
-      const uint32_t q = words[j];
-      const float s0 = e4m3_decode(static_cast<uint8_t>(sc.x >> (8 * j)));
-      const float s8 = e4m3_decode(static_cast<uint8_t>(sc.y >> (8 * j)));
-      auto pair = [&](uint32_t qq, float s) {
-        const uint8_t lo = (qq >> 12) & 0xf, hi = (qq >> 28) & 0xf;
-        __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(lo) * s, e2m1_decode(hi) * s);
-        return *reinterpret_cast<uint32_t*>(&v);
-      };
-      // Word nibble order: (3,7) row r0 k, (2,6) row r0+8 k, (1,5) row r0 k+8, (0,4) row r0+8 k+8.
-      out[(r0 * k + kk) / 2] = pair(q, s0);
-      out[((r0 + 8) * k + kk) / 2] = pair(q << 4, s8);
-      out[(r0 * k + kk + 8) / 2] = pair(q << 8, s0);
-      out[((r0 + 8) * k + kk + 8) / 2] = pair(q << 12, s8);
+    for (int a = 0; a < 4; ++a) {
+      const float s = (a % 2) ? s8 : s0;
+      const int64_t row = t * 16 + (a % 2) * 8 + lane / 4, kk = k0 + (a / 2) * 8;
+      __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(nvfp4_tile_get_code(q, a, 0)) * s,
+                                               e2m1_decode(nvfp4_tile_get_code(q, a, 1)) * s);
+      out[(row * k + kk) / 2] = *reinterpret_cast<uint32_t*>(&v);
     }
   }
 }
@@ -152,8 +142,8 @@ Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scal
   w.tensor_scale = tensor_scale;
   w.weights = DeviceBuffer(static_cast<size_t>(w.geom.weight_bytes()));
   w.scales = DeviceBuffer(static_cast<size_t>(w.geom.scale_bytes()));
-  repack_weights_kernel<<<grid_for(w.geom.weight_bytes(), 256), 256, 0, stream>>>(
-      packed, n, k, w.geom.kchunks(), w.weights.as<uint8_t>(), w.geom.weight_bytes());
+  repack_weights_kernel<<<grid_for(w.geom.weight_bytes() / 4, 256), 256, 0, stream>>>(
+      packed, n, k, w.geom.kchunks(), w.weights.as<uint32_t>(), w.geom.weight_bytes() / 4);
   CUDA_CHECK_LAUNCH();
   repack_scales_kernel<<<grid_for(w.geom.scale_bytes(), 256), 256, 0, stream>>>(
       scales, n, k, w.geom.kchunks(), w.scales.as<uint8_t>(), w.geom.scale_bytes());
@@ -162,8 +152,9 @@ Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scal
 }
 
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
-  dequant_tiled_kernel<<<grid_for(w.geom.row_tiles() * w.geom.kchunks() * 32, 256), 256, 0, stream>>>(
-      w.weights.as<uint4>(), w.scales.as<uint2>(), w.geom.n, w.geom.k, w.geom.kchunks(), reinterpret_cast<uint32_t*>(out));
+  dequant_tiled_kernel<<<grid_for(w.geom.row_tiles() * w.geom.kchunks() * 128, 256), 256, 0, stream>>>(
+      w.weights.as<uint32_t>(), w.scales.as<uint8_t>(), w.geom.n, w.geom.k, w.geom.kchunks(),
+      reinterpret_cast<uint32_t*>(out));
   CUDA_CHECK_LAUNCH();
 }
 

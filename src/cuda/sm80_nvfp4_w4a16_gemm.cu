@@ -33,16 +33,14 @@ __device__ __forceinline__ void init_scale_lut(uint32_t* lut) {
   }
 }
 
-__device__ __forceinline__ uint32_t nib_pair_to_bf16x2(uint32_t q) {
-  return (q & 0x80008000u) | ((q >> 6) & 0x01C001C0u);
-}
-
-// One k16 step of the A operand: word q (8 nibbles, tile order) and the two row scales of this lane.
+// One k16 step of the A operand: word q (eight codes, bit order of format/nvfp4_tile_layout.h) and the two row
+// scales of this lane. 11 integer instructions + 4 BF16 multiplies for 8 weights.
 __device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
-  a[0] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q), s_lo);
-  a[1] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 4), s_hi);
-  a[2] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 8), s_lo);
-  a[3] = ptx::bf16x2_mul(nib_pair_to_bf16x2(q << 12), s_hi);
+  constexpr uint32_t kMask = 0x81C081C0u;
+  a[0] = ptx::bf16x2_mul(q & kMask, s_lo);
+  a[1] = ptx::bf16x2_mul((q << 3) & kMask, s_hi);
+  a[2] = ptx::bf16x2_mul((q << 6) & kMask, s_lo);
+  a[3] = ptx::bf16x2_mul(((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u), s_hi);
 }
 
 __device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t bytes, int j) {
@@ -344,16 +342,30 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   CUDA_CHECK_LAUNCH();
 }
 
-template <int NT, int RA>
+template <int NT, int RA, int WARPS>
 void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
                    float alpha, cudaStream_t stream) {
-  constexpr int WARPS = 8, PF = 4;
+  constexpr int PF = 4;
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
       w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
       reinterpret_cast<__nv_bfloat16*>(y), ldy);
   CUDA_CHECK_LAUNCH();
+}
+
+template <int NT>
+void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
+                      bf16_raw* y, int64_t ldy, float alpha, cudaStream_t stream) {
+  if (p.rows_per_block != 16 && p.rows_per_block != 32) throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
+  if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
+  if (p.rows_per_block == 32) {
+    if (p.decode_warps == 4) launch_decode<NT, 2, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+    else launch_decode<NT, 2, 8>(x, m, ldx, w, y, ldy, alpha, stream);
+  } else {
+    if (p.decode_warps == 4) launch_decode<NT, 1, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+    else launch_decode<NT, 1, 8>(x, m, ldx, w, y, ldy, alpha, stream);
+  }
 }
 
 }  // namespace
@@ -370,13 +382,11 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   switch (p.variant) {
     case W4A16Variant::Decode8:
       if (m > 8) throw Error("nvfp4 gemm: decode8 handles M <= 8");
-      if (p.rows_per_block == 32) launch_decode<1, 2>(x, m, ldx, w, y, ldy, a, stream);
-      else launch_decode<1, 1>(x, m, ldx, w, y, ldy, a, stream);
+      launch_decode_nt<1>(p, x, m, ldx, w, y, ldy, a, stream);
       break;
     case W4A16Variant::Decode16:
       if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
-      if (p.rows_per_block == 32) launch_decode<2, 2>(x, m, ldx, w, y, ldy, a, stream);
-      else launch_decode<2, 1>(x, m, ldx, w, y, ldy, a, stream);
+      launch_decode_nt<2>(p, x, m, ldx, w, y, ldy, a, stream);
       break;
     case W4A16Variant::Mma32: launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
     case W4A16Variant::Mma64: launch_mma<4, 1, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;

@@ -4,10 +4,12 @@
 // The kernels compute Y^T = W . X^T with mma.sync.m16n8k16: W supplies the A operand (16 weight rows x 16 k),
 // dequantized in registers. Weights are cut into tiles of 16 rows x 64 k; each tile is 512 bytes, one 16-byte
 // load per lane of a warp. Lane l owns rows r0 = l/4 and r0+8 and k pairs 2(l%4), 2(l%4)+1 (+8) of each of the 4
-// k16 steps; word j of its 16 bytes holds step j's eight nibbles, ordered so that shifting the word left by 4
-// brings the next A register's pair into bits 12-15 / 28-31 (see dequant in sm80_nvfp4_w4a16_gemm.cu):
-//   nibble 3,7: (r0,   k 2c, 2c+1)     nibble 2,6: (r0+8, k 2c, 2c+1)
-//   nibble 1,5: (r0,   k 2c+8, 2c+9)   nibble 0,4: (r0+8, k 2c+8, 2c+9)
+// k16 steps; word j of its 16 bytes holds step j's eight E2M1 codes, one per (A register a, half h):
+//   a0: (r0, k 2c+h)   a1: (r0+8, k 2c+h)   a2: (r0, k 2c+8+h)   a3: (r0+8, k 2c+8+h)
+// The four code bits (S, E1, E0, M) are not stored as nibbles but scattered so that each BF16x2 register
+// S.0000000.E1 E0 M (bits 15, 8, 7, 6 of each half: the code times 2^-126) comes out of the word with few
+// instructions: a0 = q & 0x81C081C0, a1 = (q << 3) & 0x81C081C0, a2 = (q << 6) & 0x81C081C0, and a3 from the
+// remaining bits (S 14, E1 13, E0 11, M 10) with three shifts. Bit positions are within the 16-bit half h.
 // Block scales (E4M3, one per row per k16) are cut the same way: 64 bytes per tile, lane group r0 = l/4 reads 8
 // bytes: rows r0 (steps 0..3) then r0+8 (steps 0..3). K is padded to a multiple of 64 with zero weights and zero
 // scales; N must be a multiple of 16.
@@ -24,16 +26,36 @@ struct Nvfp4TileGeom {
   FP4LAB_HD int64_t scale_bytes() const { return row_tiles() * kchunks() * 64; }
 };
 
-// Byte offset and nibble (0 = low, 1 = high) of weight (row, k) in the tile layout.
-FP4LAB_HD void nvfp4_tile_weight_pos(const Nvfp4TileGeom& g, int64_t row, int64_t k, int64_t* byte, int* high) {
+// Where weight (row, k) lives: byte offset of its 32-bit word, and which (register a, half h) slot of the word.
+FP4LAB_HD void nvfp4_tile_weight_slot(const Nvfp4TileGeom& g, int64_t row, int64_t k, int64_t* word_byte, int* a,
+                                      int* h) {
   const int64_t t = row / 16, c = k / 64;
   const int r = static_cast<int>(row % 16), kk = static_cast<int>(k % 64);
   const int j = kk / 16, kin = kk % 16;
-  const int r0 = r % 8, hi_row = r / 8, c4 = (kin % 8) / 2, hi_k = kin / 8, e = kin % 2;
+  const int r0 = r % 8, hi_row = r / 8, c4 = (kin % 8) / 2, hi_k = kin / 8;
   const int lane = r0 * 4 + c4;
-  const int nib = (3 - (hi_row + 2 * hi_k)) + 4 * e;
-  *byte = (t * g.kchunks() + c) * 512 + lane * 16 + j * 4 + nib / 2;
-  *high = nib % 2;
+  *word_byte = (t * g.kchunks() + c) * 512 + lane * 16 + j * 4;
+  *a = hi_row + 2 * hi_k;
+  *h = kin % 2;
+}
+
+// Bit position (0..31) inside the word of code bit `bit` (3 = S, 2 = E1, 1 = E0, 0 = M) for slot (a, h).
+FP4LAB_HD int nvfp4_tile_code_bit(int a, int h, int bit) {
+  // Per half-word positions of (M, E0, E1, S) for a0..a3.
+  constexpr int pos[4][4] = {{6, 7, 8, 15}, {3, 4, 5, 12}, {0, 1, 2, 9}, {10, 11, 13, 14}};
+  return pos[a][bit] + 16 * h;
+}
+
+FP4LAB_HD uint32_t nvfp4_tile_put_code(uint32_t word, int a, int h, uint8_t code) {
+  for (int b = 0; b < 4; ++b)
+    if ((code >> b) & 1u) word |= 1u << nvfp4_tile_code_bit(a, h, b);
+  return word;
+}
+
+FP4LAB_HD uint8_t nvfp4_tile_get_code(uint32_t word, int a, int h) {
+  uint8_t code = 0;
+  for (int b = 0; b < 4; ++b) code |= static_cast<uint8_t>(((word >> nvfp4_tile_code_bit(a, h, b)) & 1u) << b);
+  return code;
 }
 
 // Byte offset of the block scale of (row, k16-block kb) in the tile layout.
