@@ -4,7 +4,7 @@
 #include <cmath>
 #include <random>
 
-#include "cpu/cpu_backend.h"
+#include "cpu/cpu_ops.h"
 #include "engine/generate.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -50,10 +50,10 @@ void check_model(const std::string& name) {
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
   const Golden g = read_golden(dir);
-  CpuBackend be;
+  CpuOps be;
   Model model(load_weights(dir, QuantMode::Auto), be);
   const int V = model.config().vocab_size;
-  SeqState s = model.new_sequence();
+  auto s = model.new_sequence(4096);
   const auto logits = model.forward(s, g.prompt, true);
   ASSERT_EQ(logits.size(), g.logits.size());
   float lo = INFINITY, hi = -INFINITY, maxerr = 0;
@@ -78,7 +78,7 @@ void check_model(const std::string& name) {
   // Prefill then decode one token at a time equals one prefill of the whole sequence (state carried).
   std::vector<int> seq = g.prompt;
   seq.insert(seq.end(), g.greedy.begin(), g.greedy.begin() + 6);
-  SeqState a = model.new_sequence(), b = model.new_sequence();
+  auto a = model.new_sequence(4096), b = model.new_sequence(4096);
   const auto full = model.forward(a, seq, true);
   const size_t split = g.prompt.size() / 2 + 1;
   model.forward(b, std::span<const int>(seq).first(split), false);
@@ -101,7 +101,7 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   const std::string dir = fp4lab::test::shared_dir() + "/models/stories260k";
   const Golden g = read_golden(dir);
-  CpuBackend be;
+  CpuOps be;
   Model model(load_weights(dir, QuantMode::NVFP4), be);
   int nfp4 = 0;
   for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
@@ -110,7 +110,7 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   std::vector<int> seq = g.prompt;
   seq.insert(seq.end(), g.greedy.begin(), g.greedy.end() - 1);
   Model ref(load_weights(dir, QuantMode::Auto), be);
-  SeqState a = ref.new_sequence(), b = model.new_sequence();
+  auto a = ref.new_sequence(4096), b = model.new_sequence(4096);
   const auto lr = ref.forward(a, seq, true), lq = model.forward(b, seq, true);
   const size_t V = 512;
   int agree = 0;

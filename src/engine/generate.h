@@ -2,9 +2,14 @@
 // prompts, and timing (prefill and decode tokens per second).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
-#include "model/model.h"
+#include <algorithm>
+#include <chrono>
+#include <span>
+
+#include "common/error.h"
 
 namespace fp4lab {
 
@@ -32,6 +37,36 @@ struct GenerateResult {
 
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
 
-GenerateResult generate(Model& model, const std::vector<std::vector<int>>& prompts, const GenerateOptions& o);
+// Model: a Runner<Ops>. Each prompt runs as its own sequence (prefill, then one token per step).
+template <class Model>
+GenerateResult generate(Model& model, const std::vector<std::vector<int>>& prompts, const GenerateOptions& o,
+                        const std::function<void()>& sync = {}) {
+  using clock = std::chrono::steady_clock;
+  GenerateResult r;
+  r.new_ids.resize(prompts.size());
+  const int vocab = model.config().vocab_size;
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
+    auto s = model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens);
+    auto t0 = clock::now();
+    std::vector<float> logits = model.forward(s, prompts[b], false);
+    r.prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
+    r.prompt_tokens += static_cast<int>(prompts[b].size());
+    t0 = clock::now();
+    for (int step = 0; step < o.max_new_tokens; ++step) {
+      const int tok = sample_token(std::span<const float>(logits).first(static_cast<size_t>(vocab)), o.sampling,
+                                   o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
+      r.new_ids[b].push_back(tok);
+      ++r.generated_tokens;
+      if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) break;
+      if (step + 1 == o.max_new_tokens) break;
+      const int one[1] = {tok};
+      logits = model.forward(s, one, false);
+    }
+    if (sync) sync();
+    r.decode_s += std::chrono::duration<double>(clock::now() - t0).count();
+  }
+  return r;
+}
 
 }  // namespace fp4lab

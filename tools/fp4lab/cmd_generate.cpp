@@ -5,7 +5,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "cpu/cpu_backend.h"
+#include "cpu/cpu_ops.h"
 #include "engine/generate.h"
 #include "io/json_util.h"
 
@@ -78,7 +78,7 @@ Action add_generate(CLI::App& app) {
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_ids(p));
     auto t0 = std::chrono::steady_clock::now();
-    CpuBackend be(o->threads);
+    CpuOps be(o->threads);
     Model model(load_model(o->model, mode, o->seed), be);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     GenerateOptions g;

@@ -1,0 +1,112 @@
+#include "cpu/cpu_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/linear_ref.h"
+
+namespace fp4lab {
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::Linear: return "linear";
+    case Op::RmsNorm: return "rmsnorm";
+    case Op::Rope: return "rope";
+    case Op::Attention: return "attention";
+    case Op::SiluMul: return "silu_mul";
+    case Op::Relu2: return "relu2";
+    case Op::CausalConv1d: return "causal_conv1d";
+    case Op::SsmScan: return "ssm_scan";
+    case Op::GatedRmsNorm: return "gated_rmsnorm";
+  }
+  return "?";
+}
+
+CpuOps::State CpuOps::new_state(const ModelConfig& c, int max_tokens) const {
+  State s;
+  s.capacity = max_tokens;
+  const size_t L = static_cast<size_t>(c.num_layers);
+  s.k.resize(L);
+  s.v.resize(L);
+  s.conv.resize(L);
+  s.ssm.resize(L);
+  for (size_t i = 0; i < L; ++i)
+    if (c.layers[i] == LayerKind::Mamba) {
+      s.conv[i].assign(static_cast<size_t>(c.mamba_conv_dim()) * (c.conv_kernel - 1), 0.0f);
+      s.ssm[i].assign(static_cast<size_t>(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size, 0.0f);
+    }
+  return s;
+}
+
+CpuOps::Tensor CpuOps::rows(const Tensor& x, int64_t from, int64_t n) const {
+  Tensor r{n, x.cols, {}};
+  r.v.assign(x.v.begin() + from * x.cols, x.v.begin() + (from + n) * x.cols);
+  return r;
+}
+
+void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    std::copy_n(table.begin() + static_cast<ptrdiff_t>(tokens[i]) * x.cols, x.cols,
+                x.v.begin() + static_cast<ptrdiff_t>(i) * x.cols);
+}
+
+void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
+  // NVFP4 layers hold their exact dequantized values in w.w: the CPU computes W4A16 exactly.
+  linear_f32_ref(x.v, x.rows, w.k, w.w, w.n, y.v, threads_);
+  if (!w.bias.empty())
+    for (int64_t i = 0; i < x.rows; ++i)
+      for (int64_t j = 0; j < w.n; ++j) y.v[static_cast<size_t>(i * w.n + j)] += w.bias[static_cast<size_t>(j)];
+}
+
+void CpuOps::rope(Tensor& x, int heads, int hd, int pos0, const RopeConfig& r) {
+  if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type || rope_cfg_.factor != r.factor) {
+    inv_freq_ = cpu::rope_inv_freq(r, hd);
+    rope_cfg_ = r;
+    rope_dim_ = hd;
+  }
+  std::vector<int> pos(static_cast<size_t>(x.rows));
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = pos0 + static_cast<int>(i);
+  cpu::rope_apply(x.v, heads, hd, pos, inv_freq_);
+}
+
+void CpuOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
+                       int hd, Tensor& out) const {
+  s.k[layer].insert(s.k[layer].end(), k.v.begin(), k.v.end());
+  s.v[layer].insert(s.v[layer].end(), v.v.begin(), v.v.end());
+  cpu::attention(q.v, static_cast<int>(q.rows), nh, nkv, hd, s.k[layer], s.v[layer], s.pos, out.v);
+}
+
+void CpuOps::add(Tensor& x, const Tensor& y) const {
+  for (size_t i = 0; i < x.v.size(); ++i) x.v[i] += y.v[i];
+}
+
+void CpuOps::columns(const Tensor& src, int64_t col0, Tensor& dst) const {
+  for (int64_t r = 0; r < src.rows; ++r)
+    std::copy_n(src.v.begin() + r * src.cols + col0, dst.cols, dst.v.begin() + r * dst.cols);
+}
+
+void CpuOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi,
+                         Tensor& dt) const {
+  for (int64_t r = 0; r < proj.rows; ++r)
+    for (int64_t j = 0; j < dt.cols; ++j)
+      dt.v[static_cast<size_t>(r * dt.cols + j)] =
+          std::clamp(cpu::softplus(proj.v[static_cast<size_t>(r * proj.cols + col0 + j)] + bias[static_cast<size_t>(j)]), lo, hi);
+}
+
+void CpuOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
+                                const std::vector<float>& b) const {
+  cpu::causal_conv1d_silu(xbc.v, static_cast<int>(xbc.rows), static_cast<int>(xbc.cols), kernel, w, b, s.conv[layer]);
+}
+
+void CpuOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                      const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
+                      cpu::SsmShape shape, int chunk, Tensor& y) const {
+  std::vector<float> a(a_log.size());
+  for (size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log[i]);
+  const int t = static_cast<int>(x.rows);
+  // Prefill runs the chunked SSD form, decode the one-step recurrence (the same function, as the tests check).
+  if (t > 1) cpu::ssm_scan_chunked(x.v, b.v, c.v, dt.v, a, d, t, shape, chunk, s.ssm[layer], y.v);
+  else cpu::ssm_scan_sequential(x.v, b.v, c.v, dt.v, a, d, t, shape, s.ssm[layer], y.v);
+}
+
+}  // namespace fp4lab
