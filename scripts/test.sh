@@ -19,7 +19,7 @@ cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors_header fuzz_mode
 for t in safetensors_header model_config quant_config; do
   work=$(mktemp -d)
   cp fuzz/corpus/$t/* "$work/"
-  if ! build-fuzz/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 "$work" >build-fuzz/fuzz_$t.log 2>&1; then
+  if ! build-fuzz/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 "$work" >build-fuzz/fuzz_$t.log 2>&1; then
     tail -40 build-fuzz/fuzz_$t.log
     echo "fuzz_$t: FAILED (a crash reproducer is in build-fuzz/fuzz_$t.log)"
     exit 1

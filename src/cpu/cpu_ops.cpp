@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/error.h"
 #include "cpu/linear_ref.h"
 
 namespace fp4lab {
@@ -20,6 +21,11 @@ const char* op_name(Op op) {
     case Op::GatedRmsNorm: return "gated_rmsnorm";
   }
   return "?";
+}
+
+void CpuOps::prepare(const ModelWeights& w) {
+  if (w.synthetic && !w.materialized)
+    throw Error(w.source + ": synthetic weights were not materialized on the host (the CPU backend needs them)");
 }
 
 CpuOps::State CpuOps::new_state(const ModelConfig& c, int max_tokens) const {

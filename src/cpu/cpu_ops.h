@@ -26,7 +26,8 @@ class CpuOps {
   explicit CpuOps(int threads = 0) : threads_(threads) {}
   std::string name() const { return "cpu"; }
   bool supports(Op) const { return true; }
-  void prepare(const ModelWeights&) {}
+  void prepare(const ModelWeights& w);
+  void begin_forward() {}
   State new_state(const ModelConfig& c, int max_tokens) const;
   int state_pos(const State& s) const { return s.pos; }
   int state_capacity(const State& s) const { return s.capacity; }

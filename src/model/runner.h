@@ -50,6 +50,7 @@ class Runner {
     if (ops_.state_pos(s) + t > ops_.state_capacity(s))
       throw Error("sequence of " + std::to_string(ops_.state_pos(s) + t) + " tokens exceeds the planned context of " +
                   std::to_string(ops_.state_capacity(s)));
+    ops_.begin_forward();
     Tensor x = ops_.alloc(t, c.hidden_size);
     ops_.embed(tokens, w_.embed, x);
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);

@@ -158,7 +158,15 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
   return mw;
 }
 
-ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed) {
+void set_linear_shapes(ModelWeights& mw) {
+  for (const auto& pl : mw.plans) {
+    LinearWeight* lw = linear_slot(mw, pl.spec);
+    lw->n = pl.spec.n;
+    lw->k = pl.spec.k;
+  }
+}
+
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed, bool materialize) {
   const auto p = find_preset(preset);
   if (!p) {
     std::string names;
@@ -175,6 +183,10 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   // model) quantizes it at load.
   mw.plans = plan_linears(c, none, nullptr, mode == QuantMode::BF16 ? QuantMode::BF16 : QuantMode::NVFP4);
   size_layers(mw);
+  mw.synthetic = true;
+  mw.seed = seed;
+  mw.materialized = materialize;
+  set_linear_shapes(mw);
   uint64_t stream = seed * 1000003ull;
   auto gauss = [&](size_t n, float sigma) {
     std::vector<float> v(n);
@@ -193,14 +205,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
     return v;
   };
   const int64_t H = c.hidden_size;
-  mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
+  // Small tensors always live on the host; the big ones (embeddings, linear layers) only when materialized.
   mw.final_norm.assign(static_cast<size_t>(H), 1.0f);
-  for (const auto& pl : mw.plans) {
-    LinearWeight* lw = linear_slot(mw, pl.spec);
-    lw->n = pl.spec.n;
-    lw->k = pl.spec.k;
-    lw->w = gauss(static_cast<size_t>(lw->n * lw->k), 0.02f);
-  }
   for (auto& L : mw.layers) {
     L.norm.assign(static_cast<size_t>(H), 1.0f);
     if (L.kind == LayerKind::Decoder) L.post_norm.assign(static_cast<size_t>(H), 1.0f);
@@ -219,12 +225,15 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
       L.gated_norm.assign(static_cast<size_t>(c.mamba_d_inner()), 1.0f);
     }
   }
+  if (!materialize) return mw;
+  mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
+  for (const auto& pl : mw.plans) linear_slot(mw, pl.spec)->w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
   finalize_linears(mw, true);
   return mw;
 }
 
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed) {
-  if (is_preset_ref(model)) return synthetic_weights(model, mode, seed);
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets) {
+  if (is_preset_ref(model)) return synthetic_weights(model, mode, seed, materialize_presets);
   return load_weights(model, mode);
 }
 

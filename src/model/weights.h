@@ -46,6 +46,9 @@ struct ModelWeights {
   LinearWeight lm_head;        // a copy of embed when tied
   std::vector<LayerWeights> layers;
   std::vector<LinearPlan> plans;  // per linear layer: NVFP4 or not, and why
+  bool synthetic = false;         // a preset: values come from `seed`
+  bool materialized = true;       // host tensors filled (false: shapes only; a GPU backend generates on device)
+  uint64_t seed = 0;
 };
 
 // Loads a checkpoint directory. NVFP4 tensors are dequantized exactly; with QuantMode::NVFP4, float linear
@@ -55,9 +58,13 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode);
 
 // Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02) linears,
 // unit norms, Mamba A in [1, 16]).
-ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed);
+// materialize = false leaves the tensors empty (shapes and plans only) for backends that generate on device.
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed, bool materialize = true);
 
 // Either of the above from a --model string ("preset:NAME" or a directory).
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed);
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets = true);
+
+// Size of every linear layer's weights (n x k) given in `w.plans`, for presets whose tensors are not materialized.
+void set_linear_shapes(ModelWeights& w);
 
 }  // namespace fp4lab

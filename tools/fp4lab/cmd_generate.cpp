@@ -6,6 +6,9 @@
 #include "commands.h"
 #include "common/error.h"
 #include "cpu/cpu_ops.h"
+#if FP4LAB_HAVE_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 #include "engine/generate.h"
 #include "io/json_util.h"
 
@@ -58,7 +61,7 @@ QuantMode parse_quant_mode(const std::string& q) {
 Action add_generate(CLI::App& app) {
   auto o = std::make_shared<GenOpts>();
   app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
-  app.add_option("--backend", o->backend, "cpu (cuda: not implemented yet)")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
   app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")->required();
   app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")->check(CLI::Range(1, 1 << 20));
@@ -71,30 +74,46 @@ Action add_generate(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   return [o]() {
-    if (o->backend == "cuda")
-      throw Error("--backend cuda: the CUDA inference engine is not implemented yet (use --backend cpu; "
-                  "`fp4lab bench gemm` runs the NVFP4 kernels on the GPU)");
     const QuantMode mode = parse_quant_mode(o->quant);
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_ids(p));
-    auto t0 = std::chrono::steady_clock::now();
-    CpuOps be(o->threads);
-    Model model(load_model(o->model, mode, o->seed), be);
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     GenerateOptions g;
     g.max_new_tokens = o->max_new;
     g.stop_ids = o->stop_ids;
     g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
-    const GenerateResult r = generate(model, prompts, g);
+    auto t0 = std::chrono::steady_clock::now();
+    GenerateResult r;
+    int nfp4 = 0;
+    size_t nlin = 0;
+    std::string backend_name;
+    double load_s = 0;
+    auto run = [&](auto& model) {
+      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
+      nlin = model.weights().plans.size();
+      backend_name = model.ops().name();
+      r = generate(model, prompts, g);
+    };
+    if (o->backend == "cuda") {
+#if FP4LAB_HAVE_CUDA
+      CudaOps ops;
+      CudaModel model(load_model(o->model, mode, o->seed, false), ops);
+      run(model);
+#else
+      throw Error("--backend cuda: this fp4lab was built without CUDA");
+#endif
+    } else {
+      CpuOps ops(o->threads);
+      Model model(load_model(o->model, mode, o->seed), ops);
+      run(model);
+    }
     for (size_t b = 0; b < r.new_ids.size(); ++b) {
       std::printf("prompt %zu new ids:", b);
       for (int id : r.new_ids[b]) std::printf(" %d", id);
       std::printf("\n");
     }
-    int nfp4 = 0;
-    for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
     std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, load %.2f s\n", o->model.c_str(),
-                 quant_mode_name(mode), nfp4, model.weights().plans.size(), be.name().c_str(), load_s);
+                 quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load_s);
     std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
                  r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.generated_tokens, r.decode_s, r.decode_tok_s());
     if (!o->json_out.empty()) {

@@ -1,0 +1,100 @@
+// The CUDA backend for Runner: BF16 activations, NVFP4 (W4A16 kernels) or BF16 (cuBLAS) linear layers, FP32
+// SSM state, BF16 KV cache. Device memory is planned up front: weights + per-sequence caches are checked against
+// the free memory before anything is allocated.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/nvfp4_gemm.h"
+#include "engine/ops.h"
+#include "model/runner.h"
+
+namespace fp4lab {
+
+class CudaOps {
+ public:
+  struct Tensor {
+    int64_t rows = 0, cols = 0;
+    bf16_raw* data = nullptr;  // [rows, cols] BF16, owned by the forward arena
+  };
+  struct State {
+    int pos = 0, capacity = 0;
+    std::vector<DeviceBuffer> k, v;    // per attention layer: BF16 [capacity, kv_heads * head_dim]
+    std::vector<DeviceBuffer> conv;    // per Mamba layer: FP32 [conv_dim, kernel - 1]
+    std::vector<DeviceBuffer> ssm;     // per Mamba layer: FP32 [heads, head_dim, state]
+  };
+
+  explicit CudaOps(int device = 0);
+  ~CudaOps();
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  std::string name() const { return "cuda"; }
+  bool supports(Op) const { return true; }
+  void prepare(const ModelWeights& w);
+  State new_state(const ModelConfig& c, int max_tokens);
+  int state_pos(const State& s) const { return s.pos; }
+  int state_capacity(const State& s) const { return s.capacity; }
+  void advance(State& s, int t) const { s.pos += t; }
+  void begin_forward();
+  void synchronize();
+  cudaStream_t stream() const { return stream_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+  size_t state_bytes(const ModelConfig& c, int max_tokens) const;
+
+  Tensor alloc(int64_t rows, int64_t cols);
+  Tensor rows(const Tensor& x, int64_t from, int64_t n) const { return {n, x.cols, x.data + from * x.cols}; }
+  std::vector<float> to_host(const Tensor& x);
+  void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x);
+  void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
+  void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
+  void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
+  void rope(Tensor& x, int heads, int head_dim, int pos0, const RopeConfig& r);
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
+                 Tensor& out);
+  void add(Tensor& x, const Tensor& y);
+  void silu_mul(const Tensor& g, const Tensor& u, Tensor& o);
+  void relu2(Tensor& x);
+  void columns(const Tensor& src, int64_t col0, Tensor& dst);
+  void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi, Tensor& dt);
+  void causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
+                          const std::vector<float>& b);
+  void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt, const std::vector<float>& a_log,
+                const std::vector<float>& d, State& s, size_t layer, cpu::SsmShape shape, int chunk, Tensor& y);
+  void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps);
+
+ private:
+  struct DevLinear {
+    bool nvfp4 = false;
+    Nvfp4DeviceWeight fp4;
+    DeviceBuffer bf16;  // [n, k]
+    DeviceBuffer bias;  // FP32 [n] or empty
+    int64_t n = 0, k = 0;
+  };
+  const float* dev_f32(const std::vector<float>& host);  // uploaded small tensors, keyed by host pointer
+  void upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic);
+
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  GemmWorkspace ws_;
+  std::map<const void*, DevLinear> linears_;
+  std::map<const void*, DeviceBuffer> f32_;
+  DeviceBuffer embed_;  // BF16 [vocab, hidden]
+  int64_t hidden_ = 0;
+  std::vector<DeviceBuffer> arena_;  // activation blocks, reused every forward
+  size_t arena_block_ = 0, arena_used_ = 0;
+  DeviceBuffer tokens_;  // int [max tokens]
+  DeviceBuffer inv_freq_;
+  RopeConfig rope_cfg_;
+  int rope_dim_ = 0;
+  size_t weight_bytes_ = 0;
+  std::vector<float> synth_norm_ones_;
+};
+
+using CudaModel = Runner<CudaOps>;
+
+}  // namespace fp4lab

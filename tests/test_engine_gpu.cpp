@@ -1,0 +1,160 @@
+// The CUDA backend against HF goldens (teacher-forced, BF16) and against the CPU backend. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_ops.h"
+#include "gpu_util.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+
+using namespace fp4lab;
+
+namespace {
+
+struct TeacherForced {
+  double agreement = 0, mean_kl = 0;
+  int positions = 0, confident = 0, confident_miss = 0;
+};
+
+double log_softmax_kl(std::span<const float> p, std::span<const float> q) {
+  double mp = -INFINITY, mq = -INFINITY;
+  for (float v : p) mp = std::max(mp, double(v));
+  for (float v : q) mq = std::max(mq, double(v));
+  double sp = 0, sq = 0;
+  for (float v : p) sp += std::exp(v - mp);
+  for (float v : q) sq += std::exp(v - mq);
+  double kl = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
+// Prompt + golden greedy continuation as one sequence; each position's argmax against the golden next token.
+TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
+  const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
+  const json g = read_json_file(dir + "/golden.json");
+  const auto prompt = g["prompt_ids"].get<std::vector<int>>();
+  const auto greedy = g["greedy_new_ids"].get<std::vector<int>>();
+  const auto margin = g["greedy_top1_top2_margin"].get<std::vector<float>>();
+  const auto gl = tensor_to_f32(TensorStore::open_file(dir + "/golden_logits.safetensors").get("logits"));
+  std::vector<int> seq = prompt;
+  seq.insert(seq.end(), greedy.begin(), greedy.end() - 1);
+  CudaOps ops;
+  CudaModel model(load_weights(dir, mode), ops);
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  auto s = model.new_sequence(static_cast<int>(seq.size()));
+  const auto logits = model.forward(s, seq, true);
+  TeacherForced r;
+  int agree = 0;
+  for (size_t p = 0; p < seq.size(); ++p) {
+    auto ours = std::span<const float>(logits).subspan(p * V, V);
+    const int mine = static_cast<int>(std::max_element(ours.begin(), ours.end()) - ours.begin());
+    int want;
+    float m;
+    if (p < prompt.size()) {
+      auto ref = std::span<const float>(gl).subspan(p * V, V);
+      std::vector<float> sorted(ref.begin(), ref.end());
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+      want = static_cast<int>(std::max_element(ref.begin(), ref.end()) - ref.begin());
+      m = sorted[0] - sorted[1];
+      r.mean_kl += log_softmax_kl(ref, ours);
+    } else {
+      want = greedy[p - prompt.size() + 1];
+      m = margin[p - prompt.size() + 1];
+    }
+    agree += mine == want;
+    if (m > 0.1f) {
+      ++r.confident;
+      r.confident_miss += mine != want;
+    }
+  }
+  r.positions = static_cast<int>(seq.size());
+  r.agreement = double(agree) / seq.size();
+  r.mean_kl /= prompt.size();
+  std::printf("%s %s CUDA teacher-forced: argmax agreement %.3f over %d positions, %d/%d confident positions missed, "
+              "mean KL(golden || cuda) %.5f over the prompt\n",
+              name.c_str(), quant_mode_name(mode), r.agreement, r.positions, r.confident_miss, r.confident, r.mean_kl);
+  return r;
+}
+
+}  // namespace
+
+TEST(GpuEngine, Bf16TeacherForcedAgainstGoldens) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"stories260k", "tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
+    const auto r = teacher_forced(m, QuantMode::BF16);
+    EXPECT_GE(r.agreement, 0.95) << m;
+    EXPECT_EQ(r.confident_miss, 0) << m;
+  }
+}
+
+TEST(GpuEngine, PrefillThenDecodeEqualsFullPrefill) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"tiny-llama", "tiny-nemotron-h"}) {
+    const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+    const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+    CudaOps ops;
+    CudaModel model(load_weights(dir, QuantMode::BF16), ops);
+    const size_t V = 512;
+    auto a = model.new_sequence(64), b = model.new_sequence(64);
+    const auto full = model.forward(a, prompt, true);
+    model.forward(b, std::span<const int>(prompt).first(17), false);
+    for (size_t i = 17; i < prompt.size(); ++i) {
+      const auto step = model.forward(b, std::span<const int>(prompt).subspan(i, 1), false);
+      float md = 0, mx = 0;
+      for (size_t v = 0; v < V; ++v) {
+        md = std::max(md, std::fabs(step[v] - full[i * V + v]));
+        mx = std::max(mx, std::fabs(full[i * V + v]));
+      }
+      // Same math, different kernels' rounding order (chunked prefill vs one-step decode): BF16-level differences.
+      EXPECT_LE(md, 0.05f * mx + 0.05f) << m << " position " << i;
+    }
+  }
+}
+
+TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"stories260k", "tiny-nemotron-h"}) {
+    const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+    const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+    std::vector<int> seq = prompt;
+    for (int i = 0; seq.size() < 40; ++i) seq.push_back((i * 37 + 11) % 512);
+    CpuOps cops;
+    Model cpu(load_weights(dir, QuantMode::NVFP4), cops);
+    CudaOps gops;
+    CudaModel gpu(load_weights(dir, QuantMode::NVFP4), gops);
+    auto sc = cpu.new_sequence(64);
+    auto sg = gpu.new_sequence(64);
+    const auto lc = cpu.forward(sc, seq, true), lg = gpu.forward(sg, seq, true);
+    const size_t V = 512;
+    int agree = 0;
+    double kl = 0;
+    for (size_t p = 0; p < seq.size(); ++p) {
+      auto c = std::span<const float>(lc).subspan(p * V, V), g = std::span<const float>(lg).subspan(p * V, V);
+      agree += std::max_element(c.begin(), c.end()) - c.begin() == std::max_element(g.begin(), g.end()) - g.begin();
+      kl += log_softmax_kl(c, g);
+    }
+    std::printf("%s NVFP4: CUDA vs CPU argmax agreement %.3f, mean KL %.5f over %zu positions\n", m,
+                double(agree) / seq.size(), kl / seq.size(), seq.size());
+    EXPECT_GE(double(agree) / seq.size(), 0.9) << m;
+  }
+}
+
+TEST(GpuEngine, OutOfMemoryPlanIsAClearError) {
+  REQUIRE_GPU();
+  CudaOps ops;
+  CudaModel model(synthetic_weights("tiny", QuantMode::NVFP4, 1, false), ops);
+  try {
+    model.new_sequence(1 << 30);
+    FAIL() << "a billion-token cache was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GPU memory are free"), std::string::npos) << e.what();
+  }
+}
