@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: builds fp4lab, reports the GPU (or the CPU backend) and runs the built-in benchmark.
+# The main job: builds fp4lab, reports the GPU (or the CPU backend) and benchmarks BF16 against NVFP4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+mkdir -p results
 ./build/fp4lab doctor
-./build/fp4lab demo format
+# BF16 vs NVFP4 on the largest built-in preset that fits (the CPU backend on a small preset without a GPU).
+./build/fp4lab bench --json "results/bench-$(date -u +%Y%m%dT%H%M%SZ).json"

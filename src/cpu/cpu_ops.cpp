@@ -64,7 +64,8 @@ void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
       for (int64_t j = 0; j < w.n; ++j) y.v[static_cast<size_t>(i * w.n + j)] += w.bias[static_cast<size_t>(j)];
 }
 
-void CpuOps::rope(Tensor& x, int heads, int hd, int pos0, const RopeConfig& r) {
+void CpuOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
+  const int pos0 = s.pos;
   if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type || rope_cfg_.factor != r.factor) {
     inv_freq_ = cpu::rope_inv_freq(r, hd);
     rope_cfg_ = r;

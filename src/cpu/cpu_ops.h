@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "cpu/ops.h"
 #include "engine/ops.h"
 #include "model/runner.h"
@@ -34,13 +35,24 @@ class CpuOps {
   void advance(State& s, int t) const { s.pos += t; }
 
   Tensor alloc(int64_t rows, int64_t cols) const { return {rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))}; }
+  Tensor alloc_residual(int64_t rows, int64_t cols) const { return alloc(rows, cols); }
   Tensor rows(const Tensor& x, int64_t from, int64_t n) const;
-  std::vector<float> to_host(const Tensor& x) const { return x.v; }
+  void logits_async(const Tensor& h, const LinearWeight& head) {
+    Tensor l = alloc(h.rows, head.n);
+    linear(h, head, l);
+    logits_ = std::move(l.v);
+  }
+  std::vector<float> fetch_logits() { return std::move(logits_); }
+  bool graphs_enabled() const { return false; }
+  template <class F>
+  std::vector<float> run_decode_graph(State&, int, F&&) {
+    throw Error("internal: the CPU backend has no graphs");
+  }
   void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const;
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const { cpu::rmsnorm(x.v, w, eps, y.v); }
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) const { cpu::rmsnorm(x.v, w, eps, x.v); }
-  void rope(Tensor& x, int heads, int head_dim, int pos0, const RopeConfig& r);
+  void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
                  Tensor& out) const;
   void add(Tensor& x, const Tensor& y) const;
@@ -61,6 +73,7 @@ class CpuOps {
   RopeConfig rope_cfg_;
   int rope_dim_ = 0;
   std::vector<float> inv_freq_;
+  std::vector<float> logits_;
 };
 
 using Model = Runner<CpuOps>;

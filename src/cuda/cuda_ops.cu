@@ -37,25 +37,45 @@ __device__ float block_sum(float v) {
   return s;
 }
 
-__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t h, bf16* x) {
+__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t h, float* x) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h; i += int64_t{gridDim.x} * blockDim.x)
-    x[i] = table[static_cast<int64_t>(tokens[i / h]) * h + i % h];
+    x[i] = ld(table + static_cast<int64_t>(tokens[i / h]) * h + i % h);
+}
+
+__device__ __forceinline__ float ldx(const void* p, int64_t i, bool f32) {
+  return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
 }
 
 // One block per row: y = w * x / sqrt(mean(x^2) + eps).
-__global__ void rmsnorm_kernel(const bf16* x, const float* w, int64_t width, float eps, bf16* y) {
-  const bf16* xr = x + blockIdx.x * width;
-  bf16* yr = y + blockIdx.x * width;
+// One block per row; each thread keeps its (up to 16) values in registers between the two passes.
+__global__ void rmsnorm_kernel(const void* x, bool x_f32, const float* w, int64_t width, float eps, bf16* y) {
+  constexpr int kMax = 16;
+  const int64_t base = blockIdx.x * width;
+  bf16* yr = y + base;
+  float v[kMax];
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
-    const float v = ld(xr + i);
-    ss += v * v;
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    v[e] = i < width ? ldx(x, base + i, x_f32) : 0.0f;
+    ss += v[e] * v[e];
+  }
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
+    const float t = ldx(x, base + i, x_f32);
+    ss += t * t;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(width) + eps);
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) yr[i] = __float2bfloat16_rn(w[i] * (ld(xr + i) * inv));
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    if (i < width) yr[i] = __float2bfloat16_rn(w[i] * (v[e] * inv));
+  }
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x)
+    yr[i] = __float2bfloat16_rn(w[i] * (ldx(x, base + i, x_f32) * inv));
 }
 
-__global__ void rope_kernel(bf16* x, int t, int heads, int hd, int pos0, const float* inv_freq) {
+__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_dev, const float* inv_freq) {
+  const int pos0 = *pos_dev;
   const int half = hd / 2;
   const int64_t n = static_cast<int64_t>(t) * heads * half;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
@@ -71,46 +91,92 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, int pos0, const f
   }
 }
 
-// One block per (query token, head); scores for all visible keys in shared memory (FP32 softmax).
-__global__ void attention_kernel(const bf16* q, const bf16* kc, const bf16* vc, int nh, int nkv, int hd, int pos0,
-                                 bf16* out) {
-  extern __shared__ float sm[];
+// One block per (query token, head). Each warp walks a strided subset of the visible keys with an online softmax
+// (FP32), lanes splitting the head dimension; the warps' partial results are merged at the end.
+constexpr int kAttnWarps = 8;
+constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
+constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    attention_kernel(const bf16* q, const bf16* kc, const bf16* vc, int nh, int nkv, int hd, const int* pos_dev, bf16* out) {
+  const int pos0 = *pos_dev;
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
   const int len = pos0 + tt + 1;
-  float* qs = sm;        // [hd]
-  float* p = sm + hd;    // [len]
-  const bf16* qv = q + (static_cast<int64_t>(tt) * nh + h) * hd;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = ld(qv + d);
-  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int per_lane = (hd + 31) / 32;
   const float scale = rsqrtf(static_cast<float>(hd));
-  float mx = -INFINITY;
-  for (int j = threadIdx.x; j < len; j += blockDim.x) {
-    const bf16* kv = kc + (static_cast<int64_t>(j) * nkv + kh) * hd;
-    float s = 0.0f;
-    for (int d = 0; d < hd; ++d) s += qs[d] * ld(kv + d);
-    s *= scale;
-    p[j] = s;
-    mx = fmaxf(mx, s);
+  float qv[kAttnMaxDimsPerLane], acc[kAttnMaxDimsPerLane];
+  const bf16* qp = q + (static_cast<int64_t>(tt) * nh + h) * hd;
+#pragma unroll
+  for (int e = 0; e < kAttnMaxDimsPerLane; ++e) {
+    const int d = lane + 32 * e;
+    qv[e] = (e < per_lane && d < hd) ? ld(qp + d) * scale : 0.0f;
+    acc[e] = 0.0f;
   }
-  __shared__ float red[32];
-  for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = mx;
+  float m = -INFINITY, l = 0.0f;
+  const int64_t kstride = static_cast<int64_t>(nkv) * hd;
+  const bf16* kbase = kc + static_cast<int64_t>(kh) * hd;
+  const bf16* vbase = vc + static_cast<int64_t>(kh) * hd;
+  for (int j0 = warp * kAttnUnroll; j0 < len; j0 += kAttnWarps * kAttnUnroll) {
+    float kv[kAttnUnroll][kAttnMaxDimsPerLane], vv[kAttnUnroll][kAttnMaxDimsPerLane];
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u)
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) {
+        const int d = lane + 32 * e, j = j0 + u;
+        const bool ok = j < len && e < per_lane && d < hd;
+        kv[u][e] = ok ? ld(kbase + j * kstride + d) : 0.0f;
+        vv[u][e] = ok ? ld(vbase + j * kstride + d) : 0.0f;
+      }
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      if (j0 + u >= len) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) s += qv[e] * kv[u][e];
+      for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+      const float mn = fmaxf(m, s);
+      const float corr = __expf(m - mn), p = __expf(s - mn);
+      l = l * corr + p;
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) acc[e] = acc[e] * corr + p * vv[u][e];
+      m = mn;
+    }
+  }
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps], sm_acc[kAttnWarps][kAttnMaxDimsPerLane * 32];
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int e = 0; e < kAttnMaxDimsPerLane; ++e) sm_acc[warp][lane + 32 * e] = acc[e];
   __syncthreads();
-  mx = -INFINITY;
-  for (int i = 0; i < static_cast<int>(blockDim.x / 32); ++i) mx = fmaxf(mx, red[i]);
-  float sum = 0.0f;
-  for (int j = threadIdx.x; j < len; j += blockDim.x) {
-    const float e = __expf(p[j] - mx);
-    p[j] = e;
-    sum += e;
-  }
-  sum = block_sum(sum);  // also a barrier: p[] is complete
-  const float inv = 1.0f / sum;
+  float gm = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w) gm = fmaxf(gm, sm_m[w]);
+  float gl = 0.0f;
+  for (int w = 0; w < kAttnWarps; ++w) gl += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * __expf(sm_m[w] - gm);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int j = 0; j < len; ++j) acc += p[j] * ld(vc + (static_cast<int64_t>(j) * nkv + kh) * hd + d);
-    out[(static_cast<int64_t>(tt) * nh + h) * hd + d] = __float2bfloat16_rn(acc * inv);
+    float v = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w)
+      if (sm_m[w] != -INFINITY) v += sm_acc[w][d] * __expf(sm_m[w] - gm);
+    out[(static_cast<int64_t>(tt) * nh + h) * hd + d] = __float2bfloat16_rn(v / gl);
   }
+}
+
+// Appends t rows of K and V at the device-side position (captured graphs replay it at every step).
+__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev, bf16* kc,
+                                 bf16* vc) {
+  const int64_t off = static_cast<int64_t>(*pos_dev) * row;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    kc[off + i] = k[i];
+    vc[off + i] = v[i];
+  }
+}
+
+__global__ void pos_add_kernel(int* pos, int t) { *pos += t; }
+
+__global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    x[i] += ld(y + i);
 }
 
 __global__ void add_kernel(bf16* x, const bf16* y, int64_t n) {
@@ -209,6 +275,11 @@ __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n)
     y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
 }
 
+__global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);
@@ -216,13 +287,125 @@ __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
 
 }  // namespace
 
-CudaOps::CudaOps(int device) : device_(device) {
+struct CudaOps::OpTimer {
+  CudaOps* ops;
+  size_t index = 0;
+  OpTimer(CudaOps* o, const char* name) : ops(o) {
+    if (ops->profile_) {
+      index = ops->pending_.size();
+      ops->prof_begin(name);
+    }
+  }
+  ~OpTimer() {
+    if (ops->profile_) CUDA_CHECK(cudaEventRecord(ops->pending_[index].b, ops->stream_));
+  }
+};
+
+void CudaOps::prof_begin(const char* op) {
+  PendingEvent e{op, nullptr, nullptr};
+  CUDA_CHECK(cudaEventCreate(&e.a));
+  CUDA_CHECK(cudaEventCreate(&e.b));
+  CUDA_CHECK(cudaEventRecord(e.a, stream_));
+  pending_.push_back(e);
+}
+
+void CudaOps::prof_collect() {
+  for (auto& e : pending_) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e.a, e.b));
+    profile_ms_[e.op] += ms;
+    cudaEventDestroy(e.a);
+    cudaEventDestroy(e.b);
+  }
+  pending_.clear();
+}
+
+CudaOps::CudaOps(int device, bool graphs) : device_(device), graphs_(graphs) {
   CUDA_CHECK(cudaSetDevice(device));
   CUDA_CHECK(cudaStreamCreate(&stream_));
+  // cuBLAS gets a fixed workspace so that its calls can be captured in graphs.
+  cublas_ws_ = DeviceBuffer(32ull << 20);
+  CUBLAS_CHECK(cublasSetWorkspace(static_cast<cublasHandle_t>(ws_.cublas_handle()), cublas_ws_.ptr, cublas_ws_.bytes));
 }
 
 CudaOps::~CudaOps() {
+  if (pinned_tokens_) cudaFreeHost(pinned_tokens_);
+  if (pinned_logits_) cudaFreeHost(pinned_logits_);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaOps::ensure_pinned(size_t n) {
+  if (n > pinned_logits_cap_) {
+    if (pinned_logits_) CUDA_CHECK(cudaFreeHost(pinned_logits_));
+    CUDA_CHECK(cudaMallocHost(&pinned_logits_, n * 4));
+    pinned_logits_cap_ = n;
+  }
+}
+
+void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
+  OpTimer timer_(this, "lm_head");
+  const DevLinear& d = linears_.at(&head);
+  const size_t n = static_cast<size_t>(h.rows * d.n);
+  ensure_pinned(n);
+  if (logits_dev_.bytes < n * 4) logits_dev_ = DeviceBuffer(n * 4);
+  if (d.nvfp4) {
+    Tensor l = alloc(h.rows, d.n);
+    linear(h, head, l);
+    bf16_to_f32_kernel<<<blocks_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(reinterpret_cast<const bf16*>(l.data),
+                                                                                     static_cast<int64_t>(n), logits_dev_.as<float>());
+    CUDA_CHECK_LAUNCH();
+  } else {
+    // BF16 x BF16 with an FP32 result.
+    auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());
+    CUBLAS_CHECK(cublasSetStream(hb, stream_));
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(d.n), static_cast<int>(h.rows), static_cast<int>(d.k),
+                              &one, d.bf16.ptr, CUDA_R_16BF, static_cast<int>(d.k), h.data, CUDA_R_16BF, static_cast<int>(h.cols),
+                              &zero, logits_dev_.ptr, CUDA_R_32F, static_cast<int>(d.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  CUDA_CHECK(cudaMemcpyAsync(pinned_logits_, logits_dev_.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
+  logits_rows_ = h.rows;
+  logits_cols_ = d.n;
+}
+
+std::vector<float> CudaOps::fetch_logits() {
+  synchronize();
+  if (profile_) prof_collect();
+  return std::vector<float>(pinned_logits_, pinned_logits_ + logits_rows_ * logits_cols_);
+}
+
+void CudaOps::advance(State& s, int t) {
+  s.pos += t;
+  pos_add_kernel<<<1, 1, 0, stream_>>>(s.pos_dev.as<int>(), t);
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::capture(State& s, const std::function<void()>& body) {
+  const int pos_before = s.pos;
+  cudaGraph_t g = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    body();
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  s.pos = pos_before;  // the captured advance() ran on the host once; replays advance it instead
+  GraphExec e;
+  const cudaError_t err = cudaGraphInstantiate(&e.exec, g, 0);
+  cudaGraphDestroy(g);
+  CUDA_CHECK(err);
+  e.arena_gen = arena_gen_;
+  s.graph = std::move(e);
+}
+
+std::vector<float> CudaOps::replay(State& s, int token) {
+  pinned_tokens_[0] = token;
+  CUDA_CHECK(cudaGraphLaunch(s.graph.exec, stream_));
+  s.pos += 1;
+  return fetch_logits();
 }
 
 void CudaOps::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
@@ -362,6 +545,8 @@ CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {
                 " MiB of KV/SSM cache but only " + std::to_string(free_b >> 20) + " MiB of GPU memory are free");
   State s;
   s.capacity = max_tokens;
+  s.pos_dev = DeviceBuffer(sizeof(int));
+  CUDA_CHECK(cudaMemsetAsync(s.pos_dev.ptr, 0, sizeof(int), stream_));
   const size_t L = static_cast<size_t>(c.num_layers);
   s.k.resize(L);
   s.v.resize(L);
@@ -391,9 +576,17 @@ void CudaOps::begin_forward() {
     synchronize();
     arena_.clear();
     arena_.emplace_back(total);
+    ++arena_gen_;
   }
   arena_block_ = 0;
   arena_used_ = 0;
+}
+
+CudaOps::Tensor CudaOps::alloc_residual(int64_t rows, int64_t cols) {
+  Tensor t = alloc(rows, 2 * cols);  // FP32 takes the room of two BF16 columns
+  t.cols = cols;
+  t.f32 = true;
+  return t;
 }
 
 CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
@@ -405,6 +598,7 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
     } else {
       arena_.emplace_back(std::max<size_t>(bytes, 32ull << 20));
       arena_block_ = arena_.size() - 1;
+      ++arena_gen_;  // captured graphs that point into the old blocks must be re-captured
     }
     arena_used_ = 0;
   }
@@ -413,20 +607,22 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
   return t;
 }
 
-std::vector<float> CudaOps::to_host(const Tensor& x) {
-  std::vector<uint16_t> h(static_cast<size_t>(x.rows * x.cols));
-  CUDA_CHECK(cudaMemcpyAsync(h.data(), x.data, h.size() * 2, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::vector<float> f(h.size());
-  for (size_t i = 0; i < h.size(); ++i) f[i] = bf16_to_f32(h[i]);
-  return f;
-}
-
 void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, Tensor& x) {
+  OpTimer timer_(this, "embed");
   if (tokens.size() * 4 > tokens_.bytes) tokens_ = DeviceBuffer(tokens.size() * 4);
-  CUDA_CHECK(cudaMemcpyAsync(tokens_.ptr, tokens.data(), tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
+  if (tokens.size() > pinned_tokens_cap_) {
+    synchronize();  // the previous copy may still read the old buffer
+    if (pinned_tokens_) CUDA_CHECK(cudaFreeHost(pinned_tokens_));
+    CUDA_CHECK(cudaMallocHost(&pinned_tokens_, tokens.size() * 4));
+    pinned_tokens_cap_ = tokens.size();
+  } else {
+    synchronize_if_not_capturing();
+  }
+  std::copy(tokens.begin(), tokens.end(), pinned_tokens_);
+  CUDA_CHECK(cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
+  if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
   embed_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(tokens_.as<int>(), static_cast<int>(x.rows),
-                                                                      embed_.as<bf16>(), hidden_, reinterpret_cast<bf16*>(x.data));
+                                                                      embed_.as<bf16>(), hidden_, x.fdata());
   CUDA_CHECK_LAUNCH();
 }
 
@@ -434,6 +630,7 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   auto it = linears_.find(&w);
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
   const DevLinear& d = it->second;
+  OpTimer timer_(this, d.nvfp4 ? "linear.nvfp4" : "linear.bf16");
   if (d.nvfp4) nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
   else cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
   if (d.bias.ptr) {
@@ -443,19 +640,30 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
 }
 
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), 256, 0, stream_>>>(reinterpret_cast<const bf16*>(x.data), dev_f32(w),
-                                                                     x.cols, eps, reinterpret_cast<bf16*>(y.data));
+  OpTimer timer_(this, "rmsnorm");
+  const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
+  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(x.data, x.f32, dev_f32(w), x.cols, eps,
+                                                                     reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
+  OpTimer timer_(this, "rmsnorm");
   const int64_t hd = x.cols / heads;
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(reinterpret_cast<const bf16*>(x.data),
-                                                                            dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
+  rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(x.data, false, dev_f32(w), hd, eps,
+                                                                            reinterpret_cast<bf16*>(x.data));
   CUDA_CHECK_LAUNCH();
 }
 
-void CudaOps::rope(Tensor& x, int heads, int hd, int pos0, const RopeConfig& r) {
+void CudaOps::synchronize_if_not_capturing() {
+  // The pinned token buffer is rewritten for this forward; an earlier copy from it must have finished.
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream_, &st));
+  if (st == cudaStreamCaptureStatusNone) synchronize();
+}
+
+void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
+  OpTimer timer_(this, "rope");
   if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type || rope_cfg_.factor != r.factor) {
     const auto f = cpu::rope_inv_freq(r, hd);
     inv_freq_ = DeviceBuffer(f.size() * 4);
@@ -464,51 +672,62 @@ void CudaOps::rope(Tensor& x, int heads, int hd, int pos0, const RopeConfig& r) 
     rope_dim_ = hd;
   }
   rope_kernel<<<blocks_for(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, pos0, inv_freq_.as<float>());
+      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(), inv_freq_.as<float>());
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
                         int hd, Tensor& out) {
+  OpTimer timer_(this, "attention");
   const int64_t row = static_cast<int64_t>(nkv) * hd;
   bf16* kc = s.k[layer].as<bf16>();
   bf16* vc = s.v[layer].as<bf16>();
-  CUDA_CHECK(cudaMemcpyAsync(kc + s.pos * row, k.data, k.rows * row * 2, cudaMemcpyDeviceToDevice, stream_));
-  CUDA_CHECK(cudaMemcpyAsync(vc + s.pos * row, v.data, v.rows * row * 2, cudaMemcpyDeviceToDevice, stream_));
+  kv_append_kernel<<<blocks_for(k.rows * row, 256), 256, 0, stream_>>>(
+      reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), k.rows * row, row,
+      s.pos_dev.as<int>(), kc, vc);
+  CUDA_CHECK_LAUNCH();
   const int t = static_cast<int>(q.rows);
-  const size_t smem = (static_cast<size_t>(hd) + s.pos + t) * 4;
-  if (smem > 48 * 1024) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  }
-  attention_kernel<<<static_cast<unsigned>(t * nh), 128, smem, stream_>>>(
-      reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos, reinterpret_cast<bf16*>(out.data));
+  if (hd > kAttnMaxDimsPerLane * 32) throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
+  attention_kernel<<<static_cast<unsigned>(t * nh), kAttnWarps * 32, 0, stream_>>>(
+      reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos_dev.as<int>(), reinterpret_cast<bf16*>(out.data));
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {
+  OpTimer timer_(this, "elementwise");
+  if (x.f32) {
+    add_f32_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(x.fdata(), reinterpret_cast<const bf16*>(y.data),
+                                                                         x.rows * x.cols);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   add_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
                                                                     reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
+  OpTimer timer_(this, "elementwise");
   silu_mul_kernel<<<blocks_for(g.rows * g.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data), reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::relu2(Tensor& x) {
+  OpTimer timer_(this, "elementwise");
   relu2_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data), x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
+  OpTimer timer_(this, "mamba.split");
   columns_kernel<<<blocks_for(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data), dst.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi, Tensor& dt) {
+  OpTimer timer_(this, "mamba.split");
   softplus_dt_kernel<<<blocks_for(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
       reinterpret_cast<bf16*>(dt.data), dt.cols);
@@ -517,6 +736,7 @@ void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<fl
 
 void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                                  const std::vector<float>& b) {
+  OpTimer timer_(this, "mamba.conv1d");
   if (kernel > 8) throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
   const int ch = static_cast<int>(xbc.cols);
   conv1d_silu_kernel<<<static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_>>>(
@@ -528,6 +748,7 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
 void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                        const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                        cpu::SsmShape sh, int, Tensor& y) {
+  OpTimer timer_(this, "mamba.ssm_scan");
   if (sh.state > 1024) throw Error("SSM state size > 1024 is not supported by the CUDA backend");
   const int threads = std::max(32, (sh.state + 31) / 32 * 32);
   ssm_scan_kernel<<<static_cast<unsigned>(sh.heads * sh.head_dim), threads, 0, stream_>>>(
@@ -538,6 +759,7 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
 }
 
 void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) {
+  OpTimer timer_(this, "mamba.gated_norm");
   gated_rmsnorm_kernel<<<static_cast<unsigned>(y.rows * groups), 256, 0, stream_>>>(
       reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols, groups, eps);
   CUDA_CHECK_LAUNCH();

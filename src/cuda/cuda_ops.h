@@ -4,6 +4,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,16 +20,37 @@ class CudaOps {
  public:
   struct Tensor {
     int64_t rows = 0, cols = 0;
-    bf16_raw* data = nullptr;  // [rows, cols] BF16, owned by the forward arena
+    bf16_raw* data = nullptr;  // [rows, cols], owned by the forward arena: BF16, or FP32 when f32
+    bool f32 = false;          // the residual stream
+    float* fdata() const { return reinterpret_cast<float*>(data); }
+  };
+  // Owns an instantiated CUDA graph (the captured single-token decode step of one sequence).
+  struct GraphExec {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t arena_gen = 0;
+    GraphExec() = default;
+    GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen) { o.exec = nullptr; }
+    GraphExec& operator=(GraphExec&& o) noexcept {
+      std::swap(exec, o.exec);
+      std::swap(arena_gen, o.arena_gen);
+      return *this;
+    }
+    ~GraphExec() {
+      if (exec) cudaGraphExecDestroy(exec);
+    }
   };
   struct State {
     int pos = 0, capacity = 0;
+    DeviceBuffer pos_dev;              // int: the position on the device, so a captured step reads it at replay
+    GraphExec graph;
+    bool warmed = false;
     std::vector<DeviceBuffer> k, v;    // per attention layer: BF16 [capacity, kv_heads * head_dim]
     std::vector<DeviceBuffer> conv;    // per Mamba layer: FP32 [conv_dim, kernel - 1]
     std::vector<DeviceBuffer> ssm;     // per Mamba layer: FP32 [heads, head_dim, state]
   };
 
-  explicit CudaOps(int device = 0);
+  // graphs: capture the single-token decode step of each sequence in a CUDA graph (replayed every token).
+  explicit CudaOps(int device = 0, bool graphs = true);
   ~CudaOps();
   CudaOps(const CudaOps&) = delete;
   CudaOps& operator=(const CudaOps&) = delete;
@@ -39,7 +61,23 @@ class CudaOps {
   State new_state(const ModelConfig& c, int max_tokens);
   int state_pos(const State& s) const { return s.pos; }
   int state_capacity(const State& s) const { return s.capacity; }
-  void advance(State& s, int t) const { s.pos += t; }
+  void advance(State& s, int t);
+  bool graphs_enabled() const { return graphs_; }
+  template <class F>
+  std::vector<float> run_decode_graph(State& s, int token, F&& body) {
+    if (!s.graph.exec || s.graph.arena_gen != arena_gen_) {
+      if (!s.warmed) {  // first step eagerly: sizes the arena and every workspace the capture will reuse
+        s.warmed = true;
+        body();
+        return fetch_logits();
+      }
+      begin_forward();
+      capture(s, [&] { body(); });
+    }
+    return replay(s, token);
+  }
+  void logits_async(const Tensor& h, const LinearWeight& head);
+  std::vector<float> fetch_logits();
   void begin_forward();
   void synchronize();
   cudaStream_t stream() const { return stream_; }
@@ -47,13 +85,21 @@ class CudaOps {
   size_t state_bytes(const ModelConfig& c, int max_tokens) const;
 
   Tensor alloc(int64_t rows, int64_t cols);
-  Tensor rows(const Tensor& x, int64_t from, int64_t n) const { return {n, x.cols, x.data + from * x.cols}; }
-  std::vector<float> to_host(const Tensor& x);
+  Tensor alloc_residual(int64_t rows, int64_t cols);
+  Tensor rows(const Tensor& x, int64_t from, int64_t n) const {
+    return {n, x.cols, x.f32 ? reinterpret_cast<bf16_raw*>(x.fdata() + from * x.cols) : x.data + from * x.cols, x.f32};
+  }
+  // Per-op-class GPU time (CUDA events around every op; graphs are off while profiling).
+  void set_profile(bool on) {
+    profile_ = on;
+    if (on) graphs_ = false;
+  }
+  std::map<std::string, double> profile_ms() const { return profile_ms_; }
   void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x);
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
-  void rope(Tensor& x, int heads, int head_dim, int pos0, const RopeConfig& r);
+  void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
                  Tensor& out);
   void add(Tensor& x, const Tensor& y);
@@ -78,7 +124,32 @@ class CudaOps {
   const float* dev_f32(const std::vector<float>& host);  // uploaded small tensors, keyed by host pointer
   void upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic);
 
+  void capture(State& s, const std::function<void()>& body);
+  std::vector<float> replay(State& s, int token);
+  void ensure_pinned(size_t logits_elems);
+  void synchronize_if_not_capturing();
+
+  struct OpTimer;
+  void prof_begin(const char* op);
+  void prof_collect();
+  bool profile_ = false;
+  std::map<std::string, double> profile_ms_;
+  struct PendingEvent {
+    std::string op;
+    cudaEvent_t a, b;
+  };
+  std::vector<PendingEvent> pending_;
+
   int device_ = 0;
+  bool graphs_ = true;
+  uint64_t arena_gen_ = 1;
+  int* pinned_tokens_ = nullptr;      // host-pinned token ids (graph replays read the current value)
+  size_t pinned_tokens_cap_ = 0;
+  float* pinned_logits_ = nullptr;     // host-pinned FP32 logits
+  DeviceBuffer logits_dev_;             // FP32 [rows, vocab]
+  size_t pinned_logits_cap_ = 0;
+  int64_t logits_rows_ = 0, logits_cols_ = 0;
+  DeviceBuffer cublas_ws_;
   cudaStream_t stream_ = nullptr;
   GemmWorkspace ws_;
   std::map<const void*, DevLinear> linears_;

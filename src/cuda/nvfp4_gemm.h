@@ -33,14 +33,16 @@ struct DeviceBuffer {
 
 // An NVFP4 weight in the kernels' tile layout, resident on the GPU.
 struct Nvfp4DeviceWeight {
-  Nvfp4TileGeom geom;
+  Nvfp4TileGeom geom;    // geom.n is N rounded up to 16: the padding rows are zero
+  int64_t n_valid = 0;   // the logical N (outputs beyond it are not written)
   DeviceBuffer weights;  // geom.weight_bytes()
   DeviceBuffer scales;   // geom.scale_bytes()
   float tensor_scale = 0.0f;
   size_t bytes() const { return weights.bytes + scales.bytes; }
 };
 
-// Repacks a ModelOpt-layout weight already on the GPU (U8 [N, K/2], E4M3 [N, K/16]) into the tile layout.
+// Repacks a ModelOpt-layout weight already on the GPU (U8 [N, K/2], E4M3 [N, K/16]) into the tile layout. K must
+// be a multiple of 16 (the format's block); any N works (padded to 16 rows inside).
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
                                       float tensor_scale, cudaStream_t stream);
 

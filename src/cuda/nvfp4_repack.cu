@@ -64,7 +64,7 @@ namespace {
 
 // One thread per 32-bit word of the tile layout: gathers its eight codes (4 A registers x 2 halves) from the
 // ModelOpt layout and scatters their bits as nvfp4_tile_code_bit says.
-__global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n, int64_t k, int64_t kchunks,
+__global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n_valid, int64_t k, int64_t kchunks,
                                       uint32_t* __restrict__ out, int64_t total_words) {
   for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total_words; o += int64_t{gridDim.x} * blockDim.x) {
     const int64_t tc = o / 128;
@@ -78,7 +78,7 @@ __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_
       for (int h = 0; h < 2; ++h) {
         const int64_t row = t * 16 + (a % 2) * 8 + lane / 4;
         const int64_t kk = c * 64 + j * 16 + (a / 2) * 8 + (lane % 4) * 2 + h;
-        if (kk < k) {
+        if (kk < k && row < n_valid) {
           const uint8_t b = packed[(row * k + kk) / 2];
           word = nvfp4_tile_put_code(word, a, h, (kk & 1) ? (b >> 4) : (b & 0xf));
         }
@@ -87,7 +87,7 @@ __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_
   }
 }
 
-__global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t n, int64_t k, int64_t kchunks,
+__global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t n_valid, int64_t k, int64_t kchunks,
                                      uint8_t* __restrict__ out, int64_t total) {
   const int64_t kb_total = k / 16;
   for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total; o += int64_t{gridDim.x} * blockDim.x) {
@@ -96,7 +96,7 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
     const int64_t t = tc / kchunks, c = tc % kchunks;
     const int r0 = within / 8, hi_row = (within % 8) / 4, j = within % 4;
     const int64_t row = t * 16 + hi_row * 8 + r0, kb = c * 4 + j;
-    out[o] = kb < kb_total ? scales[row * kb_total + kb] : 0;
+    out[o] = kb < kb_total && row < n_valid ? scales[row * kb_total + kb] : 0;
   }
 }
 
@@ -134,11 +134,12 @@ unsigned grid_for(int64_t total, int threads) {
 
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
                                       float tensor_scale, cudaStream_t stream) {
-  if (n <= 0 || k <= 0 || n % 16 || k % 16)
-    throw Error("nvfp4 repack: N and K must be positive multiples of 16 (got " + std::to_string(n) + " x " +
+  if (n <= 0 || k <= 0 || k % 16)
+    throw Error("nvfp4 repack: K must be a positive multiple of 16 and N positive (got " + std::to_string(n) + " x " +
                 std::to_string(k) + ")");
   Nvfp4DeviceWeight w;
-  w.geom = {n, k};
+  w.geom = {(n + 15) / 16 * 16, k};
+  w.n_valid = n;
   w.tensor_scale = tensor_scale;
   w.weights = DeviceBuffer(static_cast<size_t>(w.geom.weight_bytes()));
   w.scales = DeviceBuffer(static_cast<size_t>(w.geom.scale_bytes()));

@@ -56,7 +56,7 @@ template <int NT, int RA, int WARPS, int PF>
 __global__ void __launch_bounds__(WARPS * 32)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
                               const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
-                              float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy) {
+                              float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy, int n_valid) {
   __shared__ uint32_t lut[256];
   __shared__ float red[WARPS][RA * NT * 4][32];
   init_scale_lut(lut);
@@ -155,13 +155,14 @@ __global__ void __launch_bounds__(WARPS * 32)
     // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
     const int row = (tile0 + ra) * 16 + tok;
     const int t0 = nt * 8 + 2 * c4;
+    const bool r0 = row < n_valid, r8 = row + 8 < n_valid;
     if (t0 < m) {
-      y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
-      y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
+      if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
+      if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
     }
     if (t0 + 1 < m) {
-      y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
-      y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
+      if (r0) y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
+      if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
 }
@@ -176,7 +177,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     nvfp4_w4a16_mma_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
                            const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
                            float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy, float* __restrict__ partials,
-                           int* __restrict__ counters) {
+                           int* __restrict__ counters, int n_valid) {
   constexpr int BM = WARPS_M * NT * 8;
   constexpr int THREADS = WARPS_N * WARPS_M * 32;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -299,7 +300,9 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   };
   const int64_t n = static_cast<int64_t>(row_tiles) * 16;
   if (splits == 1) {
-    for_each([&](float v, int row, int t) { y[t * ldy + row] = __float2bfloat16_rn(v * alpha); });
+    for_each([&](float v, int row, int t) {
+      if (row < n_valid) y[t * ldy + row] = __float2bfloat16_rn(v * alpha);
+    });
     return;
   }
   for_each([&](float v, int row, int t) { partials[(static_cast<int64_t>(split) * m + t) * n + row] = v; });
@@ -312,6 +315,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   if (!is_last) return;
   __threadfence();
   for_each([&](float, int row, int t) {
+    if (row >= n_valid) return;
     float sum = 0.0f;
     for (int s2 = 0; s2 < splits; ++s2) sum += __ldcg(&partials[(static_cast<int64_t>(s2) * m + t) * n + row]);
     y[t * ldy + row] = __float2bfloat16_rn(sum * alpha);
@@ -338,7 +342,7 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   kern<<<grid, WARPS_N * WARPS_M * 32, smem, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
       w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-      reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt);
+      reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -350,7 +354,7 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceW
   nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
       w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-      reinterpret_cast<__nv_bfloat16*>(y), ldy);
+      reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -373,8 +377,8 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream, const W4A16Plan* plan) {
   if (m <= 0) return;
-  if (w.geom.n % 16 || w.geom.k % 16) throw Error("nvfp4 gemm: N and K must be multiples of 16");
-  if (ldx < w.geom.k || ldy < w.geom.n || (ldx % 8) || (ldy % 2))
+  if (w.geom.n % 16 || w.geom.k % 16) throw Error("nvfp4 gemm: the tiled weight must have N and K multiples of 16");
+  if (ldx < w.geom.k || ldy < w.n_valid || (ldx % 8))
     throw Error("nvfp4 gemm: leading dimensions must cover K/N and keep 16-byte rows (ldx % 8 == 0)");
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
   const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
@@ -397,7 +401,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       auto h = static_cast<cublasHandle_t>(ws.cublas_handle());
       CUBLAS_CHECK(cublasSetStream(h, stream));
       const float beta = 0.0f, al = alpha * w.tensor_scale;
-      CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.geom.n), static_cast<int>(m),
+      CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n_valid), static_cast<int>(m),
                                 static_cast<int>(w.geom.k), &al, wd, CUDA_R_16BF, static_cast<int>(w.geom.k), x,
                                 CUDA_R_16BF, static_cast<int>(ldx), &beta, y, CUDA_R_16BF, static_cast<int>(ldy),
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

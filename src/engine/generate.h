@@ -31,6 +31,8 @@ struct GenerateResult {
   std::vector<std::vector<int>> new_ids;  // per prompt
   int prompt_tokens = 0, generated_tokens = 0;
   double prefill_s = 0, decode_s = 0;
+  std::vector<double> ttft_s;  // per prompt: prefill until the first token is known
+  std::vector<double> tpot_s;  // every decode step (time per output token after the first)
   double prefill_tok_s() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
   double decode_tok_s() const { return decode_s > 0 ? generated_tokens / decode_s : 0; }
 };
@@ -51,8 +53,10 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     auto t0 = clock::now();
     std::vector<float> logits = model.forward(s, prompts[b], false);
     r.prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
+    r.ttft_s.push_back(std::chrono::duration<double>(clock::now() - t0).count());
     r.prompt_tokens += static_cast<int>(prompts[b].size());
     t0 = clock::now();
+    auto step0 = t0;
     for (int step = 0; step < o.max_new_tokens; ++step) {
       const int tok = sample_token(std::span<const float>(logits).first(static_cast<size_t>(vocab)), o.sampling,
                                    o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
@@ -62,6 +66,9 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       if (step + 1 == o.max_new_tokens) break;
       const int one[1] = {tok};
       logits = model.forward(s, one, false);
+      const auto now = clock::now();
+      r.tpot_s.push_back(std::chrono::duration<double>(now - step0).count());
+      step0 = now;
     }
     if (sync) sync();
     r.decode_s += std::chrono::duration<double>(clock::now() - t0).count();

@@ -50,8 +50,19 @@ class Runner {
     if (ops_.state_pos(s) + t > ops_.state_capacity(s))
       throw Error("sequence of " + std::to_string(ops_.state_pos(s) + t) + " tokens exceeds the planned context of " +
                   std::to_string(ops_.state_capacity(s)));
+    if (t == 1 && !all_logits && ops_.graphs_enabled())
+      return ops_.run_decode_graph(s, tokens[0], [&] { body(s, tokens, false); });
+    body(s, tokens, all_logits);
+    return ops_.fetch_logits();
+  }
+
+ private:
+  // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture it.
+  void body(State& s, std::span<const int> tokens, bool all_logits) {
+    const ModelConfig& c = w_.config;
+    const int t = static_cast<int>(tokens.size());
     ops_.begin_forward();
-    Tensor x = ops_.alloc(t, c.hidden_size);
+    Tensor x = ops_.alloc_residual(t, c.hidden_size);  // the residual stream (FP32 on every backend)
     ops_.embed(tokens, w_.embed, x);
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
     for (size_t li = 0; li < w_.layers.size(); ++li) {
@@ -83,12 +94,9 @@ class Runner {
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
-    Tensor logits = ops_.alloc(rows, c.vocab_size);
-    ops_.linear(hn, w_.lm_head, logits);
-    return ops_.to_host(logits);
+    ops_.logits_async(hn, w_.lm_head);  // FP32 logits: BF16 would round near-ties away
   }
 
- private:
   void attention(const LayerWeights& L, size_t li, State& s, const Tensor& h, int t, bool rope, Tensor& out) {
     const ModelConfig& c = w_.config;
     Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim), k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
@@ -101,8 +109,8 @@ class Runner {
       ops_.rmsnorm_heads(k, c.num_kv_heads, L.k_norm, c.norm_eps);
     }
     if (rope) {
-      ops_.rope(q, c.num_heads, c.head_dim, ops_.state_pos(s), c.rope);
-      ops_.rope(k, c.num_kv_heads, c.head_dim, ops_.state_pos(s), c.rope);
+      ops_.rope(q, c.num_heads, c.head_dim, s, c.rope);
+      ops_.rope(k, c.num_kv_heads, c.head_dim, s, c.rope);
     }
     Tensor a = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim);
     ops_.attention(q, k, v, s, li, c.num_heads, c.num_kv_heads, c.head_dim, a);

@@ -1,16 +1,239 @@
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <numeric>
+#include <unistd.h>
 
 #include "commands.h"
 #include "common/error.h"
+#include "cpu/cpu_ops.h"
+#include "engine/generate.h"
 #include "engine/gpu_info.h"
+#include "engine/nvfp4_path.h"
+#include "model/inspect.h"
+#include "model/presets.h"
 #if FP4LAB_HAVE_CUDA
 #include "bench/gemm_bench.h"
+#include "cuda/cuda_ops.h"
 #endif
 
 namespace fp4lab::cli {
 
+QuantMode parse_quant_mode(const std::string& q);
+
+namespace {
+
+struct ModelBenchOpts {
+  std::string model;  // empty: the largest preset that fits
+  std::string backend = "auto";
+  std::vector<std::string> quants{"bf16", "nvfp4"};
+  int input_len = 128, output_len = 256, batch = 1, warmup = 1, reps = 3;
+  uint64_t seed = 0;
+  std::string json_out;
+  bool no_graphs = false;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+struct Stats {
+  double mean = 0, stdev = 0;
+};
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  if (v.empty()) return s;
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / v.size();
+  double ss = 0;
+  for (double x : v) ss += (x - s.mean) * (x - s.mean);
+  s.stdev = v.size() > 1 ? std::sqrt(ss / (v.size() - 1)) : 0.0;
+  return s;
+}
+
+struct QuantResult {
+  std::string quant;
+  std::vector<double> total_s, tok_s, prefill_tok_s, decode_tok_s;
+  std::vector<double> ttft, tpot;
+  double weight_bytes = 0, bytes_per_token = 0;
+  int nvfp4_layers = 0, linear_layers = 0;
+};
+
+template <class M>
+void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::function<void()>& sync) {
+  const ModelConfig& c = model.config();
+  std::vector<std::vector<int>> prompts(static_cast<size_t>(o.batch));
+  for (int b = 0; b < o.batch; ++b)
+    for (int i = 0; i < o.input_len; ++i) prompts[static_cast<size_t>(b)].push_back((i * 7919 + b * 104729 + 13) % c.vocab_size);
+  GenerateOptions g;
+  g.max_new_tokens = o.output_len;  // no stop ids: every run produces exactly output_len tokens
+  for (int w = 0; w < o.warmup; ++w) {
+    GenerateOptions gw = g;
+    gw.max_new_tokens = std::min(8, o.output_len);
+    generate(model, {prompts[0]}, gw, sync);
+  }
+  for (int r = 0; r < o.reps; ++r) {
+    std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
+    const auto t0 = std::chrono::steady_clock::now();
+    const GenerateResult res = generate(model, prompts, g, sync);
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    qr.total_s.push_back(total);
+    qr.tok_s.push_back(res.generated_tokens / total);
+    qr.prefill_tok_s.push_back(res.prefill_tok_s());
+    qr.decode_tok_s.push_back(res.decode_tok_s());
+    qr.ttft.insert(qr.ttft.end(), res.ttft_s.begin(), res.ttft_s.end());
+    qr.tpot.insert(qr.tpot.end(), res.tpot_s.begin(), res.tpot_s.end());
+  }
+  std::fprintf(stderr, "\r%60s\r", "");
+}
+
+json run_model_bench(const ModelBenchOpts& o) {
+  const GpuQuery q = query_gpus();
+  std::string backend = o.backend;
+  if (backend == "auto") backend = q.ok ? "cuda" : "cpu";
+  if (backend == "cuda" && !q.ok) throw Error("--backend cuda: " + q.error);
+  std::string model = o.model;
+  if (model.empty()) {
+    if (backend == "cpu") {
+      model = "preset:tiny-nemotron-h";
+      std::fprintf(stderr, "no GPU: running the CPU reference backend on %s (small preset); the GPU default is "
+                           "preset:nemotron-nano-9b-v2\n", model.c_str());
+    } else {
+      // The flagship (Nemotron-Nano-9B-v2 shapes) when its BF16 weights fit in 85% of this GPU's memory, else the
+      // largest built-in preset that does.
+      model = "preset:tiny";
+      double best = 0;
+      const auto flagship = find_preset("nemotron-nano-9b-v2");
+      const auto fs = summarize_config(flagship->name, flagship->config);
+      if (fs.bytes_per_token_bf16 + 2.0 * flagship->config.vocab_size * flagship->config.hidden_size <
+          0.85 * q.gpus[0].total_mem)
+        best = 1e300, model = "preset:nemotron-nano-9b-v2";
+      for (const auto& p : presets()) {
+        const auto s = summarize_config(p.name, p.config);
+        const double bf16 = s.bytes_per_token_bf16 + 2.0 * p.config.vocab_size * p.config.hidden_size;
+        if (bf16 < 0.85 * q.gpus[0].total_mem && bf16 > best && p.name.rfind("llama-3.3", 0) != 0) {
+          best = bf16;
+          model = "preset:" + p.name;
+        }
+      }
+    }
+  }
+  json out;
+  out["schema"] = "fp4lab.bench/1";
+  out["tool"] = {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}};
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const std::time_t now = std::time(nullptr);
+  char ts[64];
+  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  out["host"] = {{"name", host}, {"cpus", std::max(1L, sysconf(_SC_NPROCESSORS_ONLN))}};
+  out["timestamp"] = ts;
+  out["options"] = {{"model", model}, {"backend", backend}, {"quant", o.quants}, {"input_len", o.input_len},
+                    {"output_len", o.output_len}, {"batch", o.batch}, {"warmup", o.warmup}, {"reps", o.reps},
+                    {"seed", o.seed}, {"no_graphs", o.no_graphs}};
+  if (backend == "cuda") {
+    const auto& g = q.gpus[0];
+    const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, compiled_cuda_archs());
+    out["gpu"] = {{"name", g.name}, {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
+                  {"memory_bytes", g.total_mem}, {"sm_count", g.sm_count}, {"peak_bandwidth_gbs", g.peak_bw_gbs()},
+                  {"driver", q.driver_version}, {"cuda_runtime", q.runtime_version}, {"nvfp4_path", nvfp4_path_name(path.path)}};
+  } else {
+    out["gpu"] = nullptr;
+  }
+  std::fprintf(stderr, "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (sequences run one after "
+               "another), %d repetitions\n", model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU",
+               o.input_len, o.output_len, o.batch, o.reps);
+  std::vector<QuantResult> results;
+  for (const auto& qs : o.quants) {
+    const QuantMode mode = parse_quant_mode(qs);
+    QuantResult qr;
+    qr.quant = qs;
+    auto fill_meta = [&](const ModelWeights& w) {
+      for (const auto& p : w.plans) qr.nvfp4_layers += p.nvfp4;
+      qr.linear_layers = static_cast<int>(w.plans.size());
+      ModelSummary s = summarize_config(model, w.config);
+      s.nvfp4_plan = w.plans;
+      s.linears = w.plans;
+      double bpt = 2.0 * w.config.hidden_size;
+      for (const auto& p : w.plans) bpt += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+      qr.bytes_per_token = bpt;
+    };
+    if (backend == "cuda") {
+#if FP4LAB_HAVE_CUDA
+      CudaOps ops(0, !o.no_graphs);
+      CudaModel m(load_model(model, mode, o.seed, false), ops);
+      fill_meta(m.weights());
+      qr.weight_bytes = static_cast<double>(ops.weight_bytes());
+      run_reps(m, o, qr, [&] { ops.synchronize(); });
+#endif
+    } else {
+      CpuOps ops;
+      Model m(load_model(model, mode, o.seed), ops);
+      fill_meta(m.weights());
+      double wb = 0;
+      for (const auto& p : m.weights().plans) wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+      qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
+      run_reps(m, o, qr, {});
+    }
+    results.push_back(std::move(qr));
+  }
+  // The table users of the public study know, then the details.
+  const double base = stats(results[0].tok_s).mean;
+  std::printf("\n%-34s | %16s | %14s | %7s\n", "Model", "Tokens/sec", "Total Time (s)", "Speedup");
+  std::printf("%-34s-|-%16s-|-%14s-|-%7s\n", std::string(34, '-').c_str(), std::string(16, '-').c_str(),
+              std::string(14, '-').c_str(), std::string(7, '-').c_str());
+  for (const auto& r : results) {
+    const Stats t = stats(r.tok_s), tt = stats(r.total_s);
+    std::printf("%-34s | %8.2f ± %5.2f | %7.2f ± %4.2f | %6.2fx\n", (model.substr(model.find(':') + 1) + " " + r.quant).c_str(),
+                t.mean, t.stdev, tt.mean, tt.stdev, t.mean / base);
+  }
+  if (backend == "cpu")
+    std::printf("(CPU reference backend: NVFP4 layers compute with their exact dequantized values in float32, so the "
+                "CPU shows accuracy effects, not the GPU's speedup)\n");
+  std::printf("\n%-8s %12s %12s %10s %10s %10s %10s %10s %12s\n", "quant", "prefill t/s", "decode t/s", "TTFT p50",
+              "TTFT p99", "TPOT p50", "TPOT p99", "NVFP4", "weights");
+  json meas = json::array();
+  for (const auto& r : results) {
+    std::printf("%-8s %12.1f %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %5d/%-4d %12s\n", r.quant.c_str(),
+                stats(r.prefill_tok_s).mean, stats(r.decode_tok_s).mean, 1e3 * percentile(r.ttft, 0.5),
+                1e3 * percentile(r.ttft, 0.99), 1e3 * percentile(r.tpot, 0.5), 1e3 * percentile(r.tpot, 0.99),
+                r.nvfp4_layers, r.linear_layers, human_bytes(r.weight_bytes).c_str());
+    meas.push_back({{"quant", r.quant}, {"tokens_per_s", r.tok_s}, {"total_s", r.total_s}, {"prefill_tok_s", r.prefill_tok_s},
+                    {"decode_tok_s", r.decode_tok_s}, {"ttft_s_p50", percentile(r.ttft, 0.5)}, {"ttft_s_p99", percentile(r.ttft, 0.99)},
+                    {"tpot_s_p50", percentile(r.tpot, 0.5)}, {"tpot_s_p99", percentile(r.tpot, 0.99)},
+                    {"speedup_vs_first", stats(r.tok_s).mean / base}, {"weight_bytes", r.weight_bytes},
+                    {"bytes_per_token", r.bytes_per_token}, {"nvfp4_linear_layers", r.nvfp4_layers},
+                    {"linear_layers", r.linear_layers}});
+  }
+  out["measurements"] = meas;
+  if (!o.json_out.empty()) {
+    std::ofstream f(o.json_out);
+    if (!f) throw Error(o.json_out + ": cannot write");
+    f << out.dump(2) << "\n";
+    std::fprintf(stderr, "results written to %s\n", o.json_out.c_str());
+  }
+  return out;
+}
+
+}  // namespace
+
 Action add_bench(CLI::App& app) {
-  app.require_subcommand(1);
+  auto mo = std::make_shared<ModelBenchOpts>();
+  app.add_option("--model", mo->model, "checkpoint directory or preset:NAME (default: the largest preset that fits)");
+  app.add_option("--backend", mo->backend, "auto (cuda when a GPU is present), cpu, cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--quant", mo->quants, "quantizations to compare, the first is the baseline")->delimiter(',');
+  app.add_option("--input-len", mo->input_len, "prompt tokens")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--output-len", mo->output_len, "generated tokens per prompt")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--batch", mo->batch, "prompts per repetition (run one after another)")->check(CLI::Range(1, 4096));
+  app.add_option("--warmup", mo->warmup, "warm-up runs (excluded)");
+  app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
+  app.add_option("--seed", mo->seed, "seed for preset weights");
+  app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
+  app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
   auto* g = app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
 #if FP4LAB_HAVE_CUDA
   auto o = std::make_shared<GemmBenchOptions>();
@@ -28,16 +251,20 @@ Action add_bench(CLI::App& app) {
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
-  return [o, g]() {
-    if (!g->parsed()) return 0;
+  return [o, g, mo]() {
+    if (!g->parsed()) {
+      run_model_bench(*mo);
+      return 0;
+    }
     const GpuQuery q = query_gpus();
     if (!q.ok) throw Error("bench gemm needs a CUDA GPU: " + q.error);
     run_gemm_bench(*o);
     return 0;
   };
 #else
-  return [g]() -> int {
+  return [g, mo]() -> int {
     if (g->parsed()) throw Error("bench gemm needs a CUDA GPU: this fp4lab was built without CUDA");
+    run_model_bench(*mo);
     return 0;
   };
 #endif

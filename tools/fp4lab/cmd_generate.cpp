@@ -30,6 +30,8 @@ struct GenOpts {
   std::vector<int> stop_ids;
   int threads = 0;
   std::string json_out;
+  bool profile = false;
+  bool no_graphs = false;
 };
 
 std::vector<int> parse_ids(const std::string& s) {
@@ -73,6 +75,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
+  app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
+  app.add_flag("--no-graphs", o->no_graphs, "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
     std::vector<std::vector<int>> prompts;
@@ -96,9 +100,18 @@ Action add_generate(CLI::App& app) {
     };
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      CudaOps ops;
+      CudaOps ops(0, !o->no_graphs);
+      ops.set_profile(o->profile);
       CudaModel model(load_model(o->model, mode, o->seed, false), ops);
       run(model);
+      if (o->profile) {
+        double total = 0;
+        for (const auto& [k, v] : ops.profile_ms()) total += v;
+        std::fprintf(stderr, "GPU time by op class (prefill + decode, %d tokens generated):\n", r.generated_tokens);
+        for (const auto& [k, v] : ops.profile_ms())
+          std::fprintf(stderr, "  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
+        std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total, 1000.0 * (r.prefill_s + r.decode_s));
+      }
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
@@ -121,7 +134,8 @@ Action add_generate(CLI::App& app) {
                 {"options",
                  {{"model", o->model}, {"backend", o->backend}, {"quant", o->quant}, {"max_new_tokens", o->max_new},
                   {"greedy", o->greedy}, {"temperature", o->temperature}, {"top_k", o->top_k}, {"top_p", o->top_p},
-                  {"seed", o->seed}, {"stop_ids", o->stop_ids}, {"threads", o->threads}}},
+                  {"seed", o->seed}, {"stop_ids", o->stop_ids}, {"threads", o->threads}, {"profile", o->profile},
+                  {"no_graphs", o->no_graphs}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
                 {"nvfp4_linear_layers", nfp4},
