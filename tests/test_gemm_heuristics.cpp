@@ -11,7 +11,8 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(16, 4480, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Mma32);
   EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Mma64);
-  EXPECT_EQ(choose_w4a16_plan(256, 4480, 4480, 132).variant, W4A16Variant::Mma128);
+  EXPECT_EQ(choose_w4a16_plan(128, 4480, 4480, 132).variant, W4A16Variant::Mma128);
+  EXPECT_EQ(choose_w4a16_plan(256, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(4096, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(512, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 4480, 132).rows_per_block, 16);
@@ -24,7 +25,7 @@ TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {
   EXPECT_GE(p.splits, 7);
   EXPECT_LE(p.splits, 16);
   // Plenty of blocks already: no split.
-  EXPECT_EQ(choose_w4a16_plan(400, 22656, 4480, 132).splits, 1);
+  EXPECT_EQ(choose_w4a16_plan(200, 22656, 4480, 132).splits, 1);
   // Short K: at least 4 k-chunks per split.
   EXPECT_LE(choose_w4a16_plan(64, 256, 512, 132).splits, 2);
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <unistd.h>
 
 #include "bench/gemm_bench.h"
 #include "cuda/baseline_gemm.h"
@@ -139,6 +140,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
               "nvfp4 us", "GB/s", "%copy", "TFLOP/s", "bf16 us", "fp8 us", "xBF16", "xFP8");
   int shape_i = 0;
+  const bool progress = isatty(STDERR_FILENO);  // a progress line only where a person watches
   for (const auto& sh : shapes) {
     ++shape_i;
     const int64_t n = sh.n, k = sh.k;
@@ -176,8 +178,9 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     CUDA_CHECK(cudaStreamSynchronize(s));
 
     for (int64_t m : o.ms) {
-      std::fprintf(stderr, "\r[%d/%zu] %s M=%lld        ", shape_i, shapes.size(), sh.name.c_str(),
-                   static_cast<long long>(m));
+      if (progress)
+        std::fprintf(stderr, "\r[%d/%zu] %s M=%lld        ", shape_i, shapes.size(), sh.name.c_str(),
+                     static_cast<long long>(m));
       int sms = prop.multiProcessorCount;
       W4A16Plan plan = choose_w4a16_plan(m, n, k, sms);
       if (forced) {
@@ -209,7 +212,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       }
       const double gbs = fp4_bytes / (t4 * 1e-6) / 1e9;
       const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
-      std::fprintf(stderr, "\r%80s\r", "");
+      if (progress) std::fprintf(stderr, "\r%80s\r", "");
       std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n", sh.name.c_str(),
                   static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
                   (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +

@@ -37,9 +37,9 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     if (m > 8) p.rows_per_block = 32;
     return p;
   }
-  if (m >= 512) {
-    // Compute-bound: cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass
-    // costs (measured crossover between M = 256 and M = 512 on H100).
+  if (m >= 256) {
+    // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured on
+    // H100: at M = 256, 338 us for the mma kernel against about 280 us for dequantize + cuBLAS on 22656 x 4480).
     p.variant = W4A16Variant::DequantBlas;
     return p;
   }

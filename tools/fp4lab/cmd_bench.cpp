@@ -77,7 +77,7 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
     generate(model, {prompts[0]}, gw, sync);
   }
   for (int r = 0; r < o.reps; ++r) {
-    std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
+    if (isatty(STDERR_FILENO)) std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
     const auto t0 = std::chrono::steady_clock::now();
     const GenerateResult res = generate(model, prompts, g, sync);
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -88,7 +88,7 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
     qr.ttft.insert(qr.ttft.end(), res.ttft_s.begin(), res.ttft_s.end());
     qr.tpot.insert(qr.tpot.end(), res.tpot_s.begin(), res.tpot_s.end());
   }
-  std::fprintf(stderr, "\r%60s\r", "");
+  if (isatty(STDERR_FILENO)) std::fprintf(stderr, "\r%60s\r", "");
 }
 
 json run_model_bench(const ModelBenchOpts& o) {
