@@ -8,7 +8,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view all(reinterpret_cast<const char*>(data), size);
   const size_t cut = all.find('\0');
-  const std::string_view a = all.substr(0, cut), b = cut == std::string_view::npos ? std::string_view() : all.substr(cut + 1);
+  const std::string_view a = all.substr(0, cut),
+                         b = cut == std::string_view::npos ? std::string_view() : all.substr(cut + 1);
   try {
     fp4lab::json hfq, cfg;
     try {
@@ -20,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } catch (const fp4lab::Error&) {
     }
     const auto q = fp4lab::parse_quant_config(hfq, cfg, "fuzz");
-    for (const char* layer : {"lm_head", "model.layers.0.self_attn.q_proj", "backbone.layers.3.mixer.in_proj"})
+    for (const char* layer :
+         {"lm_head", "model.layers.0.self_attn.q_proj", "backbone.layers.3.mixer.in_proj"})
       (void)q.algo_for(layer);
   } catch (const fp4lab::Error&) {
   }

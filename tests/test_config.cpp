@@ -30,13 +30,15 @@ TEST(ModelConfig, SharedModelsParse) {
 }
 
 TEST(ModelConfig, ClassicAndNewFormsAgree) {
-  const json classic = json::parse(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+  const json classic =
+      json::parse(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,
     "num_key_value_heads":2,"vocab_size":100,"intermediate_size":128,"rope_theta":500000.0,
     "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}})");
   json modern = classic;
   modern.erase("rope_theta");
   modern.erase("rope_scaling");
-  modern["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+  modern["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                               {"factor", 8.0},           {"low_freq_factor", 1.0},
                                {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   auto a = parse_model_config(classic, "a"), b = parse_model_config(modern, "b");
   EXPECT_EQ(a.rope.type, b.rope.type);
@@ -44,7 +46,8 @@ TEST(ModelConfig, ClassicAndNewFormsAgree) {
   EXPECT_EQ(a.rope.factor, b.rope.factor);
   EXPECT_EQ(a.head_dim, 16);
 
-  const json nh_old = json::parse(R"({"model_type":"nemotron_h","hidden_size":64,"num_hidden_layers":3,"num_attention_heads":4,
+  const json nh_old = json::parse(
+      R"({"model_type":"nemotron_h","hidden_size":64,"num_hidden_layers":3,"num_attention_heads":4,
     "vocab_size":100,"intermediate_size":128,"mamba_num_heads":4,"mamba_head_dim":8,"ssm_state_size":8,"n_groups":2,
     "conv_kernel":4,"hybrid_override_pattern":"M*-"})");
   json nh_new = nh_old;
@@ -71,12 +74,14 @@ TEST(ModelConfig, BadConfigsThrowNamingTheKey) {
   };
   EXPECT_NE(err(R"({"model_type":"gpt2"})").find("not supported"), std::string::npos);
   EXPECT_NE(err(R"({"model_type":"llama","hidden_size":"big"})").find("hidden_size"), std::string::npos);
-  EXPECT_NE(err(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10,"intermediate_size":8})")
-                .find("multiple"),
-            std::string::npos);
-  EXPECT_NE(err(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"intermediate_size":8,"rope_scaling":{"rope_type":"yarn"}})")
-                .find("yarn"),
-            std::string::npos);
+  EXPECT_NE(
+      err(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10,"intermediate_size":8})")
+          .find("multiple"),
+      std::string::npos);
+  EXPECT_NE(
+      err(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"intermediate_size":8,"rope_scaling":{"rope_type":"yarn"}})")
+          .find("yarn"),
+      std::string::npos);
   EXPECT_NE(err(R"([])").find("not a JSON object"), std::string::npos);
 }
 
@@ -96,15 +101,18 @@ TEST(QuantConfig, ModelOptHfQuantConfig) {
 }
 
 TEST(QuantConfig, ConfigJsonForms) {
-  const json w4a16 = json::parse(R"({"quantization_config":{"quant_method":"modelopt","quant_algo":"W4A16_NVFP4","ignore":["lm_head"]}})");
+  const json w4a16 = json::parse(
+      R"({"quantization_config":{"quant_method":"modelopt","quant_algo":"W4A16_NVFP4","ignore":["lm_head"]}})");
   EXPECT_EQ(parse_quant_config(json(), w4a16, "d").algo, QuantAlgo::W4A16_NVFP4);
-  const json mixed = json::parse(R"({"quantization_config":{"quant_method":"modelopt","quant_algo":"MIXED_PRECISION",
+  const json mixed =
+      json::parse(R"({"quantization_config":{"quant_method":"modelopt","quant_algo":"MIXED_PRECISION",
      "quantized_layers":{"model.layers.0.mlp.down_proj":{"quant_algo":"NVFP4"},"model.layers.0.self_attn.q_proj":{"quant_algo":"FP8"}}}})");
   const auto mq = parse_quant_config(json(), mixed, "d");
   EXPECT_EQ(mq.algo_for("model.layers.0.mlp.down_proj"), QuantAlgo::NVFP4);
   EXPECT_EQ(mq.algo_for("model.layers.0.self_attn.q_proj"), QuantAlgo::FP8);
   EXPECT_EQ(mq.algo_for("model.layers.1.mlp.down_proj"), QuantAlgo::None);
-  const json ct = json::parse(R"({"quantization_config":{"quant_method":"compressed-tensors","format":"nvfp4-pack-quantized",
+  const json ct = json::parse(
+      R"({"quantization_config":{"quant_method":"compressed-tensors","format":"nvfp4-pack-quantized",
      "config_groups":{"group_0":{"targets":["Linear"],"weights":{"num_bits":4,"type":"float","group_size":16},
      "input_activations":{"num_bits":4,"type":"float","group_size":16}}},"ignore":["lm_head","re:.*mlp\\.gate$"]}})");
   const auto cq = parse_quant_config(json(), ct, "d");
@@ -112,9 +120,13 @@ TEST(QuantConfig, ConfigJsonForms) {
   EXPECT_EQ(cq.algo, QuantAlgo::NVFP4);
   EXPECT_EQ(cq.algo_for("model.layers.3.mlp.gate"), QuantAlgo::None);
   EXPECT_EQ(cq.algo_for("model.layers.3.mlp.gate_proj"), QuantAlgo::NVFP4);
-  EXPECT_THROW(parse_quant_config(json::parse(R"({"quantization":{"quant_algo":"NVFP4","group_size":32}})"), json(), "d"), Error);
-  EXPECT_THROW(parse_quant_config(json::parse(R"({"quantization":{"quant_algo":"NVFP4","exclude_modules":"lm_head"}})"), json(), "d"),
+  EXPECT_THROW(parse_quant_config(json::parse(R"({"quantization":{"quant_algo":"NVFP4","group_size":32}})"),
+                                  json(), "d"),
                Error);
+  EXPECT_THROW(
+      parse_quant_config(
+          json::parse(R"({"quantization":{"quant_algo":"NVFP4","exclude_modules":"lm_head"}})"), json(), "d"),
+      Error);
   EXPECT_EQ(parse_quant_config(json(), json::parse(R"({"model_type":"llama"})"), "d").algo, QuantAlgo::None);
 }
 

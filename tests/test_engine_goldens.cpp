@@ -1,4 +1,5 @@
-// The CPU float32 engine against HF transformers goldens (../shared/models), plus the Mamba-2 scan identities.
+// The CPU float32 engine against HF transformers goldens (../shared/models), plus the Mamba-2 scan
+// identities.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,7 +64,8 @@ void check_model(const std::string& name) {
     maxerr = std::max(maxerr, std::fabs(logits[i] - g.logits[i]));
   }
   // Bound: float32 reassociation only; 1e-4 of the logit range (observed ~1e-6 relative).
-  EXPECT_LE(maxerr, 1e-4f * (hi - lo)) << name << ": max |logit error| " << maxerr << " over range " << (hi - lo);
+  EXPECT_LE(maxerr, 1e-4f * (hi - lo))
+      << name << ": max |logit error| " << maxerr << " over range " << (hi - lo);
   // Greedy ids exactly, up to the first near-tie of the golden.
   GenerateOptions o;
   o.max_new_tokens = static_cast<int>(g.greedy.size());
@@ -92,10 +94,18 @@ void check_model(const std::string& name) {
 
 }  // namespace
 
-TEST(EngineGoldens, Stories260k) { check_model("stories260k"); }
-TEST(EngineGoldens, TinyLlama) { check_model("tiny-llama"); }
-TEST(EngineGoldens, TinyQwen3) { check_model("tiny-qwen3"); }
-TEST(EngineGoldens, TinyNemotronH) { check_model("tiny-nemotron-h"); }
+TEST(EngineGoldens, Stories260k) {
+  check_model("stories260k");
+}
+TEST(EngineGoldens, TinyLlama) {
+  check_model("tiny-llama");
+}
+TEST(EngineGoldens, TinyQwen3) {
+  check_model("tiny-qwen3");
+}
+TEST(EngineGoldens, TinyNemotronH) {
+  check_model("tiny-nemotron-h");
+}
 
 TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
@@ -117,15 +127,18 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   double kl = 0;
   for (size_t i = 0; i < seq.size(); ++i) {
     auto pr = std::span<const float>(lr).subspan(i * V, V), pq = std::span<const float>(lq).subspan(i * V, V);
-    agree += std::max_element(pr.begin(), pr.end()) - pr.begin() == std::max_element(pq.begin(), pq.end()) - pq.begin();
+    agree += std::max_element(pr.begin(), pr.end()) - pr.begin() ==
+             std::max_element(pq.begin(), pq.end()) - pq.begin();
     kl += kl_softmax(pr, pq);
   }
   const double agreement = double(agree) / seq.size(), mean_kl = kl / seq.size();
-  std::printf("stories260k NVFP4 (quantized at load) vs float32: top-1 agreement %.3f, mean KL %.4f nats over %zu positions\n",
-              agreement, mean_kl, seq.size());
-  // Measured on this 260K-parameter model (K = 64: four scale blocks per row): agreement 0.34, mean KL 2.13 nats.
-  // Round-to-nearest NVFP4 without calibration hurts such a small model badly; these bounds guard against a broken
-  // quantizer (random weights would give agreement near 1/512 and KL far above 4).
+  std::printf(
+      "stories260k NVFP4 (quantized at load) vs float32: top-1 agreement %.3f, mean KL %.4f nats over %zu "
+      "positions\n",
+      agreement, mean_kl, seq.size());
+  // Measured on this 260K-parameter model (K = 64: four scale blocks per row): agreement 0.34, mean KL 2.13
+  // nats. Round-to-nearest NVFP4 without calibration hurts such a small model badly; these bounds guard
+  // against a broken quantizer (random weights would give agreement near 1/512 and KL far above 4).
   EXPECT_GT(agreement, 0.25);
   EXPECT_LT(mean_kl, 3.0);
   EXPECT_GT(mean_kl, 0.0) << "NVFP4 must change something";
@@ -137,8 +150,9 @@ TEST(MambaScan, ChunkedEqualsSequentialOnLongRandomSequences) {
   std::uniform_real_distribution<float> u(0.001f, 0.2f);
   const cpu::SsmShape s{4, 8, 16, 2};
   const int t = 2100;
-  std::vector<float> x(static_cast<size_t>(t) * s.heads * s.head_dim), b(static_cast<size_t>(t) * s.groups * s.state),
-      c(b.size()), dt(static_cast<size_t>(t) * s.heads), a{-0.5f, -1.0f, -4.0f, -12.0f}, d{1.0f, 0.5f, 0.0f, -1.0f};
+  std::vector<float> x(static_cast<size_t>(t) * s.heads * s.head_dim),
+      b(static_cast<size_t>(t) * s.groups * s.state), c(b.size()), dt(static_cast<size_t>(t) * s.heads),
+      a{-0.5f, -1.0f, -4.0f, -12.0f}, d{1.0f, 0.5f, 0.0f, -1.0f};
   for (auto& v : x) v = g(rng);
   for (auto& v : b) v = g(rng);
   for (auto& v : c) v = g(rng);
@@ -156,7 +170,8 @@ TEST(MambaScan, ChunkedEqualsSequentialOnLongRandomSequences) {
       den += double(ys[i]) * ys[i];
     }
     EXPECT_LT(std::sqrt(num / den), 1e-5) << "chunk " << chunk;
-    for (size_t i = 0; i < ss.size(); ++i) ASSERT_NEAR(sc[i], ss[i], 1e-4f * (1 + std::fabs(ss[i]))) << "chunk " << chunk;
+    for (size_t i = 0; i < ss.size(); ++i)
+      ASSERT_NEAR(sc[i], ss[i], 1e-4f * (1 + std::fabs(ss[i]))) << "chunk " << chunk;
   }
 }
 
@@ -188,7 +203,8 @@ TEST(Generate, CliGeneratesGoldenIds) {
 }
 
 TEST(Generate, PresetRunsOnCpu) {
-  const auto r = fp4lab::test::run_fp4lab("generate --model preset:tiny-nemotron-h --quant nvfp4 --prompt-ids 1,2,3 --max-new-tokens 4 --greedy");
+  const auto r = fp4lab::test::run_fp4lab(
+      "generate --model preset:tiny-nemotron-h --quant nvfp4 --prompt-ids 1,2,3 --max-new-tokens 4 --greedy");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("prompt 0 new ids:"), std::string::npos) << r.out;
 }

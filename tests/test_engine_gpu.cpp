@@ -1,4 +1,5 @@
-// The CUDA backend against HF goldens (teacher-forced, BF16) and against the CPU backend. Skipped without a GPU.
+// The CUDA backend against HF goldens (teacher-forced, BF16) and against the CPU backend. Skipped without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -75,9 +76,11 @@ TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
   r.positions = static_cast<int>(seq.size());
   r.agreement = double(agree) / seq.size();
   r.mean_kl /= prompt.size();
-  std::printf("%s %s CUDA teacher-forced: argmax agreement %.3f over %d positions, %d/%d confident positions missed, "
-              "mean KL(golden || cuda) %.5f over the prompt\n",
-              name.c_str(), quant_mode_name(mode), r.agreement, r.positions, r.confident_miss, r.confident, r.mean_kl);
+  std::printf(
+      "%s %s CUDA teacher-forced: argmax agreement %.3f over %d positions, %d/%d confident positions missed, "
+      "mean KL(golden || cuda) %.5f over the prompt\n",
+      name.c_str(), quant_mode_name(mode), r.agreement, r.positions, r.confident_miss, r.confident,
+      r.mean_kl);
   return r;
 }
 
@@ -86,9 +89,10 @@ TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
 TEST(GpuEngine, Bf16TeacherForcedAgainstGoldens) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  // Measured on H100 (docs/perf/engine-h100.md): agreement 0.94-0.98, no confident miss on the three random tiny
-  // models; stories260k (hidden 64, BF16 weights and activations against float32 goldens) misses 4 of 186 positions
-  // whose golden margin exceeds 0.1. The target (>= 95%, no confident miss) is recorded as not met there.
+  // Measured on H100 (docs/perf/engine-h100.md): agreement 0.94-0.98, no confident miss on the three random
+  // tiny models; stories260k (hidden 64, BF16 weights and activations against float32 goldens) misses 4 of
+  // 186 positions whose golden margin exceeds 0.1. The target (>= 95%, no confident miss) is recorded
+  // as not met there.
   for (const char* m : {"stories260k", "tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
     const auto r = teacher_forced(m, QuantMode::BF16);
     EXPECT_GE(r.agreement, 0.93) << m;
@@ -116,7 +120,8 @@ TEST(GpuEngine, PrefillThenDecodeEqualsFullPrefill) {
         md = std::max(md, std::fabs(step[v] - full[i * V + v]));
         mx = std::max(mx, std::fabs(full[i * V + v]));
       }
-      // Same math, different kernels' rounding order (chunked prefill vs one-step decode): BF16-level differences.
+      // Same math, different kernels' rounding order (chunked prefill vs one-step decode): BF16-level
+      // differences.
       EXPECT_LE(md, 0.05f * mx + 0.05f) << m << " position " << i;
     }
   }
@@ -142,13 +147,14 @@ TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
     double kl = 0;
     for (size_t p = 0; p < seq.size(); ++p) {
       auto c = std::span<const float>(lc).subspan(p * V, V), g = std::span<const float>(lg).subspan(p * V, V);
-      agree += std::max_element(c.begin(), c.end()) - c.begin() == std::max_element(g.begin(), g.end()) - g.begin();
+      agree += std::max_element(c.begin(), c.end()) - c.begin() ==
+               std::max_element(g.begin(), g.end()) - g.begin();
       kl += log_softmax_kl(c, g);
     }
     std::printf("%s NVFP4: CUDA vs CPU argmax agreement %.3f, mean KL %.5f over %zu positions\n", m,
                 double(agree) / seq.size(), kl / seq.size(), seq.size());
-    // BF16 activations on the GPU against float32 on the CPU, same NVFP4 weights: the 64-wide stories260k is the
-    // most sensitive (measured 0.85, KL 0.003); tiny-nemotron-h 0.975.
+    // BF16 activations on the GPU against float32 on the CPU, same NVFP4 weights: the 64-wide stories260k is
+    // the most sensitive (measured 0.85, KL 0.003); tiny-nemotron-h 0.975.
     EXPECT_GE(double(agree) / seq.size(), 0.8) << m;
     EXPECT_LT(kl / seq.size(), 0.01) << m;
   }

@@ -157,5 +157,7 @@ TEST(CodecSweep, E2M1DecodeMatchesToolkit) {
 }
 
 #else
-TEST(CodecSweep, SkippedWithoutToolkit) { GTEST_SKIP() << "skipped: CUDA toolkit headers not found"; }
+TEST(CodecSweep, SkippedWithoutToolkit) {
+  GTEST_SKIP() << "skipped: CUDA toolkit headers not found";
+}
 #endif

@@ -17,7 +17,7 @@ namespace {
 
 struct Problem {
   int64_t m, n, k;
-  std::vector<float> x;     // BF16-representable
+  std::vector<float> x;      // BF16-representable
   std::vector<uint16_t> xb;  // BF16 bits
   Nvfp4Tensor w;
   std::vector<float> ref;  // X . dequant(W)^T in double
@@ -31,7 +31,7 @@ Problem make_problem(int64_t m, int64_t n, int64_t k, uint64_t seed, bool outlie
   for (auto& v : w) v = 0.02f * g(rng);
   if (outliers) {
     std::uniform_int_distribution<size_t> pick(0, w.size() - 1);
-    for (int i = 0; i < n; ++i) w[pick(rng)] = (i % 2 ? 3.0f : -3.0f);  // 150 sigma
+    for (int i = 0; i < n; ++i) w[pick(rng)] = (i % 2 ? 3.0f : -3.0f);          // 150 sigma
     for (int i = 0; i < 16; ++i) w[static_cast<size_t>(i)] = 1e-7f * float(i);  // a subnormal-scale block
   }
   p.w = nvfp4_quantize_ref(w, n, k);
@@ -72,7 +72,8 @@ void expect_close(const std::vector<uint16_t>& y, const Problem& p, const std::s
 std::vector<uint16_t> run_gemm(const Problem& p, const W4A16Plan* plan, GemmWorkspace& ws) {
   auto dpk = to_device(p.w.packed);
   auto dsc = to_device(p.w.block_scales);
-  auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), p.n, p.k, p.w.tensor_scale, nullptr);  // N % 16 != 0: padded
+  auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), p.n, p.k, p.w.tensor_scale,
+                               nullptr);  // N % 16 != 0: padded
   auto dx = to_device(p.xb);
   DeviceBuffer dy(static_cast<size_t>(p.m * p.n * 2));
   CUDA_CHECK(cudaMemset(dy.ptr, 0xFF, dy.bytes));  // poison: 0xFFFF is a NaN no kernel writes
@@ -102,7 +103,8 @@ TEST(GpuNvfp4, RepackMatchesCpuTwin) {
 TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
   REQUIRE_GPU();
   GemmWorkspace ws;
-  const std::vector<int64_t> ms{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 33, 64, 100, 256, 1000, 4096};
+  const std::vector<int64_t> ms{1,  2,  3,  4,  5,  6,  7,  8,  9,   10,  11,   12,
+                                13, 14, 15, 16, 17, 31, 33, 64, 100, 256, 1000, 4096};
   const std::vector<std::pair<int64_t, int64_t>> shapes{{48, 80}, {40, 96}, {272, 1040}, {1024, 2048}};
   uint64_t seed = 100;
   for (auto [n, k] : shapes)
@@ -117,13 +119,15 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
         if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows});
         if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1, rows});
       }
-      for (auto v : {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+      for (auto v :
+           {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
         plans.push_back({v, 1});
       plans.push_back({W4A16Variant::Mma64, 3});  // split-K with the in-kernel reduction
       for (const auto& plan : plans) {
         const auto y = run_gemm(p, &plan, ws);
-        expect_close(y, p, "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
-                               w4a16_variant_name(plan.variant) + "/s" + std::to_string(plan.splits));
+        expect_close(y, p,
+                     "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
+                         w4a16_variant_name(plan.variant) + "/s" + std::to_string(plan.splits));
       }
     }
 }
@@ -146,7 +150,8 @@ TEST(GpuNvfp4, ActivationQuantBitIdenticalToCpu) {
     auto dx = to_device(p.xb);
     DeviceBuffer pk(static_cast<size_t>(m * k / 2)), sc(static_cast<size_t>(m * k / 16));
     auto ts = to_device(std::vector<float>{given});
-    nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), dynamic, nullptr);
+    nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), dynamic,
+                       nullptr);
     EXPECT_EQ(to_host<uint8_t>(pk, ref.packed.size()), ref.packed) << (dynamic ? "dynamic" : "given");
     EXPECT_EQ(to_host<uint8_t>(sc, ref.block_scales.size()), ref.block_scales);
     EXPECT_EQ(to_host<float>(ts, 1)[0], ref.tensor_scale);
@@ -158,8 +163,10 @@ TEST(GpuNvfp4, W4A4EmulationMatchesReference) {
   const int64_t m = 24, n = 272, k = 1040;
   auto p = make_problem(m, n, k, 21, false);
   auto dx = to_device(p.xb);
-  DeviceBuffer pk(static_cast<size_t>(m * k / 2)), sc(static_cast<size_t>(m * k / 16)), ts(4), xq(static_cast<size_t>(m * k * 2));
-  nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), true, nullptr);
+  DeviceBuffer pk(static_cast<size_t>(m * k / 2)), sc(static_cast<size_t>(m * k / 16)), ts(4),
+      xq(static_cast<size_t>(m * k * 2));
+  nvfp4_quantize_act(dx.as<bf16_raw>(), m, k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), true,
+                     nullptr);
   nvfp4_act_fake_quant_unscaled(pk.as<uint8_t>(), sc.as<uint8_t>(), m, k, xq.as<bf16_raw>(), nullptr);
   const float act_ts = to_host<float>(ts, 1)[0];
   // Reference: activations fake-quantized on the CPU (with the tensor scale), then the W4A16 reference.
@@ -189,7 +196,8 @@ TEST(GpuNvfp4, CublasBaselinesRun) {
   auto dw = to_device(wb);
   DeviceBuffer dy(static_cast<size_t>(m * n * 2));
   GemmWorkspace ws;
-  cublas_bf16_gemm(ws.cublas_handle(), dx.as<bf16_raw>(), m, dw.as<bf16_raw>(), n, k, dy.as<bf16_raw>(), nullptr);
+  cublas_bf16_gemm(ws.cublas_handle(), dx.as<bf16_raw>(), m, dw.as<bf16_raw>(), n, k, dy.as<bf16_raw>(),
+                   nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   // Reference with the BF16-rounded weights cuBLAS actually sees.
   Problem pb = p;

@@ -25,5 +25,6 @@ TEST(Nvfp4Path, PerArchitecture) {
 TEST(Doctor, RunsWithoutCrashing) {
   const auto r = fp4lab::test::run_fp4lab("doctor");
   EXPECT_EQ(r.status, 0) << r.out;
-  EXPECT_TRUE(r.out.find("GPU 0:") != std::string::npos || r.out.find("GPU: none") != std::string::npos) << r.out;
+  EXPECT_TRUE(r.out.find("GPU 0:") != std::string::npos || r.out.find("GPU: none") != std::string::npos)
+      << r.out;
 }

@@ -80,8 +80,8 @@ TEST(Nvfp4Tensor, MatchesFormulaOnDistributions) {
 
 TEST(Nvfp4Tensor, EdgeBlocks) {
   std::vector<float> x = gen("normal", 4 * 64, 3);
-  std::fill(x.begin(), x.begin() + 16, 0.0f);  // an all-zero block
-  x[16 + 5] = 1e4f;                             // one huge outlier
+  std::fill(x.begin(), x.begin() + 16, 0.0f);                             // an all-zero block
+  x[16 + 5] = 1e4f;                                                       // one huge outlier
   for (int i = 0; i < 16; ++i) x[size_t(32 + i)] = 1e-9f * float(i - 8);  // far below the 2^-9 clamp
   check_against_formula(x, 4, 64);
   const Nvfp4Tensor t = nvfp4_quantize_ref(x, 4, 64);

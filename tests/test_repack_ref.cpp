@@ -28,8 +28,8 @@ TEST(TileLayout, EveryWeightAndScaleHasItsOwnSlot) {
   }
 }
 
-// The register extraction the kernels use, applied on the host: each slot yields S.E1E0M at bits 15,8,7,6 of its
-// half, i.e. the BF16 pattern of the E2M1 value times 2^-126.
+// The register extraction the kernels use, applied on the host: each slot yields S.E1E0M at bits 15,8,7,6 of
+// its half, i.e. the BF16 pattern of the E2M1 value times 2^-126.
 TEST(TileLayout, RegisterExtractionGivesBf16Patterns) {
   for (uint32_t trial = 0; trial < 2000; ++trial) {
     uint8_t codes[4][2];

@@ -29,7 +29,8 @@ std::string parse_error(const std::vector<uint8_t>& f) {
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
 }
 
 }  // namespace
@@ -37,9 +38,9 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
 TEST(Safetensors, WriteReadRoundTripAllDtypes) {
   TempDir d;
   SafetensorsWriter w;
-  const std::vector<std::pair<DType, size_t>> types = {{DType::F32, 4}, {DType::F16, 2}, {DType::BF16, 2},
-                                                       {DType::F8_E4M3, 1}, {DType::U8, 1}, {DType::I8, 1},
-                                                       {DType::I32, 4}, {DType::I64, 8}, {DType::BOOL, 1}};
+  const std::vector<std::pair<DType, size_t>> types = {
+      {DType::F32, 4}, {DType::F16, 2}, {DType::BF16, 2}, {DType::F8_E4M3, 1}, {DType::U8, 1},
+      {DType::I8, 1},  {DType::I32, 4}, {DType::I64, 8},  {DType::BOOL, 1}};
   for (const auto& [dt, sz] : types) {
     std::vector<uint8_t> b(3 * 5 * sz);
     for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(i * 7 + sz);
@@ -94,26 +95,38 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
   f[7] = 0x7f;
   EXPECT_NE(parse_error(f).find("100 MB"), std::string::npos);
   EXPECT_NE(parse_error(make_file(ok, 8)).find("run past the data section"), std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}})", 8)).find("unknown dtype"),
+  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}})", 8))
+                .find("unknown dtype"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8)).find("does not match"),
+  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8))
+                .find("does not match"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[8],"data_offsets":[4,12]}})", 12))
-                .find("overlap"),
-            std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)).find("begin > end"),
+  EXPECT_NE(
+      parse_error(
+          make_file(
+              R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[8],"data_offsets":[4,12]}})",
+              12))
+          .find("overlap"),
+      std::string::npos);
+  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8))
+                .find("begin > end"),
             std::string::npos);
   EXPECT_NE(parse_error(make_file(R"({"w": [1,2)", 0)).find("invalid JSON"), std::string::npos);
   EXPECT_NE(parse_error(make_file(std::string(5000, '[') + std::string(5000, ']'), 0)).find("nested deeper"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})", 0))
-                .find("overflow"),
-            std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}})", 0)).find("non-negative"),
+  EXPECT_NE(
+      parse_error(
+          make_file(R"({"w":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})",
+                    0))
+          .find("overflow"),
+      std::string::npos);
+  EXPECT_NE(parse_error(make_file(R"({"w":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}})", 0))
+                .find("non-negative"),
             std::string::npos);
   EXPECT_NE(parse_error(make_file(R"([1,2])", 0)).find("not a JSON object"), std::string::npos);
   // The error names the file and the tensor.
-  const std::string e = parse_error(make_file(R"({"layer.w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8));
+  const std::string e =
+      parse_error(make_file(R"({"layer.w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8));
   EXPECT_NE(e.find("bad.safetensors"), std::string::npos);
   EXPECT_NE(e.find("layer.w"), std::string::npos);
 }
@@ -122,7 +135,8 @@ TEST(Safetensors, CliReportsOneLineAndNonZeroExit) {
   TempDir d;
   std::ofstream(d.str("config.json")) << R"({"model_type":"llama","hidden_size":16,"num_hidden_layers":1,
     "num_attention_heads":1,"vocab_size":8,"intermediate_size":16})";
-  write_bytes(d.str("model.safetensors"), make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8));
+  write_bytes(d.str("model.safetensors"),
+              make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8));
   auto r = fp4lab::test::run_fp4lab("inspect " + d.str());
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;

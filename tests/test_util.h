@@ -6,8 +6,12 @@
 
 namespace fp4lab::test {
 
-inline std::string shared_dir() { return FP4LAB_SHARED_DIR; }
-inline bool have_shared() { return std::filesystem::exists(shared_dir() + "/models"); }
+inline std::string shared_dir() {
+  return FP4LAB_SHARED_DIR;
+}
+inline bool have_shared() {
+  return std::filesystem::exists(shared_dir() + "/models");
+}
 
 struct CmdResult {
   int status = -1;
@@ -35,7 +39,9 @@ struct TempDir {
     path = mkdtemp(tmpl);
   }
   ~TempDir() { std::filesystem::remove_all(path); }
-  std::string str(const std::string& sub = "") const { return sub.empty() ? path.string() : (path / sub).string(); }
+  std::string str(const std::string& sub = "") const {
+    return sub.empty() ? path.string() : (path / sub).string();
+  }
 };
 
 }  // namespace fp4lab::test

@@ -85,7 +85,8 @@ W4A16Variant parse_variant(const std::string& s) {
   for (auto v : {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Mma32, W4A16Variant::Mma64,
                  W4A16Variant::Mma128, W4A16Variant::DequantBlas})
     if (s == w4a16_variant_name(v)) return v;
-  throw Error("bench gemm: unknown variant '" + s + "' (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
+  throw Error("bench gemm: unknown variant '" + s +
+              "' (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
 }
 
 }  // namespace
@@ -106,14 +107,15 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     const auto x = e.find('x');
     if (x == std::string::npos) throw Error("--shape wants NxK, got '" + e + "'");
     GemmShape sh{"custom " + e, std::stoll(e.substr(0, x)), std::stoll(e.substr(x + 1))};
-    if (sh.n <= 0 || sh.k <= 0 || sh.n % 16 || sh.k % 16) throw Error("--shape " + e + ": N and K must be positive multiples of 16");
+    if (sh.n <= 0 || sh.k <= 0 || sh.k % 16)
+      throw Error("--shape " + e + ": N must be positive and K a positive multiple of 16");
     shapes.push_back(sh);
   }
   const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
 
   const double copy_gbs = copy_bandwidth_gbs(s);
-  std::fprintf(stderr, "bench gemm: %s (sm_%d%d, %d SMs, L2 %.0f MB); device-to-device copy %.0f GB/s\n", prop.name,
-               prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_gbs);
+  std::fprintf(stderr, "bench gemm: %s (sm_%d%d, %d SMs, L2 %.0f MB); device-to-device copy %.0f GB/s\n",
+               prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_gbs);
 
   GemmWorkspace ws;
   LtGemm lt;
@@ -129,12 +131,20 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   }
 
   json out;
-  out["gpu"] = {{"name", prop.name}, {"cc", std::to_string(prop.major) + "." + std::to_string(prop.minor)},
-                {"sms", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize}};
+  out["gpu"] = {{"name", prop.name},
+                {"cc", std::to_string(prop.major) + "." + std::to_string(prop.minor)},
+                {"sms", prop.multiProcessorCount},
+                {"l2_bytes", prop.l2CacheSize}};
   out["copy_bandwidth_gbs"] = copy_gbs;
-  out["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"rotate_factor", o.rotate_factor}, {"ms", o.ms},
-                    {"variant", o.variant.empty() ? "auto" : o.variant}, {"rows_per_block", o.rows_per_block},
-                    {"splits", o.splits}, {"decode_warps", o.decode_warps}, {"baselines", o.baselines}};
+  out["options"] = {{"warmup", o.warmup},
+                    {"reps", o.reps},
+                    {"rotate_factor", o.rotate_factor},
+                    {"ms", o.ms},
+                    {"variant", o.variant.empty() ? "auto" : o.variant},
+                    {"rows_per_block", o.rows_per_block},
+                    {"splits", o.splits},
+                    {"decode_warps", o.decode_warps},
+                    {"baselines", o.baselines}};
   out["rows"] = json::array();
 
   std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
@@ -145,19 +155,24 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     ++shape_i;
     const int64_t n = sh.n, k = sh.k;
     const double fp4_bytes = n * k * 0.5625, bf16_bytes = 2.0 * n * k, fp8_bytes = 1.0 * n * k;
-    auto copies_for = [&](double b) { return std::max(2, static_cast<int>(std::ceil(o.rotate_factor * l2 / b))); };
+    auto copies_for = [&](double b) {
+      return std::max(2, static_cast<int>(std::ceil(o.rotate_factor * l2 / b)));
+    };
     const int c4 = copies_for(fp4_bytes), c16 = copies_for(bf16_bytes), c8 = copies_for(fp8_bytes);
 
     // One BF16 master weight; every format is derived from it on the GPU.
     DeviceBuffer wmaster(static_cast<size_t>(n * k * 2));
     fill_random_bf16(wmaster.as<uint16_t>(), n * k, 1000 + shape_i, 0.02f, 997, s);
-    DeviceBuffer qpacked(static_cast<size_t>(n * k / 2)), qscales(static_cast<size_t>(n * k / 16)), qts(sizeof(float));
-    nvfp4_quantize_act(wmaster.as<bf16_raw>(), n, k, qpacked.as<uint8_t>(), qscales.as<uint8_t>(), qts.as<float>(), true, s);
+    DeviceBuffer qpacked(static_cast<size_t>(n * k / 2)), qscales(static_cast<size_t>(n * k / 16)),
+        qts(sizeof(float));
+    nvfp4_quantize_act(wmaster.as<bf16_raw>(), n, k, qpacked.as<uint8_t>(), qscales.as<uint8_t>(),
+                       qts.as<float>(), true, s);
     float ts = 0;
     CUDA_CHECK(cudaMemcpyAsync(&ts, qts.ptr, sizeof ts, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     std::vector<Nvfp4DeviceWeight> w4;
-    for (int i = 0; i < c4; ++i) w4.push_back(nvfp4_repack_device(qpacked.as<uint8_t>(), qscales.as<uint8_t>(), n, k, ts, s));
+    for (int i = 0; i < c4; ++i)
+      w4.push_back(nvfp4_repack_device(qpacked.as<uint8_t>(), qscales.as<uint8_t>(), n, k, ts, s));
     std::vector<DeviceBuffer> w16, w8;
     DeviceBuffer w8scale(sizeof(float));
     if (o.baselines) {
@@ -188,7 +203,9 @@ json run_gemm_bench(const GemmBenchOptions& o) {
         plan = *forced;
         plan.splits = o.splits ? o.splits : (w4a16_tile(plan.variant).bn ? heuristic_splits : 1);
       }
-      if ((plan.variant == W4A16Variant::Decode8 && m > 8) || (plan.variant == W4A16Variant::Decode16 && m > 16)) continue;
+      if ((plan.variant == W4A16Variant::Decode8 && m > 8) ||
+          (plan.variant == W4A16Variant::Decode16 && m > 16))
+        continue;
       const double t4 = time_us(
           [&](int i) {
             nvfp4_w4a16_gemm(x.as<bf16_raw>(), m, k, w4[i % c4], y.as<bf16_raw>(), n, 1.0f, ws, s, &plan);
@@ -197,7 +214,10 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       double t16 = NAN, t8 = NAN;
       if (o.baselines) {
         t16 = time_us(
-            [&](int i) { cublas_bf16_gemm(blas, x.as<bf16_raw>(), m, w16[i % c16].as<bf16_raw>(), n, k, y.as<bf16_raw>(), s); },
+            [&](int i) {
+              cublas_bf16_gemm(blas, x.as<bf16_raw>(), m, w16[i % c16].as<bf16_raw>(), n, k, y.as<bf16_raw>(),
+                               s);
+            },
             o, s);
         try {
           t8 = time_us(
@@ -213,14 +233,25 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       const double gbs = fp4_bytes / (t4 * 1e-6) / 1e9;
       const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
       if (progress) std::fprintf(stderr, "\r%80s\r", "");
-      std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n", sh.name.c_str(),
-                  static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
-                  (std::string(w4a16_variant_name(plan.variant)) + (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +
-                   (plan.rows_per_block == 32 ? "/r32" : "") + (plan.decode_warps == 4 ? "/w4" : "")).c_str(),
+      std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n",
+                  sh.name.c_str(), static_cast<long long>(n), static_cast<long long>(k),
+                  static_cast<long long>(m),
+                  (std::string(w4a16_variant_name(plan.variant)) +
+                   (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +
+                   (plan.rows_per_block == 32 ? "/r32" : "") + (plan.decode_warps == 4 ? "/w4" : ""))
+                      .c_str(),
                   t4, gbs, 100.0 * gbs / copy_gbs, tflops, t16, t8, t16 / t4, t8 / t4);
       std::fflush(stdout);
-      json row = {{"shape", sh.name}, {"n", n}, {"k", k}, {"m", m}, {"variant", w4a16_variant_name(plan.variant)},
-                  {"splits", plan.splits}, {"rows_per_block", plan.rows_per_block}, {"nvfp4_us", t4}, {"weight_gbs", gbs}, {"pct_copy", 100.0 * gbs / copy_gbs},
+      json row = {{"shape", sh.name},
+                  {"n", n},
+                  {"k", k},
+                  {"m", m},
+                  {"variant", w4a16_variant_name(plan.variant)},
+                  {"splits", plan.splits},
+                  {"rows_per_block", plan.rows_per_block},
+                  {"nvfp4_us", t4},
+                  {"weight_gbs", gbs},
+                  {"pct_copy", 100.0 * gbs / copy_gbs},
                   {"tflops", tflops}};
       if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
       if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;

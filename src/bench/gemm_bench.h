@@ -20,11 +20,11 @@ struct GemmBenchOptions {
   std::vector<std::string> extra_shapes;  // "NxK"
   std::vector<int64_t> ms{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
   int warmup = 5;
-  int reps = 20;         // timed batches (the median is reported)
-  int calls_per_rep = 0;  // 0: enough calls to fill ~0.3 ms per batch
+  int reps = 20;               // timed batches (the median is reported)
+  int calls_per_rep = 0;       // 0: enough calls to fill ~0.3 ms per batch
   double rotate_factor = 3.0;  // rotating weight copies totalling this multiple of L2
   bool baselines = true;
-  std::string variant;  // force a W4A16 variant (decode8, mma64, ...); empty: heuristic
+  std::string variant;     // force a W4A16 variant (decode8, mma64, ...); empty: heuristic
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
   int decode_warps = 0;    // with variant decode*: 4 or 8 (0: heuristic)

@@ -39,7 +39,9 @@ FP4LAB_HD uint16_t bf16_from_f32_rne(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
-FP4LAB_HD float bf16_to_f32(uint16_t b) { return bits_f32(static_cast<uint32_t>(b) << 16); }
+FP4LAB_HD float bf16_to_f32(uint16_t b) {
+  return bits_f32(static_cast<uint32_t>(b) << 16);
+}
 
 FP4LAB_HD float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

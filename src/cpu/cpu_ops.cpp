@@ -10,22 +10,32 @@ namespace fp4lab {
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::Linear: return "linear";
-    case Op::RmsNorm: return "rmsnorm";
-    case Op::Rope: return "rope";
-    case Op::Attention: return "attention";
-    case Op::SiluMul: return "silu_mul";
-    case Op::Relu2: return "relu2";
-    case Op::CausalConv1d: return "causal_conv1d";
-    case Op::SsmScan: return "ssm_scan";
-    case Op::GatedRmsNorm: return "gated_rmsnorm";
+    case Op::Linear:
+      return "linear";
+    case Op::RmsNorm:
+      return "rmsnorm";
+    case Op::Rope:
+      return "rope";
+    case Op::Attention:
+      return "attention";
+    case Op::SiluMul:
+      return "silu_mul";
+    case Op::Relu2:
+      return "relu2";
+    case Op::CausalConv1d:
+      return "causal_conv1d";
+    case Op::SsmScan:
+      return "ssm_scan";
+    case Op::GatedRmsNorm:
+      return "gated_rmsnorm";
   }
   return "?";
 }
 
 void CpuOps::prepare(const ModelWeights& w) {
   if (w.synthetic && !w.materialized)
-    throw Error(w.source + ": synthetic weights were not materialized on the host (the CPU backend needs them)");
+    throw Error(w.source +
+                ": synthetic weights were not materialized on the host (the CPU backend needs them)");
 }
 
 CpuOps::State CpuOps::new_state(const ModelConfig& c, int max_tokens) const {
@@ -61,12 +71,14 @@ void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
   linear_f32_ref(x.v, x.rows, w.k, w.w, w.n, y.v, threads_);
   if (!w.bias.empty())
     for (int64_t i = 0; i < x.rows; ++i)
-      for (int64_t j = 0; j < w.n; ++j) y.v[static_cast<size_t>(i * w.n + j)] += w.bias[static_cast<size_t>(j)];
+      for (int64_t j = 0; j < w.n; ++j)
+        y.v[static_cast<size_t>(i * w.n + j)] += w.bias[static_cast<size_t>(j)];
 }
 
 void CpuOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
   const int pos0 = s.pos;
-  if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type || rope_cfg_.factor != r.factor) {
+  if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type ||
+      rope_cfg_.factor != r.factor) {
     inv_freq_ = cpu::rope_inv_freq(r, hd);
     rope_cfg_ = r;
     rope_dim_ = hd;
@@ -76,8 +88,8 @@ void CpuOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig
   cpu::rope_apply(x.v, heads, hd, pos, inv_freq_);
 }
 
-void CpuOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
-                       int hd, Tensor& out) const {
+void CpuOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh,
+                       int nkv, int hd, Tensor& out) const {
   s.k[layer].insert(s.k[layer].end(), k.v.begin(), k.v.end());
   s.v[layer].insert(s.v[layer].end(), v.v.begin(), v.v.end());
   cpu::attention(q.v, static_cast<int>(q.rows), nh, nkv, hd, s.k[layer], s.v[layer], s.pos, out.v);
@@ -96,13 +108,15 @@ void CpuOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<flo
                          Tensor& dt) const {
   for (int64_t r = 0; r < proj.rows; ++r)
     for (int64_t j = 0; j < dt.cols; ++j)
-      dt.v[static_cast<size_t>(r * dt.cols + j)] =
-          std::clamp(cpu::softplus(proj.v[static_cast<size_t>(r * proj.cols + col0 + j)] + bias[static_cast<size_t>(j)]), lo, hi);
+      dt.v[static_cast<size_t>(r * dt.cols + j)] = std::clamp(
+          cpu::softplus(proj.v[static_cast<size_t>(r * proj.cols + col0 + j)] + bias[static_cast<size_t>(j)]),
+          lo, hi);
 }
 
 void CpuOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                                 const std::vector<float>& b) const {
-  cpu::causal_conv1d_silu(xbc.v, static_cast<int>(xbc.rows), static_cast<int>(xbc.cols), kernel, w, b, s.conv[layer]);
+  cpu::causal_conv1d_silu(xbc.v, static_cast<int>(xbc.rows), static_cast<int>(xbc.cols), kernel, w, b,
+                          s.conv[layer]);
 }
 
 void CpuOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
@@ -111,9 +125,12 @@ void CpuOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const T
   std::vector<float> a(a_log.size());
   for (size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(a_log[i]);
   const int t = static_cast<int>(x.rows);
-  // Prefill runs the chunked SSD form, decode the one-step recurrence (the same function, as the tests check).
-  if (t > 1) cpu::ssm_scan_chunked(x.v, b.v, c.v, dt.v, a, d, t, shape, chunk, s.ssm[layer], y.v);
-  else cpu::ssm_scan_sequential(x.v, b.v, c.v, dt.v, a, d, t, shape, s.ssm[layer], y.v);
+  // Prefill runs the chunked SSD form, decode the one-step recurrence (the same function, as the tests
+  // check).
+  if (t > 1)
+    cpu::ssm_scan_chunked(x.v, b.v, c.v, dt.v, a, d, t, shape, chunk, s.ssm[layer], y.v);
+  else
+    cpu::ssm_scan_sequential(x.v, b.v, c.v, dt.v, a, d, t, shape, s.ssm[layer], y.v);
 }
 
 }  // namespace fp4lab

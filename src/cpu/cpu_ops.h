@@ -1,5 +1,5 @@
-// The CPU reference backend for Runner: float32 activations, multi-threaded linear layers. Used by CI and as the
-// spec the CUDA backend is tested against.
+// The CPU reference backend for Runner: float32 activations, multi-threaded linear layers. Used by CI and as
+// the spec the CUDA backend is tested against.
 #pragma once
 #include <string>
 #include <vector>
@@ -34,7 +34,9 @@ class CpuOps {
   int state_capacity(const State& s) const { return s.capacity; }
   void advance(State& s, int t) const { s.pos += t; }
 
-  Tensor alloc(int64_t rows, int64_t cols) const { return {rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))}; }
+  Tensor alloc(int64_t rows, int64_t cols) const {
+    return {rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))};
+  }
   Tensor alloc_residual(int64_t rows, int64_t cols) const { return alloc(rows, cols); }
   Tensor rows(const Tensor& x, int64_t from, int64_t n) const;
   void logits_async(const Tensor& h, const LinearWeight& head) {
@@ -50,20 +52,26 @@ class CpuOps {
   }
   void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const;
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
-  void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const { cpu::rmsnorm(x.v, w, eps, y.v); }
-  void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) const { cpu::rmsnorm(x.v, w, eps, x.v); }
+  void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {
+    cpu::rmsnorm(x.v, w, eps, y.v);
+  }
+  void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) const {
+    cpu::rmsnorm(x.v, w, eps, x.v);
+  }
   void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
-                 Tensor& out) const;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
+                 int hd, Tensor& out) const;
   void add(Tensor& x, const Tensor& y) const;
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o) const { cpu::silu_mul(g.v, u.v, o.v); }
   void relu2(Tensor& x) const { cpu::relu2(x.v); }
   void columns(const Tensor& src, int64_t col0, Tensor& dst) const;
-  void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi, Tensor& dt) const;
+  void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi,
+                   Tensor& dt) const;
   void causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                           const std::vector<float>& b) const;
-  void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt, const std::vector<float>& a_log,
-                const std::vector<float>& d, State& s, size_t layer, cpu::SsmShape shape, int chunk, Tensor& y) const;
+  void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
+                cpu::SsmShape shape, int chunk, Tensor& y) const;
   void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) const {
     cpu::gated_rmsnorm(y.v, z.v, w, groups, eps);
   }

@@ -20,7 +20,8 @@ void rmsnorm(std::span<const float> x, std::span<const float> w, float eps, std:
 
 std::vector<float> rope_inv_freq(const RopeConfig& r, int hd) {
   std::vector<float> f(static_cast<size_t>(hd / 2));
-  for (int i = 0; i < hd / 2; ++i) f[static_cast<size_t>(i)] = static_cast<float>(1.0 / std::pow(double(r.theta), 2.0 * i / hd));
+  for (int i = 0; i < hd / 2; ++i)
+    f[static_cast<size_t>(i)] = static_cast<float>(1.0 / std::pow(double(r.theta), 2.0 * i / hd));
   if (r.type == "linear") {
     for (auto& v : f) v /= r.factor;
   } else if (r.type == "llama3") {
@@ -39,7 +40,8 @@ std::vector<float> rope_inv_freq(const RopeConfig& r, int hd) {
   return f;
 }
 
-void rope_apply(std::span<float> x, int heads, int hd, std::span<const int> pos, std::span<const float> inv_freq) {
+void rope_apply(std::span<float> x, int heads, int hd, std::span<const int> pos,
+                std::span<const float> inv_freq) {
   const int half = hd / 2;
   for (size_t t = 0; t < pos.size(); ++t)
     for (int h = 0; h < heads; ++h) {
@@ -94,7 +96,9 @@ void relu2(std::span<float> x) {
   for (auto& v : x) v = v > 0 ? v * v : 0.0f;
 }
 
-float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float softplus(float x) {
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+}
 
 void causal_conv1d_silu(std::span<float> xbc, int t, int ch, int kernel, std::span<const float> w,
                         std::span<const float> b, std::span<float> state) {
@@ -107,7 +111,8 @@ void causal_conv1d_silu(std::span<float> xbc, int t, int ch, int kernel, std::sp
       for (int j = 0; j < hist; ++j) win[static_cast<size_t>(j)] = st[j];
       win[static_cast<size_t>(hist)] = v;
       float acc = b.empty() ? 0.0f : b[static_cast<size_t>(c)];
-      for (int j = 0; j < kernel; ++j) acc += w[static_cast<size_t>(c) * kernel + j] * win[static_cast<size_t>(j)];
+      for (int j = 0; j < kernel; ++j)
+        acc += w[static_cast<size_t>(c) * kernel + j] * win[static_cast<size_t>(j)];
       for (int j = 0; j < hist; ++j) st[j] = win[static_cast<size_t>(j + 1)];
       v = acc / (1.0f + std::exp(-acc));
     }
@@ -175,12 +180,14 @@ void ssm_scan_chunked(std::span<const float> x, std::span<const float> b, std::s
           for (int n = 0; n < N; ++n) v += S[static_cast<size_t>(p) * N + n] * ci[n];
           v *= in_decay;
           for (int j = 0; j <= i; ++j) {
-            const float w = static_cast<float>(std::exp(L[static_cast<size_t>(i)] - L[static_cast<size_t>(j)])) *
-                            cb[static_cast<size_t>(i) * chunk + j] * dt[static_cast<size_t>(s0 + j) * s.heads + h];
+            const float w =
+                static_cast<float>(std::exp(L[static_cast<size_t>(i)] - L[static_cast<size_t>(j)])) *
+                cb[static_cast<size_t>(i) * chunk + j] * dt[static_cast<size_t>(s0 + j) * s.heads + h];
             v += w * x[static_cast<size_t>(s0 + j) * xw + static_cast<size_t>(h) * P + p];
           }
           const float xv = x[static_cast<size_t>(s0 + i) * xw + static_cast<size_t>(h) * P + p];
-          y[static_cast<size_t>(s0 + i) * xw + static_cast<size_t>(h) * P + p] = v + d[static_cast<size_t>(h)] * xv;
+          y[static_cast<size_t>(s0 + i) * xw + static_cast<size_t>(h) * P + p] =
+              v + d[static_cast<size_t>(h)] * xv;
         }
       }
       // State at the chunk's end.
@@ -190,7 +197,8 @@ void ssm_scan_chunked(std::span<const float> x, std::span<const float> b, std::s
         for (int n = 0; n < N; ++n) {
           float v = S[static_cast<size_t>(p) * N + n] * total;
           for (int j = 0; j < q; ++j) {
-            const float w = static_cast<float>(std::exp(Lq - L[static_cast<size_t>(j)])) * dt[static_cast<size_t>(s0 + j) * s.heads + h];
+            const float w = static_cast<float>(std::exp(Lq - L[static_cast<size_t>(j)])) *
+                            dt[static_cast<size_t>(s0 + j) * s.heads + h];
             v += w * x[static_cast<size_t>(s0 + j) * xw + static_cast<size_t>(h) * P + p] *
                  b[static_cast<size_t>(s0 + j) * bw + static_cast<size_t>(g) * N + n];
           }
@@ -200,7 +208,8 @@ void ssm_scan_chunked(std::span<const float> x, std::span<const float> b, std::s
   }
 }
 
-void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const float> w, int groups, float eps) {
+void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const float> w, int groups,
+                   float eps) {
   const size_t width = w.size(), gs = width / static_cast<size_t>(groups);
   for (size_t r = 0; r < y.size() / width; ++r) {
     float* row = y.data() + r * width;

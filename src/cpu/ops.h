@@ -11,7 +11,8 @@ namespace fp4lab::cpu {
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, rows of width w.size().
 void rmsnorm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> y);
 
-// Inverse frequencies for rotate-half RoPE (default, linear and llama3 scaling as HF transformers computes them).
+// Inverse frequencies for rotate-half RoPE (default, linear and llama3 scaling as HF transformers computes
+// them).
 std::vector<float> rope_inv_freq(const RopeConfig& r, int head_dim);
 // Rotates heads in place: x [T, heads, head_dim], positions[t].
 void rope_apply(std::span<float> x, int heads, int head_dim, std::span<const int> positions,
@@ -46,7 +47,8 @@ void ssm_scan_chunked(std::span<const float> x, std::span<const float> b, std::s
                       SsmShape s, int chunk, std::span<float> state, std::span<float> y);
 
 // y = rmsnorm_per_group(y * silu(z)) * w, groups of y.size()/groups channels per row.
-void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const float> w, int groups, float eps);
+void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const float> w, int groups,
+                   float eps);
 
 float softplus(float x);
 

@@ -12,9 +12,10 @@ void cublas_bf16_gemm(void* handle, const bf16_raw* x, int64_t m, const bf16_raw
   CUBLAS_CHECK(cublasSetStream(h, stream));
   const float alpha = 1.0f, beta = 0.0f;
   // Column-major view: Y^T[N, M] = W[K, N]^T . X^T[K, M].
-  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
-                            &alpha, w, CUDA_R_16BF, static_cast<int>(k), x, CUDA_R_16BF, static_cast<int>(k), &beta, y,
-                            CUDA_R_16BF, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                            static_cast<int>(k), &alpha, w, CUDA_R_16BF, static_cast<int>(k), x, CUDA_R_16BF,
+                            static_cast<int>(k), &beta, y, CUDA_R_16BF, static_cast<int>(n),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 LtGemm::LtGemm() : workspace_(64ull << 20) {
@@ -54,14 +55,20 @@ void LtGemm::run(Kind kind, const void* w, const void* w_scale, const void* x, c
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
   }
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof x_scale));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof x_scale));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&la, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&lb, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const size_t wsb = workspace_.bytes;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+  CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
   cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found));
@@ -70,13 +77,15 @@ void LtGemm::run(Kind kind, const void* w, const void* w_scale, const void* x, c
                 " kernel for this GPU and shape (" + std::to_string(m) + "x" + std::to_string(n) + "x" +
                 std::to_string(k) + ")");
   const float beta = 0.0f;
-  CUBLAS_CHECK(cublasLtMatmul(h, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &res.algo, workspace_.ptr, wsb, stream));
+  CUBLAS_CHECK(cublasLtMatmul(h, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &res.algo, workspace_.ptr,
+                              wsb, stream));
 }
 
 namespace {
 __global__ void fp8_amax_kernel(const __nv_bfloat16* x, int64_t n, unsigned int* out) {
   float m = 0.0f;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     m = fmaxf(m, fabsf(__bfloat162float(x[i])));
   for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   if (threadIdx.x % 32 == 0) atomicMax(out, __float_as_uint(m));
@@ -84,7 +93,8 @@ __global__ void fp8_amax_kernel(const __nv_bfloat16* x, int64_t n, unsigned int*
 __global__ void fp8_quant_kernel(const __nv_bfloat16* x, int64_t n, uint8_t* out, float* scale_io) {
   const float amax = *scale_io;
   const float s = amax > 0.0f ? amax / kE4M3Max : 1.0f;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     out[i] = e4m3_encode(__bfloat162float(x[i]) / s);
 }
 __global__ void fp8_finish_kernel(float* scale_io) {

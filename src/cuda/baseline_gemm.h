@@ -10,11 +10,11 @@
 namespace fp4lab {
 
 // Y[M, N] = X[M, K] . W[N, K]^T, all BF16 row-major.
-void cublas_bf16_gemm(void* cublas_handle, const bf16_raw* x, int64_t m, const bf16_raw* w, int64_t n, int64_t k,
-                      bf16_raw* y, cudaStream_t stream);
+void cublas_bf16_gemm(void* cublas_handle, const bf16_raw* x, int64_t m, const bf16_raw* w, int64_t n,
+                      int64_t k, bf16_raw* y, cudaStream_t stream);
 
-// cuBLASLt matmul with a cached algorithm per shape. kind: FP8 E4M3 with per-tensor scales, or NVFP4 W4A4 with
-// per-16 E4M3 block scales in the 128x4 swizzled layout (needs sm_100/sm_120 and a binary built for it).
+// cuBLASLt matmul with a cached algorithm per shape. kind: FP8 E4M3 with per-tensor scales, or NVFP4 W4A4
+// with per-16 E4M3 block scales in the 128x4 swizzled layout (needs sm_100/sm_120 and a binary built for it).
 class LtGemm {
  public:
   enum class Kind { Fp8E4M3, Nvfp4 };
@@ -22,10 +22,10 @@ class LtGemm {
   ~LtGemm();
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
-  // Fp8E4M3: a_scale/b_scale are device float pointers (dequant multipliers). Nvfp4: device pointers to swizzled
-  // block scales, alpha carries both tensor scales.
-  void run(Kind kind, const void* w, const void* w_scale, const void* x, const void* x_scale, int64_t m, int64_t n,
-           int64_t k, float alpha, bf16_raw* y, cudaStream_t stream);
+  // Fp8E4M3: a_scale/b_scale are device float pointers (dequant multipliers). Nvfp4: device pointers to
+  // swizzled block scales, alpha carries both tensor scales.
+  void run(Kind kind, const void* w, const void* w_scale, const void* x, const void* x_scale, int64_t m,
+           int64_t n, int64_t k, float alpha, bf16_raw* y, cudaStream_t stream);
 
  private:
   void* handle_ = nullptr;

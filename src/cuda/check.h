@@ -16,16 +16,17 @@ namespace fp4lab {
 
 }  // namespace fp4lab
 
-#define CUDA_CHECK(expr)                                                                 \
-  do {                                                                                   \
-    cudaError_t fp4lab_e_ = (expr);                                                      \
+#define CUDA_CHECK(expr)                                                                            \
+  do {                                                                                              \
+    cudaError_t fp4lab_e_ = (expr);                                                                 \
     if (fp4lab_e_ != cudaSuccess) ::fp4lab::throw_cuda_error(fp4lab_e_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
-#define CUBLAS_CHECK(expr)                                                                 \
-  do {                                                                                     \
-    cublasStatus_t fp4lab_s_ = (expr);                                                     \
-    if (fp4lab_s_ != CUBLAS_STATUS_SUCCESS) ::fp4lab::throw_cublas_error(fp4lab_s_, #expr, __FILE__, __LINE__); \
+#define CUBLAS_CHECK(expr)                                                \
+  do {                                                                    \
+    cublasStatus_t fp4lab_s_ = (expr);                                    \
+    if (fp4lab_s_ != CUBLAS_STATUS_SUCCESS)                               \
+      ::fp4lab::throw_cublas_error(fp4lab_s_, #expr, __FILE__, __LINE__); \
   } while (0)

@@ -1,5 +1,5 @@
-// CUDA backend kernels for the engine's element-wise, normalization, attention and Mamba-2 ops. Each has its CPU
-// twin in src/cpu/ops.cpp; tests/test_engine_gpu.cpp compares whole models against the CPU backend.
+// CUDA backend kernels for the engine's element-wise, normalization, attention and Mamba-2 ops. Each has its
+// CPU twin in src/cpu/ops.cpp; tests/test_engine_gpu.cpp compares whole models against the CPU backend.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -17,11 +17,16 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-__device__ __forceinline__ float ld(const bf16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
+__device__ __forceinline__ float ld(const bf16* p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ float silu(float v) {
+  return v / (1.0f + __expf(-v));
+}
 
 unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 4)));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 4)));
 }
 
 // Block-wide sum for blockDim.x <= 1024 (multiple of 32).
@@ -38,7 +43,8 @@ __device__ float block_sum(float v) {
 }
 
 __global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t h, float* x) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h;
+       i += int64_t{gridDim.x} * blockDim.x)
     x[i] = ld(table + static_cast<int64_t>(tokens[i / h]) * h + i % h);
 }
 
@@ -78,7 +84,8 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_de
   const int pos0 = *pos_dev;
   const int half = hd / 2;
   const int64_t n = static_cast<int64_t>(t) * heads * half;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const int f = static_cast<int>(i % half);
     const int64_t th = i / half;
     const int tt = static_cast<int>(th / heads);
@@ -91,13 +98,14 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_de
   }
 }
 
-// One block per (query token, head). Each warp walks a strided subset of the visible keys with an online softmax
-// (FP32), lanes splitting the head dimension; the warps' partial results are merged at the end.
+// One block per (query token, head). Each warp walks a strided subset of the visible keys with an online
+// softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the end.
 constexpr int kAttnWarps = 8;
 constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attention_kernel(const bf16* q, const bf16* kc, const bf16* vc, int nh, int nkv, int hd, const int* pos_dev, bf16* out) {
+    attention_kernel(const bf16* q, const bf16* kc, const bf16* vc, int nh, int nkv, int hd,
+                     const int* pos_dev, bf16* out) {
   const int pos0 = *pos_dev;
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
   const int len = pos0 + tt + 1;
@@ -163,47 +171,57 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 }
 
 // Appends t rows of K and V at the device-side position (captured graphs replay it at every step).
-__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev, bf16* kc,
-                                 bf16* vc) {
+__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
+                                 bf16* kc, bf16* vc) {
   const int64_t off = static_cast<int64_t>(*pos_dev) * row;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     kc[off + i] = k[i];
     vc[off + i] = v[i];
   }
 }
 
-__global__ void pos_add_kernel(int* pos, int t) { *pos += t; }
+__global__ void pos_add_kernel(int* pos, int t) {
+  *pos += t;
+}
 
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     x[i] += ld(y + i);
 }
 
 __global__ void add_kernel(bf16* x, const bf16* y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     x[i] = __float2bfloat16_rn(ld(x + i) + ld(y + i));
 }
 
 __global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     o[i] = __float2bfloat16_rn(silu(ld(g + i)) * ld(u + i));
 }
 
 __global__ void relu2_kernel(bf16* x, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const float v = fmaxf(ld(x + i), 0.0f);
     x[i] = __float2bfloat16_rn(v * v);
   }
 }
 
-__global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst, int64_t dcols) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * dcols; i += int64_t{gridDim.x} * blockDim.x)
+__global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
+                               int64_t dcols) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * dcols;
+       i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = src[(i / dcols) * scols + col0 + i % dcols];
 }
 
-__global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0, const float* bias,
-                                   float lo, float hi, bf16* dt, int64_t nh) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * nh; i += int64_t{gridDim.x} * blockDim.x) {
+__global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
+                                   const float* bias, float lo, float hi, bf16* dt, int64_t nh) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * nh;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + bias[i % nh];
     const float sp = v > 20.0f ? v : log1pf(__expf(v));
     dt[i] = __float2bfloat16_rn(fminf(fmaxf(sp, lo), hi));
@@ -211,7 +229,8 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
 }
 
 // One thread per channel, tokens in order, rolling FP32 state of the last kernel-1 inputs.
-__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b, float* state) {
+__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
+                                   float* state) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
   const int hist = kernel - 1;
@@ -228,10 +247,11 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
   for (int j = 0; j < hist; ++j) state[c * hist + j] = win[j];
 }
 
-// Selective scan, one block per (head, channel p), one thread per state entry n (state kept in a register across
-// tokens). y[t, h, p] = sum_n S[p, n] C[t, g, n] + D x.
-__global__ void ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
-                                const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y) {
+// Selective scan, one block per (head, channel p), one thread per state entry n (state kept in a register
+// across tokens). y[t, h, p] = sum_n S[p, n] C[t, g, n] + D x.
+__global__ void ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt,
+                                const float* a_log, const float* d, int t, int heads, int hp, int ns,
+                                int groups, float* state, bf16* y) {
   const int h = blockIdx.x / hp, p = blockIdx.x % hp, n = threadIdx.x;
   const int g = h / (heads / groups);
   const bool on = n < ns;
@@ -254,7 +274,8 @@ __global__ void ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, con
 }
 
 // One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels.
-__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups, float eps) {
+__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
+                                     float eps) {
   const int64_t row = blockIdx.x / groups, g = blockIdx.x % groups, gs = width / groups;
   bf16* yr = y + row * width + g * gs;
   const bf16* zr = z + row * width + g * gs;
@@ -271,17 +292,20 @@ __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int
 }
 
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
+       i += int64_t{gridDim.x} * blockDim.x)
     y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __bfloat162float(src[i]);
 }
 
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);
 }
 
@@ -325,7 +349,8 @@ CudaOps::CudaOps(int device, bool graphs) : device_(device), graphs_(graphs) {
   CUDA_CHECK(cudaStreamCreate(&stream_));
   // cuBLAS gets a fixed workspace so that its calls can be captured in graphs.
   cublas_ws_ = DeviceBuffer(32ull << 20);
-  CUBLAS_CHECK(cublasSetWorkspace(static_cast<cublasHandle_t>(ws_.cublas_handle()), cublas_ws_.ptr, cublas_ws_.bytes));
+  CUBLAS_CHECK(
+      cublasSetWorkspace(static_cast<cublasHandle_t>(ws_.cublas_handle()), cublas_ws_.ptr, cublas_ws_.bytes));
 }
 
 CudaOps::~CudaOps() {
@@ -351,17 +376,18 @@ void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
-    bf16_to_f32_kernel<<<blocks_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(reinterpret_cast<const bf16*>(l.data),
-                                                                                     static_cast<int64_t>(n), logits_dev_.as<float>());
+    bf16_to_f32_kernel<<<blocks_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
+        reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
     CUDA_CHECK_LAUNCH();
   } else {
     // BF16 x BF16 with an FP32 result.
     auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());
     CUBLAS_CHECK(cublasSetStream(hb, stream_));
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(d.n), static_cast<int>(h.rows), static_cast<int>(d.k),
-                              &one, d.bf16.ptr, CUDA_R_16BF, static_cast<int>(d.k), h.data, CUDA_R_16BF, static_cast<int>(h.cols),
-                              &zero, logits_dev_.ptr, CUDA_R_32F, static_cast<int>(d.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(d.n), static_cast<int>(h.rows),
+                              static_cast<int>(d.k), &one, d.bf16.ptr, CUDA_R_16BF, static_cast<int>(d.k),
+                              h.data, CUDA_R_16BF, static_cast<int>(h.cols), &zero, logits_dev_.ptr,
+                              CUDA_R_32F, static_cast<int>(d.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   CUDA_CHECK(cudaMemcpyAsync(pinned_logits_, logits_dev_.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
   logits_rows_ = h.rows;
@@ -408,7 +434,9 @@ std::vector<float> CudaOps::replay(State& s, int token) {
   return fetch_logits();
 }
 
-void CudaOps::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaOps::synchronize() {
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
 const float* CudaOps::dev_f32(const std::vector<float>& host) {
   auto it = f32_.find(host.data());
@@ -420,7 +448,8 @@ const float* CudaOps::dev_f32(const std::vector<float>& host) {
   return (f32_[host.data()] = std::move(b)).as<float>();
 }
 
-void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic) {
+void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed,
+                            bool synthetic) {
   DevLinear d;
   d.n = lw.n;
   d.k = lw.k;
@@ -432,7 +461,8 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
   } else {
     DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    f32_to_bf16_kernel<<<blocks_for(lw.n * lw.k, 256), 256, 0, stream_>>>(f.as<float>(), lw.n * lw.k, src.as<bf16>());
+    f32_to_bf16_kernel<<<blocks_for(lw.n * lw.k, 256), 256, 0, stream_>>>(f.as<float>(), lw.n * lw.k,
+                                                                          src.as<bf16>());
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
@@ -441,13 +471,16 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
       // Exactly the host's NVFP4 codes and scales (checkpoint or quantized at load).
       auto pk = DeviceBuffer(lw.nvfp4->packed.size()), sc = DeviceBuffer(lw.nvfp4->block_scales.size());
       CUDA_CHECK(cudaMemcpyAsync(pk.ptr, lw.nvfp4->packed.data(), pk.bytes, cudaMemcpyHostToDevice, stream_));
-      CUDA_CHECK(cudaMemcpyAsync(sc.ptr, lw.nvfp4->block_scales.data(), sc.bytes, cudaMemcpyHostToDevice, stream_));
-      d.fp4 = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), lw.n, lw.k, lw.nvfp4->tensor_scale, stream_);
+      CUDA_CHECK(
+          cudaMemcpyAsync(sc.ptr, lw.nvfp4->block_scales.data(), sc.bytes, cudaMemcpyHostToDevice, stream_));
+      d.fp4 = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), lw.n, lw.k, lw.nvfp4->tensor_scale,
+                                  stream_);
       CUDA_CHECK(cudaStreamSynchronize(stream_));
     } else {
       // Quantized on the device (presets): same codec as the host, per-tensor amax scale.
       DeviceBuffer pk(static_cast<size_t>(lw.n * lw.k / 2)), sc(static_cast<size_t>(lw.n * lw.k / 16)), ts(4);
-      nvfp4_quantize_act(src.as<bf16_raw>(), lw.n, lw.k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(), true, stream_);
+      nvfp4_quantize_act(src.as<bf16_raw>(), lw.n, lw.k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(),
+                         true, stream_);
       float h = 0;
       CUDA_CHECK(cudaMemcpyAsync(&h, ts.ptr, 4, cudaMemcpyDeviceToHost, stream_));
       CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -479,11 +512,14 @@ void CudaOps::prepare(const ModelWeights& w) {
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (need + (1ull << 30) > static_cast<double>(free_b))
-    throw Error("model needs " + std::to_string(need / 1e9).substr(0, 5) + " GB of weights on the GPU (plus ~1 GB of "
-                "workspace) but only " + std::to_string(free_b / 1e9).substr(0, 5) + " GB are free");
+    throw Error("model needs " + std::to_string(need / 1e9).substr(0, 5) +
+                " GB of weights on the GPU (plus ~1 GB of "
+                "workspace) but only " +
+                std::to_string(free_b / 1e9).substr(0, 5) + " GB are free");
   embed_ = DeviceBuffer(static_cast<size_t>(c.vocab_size) * c.hidden_size * 2);
   if (synth) {
-    fill_random_bf16(embed_.as<uint16_t>(), int64_t{c.vocab_size} * c.hidden_size, w.seed * 7 + 1, 0.02f, 0, stream_);
+    fill_random_bf16(embed_.as<uint16_t>(), int64_t{c.vocab_size} * c.hidden_size, w.seed * 7 + 1, 0.02f, 0,
+                     stream_);
   } else {
     DeviceBuffer f(w.embed.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
@@ -496,13 +532,20 @@ void CudaOps::prepare(const ModelWeights& w) {
   uint64_t gen = w.seed * 1000003ull + 17;
   for (const auto& p : w.plans) {
     const LinearWeight* lw = nullptr;
-    if (p.spec.role == "lm_head") lw = &w.lm_head;
+    if (p.spec.role == "lm_head")
+      lw = &w.lm_head;
     else {
       const LayerWeights& L = w.layers[static_cast<size_t>(p.spec.layer)];
       const std::string& r = p.spec.role;
-      lw = r == "attn.q" ? &L.q : r == "attn.k" ? &L.k : r == "attn.v" ? &L.v : r == "attn.o" ? &L.o
-         : r == "mlp.gate" ? &L.gate : r == "mlp.up" ? &L.up : r == "mlp.down" ? &L.down
-         : r == "mamba.in" ? &L.in_proj : &L.out_proj;
+      lw = r == "attn.q"     ? &L.q
+           : r == "attn.k"   ? &L.k
+           : r == "attn.v"   ? &L.v
+           : r == "attn.o"   ? &L.o
+           : r == "mlp.gate" ? &L.gate
+           : r == "mlp.up"   ? &L.up
+           : r == "mlp.down" ? &L.down
+           : r == "mamba.in" ? &L.in_proj
+                             : &L.out_proj;
     }
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
       DevLinear d;
@@ -528,7 +571,8 @@ void CudaOps::prepare(const ModelWeights& w) {
 size_t CudaOps::state_bytes(const ModelConfig& c, int max_tokens) const {
   size_t b = 0;
   for (auto k : c.layers) {
-    if (k == LayerKind::Attention || k == LayerKind::Decoder) b += 2ull * max_tokens * c.num_kv_heads * c.head_dim * 2;
+    if (k == LayerKind::Attention || k == LayerKind::Decoder)
+      b += 2ull * max_tokens * c.num_kv_heads * c.head_dim * 2;
     if (k == LayerKind::Mamba)
       b += 4ull * (static_cast<size_t>(c.mamba_conv_dim()) * (c.conv_kernel - 1) +
                    static_cast<size_t>(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size);
@@ -541,8 +585,9 @@ CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const size_t need = state_bytes(c, max_tokens);
   if (need + (256ull << 20) > free_b)
-    throw Error("a sequence of " + std::to_string(max_tokens) + " tokens needs " + std::to_string(need >> 20) +
-                " MiB of KV/SSM cache but only " + std::to_string(free_b >> 20) + " MiB of GPU memory are free");
+    throw Error("a sequence of " + std::to_string(max_tokens) + " tokens needs " +
+                std::to_string(need >> 20) + " MiB of KV/SSM cache but only " + std::to_string(free_b >> 20) +
+                " MiB of GPU memory are free");
   State s;
   s.capacity = max_tokens;
   s.pos_dev = DeviceBuffer(sizeof(int));
@@ -560,7 +605,8 @@ CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {
     }
     if (k == LayerKind::Mamba) {
       s.conv[i] = DeviceBuffer(static_cast<size_t>(c.mamba_conv_dim()) * (c.conv_kernel - 1) * 4);
-      s.ssm[i] = DeviceBuffer(static_cast<size_t>(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size * 4);
+      s.ssm[i] =
+          DeviceBuffer(static_cast<size_t>(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size * 4);
       CUDA_CHECK(cudaMemsetAsync(s.conv[i].ptr, 0, s.conv[i].bytes, stream_));
       CUDA_CHECK(cudaMemsetAsync(s.ssm[i].ptr, 0, s.ssm[i].bytes, stream_));
     }
@@ -602,7 +648,8 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
     }
     arena_used_ = 0;
   }
-  Tensor t{rows, cols, reinterpret_cast<bf16_raw*>(static_cast<uint8_t*>(arena_[arena_block_].ptr) + arena_used_)};
+  Tensor t{rows, cols,
+           reinterpret_cast<bf16_raw*>(static_cast<uint8_t*>(arena_[arena_block_].ptr) + arena_used_)};
   arena_used_ += bytes;
   return t;
 }
@@ -619,10 +666,11 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, Tens
     synchronize_if_not_capturing();
   }
   std::copy(tokens.begin(), tokens.end(), pinned_tokens_);
-  CUDA_CHECK(cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(
+      cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
   if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
-  embed_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(tokens_.as<int>(), static_cast<int>(x.rows),
-                                                                      embed_.as<bf16>(), hidden_, x.fdata());
+  embed_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+      tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16>(), hidden_, x.fdata());
   CUDA_CHECK_LAUNCH();
 }
 
@@ -631,10 +679,13 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
   const DevLinear& d = it->second;
   OpTimer timer_(this, d.nvfp4 ? "linear.nvfp4" : "linear.bf16");
-  if (d.nvfp4) nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
-  else cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
+  if (d.nvfp4)
+    nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
+  else
+    cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
   if (d.bias.ptr) {
-    bias_kernel<<<blocks_for(y.rows * y.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(y.data), d.bias.as<float>(), y.rows, y.cols);
+    bias_kernel<<<blocks_for(y.rows * y.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(y.data),
+                                                                       d.bias.as<float>(), y.rows, y.cols);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -642,16 +693,16 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
   const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(x.data, x.f32, dev_f32(w), x.cols, eps,
-                                                                     reinterpret_cast<bf16*>(y.data));
+  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
+      x.data, x.f32, dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
   OpTimer timer_(this, "rmsnorm");
   const int64_t hd = x.cols / heads;
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(x.data, false, dev_f32(w), hd, eps,
-                                                                            reinterpret_cast<bf16*>(x.data));
+  rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(
+      x.data, false, dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -664,7 +715,8 @@ void CudaOps::synchronize_if_not_capturing() {
 
 void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
   OpTimer timer_(this, "rope");
-  if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type || rope_cfg_.factor != r.factor) {
+  if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type ||
+      rope_cfg_.factor != r.factor) {
     const auto f = cpu::rope_inv_freq(r, hd);
     inv_freq_ = DeviceBuffer(f.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(inv_freq_.ptr, f.data(), f.size() * 4, cudaMemcpyHostToDevice, stream_));
@@ -672,12 +724,13 @@ void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfi
     rope_dim_ = hd;
   }
   rope_kernel<<<blocks_for(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(), inv_freq_.as<float>());
+      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(),
+      inv_freq_.as<float>());
   CUDA_CHECK_LAUNCH();
 }
 
-void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
-                        int hd, Tensor& out) {
+void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh,
+                        int nkv, int hd, Tensor& out) {
   OpTimer timer_(this, "attention");
   const int64_t row = static_cast<int64_t>(nkv) * hd;
   bf16* kc = s.k[layer].as<bf16>();
@@ -687,46 +740,52 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
       s.pos_dev.as<int>(), kc, vc);
   CUDA_CHECK_LAUNCH();
   const int t = static_cast<int>(q.rows);
-  if (hd > kAttnMaxDimsPerLane * 32) throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
+  if (hd > kAttnMaxDimsPerLane * 32)
+    throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
   attention_kernel<<<static_cast<unsigned>(t * nh), kAttnWarps * 32, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos_dev.as<int>(), reinterpret_cast<bf16*>(out.data));
+      reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos_dev.as<int>(),
+      reinterpret_cast<bf16*>(out.data));
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {
   OpTimer timer_(this, "elementwise");
   if (x.f32) {
-    add_f32_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(x.fdata(), reinterpret_cast<const bf16*>(y.data),
-                                                                         x.rows * x.cols);
+    add_f32_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+        x.fdata(), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
     CUDA_CHECK_LAUNCH();
     return;
   }
-  add_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
-                                                                    reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
+  add_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+      reinterpret_cast<bf16*>(x.data), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
   OpTimer timer_(this, "elementwise");
   silu_mul_kernel<<<blocks_for(g.rows * g.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data), reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
+      reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
+      reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::relu2(Tensor& x) {
   OpTimer timer_(this, "elementwise");
-  relu2_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data), x.rows * x.cols);
+  relu2_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
+                                                                      x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
   OpTimer timer_(this, "mamba.split");
   columns_kernel<<<blocks_for(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data), dst.cols);
+      reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data),
+      dst.cols);
   CUDA_CHECK_LAUNCH();
 }
 
-void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi, Tensor& dt) {
+void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
+                          float hi, Tensor& dt) {
   OpTimer timer_(this, "mamba.split");
   softplus_dt_kernel<<<blocks_for(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
@@ -737,11 +796,12 @@ void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<fl
 void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                                  const std::vector<float>& b) {
   OpTimer timer_(this, "mamba.conv1d");
-  if (kernel > 8) throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
+  if (kernel > 8)
+    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
   const int ch = static_cast<int>(xbc.cols);
   conv1d_silu_kernel<<<static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_>>>(
-      reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w), b.empty() ? nullptr : dev_f32(b),
-      s.conv[layer].as<float>());
+      reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
+      b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>());
   CUDA_CHECK_LAUNCH();
 }
 
@@ -752,16 +812,18 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
   if (sh.state > 1024) throw Error("SSM state size > 1024 is not supported by the CUDA backend");
   const int threads = std::max(32, (sh.state + 31) / 32 * 32);
   ssm_scan_kernel<<<static_cast<unsigned>(sh.heads * sh.head_dim), threads, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data), reinterpret_cast<const bf16*>(c.data),
-      reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log), dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim,
-      sh.state, sh.groups, s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
+      reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
+      reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log),
+      dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim, sh.state, sh.groups,
+      s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) {
   OpTimer timer_(this, "mamba.gated_norm");
   gated_rmsnorm_kernel<<<static_cast<unsigned>(y.rows * groups), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols, groups, eps);
+      reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols, groups,
+      eps);
   CUDA_CHECK_LAUNCH();
 }
 

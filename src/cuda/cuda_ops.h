@@ -1,6 +1,6 @@
 // The CUDA backend for Runner: BF16 activations, NVFP4 (W4A16 kernels) or BF16 (cuBLAS) linear layers, FP32
-// SSM state, BF16 KV cache. Device memory is planned up front: weights + per-sequence caches are checked against
-// the free memory before anything is allocated.
+// SSM state, BF16 KV cache. Device memory is planned up front: weights + per-sequence caches are checked
+// against the free memory before anything is allocated.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -41,12 +41,12 @@ class CudaOps {
   };
   struct State {
     int pos = 0, capacity = 0;
-    DeviceBuffer pos_dev;              // int: the position on the device, so a captured step reads it at replay
+    DeviceBuffer pos_dev;  // int: the position on the device, so a captured step reads it at replay
     GraphExec graph;
     bool warmed = false;
-    std::vector<DeviceBuffer> k, v;    // per attention layer: BF16 [capacity, kv_heads * head_dim]
-    std::vector<DeviceBuffer> conv;    // per Mamba layer: FP32 [conv_dim, kernel - 1]
-    std::vector<DeviceBuffer> ssm;     // per Mamba layer: FP32 [heads, head_dim, state]
+    std::vector<DeviceBuffer> k, v;  // per attention layer: BF16 [capacity, kv_heads * head_dim]
+    std::vector<DeviceBuffer> conv;  // per Mamba layer: FP32 [conv_dim, kernel - 1]
+    std::vector<DeviceBuffer> ssm;   // per Mamba layer: FP32 [heads, head_dim, state]
   };
 
   // graphs: capture the single-token decode step of each sequence in a CUDA graph (replayed every token).
@@ -87,7 +87,8 @@ class CudaOps {
   Tensor alloc(int64_t rows, int64_t cols);
   Tensor alloc_residual(int64_t rows, int64_t cols);
   Tensor rows(const Tensor& x, int64_t from, int64_t n) const {
-    return {n, x.cols, x.f32 ? reinterpret_cast<bf16_raw*>(x.fdata() + from * x.cols) : x.data + from * x.cols, x.f32};
+    return {n, x.cols,
+            x.f32 ? reinterpret_cast<bf16_raw*>(x.fdata() + from * x.cols) : x.data + from * x.cols, x.f32};
   }
   // Per-op-class GPU time (CUDA events around every op; graphs are off while profiling).
   void set_profile(bool on) {
@@ -100,17 +101,19 @@ class CudaOps {
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
   void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
-                 Tensor& out);
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
+                 int hd, Tensor& out);
   void add(Tensor& x, const Tensor& y);
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o);
   void relu2(Tensor& x);
   void columns(const Tensor& src, int64_t col0, Tensor& dst);
-  void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi, Tensor& dt);
+  void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi,
+                   Tensor& dt);
   void causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                           const std::vector<float>& b);
-  void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt, const std::vector<float>& a_log,
-                const std::vector<float>& d, State& s, size_t layer, cpu::SsmShape shape, int chunk, Tensor& y);
+  void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
+                cpu::SsmShape shape, int chunk, Tensor& y);
   void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps);
 
  private:
@@ -143,10 +146,10 @@ class CudaOps {
   int device_ = 0;
   bool graphs_ = true;
   uint64_t arena_gen_ = 1;
-  int* pinned_tokens_ = nullptr;      // host-pinned token ids (graph replays read the current value)
+  int* pinned_tokens_ = nullptr;  // host-pinned token ids (graph replays read the current value)
   size_t pinned_tokens_cap_ = 0;
-  float* pinned_logits_ = nullptr;     // host-pinned FP32 logits
-  DeviceBuffer logits_dev_;             // FP32 [rows, vocab]
+  float* pinned_logits_ = nullptr;  // host-pinned FP32 logits
+  DeviceBuffer logits_dev_;         // FP32 [rows, vocab]
   size_t pinned_logits_cap_ = 0;
   int64_t logits_rows_ = 0, logits_cols_ = 0;
   DeviceBuffer cublas_ws_;

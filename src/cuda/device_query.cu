@@ -6,15 +6,17 @@
 namespace fp4lab {
 
 void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
-  std::string msg = std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ") in " + expr +
-                    " at " + std::filesystem::path(file).filename().string() + ":" + std::to_string(line);
+  std::string msg = std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                    ") in " + expr + " at " + std::filesystem::path(file).filename().string() + ":" +
+                    std::to_string(line);
   if (e == cudaErrorMemoryAllocation) msg = "out of GPU memory: " + msg;
   throw Error(msg);
 }
 
 void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, int line) {
-  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) + ") in " +
-              expr + " at " + std::filesystem::path(file).filename().string() + ":" + std::to_string(line));
+  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) +
+              ") in " + expr + " at " + std::filesystem::path(file).filename().string() + ":" +
+              std::to_string(line));
 }
 
 GpuQuery query_gpus() {
@@ -29,7 +31,8 @@ GpuQuery query_gpus() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
-    q.error = e == cudaSuccess ? "no CUDA GPU visible" : std::string("no usable CUDA GPU: ") + cudaGetErrorString(e);
+    q.error = e == cudaSuccess ? "no CUDA GPU visible"
+                               : std::string("no usable CUDA GPU: ") + cudaGetErrorString(e);
     cudaGetLastError();
     return q;
   }

@@ -10,21 +10,27 @@ namespace fp4lab {
 
 namespace {
 
-__global__ void amax_kernel(const __nv_bfloat16* __restrict__ x, int64_t n, unsigned int* __restrict__ out_bits) {
+__global__ void amax_kernel(const __nv_bfloat16* __restrict__ x, int64_t n,
+                            unsigned int* __restrict__ out_bits) {
   float m = 0.0f;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     m = fmaxf(m, fabsf(__bfloat162float(x[i])));
   for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   // Non-negative floats order like their bit patterns, so an integer max is a float max.
   if (threadIdx.x % 32 == 0) atomicMax(out_bits, __float_as_uint(m));
 }
 
-__global__ void amax_to_scale_kernel(float* scale) { *scale = nvfp4_tensor_scale(*scale); }
+__global__ void amax_to_scale_kernel(float* scale) {
+  *scale = nvfp4_tensor_scale(*scale);
+}
 
-__global__ void quant_kernel(const __nv_bfloat16* __restrict__ x, int64_t blocks, const float* __restrict__ ts,
-                             uint8_t* __restrict__ packed, uint8_t* __restrict__ scales) {
+__global__ void quant_kernel(const __nv_bfloat16* __restrict__ x, int64_t blocks,
+                             const float* __restrict__ ts, uint8_t* __restrict__ packed,
+                             uint8_t* __restrict__ scales) {
   const float s = *ts;
-  for (int64_t b = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; b < blocks; b += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t b = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; b < blocks;
+       b += int64_t{gridDim.x} * blockDim.x) {
     const uint4* src = reinterpret_cast<const uint4*>(x + b * 16);
     const uint4 v0 = src[0], v1 = src[1];
     const uint32_t words[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
@@ -43,9 +49,11 @@ __global__ void quant_kernel(const __nv_bfloat16* __restrict__ x, int64_t blocks
   }
 }
 
-__global__ void fake_quant_unscaled_kernel(const uint8_t* __restrict__ packed, const uint8_t* __restrict__ scales,
-                                           int64_t n, __nv_bfloat16* __restrict__ out) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+__global__ void fake_quant_unscaled_kernel(const uint8_t* __restrict__ packed,
+                                           const uint8_t* __restrict__ scales, int64_t n,
+                                           __nv_bfloat16* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const uint8_t b = packed[i / 2];
     const uint8_t code = (i & 1) ? (b >> 4) : (b & 0xf);
     out[i] = __float2bfloat16_rn(e2m1_decode(code) * e4m3_decode(scales[i / 16]));
@@ -53,7 +61,8 @@ __global__ void fake_quant_unscaled_kernel(const uint8_t* __restrict__ packed, c
 }
 
 unsigned grid_for(int64_t total, int threads) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + threads - 1) / threads, 65535 * 8)));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((total + threads - 1) / threads, 65535 * 8)));
 }
 
 }  // namespace
@@ -61,7 +70,8 @@ unsigned grid_for(int64_t total, int threads) {
 void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed, uint8_t* scales, float* ts,
                         bool dynamic, cudaStream_t stream) {
   if (k % 16) throw Error("nvfp4 activation quantization: K must be a multiple of 16");
-  if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 activation quantization: X must be 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(x) % 16)
+    throw Error("nvfp4 activation quantization: X must be 16-byte aligned");
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
   if (dynamic) {
     CUDA_CHECK(cudaMemsetAsync(ts, 0, sizeof(float), stream));
@@ -75,8 +85,8 @@ void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed
   CUDA_CHECK_LAUNCH();
 }
 
-void nvfp4_act_fake_quant_unscaled(const uint8_t* packed, const uint8_t* scales, int64_t m, int64_t k, bf16_raw* out,
-                                   cudaStream_t stream) {
+void nvfp4_act_fake_quant_unscaled(const uint8_t* packed, const uint8_t* scales, int64_t m, int64_t k,
+                                   bf16_raw* out, cudaStream_t stream) {
   fake_quant_unscaled_kernel<<<grid_for(m * k, 256), 256, 0, stream>>>(packed, scales, m * k,
                                                                        reinterpret_cast<__nv_bfloat16*>(out));
   CUDA_CHECK_LAUNCH();

@@ -41,8 +41,8 @@ struct Nvfp4DeviceWeight {
   size_t bytes() const { return weights.bytes + scales.bytes; }
 };
 
-// Repacks a ModelOpt-layout weight already on the GPU (U8 [N, K/2], E4M3 [N, K/16]) into the tile layout. K must
-// be a multiple of 16 (the format's block); any N works (padded to 16 rows inside).
+// Repacks a ModelOpt-layout weight already on the GPU (U8 [N, K/2], E4M3 [N, K/16]) into the tile layout. K
+// must be a multiple of 16 (the format's block); any N works (padded to 16 rows inside).
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
                                       float tensor_scale, cudaStream_t stream);
 
@@ -63,8 +63,8 @@ class GemmWorkspace {
   int sm_count_ = 0;
 };
 
-// Y[M, N] (row stride ldy) = alpha * X[M, K] (row stride ldx) . W^T, alpha multiplying the weight's tensor scale.
-// plan == nullptr picks one with choose_w4a16_plan.
+// Y[M, N] (row stride ldy) = alpha * X[M, K] (row stride ldx) . W^T, alpha multiplying the weight's tensor
+// scale. plan == nullptr picks one with choose_w4a16_plan.
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan = nullptr);

@@ -64,9 +64,10 @@ namespace {
 
 // One thread per 32-bit word of the tile layout: gathers its eight codes (4 A registers x 2 halves) from the
 // ModelOpt layout and scatters their bits as nvfp4_tile_code_bit says.
-__global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n_valid, int64_t k, int64_t kchunks,
-                                      uint32_t* __restrict__ out, int64_t total_words) {
-  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total_words; o += int64_t{gridDim.x} * blockDim.x) {
+__global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n_valid, int64_t k,
+                                      int64_t kchunks, uint32_t* __restrict__ out, int64_t total_words) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total_words;
+       o += int64_t{gridDim.x} * blockDim.x) {
     const int64_t tc = o / 128;
     const int within = static_cast<int>(o % 128);
     const int64_t t = tc / kchunks, c = tc % kchunks;
@@ -87,10 +88,11 @@ __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_
   }
 }
 
-__global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t n_valid, int64_t k, int64_t kchunks,
-                                     uint8_t* __restrict__ out, int64_t total) {
+__global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t n_valid, int64_t k,
+                                     int64_t kchunks, uint8_t* __restrict__ out, int64_t total) {
   const int64_t kb_total = k / 16;
-  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total; o += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total;
+       o += int64_t{gridDim.x} * blockDim.x) {
     const int64_t tc = o / 64;
     const int within = static_cast<int>(o % 64);
     const int64_t t = tc / kchunks, c = tc % kchunks;
@@ -102,10 +104,11 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
 
 // Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16). One thread per 32-bit word:
 // eight codes of rows r0 / r0+8, written as BF16 pairs.
-__global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint8_t* __restrict__ ws, int64_t n,
-                                     int64_t k, int64_t kchunks, uint32_t* __restrict__ out) {
+__global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint8_t* __restrict__ ws,
+                                     int64_t n, int64_t k, int64_t kchunks, uint32_t* __restrict__ out) {
   const int64_t total = (n / 16) * kchunks * 128;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t tc = i / 128;
     const int within = static_cast<int>(i % 128);
     const int lane = within / 4, j = within % 4;
@@ -135,8 +138,8 @@ unsigned grid_for(int64_t total, int threads) {
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
                                       float tensor_scale, cudaStream_t stream) {
   if (n <= 0 || k <= 0 || k % 16)
-    throw Error("nvfp4 repack: K must be a positive multiple of 16 and N positive (got " + std::to_string(n) + " x " +
-                std::to_string(k) + ")");
+    throw Error("nvfp4 repack: K must be a positive multiple of 16 and N positive (got " + std::to_string(n) +
+                " x " + std::to_string(k) + ")");
   Nvfp4DeviceWeight w;
   w.geom = {(n + 15) / 16 * 16, k};
   w.n_valid = n;

@@ -5,12 +5,14 @@ namespace fp4lab {
 
 namespace {
 __global__ void fill_kernel(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = bf16_from_f32_rne(random_normalish(seed, static_cast<uint64_t>(i), sigma, outlier_every));
 }
 }  // namespace
 
-void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every, cudaStream_t s) {
+void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every,
+                      cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
   fill_kernel<<<grid, 256, 0, s>>>(dst, n, seed, sigma, outlier_every);
   CUDA_CHECK_LAUNCH();

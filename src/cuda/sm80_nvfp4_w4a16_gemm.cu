@@ -1,13 +1,14 @@
-// NVFP4 W4A16 GEMM for sm_80 and newer (built for sm_80, sm_90a, sm_100a, sm_120a): Y = X . W^T with W in NVFP4
-// (tile layout, format/nvfp4_tile_layout.h) and X, Y in BF16.
+// NVFP4 W4A16 GEMM for sm_80 and newer (built for sm_80, sm_90a, sm_100a, sm_120a): Y = X . W^T with W in
+// NVFP4 (tile layout, format/nvfp4_tile_layout.h) and X, Y in BF16.
 //
-// Both kernels compute Y^T = W . X^T on mma.sync.m16n8k16: W is the A operand, dequantized in registers, so the
-// 16-row tile of the instruction is filled by weight rows even when the batch is a single token.
+// Both kernels compute Y^T = W . X^T on mma.sync.m16n8k16: W is the A operand, dequantized in registers, so
+// the 16-row tile of the instruction is filled by weight rows even when the batch is a single token.
 //
 // Dequantization is exact and costs about 1.5 instructions per weight: a nibble S.EE.M moved to bits 15 and
-// 8..6 of a BF16 word is the E2M1 value times 2^-126 (EE=0 lands on BF16 subnormals, which the BF16 FMA keeps);
-// one BF16 multiply by (block scale x 2^119), looked up in a 256-entry shared table, gives value x scale x 2^-7,
-// exact because E2M1 x E4M3 has at most 6 significant bits. The epilogue multiplies by tensor_scale x 2^7.
+// 8..6 of a BF16 word is the E2M1 value times 2^-126 (EE=0 lands on BF16 subnormals, which the BF16 FMA
+// keeps); one BF16 multiply by (block scale x 2^119), looked up in a 256-entry shared table, gives value x
+// scale x 2^-7, exact because E2M1 x E4M3 has at most 6 significant bits. The epilogue multiplies by
+// tensor_scale x 2^7.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -21,10 +22,11 @@ namespace fp4lab {
 
 namespace {
 
-constexpr float kScaleBias = 0x1p119f;  // block scales are stored pre-multiplied by 2^119 in the LUT
+constexpr float kScaleBias = 0x1p119f;   // block scales are stored pre-multiplied by 2^119 in the LUT
 constexpr float kEpilogueBias = 0x1p7f;  // 2^-126 (nibble trick) x 2^119 (LUT) = 2^-7, undone here
 
-// lut[code] = {bf16(scale x 2^119), same}: the pair an A register's two elements (same row) are multiplied by.
+// lut[code] = {bf16(scale x 2^119), same}: the pair an A register's two elements (same row) are multiplied
+// by.
 __device__ __forceinline__ void init_scale_lut(uint32_t* lut) {
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
     const float s = e4m3_decode(static_cast<uint8_t>(i)) * kScaleBias;
@@ -33,14 +35,15 @@ __device__ __forceinline__ void init_scale_lut(uint32_t* lut) {
   }
 }
 
-// One k16 step of the A operand: word q (eight codes, bit order of format/nvfp4_tile_layout.h) and the two row
-// scales of this lane. 11 integer instructions + 4 BF16 multiplies for 8 weights.
+// One k16 step of the A operand: word q (eight codes, bit order of format/nvfp4_tile_layout.h) and the two
+// row scales of this lane. 11 integer instructions + 4 BF16 multiplies for 8 weights.
 __device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
   constexpr uint32_t kMask = 0x81C081C0u;
   a[0] = ptx::bf16x2_mul(q & kMask, s_lo);
   a[1] = ptx::bf16x2_mul((q << 3) & kMask, s_hi);
   a[2] = ptx::bf16x2_mul((q << 6) & kMask, s_lo);
-  a[3] = ptx::bf16x2_mul(((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u), s_hi);
+  a[3] =
+      ptx::bf16x2_mul(((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u), s_hi);
 }
 
 __device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t bytes, int j) {
@@ -49,14 +52,15 @@ __device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t bytes
 
 // ---------------------------------------------------------------------------------------------------------
 // Decode kernel (M <= 16). One block per RA 16-row weight tiles; its WARPS warps take interleaved 64-wide
-// k-chunks and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K workspace.
-// X fragments come straight from global memory (L1/L2-resident, M x K x 2 bytes); RA > 1 shares them between
-// row tiles, which halves the X traffic per weight byte.
+// k-chunks and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K
+// workspace. X fragments come straight from global memory (L1/L2-resident, M x K x 2 bytes); RA > 1 shares
+// them between row tiles, which halves the X traffic per weight byte.
 template <int NT, int RA, int WARPS, int PF>
 __global__ void __launch_bounds__(WARPS * 32)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
-                              float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy, int n_valid) {
+                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles,
+                              int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
+                              int n_valid) {
   __shared__ uint32_t lut[256];
   __shared__ float red[WARPS][RA * NT * 4][32];
   init_scale_lut(lut);
@@ -168,16 +172,16 @@ __global__ void __launch_bounds__(WARPS * 32)
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Tensor-core kernel (M > 16). Block tile: BN = WARPS_N*RA*16 weight rows x BM = WARPS_M*NT*8 tokens. X chunks
-// (BM x 64) are staged in shared memory by cp.async, STAGES deep, XOR-swizzled so ldmatrix is conflict-free.
-// Each warp loads its own weight rows straight into registers, PF chunks ahead. K may be split across
-// blockIdx.z; the last block of a tile to finish sums the partials in split order (deterministic).
+// Tensor-core kernel (M > 16). Block tile: BN = WARPS_N*RA*16 weight rows x BM = WARPS_M*NT*8 tokens. X
+// chunks (BM x 64) are staged in shared memory by cp.async, STAGES deep, XOR-swizzled so ldmatrix is
+// conflict-free. Each warp loads its own weight rows straight into registers, PF chunks ahead. K may be split
+// across blockIdx.z; the last block of a tile to finish sums the partials in split order (deterministic).
 template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
 __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     nvfp4_w4a16_mma_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                           const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles, int kchunks,
-                           float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy, float* __restrict__ partials,
-                           int* __restrict__ counters, int n_valid) {
+                           const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles,
+                           int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
+                           float* __restrict__ partials, int* __restrict__ counters, int n_valid) {
   constexpr int BM = WARPS_M * NT * 8;
   constexpr int THREADS = WARPS_N * WARPS_M * 32;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -212,7 +216,9 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     valid[ra] = tiles[ra] < row_tiles;
   }
   auto wptr = [&](int ra, int c) { return wq + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 32 + lane; };
-  auto sptr = [&](int ra, int c) { return wsc + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 8 + lane / 4; };
+  auto sptr = [&](int ra, int c) {
+    return wsc + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 8 + lane / 4;
+  };
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
@@ -273,7 +279,8 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
               uint32_t a[4];
               dequant_step(words[j], lut_pair(lut, s[ra].x, j), lut_pair(lut, s[ra].y, j), a);
 #pragma unroll
-              for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][2 * jj], b[nt][2 * jj + 1]);
+              for (int nt = 0; nt < NT; ++nt)
+                ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][2 * jj], b[nt][2 * jj + 1]);
             }
           }
         }
@@ -282,7 +289,8 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   }
   ptx::cp_async_wait<0>();
 
-  // Epilogue. Thread element (ra, nt, i): row = tile*16 + lane/4 (+8 for i >= 2), token = 2*(lane%4) + (i & 1).
+  // Epilogue. Thread element (ra, nt, i): row = tile*16 + lane/4 (+8 for i >= 2), token = 2*(lane%4) + (i &
+  // 1).
   const int tok_base = m0 + warp_m * NT * 8 + 2 * (lane % 4);
   auto for_each = [&](auto&& f) {
 #pragma unroll
@@ -317,19 +325,21 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   for_each([&](float, int row, int t) {
     if (row >= n_valid) return;
     float sum = 0.0f;
-    for (int s2 = 0; s2 < splits; ++s2) sum += __ldcg(&partials[(static_cast<int64_t>(s2) * m + t) * n + row]);
+    for (int s2 = 0; s2 < splits; ++s2)
+      sum += __ldcg(&partials[(static_cast<int64_t>(s2) * m + t) * n + row]);
     y[t * ldy + row] = __float2bfloat16_rn(sum * alpha);
   });
   if (threadIdx.x == 0) counters[tile_id] = 0;
 }
 
 template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
-void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
-                float alpha, int splits, GemmWorkspace& ws, cudaStream_t stream) {
+void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
+                int64_t ldy, float alpha, int splits, GemmWorkspace& ws, cudaStream_t stream) {
   constexpr int BN = WARPS_N * RA * 16, BM = WARPS_M * NT * 8;
   auto kern = nvfp4_w4a16_mma_kernel<WARPS_N, WARPS_M, RA, NT, STAGES, PF>;
   const int smem = 1024 + STAGES * BM * 128;
-  if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  if (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   dim3 grid(static_cast<unsigned>((w.geom.n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM),
             static_cast<unsigned>(splits));
@@ -347,37 +357,46 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
 }
 
 template <int NT, int RA, int WARPS>
-void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy,
-                   float alpha, cudaStream_t stream) {
+void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
+                   int64_t ldy, float alpha, cudaStream_t stream) {
   constexpr int PF = 4;
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
-  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-      w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-      reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
+  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>
+      <<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
+          reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
+          w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
+          reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
   CUDA_CHECK_LAUNCH();
 }
 
 template <int NT>
-void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                      bf16_raw* y, int64_t ldy, float alpha, cudaStream_t stream) {
-  if (p.rows_per_block != 16 && p.rows_per_block != 32) throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
+void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
+                      const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha,
+                      cudaStream_t stream) {
+  if (p.rows_per_block != 16 && p.rows_per_block != 32)
+    throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
   if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
   if (p.rows_per_block == 32) {
-    if (p.decode_warps == 4) launch_decode<NT, 2, 4>(x, m, ldx, w, y, ldy, alpha, stream);
-    else launch_decode<NT, 2, 8>(x, m, ldx, w, y, ldy, alpha, stream);
+    if (p.decode_warps == 4)
+      launch_decode<NT, 2, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+    else
+      launch_decode<NT, 2, 8>(x, m, ldx, w, y, ldy, alpha, stream);
   } else {
-    if (p.decode_warps == 4) launch_decode<NT, 1, 4>(x, m, ldx, w, y, ldy, alpha, stream);
-    else launch_decode<NT, 1, 8>(x, m, ldx, w, y, ldy, alpha, stream);
+    if (p.decode_warps == 4)
+      launch_decode<NT, 1, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+    else
+      launch_decode<NT, 1, 8>(x, m, ldx, w, y, ldy, alpha, stream);
   }
 }
 
 }  // namespace
 
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
-                      int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream, const W4A16Plan* plan) {
+                      int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
+                      const W4A16Plan* plan) {
   if (m <= 0) return;
-  if (w.geom.n % 16 || w.geom.k % 16) throw Error("nvfp4 gemm: the tiled weight must have N and K multiples of 16");
+  if (w.geom.n % 16 || w.geom.k % 16)
+    throw Error("nvfp4 gemm: the tiled weight must have N and K multiples of 16");
   if (ldx < w.geom.k || ldy < w.n_valid || (ldx % 8))
     throw Error("nvfp4 gemm: leading dimensions must cover K/N and keep 16-byte rows (ldx % 8 == 0)");
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
@@ -392,9 +411,15 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
       launch_decode_nt<2>(p, x, m, ldx, w, y, ldy, a, stream);
       break;
-    case W4A16Variant::Mma32: launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
-    case W4A16Variant::Mma64: launch_mma<4, 1, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
-    case W4A16Variant::Mma128: launch_mma<4, 2, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream); break;
+    case W4A16Variant::Mma32:
+      launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
+      break;
+    case W4A16Variant::Mma64:
+      launch_mma<4, 1, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
+      break;
+    case W4A16Variant::Mma128:
+      launch_mma<4, 2, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
+      break;
     case W4A16Variant::DequantBlas: {
       bf16_raw* wd = ws.dequant_scratch(static_cast<size_t>(w.geom.n * w.geom.k));
       nvfp4_dequant_tiled_to_bf16(w, wd, stream);
@@ -402,9 +427,9 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       CUBLAS_CHECK(cublasSetStream(h, stream));
       const float beta = 0.0f, al = alpha * w.tensor_scale;
       CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n_valid), static_cast<int>(m),
-                                static_cast<int>(w.geom.k), &al, wd, CUDA_R_16BF, static_cast<int>(w.geom.k), x,
-                                CUDA_R_16BF, static_cast<int>(ldx), &beta, y, CUDA_R_16BF, static_cast<int>(ldy),
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                static_cast<int>(w.geom.k), &al, wd, CUDA_R_16BF, static_cast<int>(w.geom.k),
+                                x, CUDA_R_16BF, static_cast<int>(ldx), &beta, y, CUDA_R_16BF,
+                                static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       break;
     }
   }

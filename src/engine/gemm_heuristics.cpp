@@ -6,24 +6,36 @@ namespace fp4lab {
 
 const char* w4a16_variant_name(W4A16Variant v) {
   switch (v) {
-    case W4A16Variant::Decode8: return "decode8";
-    case W4A16Variant::Decode16: return "decode16";
-    case W4A16Variant::Mma32: return "mma32";
-    case W4A16Variant::Mma64: return "mma64";
-    case W4A16Variant::Mma128: return "mma128";
-    case W4A16Variant::DequantBlas: return "dequant+cublas";
+    case W4A16Variant::Decode8:
+      return "decode8";
+    case W4A16Variant::Decode16:
+      return "decode16";
+    case W4A16Variant::Mma32:
+      return "mma32";
+    case W4A16Variant::Mma64:
+      return "mma64";
+    case W4A16Variant::Mma128:
+      return "mma128";
+    case W4A16Variant::DequantBlas:
+      return "dequant+cublas";
   }
   return "?";
 }
 
 GemmTile w4a16_tile(W4A16Variant v) {
   switch (v) {
-    case W4A16Variant::Decode8: return {16, 8};
-    case W4A16Variant::Decode16: return {16, 16};
-    case W4A16Variant::Mma32: return {128, 32};
-    case W4A16Variant::Mma64: return {128, 64};
-    case W4A16Variant::Mma128: return {128, 128};
-    case W4A16Variant::DequantBlas: return {0, 0};
+    case W4A16Variant::Decode8:
+      return {16, 8};
+    case W4A16Variant::Decode16:
+      return {16, 16};
+    case W4A16Variant::Mma32:
+      return {128, 32};
+    case W4A16Variant::Mma64:
+      return {128, 64};
+    case W4A16Variant::Mma128:
+      return {128, 128};
+    case W4A16Variant::DequantBlas:
+      return {0, 0};
   }
   return {0, 0};
 }
@@ -38,8 +50,9 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     return p;
   }
   if (m >= 256) {
-    // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured on
-    // H100: at M = 256, 338 us for the mma kernel against about 280 us for dequantize + cuBLAS on 22656 x 4480).
+    // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured
+    // on H100: at M = 256, 338 us for the mma kernel against about 280 us for dequantize + cuBLAS on 22656 x
+    // 4480).
     p.variant = W4A16Variant::DequantBlas;
     return p;
   }

@@ -15,13 +15,15 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
     return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int> idx(logits.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](int a, int b) { return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)]; });
+  std::sort(idx.begin(), idx.end(),
+            [&](int a, int b) { return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)]; });
   size_t keep = idx.size();
   if (o.top_k > 0) keep = std::min(keep, static_cast<size_t>(o.top_k));
   std::vector<double> p(keep);
   const double mx = logits[static_cast<size_t>(idx[0])];
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += (p[i] = std::exp((logits[static_cast<size_t>(idx[i])] - mx) / o.temperature));
+  for (size_t i = 0; i < keep; ++i)
+    sum += (p[i] = std::exp((logits[static_cast<size_t>(idx[i])] - mx) / o.temperature));
   if (o.top_p < 1.0f) {
     double acc = 0;
     size_t cut = keep;

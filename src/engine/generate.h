@@ -58,8 +58,9 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     t0 = clock::now();
     auto step0 = t0;
     for (int step = 0; step < o.max_new_tokens; ++step) {
-      const int tok = sample_token(std::span<const float>(logits).first(static_cast<size_t>(vocab)), o.sampling,
-                                   o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
+      const int tok =
+          sample_token(std::span<const float>(logits).first(static_cast<size_t>(vocab)), o.sampling,
+                       o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
       r.new_ids[b].push_back(tok);
       ++r.generated_tokens;
       if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) break;

@@ -21,9 +21,9 @@ struct GpuInfo {
 
 struct GpuQuery {
   bool cuda_built = false;
-  bool ok = false;          // driver present and at least one GPU
-  std::string error;        // why not, in words
-  int driver_version = 0;   // e.g. 13000
+  bool ok = false;         // driver present and at least one GPU
+  std::string error;       // why not, in words
+  int driver_version = 0;  // e.g. 13000
   int runtime_version = 0;
   std::vector<GpuInfo> gpus;
 };

@@ -10,6 +10,8 @@ GpuQuery query_gpus() {
   return q;
 }
 
-std::vector<std::string> compiled_cuda_archs() { return {}; }
+std::vector<std::string> compiled_cuda_archs() {
+  return {};
+}
 
 }  // namespace fp4lab

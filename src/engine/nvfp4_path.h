@@ -16,8 +16,8 @@ const char* nvfp4_path_name(Nvfp4Path p);
 
 struct Nvfp4PathChoice {
   Nvfp4Path path = Nvfp4Path::Unsupported;
-  std::string summary;  // e.g. "W4A16 (dequantize in registers, mma.sync BF16)"
-  std::string reason;   // e.g. "sm_89: no FP4 tensor cores"
+  std::string summary;       // e.g. "W4A16 (dequantize in registers, mma.sync BF16)"
+  std::string reason;        // e.g. "sm_89: no FP4 tensor cores"
   bool tested_here = false;  // run on the project's own hardware (H100) before release
 };
 

@@ -26,14 +26,22 @@ FP4LAB_HD uint8_t e2m1_encode(float x) {
   const float a = bits_f32(u & 0x7fffffffu);
   uint8_t c;
   // Thresholds are the midpoints; at a midpoint the comparison direction picks the even code.
-  if (a <= 0.25f) c = 0;
-  else if (a < 0.75f) c = 1;
-  else if (a <= 1.25f) c = 2;
-  else if (a < 1.75f) c = 3;
-  else if (a <= 2.5f) c = 4;
-  else if (a < 3.5f) c = 5;
-  else if (a <= 5.0f) c = 6;
-  else c = 7;
+  if (a <= 0.25f)
+    c = 0;
+  else if (a < 0.75f)
+    c = 1;
+  else if (a <= 1.25f)
+    c = 2;
+  else if (a < 1.75f)
+    c = 3;
+  else if (a <= 2.5f)
+    c = 4;
+  else if (a < 3.5f)
+    c = 5;
+  else if (a <= 5.0f)
+    c = 6;
+  else
+    c = 7;
   return static_cast<uint8_t>(sign | c);
 }
 
@@ -41,7 +49,11 @@ FP4LAB_HD uint8_t e2m1_encode(float x) {
 FP4LAB_HD uint8_t e2m1_pack(uint8_t even, uint8_t odd) {
   return static_cast<uint8_t>((even & 0xf) | ((odd & 0xf) << 4));
 }
-FP4LAB_HD uint8_t e2m1_lo(uint8_t byte) { return byte & 0xf; }
-FP4LAB_HD uint8_t e2m1_hi(uint8_t byte) { return byte >> 4; }
+FP4LAB_HD uint8_t e2m1_lo(uint8_t byte) {
+  return byte & 0xf;
+}
+FP4LAB_HD uint8_t e2m1_hi(uint8_t byte) {
+  return byte >> 4;
+}
 
 }  // namespace fp4lab

@@ -41,7 +41,8 @@ Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
 }
 
 void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out) {
-  if (static_cast<int64_t>(out.size()) != t.rows * t.cols) throw Error("nvfp4_dequantize: output size mismatch");
+  if (static_cast<int64_t>(out.size()) != t.rows * t.cols)
+    throw Error("nvfp4_dequantize: output size mismatch");
   for (int64_t i = 0; i < t.rows * t.cols; ++i) {
     const uint8_t byte = t.packed[static_cast<size_t>(i / 2)];
     const uint8_t code = (i & 1) ? e2m1_hi(byte) : e2m1_lo(byte);
@@ -50,8 +51,8 @@ void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out) {
   }
 }
 
-void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols, std::optional<float> tensor_scale,
-                          std::span<float> out) {
+void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                          std::optional<float> tensor_scale, std::span<float> out) {
   nvfp4_dequantize_ref(nvfp4_quantize_ref(x, rows, cols, tensor_scale), out);
 }
 
@@ -61,7 +62,9 @@ float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes) {
   return nvfp4_tensor_scale(m);
 }
 
-float nvfp4_global_scale_from_amax(float amax) { return kNvfp4ScaleDenom / amax; }
+float nvfp4_global_scale_from_amax(float amax) {
+  return kNvfp4ScaleDenom / amax;
+}
 
 Nvfp4Tensor nvfp4_quantize_inverse_form_ref(std::span<const float> x, int64_t rows, int64_t cols,
                                             float global_scale) {
@@ -113,7 +116,8 @@ Mxfp4Tensor mxfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
 }
 
 void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out) {
-  if (static_cast<int64_t>(out.size()) != t.rows * t.cols) throw Error("mxfp4_dequantize: output size mismatch");
+  if (static_cast<int64_t>(out.size()) != t.rows * t.cols)
+    throw Error("mxfp4_dequantize: output size mismatch");
   for (int64_t i = 0; i < t.rows * t.cols; ++i) {
     const uint8_t byte = t.packed[static_cast<size_t>(i / 2)];
     const uint8_t code = (i & 1) ? e2m1_hi(byte) : e2m1_lo(byte);
@@ -140,7 +144,8 @@ std::vector<uint8_t> swizzle128x4(std::span<const uint8_t> rowmajor, SwizzleShap
   const int64_t kp = s.kblocks_padded();
   for (int64_t m = 0; m < s.rows; ++m)
     for (int64_t k = 0; k < s.kblocks; ++k)
-      out[static_cast<size_t>(swizzle128x4_offset(m, k, kp))] = rowmajor[static_cast<size_t>(m * s.kblocks + k)];
+      out[static_cast<size_t>(swizzle128x4_offset(m, k, kp))] =
+          rowmajor[static_cast<size_t>(m * s.kblocks + k)];
   return out;
 }
 
@@ -150,7 +155,8 @@ std::vector<uint8_t> unswizzle128x4(std::span<const uint8_t> swizzled, SwizzleSh
   const int64_t kp = s.kblocks_padded();
   for (int64_t m = 0; m < s.rows; ++m)
     for (int64_t k = 0; k < s.kblocks; ++k)
-      out[static_cast<size_t>(m * s.kblocks + k)] = swizzled[static_cast<size_t>(swizzle128x4_offset(m, k, kp))];
+      out[static_cast<size_t>(m * s.kblocks + k)] =
+          swizzled[static_cast<size_t>(swizzle128x4_offset(m, k, kp))];
   return out;
 }
 

@@ -33,8 +33,8 @@ Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
                                std::optional<float> tensor_scale = std::nullopt);
 void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out);
 // quantize then dequantize ("fake quant") for emulating W4A4 on hardware without FP4 tensor cores.
-void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols, std::optional<float> tensor_scale,
-                          std::span<float> out);
+void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols,
+                          std::optional<float> tensor_scale, std::span<float> out);
 
 // Fused projections (q/k/v, gate/up) share one tensor scale: the max over the shards' amax.
 float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes);
@@ -45,7 +45,9 @@ float nvfp4_global_scale_from_amax(float amax);
 Nvfp4Tensor nvfp4_quantize_inverse_form_ref(std::span<const float> x, int64_t rows, int64_t cols,
                                             float global_scale);
 // Converts a compressed-tensors global scale to the ModelOpt direction used everywhere inside fp4lab.
-inline float nvfp4_tensor_scale_from_global(float global_scale) { return 1.0f / global_scale; }
+inline float nvfp4_tensor_scale_from_global(float global_scale) {
+  return 1.0f / global_scale;
+}
 
 Mxfp4Tensor mxfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols);
 void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out);

@@ -14,7 +14,9 @@ constexpr float kNvfp4ScaleDenom = 2688.0f;
 constexpr float kNvfp4MinBlockScale = kE4M3MinSubnormal;
 
 // Per-tensor FP32 scale ("weight_scale_2", "input_scale") from a tensor's absolute maximum.
-FP4LAB_HD float nvfp4_tensor_scale(float amax) { return amax / kNvfp4ScaleDenom; }
+FP4LAB_HD float nvfp4_tensor_scale(float amax) {
+  return amax / kNvfp4ScaleDenom;
+}
 
 // E4M3 block scale code for a block whose absolute maximum is block_amax. Zero blocks (and a zero tensor
 // scale, whose ratio is NaN) get 1.0; others are clamped to [2^-9, 448] before the RNE cast.

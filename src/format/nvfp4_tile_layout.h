@@ -3,16 +3,16 @@
 //
 // The kernels compute Y^T = W . X^T with mma.sync.m16n8k16: W supplies the A operand (16 weight rows x 16 k),
 // dequantized in registers. Weights are cut into tiles of 16 rows x 64 k; each tile is 512 bytes, one 16-byte
-// load per lane of a warp. Lane l owns rows r0 = l/4 and r0+8 and k pairs 2(l%4), 2(l%4)+1 (+8) of each of the 4
-// k16 steps; word j of its 16 bytes holds step j's eight E2M1 codes, one per (A register a, half h):
+// load per lane of a warp. Lane l owns rows r0 = l/4 and r0+8 and k pairs 2(l%4), 2(l%4)+1 (+8) of each of
+// the 4 k16 steps; word j of its 16 bytes holds step j's eight E2M1 codes, one per (A register a, half h):
 //   a0: (r0, k 2c+h)   a1: (r0+8, k 2c+h)   a2: (r0, k 2c+8+h)   a3: (r0+8, k 2c+8+h)
 // The four code bits (S, E1, E0, M) are not stored as nibbles but scattered so that each BF16x2 register
 // S.0000000.E1 E0 M (bits 15, 8, 7, 6 of each half: the code times 2^-126) comes out of the word with few
 // instructions: a0 = q & 0x81C081C0, a1 = (q << 3) & 0x81C081C0, a2 = (q << 6) & 0x81C081C0, and a3 from the
 // remaining bits (S 14, E1 13, E0 11, M 10) with three shifts. Bit positions are within the 16-bit half h.
-// Block scales (E4M3, one per row per k16) are cut the same way: 64 bytes per tile, lane group r0 = l/4 reads 8
-// bytes: rows r0 (steps 0..3) then r0+8 (steps 0..3). K is padded to a multiple of 64 with zero weights and zero
-// scales; N must be a multiple of 16.
+// Block scales (E4M3, one per row per k16) are cut the same way: 64 bytes per tile, lane group r0 = l/4 reads
+// 8 bytes: rows r0 (steps 0..3) then r0+8 (steps 0..3). K is padded to a multiple of 64 with zero weights and
+// zero scales; N must be a multiple of 16.
 #pragma once
 #include "common/hd.h"
 
@@ -26,9 +26,10 @@ struct Nvfp4TileGeom {
   FP4LAB_HD int64_t scale_bytes() const { return row_tiles() * kchunks() * 64; }
 };
 
-// Where weight (row, k) lives: byte offset of its 32-bit word, and which (register a, half h) slot of the word.
-FP4LAB_HD void nvfp4_tile_weight_slot(const Nvfp4TileGeom& g, int64_t row, int64_t k, int64_t* word_byte, int* a,
-                                      int* h) {
+// Where weight (row, k) lives: byte offset of its 32-bit word, and which (register a, half h) slot of the
+// word.
+FP4LAB_HD void nvfp4_tile_weight_slot(const Nvfp4TileGeom& g, int64_t row, int64_t k, int64_t* word_byte,
+                                      int* a, int* h) {
   const int64_t t = row / 16, c = k / 64;
   const int r = static_cast<int>(row % 16), kk = static_cast<int>(k % 64);
   const int j = kk / 16, kin = kk % 16;
@@ -54,7 +55,8 @@ FP4LAB_HD uint32_t nvfp4_tile_put_code(uint32_t word, int a, int h, uint8_t code
 
 FP4LAB_HD uint8_t nvfp4_tile_get_code(uint32_t word, int a, int h) {
   uint8_t code = 0;
-  for (int b = 0; b < 4; ++b) code |= static_cast<uint8_t>(((word >> nvfp4_tile_code_bit(a, h, b)) & 1u) << b);
+  for (int b = 0; b < 4; ++b)
+    code |= static_cast<uint8_t>(((word >> nvfp4_tile_code_bit(a, h, b)) & 1u) << b);
   return code;
 }
 

@@ -33,7 +33,11 @@ std::optional<DType> dtype_from_string(std::string_view s) {
     if (s == e.name) return e.d;
   return std::nullopt;
 }
-const char* dtype_name(DType d) { return kTable[static_cast<size_t>(d)].name; }
-size_t dtype_size(DType d) { return kTable[static_cast<size_t>(d)].size; }
+const char* dtype_name(DType d) {
+  return kTable[static_cast<size_t>(d)].name;
+}
+size_t dtype_size(DType d) {
+  return kTable[static_cast<size_t>(d)].size;
+}
 
 }  // namespace fp4lab

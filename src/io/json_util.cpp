@@ -14,14 +14,19 @@ json parse_json_untrusted(std::string_view text, const std::string& what) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_str) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_str = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_str = false;
       continue;
     }
-    if (c == '"') in_str = true;
+    if (c == '"')
+      in_str = true;
     else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) throw Error(what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
-    } else if (c == ']' || c == '}') --depth;
+      if (++depth > kMaxJsonDepth)
+        throw Error(what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+    } else if (c == ']' || c == '}')
+      --depth;
   }
   try {
     return json::parse(text.begin(), text.end());

@@ -8,21 +8,30 @@ namespace fp4lab {
 
 const char* arch_name(Arch a) {
   switch (a) {
-    case Arch::Llama: return "llama";
-    case Arch::Mistral: return "mistral";
-    case Arch::Qwen3: return "qwen3";
-    case Arch::NemotronH: return "nemotron_h";
+    case Arch::Llama:
+      return "llama";
+    case Arch::Mistral:
+      return "mistral";
+    case Arch::Qwen3:
+      return "qwen3";
+    case Arch::NemotronH:
+      return "nemotron_h";
   }
   return "?";
 }
 
 char layer_kind_char(LayerKind k) {
   switch (k) {
-    case LayerKind::Decoder: return 'D';
-    case LayerKind::Mamba: return 'M';
-    case LayerKind::Attention: return '*';
-    case LayerKind::Mlp: return '-';
-    case LayerKind::Moe: return 'E';
+    case LayerKind::Decoder:
+      return 'D';
+    case LayerKind::Mamba:
+      return 'M';
+    case LayerKind::Attention:
+      return '*';
+    case LayerKind::Mlp:
+      return '-';
+    case LayerKind::Moe:
+      return 'E';
   }
   return '?';
 }
@@ -39,7 +48,9 @@ struct Reader {
   const json& j;
   const std::string& src;
 
-  Error fail(const std::string& key, const std::string& msg) const { return Error(src + ": '" + key + "' " + msg); }
+  Error fail(const std::string& key, const std::string& msg) const {
+    return Error(src + ": '" + key + "' " + msg);
+  }
 
   bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
 
@@ -75,8 +86,10 @@ RopeConfig parse_rope(const Reader& r) {
   const json& j = r.j;
   // Newer transformers put everything in rope_parameters; classic configs use rope_theta + rope_scaling.
   const json* params = nullptr;
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) params = &j["rope_parameters"];
-  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) params = &j["rope_scaling"];
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+    params = &j["rope_parameters"];
+  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+    params = &j["rope_scaling"];
   rope.theta = r.get_float(j, "rope_theta", 10000.0f);
   if (params) {
     const json& p = *params;
@@ -126,12 +139,19 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
   Reader r{j, source};
   ModelConfig c;
   c.model_type = r.get_str("model_type", "");
-  if (c.model_type == "llama") c.arch = Arch::Llama;
-  else if (c.model_type == "mistral") c.arch = Arch::Mistral;
-  else if (c.model_type == "qwen3") c.arch = Arch::Qwen3;
-  else if (c.model_type == "nemotron_h") c.arch = Arch::NemotronH;
-  else if (c.model_type.empty()) throw Error(source + ": 'model_type' is missing");
-  else throw Error(source + ": model_type '" + c.model_type + "' is not supported (llama, mistral, qwen3, nemotron_h)");
+  if (c.model_type == "llama")
+    c.arch = Arch::Llama;
+  else if (c.model_type == "mistral")
+    c.arch = Arch::Mistral;
+  else if (c.model_type == "qwen3")
+    c.arch = Arch::Qwen3;
+  else if (c.model_type == "nemotron_h")
+    c.arch = Arch::NemotronH;
+  else if (c.model_type.empty())
+    throw Error(source + ": 'model_type' is missing");
+  else
+    throw Error(source + ": model_type '" + c.model_type +
+                "' is not supported (llama, mistral, qwen3, nemotron_h)");
 
   c.hidden_size = r.get_int("hidden_size");
   c.num_layers = r.get_int("num_hidden_layers");
@@ -151,10 +171,12 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
   c.tie_embeddings = r.get_bool("tie_word_embeddings", c.arch != Arch::NemotronH);
   c.attention_bias = r.get_bool("attention_bias", false);
   c.mlp_bias = r.get_bool("mlp_bias", false);
-  c.bos_id = r.has("bos_token_id") && j["bos_token_id"].is_number_integer() ? j["bos_token_id"].get<int>() : -1;
+  c.bos_id =
+      r.has("bos_token_id") && j["bos_token_id"].is_number_integer() ? j["bos_token_id"].get<int>() : -1;
   if (r.has("eos_token_id")) {
     const json& e = j["eos_token_id"];
-    if (e.is_number_integer()) c.eos_ids.push_back(e.get<int>());
+    if (e.is_number_integer())
+      c.eos_ids.push_back(e.get<int>());
     else if (e.is_array())
       for (const auto& v : e)
         if (v.is_number_integer()) c.eos_ids.push_back(v.get<int>());
@@ -170,7 +192,8 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
     c.chunk_size = r.get_int("chunk_size", 256);
     c.use_conv_bias = r.get_bool("use_conv_bias", true);
     c.mamba_proj_bias = r.get_bool("mamba_proj_bias", false);
-    if (j.contains("time_step_limit") && j["time_step_limit"].is_array() && j["time_step_limit"].size() == 2) {
+    if (j.contains("time_step_limit") && j["time_step_limit"].is_array() &&
+        j["time_step_limit"].size() == 2) {
       c.time_step_limit_min = r.get_float(json{{"v", j["time_step_limit"][0]}}, "v", 0.0f);
       c.time_step_limit_max = r.get_float(json{{"v", j["time_step_limit"][1]}}, "v", 1e30f);
     }
@@ -185,11 +208,20 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
     } else if (r.has("hybrid_override_pattern")) {
       for (char ch : r.get_str("hybrid_override_pattern", "")) {
         switch (ch) {
-          case 'M': c.layers.push_back(LayerKind::Mamba); break;
-          case '*': c.layers.push_back(LayerKind::Attention); break;
-          case '-': c.layers.push_back(LayerKind::Mlp); break;
-          case 'E': c.layers.push_back(LayerKind::Moe); break;
-          default: throw r.fail("hybrid_override_pattern", std::string("has unknown layer letter '") + ch + "'");
+          case 'M':
+            c.layers.push_back(LayerKind::Mamba);
+            break;
+          case '*':
+            c.layers.push_back(LayerKind::Attention);
+            break;
+          case '-':
+            c.layers.push_back(LayerKind::Mlp);
+            break;
+          case 'E':
+            c.layers.push_back(LayerKind::Moe);
+            break;
+          default:
+            throw r.fail("hybrid_override_pattern", std::string("has unknown layer letter '") + ch + "'");
         }
       }
     } else {
@@ -198,14 +230,17 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
     if (r.has("hybrid_override_pattern") && r.has("layers_block_type")) {
       // Both forms present (as in real checkpoints of different ages): they must agree.
       ModelConfig alt;
-      for (char ch : r.get_str("hybrid_override_pattern", "")) alt.layers.push_back(
-          ch == 'M' ? LayerKind::Mamba : ch == '*' ? LayerKind::Attention : ch == '-' ? LayerKind::Mlp : LayerKind::Moe);
+      for (char ch : r.get_str("hybrid_override_pattern", ""))
+        alt.layers.push_back(ch == 'M'   ? LayerKind::Mamba
+                             : ch == '*' ? LayerKind::Attention
+                             : ch == '-' ? LayerKind::Mlp
+                                         : LayerKind::Moe);
       if (alt.layers != c.layers)
         throw Error(source + ": layers_block_type and hybrid_override_pattern disagree");
     }
     if (static_cast<int>(c.layers.size()) != c.num_layers)
-      throw Error(source + ": layer pattern has " + std::to_string(c.layers.size()) + " entries but num_hidden_layers is " +
-                  std::to_string(c.num_layers));
+      throw Error(source + ": layer pattern has " + std::to_string(c.layers.size()) +
+                  " entries but num_hidden_layers is " + std::to_string(c.num_layers));
   } else {
     c.hidden_act = r.get_str("hidden_act", "silu");
     c.rope = parse_rope(r);

@@ -59,7 +59,9 @@ struct ModelConfig {
 
   int mamba_d_inner() const { return mamba_num_heads * mamba_head_dim; }
   int mamba_conv_dim() const { return mamba_d_inner() + 2 * n_groups * ssm_state_size; }
-  int mamba_in_proj_dim() const { return 2 * mamba_d_inner() + 2 * n_groups * ssm_state_size + mamba_num_heads; }
+  int mamba_in_proj_dim() const {
+    return 2 * mamba_d_inner() + 2 * n_groups * ssm_state_size + mamba_num_heads;
+  }
   std::string layer_pattern() const;
 };
 

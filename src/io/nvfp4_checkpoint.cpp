@@ -49,7 +49,8 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   const TensorStore st = TensorStore::open_dir(in_dir);
   const QuantConfig existing = load_quant_config(in_dir);
   if (existing.algo != QuantAlgo::None)
-    throw Error(in_dir + ": already quantized (" + quant_algo_name(existing.algo) + "); quantize needs a BF16 checkpoint");
+    throw Error(in_dir + ": already quantized (" + quant_algo_name(existing.algo) +
+                "); quantize needs a BF16 checkpoint");
   const std::vector<std::string> exclude = opt.exclude.empty() ? default_nvfp4_excludes(cfg) : opt.exclude;
   const auto specs = linear_layers(cfg);
 
@@ -100,12 +101,18 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     if (!quantized.count(s.name)) excluded_names.push_back(s.name);
   const std::string algo = opt.weight_only ? "W4A16_NVFP4" : "NVFP4";
   json hfq = {{"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}},
-              {"quantization", {{"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"group_size", 16},
-                                {"exclude_modules", excluded_names}}}};
+              {"quantization",
+               {{"quant_algo", algo},
+                {"kv_cache_quant_algo", nullptr},
+                {"group_size", 16},
+                {"exclude_modules", excluded_names}}}};
   std::ofstream(fs::path(out_dir) / "hf_quant_config.json") << hfq.dump(2) << "\n";
   json cj = read_json_file((fs::path(in_dir) / "config.json").string());
-  cj["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", algo}, {"group_size", 16},
-                               {"ignore", excluded_names}, {"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}}};
+  cj["quantization_config"] = {{"quant_method", "modelopt"},
+                               {"quant_algo", algo},
+                               {"group_size", 16},
+                               {"ignore", excluded_names},
+                               {"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}}};
   cj["torch_dtype"] = "bfloat16";
   std::ofstream(fs::path(out_dir) / "config.json") << cj.dump(2) << "\n";
   return rep;

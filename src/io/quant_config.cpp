@@ -12,12 +12,18 @@ namespace fp4lab {
 
 const char* quant_algo_name(QuantAlgo a) {
   switch (a) {
-    case QuantAlgo::None: return "none";
-    case QuantAlgo::NVFP4: return "NVFP4";
-    case QuantAlgo::W4A16_NVFP4: return "W4A16_NVFP4";
-    case QuantAlgo::FP8: return "FP8";
-    case QuantAlgo::MixedPrecision: return "MIXED_PRECISION";
-    case QuantAlgo::Unsupported: return "unsupported";
+    case QuantAlgo::None:
+      return "none";
+    case QuantAlgo::NVFP4:
+      return "NVFP4";
+    case QuantAlgo::W4A16_NVFP4:
+      return "W4A16_NVFP4";
+    case QuantAlgo::FP8:
+      return "FP8";
+    case QuantAlgo::MixedPrecision:
+      return "MIXED_PRECISION";
+    case QuantAlgo::Unsupported:
+      return "unsupported";
   }
   return "?";
 }
@@ -53,8 +59,8 @@ struct Pcre2Code {
 std::unique_ptr<pcre2_code, Pcre2Code> compile_full(const std::string& re, std::string* error) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re.data()), re.size(), PCRE2_ANCHORED | PCRE2_ENDANCHORED,
-                                &err, &off, nullptr);
+  pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re.data()), re.size(),
+                                PCRE2_ANCHORED | PCRE2_ENDANCHORED, &err, &off, nullptr);
   if (!c && error) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof buf);
@@ -71,7 +77,8 @@ bool regex_full_match(const std::string& re, const std::string& text) {
   pcre2_match_context* mc = pcre2_match_context_create(nullptr);
   pcre2_set_match_limit(mc, 100000);
   pcre2_set_depth_limit(mc, 1000);
-  const int rc = pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, md, mc);
+  const int rc =
+      pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, md, mc);
   pcre2_match_context_free(mc);
   pcre2_match_data_free(md);
   return rc >= 0;
@@ -119,7 +126,8 @@ void parse_modelopt(const json& q, QuantConfig& c, const std::string& src) {
   c.algo = algo_from_string(c.raw_algo);
   if (q.contains("kv_cache_quant_algo") && q["kv_cache_quant_algo"].is_string())
     c.kv_cache_algo = q["kv_cache_quant_algo"].get<std::string>();
-  if (q.contains("group_size") && q["group_size"].is_number_integer()) c.group_size = q["group_size"].get<int>();
+  if (q.contains("group_size") && q["group_size"].is_number_integer())
+    c.group_size = q["group_size"].get<int>();
   for (const char* key : {"exclude_modules", "ignore"})
     if (q.contains(key)) {
       auto l = string_list(q[key], src + ": " + key);
@@ -129,8 +137,10 @@ void parse_modelopt(const json& q, QuantConfig& c, const std::string& src) {
     for (auto it = q["quantized_layers"].begin(); it != q["quantized_layers"].end(); ++it) {
       const json& v = it.value();
       std::string a;
-      if (v.is_object() && v.contains("quant_algo") && v["quant_algo"].is_string()) a = v["quant_algo"].get<std::string>();
-      else if (v.is_string()) a = v.get<std::string>();
+      if (v.is_object() && v.contains("quant_algo") && v["quant_algo"].is_string())
+        a = v["quant_algo"].get<std::string>();
+      else if (v.is_string())
+        a = v.get<std::string>();
       c.per_layer[it.key()] = algo_from_string(a);
     }
   }
@@ -203,13 +213,16 @@ static QuantConfig parse_quant_config_impl(const json& hfq, const json& config, 
     parse_modelopt(hfq["quantization"], c, c.source);
     return c;
   }
-  if (config.is_object() && config.contains("quantization_config") && !config["quantization_config"].is_null()) {
+  if (config.is_object() && config.contains("quantization_config") &&
+      !config["quantization_config"].is_null()) {
     const json& q = config["quantization_config"];
     c.source = dir + "/config.json";
     if (!q.is_object()) throw Error(c.source + ": quantization_config is not an object");
     const std::string method = q.value("quant_method", std::string());
-    if (method == "modelopt") parse_modelopt(q, c, c.source);
-    else if (method == "compressed-tensors") parse_compressed_tensors(q, c, c.source);
+    if (method == "modelopt")
+      parse_modelopt(q, c, c.source);
+    else if (method == "compressed-tensors")
+      parse_compressed_tensors(q, c, c.source);
     else {
       c.raw_algo = method;
       c.algo = QuantAlgo::Unsupported;

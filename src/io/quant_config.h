@@ -18,15 +18,17 @@ enum class QuantFormat { None, ModelOpt, CompressedTensors };
 struct QuantConfig {
   QuantAlgo algo = QuantAlgo::None;
   QuantFormat format = QuantFormat::None;
-  std::string producer;      // e.g. "modelopt 0.35.0"
-  std::string source;        // which file said so
-  std::string raw_algo;      // the string as written
+  std::string producer;       // e.g. "modelopt 0.35.0"
+  std::string source;         // which file said so
+  std::string raw_algo;       // the string as written
   std::string kv_cache_algo;  // "FP8" or empty
   int group_size = 16;
-  std::vector<std::string> exclude;              // wildcard patterns ('*', '?') or "re:<regex>"
-  std::map<std::string, QuantAlgo> per_layer;    // MIXED_PRECISION: layer prefix -> algo
+  std::vector<std::string> exclude;            // wildcard patterns ('*', '?') or "re:<regex>"
+  std::map<std::string, QuantAlgo> per_layer;  // MIXED_PRECISION: layer prefix -> algo
 
-  bool is_nvfp4() const { return algo == QuantAlgo::NVFP4 || algo == QuantAlgo::W4A16_NVFP4 || algo == QuantAlgo::MixedPrecision; }
+  bool is_nvfp4() const {
+    return algo == QuantAlgo::NVFP4 || algo == QuantAlgo::W4A16_NVFP4 || algo == QuantAlgo::MixedPrecision;
+  }
   // The algorithm that applies to one linear layer (prefix without ".weight"), and the exclude pattern that
   // removed it from quantization, if any.
   QuantAlgo algo_for(const std::string& layer, std::string* matched_exclude = nullptr) const;

@@ -76,7 +76,8 @@ SafetensorsHeader parse_safetensors_header(std::span<const uint8_t> file, const 
     for (const json& d : v["shape"]) {
       if (!d.is_number_unsigned()) throw tfail("shape entries must be non-negative integers");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw tfail("dimension too large");
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw tfail("dimension too large");
       if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / dim) throw tfail("shape overflows");
       numel *= dim;
       t.shape.push_back(static_cast<int64_t>(dim));
@@ -91,7 +92,8 @@ SafetensorsHeader parse_safetensors_header(std::span<const uint8_t> file, const 
                   ") run past the data section (" + std::to_string(data_size) + " bytes); file truncated?");
     const uint64_t esz = dtype_size(t.dtype);
     if (numel > std::numeric_limits<uint64_t>::max() / esz || numel * esz != t.end - t.begin)
-      throw tfail("byte size " + std::to_string(t.end - t.begin) + " does not match dtype " + dts + " and shape");
+      throw tfail("byte size " + std::to_string(t.end - t.begin) + " does not match dtype " + dts +
+                  " and shape");
     out.tensors.push_back(std::move(t));
   }
   // Overlap check over the byte ranges (empty tensors overlap nothing).
@@ -129,7 +131,8 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(std::make_unique<MappedFile>(path)) {
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : path_(path), map_(std::make_unique<MappedFile>(path)) {
   auto h = parse_safetensors_header(map_->bytes(), path);
   const uint8_t* data = map_->bytes().data() + 8 + h.header_len;
   for (auto& t : h.tensors) t.data = data + t.begin;
@@ -163,7 +166,8 @@ TensorStore TensorStore::open_dir(const std::string& dir) {
       throw Error(index.string() + ": missing weight_map");
     std::set<std::string> shards;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) throw Error(index.string() + ": weight_map['" + it.key() + "'] is not a string");
+      if (!it.value().is_string())
+        throw Error(index.string() + ": weight_map['" + it.key() + "'] is not a string");
       const std::string f = it.value().get<std::string>();
       if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
         throw Error(index.string() + ": shard name '" + f + "' leaves the checkpoint directory");
@@ -213,7 +217,8 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   for (int64_t d : shape) n *= d;
   if (static_cast<uint64_t>(n) * dtype_size(dtype) != bytes.size())
     throw Error("safetensors writer: tensor '" + name + "' has " + std::to_string(bytes.size()) +
-                " bytes, shape and dtype need " + std::to_string(static_cast<uint64_t>(n) * dtype_size(dtype)));
+                " bytes, shape and dtype need " +
+                std::to_string(static_cast<uint64_t>(n) * dtype_size(dtype)));
   for (const auto& t : tensors_)
     if (t.name == name) throw Error("safetensors writer: duplicate tensor '" + name + "'");
   tensors_.push_back({name, dtype, std::move(shape), std::move(bytes)});
@@ -234,7 +239,8 @@ void SafetensorsWriter::write(const std::string& path) const {
   if (!metadata_.empty()) h["__metadata__"] = metadata_;
   uint64_t off = 0;
   for (const auto* t : order) {
-    h[t->name] = {{"dtype", dtype_name(t->dtype)}, {"shape", t->shape}, {"data_offsets", {off, off + t->bytes.size()}}};
+    h[t->name] = {
+        {"dtype", dtype_name(t->dtype)}, {"shape", t->shape}, {"data_offsets", {off, off + t->bytes.size()}}};
     off += t->bytes.size();
   }
   std::string hs = h.dump();
@@ -248,7 +254,8 @@ void SafetensorsWriter::write(const std::string& path) const {
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
     f.write(reinterpret_cast<const char*>(len), 8);
     f.write(hs.data(), static_cast<std::streamsize>(hs.size()));
-    for (const auto* t : order) f.write(reinterpret_cast<const char*>(t->bytes.data()), static_cast<std::streamsize>(t->bytes.size()));
+    for (const auto* t : order)
+      f.write(reinterpret_cast<const char*>(t->bytes.data()), static_cast<std::streamsize>(t->bytes.size()));
     f.flush();
     if (!f) throw Error(tmp + ": write failed (disk full?)");
   }
@@ -262,18 +269,23 @@ std::vector<float> tensor_to_f32(const TensorView& t) {
   std::vector<float> out(n);
   const uint8_t* p = t.data;
   switch (t.dtype) {
-    case DType::F32: std::memcpy(out.data(), p, n * 4); break;
+    case DType::F32:
+      std::memcpy(out.data(), p, n * 4);
+      break;
     case DType::BF16:
-      for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      for (size_t i = 0; i < n; ++i)
+        out[i] = bf16_to_f32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       break;
     case DType::F16:
-      for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+      for (size_t i = 0; i < n; ++i)
+        out[i] = f16_to_f32(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       break;
     case DType::F8_E4M3:
       for (size_t i = 0; i < n; ++i) out[i] = e4m3_decode(p[i]);
       break;
     default:
-      throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) + ", expected a float type");
+      throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) +
+                  ", expected a float type");
   }
   return out;
 }

@@ -22,7 +22,8 @@ int64_t other_params(const ModelConfig& c) {
         n += c.hidden_size + int64_t{c.mamba_conv_dim()} * (c.conv_kernel + (c.use_conv_bias ? 1 : 0)) +
              3 * c.mamba_num_heads + c.mamba_d_inner();
         break;
-      default: n += c.hidden_size;
+      default:
+        n += c.hidden_size;
     }
   }
   return n;
@@ -49,8 +50,9 @@ void fill_totals(ModelSummary& s) {
 }
 
 json plan_json(const LinearPlan& p) {
-  return {{"name", p.spec.name}, {"role", p.spec.role}, {"layer", p.spec.layer}, {"n", p.spec.n},
-          {"k", p.spec.k}, {"stored", storage_name(p.storage)}, {"nvfp4", p.nvfp4}, {"reason", p.reason}};
+  return {{"name", p.spec.name}, {"role", p.spec.role}, {"layer", p.spec.layer},
+          {"n", p.spec.n},       {"k", p.spec.k},       {"stored", storage_name(p.storage)},
+          {"nvfp4", p.nvfp4},    {"reason", p.reason}};
 }
 
 }  // namespace
@@ -85,12 +87,18 @@ json ModelSummary::to_json(bool with_tensors, const TensorStore* store) const {
   j["layer_pattern"] = config.layer_pattern();
   j["hidden_size"] = config.hidden_size;
   j["vocab_size"] = config.vocab_size;
-  j["quantization"] = {{"algo", quant_algo_name(quant.algo)}, {"raw", quant.raw_algo}, {"source", quant.source},
-                       {"producer", quant.producer}, {"exclude", quant.exclude}};
-  j["params"] = {{"total", params_total}, {"linear", params_linear}, {"embedding", params_embedding},
+  j["quantization"] = {{"algo", quant_algo_name(quant.algo)},
+                       {"raw", quant.raw_algo},
+                       {"source", quant.source},
+                       {"producer", quant.producer},
+                       {"exclude", quant.exclude}};
+  j["params"] = {{"total", params_total},
+                 {"linear", params_linear},
+                 {"embedding", params_embedding},
                  {"other", params_other}};
   j["checkpoint_bytes"] = checkpoint_bytes;
-  j["bytes_per_token"] = {{"bf16", bytes_per_token_bf16}, {"nvfp4", bytes_per_token_nvfp4},
+  j["bytes_per_token"] = {{"bf16", bytes_per_token_bf16},
+                          {"nvfp4", bytes_per_token_nvfp4},
                           {"checkpoint", bytes_per_token_checkpoint}};
   j["linears"] = json::array();
   for (const auto& p : linears) j["linears"].push_back(plan_json(p));
@@ -99,8 +107,11 @@ json ModelSummary::to_json(bool with_tensors, const TensorStore* store) const {
   if (with_tensors && store) {
     j["tensors"] = json::array();
     for (const auto& [name, t] : store->all())
-      j["tensors"].push_back({{"name", name}, {"dtype", dtype_name(t->dtype)}, {"shape", t->shape},
-                              {"bytes", t->nbytes()}, {"file", t->file}});
+      j["tensors"].push_back({{"name", name},
+                              {"dtype", dtype_name(t->dtype)},
+                              {"shape", t->shape},
+                              {"bytes", t->nbytes()},
+                              {"file", t->file}});
   }
   return j;
 }

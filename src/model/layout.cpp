@@ -19,7 +19,8 @@ ArchNames arch_names(const ModelConfig& c) {
 
 std::vector<LinearSpec> linear_layers(const ModelConfig& c) {
   std::vector<LinearSpec> out;
-  const int64_t h = c.hidden_size, q = int64_t{c.num_heads} * c.head_dim, kv = int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t h = c.hidden_size, q = int64_t{c.num_heads} * c.head_dim,
+                kv = int64_t{c.num_kv_heads} * c.head_dim;
   auto add = [&](std::string name, std::string role, int layer, int64_t n, int64_t k) {
     out.push_back({std::move(name), std::move(role), layer, n, k});
   };
@@ -68,22 +69,32 @@ std::vector<LinearSpec> linear_layers(const ModelConfig& c) {
 
 const char* storage_name(WeightStorage s) {
   switch (s) {
-    case WeightStorage::BF16: return "BF16";
-    case WeightStorage::F16: return "F16";
-    case WeightStorage::F32: return "F32";
-    case WeightStorage::NVFP4_ModelOpt: return "NVFP4";
-    case WeightStorage::NVFP4_CompressedTensors: return "NVFP4(ct)";
-    case WeightStorage::FP8: return "FP8";
-    case WeightStorage::Missing: return "missing";
+    case WeightStorage::BF16:
+      return "BF16";
+    case WeightStorage::F16:
+      return "F16";
+    case WeightStorage::F32:
+      return "F32";
+    case WeightStorage::NVFP4_ModelOpt:
+      return "NVFP4";
+    case WeightStorage::NVFP4_CompressedTensors:
+      return "NVFP4(ct)";
+    case WeightStorage::FP8:
+      return "FP8";
+    case WeightStorage::Missing:
+      return "missing";
   }
   return "?";
 }
 
 const char* quant_mode_name(QuantMode m) {
   switch (m) {
-    case QuantMode::Auto: return "auto";
-    case QuantMode::BF16: return "bf16";
-    case QuantMode::NVFP4: return "nvfp4";
+    case QuantMode::Auto:
+      return "auto";
+    case QuantMode::BF16:
+      return "bf16";
+    case QuantMode::NVFP4:
+      return "nvfp4";
   }
   return "?";
 }
@@ -122,16 +133,18 @@ WeightStorage detect_storage(const LinearSpec& l, const TensorStore& st) {
 void expect_shape(const TensorStore& st, const std::string& name, std::vector<int64_t> want, DType dt) {
   const TensorView& t = st.get(name);
   if (t.dtype != dt)
-    throw Error(st.source() + ": '" + name + "' has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(dt));
-  if (t.shape != want) throw Error(st.source() + ": '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                                   shape_str(want));
+    throw Error(st.source() + ": '" + name + "' has dtype " + dtype_name(t.dtype) + ", expected " +
+                dtype_name(dt));
+  if (t.shape != want)
+    throw Error(st.source() + ": '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                shape_str(want));
 }
 
 void check_scalar(const TensorStore& st, const std::string& name) {
   const TensorView& t = st.get(name);
   if (t.dtype != DType::F32 || t.numel() != 1)
-    throw Error(st.source() + ": '" + name + "' must be a single F32 value, got " + dtype_name(t.dtype) + " " +
-                shape_str(t.shape));
+    throw Error(st.source() + ": '" + name + "' must be a single F32 value, got " + dtype_name(t.dtype) +
+                " " + shape_str(t.shape));
 }
 
 }  // namespace
@@ -159,8 +172,8 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
       } else {
         const TensorView& w = st->get(spec.name + ".weight");
         if (w.shape != std::vector<int64_t>{spec.n, spec.k})
-          throw Error(st->source() + ": '" + w.name + "' has shape " + shape_str(w.shape) + ", config implies " +
-                      shape_str({spec.n, spec.k}));
+          throw Error(st->source() + ": '" + w.name + "' has shape " + shape_str(w.shape) +
+                      ", config implies " + shape_str({spec.n, spec.k}));
       }
     } else {
       p.storage = WeightStorage::BF16;  // synthetic preset
@@ -189,7 +202,8 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
           matched = e;
         }
       p.nvfp4 = !ex;
-      p.reason = ex ? "default exclusion '" + matched + "'" : "--quant nvfp4: quantized at load (ModelOpt recipe)";
+      p.reason =
+          ex ? "default exclusion '" + matched + "'" : "--quant nvfp4: quantized at load (ModelOpt recipe)";
     } else {  // Auto on a non-FP4 tensor
       p.nvfp4 = false;
       if (q.is_nvfp4() && q.algo_for(spec.name, &matched) == QuantAlgo::None && !matched.empty())

@@ -12,10 +12,11 @@ namespace fp4lab {
 
 struct LinearSpec {
   std::string name;  // module prefix, e.g. "model.layers.0.self_attn.q_proj"
-  std::string role;  // attn.q, attn.k, attn.v, attn.o, mlp.gate, mlp.up, mlp.down, mamba.in, mamba.out, lm_head
-  int layer = -1;    // -1 for lm_head
-  int64_t n = 0;     // output features
-  int64_t k = 0;     // input features
+  std::string
+      role;        // attn.q, attn.k, attn.v, attn.o, mlp.gate, mlp.up, mlp.down, mamba.in, mamba.out, lm_head
+  int layer = -1;  // -1 for lm_head
+  int64_t n = 0;   // output features
+  int64_t k = 0;   // input features
 };
 
 // Canonical module names of the architecture, e.g. embeddings and final norm.

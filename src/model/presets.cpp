@@ -4,8 +4,8 @@ namespace fp4lab {
 
 namespace {
 
-ModelConfig llama_like(Arch arch, int hidden, int inter, int layers, int heads, int kv, int head_dim, int vocab,
-                       float theta, bool tied, float eps) {
+ModelConfig llama_like(Arch arch, int hidden, int inter, int layers, int heads, int kv, int head_dim,
+                       int vocab, float theta, bool tied, float eps) {
   ModelConfig c;
   c.arch = arch;
   c.model_type = arch_name(arch);
@@ -67,14 +67,16 @@ ModelConfig nemotron_h(int hidden, const std::string& pattern, int heads, int kv
 std::vector<Preset> make_presets() {
   std::vector<Preset> p;
   p.push_back({"nemotron-nano-9b-v2", "NVIDIA-Nemotron-Nano-9B-v2 shapes (Mamba-2 hybrid, 56 layers)",
-               nemotron_h(4480, "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 40, 8, 128, 15680, 128,
-                          80, 128, 8, 131072, 128)});
-  p.push_back({"llama-3.1-8b", "Llama-3.1-8B shapes",
-               llama3_rope(llama_like(Arch::Llama, 4096, 14336, 32, 32, 8, 128, 128256, 500000.0f, false, 1e-5f))});
+               nemotron_h(4480, "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 40, 8, 128, 15680,
+                          128, 80, 128, 8, 131072, 128)});
+  p.push_back(
+      {"llama-3.1-8b", "Llama-3.1-8B shapes",
+       llama3_rope(llama_like(Arch::Llama, 4096, 14336, 32, 32, 8, 128, 128256, 500000.0f, false, 1e-5f))});
   p.push_back({"qwen3-8b", "Qwen3-8B shapes (q/k RMSNorm)",
                llama_like(Arch::Qwen3, 4096, 12288, 36, 32, 8, 128, 151936, 1000000.0f, false, 1e-6f)});
-  p.push_back({"llama-3.3-70b", "Llama-3.3-70B shapes",
-               llama3_rope(llama_like(Arch::Llama, 8192, 28672, 80, 64, 8, 128, 128256, 500000.0f, false, 1e-5f))});
+  p.push_back(
+      {"llama-3.3-70b", "Llama-3.3-70B shapes",
+       llama3_rope(llama_like(Arch::Llama, 8192, 28672, 80, 64, 8, 128, 128256, 500000.0f, false, 1e-5f))});
   p.push_back({"tiny", "a small Llama for CPU runs and tests (hidden 256, 4 layers)",
                llama_like(Arch::Llama, 256, 768, 4, 4, 2, 64, 2048, 10000.0f, false, 1e-5f)});
   p.push_back({"tiny-nemotron-h", "a small Nemotron-H hybrid for CPU runs (pattern M*-M-)",
@@ -89,7 +91,9 @@ const std::vector<Preset>& presets() {
   return p;
 }
 
-bool is_preset_ref(const std::string& model) { return model.rfind("preset:", 0) == 0; }
+bool is_preset_ref(const std::string& model) {
+  return model.rfind("preset:", 0) == 0;
+}
 
 std::optional<Preset> find_preset(const std::string& name) {
   const std::string n = is_preset_ref(name) ? name.substr(7) : name;

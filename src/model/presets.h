@@ -17,6 +17,6 @@ struct Preset {
 
 const std::vector<Preset>& presets();
 std::optional<Preset> find_preset(const std::string& name);  // name with or without "preset:"
-bool is_preset_ref(const std::string& model);                 // "preset:..."
+bool is_preset_ref(const std::string& model);                // "preset:..."
 
 }  // namespace fp4lab

@@ -1,6 +1,6 @@
 // The model definitions, once per architecture, written against an Ops backend (CpuOps in src/cpu, CudaOps in
-// src/cuda). An Ops type provides: Tensor (2-D activation buffer), State (per-sequence KV / conv / SSM caches),
-// supports(Op), and the ops called below. The runner owns no math.
+// src/cuda). An Ops type provides: Tensor (2-D activation buffer), State (per-sequence KV / conv / SSM
+// caches), supports(Op), and the ops called below. The runner owns no math.
 #pragma once
 #include <span>
 #include <string>
@@ -27,7 +27,8 @@ class Runner {
       for (Op o : {Op::Rope, Op::SiluMul}) need.push_back(o);
     for (Op o : need)
       if (!ops_.supports(o))
-        throw Error("backend '" + ops_.name() + "' does not support op '" + op_name(o) + "' needed by " + arch_name(c.arch));
+        throw Error("backend '" + ops_.name() + "' does not support op '" + op_name(o) + "' needed by " +
+                    arch_name(c.arch));
     for (auto k : c.layers)
       if (k == LayerKind::Moe) throw Error("mixture-of-experts layers (E) are not supported yet");
     ops_.prepare(w_);
@@ -38,18 +39,19 @@ class Runner {
   Ops& ops() { return ops_; }
   State new_sequence(int max_tokens) { return ops_.new_state(w_.config, max_tokens); }
 
-  // Runs `tokens` after what the sequence holds. Returns logits [rows, vocab] as host floats: every new position
-  // when all_logits, else the last.
+  // Runs `tokens` after what the sequence holds. Returns logits [rows, vocab] as host floats: every new
+  // position when all_logits, else the last.
   std::vector<float> forward(State& s, std::span<const int> tokens, bool all_logits) {
     const ModelConfig& c = w_.config;
     const int t = static_cast<int>(tokens.size());
     if (t == 0) return {};
     for (int id : tokens)
       if (id < 0 || id >= c.vocab_size)
-        throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(c.vocab_size) + ")");
+        throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" +
+                    std::to_string(c.vocab_size) + ")");
     if (ops_.state_pos(s) + t > ops_.state_capacity(s))
-      throw Error("sequence of " + std::to_string(ops_.state_pos(s) + t) + " tokens exceeds the planned context of " +
-                  std::to_string(ops_.state_capacity(s)));
+      throw Error("sequence of " + std::to_string(ops_.state_pos(s) + t) +
+                  " tokens exceeds the planned context of " + std::to_string(ops_.state_capacity(s)));
     if (t == 1 && !all_logits && ops_.graphs_enabled())
       return ops_.run_decode_graph(s, tokens[0], [&] { body(s, tokens, false); });
     body(s, tokens, all_logits);
@@ -57,7 +59,8 @@ class Runner {
   }
 
  private:
-  // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture it.
+  // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture
+  // it.
   void body(State& s, std::span<const int> tokens, bool all_logits) {
     const ModelConfig& c = w_.config;
     const int t = static_cast<int>(tokens.size());
@@ -99,7 +102,8 @@ class Runner {
 
   void attention(const LayerWeights& L, size_t li, State& s, const Tensor& h, int t, bool rope, Tensor& out) {
     const ModelConfig& c = w_.config;
-    Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim), k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
+    Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim),
+           k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
            v = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim);
     ops_.linear(h, L.q, q);
     ops_.linear(h, L.k, k);
@@ -119,7 +123,8 @@ class Runner {
 
   void mamba(const LayerWeights& L, size_t li, State& s, const Tensor& h, int t, Tensor& out) {
     const ModelConfig& c = w_.config;
-    const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads, gn = c.n_groups * c.ssm_state_size;
+    const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads,
+              gn = c.n_groups * c.ssm_state_size;
     Tensor proj = ops_.alloc(t, c.mamba_in_proj_dim());
     ops_.linear(h, L.in_proj, proj);
     // in_proj output columns: z [d_inner] | xBC [conv_dim] | dt [heads]
@@ -133,7 +138,8 @@ class Runner {
     ops_.columns(xbc, di, b);
     ops_.columns(xbc, di + gn, cc);
     Tensor y = ops_.alloc(t, di);
-    ops_.ssm_scan(x, b, cc, dt, L.a_log, L.d, s, li, {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups}, c.chunk_size, y);
+    ops_.ssm_scan(x, b, cc, dt, L.a_log, L.d, s, li, {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups},
+                  c.chunk_size, y);
     ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
     ops_.linear(y, L.out_proj, out);
   }

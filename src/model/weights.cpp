@@ -18,7 +18,8 @@ std::vector<float> round_bf16(std::vector<float> v) {
 
 // Shards that ModelOpt quantizes with one shared tensor scale.
 std::string fusion_key(const LinearSpec& s) {
-  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v") return "L" + std::to_string(s.layer) + ".qkv";
+  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v")
+    return "L" + std::to_string(s.layer) + ".qkv";
   if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
     return "L" + std::to_string(s.layer) + ".gate_up";
   return s.name;
@@ -39,8 +40,8 @@ LinearWeight* linear_slot(ModelWeights& mw, const LinearSpec& s) {
   throw Error("internal: unknown linear role " + s.role);
 }
 
-// Applies the plan to float weights: NVFP4 layers are quantized (shared scale per fusion group) and replaced by
-// their exact dequantization; others are rounded to BF16 when the mode says the engine runs BF16.
+// Applies the plan to float weights: NVFP4 layers are quantized (shared scale per fusion group) and replaced
+// by their exact dequantization; others are rounded to BF16 when the mode says the engine runs BF16.
 void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
   std::map<std::string, float> group_amax;
   for (const auto& p : mw.plans) {
@@ -66,7 +67,8 @@ void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
 
 void size_layers(ModelWeights& mw) {
   mw.layers.resize(static_cast<size_t>(mw.config.num_layers));
-  for (int i = 0; i < mw.config.num_layers; ++i) mw.layers[static_cast<size_t>(i)].kind = mw.config.layers[static_cast<size_t>(i)];
+  for (int i = 0; i < mw.config.num_layers; ++i)
+    mw.layers[static_cast<size_t>(i)].kind = mw.config.layers[static_cast<size_t>(i)];
 }
 
 std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
@@ -76,12 +78,15 @@ std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::
   if (t.numel() != want) {
     std::string s;
     for (auto d : shape) s += (s.empty() ? "" : ", ") + std::to_string(d);
-    throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected [" + s + "]");
+    throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected [" +
+                s + "]");
   }
   return tensor_to_f32(t);
 }
 
-float scalar_f32(const TensorStore& st, const std::string& name) { return tensor_to_f32(st.get(name))[0]; }
+float scalar_f32(const TensorStore& st, const std::string& name) {
+  return tensor_to_f32(st.get(name))[0];
+}
 
 }  // namespace
 
@@ -93,7 +98,8 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
   const ModelConfig& c = mw.config;
   const QuantConfig q = load_quant_config(dir);
   if (q.algo == QuantAlgo::Unsupported)
-    throw Error(dir + ": quantization '" + q.raw_algo + "' is not supported (NVFP4, W4A16_NVFP4, MIXED_PRECISION)");
+    throw Error(dir + ": quantization '" + q.raw_algo +
+                "' is not supported (NVFP4, W4A16_NVFP4, MIXED_PRECISION)");
   const TensorStore st = TensorStore::open_dir(dir);
   mw.plans = plan_linears(c, q, &st, mode);
   size_layers(mw);
@@ -118,8 +124,9 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
       const TensorView& sc = st.get(p.spec.name + ".weight_scale");
       t.packed.assign(pk.data, pk.data + pk.nbytes());
       t.block_scales.assign(sc.data, sc.data + sc.nbytes());
-      t.tensor_scale = ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
-                          : scalar_f32(st, p.spec.name + ".weight_scale_2");
+      t.tensor_scale =
+          ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
+             : scalar_f32(st, p.spec.name + ".weight_scale_2");
       lw->w.resize(static_cast<size_t>(t.rows * t.cols));
       nvfp4_dequantize_ref(t, lw->w);
       lw->nvfp4 = std::move(t);
@@ -137,8 +144,10 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
       if (L.kind == LayerKind::Mamba) {
         const int64_t cd = c.mamba_conv_dim(), nh = c.mamba_num_heads;
         L.conv_w = get_f32(st, p + ".mixer.conv1d.weight", {cd, 1, c.conv_kernel});
-        if (c.use_conv_bias) L.conv_b = get_f32(st, p + ".mixer.conv1d.bias", {cd});
-        else L.conv_b.assign(static_cast<size_t>(cd), 0.0f);
+        if (c.use_conv_bias)
+          L.conv_b = get_f32(st, p + ".mixer.conv1d.bias", {cd});
+        else
+          L.conv_b.assign(static_cast<size_t>(cd), 0.0f);
         L.a_log = get_f32(st, p + ".mixer.A_log", {nh});
         L.d = get_f32(st, p + ".mixer.D", {nh});
         L.dt_bias = get_f32(st, p + ".mixer.dt_bias", {nh});
@@ -179,8 +188,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   mw.config = p->config;
   const ModelConfig& c = mw.config;
   QuantConfig none;
-  // A preset is "stored" in BF16; --quant nvfp4 (and auto, which for presets means NVFP4 as NVIDIA ships such a
-  // model) quantizes it at load.
+  // A preset is "stored" in BF16; --quant nvfp4 (and auto, which for presets means NVFP4 as NVIDIA ships such
+  // a model) quantizes it at load.
   mw.plans = plan_linears(c, none, nullptr, mode == QuantMode::BF16 ? QuantMode::BF16 : QuantMode::NVFP4);
   size_layers(mw);
   mw.synthetic = true;
@@ -219,7 +228,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
       L.conv_w = gauss(static_cast<size_t>(c.mamba_conv_dim() * c.conv_kernel), 0.2f);
       L.conv_b.assign(static_cast<size_t>(c.mamba_conv_dim()), 0.0f);
       L.a_log.resize(static_cast<size_t>(nh));
-      for (int h = 0; h < nh; ++h) L.a_log[static_cast<size_t>(h)] = std::log(1.0f + 15.0f * h / std::max(1, nh - 1));
+      for (int h = 0; h < nh; ++h)
+        L.a_log[static_cast<size_t>(h)] = std::log(1.0f + 15.0f * h / std::max(1, nh - 1));
       L.d.assign(static_cast<size_t>(nh), 1.0f);
       L.dt_bias.assign(static_cast<size_t>(nh), -2.0f);
       L.gated_norm.assign(static_cast<size_t>(c.mamba_d_inner()), 1.0f);
@@ -227,7 +237,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   }
   if (!materialize) return mw;
   mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
-  for (const auto& pl : mw.plans) linear_slot(mw, pl.spec)->w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
+  for (const auto& pl : mw.plans)
+    linear_slot(mw, pl.spec)->w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
   finalize_linears(mw, true);
   return mw;
 }

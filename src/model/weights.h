@@ -31,23 +31,23 @@ struct LayerWeights {
   LinearWeight gate, up, down;
   // Mamba-2
   LinearWeight in_proj, out_proj;
-  std::vector<float> conv_w;     // [conv_dim, conv_kernel]
-  std::vector<float> conv_b;     // [conv_dim]
+  std::vector<float> conv_w;             // [conv_dim, conv_kernel]
+  std::vector<float> conv_b;             // [conv_dim]
   std::vector<float> a_log, d, dt_bias;  // [mamba heads]
-  std::vector<float> gated_norm;  // [d_inner]
+  std::vector<float> gated_norm;         // [d_inner]
 };
 
 struct ModelWeights {
   ModelConfig config;
-  std::string source;          // directory or preset:NAME
+  std::string source;  // directory or preset:NAME
   QuantMode quant = QuantMode::Auto;
-  std::vector<float> embed;    // [vocab, hidden]
+  std::vector<float> embed;  // [vocab, hidden]
   std::vector<float> final_norm;
-  LinearWeight lm_head;        // a copy of embed when tied
+  LinearWeight lm_head;  // a copy of embed when tied
   std::vector<LayerWeights> layers;
   std::vector<LinearPlan> plans;  // per linear layer: NVFP4 or not, and why
   bool synthetic = false;         // a preset: values come from `seed`
-  bool materialized = true;       // host tensors filled (false: shapes only; a GPU backend generates on device)
+  bool materialized = true;  // host tensors filled (false: shapes only; a GPU backend generates on device)
   uint64_t seed = 0;
 };
 
@@ -56,15 +56,18 @@ struct ModelWeights {
 // QuantMode::BF16 rounds every linear weight to BF16 (the precision a BF16 engine computes with).
 ModelWeights load_weights(const std::string& dir, QuantMode mode);
 
-// Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02) linears,
-// unit norms, Mamba A in [1, 16]).
-// materialize = false leaves the tensors empty (shapes and plans only) for backends that generate on device.
-ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed, bool materialize = true);
+// Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02)
+// linears, unit norms, Mamba A in [1, 16]). materialize = false leaves the tensors empty (shapes and plans
+// only) for backends that generate on device.
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed,
+                               bool materialize = true);
 
 // Either of the above from a --model string ("preset:NAME" or a directory).
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets = true);
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed,
+                        bool materialize_presets = true);
 
-// Size of every linear layer's weights (n x k) given in `w.plans`, for presets whose tensors are not materialized.
+// Size of every linear layer's weights (n x k) given in `w.plans`, for presets whose tensors are not
+// materialized.
 void set_linear_shapes(ModelWeights& w);
 
 }  // namespace fp4lab

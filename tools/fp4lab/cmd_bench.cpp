@@ -68,7 +68,8 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
   const ModelConfig& c = model.config();
   std::vector<std::vector<int>> prompts(static_cast<size_t>(o.batch));
   for (int b = 0; b < o.batch; ++b)
-    for (int i = 0; i < o.input_len; ++i) prompts[static_cast<size_t>(b)].push_back((i * 7919 + b * 104729 + 13) % c.vocab_size);
+    for (int i = 0; i < o.input_len; ++i)
+      prompts[static_cast<size_t>(b)].push_back((i * 7919 + b * 104729 + 13) % c.vocab_size);
   GenerateOptions g;
   g.max_new_tokens = o.output_len;  // no stop ids: every run produces exactly output_len tokens
   for (int w = 0; w < o.warmup; ++w) {
@@ -77,7 +78,8 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
     generate(model, {prompts[0]}, gw, sync);
   }
   for (int r = 0; r < o.reps; ++r) {
-    if (isatty(STDERR_FILENO)) std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
+    if (isatty(STDERR_FILENO))
+      std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
     const auto t0 = std::chrono::steady_clock::now();
     const GenerateResult res = generate(model, prompts, g, sync);
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -100,11 +102,13 @@ json run_model_bench(const ModelBenchOpts& o) {
   if (model.empty()) {
     if (backend == "cpu") {
       model = "preset:tiny-nemotron-h";
-      std::fprintf(stderr, "no GPU: running the CPU reference backend on %s (small preset); the GPU default is "
-                           "preset:nemotron-nano-9b-v2\n", model.c_str());
+      std::fprintf(stderr,
+                   "no GPU: running the CPU reference backend on %s (small preset); the GPU default is "
+                   "preset:nemotron-nano-9b-v2\n",
+                   model.c_str());
     } else {
-      // The flagship (Nemotron-Nano-9B-v2 shapes) when its BF16 weights fit in 85% of this GPU's memory, else the
-      // largest built-in preset that does.
+      // The flagship (Nemotron-Nano-9B-v2 shapes) when its BF16 weights fit in 85% of this GPU's memory, else
+      // the largest built-in preset that does.
       model = "preset:tiny";
       double best = 0;
       const auto flagship = find_preset("nemotron-nano-9b-v2");
@@ -132,21 +136,35 @@ json run_model_bench(const ModelBenchOpts& o) {
   std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   out["host"] = {{"name", host}, {"cpus", std::max(1L, sysconf(_SC_NPROCESSORS_ONLN))}};
   out["timestamp"] = ts;
-  out["options"] = {{"model", model}, {"backend", backend}, {"quant", o.quants}, {"input_len", o.input_len},
-                    {"output_len", o.output_len}, {"batch", o.batch}, {"warmup", o.warmup}, {"reps", o.reps},
-                    {"seed", o.seed}, {"no_graphs", o.no_graphs}};
+  out["options"] = {{"model", model},
+                    {"backend", backend},
+                    {"quant", o.quants},
+                    {"input_len", o.input_len},
+                    {"output_len", o.output_len},
+                    {"batch", o.batch},
+                    {"warmup", o.warmup},
+                    {"reps", o.reps},
+                    {"seed", o.seed},
+                    {"no_graphs", o.no_graphs}};
   if (backend == "cuda") {
     const auto& g = q.gpus[0];
     const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, compiled_cuda_archs());
-    out["gpu"] = {{"name", g.name}, {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
-                  {"memory_bytes", g.total_mem}, {"sm_count", g.sm_count}, {"peak_bandwidth_gbs", g.peak_bw_gbs()},
-                  {"driver", q.driver_version}, {"cuda_runtime", q.runtime_version}, {"nvfp4_path", nvfp4_path_name(path.path)}};
+    out["gpu"] = {{"name", g.name},
+                  {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
+                  {"memory_bytes", g.total_mem},
+                  {"sm_count", g.sm_count},
+                  {"peak_bandwidth_gbs", g.peak_bw_gbs()},
+                  {"driver", q.driver_version},
+                  {"cuda_runtime", q.runtime_version},
+                  {"nvfp4_path", nvfp4_path_name(path.path)}};
   } else {
     out["gpu"] = nullptr;
   }
-  std::fprintf(stderr, "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (sequences run one after "
-               "another), %d repetitions\n", model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU",
-               o.input_len, o.output_len, o.batch, o.reps);
+  std::fprintf(stderr,
+               "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (sequences run one after "
+               "another), %d repetitions\n",
+               model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU", o.input_len, o.output_len,
+               o.batch, o.reps);
   std::vector<QuantResult> results;
   for (const auto& qs : o.quants) {
     const QuantMode mode = parse_quant_mode(qs);
@@ -159,7 +177,8 @@ json run_model_bench(const ModelBenchOpts& o) {
       s.nvfp4_plan = w.plans;
       s.linears = w.plans;
       double bpt = 2.0 * w.config.hidden_size;
-      for (const auto& p : w.plans) bpt += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+      for (const auto& p : w.plans)
+        bpt += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
       qr.bytes_per_token = bpt;
     };
     if (backend == "cuda") {
@@ -175,7 +194,8 @@ json run_model_bench(const ModelBenchOpts& o) {
       Model m(load_model(model, mode, o.seed), ops);
       fill_meta(m.weights());
       double wb = 0;
-      for (const auto& p : m.weights().plans) wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+      for (const auto& p : m.weights().plans)
+        wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
       qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
       run_reps(m, o, qr, {});
     }
@@ -188,25 +208,35 @@ json run_model_bench(const ModelBenchOpts& o) {
               std::string(14, '-').c_str(), std::string(7, '-').c_str());
   for (const auto& r : results) {
     const Stats t = stats(r.tok_s), tt = stats(r.total_s);
-    std::printf("%-34s | %8.2f ± %5.2f | %7.2f ± %4.2f | %6.2fx\n", (model.substr(model.find(':') + 1) + " " + r.quant).c_str(),
-                t.mean, t.stdev, tt.mean, tt.stdev, t.mean / base);
+    std::printf("%-34s | %8.2f ± %5.2f | %7.2f ± %4.2f | %6.2fx\n",
+                (model.substr(model.find(':') + 1) + " " + r.quant).c_str(), t.mean, t.stdev, tt.mean,
+                tt.stdev, t.mean / base);
   }
   if (backend == "cpu")
-    std::printf("(CPU reference backend: NVFP4 layers compute with their exact dequantized values in float32, so the "
-                "CPU shows accuracy effects, not the GPU's speedup)\n");
-  std::printf("\n%-8s %12s %12s %10s %10s %10s %10s %10s %12s\n", "quant", "prefill t/s", "decode t/s", "TTFT p50",
-              "TTFT p99", "TPOT p50", "TPOT p99", "NVFP4", "weights");
+    std::printf(
+        "(CPU reference backend: NVFP4 layers compute with their exact dequantized values in float32, so the "
+        "CPU shows accuracy effects, not the GPU's speedup)\n");
+  std::printf("\n%-8s %12s %12s %10s %10s %10s %10s %10s %12s\n", "quant", "prefill t/s", "decode t/s",
+              "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "NVFP4", "weights");
   json meas = json::array();
   for (const auto& r : results) {
     std::printf("%-8s %12.1f %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %5d/%-4d %12s\n", r.quant.c_str(),
                 stats(r.prefill_tok_s).mean, stats(r.decode_tok_s).mean, 1e3 * percentile(r.ttft, 0.5),
                 1e3 * percentile(r.ttft, 0.99), 1e3 * percentile(r.tpot, 0.5), 1e3 * percentile(r.tpot, 0.99),
                 r.nvfp4_layers, r.linear_layers, human_bytes(r.weight_bytes).c_str());
-    meas.push_back({{"quant", r.quant}, {"tokens_per_s", r.tok_s}, {"total_s", r.total_s}, {"prefill_tok_s", r.prefill_tok_s},
-                    {"decode_tok_s", r.decode_tok_s}, {"ttft_s_p50", percentile(r.ttft, 0.5)}, {"ttft_s_p99", percentile(r.ttft, 0.99)},
-                    {"tpot_s_p50", percentile(r.tpot, 0.5)}, {"tpot_s_p99", percentile(r.tpot, 0.99)},
-                    {"speedup_vs_first", stats(r.tok_s).mean / base}, {"weight_bytes", r.weight_bytes},
-                    {"bytes_per_token", r.bytes_per_token}, {"nvfp4_linear_layers", r.nvfp4_layers},
+    meas.push_back({{"quant", r.quant},
+                    {"tokens_per_s", r.tok_s},
+                    {"total_s", r.total_s},
+                    {"prefill_tok_s", r.prefill_tok_s},
+                    {"decode_tok_s", r.decode_tok_s},
+                    {"ttft_s_p50", percentile(r.ttft, 0.5)},
+                    {"ttft_s_p99", percentile(r.ttft, 0.99)},
+                    {"tpot_s_p50", percentile(r.tpot, 0.5)},
+                    {"tpot_s_p99", percentile(r.tpot, 0.99)},
+                    {"speedup_vs_first", stats(r.tok_s).mean / base},
+                    {"weight_bytes", r.weight_bytes},
+                    {"bytes_per_token", r.bytes_per_token},
+                    {"nvfp4_linear_layers", r.nvfp4_layers},
                     {"linear_layers", r.linear_layers}});
   }
   out["measurements"] = meas;
@@ -223,29 +253,39 @@ json run_model_bench(const ModelBenchOpts& o) {
 
 Action add_bench(CLI::App& app) {
   auto mo = std::make_shared<ModelBenchOpts>();
-  app.add_option("--model", mo->model, "checkpoint directory or preset:NAME (default: the largest preset that fits)");
-  app.add_option("--backend", mo->backend, "auto (cuda when a GPU is present), cpu, cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--quant", mo->quants, "quantizations to compare, the first is the baseline")->delimiter(',');
+  app.add_option("--model", mo->model,
+                 "checkpoint directory or preset:NAME (default: the largest preset that fits)");
+  app.add_option("--backend", mo->backend, "auto (cuda when a GPU is present), cpu, cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--quant", mo->quants, "quantizations to compare, the first is the baseline")
+      ->delimiter(',');
   app.add_option("--input-len", mo->input_len, "prompt tokens")->check(CLI::Range(1, 1 << 20));
-  app.add_option("--output-len", mo->output_len, "generated tokens per prompt")->check(CLI::Range(1, 1 << 20));
-  app.add_option("--batch", mo->batch, "prompts per repetition (run one after another)")->check(CLI::Range(1, 4096));
+  app.add_option("--output-len", mo->output_len, "generated tokens per prompt")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--batch", mo->batch, "prompts per repetition (run one after another)")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--warmup", mo->warmup, "warm-up runs (excluded)");
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
-  auto* g = app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
+  auto* g =
+      app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
 #if FP4LAB_HAVE_CUDA
   auto o = std::make_shared<GemmBenchOptions>();
-  g->add_option("--models", o->models, "built-in models whose linear shapes to run (none: only --shape)")->delimiter(',');
+  g->add_option("--models", o->models, "built-in models whose linear shapes to run (none: only --shape)")
+      ->delimiter(',');
   g->add_option("--shape", o->extra_shapes, "extra NxK shapes (repeatable)");
   g->add_option("--m", o->ms, "batch sizes M")->delimiter(',');
   g->add_option("--warmup", o->warmup, "warm-up calls");
   g->add_option("--reps", o->reps, "timed batches (median reported)");
   g->add_option("--calls-per-rep", o->calls_per_rep, "calls per timed batch (0: auto, ~0.3 ms)");
-  g->add_option("--rotate", o->rotate_factor, "rotating weight copies totalling this multiple of the L2 size");
-  g->add_option("--variant", o->variant, "force a W4A16 kernel variant (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
-  g->add_option("--rows-per-block", o->rows_per_block, "with a forced decode variant: 16 or 32 weight rows per block");
+  g->add_option("--rotate", o->rotate_factor,
+                "rotating weight copies totalling this multiple of the L2 size");
+  g->add_option("--variant", o->variant,
+                "force a W4A16 kernel variant (decode8, decode16, mma32, mma64, mma128, dequant+cublas)");
+  g->add_option("--rows-per-block", o->rows_per_block,
+                "with a forced decode variant: 16 or 32 weight rows per block");
   g->add_option("--decode-warps", o->decode_warps, "with a forced decode variant: warps per block (4 or 8)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");

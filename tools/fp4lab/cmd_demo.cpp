@@ -50,12 +50,14 @@ void run_format_demo(const DemoOpts& o) {
     std::uniform_int_distribution<size_t> pick(0, n - 1);
     std::vector<float> x(n);
     for (auto& v : x) v = g(rng);
-    for (int i = 0; i < o.rows; ++i) x[pick(rng)] = (i % 2 ? 1.0f : -1.0f) * 2.0f;  // one 100-sigma outlier per row
+    for (int i = 0; i < o.rows; ++i)
+      x[pick(rng)] = (i % 2 ? 1.0f : -1.0f) * 2.0f;  // one 100-sigma outlier per row
     dists.push_back({"gaussian + 1 outlier/row (100 sigma)", x});
   }
   std::printf("NVFP4 vs MXFP4 vs FP8 on a %d x %d weight matrix (seed %llu)\n", o.rows, o.cols,
               static_cast<unsigned long long>(o.seed));
-  std::printf("bytes/weight: BF16 2.000, FP8 1.000, NVFP4 %.4f, MXFP4 %.4f\n\n", 0.5 + 1.0 / 16, 0.5 + 1.0 / 32);
+  std::printf("bytes/weight: BF16 2.000, FP8 1.000, NVFP4 %.4f, MXFP4 %.4f\n\n", 0.5 + 1.0 / 16,
+              0.5 + 1.0 / 32);
   std::printf("%-38s %12s %12s %12s\n", "distribution", "NVFP4 relRMS", "MXFP4 relRMS", "FP8 relRMS");
   for (const auto& d : dists) {
     std::vector<float> y(n);
@@ -74,8 +76,8 @@ void run_format_demo(const DemoOpts& o) {
   const auto& x = dists[0].x;
   const auto q = nvfp4_quantize_ref(std::span<const float>(x.data(), static_cast<size_t>(o.cols)), 1, o.cols);
   const uint8_t bs = q.block_scales[0];
-  std::printf("\nfirst block of row 0: tensor scale %.6g (amax/2688), block scale E4M3 0x%02x = %g\n", q.tensor_scale, bs,
-              e4m3_decode(bs));
+  std::printf("\nfirst block of row 0: tensor scale %.6g (amax/2688), block scale E4M3 0x%02x = %g\n",
+              q.tensor_scale, bs, e4m3_decode(bs));
   std::printf("%10s %6s %8s %10s\n", "x", "code", "e2m1", "decoded");
   for (int i = 0; i < 16; ++i) {
     const uint8_t byte = q.packed[static_cast<size_t>(i / 2)];
@@ -89,7 +91,8 @@ void run_format_demo(const DemoOpts& o) {
 
 Action add_demo(CLI::App& app) {
   auto o = std::make_shared<DemoOpts>();
-  auto* fmt = app.add_subcommand("format", "quantize generated weights with NVFP4, MXFP4 and FP8 and compare errors");
+  auto* fmt =
+      app.add_subcommand("format", "quantize generated weights with NVFP4, MXFP4 and FP8 and compare errors");
   fmt->add_option("--rows", o->rows, "rows of the generated matrix")->check(CLI::Range(1, 1 << 16));
   fmt->add_option("--cols", o->cols, "columns (a multiple of 32)")->check(CLI::Range(32, 1 << 20));
   fmt->add_option("--seed", o->seed, "random seed");

@@ -35,33 +35,44 @@ Action add_doctor(CLI::App& app) {
       std::string a;
       for (const auto& s : archs) a += " sm_" + s;
       std::printf("CUDA: runtime %d.%d, driver %d.%d; kernels built for%s\n", q.runtime_version / 1000,
-                  (q.runtime_version % 1000) / 10, q.driver_version / 1000, (q.driver_version % 1000) / 10, a.c_str());
+                  (q.runtime_version % 1000) / 10, q.driver_version / 1000, (q.driver_version % 1000) / 10,
+                  a.c_str());
       j["cuda_runtime"] = q.runtime_version;
       j["cuda_driver"] = q.driver_version;
     }
     j["gpus"] = json::array();
     if (!q.ok) {
       std::printf("GPU: none (%s)\n", q.error.c_str());
-      std::printf("backend: CPU reference (float32, multi-threaded); NVFP4 runs as exact dequantization on the CPU\n");
+      std::printf(
+          "backend: CPU reference (float32, multi-threaded); NVFP4 runs as exact dequantization on the "
+          "CPU\n");
       j["backend"] = "cpu";
       j["gpu_error"] = q.error;
     } else {
       j["backend"] = "cuda";
       for (const auto& g : q.gpus) {
         const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, archs);
-        std::printf("GPU %d: %s, sm_%d%d, %.1f GiB (%.1f GiB free), %d SMs, L2 %.0f MB\n", g.index, g.name.c_str(),
-                    g.cc_major, g.cc_minor, g.total_mem / 1073741824.0, g.free_mem / 1073741824.0, g.sm_count,
-                    g.l2_bytes / 1e6);
+        std::printf("GPU %d: %s, sm_%d%d, %.1f GiB (%.1f GiB free), %d SMs, L2 %.0f MB\n", g.index,
+                    g.name.c_str(), g.cc_major, g.cc_minor, g.total_mem / 1073741824.0,
+                    g.free_mem / 1073741824.0, g.sm_count, g.l2_bytes / 1e6);
         std::printf("  memory: %d-bit bus, peak %.0f GB/s: %s\n", g.mem_bus_bits, g.peak_bw_gbs(),
                     bandwidth_class(g.peak_bw_gbs()).c_str());
-        std::printf("  NVFP4 path: %s\n    %s\n    why: %s\n", nvfp4_path_name(path.path), path.summary.c_str(),
-                    path.reason.c_str());
+        std::printf("  NVFP4 path: %s\n    %s\n    why: %s\n", nvfp4_path_name(path.path),
+                    path.summary.c_str(), path.reason.c_str());
         if (path.path == Nvfp4Path::W4A4_SM100 || path.path == Nvfp4Path::W4A4_SM120)
-          std::printf("    note: the native W4A4 path has been compiled but not run on this hardware by fp4lab's "
-                      "developers; W4A16 (--nvfp4-path w4a16) is the tested fallback\n");
-        j["gpus"].push_back({{"index", g.index}, {"name", g.name}, {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
-                             {"memory_bytes", g.total_mem}, {"sm_count", g.sm_count}, {"peak_bandwidth_gbs", g.peak_bw_gbs()},
-                             {"nvfp4_path", nvfp4_path_name(path.path)}, {"reason", path.reason}});
+          std::printf(
+              "    note: the native W4A4 cuBLASLt GEMM is compiled but has not been run on such a GPU by "
+              "fp4lab's "
+              "developers, and the engine does not use it yet: generate/bench run the W4A16 kernels here\n");
+        j["gpus"].push_back(
+            {{"index", g.index},
+             {"name", g.name},
+             {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
+             {"memory_bytes", g.total_mem},
+             {"sm_count", g.sm_count},
+             {"peak_bandwidth_gbs", g.peak_bw_gbs()},
+             {"nvfp4_path", nvfp4_path_name(path.path)},
+             {"reason", path.reason}});
       }
     }
     if (!json_out->empty()) {

@@ -65,8 +65,10 @@ Action add_generate(CLI::App& app) {
   app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
-  app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")->required();
-  app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")
+      ->required();
+  app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--greedy", o->greedy, "argmax decoding");
   app.add_option("--temperature", o->temperature, "sampling temperature");
   app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: off)");
@@ -76,7 +78,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
-  app.add_flag("--no-graphs", o->no_graphs, "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
+  app.add_flag("--no-graphs", o->no_graphs,
+               "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
     std::vector<std::vector<int>> prompts;
@@ -107,10 +110,12 @@ Action add_generate(CLI::App& app) {
       if (o->profile) {
         double total = 0;
         for (const auto& [k, v] : ops.profile_ms()) total += v;
-        std::fprintf(stderr, "GPU time by op class (prefill + decode, %d tokens generated):\n", r.generated_tokens);
+        std::fprintf(stderr, "GPU time by op class (prefill + decode, %d tokens generated):\n",
+                     r.generated_tokens);
         for (const auto& [k, v] : ops.profile_ms())
           std::fprintf(stderr, "  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
-        std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total, 1000.0 * (r.prefill_s + r.decode_s));
+        std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total,
+                     1000.0 * (r.prefill_s + r.decode_s));
       }
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
@@ -125,23 +130,36 @@ Action add_generate(CLI::App& app) {
       for (int id : r.new_ids[b]) std::printf(" %d", id);
       std::printf("\n");
     }
-    std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, load %.2f s\n", o->model.c_str(),
-                 quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load_s);
-    std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
-                 r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.generated_tokens, r.decode_s, r.decode_tok_s());
+    std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, load %.2f s\n",
+                 o->model.c_str(), quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load_s);
+    std::fprintf(
+        stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
+        r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.generated_tokens, r.decode_s, r.decode_tok_s());
     if (!o->json_out.empty()) {
       json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
                 {"options",
-                 {{"model", o->model}, {"backend", o->backend}, {"quant", o->quant}, {"max_new_tokens", o->max_new},
-                  {"greedy", o->greedy}, {"temperature", o->temperature}, {"top_k", o->top_k}, {"top_p", o->top_p},
-                  {"seed", o->seed}, {"stop_ids", o->stop_ids}, {"threads", o->threads}, {"profile", o->profile},
+                 {{"model", o->model},
+                  {"backend", o->backend},
+                  {"quant", o->quant},
+                  {"max_new_tokens", o->max_new},
+                  {"greedy", o->greedy},
+                  {"temperature", o->temperature},
+                  {"top_k", o->top_k},
+                  {"top_p", o->top_p},
+                  {"seed", o->seed},
+                  {"stop_ids", o->stop_ids},
+                  {"threads", o->threads},
+                  {"profile", o->profile},
                   {"no_graphs", o->no_graphs}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
                 {"nvfp4_linear_layers", nfp4},
                 {"timing",
-                 {{"load_s", load_s}, {"prefill_s", r.prefill_s}, {"decode_s", r.decode_s},
-                  {"prefill_tok_s", r.prefill_tok_s()}, {"decode_tok_s", r.decode_tok_s()}}}};
+                 {{"load_s", load_s},
+                  {"prefill_s", r.prefill_s},
+                  {"decode_s", r.decode_s},
+                  {"prefill_tok_s", r.prefill_tok_s()},
+                  {"decode_tok_s", r.decode_tok_s()}}}};
       std::ofstream f(o->json_out);
       if (!f) throw Error(o->json_out + ": cannot write");
       f << j.dump(2) << "\n";

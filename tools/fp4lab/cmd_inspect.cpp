@@ -22,10 +22,14 @@ std::string human_bytes(double b) {
 
 std::string human_count(double n) {
   char buf[32];
-  if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
-  else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
-  else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", n);
+  if (n >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else if (n >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", n);
   return buf;
 }
 
@@ -44,45 +48,52 @@ void print_summary(const ModelSummary& s, const TensorStore* store, const Inspec
   std::printf("architecture:   %s, %d layers", arch_name(c.arch), c.num_layers);
   if (c.arch == Arch::NemotronH) std::printf(", pattern %s", c.layer_pattern().c_str());
   std::printf("\n");
-  std::printf("hidden %d, heads %d/%d (head_dim %d), vocab %d", c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
-              c.vocab_size);
+  std::printf("hidden %d, heads %d/%d (head_dim %d), vocab %d", c.hidden_size, c.num_heads, c.num_kv_heads,
+              c.head_dim, c.vocab_size);
   if (c.intermediate_size) std::printf(", mlp %d (%s)", c.intermediate_size, c.hidden_act.c_str());
   std::printf("%s\n", c.tie_embeddings ? ", tied embeddings" : "");
   if (c.arch == Arch::NemotronH)
-    std::printf("mamba-2:        %d heads x %d (d_inner %d), state %d, groups %d, conv %d, chunk %d\n", c.mamba_num_heads,
-                c.mamba_head_dim, c.mamba_d_inner(), c.ssm_state_size, c.n_groups, c.conv_kernel, c.chunk_size);
+    std::printf("mamba-2:        %d heads x %d (d_inner %d), state %d, groups %d, conv %d, chunk %d\n",
+                c.mamba_num_heads, c.mamba_head_dim, c.mamba_d_inner(), c.ssm_state_size, c.n_groups,
+                c.conv_kernel, c.chunk_size);
   else
     std::printf("rope:           %s, theta %g\n", c.rope.type.c_str(), c.rope.theta);
   std::printf("quantization:   %s", quant_algo_name(s.quant.algo));
-  if (!s.quant.source.empty()) std::printf(" (from %s%s%s)", s.quant.source.c_str(), s.quant.producer.empty() ? "" : ", ",
-                                           s.quant.producer.c_str());
+  if (!s.quant.source.empty())
+    std::printf(" (from %s%s%s)", s.quant.source.c_str(), s.quant.producer.empty() ? "" : ", ",
+                s.quant.producer.c_str());
   std::printf("\n");
   if (!s.quant.exclude.empty()) {
     std::printf("exclude list:  ");
     for (const auto& e : s.quant.exclude) std::printf(" %s", e.c_str());
     std::printf("\n");
   }
-  std::printf("parameters:     %s total (%s linear, %s embedding, %s other)\n", human_count(s.params_total).c_str(),
-              human_count(s.params_linear).c_str(), human_count(s.params_embedding).c_str(),
-              human_count(s.params_other).c_str());
-  if (store) std::printf("checkpoint:     %s in %zu file(s)\n", human_bytes(s.checkpoint_bytes).c_str(), store->files().size());
+  std::printf("parameters:     %s total (%s linear, %s embedding, %s other)\n",
+              human_count(s.params_total).c_str(), human_count(s.params_linear).c_str(),
+              human_count(s.params_embedding).c_str(), human_count(s.params_other).c_str());
+  if (store)
+    std::printf("checkpoint:     %s in %zu file(s)\n", human_bytes(s.checkpoint_bytes).c_str(),
+                store->files().size());
   int n_fp4 = 0, n_fp4_mode = 0;
   for (const auto& p : s.linears) n_fp4 += p.nvfp4;
   for (const auto& p : s.nvfp4_plan) n_fp4_mode += p.nvfp4;
-  std::printf("linear layers:  %zu (%d NVFP4 as stored; %d NVFP4 under --quant nvfp4)\n", s.linears.size(), n_fp4,
-              n_fp4_mode);
-  std::printf("bytes/token:    BF16 %s, NVFP4 %s (%.2fx fewer), as stored %s\n", human_bytes(s.bytes_per_token_bf16).c_str(),
-              human_bytes(s.bytes_per_token_nvfp4).c_str(), s.bytes_per_token_bf16 / s.bytes_per_token_nvfp4,
+  std::printf("linear layers:  %zu (%d NVFP4 as stored; %d NVFP4 under --quant nvfp4)\n", s.linears.size(),
+              n_fp4, n_fp4_mode);
+  std::printf("bytes/token:    BF16 %s, NVFP4 %s (%.2fx fewer), as stored %s\n",
+              human_bytes(s.bytes_per_token_bf16).c_str(), human_bytes(s.bytes_per_token_nvfp4).c_str(),
+              s.bytes_per_token_bf16 / s.bytes_per_token_nvfp4,
               human_bytes(s.bytes_per_token_checkpoint).c_str());
 
   if (o.layers) {
-    std::printf("\n%-48s %-9s %7s %7s  %-8s %-6s %s\n", "linear layer", "role", "N", "K", "stored", "runs", "why");
+    std::printf("\n%-48s %-9s %7s %7s  %-8s %-6s %s\n", "linear layer", "role", "N", "K", "stored", "runs",
+                "why");
     for (size_t i = 0; i < s.linears.size(); ++i) {
       const auto& p = s.linears[i];
       const auto& q = s.nvfp4_plan[i];
-      std::printf("%-48s %-9s %7lld %7lld  %-8s %-6s %s; --quant nvfp4: %s\n", p.spec.name.c_str(), p.spec.role.c_str(),
-                  static_cast<long long>(p.spec.n), static_cast<long long>(p.spec.k), storage_name(p.storage),
-                  p.nvfp4 ? "NVFP4" : "BF16", p.reason.c_str(), q.nvfp4 ? "NVFP4" : q.reason.c_str());
+      std::printf("%-48s %-9s %7lld %7lld  %-8s %-6s %s; --quant nvfp4: %s\n", p.spec.name.c_str(),
+                  p.spec.role.c_str(), static_cast<long long>(p.spec.n), static_cast<long long>(p.spec.k),
+                  storage_name(p.storage), p.nvfp4 ? "NVFP4" : "BF16", p.reason.c_str(),
+                  q.nvfp4 ? "NVFP4" : q.reason.c_str());
     }
   }
   if (o.tensors && store) {

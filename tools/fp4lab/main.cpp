@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(name, help);
     actions[sub] = add(*sub);
   };
-  reg("inspect", "Describe a checkpoint or preset: layers, formats, parameters, bytes per token", fp4lab::cli::add_inspect);
+  reg("inspect", "Describe a checkpoint or preset: layers, formats, parameters, bytes per token",
+      fp4lab::cli::add_inspect);
   reg("doctor", "List GPUs and the NVFP4 path each one gets", fp4lab::cli::add_doctor);
   reg("bench", "Benchmarks: gemm (NVFP4 kernels vs cuBLAS)", fp4lab::cli::add_bench);
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);
