@@ -82,14 +82,6 @@ void LtGemm::run(Kind kind, const void* w, const void* w_scale, const void* x, c
 }
 
 namespace {
-__global__ void fp8_amax_kernel(const __nv_bfloat16* x, int64_t n, unsigned int* out) {
-  float m = 0.0f;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x)
-    m = fmaxf(m, fabsf(__bfloat162float(x[i])));
-  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (threadIdx.x % 32 == 0) atomicMax(out, __float_as_uint(m));
-}
 __global__ void fp8_quant_kernel(const __nv_bfloat16* x, int64_t n, uint8_t* out, float* scale_io) {
   const float amax = *scale_io;
   const float s = amax > 0.0f ? amax / kE4M3Max : 1.0f;
@@ -106,9 +98,7 @@ __global__ void fp8_finish_kernel(float* scale_io) {
 void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream) {
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
-  CUDA_CHECK(cudaMemsetAsync(scale, 0, sizeof(float), stream));
-  fp8_amax_kernel<<<grid, 256, 0, stream>>>(xb, n, reinterpret_cast<unsigned int*>(scale));
-  CUDA_CHECK_LAUNCH();
+  amax_bf16(x, n, scale, stream);
   fp8_quant_kernel<<<grid, 256, 0, stream>>>(xb, n, out, scale);
   CUDA_CHECK_LAUNCH();
   fp8_finish_kernel<<<1, 1, 0, stream>>>(scale);

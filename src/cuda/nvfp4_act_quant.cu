@@ -67,6 +67,13 @@ unsigned grid_for(int64_t total, int threads) {
 
 }  // namespace
 
+void amax_bf16(const bf16_raw* x, int64_t n, float* amax, cudaStream_t stream) {
+  CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
+  amax_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), n,
+                                                    reinterpret_cast<unsigned int*>(amax));
+  CUDA_CHECK_LAUNCH();
+}
+
 void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed, uint8_t* scales, float* ts,
                         bool dynamic, cudaStream_t stream) {
   if (k % 16) throw Error("nvfp4 activation quantization: K must be a multiple of 16");
@@ -74,9 +81,7 @@ void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed
     throw Error("nvfp4 activation quantization: X must be 16-byte aligned");
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
   if (dynamic) {
-    CUDA_CHECK(cudaMemsetAsync(ts, 0, sizeof(float), stream));
-    amax_kernel<<<grid_for(m * k, 256), 256, 0, stream>>>(xb, m * k, reinterpret_cast<unsigned int*>(ts));
-    CUDA_CHECK_LAUNCH();
+    amax_bf16(x, m * k, ts, stream);
     amax_to_scale_kernel<<<1, 1, 0, stream>>>(ts);
     CUDA_CHECK_LAUNCH();
   }

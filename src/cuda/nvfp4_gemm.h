@@ -77,6 +77,9 @@ void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cuda
 void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed, uint8_t* scales,
                         float* tensor_scale, bool dynamic, cudaStream_t stream);
 
+// max |x| over a BF16 tensor into *amax (device).
+void amax_bf16(const bf16_raw* x, int64_t n, float* amax, cudaStream_t stream);
+
 // W4A4 emulation input: each activation replaced by its exact E2M1 x E4M3 value in BF16 (no tensor scale: the
 // caller folds it into alpha, as a native W4A4 epilogue does).
 void nvfp4_act_fake_quant_unscaled(const uint8_t* packed, const uint8_t* scales, int64_t m, int64_t k,

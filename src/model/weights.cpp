@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/random.h"
 #include "io/safetensors.h"
 #include "model/presets.h"
 
@@ -200,17 +201,7 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   auto gauss = [&](size_t n, float sigma) {
     std::vector<float> v(n);
     const uint64_t s = ++stream;
-    for (size_t i = 0; i < n; ++i) {
-      // Sum of four uniforms (same generator as the GPU fill): deterministic across machines.
-      float acc = 0;
-      for (int j = 0; j < 4; ++j) {
-        uint64_t z = s * 0x9E3779B97F4A7C15ull + (i * 4 + j) * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        acc += static_cast<float>(((z ^ (z >> 31)) >> 40) & 0xffffff) * (1.0f / 16777216.0f);
-      }
-      v[i] = (acc - 2.0f) * 1.7320508f * sigma;
-    }
+    for (size_t i = 0; i < n; ++i) v[i] = random_normalish(s, i, sigma, 0);  // the GPU fill's generator
     return v;
   };
   const int64_t H = c.hidden_size;

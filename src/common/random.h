@@ -1,0 +1,28 @@
+// Counter-based random numbers usable on host and device: any element is reproducible from (seed, index), so
+// a preset's weights are the same whichever backend generates them.
+#pragma once
+#include <cstdint>
+
+#include "common/hd.h"
+
+namespace fp4lab {
+
+FP4LAB_HD uint32_t hash_u32(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<uint32_t>((z ^ (z >> 31)) >> 16);
+}
+
+// Approximately normal(0, sigma): the sum of four uniforms, centred and scaled (no transcendental functions,
+// so host and device produce identical floats). outlier_every > 0 multiplies every such element by 50.
+FP4LAB_HD float random_normalish(uint64_t seed, uint64_t i, float sigma, uint64_t outlier_every) {
+  float s = 0.0f;
+  for (int j = 0; j < 4; ++j)
+    s += static_cast<float>(hash_u32(seed + 0x1234567ull * j, i) & 0xffffff) * (1.0f / 16777216.0f);
+  float v = (s - 2.0f) * 1.7320508f * sigma;  // variance of the sum of 4 U(0,1) is 1/3
+  if (outlier_every && hash_u32(seed ^ 0xabcdefull, i) % outlier_every == 0) v *= 50.0f;
+  return v;
+}
+
+}  // namespace fp4lab
