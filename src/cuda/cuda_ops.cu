@@ -777,6 +777,11 @@ void CudaOps::relu2(Tensor& x) {
 }
 
 void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
+  if (src.rows == 1 && !src.f32) {
+    // One row: the column range is contiguous, so dst becomes a view instead of a copy (decode steps).
+    dst.data = src.data + col0;
+    return;
+  }
   OpTimer timer_(this, "mamba.split");
   columns_kernel<<<blocks_for(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data),

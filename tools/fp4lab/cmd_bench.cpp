@@ -15,6 +15,7 @@
 #include "engine/nvfp4_path.h"
 #include "model/inspect.h"
 #include "model/presets.h"
+#include "report/results_db.h"
 #if FP4LAB_HAVE_CUDA
 #include "bench/gemm_bench.h"
 #include "cuda/cuda_ops.h"
@@ -34,6 +35,8 @@ struct ModelBenchOpts {
   uint64_t seed = 0;
   std::string json_out;
   bool no_graphs = false;
+  std::string db = ResultsDb::default_path();
+  bool no_db = false;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -240,6 +243,11 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"linear_layers", r.linear_layers}});
   }
   out["measurements"] = meas;
+  if (!o.no_db) {
+    ResultsDb db(o.db);
+    const int64_t id = db.insert_run(out);
+    std::fprintf(stderr, "stored as run %lld in %s\n", static_cast<long long>(id), o.db.c_str());
+  }
   if (!o.json_out.empty()) {
     std::ofstream f(o.json_out);
     if (!f) throw Error(o.json_out + ": cannot write");
@@ -269,6 +277,8 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
+  app.add_option("--db", mo->db, "results database to store the run in (default: the user's data dir)");
+  app.add_flag("--no-db", mo->no_db, "do not store the run");
   auto* g =
       app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
 #if FP4LAB_HAVE_CUDA

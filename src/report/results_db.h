@@ -1,0 +1,46 @@
+// The SQLite results store: every `fp4lab bench` run, one transaction each, schema upgraded by numbered
+// migrations.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "io/json_util.h"
+
+struct sqlite3;
+
+namespace fp4lab {
+
+class ResultsDb {
+ public:
+  static constexpr int kSchemaVersion = 2;
+  // Opens (creating if needed) and migrates to kSchemaVersion. Throws fp4lab::Error naming the file.
+  explicit ResultsDb(const std::string& path);
+  ~ResultsDb();
+  ResultsDb(const ResultsDb&) = delete;
+  ResultsDb& operator=(const ResultsDb&) = delete;
+
+  int schema_version();
+  // Stores a bench document (schema fp4lab.bench/1) atomically; returns the run id. fail_after_run_row exists
+  // for the test that an interrupted insert leaves nothing behind.
+  int64_t insert_run(const json& doc, bool fail_after_run_row = false);
+
+  struct RunRow {
+    int64_t id = 0;
+    std::string timestamp, model, backend, gpu, commit;
+  };
+  std::vector<RunRow> list_runs();
+  json get_run(int64_t id);  // the stored document; throws when absent
+
+  static std::string default_path();  // $XDG_DATA_HOME/fp4lab/results.db or ~/.local/share/fp4lab/results.db
+
+ private:
+  void exec(const std::string& sql);
+  void migrate();
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+// Side-by-side comparison of two stored runs (per quantization: tokens/s, decode tok/s, TPOT p50, ratio).
+std::string compare_runs(const json& a, const json& b);
+
+}  // namespace fp4lab

@@ -1,0 +1,121 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "common/error.h"
+#include "report/results_db.h"
+#include "test_util.h"
+
+using namespace fp4lab;
+using fp4lab::test::TempDir;
+
+namespace {
+json doc(const std::string& model, double tok_bf16, double tok_fp4) {
+  return json::parse(R"({"schema":"fp4lab.bench/1","tool":{"name":"fp4lab","version":"0.1.0","commit":"abc"},
+    "timestamp":"2026-11-25T00:00:00Z","options":{"model":")" +
+                     model + R"(","backend":"cpu"},"gpu":null,
+    "measurements":[{"quant":"bf16","tokens_per_s":[)" +
+                     std::to_string(tok_bf16) + R"(],"decode_tok_s":[1.0]},
+                    {"quant":"nvfp4","tokens_per_s":[)" +
+                     std::to_string(tok_fp4) + R"(],"decode_tok_s":[2.0]}]})");
+}
+int count(const std::string& path, const char* table) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, (std::string("SELECT COUNT(*) FROM ") + table).c_str(), -1, &st, nullptr);
+  sqlite3_step(st);
+  const int n = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n;
+}
+}  // namespace
+
+TEST(ResultsDb, MigratesAnOlderSchema) {
+  TempDir d;
+  const std::string p = d.str("r.db");
+  {
+    // A version-1 store as an earlier fp4lab left it.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(p.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(
+            db,
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, model TEXT "
+            "NOT NULL, backend TEXT NOT NULL, gpu TEXT, tool_version TEXT, git_commit TEXT, document TEXT "
+            "NOT NULL);"
+            "CREATE TABLE measurements (run_id INTEGER NOT NULL, quant TEXT NOT NULL, tokens_per_s REAL,"
+            " decode_tok_s REAL, prefill_tok_s REAL, tpot_s_p50 REAL, ttft_s_p50 REAL, weight_bytes REAL);"
+            "PRAGMA user_version = 1;",
+            nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  ResultsDb db(p);
+  EXPECT_EQ(db.schema_version(), ResultsDb::kSchemaVersion);
+  EXPECT_EQ(db.insert_run(doc("m", 1, 2)), 1);
+}
+
+TEST(ResultsDb, InterruptedInsertLeavesNothing) {
+  TempDir d;
+  const std::string p = d.str("r.db");
+  {
+    ResultsDb db(p);
+    db.insert_run(doc("kept", 10, 20));
+    EXPECT_THROW(db.insert_run(doc("lost", 1, 2), true), Error);
+    EXPECT_THROW(db.insert_run(json::parse(R"({"options":{}})")), Error);
+  }
+  EXPECT_EQ(count(p, "runs"), 1);
+  EXPECT_EQ(count(p, "measurements"), 2);
+  ResultsDb db(p);
+  const auto runs = db.list_runs();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].model, "kept");
+}
+
+TEST(ResultsDb, NewerSchemaIsRefused) {
+  TempDir d;
+  const std::string p = d.str("r.db");
+  {
+    sqlite3* db = nullptr;
+    sqlite3_open(p.c_str(), &db);
+    sqlite3_exec(db, "PRAGMA user_version = 99;", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+  try {
+    ResultsDb db(p);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("newer"), std::string::npos);
+  }
+}
+
+TEST(ResultsDb, CompareShowsRatios) {
+  const std::string c = compare_runs(doc("m", 100, 150), doc("m", 100, 300));
+  EXPECT_NE(c.find("nvfp4"), std::string::npos);
+  EXPECT_NE(c.find("2.00x"), std::string::npos) << c;
+}
+
+TEST(ResultsDb, BenchStoresARunTheCliCanShow) {
+  TempDir d;
+  const std::string db = d.str("r.db");
+  auto r = fp4lab::test::run_fp4lab(
+      "bench --backend cpu --model preset:tiny --input-len 8 --output-len 4 --reps 1 "
+      "--warmup 0 --db " +
+      db + " --json " + d.str("b.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("Tokens/sec"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stored as run 1"), std::string::npos) << r.out;
+  const json j = read_json_file(d.str("b.json"));
+  EXPECT_EQ(j["schema"], "fp4lab.bench/1");
+  EXPECT_EQ(j["measurements"].size(), 2u);
+  EXPECT_EQ(j["options"]["input_len"], 8);
+  r = fp4lab::test::run_fp4lab("results --db " + db + " list");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("preset:tiny"), std::string::npos) << r.out;
+  r = fp4lab::test::run_fp4lab("results --db " + db + " compare 1 1");
+  EXPECT_NE(r.out.find("1.00x"), std::string::npos) << r.out;
+  r = fp4lab::test::run_fp4lab("results --db " + db + " show 7");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("no run with id 7"), std::string::npos) << r.out;
+}
