@@ -119,3 +119,23 @@ TEST(ResultsDb, BenchStoresARunTheCliCanShow) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("no run with id 7"), std::string::npos) << r.out;
 }
+
+TEST(Explain, PredictsFromDatasheets) {
+  auto r = fp4lab::test::run_fp4lab("explain");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("PREDICTIONS"), std::string::npos);
+  // Nemotron-Nano-9B-v2: 16.6 GB BF16 weights do not fit an 8 GB laptop GPU; 5.83 GB of NVFP4 do.
+  const auto row = r.out.find("RTX 4060 Laptop");
+  ASSERT_NE(row, std::string::npos);
+  const std::string line = r.out.substr(row, r.out.find('\n', row) - row);
+  EXPECT_NE(line.find("no fit"), std::string::npos) << line;
+  EXPECT_NE(line.find("w4a16-sm80"), std::string::npos) << line;
+  // H100 SXM at batch 1: 3350 GB/s over 16.89 GB (BF16) and 6.12 GB (NVFP4) per step.
+  const auto h = r.out.find("H100 SXM");
+  const std::string hl = r.out.substr(h, r.out.find('\n', h) - h);
+  EXPECT_NE(hl.find(" 198 "), std::string::npos) << hl;
+  EXPECT_NE(hl.find(" 547 "), std::string::npos) << hl;
+  r = fp4lab::test::run_fp4lab("explain --gpu 'Voodoo 2'");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("no datasheet entry"), std::string::npos) << r.out;
+}

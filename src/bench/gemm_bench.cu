@@ -91,6 +91,14 @@ W4A16Variant parse_variant(const std::string& s) {
 
 }  // namespace
 
+double measure_copy_bandwidth_gbs() {
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  const double bw = copy_bandwidth_gbs(s);
+  CUDA_CHECK(cudaStreamDestroy(s));
+  return bw;
+}
+
 json run_gemm_bench(const GemmBenchOptions& o) {
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));

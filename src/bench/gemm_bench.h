@@ -32,6 +32,10 @@ struct GemmBenchOptions {
   bool verbose = false;
 };
 
+// Device-to-device copy bandwidth of the current GPU in GB/s (bytes read + written), median of 10 1-GiB
+// copies.
+double measure_copy_bandwidth_gbs();
+
 // Runs the benchmark, prints the table, returns the JSON document (also written to json_out when set).
 json run_gemm_bench(const GemmBenchOptions& o);
 

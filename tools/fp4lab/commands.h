@@ -13,6 +13,7 @@ Action add_demo(CLI::App& app);
 Action add_bench(CLI::App& app);
 Action add_generate(CLI::App& app);
 Action add_results(CLI::App& app);
+Action add_explain(CLI::App& app);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);

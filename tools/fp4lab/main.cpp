@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
       fp4lab::cli::add_inspect);
   reg("doctor", "List GPUs and the NVFP4 path each one gets", fp4lab::cli::add_doctor);
   reg("bench", "Benchmarks: gemm (NVFP4 kernels vs cuBLAS)", fp4lab::cli::add_bench);
+  reg("explain", "Predicted BF16 vs NVFP4 decode speed on datasheet GPUs (roofline)",
+      fp4lab::cli::add_explain);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);
   reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);

@@ -1,0 +1,65 @@
+#include "report/roofline.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "model/inspect.h"
+
+namespace fp4lab {
+
+DecodeBytes decode_bytes(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context) {
+  DecodeBytes b;
+  for (const auto& p : plans) {
+    b.weights += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+    b.flops_per_token += 2.0 * p.spec.n * p.spec.k;
+  }
+  b.embedding = 2.0 * c.hidden_size;
+  for (auto k : c.layers) {
+    if (k == LayerKind::Decoder || k == LayerKind::Attention)
+      b.kv_cache += 2.0 * context * c.num_kv_heads * c.head_dim * 2.0;
+    if (k == LayerKind::Mamba)
+      b.ssm_state += 2.0 * 4.0 *
+                     (double(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size +
+                      double(c.mamba_conv_dim()) * (c.conv_kernel - 1));
+  }
+  return b;
+}
+
+const std::vector<GpuSpec>& datasheet_gpus() {
+  // Bandwidth is the headline datasheet figure; BF16 is dense tensor-core throughput (no sparsity). Consumer
+  // figures are the vendor's published FP16/BF16-with-FP32-accumulate numbers and are approximate.
+  static const std::vector<GpuSpec> g = {
+      {"A100 40GB SXM", 1555, 312, 8, 0, 40, "NVIDIA A100 Tensor Core GPU datasheet"},
+      {"A100 80GB SXM", 2039, 312, 8, 0, 80, "NVIDIA A100 Tensor Core GPU datasheet"},
+      {"H100 SXM", 3350, 989, 9, 0, 80, "NVIDIA H100 Tensor Core GPU datasheet"},
+      {"H100 PCIe", 2000, 756, 9, 0, 80, "NVIDIA H100 Tensor Core GPU datasheet"},
+      {"H200", 4800, 989, 9, 0, 141, "NVIDIA H200 Tensor Core GPU datasheet"},
+      {"B200", 8000, 2250, 10, 0, 180, "NVIDIA DGX B200 / HGX B200 datasheet (per GPU)"},
+      {"RTX 4060 Laptop", 256, 45, 8, 9, 8,
+       "NVIDIA GeForce RTX 4060 Laptop GPU specifications (approximate tensor rate)"},
+      {"RTX 4090", 1008, 165, 8, 9, 24, "NVIDIA Ada Lovelace architecture whitepaper (RTX 4090)"},
+      {"RTX 5090", 1792, 210, 12, 0, 32,
+       "NVIDIA RTX Blackwell GPU architecture whitepaper (RTX 5090, approximate)"},
+      {"RTX Pro 6000 Ada", 960, 182, 8, 9, 48,
+       "NVIDIA RTX 6000 Ada Generation datasheet (approximate tensor rate)"},
+      {"RTX Pro 6000 Blackwell", 1792, 250, 12, 0, 96,
+       "NVIDIA RTX PRO 6000 Blackwell datasheet (approximate tensor rate)"},
+  };
+  return g;
+}
+
+const GpuSpec* find_gpu_spec(const std::string& name) {
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return s;
+  };
+  const std::string n = lower(name);
+  for (const auto& g : datasheet_gpus())
+    if (lower(g.name) == n) return &g;
+  for (const auto& g : datasheet_gpus())
+    if (lower(g.name).find(n) != std::string::npos) return &g;
+  return nullptr;
+}
+
+}  // namespace fp4lab

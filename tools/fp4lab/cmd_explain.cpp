@@ -1,0 +1,89 @@
+// `fp4lab explain`: what NVFP4 can give on a GPU, including GPUs not present, from datasheet figures.
+#include <cstdio>
+
+#include "commands.h"
+#include "common/error.h"
+#include "engine/nvfp4_path.h"
+#include "model/inspect.h"
+#include "model/presets.h"
+#include "report/roofline.h"
+
+namespace fp4lab::cli {
+
+Action add_explain(CLI::App& app) {
+  struct Opts {
+    std::vector<std::string> gpus;
+    std::string model = "preset:nemotron-nano-9b-v2";
+    int batch = 1;
+    double context = 256;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("--gpu", o->gpus, "GPU names from the datasheet table (default: all)")->delimiter(',');
+  app.add_option("--model", o->model, "checkpoint directory or preset:NAME");
+  app.add_option("--batch", o->batch, "sequences decoded together")->check(CLI::Range(1, 4096));
+  app.add_option("--context", o->context, "average tokens in the KV cache during decode");
+  return [o]() {
+    ModelConfig c;
+    std::vector<LinearPlan> bf16, fp4;
+    if (is_preset_ref(o->model)) {
+      const auto p = find_preset(o->model);
+      if (!p) throw Error("unknown preset '" + o->model + "'");
+      c = p->config;
+      QuantConfig none;
+      bf16 = plan_linears(c, none, nullptr, QuantMode::BF16);
+      fp4 = plan_linears(c, none, nullptr, QuantMode::NVFP4);
+    } else {
+      const auto store = TensorStore::open_dir(o->model);
+      const auto s = summarize_checkpoint(o->model, store);
+      c = s.config;
+      bf16 = plan_linears(c, s.quant, &store, QuantMode::BF16);
+      fp4 = s.nvfp4_plan;
+    }
+    const DecodeBytes b16 = decode_bytes(c, bf16, o->context), b4 = decode_bytes(c, fp4, o->context);
+    std::printf(
+        "PREDICTIONS from datasheet figures (not measurements) for %s, batch %d, context %.0f tokens\n",
+        o->model.c_str(), o->batch, o->context);
+    std::printf(
+        "bytes per decode step: BF16 %.2f GB, NVFP4 %.2f GB (weights %.2f / %.2f GB, state %.3f GB)\n",
+        b16.per_step(o->batch) / 1e9, b4.per_step(o->batch) / 1e9, b16.weights / 1e9, b4.weights / 1e9,
+        o->batch * (b4.kv_cache + b4.ssm_state) / 1e9);
+    std::printf(
+        "ceiling = batch / max(bytes per step / bandwidth, FLOPs per step / BF16 tensor rate); \"no fit\": "
+        "the "
+        "weights exceed 90%% of the GPU's memory\n\n");
+    std::printf("%-24s %9s %7s  %-12s %12s %12s %8s  %s\n", "GPU", "GB/s", "mem GB", "NVFP4 path",
+                "BF16 tok/s", "NVFP4 tok/s", "ratio", "source");
+    const std::vector<std::string> archs{"80", "90a", "100a", "120a"};
+    for (const auto& g : datasheet_gpus()) {
+      if (!o->gpus.empty()) {
+        bool want = false;
+        for (const auto& n : o->gpus) want = want || find_gpu_spec(n) == &g;
+        if (!want) continue;
+      }
+      const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, archs);
+      const double t16 = roofline_decode_tok_s(b16, o->batch, g.bandwidth_gbs, g.bf16_tflops);
+      const double t4 = roofline_decode_tok_s(b4, o->batch, g.bandwidth_gbs, g.bf16_tflops);
+      const bool fits16 = b16.weights < g.memory_gb * 1e9 * 0.9, fits4 = b4.weights < g.memory_gb * 1e9 * 0.9;
+      std::printf(
+          "%-24s %9.0f %7.0f  %-12s %12s %12s %7.2fx  %s\n", g.name.c_str(), g.bandwidth_gbs, g.memory_gb,
+          nvfp4_path_name(path.path), fits16 ? std::to_string(static_cast<int>(t16)).c_str() : "no fit",
+          fits4 ? std::to_string(static_cast<int>(t4)).c_str() : "no fit", t4 / t16, g.source.c_str());
+    }
+    for (const auto& n : o->gpus)
+      if (!find_gpu_spec(n))
+        throw Error("no datasheet entry for GPU '" + n + "' (see the table without --gpu)");
+    std::printf(
+        "\nw4a4-* paths: the native FP4 GEMM is compiled for these GPUs, but fp4lab's engine runs its W4A16 "
+        "kernels on them today (not yet run on Blackwell hardware).\n");
+    std::printf(
+        "\nWhy: decode at small batch reads every weight once per step, so tokens/s follows bytes per step. "
+        "Before Blackwell, NVFP4 runs as W4A16 (weights dequantized in registers): the gain is the byte "
+        "ratio, "
+        "minus what the dequantizing kernels lose to bandwidth (fp4lab measured 30-56%% of copy bandwidth on "
+        "H100 at M=1, docs/perf/gemm-h100.md). As the batch grows the step becomes compute-bound and the "
+        "gain fades; on Blackwell the native W4A4 path also raises the compute ceiling.\n");
+    return 0;
+  };
+}
+
+}  // namespace fp4lab::cli
