@@ -185,10 +185,9 @@ json run_model_bench(const ModelBenchOpts& o) {
     auto fill_meta = [&](const ModelWeights& w) {
       for (const auto& p : w.plans) qr.nvfp4_layers += p.nvfp4;
       qr.linear_layers = static_cast<int>(w.plans.size());
-      double bpt = 2.0 * w.config.hidden_size;
-      for (const auto& p : w.plans)
-        bpt += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
-      qr.bytes_per_token = bpt;
+      const DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
+      qr.bytes_per_token = db.per_step(1);
+      if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, 1, copy_gbs);
     };
     if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
@@ -245,6 +244,7 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"speedup_vs_first", stats(r.tok_s).mean / base},
                     {"weight_bytes", r.weight_bytes},
                     {"bytes_per_token", r.bytes_per_token},
+                    {"roofline_decode_tok_s", r.roofline_decode_tok_s},
                     {"nvfp4_linear_layers", r.nvfp4_layers},
                     {"linear_layers", r.linear_layers}});
   }
