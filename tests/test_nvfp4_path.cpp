@@ -28,3 +28,25 @@ TEST(Doctor, RunsWithoutCrashing) {
   EXPECT_TRUE(r.out.find("GPU 0:") != std::string::npos || r.out.find("GPU: none") != std::string::npos)
       << r.out;
 }
+
+#include "engine/gpu_info.h"
+#include "engine/gpu_telemetry.h"
+
+TEST(GpuTelemetry, ReportsOrExplains) {
+  const auto t = fp4lab::read_gpu_telemetry(0);
+  if (fp4lab::query_gpus().ok) {
+    EXPECT_TRUE(t.available) << t.error;
+    EXPECT_GT(t.sm_mhz, 0u);
+    EXPECT_GT(t.mem_mhz, 0u);
+  } else {
+    EXPECT_FALSE(t.available);
+    EXPECT_FALSE(t.error.empty());
+    EXPECT_EQ(t.to_json()["available"], false);
+  }
+  fp4lab::GpuTelemetry f;
+  f.throttle_reasons = 0x1 | 0x20;
+  EXPECT_TRUE(f.throttled());
+  EXPECT_EQ(f.throttle_text(), "idle,sw-thermal");
+  f.throttle_reasons = 0x1;
+  EXPECT_FALSE(f.throttled());
+}

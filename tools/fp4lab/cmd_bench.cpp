@@ -12,6 +12,7 @@
 #include "cpu/cpu_ops.h"
 #include "engine/generate.h"
 #include "engine/gpu_info.h"
+#include "engine/gpu_telemetry.h"
 #include "engine/nvfp4_path.h"
 #include "model/inspect.h"
 #include "model/presets.h"
@@ -65,6 +66,7 @@ struct QuantResult {
   std::vector<double> ttft, tpot;
   double weight_bytes = 0, bytes_per_token = 0;
   double roofline_decode_tok_s = 0;  // memory roofline at the measured copy bandwidth (GPU runs)
+  GpuTelemetry before, after;        // clocks / temperature / throttling around the timed repetitions
   int nvfp4_layers = 0, linear_layers = 0;
 };
 
@@ -189,6 +191,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       qr.bytes_per_token = db.per_step(1);
       if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, 1, copy_gbs);
     };
+    if (backend == "cuda") qr.before = read_gpu_telemetry(0);
     if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o.no_graphs);
@@ -206,6 +209,13 @@ json run_model_bench(const ModelBenchOpts& o) {
         wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
       qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
       run_reps(m, o, qr, {});
+    }
+    if (backend == "cuda") {
+      qr.after = read_gpu_telemetry(0);
+      if (qr.after.throttled() || qr.before.throttled())
+        std::fprintf(stderr, "warning: %s run looks throttled (clock reasons before: %s, after: %s, %u C)\n",
+                     qs.c_str(), qr.before.throttle_text().c_str(), qr.after.throttle_text().c_str(),
+                     qr.after.temperature_c);
     }
     results.push_back(std::move(qr));
   }
@@ -246,7 +256,10 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"bytes_per_token", r.bytes_per_token},
                     {"roofline_decode_tok_s", r.roofline_decode_tok_s},
                     {"nvfp4_linear_layers", r.nvfp4_layers},
-                    {"linear_layers", r.linear_layers}});
+                    {"linear_layers", r.linear_layers},
+                    {"gpu_before", r.before.to_json()},
+                    {"gpu_after", r.after.to_json()},
+                    {"throttled", r.before.throttled() || r.after.throttled()}});
   }
   out["measurements"] = meas;
   // The plain-language verdict: how close decode is to the memory roofline, and why NVFP4 gains what it
