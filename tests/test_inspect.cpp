@@ -129,3 +129,21 @@ TEST(Inspect, NemotronPresetBytesPerToken) {
   const auto l = summarize_config("preset", find_preset("llama-3.1-8b")->config);
   EXPECT_NEAR(l.params_total / 1e9, 8.03, 0.01);
 }
+
+TEST(Quantize, CliWritesACheckpointTheEngineLoads) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  TempDir d;
+  auto r = run_fp4lab("quantize --in " + shared_dir() + "/models/tiny-nemotron-h --out " + d.str("q"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  // Nemotron-H defaults: Mamba and MLP linears NVFP4 (8), attention and lm_head kept.
+  EXPECT_NE(r.out.find("8 linear layers NVFP4"), std::string::npos) << r.out;
+  r = run_fp4lab("inspect " + d.str("q"));
+  EXPECT_NE(r.out.find("W4A16_NVFP4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("8 NVFP4 as stored"), std::string::npos) << r.out;
+  r = run_fp4lab("generate --model " + d.str("q") + " --prompt-ids 1,2,3 --max-new-tokens 3 --greedy");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("8/13 linear layers NVFP4"), std::string::npos) << r.out;
+  r = run_fp4lab("quantize --in " + d.str("q") + " --out " + d.str("q2"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("already quantized"), std::string::npos) << r.out;
+}
