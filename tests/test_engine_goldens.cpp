@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
 
 #include "cpu/cpu_ops.h"
@@ -207,4 +208,34 @@ TEST(Generate, PresetRunsOnCpu) {
       "generate --model preset:tiny-nemotron-h --quant nvfp4 --prompt-ids 1,2,3 --max-new-tokens 4 --greedy");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("prompt 0 new ids:"), std::string::npos) << r.out;
+}
+
+TEST(EvalPpl, Stories260kBf16AgainstNvfp4) {
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  const std::string dir = fp4lab::test::shared_dir() + "/models/stories260k";
+  const Golden g = read_golden(dir);
+  fp4lab::test::TempDir d;
+  {
+    std::ofstream f(d.str("tokens.txt"));
+    f << "1";
+    for (int id : g.greedy) f << " " << id;
+  }
+  const auto r = fp4lab::test::run_fp4lab("eval ppl --model " + dir + " --tokens " + d.str("tokens.txt") +
+                                          " --json " + d.str("m.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const json m = read_json_file(d.str("m.json"));
+  EXPECT_EQ(m["positions"], 200);
+  // The float32 model's own greedy continuation is easy for it; NVFP4 (RTN at load) is measurably worse.
+  EXPECT_LT(m["ppl_a"].get<double>(), m["ppl_b"].get<double>());
+  EXPECT_GT(m["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(m["kl_mean"].get<double>(), 3.0);
+  EXPECT_GE(m["kl_p99"].get<double>(), m["kl_mean"].get<double>());
+  EXPECT_GT(m["top1_agreement"].get<double>(), 0.25);
+  // Same model on both sides: identical distributions.
+  const auto same = fp4lab::test::run_fp4lab("eval ppl --model " + dir + " --tokens " + d.str("tokens.txt") +
+                                             " --quant-b auto --json " + d.str("s.json"));
+  ASSERT_EQ(same.status, 0) << same.out;
+  const json s = read_json_file(d.str("s.json"));
+  EXPECT_EQ(s["top1_agreement"], 1.0);
+  EXPECT_LT(s["kl_mean"].get<double>(), 1e-9);
 }

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   reg("bench", "Benchmarks: gemm (NVFP4 kernels vs cuBLAS)", fp4lab::cli::add_bench);
   reg("explain", "Predicted BF16 vs NVFP4 decode speed on datasheet GPUs (roofline)",
       fp4lab::cli::add_explain);
+  reg("eval", "Accuracy: ppl (perplexity, KL and top-1 agreement between two quantizations)",
+      fp4lab::cli::add_eval);
   reg("quantize", "Write a ModelOpt-layout NVFP4 checkpoint from a BF16 one", fp4lab::cli::add_quantize);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);

@@ -1,0 +1,120 @@
+// `fp4lab eval ppl`: perplexity of two quantizations of one model on a token sequence, and KL(a || b) between
+// them.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "common/error.h"
+#include "cpu/cpu_ops.h"
+#include "eval/metrics.h"
+#include "io/json_util.h"
+#if FP4LAB_HAVE_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace fp4lab::cli {
+
+QuantMode parse_quant_mode(const std::string& q);
+
+namespace {
+
+std::vector<int> read_tokens(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open token file");
+  std::vector<int> ids;
+  std::string tok;
+  while (f >> tok) {
+    std::stringstream ss(tok);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+      if (part.empty()) continue;
+      try {
+        size_t used = 0;
+        ids.push_back(std::stoi(part, &used));
+        if (used != part.size()) throw std::invalid_argument(part);
+      } catch (const std::exception&) {
+        throw Error(path + ": '" + part + "' is not a token id");
+      }
+    }
+  }
+  return ids;
+}
+
+template <class M>
+std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
+  auto s = m.new_sequence(static_cast<int>(tokens.size()));
+  return m.forward(s, tokens, true);
+}
+
+}  // namespace
+
+Action add_eval(CLI::App& app) {
+  struct Opts {
+    std::string model, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
+  };
+  auto o = std::make_shared<Opts>();
+  app.require_subcommand(1);
+  auto* ppl = app.add_subcommand(
+      "ppl", "perplexity of two quantizations on a token file, KL(a || b), top-1 agreement");
+  ppl->add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  ppl->add_option("--tokens", o->tokens_file, "file of token ids (whitespace or comma separated)")
+      ->required();
+  ppl->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
+  ppl->add_option("--quant-b", o->quant_b, "compared quantization");
+  ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
+  return [o]() {
+    const auto tokens = read_tokens(o->tokens_file);
+    if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
+    std::vector<float> la, lb;
+    int vocab = 0;
+    if (o->backend == "cuda") {
+#if FP4LAB_HAVE_CUDA
+      CudaOps oa, ob;
+      CudaModel a(load_model(o->model, parse_quant_mode(o->quant_a), 0, false), oa);
+      CudaModel b(load_model(o->model, parse_quant_mode(o->quant_b), 0, false), ob);
+      vocab = a.config().vocab_size;
+      la = all_logits(a, tokens);
+      lb = all_logits(b, tokens);
+#else
+      throw Error("--backend cuda: this fp4lab was built without CUDA");
+#endif
+    } else {
+      CpuOps oa, ob;
+      Model a(load_model(o->model, parse_quant_mode(o->quant_a), 0), oa);
+      Model b(load_model(o->model, parse_quant_mode(o->quant_b), 0), ob);
+      vocab = a.config().vocab_size;
+      la = all_logits(a, tokens);
+      lb = all_logits(b, tokens);
+    }
+    const PairMetrics m = compare_distributions(la, lb, tokens, vocab);
+    std::printf("%s on %d next-token positions (%s backend)\n", o->model.c_str(), m.positions,
+                o->backend.c_str());
+    std::printf("perplexity: %s %.4f, %s %.4f\n", o->quant_a.c_str(), m.ppl_a(), o->quant_b.c_str(),
+                m.ppl_b());
+    std::printf("KL(%s || %s): mean %.5f nats, p99 %.5f; top-1 agreement %.4f\n", o->quant_a.c_str(),
+                o->quant_b.c_str(), m.kl_mean, m.kl_p99, m.top1_agreement);
+    if (!o->json_out.empty()) {
+      json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
+                {"options",
+                 {{"model", o->model},
+                  {"tokens", o->tokens_file},
+                  {"backend", o->backend},
+                  {"quant_a", o->quant_a},
+                  {"quant_b", o->quant_b}}},
+                {"positions", m.positions},
+                {"ppl_a", m.ppl_a()},
+                {"ppl_b", m.ppl_b()},
+                {"kl_mean", m.kl_mean},
+                {"kl_p99", m.kl_p99},
+                {"top1_agreement", m.top1_agreement}};
+      std::ofstream f(o->json_out);
+      if (!f) throw Error(o->json_out + ": cannot write");
+      f << j.dump(2) << "\n";
+    }
+    return 0;
+  };
+}
+
+}  // namespace fp4lab::cli
