@@ -8,6 +8,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "engine/generate.h"
+#include "eval/metrics.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -29,23 +30,6 @@ Golden read_golden(const std::string& dir) {
   const auto st = TensorStore::open_file(dir + "/golden_logits.safetensors");
   r.logits = tensor_to_f32(st.get("logits"));
   return r;
-}
-
-double kl_softmax(std::span<const float> p_logits, std::span<const float> q_logits) {
-  auto lse = [](std::span<const float> l) {
-    double m = -INFINITY;
-    for (float v : l) m = std::max(m, double(v));
-    double s = 0;
-    for (float v : l) s += std::exp(v - m);
-    return m + std::log(s);
-  };
-  const double lp = lse(p_logits), lq = lse(q_logits);
-  double kl = 0;
-  for (size_t i = 0; i < p_logits.size(); ++i) {
-    const double lpi = p_logits[i] - lp;
-    kl += std::exp(lpi) * (lpi - (q_logits[i] - lq));
-  }
-  return kl;
 }
 
 void check_model(const std::string& name) {
@@ -130,7 +114,7 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
     auto pr = std::span<const float>(lr).subspan(i * V, V), pq = std::span<const float>(lq).subspan(i * V, V);
     agree += std::max_element(pr.begin(), pr.end()) - pr.begin() ==
              std::max_element(pq.begin(), pq.end()) - pq.begin();
-    kl += kl_softmax(pr, pq);
+    kl += kl_divergence(pr, pq);
   }
   const double agreement = double(agree) / seq.size(), mean_kl = kl / seq.size();
   std::printf(

@@ -6,6 +6,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_ops.h"
+#include "eval/metrics.h"
 #include "gpu_util.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -18,21 +19,6 @@ struct TeacherForced {
   double agreement = 0, mean_kl = 0;
   int positions = 0, confident = 0, confident_miss = 0;
 };
-
-double log_softmax_kl(std::span<const float> p, std::span<const float> q) {
-  double mp = -INFINITY, mq = -INFINITY;
-  for (float v : p) mp = std::max(mp, double(v));
-  for (float v : q) mq = std::max(mq, double(v));
-  double sp = 0, sq = 0;
-  for (float v : p) sp += std::exp(v - mp);
-  for (float v : q) sq += std::exp(v - mq);
-  double kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
-    kl += std::exp(lp) * (lp - lq);
-  }
-  return kl;
-}
 
 // Prompt + golden greedy continuation as one sequence; each position's argmax against the golden next token.
 TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
@@ -62,7 +48,7 @@ TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
       std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
       want = static_cast<int>(std::max_element(ref.begin(), ref.end()) - ref.begin());
       m = sorted[0] - sorted[1];
-      r.mean_kl += log_softmax_kl(ref, ours);
+      r.mean_kl += kl_divergence(ref, ours);
     } else {
       want = greedy[p - prompt.size() + 1];
       m = margin[p - prompt.size() + 1];
@@ -149,7 +135,7 @@ TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
       auto c = std::span<const float>(lc).subspan(p * V, V), g = std::span<const float>(lg).subspan(p * V, V);
       agree += std::max_element(c.begin(), c.end()) - c.begin() ==
                std::max_element(g.begin(), g.end()) - g.begin();
-      kl += log_softmax_kl(c, g);
+      kl += kl_divergence(c, g);
     }
     std::printf("%s NVFP4: CUDA vs CPU argmax agreement %.3f, mean KL %.5f over %zu positions\n", m,
                 double(agree) / seq.size(), kl / seq.size(), seq.size());

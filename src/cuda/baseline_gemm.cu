@@ -97,7 +97,7 @@ __global__ void fp8_finish_kernel(float* scale_io) {
 
 void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream) {
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
+  const unsigned grid = grid_1d(n, 256, 4096);
   amax_bf16(x, n, scale, stream);
   fp8_quant_kernel<<<grid, 256, 0, stream>>>(xb, n, out, scale);
   CUDA_CHECK_LAUNCH();

@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "common/error.h"
@@ -13,6 +14,12 @@ namespace fp4lab {
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 [[noreturn]] void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, int line);
+
+// Blocks for a grid-stride loop over n elements: enough to fill the GPU, at least one.
+inline unsigned grid_1d(int64_t n, int threads, int64_t max_blocks = 65535 * 8) {
+  const int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 1 ? 1 : b > max_blocks ? max_blocks : b);
+}
 
 }  // namespace fp4lab
 

@@ -24,11 +24,6 @@ __device__ __forceinline__ float silu(float v) {
   return v / (1.0f + __expf(-v));
 }
 
-unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>(
-      std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 4)));
-}
-
 // Block-wide sum for blockDim.x <= 1024 (multiple of 32).
 __device__ float block_sum(float v) {
   __shared__ float part[32];
@@ -376,7 +371,7 @@ void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
-    bf16_to_f32_kernel<<<blocks_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
+    bf16_to_f32_kernel<<<grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
         reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
     CUDA_CHECK_LAUNCH();
   } else {
@@ -461,8 +456,8 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
   } else {
     DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    f32_to_bf16_kernel<<<blocks_for(lw.n * lw.k, 256), 256, 0, stream_>>>(f.as<float>(), lw.n * lw.k,
-                                                                          src.as<bf16>());
+    f32_to_bf16_kernel<<<grid_1d(lw.n * lw.k, 256), 256, 0, stream_>>>(f.as<float>(), lw.n * lw.k,
+                                                                       src.as<bf16>());
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
@@ -523,7 +518,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   } else {
     DeviceBuffer f(w.embed.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    f32_to_bf16_kernel<<<blocks_for(static_cast<int64_t>(w.embed.size()), 256), 256, 0, stream_>>>(
+    f32_to_bf16_kernel<<<grid_1d(static_cast<int64_t>(w.embed.size()), 256), 256, 0, stream_>>>(
         f.as<float>(), static_cast<int64_t>(w.embed.size()), embed_.as<bf16>());
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -531,22 +526,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   weight_bytes_ += embed_.bytes;
   uint64_t gen = w.seed * 1000003ull + 17;
   for (const auto& p : w.plans) {
-    const LinearWeight* lw = nullptr;
-    if (p.spec.role == "lm_head")
-      lw = &w.lm_head;
-    else {
-      const LayerWeights& L = w.layers[static_cast<size_t>(p.spec.layer)];
-      const std::string& r = p.spec.role;
-      lw = r == "attn.q"     ? &L.q
-           : r == "attn.k"   ? &L.k
-           : r == "attn.v"   ? &L.v
-           : r == "attn.o"   ? &L.o
-           : r == "mlp.gate" ? &L.gate
-           : r == "mlp.up"   ? &L.up
-           : r == "mlp.down" ? &L.down
-           : r == "mamba.in" ? &L.in_proj
-                             : &L.out_proj;
-    }
+    const LinearWeight* lw = &linear_weight(w, p.spec);
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
       DevLinear d;
       d.n = c.vocab_size;
@@ -669,7 +649,7 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, Tens
   CUDA_CHECK(
       cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
   if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
-  embed_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+  embed_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
       tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16>(), hidden_, x.fdata());
   CUDA_CHECK_LAUNCH();
 }
@@ -684,8 +664,8 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   else
     cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
   if (d.bias.ptr) {
-    bias_kernel<<<blocks_for(y.rows * y.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(y.data),
-                                                                       d.bias.as<float>(), y.rows, y.cols);
+    bias_kernel<<<grid_1d(y.rows * y.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(y.data),
+                                                                    d.bias.as<float>(), y.rows, y.cols);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -723,7 +703,7 @@ void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfi
     rope_cfg_ = r;
     rope_dim_ = hd;
   }
-  rope_kernel<<<blocks_for(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
+  rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
       reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(),
       inv_freq_.as<float>());
   CUDA_CHECK_LAUNCH();
@@ -735,7 +715,7 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
   const int64_t row = static_cast<int64_t>(nkv) * hd;
   bf16* kc = s.k[layer].as<bf16>();
   bf16* vc = s.v[layer].as<bf16>();
-  kv_append_kernel<<<blocks_for(k.rows * row, 256), 256, 0, stream_>>>(
+  kv_append_kernel<<<grid_1d(k.rows * row, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), k.rows * row, row,
       s.pos_dev.as<int>(), kc, vc);
   CUDA_CHECK_LAUNCH();
@@ -751,19 +731,19 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
 void CudaOps::add(Tensor& x, const Tensor& y) {
   OpTimer timer_(this, "elementwise");
   if (x.f32) {
-    add_f32_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+    add_f32_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
         x.fdata(), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
     CUDA_CHECK_LAUNCH();
     return;
   }
-  add_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(
+  add_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<bf16*>(x.data), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
   OpTimer timer_(this, "elementwise");
-  silu_mul_kernel<<<blocks_for(g.rows * g.cols, 256), 256, 0, stream_>>>(
+  silu_mul_kernel<<<grid_1d(g.rows * g.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
       reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
   CUDA_CHECK_LAUNCH();
@@ -771,8 +751,8 @@ void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
 
 void CudaOps::relu2(Tensor& x) {
   OpTimer timer_(this, "elementwise");
-  relu2_kernel<<<blocks_for(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
-                                                                      x.rows * x.cols);
+  relu2_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
+                                                                   x.rows * x.cols);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -783,7 +763,7 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
     return;
   }
   OpTimer timer_(this, "mamba.split");
-  columns_kernel<<<blocks_for(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
+  columns_kernel<<<grid_1d(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data),
       dst.cols);
   CUDA_CHECK_LAUNCH();
@@ -792,7 +772,7 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
                           float hi, Tensor& dt) {
   OpTimer timer_(this, "mamba.split");
-  softplus_dt_kernel<<<blocks_for(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
+  softplus_dt_kernel<<<grid_1d(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
       reinterpret_cast<bf16*>(dt.data), dt.cols);
   CUDA_CHECK_LAUNCH();

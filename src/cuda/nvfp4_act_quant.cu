@@ -60,17 +60,12 @@ __global__ void fake_quant_unscaled_kernel(const uint8_t* __restrict__ packed,
   }
 }
 
-unsigned grid_for(int64_t total, int threads) {
-  return static_cast<unsigned>(
-      std::max<int64_t>(1, std::min<int64_t>((total + threads - 1) / threads, 65535 * 8)));
-}
-
 }  // namespace
 
 void amax_bf16(const bf16_raw* x, int64_t n, float* amax, cudaStream_t stream) {
   CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
-  amax_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), n,
-                                                    reinterpret_cast<unsigned int*>(amax));
+  amax_kernel<<<grid_1d(n, 256), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), n,
+                                                   reinterpret_cast<unsigned int*>(amax));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -86,14 +81,14 @@ void nvfp4_quantize_act(const bf16_raw* x, int64_t m, int64_t k, uint8_t* packed
     CUDA_CHECK_LAUNCH();
   }
   const int64_t blocks = m * k / 16;
-  quant_kernel<<<grid_for(blocks, 128), 128, 0, stream>>>(xb, blocks, ts, packed, scales);
+  quant_kernel<<<grid_1d(blocks, 128), 128, 0, stream>>>(xb, blocks, ts, packed, scales);
   CUDA_CHECK_LAUNCH();
 }
 
 void nvfp4_act_fake_quant_unscaled(const uint8_t* packed, const uint8_t* scales, int64_t m, int64_t k,
                                    bf16_raw* out, cudaStream_t stream) {
-  fake_quant_unscaled_kernel<<<grid_for(m * k, 256), 256, 0, stream>>>(packed, scales, m * k,
-                                                                       reinterpret_cast<__nv_bfloat16*>(out));
+  fake_quant_unscaled_kernel<<<grid_1d(m * k, 256), 256, 0, stream>>>(packed, scales, m * k,
+                                                                      reinterpret_cast<__nv_bfloat16*>(out));
   CUDA_CHECK_LAUNCH();
 }
 

@@ -129,10 +129,6 @@ __global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint
   }
 }
 
-unsigned grid_for(int64_t total, int threads) {
-  return static_cast<unsigned>(std::min<int64_t>((total + threads - 1) / threads, 65535 * 8));
-}
-
 }  // namespace
 
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
@@ -146,17 +142,17 @@ Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scal
   w.tensor_scale = tensor_scale;
   w.weights = DeviceBuffer(static_cast<size_t>(w.geom.weight_bytes()));
   w.scales = DeviceBuffer(static_cast<size_t>(w.geom.scale_bytes()));
-  repack_weights_kernel<<<grid_for(w.geom.weight_bytes() / 4, 256), 256, 0, stream>>>(
+  repack_weights_kernel<<<grid_1d(w.geom.weight_bytes() / 4, 256), 256, 0, stream>>>(
       packed, n, k, w.geom.kchunks(), w.weights.as<uint32_t>(), w.geom.weight_bytes() / 4);
   CUDA_CHECK_LAUNCH();
-  repack_scales_kernel<<<grid_for(w.geom.scale_bytes(), 256), 256, 0, stream>>>(
+  repack_scales_kernel<<<grid_1d(w.geom.scale_bytes(), 256), 256, 0, stream>>>(
       scales, n, k, w.geom.kchunks(), w.scales.as<uint8_t>(), w.geom.scale_bytes());
   CUDA_CHECK_LAUNCH();
   return w;
 }
 
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
-  dequant_tiled_kernel<<<grid_for(w.geom.row_tiles() * w.geom.kchunks() * 128, 256), 256, 0, stream>>>(
+  dequant_tiled_kernel<<<grid_1d(w.geom.row_tiles() * w.geom.kchunks() * 128, 256), 256, 0, stream>>>(
       w.weights.as<uint32_t>(), w.scales.as<uint8_t>(), w.geom.n, w.geom.k, w.geom.kchunks(),
       reinterpret_cast<uint32_t*>(out));
   CUDA_CHECK_LAUNCH();

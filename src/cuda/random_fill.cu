@@ -13,7 +13,7 @@ __global__ void fill_kernel(uint16_t* dst, int64_t n, uint64_t seed, float sigma
 
 void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every,
                       cudaStream_t s) {
-  const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
+  const unsigned grid = grid_1d(n, 256, 8192);
   fill_kernel<<<grid, 256, 0, s>>>(dst, n, seed, sigma, outlier_every);
   CUDA_CHECK_LAUNCH();
 }

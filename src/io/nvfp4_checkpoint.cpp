@@ -33,14 +33,6 @@ std::vector<uint8_t> to_bf16_bytes(const std::vector<float>& x) {
   return b;
 }
 
-// ModelOpt gives fused projections one weight_scale_2: q/k/v of a layer, and gate/up.
-std::string fusion_group(const LinearSpec& s) {
-  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v") return std::to_string(s.layer) + ".qkv";
-  if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
-    return std::to_string(s.layer) + ".gate_up";
-  return s.name;
-}
-
 }  // namespace
 
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
@@ -64,7 +56,7 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     quantized.insert(s.name);
     by_weight[s.name + ".weight"] = &s;
     const auto w = tensor_to_f32(st.get(s.name + ".weight"));
-    float& g = group_amax[fusion_group(s)];
+    float& g = group_amax[fused_scale_group(s)];
     g = std::max(g, amax_ref(w));
   }
 
@@ -85,7 +77,7 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     }
     const LinearSpec& s = *it->second;
     const auto w = tensor_to_f32(*t);
-    const float ts = nvfp4_tensor_scale(group_amax[fusion_group(s)]);
+    const float ts = nvfp4_tensor_scale(group_amax[fused_scale_group(s)]);
     const Nvfp4Tensor q = nvfp4_quantize_ref(w, s.n, s.k, ts);
     out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
     out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);

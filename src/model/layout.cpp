@@ -99,6 +99,14 @@ const char* quant_mode_name(QuantMode m) {
   return "?";
 }
 
+std::string fused_scale_group(const LinearSpec& s) {
+  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v")
+    return "L" + std::to_string(s.layer) + ".qkv";
+  if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
+    return "L" + std::to_string(s.layer) + ".gate_up";
+  return s.name;
+}
+
 std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c) {
   std::vector<std::string> ex{"lm_head"};
   if (c.arch == Arch::NemotronH)

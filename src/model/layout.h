@@ -42,6 +42,9 @@ struct LinearPlan {
 enum class QuantMode { Auto, BF16, NVFP4 };
 const char* quant_mode_name(QuantMode m);
 
+// Layers that ModelOpt quantizes with one shared tensor scale (q/k/v of a layer, gate/up); others are alone.
+std::string fused_scale_group(const LinearSpec& s);
+
 // Default exclusions when fp4lab quantizes a BF16 checkpoint at load, following ModelOpt's defaults and, for
 // Nemotron-H, NVIDIA's own NVFP4 checkpoints (attention kept in BF16).
 std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c);

@@ -17,45 +17,22 @@ std::vector<float> round_bf16(std::vector<float> v) {
   return v;
 }
 
-// Shards that ModelOpt quantizes with one shared tensor scale.
-std::string fusion_key(const LinearSpec& s) {
-  if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v")
-    return "L" + std::to_string(s.layer) + ".qkv";
-  if (s.role == "mlp.gate" || (s.role == "mlp.up" && s.name.find(".mlp.") != std::string::npos))
-    return "L" + std::to_string(s.layer) + ".gate_up";
-  return s.name;
-}
-
-LinearWeight* linear_slot(ModelWeights& mw, const LinearSpec& s) {
-  if (s.role == "lm_head") return &mw.lm_head;
-  LayerWeights& L = mw.layers[static_cast<size_t>(s.layer)];
-  if (s.role == "attn.q") return &L.q;
-  if (s.role == "attn.k") return &L.k;
-  if (s.role == "attn.v") return &L.v;
-  if (s.role == "attn.o") return &L.o;
-  if (s.role == "mlp.gate") return &L.gate;
-  if (s.role == "mlp.up") return &L.up;
-  if (s.role == "mlp.down") return &L.down;
-  if (s.role == "mamba.in") return &L.in_proj;
-  if (s.role == "mamba.out") return &L.out_proj;
-  throw Error("internal: unknown linear role " + s.role);
-}
-
 // Applies the plan to float weights: NVFP4 layers are quantized (shared scale per fusion group) and replaced
 // by their exact dequantization; others are rounded to BF16 when the mode says the engine runs BF16.
 void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
   std::map<std::string, float> group_amax;
   for (const auto& p : mw.plans) {
     if (!p.nvfp4) continue;
-    LinearWeight* lw = linear_slot(mw, p.spec);
+    LinearWeight* lw = &linear_weight(mw, p.spec);
     if (lw->nvfp4) continue;  // stored NVFP4: keep the checkpoint's own scales
-    float& g = group_amax[fusion_key(p.spec)];
+    float& g = group_amax[fused_scale_group(p.spec)];
     g = std::max(g, amax_ref(lw->w));
   }
   for (const auto& p : mw.plans) {
-    LinearWeight* lw = linear_slot(mw, p.spec);
+    LinearWeight* lw = &linear_weight(mw, p.spec);
     if (p.nvfp4 && !lw->nvfp4) {
-      lw->nvfp4 = nvfp4_quantize_ref(lw->w, lw->n, lw->k, nvfp4_tensor_scale(group_amax[fusion_key(p.spec)]));
+      lw->nvfp4 =
+          nvfp4_quantize_ref(lw->w, lw->n, lw->k, nvfp4_tensor_scale(group_amax[fused_scale_group(p.spec)]));
       nvfp4_dequantize_ref(*lw->nvfp4, lw->w);
     } else if (!p.nvfp4 && lw->nvfp4) {
       lw->nvfp4.reset();  // --quant bf16 on an NVFP4 checkpoint: dequantized, then held in BF16
@@ -109,7 +86,7 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
   mw.embed = get_f32(st, names.embed, {c.vocab_size, H});
   mw.final_norm = get_f32(st, names.final_norm, {H});
   for (const auto& p : mw.plans) {
-    LinearWeight* lw = linear_slot(mw, p.spec);
+    LinearWeight* lw = &linear_weight(mw, p.spec);
     lw->n = p.spec.n;
     lw->k = p.spec.k;
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
@@ -168,9 +145,28 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
   return mw;
 }
 
+LinearWeight& linear_weight(ModelWeights& mw, const LinearSpec& s) {
+  if (s.role == "lm_head") return mw.lm_head;
+  LayerWeights& L = mw.layers[static_cast<size_t>(s.layer)];
+  if (s.role == "attn.q") return L.q;
+  if (s.role == "attn.k") return L.k;
+  if (s.role == "attn.v") return L.v;
+  if (s.role == "attn.o") return L.o;
+  if (s.role == "mlp.gate") return L.gate;
+  if (s.role == "mlp.up") return L.up;
+  if (s.role == "mlp.down") return L.down;
+  if (s.role == "mamba.in") return L.in_proj;
+  if (s.role == "mamba.out") return L.out_proj;
+  throw Error("internal: unknown linear role " + s.role);
+}
+
+const LinearWeight& linear_weight(const ModelWeights& w, const LinearSpec& s) {
+  return linear_weight(const_cast<ModelWeights&>(w), s);
+}
+
 void set_linear_shapes(ModelWeights& mw) {
   for (const auto& pl : mw.plans) {
-    LinearWeight* lw = linear_slot(mw, pl.spec);
+    LinearWeight* lw = &linear_weight(mw, pl.spec);
     lw->n = pl.spec.n;
     lw->k = pl.spec.k;
   }
@@ -229,7 +225,7 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   if (!materialize) return mw;
   mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
   for (const auto& pl : mw.plans)
-    linear_slot(mw, pl.spec)->w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
+    linear_weight(mw, pl.spec).w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
   finalize_linears(mw, true);
   return mw;
 }

@@ -66,6 +66,10 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
 ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed,
                         bool materialize_presets = true);
 
+// The weight a linear-layer spec (role, layer) refers to.
+LinearWeight& linear_weight(ModelWeights& w, const LinearSpec& s);
+const LinearWeight& linear_weight(const ModelWeights& w, const LinearSpec& s);
+
 // Size of every linear layer's weights (n x k) given in `w.plans`, for presets whose tensors are not
 // materialized.
 void set_linear_shapes(ModelWeights& w);

@@ -22,23 +22,9 @@ namespace {
 std::vector<int> read_tokens(const std::string& path) {
   std::ifstream f(path);
   if (!f) throw Error(path + ": cannot open token file");
-  std::vector<int> ids;
-  std::string tok;
-  while (f >> tok) {
-    std::stringstream ss(tok);
-    std::string part;
-    while (std::getline(ss, part, ',')) {
-      if (part.empty()) continue;
-      try {
-        size_t used = 0;
-        ids.push_back(std::stoi(part, &used));
-        if (used != part.size()) throw std::invalid_argument(part);
-      } catch (const std::exception&) {
-        throw Error(path + ": '" + part + "' is not a token id");
-      }
-    }
-  }
-  return ids;
+  std::ostringstream text;
+  text << f.rdbuf();
+  return parse_token_ids(text.str(), path);
 }
 
 template <class M>

@@ -1,3 +1,4 @@
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -34,24 +35,31 @@ struct GenOpts {
   bool no_graphs = false;
 };
 
-std::vector<int> parse_ids(const std::string& s) {
+}  // namespace
+
+std::vector<int> parse_token_ids(std::string_view text, const std::string& what) {
   std::vector<int> ids;
-  std::stringstream ss(s);
   std::string tok;
-  while (std::getline(ss, tok, ',')) {
-    if (tok.empty()) continue;
+  auto flush = [&] {
+    if (tok.empty()) return;
     try {
       size_t used = 0;
       ids.push_back(std::stoi(tok, &used));
       if (used != tok.size()) throw std::invalid_argument(tok);
     } catch (const std::exception&) {
-      throw Error("--prompt-ids: '" + tok + "' is not an integer token id");
+      throw Error(what + ": '" + tok + "' is not an integer token id");
     }
+    tok.clear();
+  };
+  for (char ch : text) {
+    if (ch == ',' || std::isspace(static_cast<unsigned char>(ch)))
+      flush();
+    else
+      tok.push_back(ch);
   }
+  flush();
   return ids;
 }
-
-}  // namespace
 
 QuantMode parse_quant_mode(const std::string& q) {
   if (q == "auto") return QuantMode::Auto;
@@ -83,7 +91,7 @@ Action add_generate(CLI::App& app) {
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
     std::vector<std::vector<int>> prompts;
-    for (const auto& p : o->prompts) prompts.push_back(parse_ids(p));
+    for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
     GenerateOptions g;
     g.max_new_tokens = o->max_new;
     g.stop_ids = o->stop_ids;

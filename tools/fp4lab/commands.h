@@ -2,6 +2,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string_view>
+#include <vector>
 
 namespace fp4lab::cli {
 
@@ -20,5 +22,8 @@ Action add_eval(CLI::App& app);
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);
 std::string human_count(double n);
+
+// Token ids separated by commas and/or whitespace; `what` names the source in the error.
+std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
 
 }  // namespace fp4lab::cli
