@@ -1,12 +1,10 @@
 #include "io/quant_config.h"
 
 #include <filesystem>
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <memory>
 
 #include "common/error.h"
+#include "common/regex.h"
 
 namespace fp4lab {
 
@@ -51,37 +49,15 @@ bool wildcard_match(std::string_view p, std::string_view t) {
 
 namespace {
 
-struct Pcre2Code {
-  void operator()(pcre2_code* c) const { pcre2_code_free(c); }
-};
-
-// Compiles a whole-string regex; nullptr and a message when the pattern is invalid.
-std::unique_ptr<pcre2_code, Pcre2Code> compile_full(const std::string& re, std::string* error) {
-  int err = 0;
-  PCRE2_SIZE off = 0;
-  pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re.data()), re.size(),
-                                PCRE2_ANCHORED | PCRE2_ENDANCHORED, &err, &off, nullptr);
-  if (!c && error) {
-    PCRE2_UCHAR buf[256];
-    pcre2_get_error_message(err, buf, sizeof buf);
-    *error = std::string(reinterpret_cast<const char*>(buf)) + " at offset " + std::to_string(off);
-  }
-  return std::unique_ptr<pcre2_code, Pcre2Code>(c);
-}
-
-// Config files are untrusted: a pathological pattern must not hang the loader, so matching is bounded.
+// Layer names are ASCII and the pattern is a Python `re` full match; invalid patterns are rejected when the
+// config is parsed, so here one that fails to compile simply matches nothing.
 bool regex_full_match(const std::string& re, const std::string& text) {
-  auto code = compile_full(re, nullptr);
-  if (!code) return false;
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code.get(), nullptr);
-  pcre2_match_context* mc = pcre2_match_context_create(nullptr);
-  pcre2_set_match_limit(mc, 100000);
-  pcre2_set_depth_limit(mc, 1000);
-  const int rc =
-      pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, md, mc);
-  pcre2_match_context_free(mc);
-  pcre2_match_data_free(md);
-  return rc >= 0;
+  try {
+    const Regex r(re, Regex::Options{.utf = false, .anchored_full = true}, "exclude pattern");
+    return r.full_match(text);
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 }  // namespace
@@ -169,9 +145,13 @@ void parse_compressed_tensors(const json& q, QuantConfig& c, const std::string& 
   }
   if (q.contains("ignore")) c.exclude = string_list(q["ignore"], src + ": ignore");
   for (const auto& p : c.exclude) {
-    std::string err;
-    if (p.rfind("re:", 0) == 0 && !compile_full(p.substr(3), &err))
-      throw Error(src + ": invalid regular expression '" + p + "' in ignore: " + err);
+    if (p.rfind("re:", 0) == 0) {
+      try {
+        Regex(p.substr(3), Regex::Options{.utf = false, .anchored_full = true}, "");
+      } catch (const Error& e) {
+        throw Error(src + ": invalid regular expression '" + p + "' in ignore" + e.what());
+      }
+    }
   }
 }
 

@@ -18,6 +18,7 @@ Action add_results(CLI::App& app);
 Action add_explain(CLI::App& app);
 Action add_quantize(CLI::App& app);
 Action add_eval(CLI::App& app);
+Action add_tokenize(CLI::App& app);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);

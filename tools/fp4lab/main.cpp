@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
       fp4lab::cli::add_explain);
   reg("eval", "Accuracy: ppl (perplexity, KL and top-1 agreement between two quantizations)",
       fp4lab::cli::add_eval);
+  reg("tokenize", "Encode JSONL text to token ids with a Hugging Face tokenizer (or --decode)",
+      fp4lab::cli::add_tokenize);
   reg("quantize", "Write a ModelOpt-layout NVFP4 checkpoint from a BF16 one", fp4lab::cli::add_quantize);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);

@@ -1,0 +1,1157 @@
+#include "tokenizer/tokenizer.h"
+
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <sstream>
+#include <unordered_map>
+
+#include "common/error.h"
+#include "common/regex.h"
+#include "io/json_util.h"
+#include "common/utf8.h"
+
+namespace fp4lab {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// GPT-2's reversible byte <-> printable-character map: printable Latin-1 bytes map to themselves, the other
+// 68 bytes to U+0100.. in byte order, so every byte string becomes a string of visible characters.
+struct ByteMap {
+  std::string enc[256];
+  std::unordered_map<uint32_t, uint8_t> dec;
+  ByteMap() {
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const uint32_t cp = printable ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++);
+      enc[b] = utf8_encode(cp);
+      dec[cp] = static_cast<uint8_t>(b);
+    }
+  }
+};
+const ByteMap& byte_map() {
+  static const ByteMap m;
+  return m;
+}
+
+std::string str_field(const json& j, const char* key, const std::string& what, const std::string& dflt = {}) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_string()) throw Error(what + ": '" + key + "' must be a string");
+  return j[key].get<std::string>();
+}
+bool bool_field(const json& j, const char* key, bool dflt) {
+  return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : dflt;
+}
+
+// A pattern object {"String": s} or {"Regex": r}: literal strings are matched as written.
+struct Pattern {
+  std::string literal;
+  std::optional<Regex> regex;
+  static Pattern from(const json& j, const std::string& what) {
+    Pattern p;
+    if (j.is_object() && j.contains("Regex") && j["Regex"].is_string())
+      p.regex.emplace(j["Regex"].get<std::string>(), what);
+    else if (j.is_object() && j.contains("String") && j["String"].is_string())
+      p.literal = j["String"].get<std::string>();
+    else if (j.is_string())
+      p.literal = j.get<std::string>();
+    else
+      throw Error(what + ": pattern must be {\"String\": ...} or {\"Regex\": ...}");
+    if (!p.regex && p.literal.empty()) throw Error(what + ": empty pattern");
+    return p;
+  }
+  // Byte ranges of the matches, left to right, non-overlapping.
+  std::vector<std::pair<size_t, size_t>> matches(std::string_view s) const {
+    std::vector<std::pair<size_t, size_t>> out;
+    if (regex) {
+      for (const auto& m : regex->find_all(s))
+        if (m.end > m.begin) out.emplace_back(m.begin, m.end);
+    } else {
+      for (size_t pos = s.find(literal); pos != std::string_view::npos;
+           pos = s.find(literal, pos + literal.size()))
+        out.emplace_back(pos, pos + literal.size());
+    }
+    return out;
+  }
+  std::string replace_all(std::string_view s, std::string_view with) const {
+    std::string out;
+    size_t last = 0;
+    for (auto [b, e] : matches(s)) {
+      out.append(s.substr(last, b - last));
+      out.append(with);
+      last = e;
+    }
+    out.append(s.substr(last));
+    return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Normalizers
+struct Normalizer {
+  virtual ~Normalizer() = default;
+  virtual std::string apply(std::string s) const = 0;
+};
+
+struct UnicodeNormalizer : Normalizer {
+  int options;
+  explicit UnicodeNormalizer(int o) : options(o) {}
+  std::string apply(std::string s) const override {
+    // ASCII is invariant under every normalization form (NFKC included), and most text is ASCII.
+    if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
+      return s;
+    utf8proc_uint8_t* dst = nullptr;
+    const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                static_cast<utf8proc_ssize_t>(s.size()), &dst,
+                                static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
+    if (n < 0) throw Error(std::string("tokenizer: Unicode normalization failed: ") + utf8proc_errmsg(n));
+    std::string out(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
+    std::free(dst);
+    return out;
+  }
+};
+
+struct LowercaseNormalizer : Normalizer {
+  std::string apply(std::string s) const override {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size();)
+      out += utf8_encode(
+          static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(utf8_next(s, i)))));
+    return out;
+  }
+};
+
+struct PrependNormalizer : Normalizer {
+  std::string prefix;
+  std::string apply(std::string s) const override { return s.empty() ? s : prefix + s; }
+};
+
+struct ReplaceNormalizer : Normalizer {
+  Pattern pattern;
+  std::string content;
+  std::string apply(std::string s) const override { return pattern.replace_all(s, content); }
+};
+
+struct StripNormalizer : Normalizer {
+  bool left = true, right = true;
+  std::string apply(std::string s) const override {
+    size_t b = 0, e = s.size();
+    if (left)
+      while (b < e &&
+             utf8proc_category(static_cast<utf8proc_int32_t>(utf8_peek(s, b))) == UTF8PROC_CATEGORY_ZS)
+        b += utf8_len(s, b);
+    if (right)
+      while (e > b) {
+        size_t p = e - 1;
+        while (p > b && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80) --p;
+        if (!utf8_is_space(utf8_peek(s, p))) break;
+        e = p;
+      }
+    if (left)
+      while (b < e && utf8_is_space(utf8_peek(s, b))) b += utf8_len(s, b);
+    return s.substr(b, e - b);
+  }
+};
+
+struct SequenceNormalizer : Normalizer {
+  std::vector<std::unique_ptr<Normalizer>> steps;
+  std::string apply(std::string s) const override {
+    for (const auto& n : steps) s = n->apply(std::move(s));
+    return s;
+  }
+};
+
+std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& what) {
+  if (j.is_null()) return nullptr;
+  if (!j.is_object()) throw Error(what + ": normalizer must be an object");
+  const std::string type = str_field(j, "type", what);
+  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(UTF8PROC_COMPOSE);
+  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(UTF8PROC_DECOMPOSE);
+  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+  if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "Prepend") {
+    auto n = std::make_unique<PrependNormalizer>();
+    n->prefix = str_field(j, "prepend", what);
+    return n;
+  }
+  if (type == "Replace") {
+    auto n = std::make_unique<ReplaceNormalizer>();
+    n->pattern = Pattern::from(j.value("pattern", json()), what + ": Replace");
+    n->content = str_field(j, "content", what);
+    return n;
+  }
+  if (type == "Strip") {
+    auto n = std::make_unique<StripNormalizer>();
+    n->left = bool_field(j, "strip_left", true);
+    n->right = bool_field(j, "strip_right", true);
+    return n;
+  }
+  if (type == "Sequence") {
+    auto n = std::make_unique<SequenceNormalizer>();
+    if (!j.contains("normalizers") || !j["normalizers"].is_array())
+      throw Error(what + ": Sequence normalizer without 'normalizers'");
+    for (const auto& s : j["normalizers"])
+      if (auto step = make_normalizer(s, what)) n->steps.push_back(std::move(step));
+    return n;
+  }
+  throw Error(what + ": normalizer type '" + type + "' is not supported");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pre-tokenizers: each turns a list of pieces into a finer list. A piece remembers whether it starts the
+// input, which Metaspace's prepend_scheme "first" depends on.
+struct Piece {
+  std::string text;
+  bool at_start = false;
+};
+
+enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
+
+SplitBehavior parse_behavior(const std::string& b, const std::string& what) {
+  if (b == "Removed") return SplitBehavior::Removed;
+  if (b == "Isolated") return SplitBehavior::Isolated;
+  if (b == "MergedWithPrevious") return SplitBehavior::MergedWithPrevious;
+  if (b == "MergedWithNext") return SplitBehavior::MergedWithNext;
+  if (b == "Contiguous") return SplitBehavior::Contiguous;
+  throw Error(what + ": split behavior '" + b + "' is not supported");
+}
+
+// The delimiter semantics of the Rust library's NormalizedString::split.
+void split_piece(const Piece& p, const std::vector<std::pair<size_t, size_t>>& found, bool invert,
+                 SplitBehavior behavior, std::vector<Piece>& out) {
+  struct Span {
+    size_t b, e;
+    bool match;
+  };
+  std::vector<Span> spans;
+  size_t last = 0;
+  for (auto [b, e] : found) {
+    if (b > last) spans.push_back({last, b, invert});
+    spans.push_back({b, e, !invert});
+    last = e;
+  }
+  if (last < p.text.size()) spans.push_back({last, p.text.size(), invert});
+  std::vector<std::pair<size_t, size_t>> pieces;
+  switch (behavior) {
+    case SplitBehavior::Removed:
+      for (const auto& s : spans)
+        if (!s.match) pieces.emplace_back(s.b, s.e);
+      break;
+    case SplitBehavior::Isolated:
+      for (const auto& s : spans) pieces.emplace_back(s.b, s.e);
+      break;
+    case SplitBehavior::MergedWithPrevious: {
+      bool prev_match = false;
+      for (const auto& s : spans) {
+        if (s.match && !pieces.empty() && !prev_match)
+          pieces.back().second = s.e;
+        else
+          pieces.emplace_back(s.b, s.e);
+        prev_match = s.match;
+      }
+      break;
+    }
+    case SplitBehavior::MergedWithNext: {
+      bool prev_match = false;
+      for (const auto& s : spans) {
+        if (prev_match && !s.match && !pieces.empty())
+          pieces.back().second = s.e;
+        else
+          pieces.emplace_back(s.b, s.e);
+        prev_match = s.match;
+      }
+      break;
+    }
+    case SplitBehavior::Contiguous: {
+      bool prev_match = false;
+      for (const auto& s : spans) {
+        if (s.match && prev_match && !pieces.empty())
+          pieces.back().second = s.e;
+        else
+          pieces.emplace_back(s.b, s.e);
+        prev_match = s.match;
+      }
+      break;
+    }
+  }
+  for (auto [b, e] : pieces)
+    if (e > b) out.push_back({p.text.substr(b, e - b), p.at_start && b == 0});
+}
+
+struct PreTokenizer {
+  virtual ~PreTokenizer() = default;
+  virtual void apply(std::vector<Piece>& pieces) const = 0;
+};
+
+struct SplitPre : PreTokenizer {
+  Pattern pattern;
+  SplitBehavior behavior = SplitBehavior::Isolated;
+  bool invert = false;
+  void apply(std::vector<Piece>& pieces) const override {
+    std::vector<Piece> out;
+    out.reserve(pieces.size() * 4);
+    for (const auto& p : pieces) split_piece(p, pattern.matches(p.text), invert, behavior, out);
+    pieces = std::move(out);
+  }
+};
+
+const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+struct ByteLevelPre : PreTokenizer {
+  bool add_prefix_space = false;
+  // When this is the last pre-tokenizer, the BPE model maps bytes to their characters itself (one table
+  // lookup per byte instead of a string per piece), so pieces stay raw bytes here.
+  bool leave_raw = false;
+  std::optional<Regex> regex;  // GPT-2's word split when use_regex
+  void apply(std::vector<Piece>& pieces) const override {
+    const auto& bm = byte_map();
+    std::vector<Piece> split;
+    split.reserve(pieces.size() * 4);
+    for (auto& p : pieces) {
+      if (add_prefix_space && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, 1, ' ');
+      if (regex) {
+        std::vector<std::pair<size_t, size_t>> found;
+        for (const auto& m : regex->find_all(p.text))
+          if (m.end > m.begin) found.emplace_back(m.begin, m.end);
+        split_piece(p, found, false, SplitBehavior::Isolated, split);
+      } else {
+        split.push_back(std::move(p));
+      }
+    }
+    if (leave_raw) {
+      pieces = std::move(split);
+      return;
+    }
+    for (auto& p : split) {
+      std::string mapped;
+      mapped.reserve(p.text.size() * 2);
+      for (unsigned char c : p.text) mapped += bm.enc[c];
+      p.text = std::move(mapped);
+    }
+    pieces = std::move(split);
+  }
+};
+
+enum class PrependScheme { Always, First, Never };
+
+struct MetaspacePre : PreTokenizer {
+  std::string replacement = "\u2581";
+  PrependScheme scheme = PrependScheme::Always;
+  bool split = true;
+  void apply(std::vector<Piece>& pieces) const override {
+    std::vector<Piece> out;
+    for (auto& p : pieces) {
+      std::string t;
+      t.reserve(p.text.size() + 3);
+      for (char c : p.text) {
+        if (c == ' ')
+          t += replacement;
+        else
+          t += c;
+      }
+      const bool starts = t.compare(0, replacement.size(), replacement) == 0;
+      if (!starts && (scheme == PrependScheme::Always || (scheme == PrependScheme::First && p.at_start)))
+        t.insert(0, replacement);
+      Piece q{std::move(t), p.at_start};
+      if (split) {
+        std::vector<std::pair<size_t, size_t>> found;
+        for (size_t pos = q.text.find(replacement); pos != std::string::npos;
+             pos = q.text.find(replacement, pos + replacement.size()))
+          found.emplace_back(pos, pos + replacement.size());
+        split_piece(q, found, false, SplitBehavior::MergedWithNext, out);
+      } else {
+        out.push_back(std::move(q));
+      }
+    }
+    pieces = std::move(out);
+  }
+};
+
+struct SequencePre : PreTokenizer {
+  std::vector<std::unique_ptr<PreTokenizer>> steps;
+  void apply(std::vector<Piece>& pieces) const override {
+    for (const auto& s : steps) s->apply(pieces);
+  }
+};
+
+PreTokenizer* last_pre_step(PreTokenizer* p) {
+  while (auto* seq = dynamic_cast<SequencePre*>(p)) {
+    if (seq->steps.empty()) return nullptr;
+    p = seq->steps.back().get();
+  }
+  return p;
+}
+
+PrependScheme parse_scheme(const json& j, const std::string& what) {
+  if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) {
+    const auto s = j["prepend_scheme"].get<std::string>();
+    if (s == "always") return PrependScheme::Always;
+    if (s == "first") return PrependScheme::First;
+    if (s == "never") return PrependScheme::Never;
+    throw Error(what + ": prepend_scheme '" + s + "' is not supported");
+  }
+  // Files written before prepend_scheme existed say add_prefix_space.
+  return bool_field(j, "add_prefix_space", true) ? PrependScheme::Always : PrependScheme::Never;
+}
+
+std::string replacement_field(const json& j, const std::string& what) {
+  const std::string r = str_field(j, "replacement", what, "\u2581");
+  if (r.empty()) throw Error(what + ": empty Metaspace replacement");
+  return r;
+}
+
+std::unique_ptr<PreTokenizer> make_pre(const json& j, const std::string& what) {
+  if (j.is_null()) return nullptr;
+  if (!j.is_object()) throw Error(what + ": pre_tokenizer must be an object");
+  const std::string type = str_field(j, "type", what);
+  if (type == "ByteLevel") {
+    auto p = std::make_unique<ByteLevelPre>();
+    p->add_prefix_space = bool_field(j, "add_prefix_space", false);
+    if (bool_field(j, "use_regex", true)) p->regex.emplace(kGpt2Pattern, what + ": ByteLevel");
+    return p;
+  }
+  if (type == "Split") {
+    auto p = std::make_unique<SplitPre>();
+    p->pattern = Pattern::from(j.value("pattern", json()), what + ": Split");
+    p->behavior = parse_behavior(str_field(j, "behavior", what, "Isolated"), what);
+    p->invert = bool_field(j, "invert", false);
+    return p;
+  }
+  if (type == "Metaspace") {
+    auto p = std::make_unique<MetaspacePre>();
+    p->replacement = replacement_field(j, what);
+    p->scheme = parse_scheme(j, what);
+    p->split = bool_field(j, "split", true);
+    return p;
+  }
+  if (type == "Digits") {
+    auto p = std::make_unique<SplitPre>();
+    const bool individual = bool_field(j, "individual_digits", false);
+    p->pattern.regex.emplace(individual ? R"(\p{N})" : R"(\p{N}+)", what + ": Digits");
+    p->behavior = individual ? SplitBehavior::Isolated : SplitBehavior::Contiguous;
+    return p;
+  }
+  if (type == "WhitespaceSplit") {
+    auto p = std::make_unique<SplitPre>();
+    p->pattern.regex.emplace(R"(\s+)", what + ": WhitespaceSplit");
+    p->behavior = SplitBehavior::Removed;
+    return p;
+  }
+  if (type == "Whitespace") {
+    auto p = std::make_unique<SplitPre>();
+    p->pattern.regex.emplace(R"(\w+|[^\w\s]+)", what + ": Whitespace");
+    p->behavior = SplitBehavior::Removed;
+    p->invert = true;
+    return p;
+  }
+  if (type == "Sequence") {
+    auto p = std::make_unique<SequencePre>();
+    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array())
+      throw Error(what + ": Sequence pre_tokenizer without 'pretokenizers'");
+    for (const auto& s : j["pretokenizers"])
+      if (auto step = make_pre(s, what)) p->steps.push_back(std::move(step));
+    return p;
+  }
+  throw Error(what + ": pre_tokenizer type '" + type + "' is not supported");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoders work on the list of token strings, as in the Rust library (decode_chain).
+struct Decoder {
+  virtual ~Decoder() = default;
+  virtual void apply(std::vector<std::string>& toks) const = 0;
+};
+
+struct ByteLevelDec : Decoder {
+  void apply(std::vector<std::string>& toks) const override {
+    const auto& bm = byte_map();
+    std::string bytes;
+    for (const auto& t : toks) {
+      std::string b;
+      bool all = true;
+      for (size_t i = 0; i < t.size();) {
+        auto it = bm.dec.find(utf8_next(t, i));
+        if (it == bm.dec.end()) {
+          all = false;
+          break;
+        }
+        b += static_cast<char>(it->second);
+      }
+      bytes += all ? b : t;
+    }
+    toks.assign(1, utf8_lossy(bytes));
+  }
+};
+
+struct ReplaceDec : Decoder {
+  Pattern pattern;
+  std::string content;
+  void apply(std::vector<std::string>& toks) const override {
+    for (auto& t : toks) t = pattern.replace_all(t, content);
+  }
+};
+
+// <0xAB> tokens become bytes; a run of them that is not valid UTF-8 becomes one U+FFFD per byte.
+struct ByteFallbackDec : Decoder {
+  void apply(std::vector<std::string>& toks) const override {
+    std::vector<std::string> out;
+    std::string run;
+    size_t run_len = 0;
+    auto flush = [&] {
+      if (run_len == 0) return;
+      if (utf8_invalid_offset(run) == std::string::npos) {
+        out.push_back(run);
+      } else {
+        for (size_t i = 0; i < run_len; ++i) out.push_back("\xEF\xBF\xBD");
+      }
+      run.clear();
+      run_len = 0;
+    };
+    for (auto& t : toks) {
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) &&
+          std::isxdigit(static_cast<unsigned char>(t[4]))) {
+        run += static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16));
+        ++run_len;
+      } else {
+        flush();
+        out.push_back(std::move(t));
+      }
+    }
+    flush();
+    toks = std::move(out);
+  }
+};
+
+struct FuseDec : Decoder {
+  void apply(std::vector<std::string>& toks) const override {
+    std::string all;
+    for (const auto& t : toks) all += t;
+    toks.assign(1, std::move(all));
+  }
+};
+
+struct StripDec : Decoder {
+  std::string content = " ";
+  size_t start = 0, stop = 0;
+  void apply(std::vector<std::string>& toks) const override {
+    for (auto& t : toks) {
+      size_t b = 0, e = t.size();
+      for (size_t k = 0; k < start && t.compare(b, content.size(), content) == 0 && b < e; ++k)
+        b += content.size();
+      for (size_t k = 0;
+           k < stop && e >= b + content.size() && t.compare(e - content.size(), content.size(), content) == 0;
+           ++k)
+        e -= content.size();
+      t = t.substr(b, e - b);
+    }
+  }
+};
+
+struct MetaspaceDec : Decoder {
+  std::string replacement = "\u2581";
+  PrependScheme scheme = PrependScheme::Always;
+  void apply(std::vector<std::string>& toks) const override {
+    for (size_t i = 0; i < toks.size(); ++i) {
+      std::string t;
+      for (size_t p = 0; p < toks[i].size();) {
+        if (toks[i].compare(p, replacement.size(), replacement) == 0) {
+          t += ' ';
+          p += replacement.size();
+        } else {
+          t += toks[i][p++];
+        }
+      }
+      if (i == 0 && scheme != PrependScheme::Never && !t.empty() && t[0] == ' ') t.erase(0, 1);
+      toks[i] = std::move(t);
+    }
+  }
+};
+
+struct SequenceDec : Decoder {
+  std::vector<std::unique_ptr<Decoder>> steps;
+  void apply(std::vector<std::string>& toks) const override {
+    for (const auto& s : steps) s->apply(toks);
+  }
+};
+
+std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& what) {
+  if (j.is_null()) return nullptr;
+  if (!j.is_object()) throw Error(what + ": decoder must be an object");
+  const std::string type = str_field(j, "type", what);
+  if (type == "ByteLevel") return std::make_unique<ByteLevelDec>();
+  if (type == "ByteFallback") return std::make_unique<ByteFallbackDec>();
+  if (type == "Fuse") return std::make_unique<FuseDec>();
+  if (type == "Replace") {
+    auto d = std::make_unique<ReplaceDec>();
+    d->pattern = Pattern::from(j.value("pattern", json()), what + ": Replace decoder");
+    d->content = str_field(j, "content", what);
+    return d;
+  }
+  if (type == "Strip") {
+    auto d = std::make_unique<StripDec>();
+    d->content = str_field(j, "content", what, " ");
+    if (d->content.empty()) throw Error(what + ": Strip decoder with empty content");
+    d->start = j.value("start", 0u);
+    d->stop = j.value("stop", 0u);
+    return d;
+  }
+  if (type == "Metaspace") {
+    auto d = std::make_unique<MetaspaceDec>();
+    d->replacement = replacement_field(j, what);
+    d->scheme = parse_scheme(j, what);
+    return d;
+  }
+  if (type == "Sequence") {
+    auto d = std::make_unique<SequenceDec>();
+    if (!j.contains("decoders") || !j["decoders"].is_array())
+      throw Error(what + ": Sequence decoder without 'decoders'");
+    for (const auto& s : j["decoders"])
+      if (auto step = make_decoder(s, what)) d->steps.push_back(std::move(step));
+    return d;
+  }
+  throw Error(what + ": decoder type '" + type + "' is not supported");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Open-addressing map from a (left id, right id) pair to (rank, merged id): the innermost lookup of BPE, a
+// few times faster than std::unordered_map's node chasing.
+class MergeTable {
+ public:
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    slots_.assign(cap, Slot{kEmpty, 0, 0});
+    mask_ = cap - 1;
+  }
+  void insert(uint64_t key, int rank, int merged) {
+    if ((size_ + 1) * 2 > slots_.size()) grow();
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = {key, rank, merged};
+        ++size_;
+        return;
+      }
+      if (slots_[i].key == key) return;  // the first (lowest-rank) entry for a pair wins
+    }
+  }
+  const std::pair<int, int>* find(uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return reinterpret_cast<const std::pair<int, int>*>(&slots_[i].rank);
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int rank, merged;
+  };
+  static constexpr uint64_t kEmpty = ~0ull;
+  static size_t hash(uint64_t k) { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> 20); }
+  void grow() {
+    auto old = std::move(slots_);
+    size_ = 0;
+    reserve(std::max<size_t>(16, old.size()));
+    for (const auto& sl : old)
+      if (sl.key != kEmpty) insert(sl.key, sl.rank, sl.merged);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// BPE: merges by rank over symbol ids, leftmost first among equal ranks, as the Rust library's merge_word.
+struct Bpe {
+  std::unordered_map<std::string, int> vocab;
+  MergeTable merges;  // (left id << 32 | right id) -> (rank, merged id)
+  // When no vocabulary token has this marker after another character (true of SentencePiece-style
+  // vocabularies and their "▁"), no merge can cross the start of a marker run, so a long word splits there
+  // into pieces that are merged (and cached) independently with the same result.
+  std::string split_before;
+  std::optional<int> unk;
+  bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
+  int byte_ids[256];
+  bool have_byte_ids = false;
+  // Words arrive as raw bytes (see ByteLevelPre::leave_raw); byte_level_ids[b] is the token of b's character.
+  bool raw_bytes_input = false;
+  int byte_level_ids[256];
+  // Ids of single-character tokens by code point (BMP), so the first pass over a word needs no string
+  // hashing.
+  std::vector<int> bmp_char_ids = std::vector<int>(0x10000, -1);
+
+  mutable std::mutex cache_mu;
+  mutable std::unordered_map<std::string, std::vector<int>> cache;
+  static constexpr size_t kCacheMaxEntries = 1 << 18;
+  static constexpr size_t kCacheMaxWordBytes = 128;
+
+  static uint64_t key(int a, int b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+
+  void encode_word(const std::string& w, std::vector<int>& out) const {
+    if (w.empty()) return;
+    if (!split_before.empty() && w.size() > split_before.size()) {
+      const size_t r = split_before.size();
+      size_t start = 0;
+      for (size_t p = w.find(split_before, 1); p != std::string::npos; p = w.find(split_before, p + r)) {
+        if (p >= r && w.compare(p - r, r, split_before) == 0) continue;  // inside a marker run
+        if (p > start) {
+          encode_piece(w.substr(start, p - start), out);
+          start = p;
+        }
+      }
+      if (start > 0) {
+        encode_piece(w.substr(start), out);
+        return;
+      }
+    }
+    encode_piece(w, out);
+  }
+
+  void encode_piece(const std::string& w, std::vector<int>& out) const {
+    if (ignore_merges) {
+      std::string mapped;
+      if (raw_bytes_input)
+        for (unsigned char c : w) mapped += byte_map().enc[c];
+      auto it = vocab.find(raw_bytes_input ? mapped : w);
+      if (it != vocab.end()) {
+        out.push_back(it->second);
+        return;
+      }
+    }
+    const bool cacheable = w.size() <= kCacheMaxWordBytes;
+    if (cacheable) {
+      std::lock_guard lock(cache_mu);
+      auto it = cache.find(w);
+      if (it != cache.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<int> ids = merge_word(w);
+    out.insert(out.end(), ids.begin(), ids.end());
+    if (cacheable) {
+      std::lock_guard lock(cache_mu);
+      if (cache.size() < kCacheMaxEntries) cache.emplace(w, std::move(ids));
+    }
+  }
+
+  // Initial symbols of a word: one per character, its bytes' <0xXX> tokens when byte_fallback covers an
+  // unknown character, else unk (consecutive unks fused when fuse_unk).
+  template <class Push>
+  void push_chars(const std::string& w, Push&& push) const {
+    bool last_unk = false;
+    for (size_t i = 0; i < w.size();) {
+      const size_t len = utf8_len(w, i);
+      const uint32_t cp = utf8_peek(w, i);
+      if (cp < 0x10000 && bmp_char_ids[cp] >= 0) {
+        push(bmp_char_ids[cp]);
+        last_unk = false;
+        i += len;
+        continue;
+      }
+      const std::string ch = w.substr(i, len);
+      i += len;
+      auto it = vocab.find(ch);
+      if (it != vocab.end()) {
+        push(it->second);
+        last_unk = false;
+        continue;
+      }
+      if (byte_fallback && have_byte_ids) {
+        for (unsigned char c : ch) push(byte_ids[c]);
+        last_unk = false;
+        continue;
+      }
+      if (!unk)
+        throw Error("tokenizer: '" + ch + "' is not in the vocabulary and the model has no unk_token");
+      if (!(fuse_unk && last_unk)) push(*unk);
+      last_unk = true;
+    }
+  }
+
+  std::vector<int> merge_word(const std::string& w) const {
+    struct Sym {
+      int id, prev, next;
+      bool alive;
+    };
+    std::vector<Sym> syms;
+    syms.reserve(w.size());
+    auto push = [&](int id) {
+      const int n = static_cast<int>(syms.size());
+      syms.push_back({id, n - 1, -1, true});
+      if (n > 0) syms[n - 1].next = n;
+    };
+    if (raw_bytes_input) {
+      for (unsigned char c : w) push(byte_level_ids[c]);
+    } else {
+      push_chars(w, push);
+    }
+    struct Cand {
+      int rank, left, left_id, right_id, merged;
+      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> pq;
+    auto consider = [&](int l) {
+      if (l < 0) return;
+      const int r = syms[l].next;
+      if (r < 0) return;
+      if (const auto* m = merges.find(key(syms[l].id, syms[r].id)))
+        pq.push({m->first, l, syms[l].id, syms[r].id, m->second});
+    };
+    for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) consider(i);
+    while (!pq.empty()) {
+      const Cand c = pq.top();
+      pq.pop();
+      Sym& L = syms[c.left];
+      if (!L.alive || L.id != c.left_id || L.next < 0) continue;
+      Sym& R = syms[L.next];
+      if (R.id != c.right_id) continue;
+      L.id = c.merged;
+      R.alive = false;
+      L.next = R.next;
+      if (R.next >= 0) syms[R.next].prev = c.left;
+      consider(L.prev);
+      consider(c.left);
+    }
+    std::vector<int> ids;
+    for (int i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) ids.push_back(syms[i].id);
+    return ids;
+  }
+};
+
+struct AddedToken {
+  int id;
+  std::string content;
+  bool special = false, lstrip = false, rstrip = false, single_word = false;
+};
+
+bool is_word_byte_at(std::string_view s, size_t pos) {
+  return utf8proc_category(static_cast<utf8proc_int32_t>(utf8_peek(s, pos))) <= UTF8PROC_CATEGORY_NO ||
+         s[pos] == '_';
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+struct Tokenizer::Impl {
+  std::string source;
+  Bpe bpe;
+  std::vector<std::string> id_to_token;
+  std::vector<AddedToken> added;
+  std::vector<std::vector<size_t>> added_by_first_byte = std::vector<std::vector<size_t>>(256);
+  std::vector<bool> special;
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre;
+  std::unique_ptr<Decoder> decoder;
+  std::string pre_name, norm_name, dec_name;
+
+  void set_token(int id, const std::string& t) {
+    if (id < 0 || id > (1 << 24)) throw Error(source + ": token id " + std::to_string(id) + " out of range");
+    if (static_cast<size_t>(id) >= id_to_token.size()) {
+      id_to_token.resize(static_cast<size_t>(id) + 1);
+      special.resize(static_cast<size_t>(id) + 1, false);
+    }
+    id_to_token[static_cast<size_t>(id)] = t;
+  }
+
+  void add_merge(const std::string& a, const std::string& b, int rank) {
+    auto ia = bpe.vocab.find(a), ib = bpe.vocab.find(b), im = bpe.vocab.find(a + b);
+    if (ia == bpe.vocab.end() || ib == bpe.vocab.end() || im == bpe.vocab.end())
+      throw Error(source + ": merge '" + a + " " + b + "' (rank " + std::to_string(rank) +
+                  ") uses a token that is not in the vocabulary");
+    bpe.merges.insert(Bpe::key(ia->second, ib->second), rank, im->second);
+  }
+
+  void finish() {
+    if (auto* bl = dynamic_cast<ByteLevelPre*>(last_pre_step(pre.get()))) {
+      bool all = true;
+      for (int b = 0; b < 256; ++b) {
+        auto it = bpe.vocab.find(byte_map().enc[b]);
+        bpe.byte_level_ids[b] = it == bpe.vocab.end() ? -1 : it->second;
+        all = all && it != bpe.vocab.end();
+      }
+      // A vocabulary missing some byte characters keeps the general path, which reports them clearly.
+      bl->leave_raw = bpe.raw_bytes_input = all;
+    }
+    const std::string marker = "\u2581";
+    bool has_marker = false, marker_inside = false;
+    for (const auto& [tok, id] : bpe.vocab) {
+      const size_t first = tok.find(marker);
+      if (first == std::string::npos) continue;
+      has_marker = true;
+      size_t lead = 0;
+      while (tok.compare(lead, marker.size(), marker) == 0) lead += marker.size();
+      if (tok.find(marker, lead) != std::string::npos || first != 0) marker_inside = true;
+    }
+    if (has_marker && !marker_inside) bpe.split_before = marker;
+    for (const auto& [tok, id] : bpe.vocab) {
+      if (tok.empty() || utf8_len(tok, 0) != tok.size()) continue;
+      const uint32_t cp = utf8_peek(tok, 0);
+      if (cp < 0x10000) bpe.bmp_char_ids[cp] = id;
+    }
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof name, "<0x%02X>", b);
+      auto it = bpe.vocab.find(name);
+      bpe.byte_ids[b] = it == bpe.vocab.end() ? -1 : it->second;
+    }
+    bpe.have_byte_ids =
+        std::all_of(std::begin(bpe.byte_ids), std::end(bpe.byte_ids), [](int i) { return i >= 0; });
+    // Longest first, so "<|im_start|>" wins over a shorter token sharing its prefix.
+    std::vector<size_t> order(added.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return added[a].content.size() > added[b].content.size(); });
+    for (size_t i : order)
+      if (!added[i].content.empty())
+        added_by_first_byte[static_cast<unsigned char>(added[i].content[0])].push_back(i);
+  }
+
+  // Leftmost-longest occurrence of an added token at or after `from`: (token index, begin, end) where
+  // [begin, end) includes whitespace absorbed by lstrip/rstrip.
+  std::optional<std::tuple<size_t, size_t, size_t>> next_added(std::string_view s, size_t from) const {
+    for (size_t i = from; i < s.size(); ++i) {
+      for (size_t k : added_by_first_byte[static_cast<unsigned char>(s[i])]) {
+        const auto& t = added[k];
+        if (s.compare(i, t.content.size(), t.content) != 0) continue;
+        size_t b = i, e = i + t.content.size();
+        if (t.single_word) {
+          if (b > 0) {
+            size_t p = b - 1;
+            while (p > 0 && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80) --p;
+            if (is_word_byte_at(s, p)) continue;
+          }
+          if (e < s.size() && is_word_byte_at(s, e)) continue;
+        }
+        if (t.lstrip)
+          while (b > from && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+        if (t.rstrip)
+          while (e < s.size() && std::isspace(static_cast<unsigned char>(s[e]))) ++e;
+        return std::make_tuple(k, b, e);
+      }
+    }
+    return std::nullopt;
+  }
+
+  void encode_segment(std::string_view seg, bool at_start, std::vector<int>& out) const {
+    if (seg.empty()) return;
+    std::string text(seg);
+    if (normalizer) text = normalizer->apply(std::move(text));
+    std::vector<Piece> pieces{{std::move(text), at_start}};
+    if (pre) pre->apply(pieces);
+    for (const auto& p : pieces) bpe.encode_word(p.text, out);
+  }
+};
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+Tokenizer Tokenizer::from_json_text(std::string_view text, const std::string& what) {
+  const json j = parse_json_untrusted(text, what);
+  if (!j.is_object()) throw Error(what + ": not a JSON object");
+  auto impl = std::make_unique<Impl>();
+  impl->source = what;
+  if (!j.contains("model") || !j["model"].is_object()) throw Error(what + ": no 'model' object");
+  const json& m = j["model"];
+  const std::string type = str_field(m, "type", what, "BPE");
+  if (type != "BPE") throw Error(what + ": model type '" + type + "' is not supported (only BPE)");
+  if (!str_field(m, "continuing_subword_prefix", what).empty() ||
+      !str_field(m, "end_of_word_suffix", what).empty())
+    throw Error(what + ": BPE with continuing_subword_prefix/end_of_word_suffix is not supported");
+  if (m.contains("dropout") && m["dropout"].is_number() && m["dropout"].get<double>() > 0)
+    throw Error(what + ": BPE dropout is not supported (encoding must be deterministic)");
+  if (!m.contains("vocab") || !m["vocab"].is_object()) throw Error(what + ": model has no 'vocab' object");
+  for (const auto& [tok, id] : m["vocab"].items()) {
+    if (!id.is_number_integer()) throw Error(what + ": vocab id of '" + tok + "' is not an integer");
+    const int i = id.get<int>();
+    impl->set_token(i, tok);
+    impl->bpe.vocab[tok] = i;
+  }
+  if (m.contains("merges") && m["merges"].is_array()) {
+    impl->bpe.merges.reserve(m["merges"].size());
+    int rank = 0;
+    for (const auto& mg : m["merges"]) {
+      if (mg.is_string()) {
+        const auto s = mg.get<std::string>();
+        const auto sp = s.find(' ');
+        if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+          throw Error(what + ": merge '" + s + "' is not two tokens separated by one space");
+        impl->add_merge(s.substr(0, sp), s.substr(sp + 1), rank++);
+      } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
+        impl->add_merge(mg[0].get<std::string>(), mg[1].get<std::string>(), rank++);
+      } else {
+        throw Error(what + ": merge " + std::to_string(rank) + " is neither \"a b\" nor [\"a\", \"b\"]");
+      }
+    }
+  }
+  const std::string unk = str_field(m, "unk_token", what);
+  if (!unk.empty()) {
+    auto it = impl->bpe.vocab.find(unk);
+    if (it == impl->bpe.vocab.end()) throw Error(what + ": unk_token '" + unk + "' is not in the vocabulary");
+    impl->bpe.unk = it->second;
+  }
+  impl->bpe.byte_fallback = bool_field(m, "byte_fallback", false);
+  impl->bpe.fuse_unk = bool_field(m, "fuse_unk", false);
+  impl->bpe.ignore_merges = bool_field(m, "ignore_merges", false);
+  if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+    for (const auto& a : j["added_tokens"]) {
+      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
+          !a["content"].is_string())
+        throw Error(what + ": added_tokens entry without integer 'id' and string 'content'");
+      AddedToken t{a["id"].get<int>(),
+                   a["content"].get<std::string>(),
+                   bool_field(a, "special", false),
+                   bool_field(a, "lstrip", false),
+                   bool_field(a, "rstrip", false),
+                   bool_field(a, "single_word", false)};
+      impl->set_token(t.id, t.content);
+      impl->special[static_cast<size_t>(t.id)] = t.special;
+      impl->added.push_back(std::move(t));
+    }
+  }
+  auto type_of = [](const json& x) {
+    return x.is_object() ? x.value("type", std::string("?")) : std::string("none");
+  };
+  impl->normalizer = make_normalizer(j.value("normalizer", json()), what);
+  impl->pre = make_pre(j.value("pre_tokenizer", json()), what);
+  impl->decoder = make_decoder(j.value("decoder", json()), what);
+  impl->norm_name = type_of(j.value("normalizer", json()));
+  impl->pre_name = type_of(j.value("pre_tokenizer", json()));
+  impl->dec_name = type_of(j.value("decoder", json()));
+  impl->finish();
+  return Tokenizer(std::move(impl));
+}
+
+Tokenizer Tokenizer::from_vocab_merges(std::string_view vocab_json, std::string_view merges_txt,
+                                       const std::string& what) {
+  // The GPT-2 release format: byte-level BPE with the GPT-2 split pattern, no normalizer.
+  json j;
+  j["model"] = {{"type", "BPE"}, {"vocab", parse_json_untrusted(vocab_json, what + "/vocab.json")}};
+  json merges = json::array();
+  std::istringstream in{std::string(merges_txt)};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    merges.push_back(line);
+  }
+  j["model"]["merges"] = std::move(merges);
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  j["decoder"] = {{"type", "ByteLevel"}};
+  return from_json_text(j.dump(), what);
+}
+
+namespace {
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw Error(p.string() + ": cannot open");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+}  // namespace
+
+Tokenizer Tokenizer::from_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) {
+    if (fs::is_regular_file(d)) return from_json_text(slurp(d), dir);
+    throw Error(dir + ": no such tokenizer directory");
+  }
+  if (fs::exists(d / "tokenizer.json"))
+    return from_json_text(slurp(d / "tokenizer.json"), (d / "tokenizer.json").string());
+  if (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt"))
+    return from_vocab_merges(slurp(d / "vocab.json"), slurp(d / "merges.txt"), dir);
+  if (fs::exists(d / "tokenizer.model"))
+    throw Error(
+        dir +
+        ": only tokenizer.model (SentencePiece protobuf) found; fp4lab reads tokenizer.json (convert with "
+        "transformers' AutoTokenizer.save_pretrained)");
+  throw Error(dir + ": no tokenizer.json (or vocab.json + merges.txt)");
+}
+
+std::vector<int> Tokenizer::encode(std::string_view text) const {
+  const size_t bad = utf8_invalid_offset(text);
+  if (bad != std::string_view::npos)
+    throw Error("tokenizer: input is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  std::vector<int> out;
+  out.reserve(text.size() / 3 + 4);
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    auto hit = impl_->next_added(text, pos);
+    const size_t seg_end = hit ? std::get<1>(*hit) : text.size();
+    impl_->encode_segment(text.substr(pos, seg_end - pos), pos == 0, out);
+    if (!hit) break;
+    out.push_back(impl_->added[std::get<0>(*hit)].id);
+    pos = std::get<2>(*hit);
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(std::span<const int> ids, bool skip_special) const {
+  std::vector<std::string> toks;
+  toks.reserve(ids.size());
+  for (int id : ids) {
+    if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size())
+      throw Error("tokenizer: id " + std::to_string(id) + " is outside the vocabulary (" +
+                  std::to_string(impl_->id_to_token.size()) + ")");
+    if (skip_special && impl_->special[static_cast<size_t>(id)]) continue;
+    toks.push_back(impl_->id_to_token[static_cast<size_t>(id)]);
+  }
+  if (!impl_->decoder) {
+    std::string s;
+    for (size_t i = 0; i < toks.size(); ++i) s += (i ? " " : "") + toks[i];
+    return s;
+  }
+  impl_->decoder->apply(toks);
+  std::string s;
+  for (const auto& t : toks) s += t;
+  return s;
+}
+
+int Tokenizer::vocab_size() const {
+  return static_cast<int>(impl_->id_to_token.size());
+}
+
+std::optional<int> Tokenizer::token_id(std::string_view token) const {
+  for (const auto& a : impl_->added)
+    if (a.content == token) return a.id;
+  auto it = impl_->bpe.vocab.find(std::string(token));
+  if (it == impl_->bpe.vocab.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> Tokenizer::id_token(int id) const {
+  if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size()) return std::nullopt;
+  return impl_->id_to_token[static_cast<size_t>(id)];
+}
+
+bool Tokenizer::is_special(int id) const {
+  return id >= 0 && static_cast<size_t>(id) < impl_->special.size() &&
+         impl_->special[static_cast<size_t>(id)];
+}
+
+std::string Tokenizer::describe() const {
+  return "BPE, " + std::to_string(vocab_size()) + " tokens, " + std::to_string(impl_->bpe.merges.size()) +
+         " merges, normalizer " + impl_->norm_name + ", pre-tokenizer " + impl_->pre_name + ", decoder " +
+         impl_->dec_name + (impl_->bpe.byte_fallback ? ", byte fallback" : "");
+}
+
+}  // namespace fp4lab
