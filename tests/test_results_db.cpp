@@ -139,3 +139,30 @@ TEST(Explain, PredictsFromDatasheets) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("no datasheet entry"), std::string::npos) << r.out;
 }
+
+TEST(ResultsDb, Gsm8kRunsStorePerQuestionRowsAndComparePaired) {
+  TempDir d;
+  const std::string p = d.str("r.db");
+  auto gdoc = [](const std::string& quant, const std::vector<bool>& correct) {
+    json j =
+        json::parse(R"({"schema":"fp4lab.gsm8k/1","tool":{"name":"fp4lab","version":"0.1.0","commit":"abc"},
+      "timestamp":"2026-11-25T00:00:00Z","options":{"model":"m","backend":"cpu","task":"gsm8k"},"gpu":null})");
+    j["options"]["quant"] = quant;
+    j["records"] = json::array();
+    for (size_t i = 0; i < correct.size(); ++i)
+      j["records"].push_back({{"id", i},
+                              {"correct", {{"strict-match", correct[i]}, {"flexible-extract", correct[i]}}},
+                              {"extracted", {{"strict-match", "1"}, {"flexible-extract", "1"}}}});
+    return j;
+  };
+  std::vector<bool> a(12, true), b(12, true);
+  for (int i = 0; i < 8; ++i) b[i] = false;  // 8 questions lost by B, none gained
+  ResultsDb db(p);
+  const auto ia = db.insert_run(gdoc("bf16", a));
+  const auto ib = db.insert_run(gdoc("nvfp4", b));
+  EXPECT_EQ(count(p, "eval_records"), 2 * 12 * 2);
+  const std::string cmp = compare_runs(db.get_run(ia), db.get_run(ib));
+  EXPECT_NE(cmp.find("right only in A 8, only in B 0"), std::string::npos) << cmp;
+  EXPECT_NE(cmp.find("McNemar p = 0.0078"), std::string::npos) << cmp;  // 2 * 0.5^8
+  EXPECT_THROW(compare_runs(db.get_run(ia), doc("m", 1, 2)), Error);
+}

@@ -25,6 +25,9 @@ struct GenerateOptions {
   int max_new_tokens = 32;
   std::vector<int> stop_ids;
   SamplingOptions sampling;
+  // Called after each new token with the prompt index and its new ids so far; true ends that sequence (stop
+  // strings, which need the tokenizer, live with the caller).
+  std::function<bool(size_t, const std::vector<int>&)> should_stop;
 };
 
 struct GenerateResult {
@@ -64,6 +67,7 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       r.new_ids[b].push_back(tok);
       ++r.generated_tokens;
       if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) break;
+      if (o.should_stop && o.should_stop(b, r.new_ids[b])) break;
       if (step + 1 == o.max_new_tokens) break;
       const int one[1] = {tok};
       logits = model.forward(s, one, false);

@@ -172,7 +172,8 @@ void set_linear_shapes(ModelWeights& mw) {
   }
 }
 
-ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed, bool materialize) {
+ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed, bool materialize,
+                               int vocab_override) {
   const auto p = find_preset(preset);
   if (!p) {
     std::string names;
@@ -183,6 +184,7 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   mw.source = "preset:" + p->name;
   mw.quant = mode;
   mw.config = p->config;
+  if (vocab_override > 0) mw.config.vocab_size = vocab_override;
   const ModelConfig& c = mw.config;
   QuantConfig none;
   // A preset is "stored" in BF16; --quant nvfp4 (and auto, which for presets means NVFP4 as NVIDIA ships such
@@ -230,8 +232,10 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   return mw;
 }
 
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets) {
-  if (is_preset_ref(model)) return synthetic_weights(model, mode, seed, materialize_presets);
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets,
+                        int preset_vocab_override) {
+  if (is_preset_ref(model))
+    return synthetic_weights(model, mode, seed, materialize_presets, preset_vocab_override);
   return load_weights(model, mode);
 }
 

@@ -59,12 +59,14 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode);
 // Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02)
 // linears, unit norms, Mamba A in [1, 16]). materialize = false leaves the tensors empty (shapes and plans
 // only) for backends that generate on device.
+// vocab_override > 0 resizes the embedding and lm_head (a preset has no tokenizer of its own; running real
+// text through one needs the vocabulary of the tokenizer used).
 ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed,
-                               bool materialize = true);
+                               bool materialize = true, int vocab_override = 0);
 
 // Either of the above from a --model string ("preset:NAME" or a directory).
 ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed,
-                        bool materialize_presets = true);
+                        bool materialize_presets = true, int preset_vocab_override = 0);
 
 // The weight a linear-layer spec (role, layer) refers to.
 LinearWeight& linear_weight(ModelWeights& w, const LinearSpec& s);

@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include "common/error.h"
+#include "eval/gsm8k.h"
+#include <map>
 
 namespace fp4lab {
 
@@ -24,6 +26,13 @@ const char* const kMigrations[] = {
     "weight_bytes REAL);",
     // 1 -> 2: lookups by model and GPU for cross-machine comparisons.
     "CREATE INDEX runs_model_gpu ON runs(model, gpu);",
+    // 2 -> 3: accuracy runs beside speed runs, with one row per question and filter for paired comparisons.
+    "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'bench';"
+    "CREATE TABLE eval_records (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, question "
+    "INTEGER "
+    "NOT NULL, filter TEXT NOT NULL, correct INTEGER NOT NULL, extracted TEXT, PRIMARY KEY (run_id, "
+    "question, "
+    "filter));",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == ResultsDb::kSchemaVersion);
 
@@ -35,6 +44,11 @@ struct Stmt {
   }
   ~Stmt() { sqlite3_finalize(s); }
 };
+
+std::string doc_kind(const json& doc) {
+  const std::string schema = doc.value("schema", "fp4lab.bench/1");
+  return schema.rfind("fp4lab.gsm8k/", 0) == 0 ? "gsm8k" : "bench";
+}
 
 double mean_of(const json& a) {
   if (!a.is_array() || a.empty()) return 0.0;
@@ -112,10 +126,11 @@ int64_t ResultsDb::insert_run(const json& doc, bool fail_after_run_row) {
   exec("BEGIN IMMEDIATE;");
   try {
     const json& opt = doc.at("options");
-    Stmt st(db_,
-            "INSERT INTO runs (timestamp, model, backend, gpu, tool_version, git_commit, document) VALUES "
-            "(?,?,?,?,?,?,?);",
-            path_);
+    Stmt st(
+        db_,
+        "INSERT INTO runs (timestamp, model, backend, gpu, tool_version, git_commit, document, kind) VALUES "
+        "(?,?,?,?,?,?,?,?);",
+        path_);
     const std::string ts = doc.value("timestamp", ""), model = opt.value("model", ""),
                       backend = opt.value("backend", "");
     const std::string gpu =
@@ -129,10 +144,26 @@ int64_t ResultsDb::insert_run(const json& doc, bool fail_after_run_row) {
     sqlite3_bind_text(st.s, 5, ver.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st.s, 6, commit.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st.s, 7, text.c_str(), -1, SQLITE_TRANSIENT);
+    const std::string kind = doc_kind(doc);
+    sqlite3_bind_text(st.s, 8, kind.c_str(), -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st.s) != SQLITE_DONE) throw Error(path_ + ": SQLite: " + sqlite3_errmsg(db_));
     const int64_t id = sqlite3_last_insert_rowid(db_);
     if (fail_after_run_row) throw Error("simulated failure after the run row");
-    for (const auto& m : doc.at("measurements")) {
+    if (kind == "gsm8k") {
+      for (const auto& r : doc.at("records")) {
+        for (const char* f : {"strict-match", "flexible-extract"}) {
+          Stmt rs(db_, "INSERT INTO eval_records VALUES (?,?,?,?,?);", path_);
+          sqlite3_bind_int64(rs.s, 1, id);
+          sqlite3_bind_int64(rs.s, 2, r.at("id").get<int64_t>());
+          sqlite3_bind_text(rs.s, 3, f, -1, SQLITE_STATIC);
+          sqlite3_bind_int(rs.s, 4, r.at("correct").at(f).get<bool>() ? 1 : 0);
+          const std::string ex = r.at("extracted").at(f).get<std::string>();
+          sqlite3_bind_text(rs.s, 5, ex.c_str(), -1, SQLITE_TRANSIENT);
+          if (sqlite3_step(rs.s) != SQLITE_DONE) throw Error(path_ + ": SQLite: " + sqlite3_errmsg(db_));
+        }
+      }
+    }
+    for (const auto& m : doc.value("measurements", json::array())) {
       Stmt ms(db_, "INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?);", path_);
       sqlite3_bind_int64(ms.s, 1, id);
       const std::string q = m.value("quant", "");
@@ -149,7 +180,7 @@ int64_t ResultsDb::insert_run(const json& doc, bool fail_after_run_row) {
     return id;
   } catch (const json::exception& e) {
     sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
-    throw Error(path_ + ": not a bench results document (" + e.what() + ")");
+    throw Error(path_ + ": not a bench or gsm8k results document (" + e.what() + ")");
   } catch (...) {
     sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
     throw;
@@ -185,7 +216,49 @@ json ResultsDb::get_run(int64_t id) {
   return parse_json_untrusted(reinterpret_cast<const char*>(sqlite3_column_text(st.s, 0)), path_);
 }
 
+namespace {
+
+// Two GSM8K runs on the same questions: accuracy per filter and the paired view (questions flipped each way,
+// McNemar's exact p-value), the comparison accuracy changes need.
+std::string compare_gsm8k(const json& a, const json& b) {
+  auto label = [](const json& d) {
+    const std::string gpu = d.contains("gpu") && d["gpu"].is_object() ? d["gpu"].value("name", "") : "CPU";
+    return d["options"].value("model", "") + " (" + d["options"].value("quant", "") + ", " +
+           d["options"].value("task", "") + ") on " + gpu;
+  };
+  std::string out = "A: " + label(a) + "\nB: " + label(b) + "\n";
+  std::map<int64_t, const json*> ra, rb;
+  for (const auto& r : a["records"]) ra[r["id"].get<int64_t>()] = &r;
+  for (const auto& r : b["records"]) rb[r["id"].get<int64_t>()] = &r;
+  char buf[256];
+  for (const char* f : {"flexible-extract", "strict-match"}) {
+    std::vector<bool> va, vb;
+    for (const auto& [id, r] : ra) {
+      auto it = rb.find(id);
+      if (it == rb.end()) continue;
+      va.push_back((*r)["correct"][f].get<bool>());
+      vb.push_back((*it->second)["correct"][f].get<bool>());
+    }
+    const auto ma = mean_stderr(va), mb = mean_stderr(vb);
+    const auto mc = mcnemar(va, vb);
+    std::snprintf(
+        buf, sizeof buf,
+        "%-17s %zu paired questions: A %.4f ± %.4f, B %.4f ± %.4f; right only in A %d, only in B %d, "
+        "both %d, neither %d; McNemar p = %.4g\n",
+        f, va.size(), ma.mean, ma.stderr_, mb.mean, mb.stderr_, mc.only_a, mc.only_b, mc.both, mc.neither,
+        mc.p_value);
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string compare_runs(const json& a, const json& b) {
+  if (doc_kind(a) == "gsm8k" || doc_kind(b) == "gsm8k") {
+    if (doc_kind(a) != doc_kind(b)) throw Error("cannot compare a GSM8K run with a bench run");
+    return compare_gsm8k(a, b);
+  }
   auto label = [](const json& d) {
     const std::string gpu = d.contains("gpu") && d["gpu"].is_object() ? d["gpu"].value("name", "") : "CPU";
     return d["options"].value("model", "") + " on " + gpu;

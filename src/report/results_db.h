@@ -12,7 +12,7 @@ namespace fp4lab {
 
 class ResultsDb {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   // Opens (creating if needed) and migrates to kSchemaVersion. Throws fp4lab::Error naming the file.
   explicit ResultsDb(const std::string& path);
   ~ResultsDb();
@@ -40,7 +40,8 @@ class ResultsDb {
   std::string path_;
 };
 
-// Side-by-side comparison of two stored runs (per quantization: tokens/s, decode tok/s, TPOT p50, ratio).
+// Side-by-side comparison of two stored runs: bench runs per quantization (tokens/s, decode tok/s, ratio);
+// GSM8K runs paired by question (accuracy per filter, flips each way, McNemar p-value).
 std::string compare_runs(const json& a, const json& b);
 
 }  // namespace fp4lab

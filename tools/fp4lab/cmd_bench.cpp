@@ -135,14 +135,7 @@ json run_model_bench(const ModelBenchOpts& o) {
   }
   json out;
   out["schema"] = "fp4lab.bench/1";
-  out["tool"] = {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}};
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  const std::time_t now = std::time(nullptr);
-  char ts[64];
-  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  out["host"] = {{"name", host}, {"cpus", std::max(1L, sysconf(_SC_NPROCESSORS_ONLN))}};
-  out["timestamp"] = ts;
+  run_environment(out, backend == "cuda");
   out["options"] = {{"model", model},
                     {"backend", backend},
                     {"quant", o.quants},
@@ -153,20 +146,6 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"reps", o.reps},
                     {"seed", o.seed},
                     {"no_graphs", o.no_graphs}};
-  if (backend == "cuda") {
-    const auto& g = q.gpus[0];
-    const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, compiled_cuda_archs());
-    out["gpu"] = {{"name", g.name},
-                  {"compute_capability", std::to_string(g.cc_major) + "." + std::to_string(g.cc_minor)},
-                  {"memory_bytes", g.total_mem},
-                  {"sm_count", g.sm_count},
-                  {"peak_bandwidth_gbs", g.peak_bw_gbs()},
-                  {"driver", q.driver_version},
-                  {"cuda_runtime", q.runtime_version},
-                  {"nvfp4_path", nvfp4_path_name(path.path)}};
-  } else {
-    out["gpu"] = nullptr;
-  }
   std::fprintf(stderr,
                "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (sequences run one after "
                "another), %d repetitions\n",

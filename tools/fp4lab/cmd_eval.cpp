@@ -16,6 +16,7 @@
 namespace fp4lab::cli {
 
 QuantMode parse_quant_mode(const std::string& q);
+Action add_eval_gsm8k(CLI::App& app);
 
 namespace {
 
@@ -50,7 +51,11 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
-  return [o]() {
+  auto* gsm =
+      app.add_subcommand("gsm8k", "GSM8K accuracy as lm-evaluation-harness scores it (gsm8k, gsm8k_cot)");
+  Action gsm_action = add_eval_gsm8k(*gsm);
+  return [o, gsm, gsm_action]() {
+    if (gsm->parsed()) return gsm_action();
     const auto tokens = read_tokens(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
     std::vector<float> la, lb;

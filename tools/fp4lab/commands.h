@@ -1,6 +1,7 @@
 // Each subcommand registers its options on the CLI11 app and returns the action to run once parsing succeeds.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <functional>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,10 @@ Action add_tokenize(CLI::App& app);
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);
 std::string human_count(double n);
+
+// Fills the fields every results document shares: tool (version, commit), host, timestamp (UTC), and gpu
+// (name, compute capability, memory, driver, CUDA runtime, NVFP4 path; null on the CPU backend).
+void run_environment(nlohmann::json& doc, bool cuda);
 
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   reg("bench", "Benchmarks: gemm (NVFP4 kernels vs cuBLAS)", fp4lab::cli::add_bench);
   reg("explain", "Predicted BF16 vs NVFP4 decode speed on datasheet GPUs (roofline)",
       fp4lab::cli::add_explain);
-  reg("eval", "Accuracy: ppl (perplexity, KL and top-1 agreement between two quantizations)",
+  reg("eval",
+      "Accuracy: gsm8k (lm-eval scoring), ppl (perplexity, KL and top-1 agreement between two quantizations)",
       fp4lab::cli::add_eval);
   reg("tokenize", "Encode JSONL text to token ids with a Hugging Face tokenizer (or --decode)",
       fp4lab::cli::add_tokenize);

@@ -1,0 +1,301 @@
+// `fp4lab eval gsm8k`: GSM8K through the whole pipeline (tokenizer, engine, lm-eval's prompts, stops, filters
+// and scoring), resumable from its per-question records file, stored as JSON and in the results DB.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/sha256.h"
+#include "cpu/cpu_ops.h"
+#include "engine/generate.h"
+#include "eval/gsm8k.h"
+#include "io/json_util.h"
+#include "model/presets.h"
+#include "model/weights.h"
+#include "report/results_db.h"
+#include "tokenizer/tokenizer.h"
+#if FP4LAB_HAVE_CUDA
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace fp4lab::cli {
+
+QuantMode parse_quant_mode(const std::string& q);
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+  g_interrupted = true;
+}
+
+struct Gsm8kOpts {
+  std::string model, backend = "cpu", quant = "auto", data, task = "gsm8k", tokenizer, json_out, records,
+                     db = ResultsDb::default_path();
+  int limit = 0, max_new = 256, threads = 0;
+  uint64_t seed = 0;
+  bool add_bos = false, no_db = false;
+};
+
+std::string fmt_duration(double s) {
+  char b[32];
+  if (s >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else
+    std::snprintf(b, sizeof b, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return b;
+}
+
+// The options a stored record depends on: a records file written under other ones cannot be resumed.
+json record_key(const Gsm8kOpts& o, const Tokenizer& tok) {
+  return {{"model", o.model},
+          {"quant", o.quant},
+          {"task", o.task},
+          {"max_new_tokens", o.max_new},
+          {"add_bos", o.add_bos},
+          {"seed", o.seed},
+          {"tokenizer", tok.describe()}};
+}
+
+}  // namespace
+
+Action add_eval_gsm8k(CLI::App& app) {
+  auto o = std::make_shared<Gsm8kOpts>();
+  app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  app.add_option("--data", o->data, "directory with GSM8K test.jsonl and train.jsonl")->required();
+  app.add_option("--task", o->task, "gsm8k (5-shot) or gsm8k_cot (8-shot chain of thought)")
+      ->check(CLI::IsMember({"gsm8k", "gsm8k_cot"}));
+  app.add_option("--tokenizer", o->tokenizer, "tokenizer directory (default: the model directory)");
+  app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--limit", o->limit, "first N test questions (0: all 1319)")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-new-tokens", o->max_new, "generation budget per question (lm-eval: 256)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_flag("--add-bos", o->add_bos, "prepend the BOS token (lm-eval's default adds no special tokens)");
+  app.add_option("--seed", o->seed, "seed of preset weights");
+  app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  app.add_option("--records", o->records,
+                 "per-question JSONL, appended as questions finish; an interrupted run resumes from it "
+                 "(default: <json>.records.jsonl when --json is given)");
+  app.add_option("--json", o->json_out, "write the summary, every option and all records as JSON");
+  app.add_option("--db", o->db, "results database");
+  app.add_flag("--no-db", o->no_db, "do not store the run in the results database");
+  return [o]() {
+    namespace fs = std::filesystem;
+    const Gsm8kTask task = parse_gsm8k_task(o->task);
+    const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
+    std::vector<Gsm8kItem> train;
+    std::vector<std::vector<size_t>> shots;
+    if (task == Gsm8kTask::FiveShot) {
+      train = read_gsm8k_jsonl(o->data + "/train.jsonl");
+      shots = gsm8k_fewshot_indices(test.size(), train.size());
+    }
+    if (o->tokenizer.empty()) {
+      if (is_preset_ref(o->model))
+        throw Error("--tokenizer is required with a preset (presets carry no tokenizer)");
+      o->tokenizer = o->model;
+    }
+    const Tokenizer tok = Tokenizer::from_dir(o->tokenizer);
+    const size_t n =
+        o->limit > 0 ? std::min<size_t>(static_cast<size_t>(o->limit), test.size()) : test.size();
+
+    // Resume: records already written under the same options are kept.
+    if (o->records.empty() && !o->json_out.empty()) o->records = o->json_out + ".records.jsonl";
+    const json key = record_key(*o, tok);
+    std::map<size_t, json> done;
+    if (!o->records.empty() && fs::exists(o->records)) {
+      std::ifstream in(o->records);
+      std::string line;
+      size_t lineno = 0;
+      while (std::getline(in, line)) {
+        ++lineno;
+        if (line.empty()) continue;
+        json r;
+        try {
+          r = parse_json_untrusted(line, o->records);
+        } catch (const Error&) {
+          if (in.peek() == EOF) break;  // a line cut by an interrupted write: redo that question
+          throw;
+        }
+        if (lineno == 1) {
+          if (!r.contains("key") || r["key"] != key)
+            throw Error(o->records + ": written with other options (" +
+                        (r.contains("key") ? r["key"].dump() : "?") + "); use another --records file");
+          continue;
+        }
+        done[r.at("id").get<size_t>()] = r;
+      }
+      std::fprintf(stderr, "gsm8k: resuming, %zu of %zu questions already in %s\n", done.size(), n,
+                   o->records.c_str());
+    }
+    std::ofstream rec;
+    if (!o->records.empty()) {
+      const bool fresh = !fs::exists(o->records) || fs::file_size(o->records) == 0;
+      rec.open(o->records, std::ios::app);
+      if (!rec) throw Error(o->records + ": cannot write");
+      if (fresh) rec << json{{"key", key}}.dump() << "\n" << std::flush;
+    }
+
+    auto stops = gsm8k_stop_strings(task);
+    const QuantMode mode = parse_quant_mode(o->quant);
+    int preset_vocab = 0;
+    if (is_preset_ref(o->model)) {
+      const auto p = find_preset(o->model);
+      if (p && tok.vocab_size() > p->config.vocab_size) {
+        preset_vocab = tok.vocab_size();
+        std::fprintf(stderr, "gsm8k: %s has %d tokens; the preset's synthetic embedding is sized to it\n",
+                     o->tokenizer.c_str(), preset_vocab);
+      }
+    }
+    json doc;
+    run_environment(doc, o->backend == "cuda");
+    doc["schema"] = "fp4lab.gsm8k/1";
+    doc["options"] = {{"model", o->model},     {"backend", o->backend},
+                      {"quant", o->quant},     {"data", o->data},
+                      {"task", o->task},       {"tokenizer", o->tokenizer},
+                      {"limit", o->limit},     {"max_new_tokens", o->max_new},
+                      {"add_bos", o->add_bos}, {"seed", o->seed},
+                      {"threads", o->threads}, {"chat", false},
+                      {"fewshot_seed", 1234},  {"batch", 1}};
+    doc["tokenizer"] = tok.describe();
+
+    std::signal(SIGINT, on_sigint);
+    const auto t_start = std::chrono::steady_clock::now();
+    int generated_tokens = 0, prompt_tokens = 0;
+    double gen_s = 0;
+    auto run = [&](auto& model) {
+      const ModelConfig& cfg = model.config();
+      if (tok.vocab_size() > cfg.vocab_size)
+        throw Error("tokenizer " + o->tokenizer + " has " + std::to_string(tok.vocab_size()) +
+                    " tokens but the model's vocabulary is " + std::to_string(cfg.vocab_size));
+      if (o->add_bos && cfg.bos_id < 0) throw Error("--add-bos: the model config names no BOS token");
+      for (int e : cfg.eos_ids)
+        if (auto t = tok.id_token(e)) stops.push_back(*t);  // lm-eval adds the EOS text to `until`
+      GenerateOptions g;
+      g.max_new_tokens = o->max_new;
+      g.stop_ids = cfg.eos_ids;
+      g.sampling.greedy = true;
+      g.should_stop = [&](size_t, const std::vector<int>& ids) {
+        const std::string text = tok.decode(ids, true);
+        return cut_at_stop(text, stops).size() != text.size();
+      };
+      size_t finished = done.size(), todo = 0;
+      for (size_t i = 0; i < n; ++i) todo += !done.count(i);
+      size_t ran = 0;
+      int strict_ok = 0, flex_ok = 0;
+      for (const auto& [i, r] : done) {
+        strict_ok += r["correct"]["strict-match"] == true;
+        flex_ok += r["correct"]["flexible-extract"] == true;
+      }
+      for (size_t i = 0; i < n && !g_interrupted; ++i) {
+        if (done.count(i)) continue;
+        std::vector<const Gsm8kItem*> ex;
+        if (task == Gsm8kTask::FiveShot)
+          for (size_t k : shots[i]) ex.push_back(&train[k]);
+        const std::string prompt = gsm8k_prompt(task, test[i], ex);
+        std::vector<int> ids;
+        if (o->add_bos) ids.push_back(cfg.bos_id);
+        const auto enc = tok.encode(prompt);
+        ids.insert(ids.end(), enc.begin(), enc.end());
+        const auto t0 = std::chrono::steady_clock::now();
+        const GenerateResult gr = generate(model, {ids}, g);
+        gen_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        generated_tokens += gr.generated_tokens;
+        prompt_tokens += static_cast<int>(ids.size());
+        const std::string completion = cut_at_stop(tok.decode(gr.new_ids[0], true), stops);
+        const Gsm8kScore sc = score_gsm8k(task, completion, gsm8k_target(task, test[i]));
+        json r = {{"id", i},
+                  {"prompt_sha256", sha256_hex(prompt)},
+                  {"prompt_tokens", ids.size()},
+                  {"completion", completion},
+                  {"generated_tokens", gr.generated_tokens},
+                  {"target", gsm8k_target(task, test[i])},
+                  {"extracted", {{"strict-match", sc.strict}, {"flexible-extract", sc.flexible}}},
+                  {"correct", {{"strict-match", sc.strict_ok}, {"flexible-extract", sc.flexible_ok}}}};
+        if (rec) rec << r.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+        done[i] = std::move(r);
+        strict_ok += sc.strict_ok;
+        flex_ok += sc.flexible_ok;
+        ++finished;
+        ++ran;
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        std::fprintf(stderr, "\r[gsm8k %s] %zu/%zu  strict %.1f%%  flexible %.1f%%  %.2f q/s  ETA %s   ",
+                     o->task.c_str(), finished, n, 100.0 * strict_ok / finished, 100.0 * flex_ok / finished,
+                     ran / el, fmt_duration((todo - ran) * el / ran).c_str());
+      }
+      std::fprintf(stderr, "\n");
+    };
+    const auto t_load = std::chrono::steady_clock::now();
+    double load_s = 0;
+    if (o->backend == "cuda") {
+#if FP4LAB_HAVE_CUDA
+      CudaOps ops(0, true);
+      CudaModel model(load_model(o->model, mode, o->seed, false, preset_vocab), ops);
+      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+      run(model);
+#else
+      throw Error("--backend cuda: this fp4lab was built without CUDA");
+#endif
+    } else {
+      CpuOps ops(o->threads);
+      Model model(load_model(o->model, mode, o->seed, true, preset_vocab), ops);
+      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+      run(model);
+    }
+    std::signal(SIGINT, SIG_DFL);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+
+    std::vector<bool> strict, flex;
+    json records = json::array();
+    for (size_t i = 0; i < n; ++i) {
+      auto it = done.find(i);
+      if (it == done.end()) continue;
+      strict.push_back(it->second["correct"]["strict-match"].get<bool>());
+      flex.push_back(it->second["correct"]["flexible-extract"].get<bool>());
+      records.push_back(it->second);
+    }
+    const bool complete = records.size() == n;
+    const MeanStderr ms = mean_stderr(strict), mf = mean_stderr(flex);
+    std::printf("|  Tasks  |Filter          |n-shot|Metric     |  Value |   |Stderr|\n");
+    std::printf("|---------|----------------|-----:|-----------|-------:|---|-----:|\n");
+    const int nshot = task == Gsm8kTask::FiveShot ? 5 : 8;
+    std::printf("|%-9s|%-16s|%6d|exact_match|%8.4f|±  |%6.4f|\n", o->task.c_str(), "flexible-extract", nshot,
+                mf.mean, mf.stderr_);
+    std::printf("|%-9s|%-16s|%6d|exact_match|%8.4f|±  |%6.4f|\n", o->task.c_str(), "strict-match", nshot,
+                ms.mean, ms.stderr_);
+    std::printf(
+        "%zu/%zu questions%s; model %s (%s), load %.1f s, wall %.1f s, %d prompt + %d generated tokens "
+        "(%.1f generated tok/s)\n",
+        records.size(), n, complete ? "" : " (interrupted: rerun the same command to resume)",
+        o->model.c_str(), o->quant.c_str(), load_s, wall, prompt_tokens, generated_tokens,
+        gen_s > 0 ? generated_tokens / gen_s : 0.0);
+    doc["complete"] = complete;
+    doc["summary"] = {{"questions", records.size()},
+                      {"strict-match", {{"exact_match", ms.mean}, {"stderr", ms.stderr_}}},
+                      {"flexible-extract", {{"exact_match", mf.mean}, {"stderr", mf.stderr_}}}};
+    doc["timing"] = {{"load_s", load_s},
+                     {"wall_s", wall},
+                     {"generate_s", gen_s},
+                     {"prompt_tokens", prompt_tokens},
+                     {"generated_tokens", generated_tokens}};
+    doc["records"] = records;
+    if (!o->json_out.empty()) {
+      std::ofstream f(o->json_out);
+      if (!f) throw Error(o->json_out + ": cannot write");
+      f << doc.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+    if (!o->no_db && complete) {
+      ResultsDb db(o->db);
+      const auto id = db.insert_run(doc);
+      std::fprintf(stderr, "stored as run %lld in %s\n", static_cast<long long>(id), o->db.c_str());
+    }
+    return g_interrupted ? 130 : 0;
+  };
+}
+
+}  // namespace fp4lab::cli
