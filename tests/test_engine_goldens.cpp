@@ -75,6 +75,33 @@ void check_model(const std::string& name) {
       ASSERT_NEAR(step[static_cast<size_t>(v)], full[i * V + static_cast<size_t>(v)], 1e-4f * (hi - lo))
           << name << " position " << i;
   }
+  // Batched decode of sequences of different lengths: each row equals that position of the full prefill.
+  std::vector<Model::State> ss;
+  std::vector<Model::State*> ptrs;
+  std::vector<int> toks;
+  for (size_t j = 0; j < 3; ++j) {
+    ss.push_back(model.new_sequence(4096));
+    model.forward(ss.back(), std::span<const int>(seq).first(split + j), false);
+  }
+  for (size_t j = 0; j < 3; ++j) {
+    ptrs.push_back(&ss[j]);
+    toks.push_back(seq[split + j]);
+  }
+  const auto batch = model.decode_batch(ptrs, toks);
+  ASSERT_EQ(batch.size(), 3u * V);
+  for (size_t j = 0; j < 3; ++j)
+    for (int v = 0; v < V; ++v)
+      ASSERT_NEAR(batch[j * V + static_cast<size_t>(v)], full[(split + j) * V + static_cast<size_t>(v)],
+                  1e-4f * (hi - lo))
+          << name << " batched row " << j;
+  // Continuous batching (3 prompts of different lengths, 2 slots) gives the ids of one-by-one generation.
+  const std::vector<std::vector<int>> prompts{std::vector<int>(seq.begin(), seq.begin() + split), g.prompt,
+                                              std::vector<int>(seq.begin(), seq.begin() + split + 2)};
+  GenerateOptions one;
+  one.max_new_tokens = 5;
+  GenerateOptions two = one;
+  two.max_batch = 2;
+  EXPECT_EQ(generate(model, prompts, one).new_ids, generate(model, prompts, two).new_ids) << name;
 }
 
 }  // namespace

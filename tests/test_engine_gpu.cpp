@@ -113,6 +113,52 @@ TEST(GpuEngine, PrefillThenDecodeEqualsFullPrefill) {
   }
 }
 
+TEST(GpuEngine, BatchedDecodeOfDifferentLengthsEqualsSingleSteps) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+      const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+      CudaOps ops;
+      CudaModel model(load_weights(dir, q), ops);
+      const size_t V = static_cast<size_t>(model.config().vocab_size);
+      // 20 sequences (an M that takes the tensor-core GEMM path), lengths 5..24.
+      const int B = 20;
+      std::vector<CudaModel::State> solo, batched;
+      std::vector<CudaModel::State*> ptrs;
+      std::vector<int> toks;
+      for (int j = 0; j < B; ++j) {
+        solo.push_back(model.new_sequence(64));
+        batched.push_back(model.new_sequence(64));
+        const auto pre = std::span<const int>(prompt).first(static_cast<size_t>(5 + j));
+        model.forward(solo.back(), pre, false);
+        model.forward(batched.back(), pre, false);
+        toks.push_back(prompt[static_cast<size_t>(5 + j)]);
+      }
+      for (auto& s : batched) ptrs.push_back(&s);
+      for (int step = 0; step < 3; ++step) {
+        const auto out = model.decode_batch(ptrs, toks);
+        ASSERT_EQ(out.size(), B * V);
+        for (int j = 0; j < B; ++j) {
+          const int one[1] = {toks[static_cast<size_t>(j)]};
+          const auto ref = model.forward(solo[static_cast<size_t>(j)], one, false);
+          float md = 0, mx = 0;
+          for (size_t v = 0; v < V; ++v) {
+            md = std::max(md, std::fabs(out[static_cast<size_t>(j) * V + v] - ref[v]));
+            mx = std::max(mx, std::fabs(ref[v]));
+          }
+          // Other GEMM variants for M = 20 than for M = 1: BF16 rounding-level differences only.
+          EXPECT_LE(md, 0.05f * mx + 0.05f)
+              << m << " " << quant_mode_name(q) << " row " << j << " step " << step;
+        }
+        for (int j = 0; j < B; ++j)
+          toks[static_cast<size_t>(j)] = (toks[static_cast<size_t>(j)] + 7 * j + 1) % 64;
+      }
+    }
+  }
+}
+
 TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";

@@ -99,6 +99,32 @@ double measure_copy_bandwidth_gbs() {
   return bw;
 }
 
+double measure_bf16_tflops() {
+  // A square cuBLAS BF16 GEMM big enough to run at the tensor cores' sustained rate (random data: power, and
+  // so clocks, depend on the bit patterns).
+  const int64_t n = 8192;
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  GemmWorkspace ws;
+  DeviceBuffer a(static_cast<size_t>(n * n) * 2), b(static_cast<size_t>(n * n) * 2),
+      c(static_cast<size_t>(n * n) * 2);
+  fill_random_bf16(a.as<uint16_t>(), n * n, 1, 1.0f, 0, s);
+  fill_random_bf16(b.as<uint16_t>(), n * n, 2, 1.0f, 0, s);
+  Timer t;
+  std::vector<double> v;
+  for (int r = 0; r < 8; ++r) {
+    CUDA_CHECK(cudaEventRecord(t.a, s));
+    cublas_bf16_gemm(ws.cublas_handle(), a.as<bf16_raw>(), n, b.as<bf16_raw>(), n, n, c.as<bf16_raw>(), s);
+    CUDA_CHECK(cudaEventRecord(t.b, s));
+    CUDA_CHECK(cudaEventSynchronize(t.b));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+    if (r >= 2) v.push_back(2.0 * n * n * n / (ms * 1e-3) / 1e12);
+  }
+  CUDA_CHECK(cudaStreamDestroy(s));
+  return median(v);
+}
+
 json run_gemm_bench(const GemmBenchOptions& o) {
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));

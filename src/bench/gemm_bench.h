@@ -35,6 +35,8 @@ struct GemmBenchOptions {
 // Device-to-device copy bandwidth of the current GPU in GB/s (bytes read + written), median of 10 1-GiB
 // copies.
 double measure_copy_bandwidth_gbs();
+// Dense BF16 matrix rate (TFLOP/s) of this GPU through cuBLAS, for the compute side of the roofline.
+double measure_bf16_tflops();
 
 // Runs the benchmark, prints the table, returns the JSON document (also written to json_out when set).
 json run_gemm_bench(const GemmBenchOptions& o);

@@ -38,7 +38,10 @@ class CpuOps {
     return {rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))};
   }
   Tensor alloc_residual(int64_t rows, int64_t cols) const { return alloc(rows, cols); }
-  Tensor rows(const Tensor& x, int64_t from, int64_t n) const;
+  Tensor rows(const Tensor& x, int64_t from, int64_t n) const;  // a copy
+  void write_rows(Tensor& dst, int64_t from, const Tensor& src) const {
+    std::copy(src.v.begin(), src.v.end(), dst.v.begin() + from * dst.cols);
+  }
   void logits_async(const Tensor& h, const LinearWeight& head) {
     Tensor l = alloc(h.rows, head.n);
     linear(h, head, l);

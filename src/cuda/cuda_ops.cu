@@ -93,17 +93,41 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_de
   }
 }
 
+// Decode of several sequences: row r is one token of sequence r, at that sequence's own position.
+__global__ void rope_batch_kernel(bf16* x, int rows, int heads, int hd, const int* const* pos_tab,
+                                  const float* inv_freq) {
+  const int half = hd / 2;
+  const int64_t n = static_cast<int64_t>(rows) * heads * half;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int f = static_cast<int>(i % half);
+    const int64_t th = i / half;
+    const int r = static_cast<int>(th / heads);
+    float s, c;
+    sincosf(static_cast<float>(*pos_tab[r]) * inv_freq[f], &s, &c);
+    bf16* v = x + th * hd;
+    const float a = ld(v + f), b = ld(v + f + half);
+    v[f] = __float2bfloat16_rn(a * c - b * s);
+    v[f + half] = __float2bfloat16_rn(b * c + a * s);
+  }
+}
+
 // One block per (query token, head). Each warp walks a strided subset of the visible keys with an online
 // softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the end.
 constexpr int kAttnWarps = 8;
 constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
+// Batched: query row tt is the single new token of sequence tt, with its own caches and position (tables
+// indexed by tt); otherwise all rows belong to one sequence and row tt sits at position pos + tt.
+template <bool kBatched>
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attention_kernel(const bf16* q, const bf16* kc, const bf16* vc, int nh, int nkv, int hd,
-                     const int* pos_dev, bf16* out) {
-  const int pos0 = *pos_dev;
+    attention_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv, int hd,
+                     const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
+                     const int* const* pos_tab) {
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
-  const int len = pos0 + tt + 1;
+  const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
+  const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
+  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int per_lane = (hd + 31) / 32;
   const float scale = rsqrtf(static_cast<float>(hd));
@@ -176,8 +200,24 @@ __global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_
   }
 }
 
+__global__ void kv_append_batch_kernel(const bf16* k, const bf16* v, int rows, int64_t row,
+                                       const int* const* pos_tab, bf16* const* kc_tab, bf16* const* vc_tab) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * row;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int r = static_cast<int>(i / row);
+    const int64_t off = static_cast<int64_t>(*pos_tab[r]) * row + i % row;
+    kc_tab[r][off] = k[i];
+    vc_tab[r][off] = v[i];
+  }
+}
+
 __global__ void pos_add_kernel(int* pos, int t) {
   *pos += t;
+}
+
+__global__ void pos_add_batch_kernel(int* const* pos_tab, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) *pos_tab[i] += 1;
 }
 
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
@@ -224,10 +264,13 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
 }
 
 // One thread per channel, tokens in order, rolling FP32 state of the last kernel-1 inputs.
+// Batched (grid.y = sequence): row y of xbc is that sequence's one new token, its state from the table.
 __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
-                                   float* state) {
+                                   float* state_one, float* const* state_tab) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
+  float* state = state_tab ? state_tab[blockIdx.y] : state_one;
+  if (state_tab) xbc += static_cast<int64_t>(blockIdx.y) * ch;
   const int hist = kernel - 1;
   float win[8];
   for (int j = 0; j < hist; ++j) win[j] = state[c * hist + j];
@@ -242,30 +285,80 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
   for (int j = 0; j < hist; ++j) state[c * hist + j] = win[j];
 }
 
-// Selective scan, one block per (head, channel p), one thread per state entry n (state kept in a register
-// across tokens). y[t, h, p] = sum_n S[p, n] C[t, g, n] + D x.
-__global__ void ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt,
-                                const float* a_log, const float* d, int t, int heads, int hp, int ns,
-                                int groups, float* state, bf16* y) {
-  const int h = blockIdx.x / hp, p = blockIdx.x % hp, n = threadIdx.x;
-  const int g = h / (heads / groups);
-  const bool on = n < ns;
-  float* sp = state + (static_cast<int64_t>(h) * hp + p) * ns + n;
-  float S = on ? *sp : 0.0f;
-  const float a = -__expf(a_log[h]);
+// Selective scan over t tokens of one sequence: one warp per (head, channel p); each lane keeps its share of
+// the state row (entries n = lane + 32 j) in registers across tokens and the C-weighted sum is a shuffle
+// reduction, so a token costs no block-wide synchronization. Tokens stay sequential within a row (the chunked
+// SSD form would expose parallelism across tokens too); rows run in parallel. ns <= 32 * kScanMaxPerLane.
+constexpr int kScanWarps = 8;
+constexpr int kScanMaxPerLane = 8;
+__global__ void __launch_bounds__(kScanWarps * 32)
+    ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                    const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y) {
+  const int row = blockIdx.x * kScanWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= heads * hp) return;
+  const int h = row / hp, g = h / (heads / groups);
   const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
+  float* sp = state + static_cast<int64_t>(row) * ns;
+  float S[kScanMaxPerLane];
+#pragma unroll
+  for (int j = 0; j < kScanMaxPerLane; ++j) {
+    const int n = lane + 32 * j;
+    S[j] = n < ns ? sp[n] : 0.0f;
+  }
+  const float a = -__expf(a_log[h]), dh = d[h];
   for (int i = 0; i < t; ++i) {
     const float dth = ld(dt + static_cast<int64_t>(i) * heads + h);
-    const float xv = ld(x + i * xw + static_cast<int64_t>(h) * hp + p);
-    float contrib = 0.0f;
-    if (on) {
-      S = S * __expf(dth * a) + dth * xv * ld(b + i * bw + static_cast<int64_t>(g) * ns + n);
-      contrib = S * ld(c + i * bw + static_cast<int64_t>(g) * ns + n);
+    const float xv = ld(x + i * xw + row);
+    const float decay = __expf(dth * a), dx = dth * xv;
+    const bf16* bs = b + i * bw + static_cast<int64_t>(g) * ns;
+    const bf16* cs = c + i * bw + static_cast<int64_t>(g) * ns;
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kScanMaxPerLane; ++j) {
+      const int n = lane + 32 * j;
+      if (n < ns) {
+        S[j] = S[j] * decay + dx * ld(bs + n);
+        acc += S[j] * ld(cs + n);
+      }
     }
-    const float sum = block_sum(contrib);
-    if (threadIdx.x == 0) y[i * xw + static_cast<int64_t>(h) * hp + p] = __float2bfloat16_rn(sum + d[h] * xv);
+    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) y[i * xw + row] = __float2bfloat16_rn(acc + dh * xv);
   }
-  if (on) *sp = S;
+#pragma unroll
+  for (int j = 0; j < kScanMaxPerLane; ++j) {
+    const int n = lane + 32 * j;
+    if (n < ns) sp[n] = S[j];
+  }
+}
+
+// One decode token for each of several sequences (grid.y = sequence): one warp per (head, channel p), lanes
+// striding over the state entries, so each warp streams its contiguous FP32 state row once and reduces with
+// shuffles. This is the memory-bound part of batched Mamba decode: every sequence's whole state is read and
+// written once per token.
+constexpr int kSsmStepWarps = 8;
+__global__ void __launch_bounds__(kSsmStepWarps * 32)
+    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                          const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
+                          bf16* y) {
+  const int row = blockIdx.x * kSsmStepWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= heads * hp) return;
+  const int seq = blockIdx.y;
+  const int h = row / hp, g = h / (heads / groups);
+  const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
+  const float dth = ld(dt + static_cast<int64_t>(seq) * heads + h);
+  const float xv = ld(x + seq * xw + row);
+  const float decay = __expf(dth * -__expf(a_log[h]));
+  const bf16* bs = b + seq * bw + static_cast<int64_t>(g) * ns;
+  const bf16* cs = c + seq * bw + static_cast<int64_t>(g) * ns;
+  float* sp = state_tab[seq] + static_cast<int64_t>(row) * ns;
+  float acc = 0.0f;
+  for (int n = lane; n < ns; n += 32) {
+    const float S = sp[n] * decay + dth * xv * ld(bs + n);
+    sp[n] = S;
+    acc += S * ld(cs + n);
+  }
+  for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + d[h] * xv);
 }
 
 // One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels.
@@ -393,6 +486,16 @@ std::vector<float> CudaOps::fetch_logits() {
   synchronize();
   if (profile_) prof_collect();
   return std::vector<float>(pinned_logits_, pinned_logits_ + logits_rows_ * logits_cols_);
+}
+
+void CudaOps::write_rows(Tensor& dst, int64_t from, const Tensor& src) {
+  const Tensor view = rows(dst, from, src.rows);
+  if (view.data == src.data) return;
+  if (src.f32 != dst.f32 || src.cols != dst.cols)
+    throw Error("internal: write_rows between different layouts");
+  CUDA_CHECK(cudaMemcpyAsync(view.data, src.data,
+                             static_cast<size_t>(src.rows * src.cols) * (src.f32 ? 4 : 2),
+                             cudaMemcpyDeviceToDevice, stream_));
 }
 
 void CudaOps::advance(State& s, int t) {
@@ -693,8 +796,7 @@ void CudaOps::synchronize_if_not_capturing() {
   if (st == cudaStreamCaptureStatusNone) synchronize();
 }
 
-void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
-  OpTimer timer_(this, "rope");
+void CudaOps::set_rope(int hd, const RopeConfig& r) {
   if (rope_dim_ != hd || rope_cfg_.theta != r.theta || rope_cfg_.type != r.type ||
       rope_cfg_.factor != r.factor) {
     const auto f = cpu::rope_inv_freq(r, hd);
@@ -703,6 +805,11 @@ void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfi
     rope_cfg_ = r;
     rope_dim_ = hd;
   }
+}
+
+void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
+  OpTimer timer_(this, "rope");
+  set_rope(hd, r);
   rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
       reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(),
       inv_freq_.as<float>());
@@ -722,9 +829,9 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
   const int t = static_cast<int>(q.rows);
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
-  attention_kernel<<<static_cast<unsigned>(t * nh), kAttnWarps * 32, 0, stream_>>>(
+  attention_kernel<false><<<static_cast<unsigned>(t * nh), kAttnWarps * 32, 0, stream_>>>(
       reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos_dev.as<int>(),
-      reinterpret_cast<bf16*>(out.data));
+      reinterpret_cast<bf16*>(out.data), nullptr, nullptr, nullptr);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -786,7 +893,7 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
   const int ch = static_cast<int>(xbc.cols);
   conv1d_silu_kernel<<<static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_>>>(
       reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
-      b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>());
+      b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -794,13 +901,111 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
                        const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                        cpu::SsmShape sh, int, Tensor& y) {
   OpTimer timer_(this, "mamba.ssm_scan");
-  if (sh.state > 1024) throw Error("SSM state size > 1024 is not supported by the CUDA backend");
-  const int threads = std::max(32, (sh.state + 31) / 32 * 32);
-  ssm_scan_kernel<<<static_cast<unsigned>(sh.heads * sh.head_dim), threads, 0, stream_>>>(
+  if (sh.state > 32 * kScanMaxPerLane)
+    throw Error("SSM state size " + std::to_string(sh.state) + " > " + std::to_string(32 * kScanMaxPerLane) +
+                " is not supported by the CUDA backend");
+  const int rows = sh.heads * sh.head_dim;
+  ssm_scan_kernel<<<static_cast<unsigned>((rows + kScanWarps - 1) / kScanWarps), kScanWarps * 32, 0,
+                    stream_>>>(reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
+                               reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data),
+                               dev_f32(a_log), dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim,
+                               sh.state, sh.groups, s.ssm[layer].as<float>(),
+                               reinterpret_cast<bf16*>(y.data));
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::begin_batch(std::span<State* const> states) {
+  // One table per step: for every layer the B sequences' conv, SSM, K and V cache pointers, then their
+  // positions; uploaded once, read by every batched kernel of the step.
+  const size_t B = states.size(), L = states.empty() ? 0 : states[0]->k.size();
+  const size_t n = 4 * L * B + B;
+  if (batch_tab_host_.size() < n) {
+    batch_tab_host_.resize(n);
+    batch_tab_ = DeviceBuffer(n * sizeof(void*));
+  }
+  for (size_t l = 0; l < L; ++l)
+    for (size_t b = 0; b < B; ++b) {
+      State& st = *states[b];
+      batch_tab_host_[(4 * l + 0) * B + b] = st.conv[l].ptr;
+      batch_tab_host_[(4 * l + 1) * B + b] = st.ssm[l].ptr;
+      batch_tab_host_[(4 * l + 2) * B + b] = st.k[l].ptr;
+      batch_tab_host_[(4 * l + 3) * B + b] = st.v[l].ptr;
+    }
+  for (size_t b = 0; b < B; ++b) batch_tab_host_[4 * L * B + b] = states[b]->pos_dev.ptr;
+  // Synchronous on purpose: the host table is rewritten by the next step, and the step ends in a sync anyway.
+  CUDA_CHECK(cudaMemcpyAsync(batch_tab_.ptr, batch_tab_host_.data(), n * sizeof(void*),
+                             cudaMemcpyHostToDevice, stream_));
+  batch_size_ = B;
+  batch_layers_ = L;
+}
+
+void** CudaOps::batch_table(size_t layer, int kind) const {
+  return batch_tab_.as<void*>() + (4 * layer + static_cast<size_t>(kind)) * batch_size_;
+}
+
+void CudaOps::rope_batch(Tensor& x, int heads, int hd, const RopeConfig& r) {
+  OpTimer timer_(this, "rope");
+  set_rope(hd, r);
+  rope_batch_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
+      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd,
+      reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
+      inv_freq_.as<float>());
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::attention_batch(const Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh,
+                              int nkv, int hd, Tensor& out) {
+  OpTimer timer_(this, "attention");
+  const int64_t row = static_cast<int64_t>(nkv) * hd;
+  const auto pos =
+      reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_);
+  kv_append_batch_kernel<<<grid_1d(k.rows * row, 256), 256, 0, stream_>>>(
+      reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), static_cast<int>(k.rows),
+      row, pos, reinterpret_cast<bf16* const*>(batch_table(layer, 2)),
+      reinterpret_cast<bf16* const*>(batch_table(layer, 3)));
+  CUDA_CHECK_LAUNCH();
+  if (hd > kAttnMaxDimsPerLane * 32)
+    throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
+  attention_kernel<true><<<static_cast<unsigned>(q.rows * nh), kAttnWarps * 32, 0, stream_>>>(
+      reinterpret_cast<const bf16*>(q.data), nullptr, nullptr, nh, nkv, hd, nullptr,
+      reinterpret_cast<bf16*>(out.data), reinterpret_cast<const bf16* const*>(batch_table(layer, 2)),
+      reinterpret_cast<const bf16* const*>(batch_table(layer, 3)), pos);
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
+                                const std::vector<float>& b) {
+  OpTimer timer_(this, "mamba.conv1d");
+  if (kernel > 8)
+    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
+  const int ch = static_cast<int>(xbc.cols);
+  conv1d_silu_kernel<<<dim3(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(xbc.rows)), 128, 0,
+                       stream_>>>(reinterpret_cast<bf16*>(xbc.data), 1, ch, kernel, dev_f32(w),
+                                  b.empty() ? nullptr : dev_f32(b), nullptr,
+                                  reinterpret_cast<float* const*>(batch_table(layer, 0)));
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                             const std::vector<float>& a_log, const std::vector<float>& d, size_t layer,
+                             cpu::SsmShape sh, Tensor& y) {
+  OpTimer timer_(this, "mamba.ssm_scan");
+  const int rows = sh.heads * sh.head_dim;
+  ssm_step_batch_kernel<<<dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps),
+                               static_cast<unsigned>(x.rows)),
+                          kSsmStepWarps * 32, 0, stream_>>>(
       reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
       reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log),
-      dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim, sh.state, sh.groups,
-      s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
+      dev_f32(d), sh.heads, sh.head_dim, sh.state, sh.groups,
+      reinterpret_cast<float* const*>(batch_table(layer, 1)), reinterpret_cast<bf16*>(y.data));
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::advance_batch(std::span<State* const> states) {
+  for (State* st : states) ++st->pos;
+  pos_add_batch_kernel<<<grid_1d(static_cast<int64_t>(states.size()), 128), 128, 0, stream_>>>(
+      reinterpret_cast<int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
+      static_cast<int>(states.size()));
   CUDA_CHECK_LAUNCH();
 }
 

@@ -90,6 +90,8 @@ class CudaOps {
     return {n, x.cols,
             x.f32 ? reinterpret_cast<bf16_raw*>(x.fdata() + from * x.cols) : x.data + from * x.cols, x.f32};
   }
+  // rows() is a view, so writing back rows computed through it is a no-op; other sources are copied.
+  void write_rows(Tensor& dst, int64_t from, const Tensor& src);
   // Per-op-class GPU time (CUDA events around every op; graphs are off while profiling).
   void set_profile(bool on) {
     profile_ = on;
@@ -116,7 +118,26 @@ class CudaOps {
                 cpu::SsmShape shape, int chunk, Tensor& y);
   void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps);
 
+  // Batched decode (one token for each of several sequences, row r = sequence r): begin_batch uploads the
+  // sequences' cache pointers and positions once per step; the ops below then run every sequence in one
+  // launch instead of one per sequence.
+  void begin_batch(std::span<State* const> states);
+  void rope_batch(Tensor& x, int heads, int head_dim, const RopeConfig& r);
+  void attention_batch(const Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv,
+                       int hd, Tensor& out);
+  void conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
+                         const std::vector<float>& b);
+  void ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                      const std::vector<float>& a_log, const std::vector<float>& d, size_t layer,
+                      cpu::SsmShape shape, Tensor& y);
+  void advance_batch(std::span<State* const> states);
+
  private:
+  void set_rope(int head_dim, const RopeConfig& r);
+  void** batch_table(size_t layer, int kind) const;  // kind: 0 conv, 1 ssm, 2 k, 3 v
+  std::vector<void*> batch_tab_host_;
+  DeviceBuffer batch_tab_;
+  size_t batch_size_ = 0, batch_layers_ = 0;
   struct DevLinear {
     bool nvfp4 = false;
     Nvfp4DeviceWeight fp4;

@@ -21,6 +21,8 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+struct GenerateResult;
+
 struct GenerateOptions {
   int max_new_tokens = 32;
   std::vector<int> stop_ids;
@@ -28,6 +30,11 @@ struct GenerateOptions {
   // Called after each new token with the prompt index and its new ids so far; true ends that sequence (stop
   // strings, which need the tokenizer, live with the caller).
   std::function<bool(size_t, const std::vector<int>&)> should_stop;
+  int max_batch = 1;  // sequences decoded together (continuous batching)
+  // Called when a prompt's generation ends (its ids are final in the result), e.g. to record it at once.
+  std::function<void(size_t, const GenerateResult&)> on_finish;
+  // Checked before admitting each new prompt: true stops admitting (the active ones finish). Ctrl-C uses it.
+  std::function<bool()> cancelled;
 };
 
 struct GenerateResult {
@@ -42,42 +49,82 @@ struct GenerateResult {
 
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
 
-// Model: a Runner<Ops>. Each prompt runs as its own sequence (prefill, then one token per step).
+// Model: a Runner<Ops>. Prompts are admitted up to max_batch at a time (continuous batching): each new one is
+// prefilled on its own, then every active sequence advances one token per decode step, all in one batched
+// forward; a finished sequence frees its slot for the next prompt. max_batch = 1 runs prompts one by one.
 template <class Model>
 GenerateResult generate(Model& model, const std::vector<std::vector<int>>& prompts, const GenerateOptions& o,
                         const std::function<void()>& sync = {}) {
   using clock = std::chrono::steady_clock;
+  using State = typename Model::State;
   GenerateResult r;
   r.new_ids.resize(prompts.size());
   const int vocab = model.config().vocab_size;
-  for (size_t b = 0; b < prompts.size(); ++b) {
-    if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
-    auto s = model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens);
-    auto t0 = clock::now();
-    std::vector<float> logits = model.forward(s, prompts[b], false);
-    r.prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
-    r.ttft_s.push_back(std::chrono::duration<double>(clock::now() - t0).count());
-    r.prompt_tokens += static_cast<int>(prompts[b].size());
-    t0 = clock::now();
-    auto step0 = t0;
-    for (int step = 0; step < o.max_new_tokens; ++step) {
-      const int tok =
-          sample_token(std::span<const float>(logits).first(static_cast<size_t>(vocab)), o.sampling,
-                       o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
-      r.new_ids[b].push_back(tok);
-      ++r.generated_tokens;
-      if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) break;
-      if (o.should_stop && o.should_stop(b, r.new_ids[b])) break;
-      if (step + 1 == o.max_new_tokens) break;
-      const int one[1] = {tok};
-      logits = model.forward(s, one, false);
-      const auto now = clock::now();
-      r.tpot_s.push_back(std::chrono::duration<double>(now - step0).count());
-      step0 = now;
+  const size_t max_batch = static_cast<size_t>(std::max(1, o.max_batch));
+  struct Active {
+    size_t prompt;
+    State state;
+    int step;
+  };
+  std::vector<Active> active;
+  auto seconds = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  // Appends a sampled token; false when that sequence is finished.
+  auto take_token = [&](size_t b, int step, std::span<const float> logits) {
+    const int tok = sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling,
+                                 o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
+    r.new_ids[b].push_back(tok);
+    ++r.generated_tokens;
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) return false;
+    if (o.should_stop && o.should_stop(b, r.new_ids[b])) return false;
+    return step + 1 < o.max_new_tokens;
+  };
+  auto take = [&](size_t b, int step, std::span<const float> logits) {
+    const bool more = take_token(b, step, logits);
+    if (!more && o.on_finish) o.on_finish(b, r);
+    return more;
+  };
+  size_t next = 0;
+  while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
+    while (active.size() < max_batch && next < prompts.size() && !(o.cancelled && o.cancelled())) {
+      const size_t b = next++;
+      if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
+      auto s = model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens);
+      const auto t0 = clock::now();
+      const std::vector<float> logits = model.forward(s, prompts[b], false);
+      const double dt = seconds(t0, clock::now());
+      r.prefill_s += dt;
+      r.ttft_s.push_back(dt);
+      r.prompt_tokens += static_cast<int>(prompts[b].size());
+      if (take(b, 0, logits)) active.push_back({b, std::move(s), 1});
     }
-    if (sync) sync();
-    r.decode_s += std::chrono::duration<double>(clock::now() - t0).count();
+    if (active.empty()) continue;
+    std::vector<State*> states;
+    std::vector<int> toks;
+    for (auto& a : active) {
+      states.push_back(&a.state);
+      toks.push_back(r.new_ids[a.prompt].back());
+    }
+    const auto t0 = clock::now();
+    const std::vector<float> logits =
+        active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
+    std::vector<Active> still;
+    for (size_t i = 0; i < active.size(); ++i) {
+      auto& a = active[i];
+      const auto row =
+          std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
+      if (take(a.prompt, a.step, row)) {
+        ++a.step;
+        still.push_back(std::move(a));
+      }
+    }
+    active = std::move(still);
+    const double dt = seconds(t0, clock::now());
+    r.decode_s += dt;
+    r.tpot_s.push_back(dt);
   }
+  if (sync) sync();
   return r;
 }
 

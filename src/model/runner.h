@@ -2,7 +2,11 @@
 // src/cuda). An Ops type provides: Tensor (2-D activation buffer), State (per-sequence KV / conv / SSM
 // caches), supports(Op), and the ops called below. The runner owns no math.
 #pragma once
+#include <algorithm>
+#include <array>
+#include <initializer_list>
 #include <span>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -52,19 +56,80 @@ class Runner {
     if (ops_.state_pos(s) + t > ops_.state_capacity(s))
       throw Error("sequence of " + std::to_string(ops_.state_pos(s) + t) +
                   " tokens exceeds the planned context of " + std::to_string(ops_.state_capacity(s)));
+    const std::vector<Segment> one{{&s, 0, t}};
     if (t == 1 && !all_logits && ops_.graphs_enabled())
-      return ops_.run_decode_graph(s, tokens[0], [&] { body(s, tokens, false); });
-    body(s, tokens, all_logits);
+      return ops_.run_decode_graph(s, tokens[0], [&] { body(one, tokens, false); });
+    body(one, tokens, all_logits);
+    return ops_.fetch_logits();
+  }
+
+  // One decode step of several sequences at once: tokens[i] goes after what *states[i] holds (sequences of
+  // any lengths). The linear layers see all rows as one batch (the weights are read once per step);
+  // attention, convolution and scan run per sequence against its own caches. Returns logits [B, vocab].
+  std::vector<float> decode_batch(std::span<State* const> states, std::span<const int> tokens) {
+    const ModelConfig& c = w_.config;
+    if (states.size() != tokens.size() || states.empty())
+      throw Error("decode_batch: one token per sequence is needed");
+    std::vector<Segment> segs;
+    for (size_t i = 0; i < states.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+        throw Error("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (" +
+                    std::to_string(c.vocab_size) + ")");
+      if (ops_.state_pos(*states[i]) + 1 > ops_.state_capacity(*states[i]))
+        throw Error("sequence " + std::to_string(i) + " exceeds its planned context of " +
+                    std::to_string(ops_.state_capacity(*states[i])) + " tokens");
+      segs.push_back({states[i], static_cast<int>(i), 1});
+    }
+    if (segs.size() == 1 && ops_.graphs_enabled())
+      return ops_.run_decode_graph(*states[0], tokens[0], [&] { body(segs, tokens, false); });
+    body(segs, tokens, false);
     return ops_.fetch_logits();
   }
 
  private:
+  // Rows [row0, row0 + rows) of the activations belong to one sequence and its state.
+  struct Segment {
+    State* state;
+    int row0, rows;
+  };
+
+  // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
+  // sequences; the others (the CPU reference) loop over sequences.
+  static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
+  bool batched(const std::vector<Segment>& segs) const {
+    if constexpr (kBatchedOps) return segs.size() > 1;
+    return false;
+  }
+
+  // Calls f(state, views...) once per segment with that segment's rows of each tensor, then copies the rows
+  // of the tensors named in `outs` back (a no-op on the GPU, where rows() is a view). A single segment gets
+  // the whole tensors, no copies.
+  template <class F, class... T>
+  void per_sequence(const std::vector<Segment>& segs, std::initializer_list<Tensor*> outs, F&& f, T&... ts) {
+    if (segs.size() == 1) {
+      f(*segs[0].state, ts...);
+      return;
+    }
+    for (const auto& sg : segs) {
+      std::array<Tensor*, sizeof...(T)> fulls{&ts...};
+      std::array<Tensor, sizeof...(T)> parts{ops_.rows(ts, sg.row0, sg.rows)...};
+      std::apply([&](auto&... p) { f(*sg.state, p...); }, parts);
+      for (size_t i = 0; i < fulls.size(); ++i)
+        if (std::find(outs.begin(), outs.end(), fulls[i]) != outs.end())
+          ops_.write_rows(*fulls[i], sg.row0, parts[i]);
+    }
+  }
+
   // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture
-  // it.
-  void body(State& s, std::span<const int> tokens, bool all_logits) {
+  // it. With several segments (batched decode) every row's logits are kept, one per sequence.
+  void body(const std::vector<Segment>& segs, std::span<const int> tokens, bool all_logits) {
     const ModelConfig& c = w_.config;
     const int t = static_cast<int>(tokens.size());
     ops_.begin_forward();
+    std::vector<State*> states;
+    for (const auto& sg : segs) states.push_back(sg.state);
+    if constexpr (kBatchedOps)
+      if (batched(segs)) ops_.begin_batch(states);
     Tensor x = ops_.alloc_residual(t, c.hidden_size);  // the residual stream (FP32 on every backend)
     ops_.embed(tokens, w_.embed, x);
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
@@ -72,7 +137,7 @@ class Runner {
       const LayerWeights& L = w_.layers[li];
       ops_.rmsnorm(x, L.norm, c.norm_eps, h);
       if (c.arch != Arch::NemotronH) {
-        attention(L, li, s, h, t, true, o);
+        attention(L, li, segs, h, t, true, o);
         ops_.add(x, o);
         ops_.rmsnorm(x, L.post_norm, c.norm_eps, h);
         Tensor g = ops_.alloc(t, c.intermediate_size), u = ops_.alloc(t, c.intermediate_size);
@@ -81,9 +146,9 @@ class Runner {
         ops_.silu_mul(g, u, g);
         ops_.linear(g, L.down, o);
       } else if (L.kind == LayerKind::Attention) {
-        attention(L, li, s, h, t, false, o);
+        attention(L, li, segs, h, t, false, o);
       } else if (L.kind == LayerKind::Mamba) {
-        mamba(L, li, s, h, t, o);
+        mamba(L, li, segs, h, t, o);
       } else {
         Tensor u = ops_.alloc(t, c.intermediate_size);
         ops_.linear(h, L.up, u);
@@ -92,15 +157,23 @@ class Runner {
       }
       ops_.add(x, o);
     }
-    ops_.advance(s, t);
-    const int rows = all_logits ? t : 1;
+    bool advanced = false;
+    if constexpr (kBatchedOps)
+      if (batched(segs)) {
+        ops_.advance_batch(states);
+        advanced = true;
+      }
+    if (!advanced)
+      for (const auto& sg : segs) ops_.advance(*sg.state, sg.rows);
+    const int rows = all_logits || segs.size() > 1 ? t : 1;
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
     ops_.logits_async(hn, w_.lm_head);  // FP32 logits: BF16 would round near-ties away
   }
 
-  void attention(const LayerWeights& L, size_t li, State& s, const Tensor& h, int t, bool rope, Tensor& out) {
+  void attention(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
+                 bool rope, Tensor& out) {
     const ModelConfig& c = w_.config;
     Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim),
            k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
@@ -112,16 +185,32 @@ class Runner {
       ops_.rmsnorm_heads(q, c.num_heads, L.q_norm, c.norm_eps);
       ops_.rmsnorm_heads(k, c.num_kv_heads, L.k_norm, c.norm_eps);
     }
-    if (rope) {
-      ops_.rope(q, c.num_heads, c.head_dim, s, c.rope);
-      ops_.rope(k, c.num_kv_heads, c.head_dim, s, c.rope);
-    }
     Tensor a = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim);
-    ops_.attention(q, k, v, s, li, c.num_heads, c.num_kv_heads, c.head_dim, a);
+    if constexpr (kBatchedOps)
+      if (batched(segs)) {
+        if (rope) {
+          ops_.rope_batch(q, c.num_heads, c.head_dim, c.rope);
+          ops_.rope_batch(k, c.num_kv_heads, c.head_dim, c.rope);
+        }
+        ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, a);
+        ops_.linear(a, L.o, out);
+        return;
+      }
+    per_sequence(
+        segs, {&a},
+        [&](State& s, Tensor& qs, Tensor& ks, Tensor& vs, Tensor& as) {
+          if (rope) {
+            ops_.rope(qs, c.num_heads, c.head_dim, s, c.rope);
+            ops_.rope(ks, c.num_kv_heads, c.head_dim, s, c.rope);
+          }
+          ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, as);
+        },
+        q, k, v, a);
     ops_.linear(a, L.o, out);
   }
 
-  void mamba(const LayerWeights& L, size_t li, State& s, const Tensor& h, int t, Tensor& out) {
+  void mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
+             Tensor& out) {
     const ModelConfig& c = w_.config;
     const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads,
               gn = c.n_groups * c.ssm_state_size;
@@ -132,14 +221,32 @@ class Runner {
     ops_.columns(proj, 0, z);
     ops_.columns(proj, di, xbc);
     ops_.softplus_dt(proj, di + cd, L.dt_bias, c.time_step_limit_min, c.time_step_limit_max, dt);
-    ops_.causal_conv1d_silu(xbc, s, li, c.conv_kernel, L.conv_w, L.conv_b);
+    if constexpr (kBatchedOps)
+      if (batched(segs)) ops_.conv1d_silu_batch(xbc, li, c.conv_kernel, L.conv_w, L.conv_b);
+    if (!batched(segs))
+      per_sequence(
+          segs, {&xbc},
+          [&](State& s, Tensor& xs) {
+            ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b);
+          },
+          xbc);
     Tensor x = ops_.alloc(t, di), b = ops_.alloc(t, gn), cc = ops_.alloc(t, gn);
     ops_.columns(xbc, 0, x);
     ops_.columns(xbc, di, b);
     ops_.columns(xbc, di + gn, cc);
     Tensor y = ops_.alloc(t, di);
-    ops_.ssm_scan(x, b, cc, dt, L.a_log, L.d, s, li, {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups},
-                  c.chunk_size, y);
+    if constexpr (kBatchedOps)
+      if (batched(segs))
+        ops_.ssm_step_batch(x, b, cc, dt, L.a_log, L.d, li,
+                            {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups}, y);
+    if (!batched(segs))
+      per_sequence(
+          segs, {&y},
+          [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
+            ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li,
+                          {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups}, c.chunk_size, ys);
+          },
+          x, b, cc, dt, y);
     ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
     ops_.linear(y, L.out_proj, out);
   }

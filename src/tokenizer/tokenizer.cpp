@@ -1109,9 +1109,8 @@ std::string Tokenizer::decode(std::span<const int> ids, bool skip_special) const
   std::vector<std::string> toks;
   toks.reserve(ids.size());
   for (int id : ids) {
-    if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size())
-      throw Error("tokenizer: id " + std::to_string(id) + " is outside the vocabulary (" +
-                  std::to_string(impl_->id_to_token.size()) + ")");
+    // As the Rust library: ids without a token (padding rows of a larger model vocabulary) decode to nothing.
+    if (id < 0 || static_cast<size_t>(id) >= impl_->id_to_token.size()) continue;
     if (skip_special && impl_->special[static_cast<size_t>(id)]) continue;
     toks.push_back(impl_->id_to_token[static_cast<size_t>(id)]);
   }

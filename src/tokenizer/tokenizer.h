@@ -29,7 +29,8 @@ class Tokenizer {
 
   // Text must be UTF-8 (an Error says where it is not).
   std::vector<int> encode(std::string_view text) const;
-  // Ids outside the vocabulary throw; special tokens are written out unless skip_special.
+  // Ids without a token are skipped (as the Rust library does); special tokens are written unless
+  // skip_special.
   std::string decode(std::span<const int> ids, bool skip_special = false) const;
 
   int vocab_size() const;  // one past the largest id, added tokens included

@@ -79,10 +79,11 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
       prompts[static_cast<size_t>(b)].push_back((i * 7919 + b * 104729 + 13) % c.vocab_size);
   GenerateOptions g;
   g.max_new_tokens = o.output_len;  // no stop ids: every run produces exactly output_len tokens
+  g.max_batch = o.batch;            // all prompts decode together, one batched forward per step
   for (int w = 0; w < o.warmup; ++w) {
     GenerateOptions gw = g;
     gw.max_new_tokens = std::min(8, o.output_len);
-    generate(model, {prompts[0]}, gw, sync);
+    generate(model, prompts, gw, sync);
   }
   for (int r = 0; r < o.reps; ++r) {
     if (isatty(STDERR_FILENO))
@@ -146,16 +147,19 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"reps", o.reps},
                     {"seed", o.seed},
                     {"no_graphs", o.no_graphs}};
-  std::fprintf(stderr,
-               "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (sequences run one after "
-               "another), %d repetitions\n",
-               model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU", o.input_len, o.output_len,
-               o.batch, o.reps);
-  double copy_gbs = 0;
+  std::fprintf(
+      stderr,
+      "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
+      "together), %d repetitions\n",
+      model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU", o.input_len, o.output_len, o.batch,
+      o.reps);
+  double copy_gbs = 0, bf16_tflops = 0;
 #if FP4LAB_HAVE_CUDA
   if (backend == "cuda") {
     copy_gbs = measure_copy_bandwidth_gbs();
     out["copy_bandwidth_gbs"] = copy_gbs;
+    bf16_tflops = measure_bf16_tflops();
+    out["bf16_tflops"] = bf16_tflops;
   }
 #endif
   std::vector<QuantResult> results;
@@ -167,8 +171,9 @@ json run_model_bench(const ModelBenchOpts& o) {
       for (const auto& p : w.plans) qr.nvfp4_layers += p.nvfp4;
       qr.linear_layers = static_cast<int>(w.plans.size());
       const DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
-      qr.bytes_per_token = db.per_step(1);
-      if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, 1, copy_gbs);
+      // A batched step reads the weights once for all sequences, and each sequence's own KV/SSM state.
+      qr.bytes_per_token = db.per_step(o.batch) / o.batch;
+      if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
     if (backend == "cuda") {
@@ -245,8 +250,10 @@ json run_model_bench(const ModelBenchOpts& o) {
   // gains.
   if (copy_gbs > 0) {
     std::printf(
-        "\nroofline (copy bandwidth measured now: %.0f GB/s; bytes per decode step incl. KV/SSM state):\n",
-        copy_gbs);
+        "\nroofline at batch %d (measured now: copy %.0f GB/s, BF16 matrix %.0f TFLOP/s; a step reads the "
+        "weights "
+        "once and each sequence's KV/SSM state):\n",
+        o.batch, copy_gbs, bf16_tflops);
     for (const auto& r : results)
       std::printf(
           "  %-6s %6.2f GB/token -> ceiling %7.1f tok/s; measured decode %7.1f tok/s = %4.1f%% of it\n",
@@ -293,7 +300,7 @@ Action add_bench(CLI::App& app) {
   app.add_option("--input-len", mo->input_len, "prompt tokens")->check(CLI::Range(1, 1 << 20));
   app.add_option("--output-len", mo->output_len, "generated tokens per prompt")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--batch", mo->batch, "prompts per repetition (run one after another)")
+  app.add_option("--batch", mo->batch, "prompts per repetition, decoded together (batched decode)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--warmup", mo->warmup, "warm-up runs (excluded)");
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));

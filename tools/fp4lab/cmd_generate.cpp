@@ -30,6 +30,7 @@ struct GenOpts {
   uint64_t seed = 0;
   std::vector<int> stop_ids;
   int threads = 0;
+  int batch = 1;
   std::string json_out;
   bool profile = false;
   bool no_graphs = false;
@@ -84,6 +85,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
   app.add_flag("--no-graphs", o->no_graphs,
@@ -95,6 +98,7 @@ Action add_generate(CLI::App& app) {
     GenerateOptions g;
     g.max_new_tokens = o->max_new;
     g.stop_ids = o->stop_ids;
+    g.max_batch = o->batch;
     g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
     auto t0 = std::chrono::steady_clock::now();
     GenerateResult r;
@@ -157,6 +161,7 @@ Action add_generate(CLI::App& app) {
                   {"seed", o->seed},
                   {"stop_ids", o->stop_ids},
                   {"threads", o->threads},
+                  {"batch", o->batch},
                   {"profile", o->profile},
                   {"no_graphs", o->no_graphs}}},
                 {"prompts", prompts},

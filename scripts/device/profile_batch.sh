@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Per-op-class GPU time of batched decode on the Nemotron preset (run on the lent GPU machine, carried build/).
+set -uo pipefail
+OUT=${OUT:-/tmp/fp4lab-out}
+mkdir -p "$OUT"
+B=${B:-32}
+args=()
+for i in $(seq 1 "$B"); do args+=(--prompt-ids "$(seq -s, $((i * 3)) $((i * 3 + 127)))"); done
+for q in ${QUANTS:-nvfp4 bf16}; do
+  ./build/fp4lab generate --model preset:nemotron-nano-9b-v2 --backend cuda --quant "$q" --batch "$B" \
+    --max-new-tokens "${N:-32}" --greedy ${PROFILE---profile} "${args[@]}" >/dev/null 2>"$OUT/profile_${q}_b$B.txt"
+  echo "== $q batch $B rc=$?"; grep -vE "^prompt" "$OUT/profile_${q}_b$B.txt" | tail -25
+done
