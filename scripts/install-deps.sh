@@ -3,7 +3,7 @@
 # package here: when /usr/local/cuda/bin/nvcc exists the CUDA backend is built, otherwise the CPU build.
 set -euo pipefail
 PKGS=(cmake make g++ clang libclang-rt-14-dev clang-format nlohmann-json3-dev libcli11-dev libgtest-dev
-      libsqlite3-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libssl-dev pkg-config gnuplot-nox)
+      libsqlite3-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libssl-dev python3 pkg-config gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -38,6 +38,7 @@ struct ModelBenchOpts {
   std::string json_out;
   bool no_graphs = false;
   std::string db = ResultsDb::default_path();
+  HubOptions hub = HubOptions::from_env();
   bool no_db = false;
 };
 
@@ -134,6 +135,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       }
     }
   }
+  const std::string model_path = resolve_model_arg(model, o.hub);  // results keep the id the user gave
   json out;
   out["schema"] = "fp4lab.bench/1";
   run_environment(out, backend == "cuda");
@@ -179,14 +181,14 @@ json run_model_bench(const ModelBenchOpts& o) {
     if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o.no_graphs);
-      CudaModel m(load_model(model, mode, o.seed, false), ops);
+      CudaModel m(load_model(model_path, mode, o.seed, false), ops);
       fill_meta(m.weights());
       qr.weight_bytes = static_cast<double>(ops.weight_bytes());
       run_reps(m, o, qr, [&] { ops.synchronize(); });
 #endif
     } else {
       CpuOps ops;
-      Model m(load_model(model, mode, o.seed), ops);
+      Model m(load_model(model_path, mode, o.seed), ops);
       fill_meta(m.weights());
       double wb = 0;
       for (const auto& p : m.weights().plans)
@@ -307,6 +309,7 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
+  add_hub_options(app, mo->hub);
   app.add_option("--db", mo->db, "results database to store the run in (default: the user's data dir)");
   app.add_flag("--no-db", mo->no_db, "do not store the run");
   auto* g =

@@ -51,11 +51,14 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
+  auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
+  add_hub_options(*ppl, *hub);
   auto* gsm =
       app.add_subcommand("gsm8k", "GSM8K accuracy as lm-evaluation-harness scores it (gsm8k, gsm8k_cot)");
   Action gsm_action = add_eval_gsm8k(*gsm);
-  return [o, gsm, gsm_action]() {
+  return [o, gsm, gsm_action, hub]() {
     if (gsm->parsed()) return gsm_action();
+    const std::string path = resolve_model_arg(o->model, *hub);
     const auto tokens = read_tokens(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
     std::vector<float> la, lb;
@@ -63,8 +66,8 @@ Action add_eval(CLI::App& app) {
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps oa, ob;
-      CudaModel a(load_model(o->model, parse_quant_mode(o->quant_a), 0, false), oa);
-      CudaModel b(load_model(o->model, parse_quant_mode(o->quant_b), 0, false), ob);
+      CudaModel a(load_model(path, parse_quant_mode(o->quant_a), 0, false), oa);
+      CudaModel b(load_model(path, parse_quant_mode(o->quant_b), 0, false), ob);
       vocab = a.config().vocab_size;
       la = all_logits(a, tokens);
       lb = all_logits(b, tokens);
@@ -73,8 +76,8 @@ Action add_eval(CLI::App& app) {
 #endif
     } else {
       CpuOps oa, ob;
-      Model a(load_model(o->model, parse_quant_mode(o->quant_a), 0), oa);
-      Model b(load_model(o->model, parse_quant_mode(o->quant_b), 0), ob);
+      Model a(load_model(path, parse_quant_mode(o->quant_a), 0), oa);
+      Model b(load_model(path, parse_quant_mode(o->quant_b), 0), ob);
       vocab = a.config().vocab_size;
       la = all_logits(a, tokens);
       lb = all_logits(b, tokens);

@@ -40,7 +40,35 @@ struct Gsm8kOpts {
   int limit = 0, max_new = 256, threads = 0, batch = 1;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
+  std::string data_url =
+      "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data";
+  HubOptions hub = HubOptions::from_env();
 };
+
+// GSM8K as openai/grade-school-math publishes it, checked by sha256, fetched once into the cache.
+constexpr const char* kGsm8kTestSha = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14";
+constexpr const char* kGsm8kTrainSha = "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465";
+
+std::string gsm8k_data_dir(const Gsm8kOpts& o) {
+  HubOptions h = o.hub;
+  std::string base = h.cache_dir;
+  if (base.empty()) {
+    const char* home = std::getenv("HF_HOME");
+    const char* user = std::getenv("HOME");
+    base = home ? std::string(home) + "/hub" : user ? std::string(user) + "/.cache/huggingface/hub" : "";
+    if (base.empty()) throw Error("no cache directory for GSM8K: pass --data or set HF_HOME");
+  }
+  const std::string dir = base + "/../fp4lab/datasets/gsm8k";
+  for (const auto& [name, sha] :
+       {std::pair{"test.jsonl", kGsm8kTestSha}, std::pair{"train.jsonl", kGsm8kTrainSha}}) {
+    const std::string dest = dir + "/" + name;
+    if (std::filesystem::exists(dest)) continue;
+    if (h.offline) throw Error("offline: GSM8K " + std::string(name) + " is not in " + dir + "; pass --data");
+    std::fprintf(stderr, "gsm8k: fetching %s/%s\n", o.data_url.c_str(), name);
+    hub_download_file(o.data_url + "/" + name, dest, 0, sha, h);
+  }
+  return dir;
+}
 
 std::string fmt_duration(double s) {
   char b[32];
@@ -67,7 +95,11 @@ json record_key(const Gsm8kOpts& o, const Tokenizer& tok) {
 Action add_eval_gsm8k(CLI::App& app) {
   auto o = std::make_shared<Gsm8kOpts>();
   app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
-  app.add_option("--data", o->data, "directory with GSM8K test.jsonl and train.jsonl")->required();
+  app.add_option("--data", o->data,
+                 "directory with GSM8K test.jsonl and train.jsonl (default: fetched once into the cache, "
+                 "sha256-checked)");
+  app.add_option("--data-url", o->data_url, "where GSM8K is fetched from when --data is not given");
+  add_hub_options(app, o->hub);
   app.add_option("--task", o->task, "gsm8k (5-shot) or gsm8k_cot (8-shot chain of thought)")
       ->check(CLI::IsMember({"gsm8k", "gsm8k_cot"}));
   app.add_option("--tokenizer", o->tokenizer, "tokenizer directory (default: the model directory)");
@@ -90,6 +122,8 @@ Action add_eval_gsm8k(CLI::App& app) {
   return [o]() {
     namespace fs = std::filesystem;
     const Gsm8kTask task = parse_gsm8k_task(o->task);
+    if (o->data.empty()) o->data = gsm8k_data_dir(*o);
+    const std::string model_path = resolve_model_arg(o->model, o->hub);
     const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
     std::vector<Gsm8kItem> train;
     std::vector<std::vector<size_t>> shots;
@@ -100,7 +134,7 @@ Action add_eval_gsm8k(CLI::App& app) {
     if (o->tokenizer.empty()) {
       if (is_preset_ref(o->model))
         throw Error("--tokenizer is required with a preset (presets carry no tokenizer)");
-      o->tokenizer = o->model;
+      o->tokenizer = model_path;
     }
     const Tokenizer tok = Tokenizer::from_dir(o->tokenizer);
     const size_t n =
@@ -254,7 +288,7 @@ Action add_eval_gsm8k(CLI::App& app) {
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, true);
-      CudaModel model(load_model(o->model, mode, o->seed, false, preset_vocab), ops);
+      CudaModel model(load_model(model_path, mode, o->seed, false, preset_vocab), ops);
       load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       run(model);
 #else
@@ -262,7 +296,7 @@ Action add_eval_gsm8k(CLI::App& app) {
 #endif
     } else {
       CpuOps ops(o->threads);
-      Model model(load_model(o->model, mode, o->seed, true, preset_vocab), ops);
+      Model model(load_model(model_path, mode, o->seed, true, preset_vocab), ops);
       load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       run(model);
     }

@@ -34,6 +34,7 @@ struct GenOpts {
   std::string json_out;
   bool profile = false;
   bool no_graphs = false;
+  HubOptions hub = HubOptions::from_env();
 };
 
 }  // namespace
@@ -71,7 +72,8 @@ QuantMode parse_quant_mode(const std::string& q) {
 
 Action add_generate(CLI::App& app) {
   auto o = std::make_shared<GenOpts>();
-  app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  app.add_option("--model", o->model, "checkpoint directory, Hub id org/name[@rev], or preset:NAME")
+      ->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
   app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")
@@ -88,6 +90,7 @@ Action add_generate(CLI::App& app) {
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
+  add_hub_options(app, o->hub);
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
   app.add_flag("--no-graphs", o->no_graphs,
                "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
@@ -117,7 +120,7 @@ Action add_generate(CLI::App& app) {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o->no_graphs);
       ops.set_profile(o->profile);
-      CudaModel model(load_model(o->model, mode, o->seed, false), ops);
+      CudaModel model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false), ops);
       run(model);
       if (o->profile) {
         double total = 0;
@@ -134,7 +137,7 @@ Action add_generate(CLI::App& app) {
 #endif
     } else {
       CpuOps ops(o->threads);
-      Model model(load_model(o->model, mode, o->seed), ops);
+      Model model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed), ops);
       run(model);
     }
     for (size_t b = 0; b < r.new_ids.size(); ++b) {

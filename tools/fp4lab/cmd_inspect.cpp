@@ -112,11 +112,15 @@ void print_summary(const ModelSummary& s, const TensorStore* store, const Inspec
 
 Action add_inspect(CLI::App& app) {
   auto o = std::make_shared<InspectOpts>();
-  app.add_option("model", o->model, "checkpoint directory or preset:NAME")->required();
+  app.add_option("model", o->model, "checkpoint directory, Hub id org/name[@rev], or preset:NAME")
+      ->required();
   app.add_flag("--tensors", o->tensors, "list every tensor (name, dtype, shape, bytes)");
   app.add_flag("--layers", o->layers, "list every linear layer with its format and the reason");
   app.add_option("--json", o->json_out, "also write the summary as JSON to this file");
-  return [o]() {
+  auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
+  add_hub_options(app, *hub);
+  return [o, hub]() {
+    o->model = resolve_model_arg(o->model, *hub);
     ModelSummary s;
     std::unique_ptr<TensorStore> store;
     if (is_preset_ref(o->model)) {

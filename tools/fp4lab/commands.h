@@ -2,6 +2,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+
+#include "io/hub.h"
 #include <functional>
 #include <string_view>
 #include <vector>
@@ -28,6 +30,12 @@ std::string human_count(double n);
 // Fills the fields every results document shares: tool (version, commit), host, timestamp (UTC), and gpu
 // (name, compute capability, memory, driver, CUDA runtime, NVFP4 path; null on the CPU backend).
 void run_environment(nlohmann::json& doc, bool cuda);
+
+// Hub download flags on a subcommand (defaults from HF_TOKEN, HF_HUB_OFFLINE, HF_HOME/HF_HUB_CACHE,
+// HF_ENDPOINT), and --model strings that are Hub ids ("org/name[@rev]") turned into local snapshot
+// directories.
+void add_hub_options(CLI::App& app, HubOptions& o);
+std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
