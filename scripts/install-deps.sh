@@ -4,6 +4,8 @@
 set -euo pipefail
 PKGS=(cmake make g++ clang libclang-rt-14-dev clang-format nlohmann-json3-dev libcli11-dev libgtest-dev
       libsqlite3-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libssl-dev python3 pkg-config gnuplot-nox)
+# --test: also what the test suite needs beyond the build (Chromium renders the HTML report headless).
+[ "${1:-}" = "--test" ] && PKGS+=(chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+bash scripts/install-deps.sh --test
 bash scripts/build.sh -DFP4LAB_WERROR=ON
 set +e
 ctest --test-dir build -j"$(nproc)" --output-on-failure 2>&1 | tee build/ctest.log

@@ -1,7 +1,14 @@
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include "common/error.h"
+#include "io/json_util.h"
 #include "report/results_db.h"
 #include "test_util.h"
 
@@ -165,4 +172,76 @@ TEST(ResultsDb, Gsm8kRunsStorePerQuestionRowsAndComparePaired) {
   EXPECT_NE(cmp.find("right only in A 8, only in B 0"), std::string::npos) << cmp;
   EXPECT_NE(cmp.find("McNemar p = 0.0078"), std::string::npos) << cmp;  // 2 * 0.5^8
   EXPECT_THROW(compare_runs(db.get_run(ia), doc("m", 1, 2)), Error);
+}
+
+namespace {
+// Starts fp4lab with arguments (no shell), returns its pid.
+pid_t spawn_fp4lab(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv{const_cast<char*>(FP4LAB_BINARY)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    freopen(log.c_str(), "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execv(FP4LAB_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+}  // namespace
+
+TEST(ResultsDb, CtrlCKeepsFinishedRepetitionsAndKillLeavesNoHalfRun) {
+  TempDir d;
+  const std::vector<std::string> args{"bench",
+                                      "--backend",
+                                      "cpu",
+                                      "--model",
+                                      "preset:tiny-nemotron-h",
+                                      "--input-len",
+                                      "32",
+                                      "--output-len",
+                                      "32",
+                                      "--reps",
+                                      "1000",
+                                      "--warmup",
+                                      "0",
+                                      "--db",
+                                      d.str("r.db"),
+                                      "--json",
+                                      d.str("out.json")};
+  pid_t pid = spawn_fp4lab(args, d.str("log1"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  kill(pid, SIGINT);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  const json j = read_json_file(d.str("out.json"));
+  EXPECT_TRUE(j.value("interrupted", false));
+  ASSERT_GE(j["measurements"].size(), 1u);
+  EXPECT_GE(j["measurements"][0]["total_s"].size(), 1u);
+  EXPECT_LT(j["measurements"][0]["total_s"].size(), 1000u);
+  EXPECT_EQ(count(d.str("r.db"), "runs"), 1);
+  // SIGKILL at arbitrary moments: whatever is in the store is whole (each run has its measurement rows).
+  for (int ms : {200, 700, 1300}) {
+    pid = spawn_fp4lab(
+        {"bench", "--backend", "cpu", "--model", "preset:tiny", "--input-len", "8", "--output-len", "4",
+         "--reps", "1", "--warmup", "0", "--sweep-batch", "1,2,1,2,1,2,1,2", "--db", d.str("r.db")},
+        d.str("log2"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(d.str("r.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM runs WHERE id NOT IN (SELECT run_id FROM measurements)", -1,
+                     &q, nullptr);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 0) << "a run row without its measurements";
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  ResultsDb reopened(d.str("r.db"));  // and the store still opens
+  EXPECT_GE(reopened.list_runs().size(), 1u);
 }

@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +11,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/interrupt.h"
 #include "cpu/cpu_ops.h"
 #include "engine/generate.h"
 #include "engine/gpu_info.h"
@@ -39,6 +42,7 @@ struct ModelBenchOpts {
   bool no_graphs = false;
   std::string db = ResultsDb::default_path();
   HubOptions hub = HubOptions::from_env();
+  std::vector<int> sweep;  // --sweep-batch: one run per batch size
   bool no_db = false;
 };
 
@@ -86,7 +90,7 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
     gw.max_new_tokens = std::min(8, o.output_len);
     generate(model, prompts, gw, sync);
   }
-  for (int r = 0; r < o.reps; ++r) {
+  for (int r = 0; r < o.reps && !interrupted(); ++r) {
     if (isatty(STDERR_FILENO))
       std::fprintf(stderr, "\r  %s: repetition %d/%d ", qr.quant.c_str(), r + 1, o.reps);
     const auto t0 = std::chrono::steady_clock::now();
@@ -148,7 +152,8 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"warmup", o.warmup},
                     {"reps", o.reps},
                     {"seed", o.seed},
-                    {"no_graphs", o.no_graphs}};
+                    {"no_graphs", o.no_graphs},
+                    {"sweep_batch", o.sweep}};
   std::fprintf(
       stderr,
       "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
@@ -166,6 +171,7 @@ json run_model_bench(const ModelBenchOpts& o) {
 #endif
   std::vector<QuantResult> results;
   for (const auto& qs : o.quants) {
+    if (interrupted()) break;
     const QuantMode mode = parse_quant_mode(qs);
     QuantResult qr;
     qr.quant = qs;
@@ -203,7 +209,7 @@ json run_model_bench(const ModelBenchOpts& o) {
                      qs.c_str(), qr.before.throttle_text().c_str(), qr.after.throttle_text().c_str(),
                      qr.after.temperature_c);
     }
-    results.push_back(std::move(qr));
+    if (!qr.total_s.empty()) results.push_back(std::move(qr));
   }
   // The table users of the public study know, then the details.
   const double base = stats(results[0].tok_s).mean;
@@ -222,6 +228,12 @@ json run_model_bench(const ModelBenchOpts& o) {
         "CPU shows accuracy effects, not the GPU's speedup)\n");
   std::printf("\n%-8s %12s %12s %10s %10s %10s %10s %10s %12s\n", "quant", "prefill t/s", "decode t/s",
               "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "NVFP4", "weights");
+  if (results.empty()) throw Error("interrupted before any repetition finished: nothing to store");
+  if (interrupted()) {
+    out["interrupted"] = true;
+    std::fprintf(stderr, "interrupted: keeping the %zu quantization(s) whose repetitions finished\n",
+                 results.size());
+  }
   json meas = json::array();
   for (const auto& r : results) {
     std::printf("%-8s %12.1f %12.1f %8.1fms %8.1fms %8.2fms %8.2fms %5d/%-4d %12s\n", r.quant.c_str(),
@@ -289,6 +301,48 @@ json run_model_bench(const ModelBenchOpts& o) {
   return out;
 }
 
+// One run, or one per --sweep-batch size (each stored in the DB; the JSON holds them all), with the speedup
+// of the last quantization over the first per batch size.
+int run_bench_or_sweep(const ModelBenchOpts& mo) {
+  InterruptGuard guard;  // the repetition in flight finishes; what is complete is written and stored
+  if (mo.sweep.empty()) {
+    run_model_bench(mo);
+    return interrupted() ? 130 : 0;
+  }
+  json sweep = {{"schema", "fp4lab.bench-sweep/1"}, {"runs", json::array()}};
+  for (int b : mo.sweep) {
+    if (interrupted()) break;
+    ModelBenchOpts o = mo;
+    o.batch = b;
+    o.json_out.clear();
+    std::fprintf(stderr, "== batch %d\n", b);
+    sweep["runs"].push_back(run_model_bench(o));
+  }
+  std::printf("\nspeedup vs batch (decode tok/s):\n%6s", "batch");
+  const json& first = sweep["runs"][0]["measurements"];
+  for (const auto& m : first) std::printf(" %12s", m.value("quant", "").c_str());
+  std::printf(" %9s\n", "speedup");
+  for (const auto& r : sweep["runs"]) {
+    std::printf("%6d", r["options"].value("batch", 0));
+    const json& ms = r["measurements"];
+    std::vector<double> dec;
+    for (const auto& m : ms) {
+      double s = 0;
+      for (const auto& v : m["decode_tok_s"]) s += v.get<double>();
+      dec.push_back(m["decode_tok_s"].empty() ? 0 : s / static_cast<double>(m["decode_tok_s"].size()));
+      std::printf(" %12.1f", dec.back());
+    }
+    std::printf(" %8.2fx\n", dec.size() > 1 && dec[0] > 0 ? dec.back() / dec[0] : 1.0);
+  }
+  if (!mo.json_out.empty()) {
+    std::ofstream f(mo.json_out);
+    if (!f) throw Error(mo.json_out + ": cannot write");
+    f << sweep.dump(2) << "\n";
+    std::fprintf(stderr, "sweep written to %s\n", mo.json_out.c_str());
+  }
+  return interrupted() ? 130 : 0;
+}
+
 }  // namespace
 
 Action add_bench(CLI::App& app) {
@@ -310,6 +364,10 @@ Action add_bench(CLI::App& app) {
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
   add_hub_options(app, mo->hub);
+  app.add_option("--sweep-batch", mo->sweep,
+                 "run once per batch size (e.g. 1,2,4,8,16,32) for speedup vs batch")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
   app.add_option("--db", mo->db, "results database to store the run in (default: the user's data dir)");
   app.add_flag("--no-db", mo->no_db, "do not store the run");
   auto* g =
@@ -335,10 +393,7 @@ Action add_bench(CLI::App& app) {
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
   return [o, g, mo]() {
-    if (!g->parsed()) {
-      run_model_bench(*mo);
-      return 0;
-    }
+    if (!g->parsed()) return run_bench_or_sweep(*mo);
     const GpuQuery q = query_gpus();
     if (!q.ok) throw Error("bench gemm needs a CUDA GPU: " + q.error);
     run_gemm_bench(*o);
@@ -347,8 +402,7 @@ Action add_bench(CLI::App& app) {
 #else
   return [g, mo]() -> int {
     if (g->parsed()) throw Error("bench gemm needs a CUDA GPU: this fp4lab was built without CUDA");
-    run_model_bench(*mo);
-    return 0;
+    return run_bench_or_sweep(*mo);
   };
 #endif
 }

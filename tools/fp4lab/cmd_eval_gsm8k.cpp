@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/interrupt.h"
 #include "common/sha256.h"
 #include "cpu/cpu_ops.h"
 #include "engine/generate.h"
@@ -28,11 +29,6 @@ namespace fp4lab::cli {
 QuantMode parse_quant_mode(const std::string& q);
 
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) {
-  g_interrupted = true;
-}
 
 struct Gsm8kOpts {
   std::string model, backend = "cpu", quant = "auto", data, task = "gsm8k", tokenizer, json_out, records,
@@ -202,7 +198,7 @@ Action add_eval_gsm8k(CLI::App& app) {
                       {"fewshot_seed", 1234},  {"batch", o->batch}};
     doc["tokenizer"] = tok.describe();
 
-    std::signal(SIGINT, on_sigint);
+    InterruptGuard guard;  // Ctrl-C: no new questions are started, the ones in flight are recorded
     const auto t_start = std::chrono::steady_clock::now();
     int generated_tokens = 0, prompt_tokens = 0;
     double gen_s = 0, prefill_s = 0, decode_s = 0;
@@ -249,7 +245,7 @@ Action add_eval_gsm8k(CLI::App& app) {
         hashes.push_back(sha256_hex(prompt));
       }
       g.max_batch = o->batch;
-      g.cancelled = [] { return g_interrupted.load(); };
+      g.cancelled = [] { return interrupted(); };
       g.on_finish = [&](size_t b, const GenerateResult& gr) {
         const size_t i = qids[b];
         const std::string completion = cut_at_stop(tok.decode(gr.new_ids[b], true), stops);
@@ -300,7 +296,6 @@ Action add_eval_gsm8k(CLI::App& app) {
       load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       run(model);
     }
-    std::signal(SIGINT, SIG_DFL);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 
     std::vector<bool> strict, flex;
@@ -349,7 +344,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       const auto id = db.insert_run(doc);
       std::fprintf(stderr, "stored as run %lld in %s\n", static_cast<long long>(id), o->db.c_str());
     }
-    return g_interrupted ? 130 : 0;
+    return interrupted() ? 130 : 0;
   };
 }
 

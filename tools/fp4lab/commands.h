@@ -22,6 +22,7 @@ Action add_explain(CLI::App& app);
 Action add_quantize(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_tokenize(CLI::App& app);
+Action add_report(CLI::App& app);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);

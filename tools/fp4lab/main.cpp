@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   reg("tokenize", "Encode JSONL text to token ids with a Hugging Face tokenizer (or --decode)",
       fp4lab::cli::add_tokenize);
   reg("quantize", "Write a ModelOpt-layout NVFP4 checkpoint from a BF16 one", fp4lab::cli::add_quantize);
+  reg("report", "Markdown + HTML report with gnuplot charts from results of one or many machines",
+      fp4lab::cli::add_report);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);
   reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);

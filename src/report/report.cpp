@@ -1,0 +1,419 @@
+#include "report/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "report/results_db.h"
+
+namespace fp4lab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+double mean(const json& v) {
+  if (v.is_number()) return v.get<double>();
+  if (!v.is_array() || v.empty()) return 0;
+  double s = 0;
+  for (const auto& x : v) s += x.get<double>();
+  return s / static_cast<double>(v.size());
+}
+
+std::string gpu_name(const json& d) {
+  return d.contains("gpu") && d["gpu"].is_object() ? d["gpu"].value("name", "GPU") : std::string("CPU");
+}
+
+std::string model_name(const json& d) {
+  std::string m = d["options"].value("model", "?");
+  if (m.rfind("preset:", 0) == 0) m = m.substr(7);
+  const auto slash = m.find_last_of('/');
+  return slash == std::string::npos || m.find("--") == std::string::npos ? m : m.substr(slash + 1);
+}
+
+bool is_bench(const json& d) {
+  return d.value("schema", "").rfind("fp4lab.bench/", 0) == 0;
+}
+bool is_gsm8k(const json& d) {
+  return d.value("schema", "").rfind("fp4lab.gsm8k/", 0) == 0;
+}
+int batch_of(const json& d) {
+  return d["options"].value("batch", 1);
+}
+
+const json* measurement(const json& d, const std::string& quant) {
+  for (const auto& m : d["measurements"])
+    if (m.value("quant", "") == quant) return &m;
+  return nullptr;
+}
+
+std::string slug(std::string s) {
+  for (auto& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '-';
+  return s;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// gnuplot strings are single-quoted; labels come from user files, so quotes are dropped.
+std::string gq(std::string s) {
+  s.erase(std::remove(s.begin(), s.end(), '\''), s.end());
+  return "'" + s + "'";
+}
+
+struct Chart {
+  std::string name, title, ylabel;
+  std::vector<std::string> series;                                // bar series (columns)
+  std::vector<std::pair<std::string, std::vector<double>>> rows;  // x label -> one value per series
+  bool lines = false;                                             // x labels are numbers: a line chart
+  std::vector<std::vector<double>> errors;                        // optional error bars per row/series
+};
+
+void render(const Chart& c, const fs::path& dir) {
+  const fs::path dat = dir / (c.name + ".dat"), gp = dir / (c.name + ".gp");
+  {
+    std::ofstream f(dat);
+    for (size_t r = 0; r < c.rows.size(); ++r) {
+      std::string label = c.rows[r].first;
+      std::replace(label.begin(), label.end(), '"', '\'');
+      if (c.lines)
+        f << label;  // numeric x (batch size)
+      else
+        f << '"' << label << '"';
+      for (size_t s = 0; s < c.rows[r].second.size(); ++s) {
+        f << ' ' << c.rows[r].second[s];
+        if (!c.errors.empty()) f << ' ' << c.errors[r][s];
+      }
+      f << '\n';
+    }
+  }
+  std::ofstream g(gp);
+  g << "set datafile separator whitespace\nset title " << gq(c.title) << "\nset ylabel " << gq(c.ylabel)
+    << "\nset grid ytics\nset key outside bottom center horizontal\nset yrange [0:*]\n";
+  if (c.lines) {
+    g << "set xlabel 'batch size'\nset logscale x 2\nset offsets graph 0.05, graph 0.05, 0, 0\n";
+  } else {
+    g << "set style data histograms\nset style histogram "
+      << (c.errors.empty() ? "clustered gap 1" : "errorbars gap 1")
+      << "\nset style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics rotate by -20\n";
+  }
+  auto plot = [&](const std::string& term, const fs::path& out) {
+    g << "set terminal " << term << "\nset output " << gq(out.string()) << "\nplot ";
+    const int stride = c.errors.empty() ? 1 : 2;
+    for (size_t s = 0; s < c.series.size(); ++s) {
+      const int col = 2 + static_cast<int>(s) * stride;
+      if (s) g << ", ";
+      if (c.lines)
+        g << gq(dat.string()) << " using 1:" << col << " with linespoints lw 2 pt 7 title "
+          << gq(c.series[s]);
+      else if (stride == 2)
+        g << gq(dat.string()) << " using " << col << ":" << col + 1 << ":xtic(1) title " << gq(c.series[s]);
+      else
+        g << gq(dat.string()) << " using " << col << ":xtic(1) title " << gq(c.series[s]);
+    }
+    g << "\n";
+  };
+  plot("svg size 900,480 dynamic font 'sans,12' background rgb 'white'", dir / (c.name + ".svg"));
+  plot("pngcairo size 900,480 font 'sans,10' background rgb 'white'", dir / (c.name + ".png"));
+  g.close();
+  const std::string cmd = "gnuplot " + gq(gp.string()) + " 2>" + gq((dir / (c.name + ".log")).string());
+  if (std::system(cmd.c_str()) != 0)
+    throw Error("gnuplot failed on " + gp.string() + " (see " + (dir / (c.name + ".log")).string() +
+                "); is gnuplot installed?");
+}
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else if (c == '"')
+      o += "&quot;";
+    else
+      o += c;
+  }
+  return o;
+}
+
+// A table rendered both ways.
+struct Table {
+  std::vector<std::string> head;
+  std::vector<std::vector<std::string>> rows;
+  std::string md() const {
+    std::string s = "|";
+    for (const auto& h : head) s += " " + h + " |";
+    s += "\n|";
+    for (size_t i = 0; i < head.size(); ++i) s += i ? "---:|" : "---|";
+    s += "\n";
+    for (const auto& r : rows) {
+      s += "|";
+      for (const auto& c : r) s += " " + c + " |";
+      s += "\n";
+    }
+    return s;
+  }
+  std::string html() const {
+    std::string s = "<table><tr>";
+    for (const auto& h : head) s += "<th>" + html_escape(h) + "</th>";
+    s += "</tr>";
+    for (const auto& r : rows) {
+      s += "<tr>";
+      for (const auto& c : r) s += "<td>" + html_escape(c) + "</td>";
+      s += "</tr>";
+    }
+    return s + "</table>";
+  }
+};
+
+}  // namespace
+
+std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
+  std::vector<json> docs;
+  auto add = [&](const json& j, const std::string& src) {
+    if (j.is_array()) {
+      for (const auto& x : j) docs.push_back(x);
+    } else if (j.is_object() && j.contains("runs") && j["runs"].is_array()) {
+      for (const auto& x : j["runs"]) docs.push_back(x);
+    } else if (j.is_object() && j.contains("schema")) {
+      docs.push_back(j);
+    } else {
+      throw Error(src + ": not an fp4lab results document");
+    }
+  };
+  for (const auto& p : paths) {
+    if (!fs::exists(p)) throw Error(p + ": no such file");
+    if (fs::path(p).extension() == ".db") {
+      ResultsDb db(p);
+      for (const auto& r : db.list_runs()) docs.push_back(db.get_run(r.id));
+    } else {
+      add(read_json_file(p), p);
+    }
+  }
+  for (const auto& d : docs)
+    if (!d.is_object() || !d.contains("options") || !(is_bench(d) || is_gsm8k(d)))
+      throw Error("a results document without options or with an unknown schema (" +
+                  d.value("schema", "none") + ")");
+  return docs;
+}
+
+ReportOutput write_report(const std::vector<json>& docs, const std::string& out_dir) {
+  if (docs.empty()) throw Error("report: no results given");
+  const fs::path out(out_dir), cdir = out / "charts";
+  fs::create_directories(cdir);
+  ReportOutput ro;
+  std::vector<Chart> charts;
+  std::string md = "# fp4lab report\n\n", body;
+  std::set<std::string> gpus;
+  for (const auto& d : docs) gpus.insert(gpu_name(d));
+  {
+    std::string g;
+    for (const auto& x : gpus) g += (g.empty() ? "" : ", ") + x;
+    md += std::to_string(docs.size()) + " result documents from: " + g +
+          ". Throughput is decode tokens/s summed over the batch; speedup is NVFP4 over BF16 on the same "
+          "GPU, model and batch.\n\n";
+    body += "<p>" + std::to_string(docs.size()) + " result documents from: " + html_escape(g) + ".</p>";
+  }
+
+  // Bench runs: the table users know, per run.
+  std::vector<const json*> bench;
+  for (const auto& d : docs)
+    if (is_bench(d)) bench.push_back(&d);
+  if (!bench.empty()) {
+    Table t{{"GPU", "Model", "batch", "quant", "Tokens/sec", "Total Time (s)", "Speedup", "decode tok/s",
+             "TPOT p50 (ms)", "roofline tok/s", "% of roofline", "weights (GB)"},
+            {}};
+    for (const json* d : bench) {
+      const json& ms = (*d)["measurements"];
+      const double base = ms.empty() ? 0 : mean(ms[0].value("tokens_per_s", json()));
+      for (const auto& m : ms) {
+        const double tok = mean(m.value("tokens_per_s", json())), dec = mean(m.value("decode_tok_s", json()));
+        const double roof = m.value("roofline_decode_tok_s", 0.0);
+        t.rows.push_back({gpu_name(*d), model_name(*d), std::to_string(batch_of(*d)), m.value("quant", ""),
+                          fmt("%.2f", tok), fmt("%.2f", mean(m.value("total_s", json()))),
+                          fmt("%.2fx", base > 0 ? tok / base : 0), fmt("%.1f", dec),
+                          fmt("%.2f", 1e3 * m.value("tpot_s_p50", 0.0)), roof > 0 ? fmt("%.0f", roof) : "-",
+                          roof > 0 ? fmt("%.0f%%", 100 * dec / roof) : "-",
+                          fmt("%.2f", m.value("weight_bytes", 0.0) / 1e9)});
+      }
+    }
+    md += "## Throughput\n\n" + t.md() + "\n";
+    body += "<h2>Throughput</h2>" + t.html();
+
+    // Per GPU: BF16 vs NVFP4 per model and batch.
+    std::set<std::string> quants;
+    for (const json* d : bench)
+      for (const auto& m : (*d)["measurements"]) quants.insert(m.value("quant", ""));
+    const std::vector<std::string> qv(quants.begin(), quants.end());
+    for (const auto& g : gpus) {
+      Chart c{"throughput-" + slug(g), "Decode throughput on " + g, "decode tokens/s", qv, {}, false, {}};
+      for (const json* d : bench) {
+        if (gpu_name(*d) != g) continue;
+        std::vector<double> v;
+        for (const auto& q : qv)
+          v.push_back(measurement(*d, q) ? mean((*measurement(*d, q))["decode_tok_s"]) : 0);
+        c.rows.push_back({model_name(*d) + " b" + std::to_string(batch_of(*d)), v});
+      }
+      if (!c.rows.empty()) charts.push_back(c);
+    }
+    // Across GPUs: the smallest batch per (GPU, model), throughput and speedup.
+    std::map<std::pair<std::string, std::string>, const json*> first;
+    for (const json* d : bench) {
+      auto& slot = first[{gpu_name(*d), model_name(*d)}];
+      if (!slot || batch_of(*d) < batch_of(*slot)) slot = d;
+    }
+    Chart all{"throughput-all-gpus",
+              "Decode throughput across GPUs (batch as run)",
+              "decode tokens/s",
+              qv,
+              {},
+              false,
+              {}};
+    Chart sp{"speedup-all-gpus",
+             "NVFP4 speedup over BF16 across GPUs",
+             "decode speedup (x)",
+             {"nvfp4 / bf16"},
+             {},
+             false,
+             {}};
+    for (const auto& [key, d] : first) {
+      std::vector<double> v;
+      for (const auto& q : qv)
+        v.push_back(measurement(*d, q) ? mean((*measurement(*d, q))["decode_tok_s"]) : 0);
+      all.rows.push_back({key.first + " / " + key.second, v});
+      const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
+      if (a && b && mean((*a)["decode_tok_s"]) > 0)
+        sp.rows.push_back(
+            {key.first + " / " + key.second, {mean((*b)["decode_tok_s"]) / mean((*a)["decode_tok_s"])}});
+    }
+    charts.push_back(all);
+    if (!sp.rows.empty()) charts.push_back(sp);
+    // Speedup vs batch, one line per (GPU, model) with at least two batch sizes.
+    std::map<std::pair<std::string, std::string>, std::map<int, double>> sweep;
+    for (const json* d : bench) {
+      const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
+      if (a && b && mean((*a)["decode_tok_s"]) > 0)
+        sweep[{gpu_name(*d), model_name(*d)}][batch_of(*d)] =
+            mean((*b)["decode_tok_s"]) / mean((*a)["decode_tok_s"]);
+    }
+    std::set<int> batches;
+    std::vector<std::string> lines;
+    for (const auto& [k, v] : sweep)
+      if (v.size() >= 2) {
+        lines.push_back(k.first + " / " + k.second);
+        for (const auto& [b, s] : v) batches.insert(b);
+      }
+    if (!lines.empty()) {
+      Chart c{"speedup-vs-batch",
+              "NVFP4 / BF16 decode speedup vs batch size",
+              "speedup (x)",
+              lines,
+              {},
+              true,
+              {}};
+      for (int b : batches) {
+        std::vector<double> v;
+        for (const auto& [k, m] : sweep)
+          if (m.size() >= 2) v.push_back(m.count(b) ? m.at(b) : NAN);
+        c.rows.push_back({std::to_string(b), v});
+      }
+      charts.push_back(c);
+    }
+    // Measured vs roofline.
+    Chart rf{"measured-vs-roofline",
+             "Decode: measured vs memory/compute roofline",
+             "decode tokens/s",
+             {"measured", "roofline"},
+             {},
+             false,
+             {}};
+    for (const json* d : bench)
+      for (const auto& m : (*d)["measurements"])
+        if (m.value("roofline_decode_tok_s", 0.0) > 0)
+          rf.rows.push_back({gpu_name(*d) + " " + model_name(*d) + " b" + std::to_string(batch_of(*d)) + " " +
+                                 m.value("quant", ""),
+                             {mean(m["decode_tok_s"]), m["roofline_decode_tok_s"].get<double>()}});
+    if (!rf.rows.empty()) charts.push_back(rf);
+  }
+
+  // Accuracy runs.
+  std::vector<const json*> acc;
+  for (const auto& d : docs)
+    if (is_gsm8k(d)) acc.push_back(&d);
+  if (!acc.empty()) {
+    Table t{{"GPU", "Model", "quant", "task", "questions", "strict-match", "flexible-extract", "wall (s)"},
+            {}};
+    Chart c{"accuracy", "GSM8K exact match (lm-eval scoring)",
+            "accuracy", {"strict-match", "flexible-extract"},
+            {},         false,
+            {}};
+    for (const json* d : acc) {
+      const json& s = (*d)["summary"];
+      auto cell = [&](const char* f) {
+        return fmt("%.4f", s[f].value("exact_match", 0.0)) + " ± " + fmt("%.4f", s[f].value("stderr", 0.0));
+      };
+      t.rows.push_back({gpu_name(*d), model_name(*d), (*d)["options"].value("quant", ""),
+                        (*d)["options"].value("task", ""), std::to_string(s.value("questions", 0)),
+                        cell("strict-match"), cell("flexible-extract"),
+                        fmt("%.1f", d->contains("timing") ? (*d)["timing"].value("wall_s", 0.0) : 0.0)});
+      c.rows.push_back(
+          {gpu_name(*d) + " " + model_name(*d) + " " + (*d)["options"].value("quant", ""),
+           {s["strict-match"].value("exact_match", 0.0), s["flexible-extract"].value("exact_match", 0.0)}});
+      c.errors.push_back(
+          {s["strict-match"].value("stderr", 0.0), s["flexible-extract"].value("stderr", 0.0)});
+    }
+    md += "## Accuracy\n\n" + t.md() + "\n";
+    body += "<h2>Accuracy</h2>" + t.html();
+    charts.push_back(c);
+  }
+
+  md += "## Charts\n\n";
+  body += "<h2>Charts</h2>";
+  for (const auto& c : charts) {
+    render(c, cdir);
+    ro.charts.push_back(c.name);
+    md += "### " + c.title + "\n\n![" + c.title + "](charts/" + c.name + ".png) ([SVG](charts/" + c.name +
+          ".svg))\n\n";
+    std::ifstream f(cdir / (c.name + ".svg"));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string svg = ss.str();
+    const auto at = svg.find("<svg");
+    if (at == std::string::npos) throw Error("gnuplot wrote no SVG for " + c.name);
+    // Inline, so the page has no external references and no loads that can fail.
+    body += "<figure class=\"chart\" data-chart=\"" + c.name + "\">" + svg.substr(at) + "<figcaption>" +
+            html_escape(c.title) + "</figcaption></figure>";
+  }
+  ro.markdown = (out / "report.md").string();
+  ro.html = (out / "report.html").string();
+  std::ofstream(ro.markdown) << md;
+  std::ofstream h(ro.html);
+  h << "<!doctype html><html><head><meta charset=\"utf-8\"><title>fp4lab report</title><style>"
+       "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+       "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+       "figure{margin:1.5em 0}svg{max-width:100%;height:auto}</style></head><body><h1>fp4lab report</h1>"
+    << body
+    << "<p id=\"chart-check\">charts not checked</p><script>"
+       // Every chart must have rendered: a figure whose SVG has a non-empty box.
+       "const figs=[...document.querySelectorAll('figure.chart')];"
+       "const ok=figs.filter(f=>{const s=f.querySelector('svg');if(!s)return false;const b=s.getBBox();"
+       "return b.width>0&&b.height>0;}).length;"
+       "document.getElementById('chart-check').textContent='charts-ok '+ok+'/'+figs.length;"
+       "</script></body></html>\n";
+  return ro;
+}
+
+}  // namespace fp4lab

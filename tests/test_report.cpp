@@ -1,0 +1,88 @@
+// `fp4lab report`: results of two machines (an H100 run kept in docs/perf/data and a CPU run made here)
+// merged into one Markdown + HTML report; the page is rendered in headless Chromium, which must find every
+// chart drawn and produce a screenshot that is not blank.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "report/report.h"
+#include "test_util.h"
+
+using namespace fp4lab;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+TEST(Report, MergesMachinesAndRendersInChromium) {
+  test::TempDir d;
+  const std::string data = std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/";
+  // A CPU result made now, through the CLI, stored in a DB as well as JSON.
+  const auto r = test::run_fp4lab(
+      "bench --backend cpu --model preset:tiny --input-len 8 --output-len 4 --reps 1 "
+      "--warmup 0 --batch 2 --json " +
+      d.str("cpu.json") + " --db " + d.str("r.db"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto rep =
+      test::run_fp4lab("report " + d.str("cpu.json") + " " + data + "bench-nemotron-b1-batched-h100.json " +
+                       data + "bench-nemotron-b32-h100.json " + data +
+                       "gsm8k-nemotron-preset-bf16-h100.summary.json --out " + d.str("rep"));
+  ASSERT_EQ(rep.status, 0) << rep.out;
+  const std::string md = slurp(d.str("rep/report.md"));
+  EXPECT_NE(md.find("NVIDIA H100 80GB HBM3"), std::string::npos);
+  EXPECT_NE(md.find("| CPU |"), std::string::npos) << md.substr(0, 2000);
+  EXPECT_NE(md.find("## Accuracy"), std::string::npos);
+  for (const char* c : {"throughput-all-gpus", "speedup-all-gpus", "speedup-vs-batch", "measured-vs-roofline",
+                        "accuracy", "throughput-CPU"}) {
+    EXPECT_GT(fs::file_size(d.str(std::string("rep/charts/") + c + ".png")), 2000u) << c;
+    EXPECT_NE(slurp(d.str(std::string("rep/charts/") + c + ".svg")).find("<svg"), std::string::npos) << c;
+  }
+  const std::string html = slurp(d.str("rep/report.html"));
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org"));  // only SVG namespaces, nothing to fetch
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos);
+  // The DB reads back as a report input too.
+  const auto from_db = load_result_docs({d.str("r.db")});
+  EXPECT_EQ(from_db.size(), 1u);
+  EXPECT_THROW(load_result_docs({d.str("nope.json")}), Error);
+
+  if (run("command -v chromium").empty())
+    GTEST_SKIP() << "skipped: chromium not installed (scripts/install-deps.sh --test)";
+  const std::string flags =
+      "chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,3000 ";
+  const std::string dom = run(flags + "--dump-dom file://" + d.str("rep/report.html"));
+  size_t figures = 0;
+  for (size_t p = html.find("class=\"chart\""); p != std::string::npos;
+       p = html.find("class=\"chart\"", p + 1))
+    ++figures;
+  EXPECT_NE(dom.find("charts-ok " + std::to_string(figures) + "/" + std::to_string(figures)),
+            std::string::npos)
+      << "Chromium did not draw every chart: "
+      << dom.substr(dom.find("chart-check") == std::string::npos ? 0 : dom.find("chart-check"), 80);
+  run(flags + "--screenshot=" + d.str("shot.png") + " file://" + d.str("rep/report.html"));
+  std::ofstream(d.str("blank.html")) << "<html><body></body></html>";
+  run(flags + "--screenshot=" + d.str("blank.png") + " file://" + d.str("blank.html"));
+  ASSERT_TRUE(fs::exists(d.str("shot.png")));
+  // A blank page compresses to a few KB; tables and charts make the PNG many times larger.
+  EXPECT_GT(fs::file_size(d.str("shot.png")), 5 * fs::file_size(d.str("blank.png")));
+}
+
+}  // namespace
