@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
 #include "format/nvfp4.h"
+#include "io/model_config.h"
 #include "io/nvfp4_checkpoint.h"
+#include "io/safetensors.h"
 #include "model/inspect.h"
 #include "model/presets.h"
 #include "test_util.h"
@@ -146,4 +149,47 @@ TEST(Quantize, CliWritesACheckpointTheEngineLoads) {
   r = run_fp4lab("quantize --in " + d.str("q") + " --out " + d.str("q2"));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("already quantized"), std::string::npos) << r.out;
+}
+
+TEST(Quantize, CalibrationWritesInputScalesFromActivationMaxima) {
+  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  TempDir d;
+  const std::string in = shared_dir() + "/models/tiny-llama";
+  const std::vector<int> ids{1, 17, 42, 99, 5, 250, 3, 77, 12, 8};
+  {
+    std::ofstream f(d.str("calib.ids"));
+    for (int i : ids) f << i << " ";
+  }
+  auto r = run_fp4lab("quantize --in " + in + " --out " + d.str("q") + " --calib " + d.str("calib.ids"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("input scales from 10 calibration tokens"), std::string::npos) << r.out;
+  const auto st = TensorStore::open_dir(d.str("q"));
+  const ModelConfig cfg = load_model_config(in);
+  auto scalar = [&](const std::string& n) { return tensor_to_f32(st.get(n))[0]; };
+  // Independent check for layer 0's q/k/v: their input is rmsnorm(embedding rows), whose max |x| over the
+  // calibration tokens, / 2688, is the input scale the three fused projections share.
+  const auto src = TensorStore::open_dir(in);
+  const auto emb = tensor_to_f32(src.get("model.embed_tokens.weight"));
+  const auto norm = tensor_to_f32(src.get("model.layers.0.input_layernorm.weight"));
+  const int64_t H = cfg.hidden_size;
+  float amax = 0;
+  for (int id : ids) {
+    double ss = 0;
+    for (int64_t j = 0; j < H; ++j) ss += double(emb[id * H + j]) * emb[id * H + j];
+    const double inv = 1.0 / std::sqrt(ss / H + cfg.norm_eps);
+    for (int64_t j = 0; j < H; ++j) amax = std::max(amax, std::fabs(float(emb[id * H + j] * inv) * norm[j]));
+  }
+  for (const char* p : {"q_proj", "k_proj", "v_proj"})
+    EXPECT_NEAR(scalar(std::string("model.layers.0.self_attn.") + p + ".input_scale"), amax / 2688.0f,
+                amax / 2688.0f * 1e-4)
+        << p;
+  // gate/up share one scale; down has its own; all positive.
+  EXPECT_EQ(scalar("model.layers.0.mlp.gate_proj.input_scale"),
+            scalar("model.layers.0.mlp.up_proj.input_scale"));
+  EXPECT_GT(scalar("model.layers.0.mlp.down_proj.input_scale"), 0.0f);
+  r = run_fp4lab("inspect " + d.str("q"));
+  EXPECT_NE(r.out.find("NVFP4"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("W4A16_NVFP4"), std::string::npos) << r.out;
+  r = run_fp4lab("generate --model " + d.str("q") + " --prompt-ids 1,2,3 --max-new-tokens 3 --greedy");
+  EXPECT_EQ(r.status, 0) << r.out;
 }

@@ -1,6 +1,7 @@
 // The CPU reference backend for Runner: float32 activations, multi-threaded linear layers. Used by CI and as
 // the spec the CUDA backend is tested against.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,9 @@ class CpuOps {
   }
   void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const;
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
+  // Activation calibration: while set, every linear records max |input| per weight (ModelOpt's max
+  // calibrator).
+  void set_calibration(std::map<const LinearWeight*, float>* amax) { calib_ = amax; }
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {
     cpu::rmsnorm(x.v, w, eps, y.v);
   }
@@ -85,6 +89,7 @@ class CpuOps {
   int rope_dim_ = 0;
   std::vector<float> inv_freq_;
   std::vector<float> logits_;
+  std::map<const LinearWeight*, float>* calib_ = nullptr;
 };
 
 using Model = Runner<CpuOps>;

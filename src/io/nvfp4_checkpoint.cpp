@@ -47,7 +47,8 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   const auto specs = linear_layers(cfg);
 
   std::map<std::string, const LinearSpec*> by_weight;
-  std::map<std::string, float> group_amax;
+  std::map<std::string, float> group_amax, group_in_amax;
+  const bool calibrated = !opt.input_amax.empty();
   std::set<std::string> quantized;
   for (const auto& s : specs) {
     bool ex = s.k % 16 != 0;
@@ -58,6 +59,13 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     const auto w = tensor_to_f32(st.get(s.name + ".weight"));
     float& g = group_amax[fused_scale_group(s)];
     g = std::max(g, amax_ref(w));
+    if (calibrated) {
+      auto a = opt.input_amax.find(s.name);
+      if (a == opt.input_amax.end() || !(a->second > 0))
+        throw Error("calibration saw no input for " + s.name + " (is the calibration text long enough?)");
+      float& gi = group_in_amax[fused_scale_group(s)];
+      gi = std::max(gi, a->second);
+    }
   }
 
   fs::create_directories(out_dir);
@@ -82,6 +90,9 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
     out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);
     out.add(s.name + ".weight_scale_2", DType::F32, {}, f32_bytes(q.tensor_scale));
+    if (calibrated)
+      out.add(s.name + ".input_scale", DType::F32, {},
+              f32_bytes(nvfp4_tensor_scale(group_in_amax[fused_scale_group(s)])));
     ++rep.quantized;
   }
   rep.bytes_out = double(out.data_bytes());
@@ -91,7 +102,8 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   std::vector<std::string> excluded_names;
   for (const auto& s : specs)
     if (!quantized.count(s.name)) excluded_names.push_back(s.name);
-  const std::string algo = opt.weight_only ? "W4A16_NVFP4" : "NVFP4";
+  const std::string algo = calibrated ? "NVFP4" : "W4A16_NVFP4";
+  rep.calibrated = calibrated;
   json hfq = {{"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}},
               {"quantization",
                {{"quant_algo", algo},

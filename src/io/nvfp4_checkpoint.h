@@ -1,5 +1,6 @@
 // Writes a ModelOpt-layout NVFP4 checkpoint from a BF16/F16/F32 one (the `fp4lab quantize` back end).
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -7,11 +8,14 @@ namespace fp4lab {
 
 struct QuantizeOptions {
   std::vector<std::string> exclude;  // empty: the architecture's defaults (default_nvfp4_excludes)
-  bool weight_only = true;           // W4A16_NVFP4 (no input_scale) until activation calibration is given
+  // Calibrated max |input| per linear layer name. Empty: a weight-only W4A16_NVFP4 checkpoint; given: NVFP4
+  // (W4A4) with <p>.input_scale = amax / (6 * 448), fused q/k/v and gate/up sharing the max.
+  std::map<std::string, float> input_amax;
 };
 
 struct QuantizeReport {
   int quantized = 0, kept = 0;
+  bool calibrated = false;
   double bytes_in = 0, bytes_out = 0;
 };
 

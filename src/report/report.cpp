@@ -253,6 +253,29 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     md += "## Throughput\n\n" + t.md() + "\n";
     body += "<h2>Throughput</h2>" + t.html();
 
+    // Where the time goes, for runs made with --profile.
+    Table ops{{"GPU", "Model", "batch", "quant", "GPU time by op class (share of the profiled run)"}, {}};
+    for (const json* d : bench)
+      for (const auto& m : (*d)["measurements"]) {
+        if (!m.contains("op_ms") || !m["op_ms"].is_object() || m["op_ms"].empty()) continue;
+        double total = 0;
+        std::vector<std::pair<double, std::string>> v;
+        for (const auto& [k, x] : m["op_ms"].items()) {
+          total += x.get<double>();
+          v.emplace_back(x.get<double>(), k);
+        }
+        std::sort(v.rbegin(), v.rend());
+        std::string cell;
+        for (size_t i = 0; i < v.size() && i < 6; ++i)
+          cell += (i ? ", " : "") + v[i].second + " " + fmt("%.0f%%", 100 * v[i].first / total);
+        ops.rows.push_back(
+            {gpu_name(*d), model_name(*d), std::to_string(batch_of(*d)), m.value("quant", ""), cell});
+      }
+    if (!ops.rows.empty()) {
+      md += "### Where the time goes\n\n" + ops.md() + "\n";
+      body += "<h3>Where the time goes</h3>" + ops.html();
+    }
+
     // Per GPU: BF16 vs NVFP4 per model and batch.
     std::set<std::string> quants;
     for (const json* d : bench)

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ struct ModelBenchOpts {
   uint64_t seed = 0;
   std::string json_out;
   bool no_graphs = false;
+  bool profile = false;
   std::string db = ResultsDb::default_path();
   HubOptions hub = HubOptions::from_env();
   std::vector<int> sweep;  // --sweep-batch: one run per batch size
@@ -72,6 +74,8 @@ struct QuantResult {
   double weight_bytes = 0, bytes_per_token = 0;
   double roofline_decode_tok_s = 0;  // memory roofline at the measured copy bandwidth (GPU runs)
   GpuTelemetry before, after;        // clocks / temperature / throttling around the timed repetitions
+  DecodeBytes bytes;                 // per decode step, by kind (weights, embedding, KV, SSM state) and FLOPs
+  std::map<std::string, double> op_ms;  // --profile: GPU time per op class in one extra, untimed run
   int nvfp4_layers = 0, linear_layers = 0;
 };
 
@@ -153,7 +157,8 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"reps", o.reps},
                     {"seed", o.seed},
                     {"no_graphs", o.no_graphs},
-                    {"sweep_batch", o.sweep}};
+                    {"sweep_batch", o.sweep},
+                    {"profile", o.profile}};
   std::fprintf(
       stderr,
       "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
@@ -181,6 +186,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       const DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
       // A batched step reads the weights once for all sequences, and each sequence's own KV/SSM state.
       qr.bytes_per_token = db.per_step(o.batch) / o.batch;
+      qr.bytes = db;
       if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
@@ -191,6 +197,16 @@ json run_model_bench(const ModelBenchOpts& o) {
       fill_meta(m.weights());
       qr.weight_bytes = static_cast<double>(ops.weight_bytes());
       run_reps(m, o, qr, [&] { ops.synchronize(); });
+      if (o.profile && !interrupted()) {
+        // Events around every op (graphs off) distort the timing, so the breakdown comes from its own run.
+        ModelBenchOpts po = o;
+        po.reps = 1;
+        po.warmup = 0;
+        QuantResult scratch;
+        ops.set_profile(true);
+        run_reps(m, po, scratch, [&] { ops.synchronize(); });
+        qr.op_ms = ops.profile_ms();
+      }
 #endif
     } else {
       CpuOps ops;
@@ -257,7 +273,14 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"linear_layers", r.linear_layers},
                     {"gpu_before", r.before.to_json()},
                     {"gpu_after", r.after.to_json()},
-                    {"throttled", r.before.throttled() || r.after.throttled()}});
+                    {"throttled", r.before.throttled() || r.after.throttled()},
+                    {"decode_step",
+                     {{"weight_bytes", r.bytes.weights},
+                      {"embedding_bytes_per_seq", r.bytes.embedding},
+                      {"kv_cache_bytes_per_seq", r.bytes.kv_cache},
+                      {"ssm_state_bytes_per_seq", r.bytes.ssm_state},
+                      {"flops_per_token", r.bytes.flops_per_token}}},
+                    {"op_ms", r.op_ms}});
   }
   out["measurements"] = meas;
   // The plain-language verdict: how close decode is to the memory roofline, and why NVFP4 gains what it
@@ -286,6 +309,18 @@ json run_model_bench(const ModelBenchOpts& o) {
           100.0 * stats(b.decode_tok_s).mean / b.roofline_decode_tok_s, a.quant.c_str(),
           100.0 * stats(a.decode_tok_s).mean / a.roofline_decode_tok_s);
     }
+  }
+  for (const auto& r : results) {
+    if (r.op_ms.empty()) continue;
+    double total = 0;
+    for (const auto& [k, v] : r.op_ms) total += v;
+    std::printf("\n%s: GPU time by op class (one profiled run, events around each op, graphs off):\n",
+                r.quant.c_str());
+    std::vector<std::pair<double, std::string>> sorted;
+    for (const auto& [k, v] : r.op_ms) sorted.emplace_back(v, k);
+    std::sort(sorted.rbegin(), sorted.rend());
+    for (const auto& [v, k] : sorted)
+      std::printf("  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
   }
   if (!o.no_db) {
     ResultsDb db(o.db);
@@ -363,6 +398,9 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
+  app.add_flag(
+      "--profile", mo->profile,
+      "cuda: one extra run timing every op class with events (GEMMs vs SSM vs conv vs attention ...)");
   add_hub_options(app, mo->hub);
   app.add_option("--sweep-batch", mo->sweep,
                  "run once per batch size (e.g. 1,2,4,8,16,32) for speedup vs batch")

@@ -1,15 +1,69 @@
+// `fp4lab quantize`: a ModelOpt-layout NVFP4 checkpoint from a BF16 one; weight-only, or with --calib the
+// input scales of a W4A4 checkpoint from the activation maxima seen on calibration text.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "commands.h"
 #include "common/error.h"
+#include "cpu/cpu_ops.h"
+#include "io/json_util.h"
 #include "io/nvfp4_checkpoint.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fp4lab::cli {
 
+namespace {
+
+// Calibration input: token ids (any file not ending in .txt/.jsonl), plain text (.txt) or JSONL with a "text"
+// field per line (.jsonl), the latter two through the tokenizer.
+std::vector<std::vector<int>> calibration_sequences(const std::string& path, const std::string& tokenizer_dir,
+                                                    int max_tokens) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open calibration file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  std::vector<std::vector<int>> seqs;
+  const bool is_txt = path.ends_with(".txt"), is_jsonl = path.ends_with(".jsonl");
+  if (!is_txt && !is_jsonl) {
+    seqs.push_back(parse_token_ids(text, path));
+  } else {
+    const Tokenizer tok = Tokenizer::from_dir(tokenizer_dir);
+    if (is_txt) {
+      seqs.push_back(tok.encode(text));
+    } else {
+      std::istringstream in(text);
+      std::string line;
+      for (int n = 1; std::getline(in, line); ++n) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const json j = parse_json_untrusted(line, path + ":" + std::to_string(n));
+        if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+          throw Error(path + ":" + std::to_string(n) + ": no \"text\" string");
+        seqs.push_back(tok.encode(j["text"].get<std::string>()));
+      }
+    }
+  }
+  // Long inputs are cut into sequences of up to 512 tokens, and the total is capped.
+  std::vector<std::vector<int>> out;
+  int total = 0;
+  for (const auto& s : seqs)
+    for (size_t i = 0; i < s.size() && total < max_tokens; i += 512) {
+      const size_t n = std::min<size_t>({512, s.size() - i, static_cast<size_t>(max_tokens - total)});
+      out.emplace_back(s.begin() + static_cast<ptrdiff_t>(i), s.begin() + static_cast<ptrdiff_t>(i + n));
+      total += static_cast<int>(n);
+    }
+  if (total == 0) throw Error(path + ": no calibration tokens");
+  return out;
+}
+
+}  // namespace
+
 Action add_quantize(CLI::App& app) {
   struct Opts {
-    std::string in, out;
+    std::string in, out, calib, tokenizer;
     std::vector<std::string> exclude;
+    int calib_tokens = 4096, threads = 0;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--in", o->in, "BF16/F16/F32 checkpoint directory")->required();
@@ -17,14 +71,41 @@ Action add_quantize(CLI::App& app) {
   app.add_option("--exclude", o->exclude,
                  "module patterns kept in BF16 (default: lm_head, plus attention for Nemotron-H)")
       ->delimiter(',');
+  app.add_option(
+      "--calib", o->calib,
+      "calibration data: token ids, .txt text or .jsonl {\"text\"} lines; writes input_scale (W4A4 NVFP4)");
+  app.add_option("--tokenizer", o->tokenizer, "tokenizer for text calibration (default: the --in directory)");
+  app.add_option("--calib-tokens", o->calib_tokens, "at most this many calibration tokens")
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--threads", o->threads, "CPU threads for the calibration forward (0: all cores)");
   return [o]() {
     QuantizeOptions q;
     q.exclude = o->exclude;
+    int calib_n = 0;
+    if (!o->calib.empty()) {
+      const auto seqs =
+          calibration_sequences(o->calib, o->tokenizer.empty() ? o->in : o->tokenizer, o->calib_tokens);
+      // The float model (as stored) on the CPU reference backend, every linear recording max |input|.
+      std::map<const LinearWeight*, float> amax;
+      CpuOps ops(o->threads);
+      Model m(load_weights(o->in, QuantMode::Auto), ops);
+      ops.set_calibration(&amax);
+      for (const auto& s : seqs) {
+        auto st = m.new_sequence(static_cast<int>(s.size()));
+        m.forward(st, s, false);
+        calib_n += static_cast<int>(s.size());
+      }
+      ops.set_calibration(nullptr);
+      for (const auto& p : m.weights().plans)
+        q.input_amax[p.spec.name] = amax[&linear_weight(m.weights(), p.spec)];
+    }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
     std::printf(
-        "wrote %s: %d linear layers NVFP4 (W4A16_NVFP4, no activation calibration), %d kept; %s -> %s\n",
-        o->out.c_str(), r.quantized, r.kept, human_bytes(r.bytes_in).c_str(),
-        human_bytes(r.bytes_out).c_str());
+        "wrote %s: %d linear layers NVFP4 (%s), %d kept; %s -> %s\n", o->out.c_str(), r.quantized,
+        r.calibrated
+            ? ("NVFP4 W4A4, input scales from " + std::to_string(calib_n) + " calibration tokens").c_str()
+            : "W4A16_NVFP4, weight-only: no --calib",
+        r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
     return 0;
   };
 }
