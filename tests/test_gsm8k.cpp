@@ -12,6 +12,7 @@
 #include "eval/gsm8k.h"
 #include "eval/python_random.h"
 #include "io/json_util.h"
+#include "test_util.h"
 
 using namespace fp4lab;
 
@@ -20,6 +21,8 @@ namespace {
 const std::string kData = std::string(FP4LAB_SHARED_DIR) + "/data/gsm8k";
 
 TEST(PythonRandom, MatchesCPythonSampleForEveryQuestion) {
+  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
+    GTEST_SKIP() << "skipped: ../shared not present";
   std::ifstream f(kData + "/fewshot5_seed1234.json");
   std::stringstream ss;
   ss << f.rdbuf();
@@ -41,6 +44,8 @@ TEST(PythonRandom, KnownStreams) {
 }
 
 TEST(Gsm8k, PromptsAreByteIdenticalToLmEval) {
+  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
+    GTEST_SKIP() << "skipped: ../shared not present";
   const auto test = read_gsm8k_jsonl(kData + "/test.jsonl");
   const auto train = read_gsm8k_jsonl(kData + "/train.jsonl");
   ASSERT_EQ(test.size(), 1319u);
@@ -125,6 +130,8 @@ TEST(Gsm8k, StatisticsAsLmEvalAndMcNemar) {
 }
 
 TEST(Gsm8k, WholePipelineOnCpuResumes) {
+  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
+    GTEST_SKIP() << "skipped: ../shared not present";
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("fp4lab_gsm8k_" + std::to_string(::getpid()));
   fs::create_directories(dir);

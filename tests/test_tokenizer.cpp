@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/utf8.h"
 #include "io/json_util.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace fp4lab;
@@ -38,6 +39,7 @@ std::vector<GoldenRow> read_golden(const std::string& name) {
 class TokenizerGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerGolden, EncodesAndDecodesEveryLineExactly) {
+  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   const std::string dir = kShared + "/tokenizers/" + GetParam();
   const auto rows = read_golden(GetParam());
   ASSERT_EQ(rows.size(), 213u);
@@ -63,6 +65,8 @@ TEST_P(TokenizerGolden, EncodesAndDecodesEveryLineExactly) {
 INSTANTIATE_TEST_SUITE_P(Shared, TokenizerGolden, ::testing::Values("gpt2", "qwen2", "mistral-v1"));
 
 TEST(Tokenizer, EncodeSpeedOnGsm8kText) {
+  if (!fp4lab::test::have_shared("data/gsm8k")) GTEST_SKIP() << "skipped: ../shared not present";
+  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   // The bar is 20 MB/s on one core; the figure is printed so docs/perf can quote it. Debug and
   // sanitizer builds are far slower, so only a very low floor is asserted here.
   std::ifstream f(kShared + "/data/gsm8k/test.jsonl");
@@ -91,6 +95,7 @@ TEST(Tokenizer, EncodeSpeedOnGsm8kText) {
 }
 
 TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
+  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   const Tokenizer tok = Tokenizer::from_dir(kShared + "/tokenizers/gpt2");
   EXPECT_THROW(tok.encode(std::string("abc\xff")), Error);
   EXPECT_THROW(tok.encode(std::string("\xc0\xaf")), Error);  // overlong '/'
@@ -105,6 +110,7 @@ TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
 }
 
 TEST(Tokenizer, VocabMergesFormatMatchesTokenizerJson) {
+  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   // Build a GPT-2 vocab.json + merges.txt pair from the shared tokenizer.json and check both load the same.
   std::ifstream f(kShared + "/tokenizers/gpt2/tokenizer.json");
   std::stringstream ss;

@@ -12,6 +12,9 @@ inline std::string shared_dir() {
 inline bool have_shared() {
   return std::filesystem::exists(shared_dir() + "/models");
 }
+inline bool have_shared(const std::string& sub) {
+  return std::filesystem::exists(shared_dir() + "/" + sub);
+}
 
 struct CmdResult {
   int status = -1;
