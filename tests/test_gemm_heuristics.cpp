@@ -10,8 +10,11 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(9, 22656, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(16, 4480, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Mma32);
-  EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Mma64);
-  EXPECT_EQ(choose_w4a16_plan(128, 4480, 4480, 132).variant, W4A16Variant::Mma128);
+  EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(64, 22656, 4480, 132).variant, W4A16Variant::Mma64);
+  EXPECT_EQ(choose_w4a16_plan(128, 4480, 10240, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(128, 15680, 4480, 132).variant, W4A16Variant::Mma64);
+  EXPECT_EQ(choose_w4a16_plan(255, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(256, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(4096, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(512, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
@@ -20,9 +23,10 @@ TEST(GemmHeuristics, VariantByBatch) {
 }
 
 TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {
-  // 4480 rows -> 35 blocks at M=64: split K so about two waves of blocks run.
+  // 4480 rows at M=64 (32-row tiles): 35 x 2 = 70 blocks; split K so about two waves of blocks run.
   const auto p = choose_w4a16_plan(64, 4480, 15680, 132);
-  EXPECT_GE(p.splits, 7);
+  EXPECT_EQ(p.variant, W4A16Variant::Mma32);
+  EXPECT_GE(p.splits * 70, 2 * 132);
   EXPECT_LE(p.splits, 16);
   // Plenty of blocks already: no split.
   EXPECT_EQ(choose_w4a16_plan(200, 22656, 4480, 132).splits, 1);

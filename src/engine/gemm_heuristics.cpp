@@ -56,7 +56,10 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     p.variant = W4A16Variant::DequantBlas;
     return p;
   }
-  p.variant = m <= 32 ? W4A16Variant::Mma32 : m <= 64 ? W4A16Variant::Mma64 : W4A16Variant::Mma128;
+  // Measured on H100 over the Nemotron shapes at M = 17..128 (docs/perf/kernel-notes.md #12): the 32-row tile
+  // with split-K wins for N <= 8192 at every M here, the 64-row tile for the wide layers (Mamba in_proj, MLP
+  // up); the 128-row tile never won below M = 256 (its few blocks leave most SMs idle).
+  p.variant = m <= 32 || n <= 8192 ? W4A16Variant::Mma32 : W4A16Variant::Mma64;
   const GemmTile t = w4a16_tile(p.variant);
   const int64_t blocks = ((n + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
   const int64_t kchunks = (k + 63) / 64;
