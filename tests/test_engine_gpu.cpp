@@ -159,6 +159,36 @@ TEST(GpuEngine, BatchedDecodeOfDifferentLengthsEqualsSingleSteps) {
   }
 }
 
+TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  const std::string dir = fp4lab::test::shared_dir() + "/models/tiny-nemotron-h";
+  const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+  CudaOps ops;
+  CudaModel model(load_weights(dir, QuantMode::NVFP4), ops);
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  std::vector<CudaModel::State> a, b;
+  std::vector<CudaModel::State*> pa, pb;
+  std::vector<int> toks;
+  for (int j = 0; j < 9; ++j) {
+    const auto pre = std::span<const int>(prompt).first(static_cast<size_t>(3 + j));
+    a.push_back(model.new_sequence(32));
+    b.push_back(model.new_sequence(32));
+    model.forward(a.back(), pre, false);
+    model.forward(b.back(), pre, false);
+    toks.push_back(prompt[static_cast<size_t>(3 + j)]);
+  }
+  for (int j = 0; j < 9; ++j)
+    pa.push_back(&a[static_cast<size_t>(j)]), pb.push_back(&b[static_cast<size_t>(j)]);
+  const auto logits = model.decode_batch(pa, toks);
+  const auto ids = model.decode_batch_greedy(pb, toks);
+  ASSERT_EQ(ids.size(), 9u);
+  for (size_t j = 0; j < 9; ++j) {
+    const auto row = logits.begin() + static_cast<ptrdiff_t>(j * V);
+    EXPECT_EQ(ids[j], std::max_element(row, row + static_cast<ptrdiff_t>(V)) - row) << "row " << j;
+  }
+}
+
 TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";

@@ -1,6 +1,7 @@
 // The CPU reference backend for Runner: float32 activations, multi-threaded linear layers. Used by CI and as
 // the spec the CUDA backend is tested against.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,8 +48,19 @@ class CpuOps {
     Tensor l = alloc(h.rows, head.n);
     linear(h, head, l);
     logits_ = std::move(l.v);
+    logits_cols_ = head.n;
   }
   std::vector<float> fetch_logits() { return std::move(logits_); }
+  void argmax_async(const Tensor& h, const LinearWeight& head) { logits_async(h, head); }
+  std::vector<int> fetch_argmax() {
+    const int64_t n = static_cast<int64_t>(logits_.size()) / std::max<int64_t>(1, logits_cols_);
+    std::vector<int> ids;
+    for (int64_t r = 0; r < n; ++r) {
+      const auto b = logits_.begin() + r * logits_cols_;
+      ids.push_back(static_cast<int>(std::max_element(b, b + logits_cols_) - b));
+    }
+    return ids;
+  }
   bool graphs_enabled() const { return false; }
   template <class F>
   std::vector<float> run_decode_graph(State&, int, F&&) {
@@ -89,6 +101,7 @@ class CpuOps {
   int rope_dim_ = 0;
   std::vector<float> inv_freq_;
   std::vector<float> logits_;
+  int64_t logits_cols_ = 1;
   std::map<const LinearWeight*, float>* calib_ = nullptr;
 };
 

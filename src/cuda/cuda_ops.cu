@@ -385,6 +385,39 @@ __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n)
     y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
 }
 
+// Greedy decoding on the device: one block per row, the first index of the maximum (as std::max_element), so
+// only B ids cross PCIe instead of B x vocab FP32 logits.
+__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out) {
+  const float* row = logits + blockIdx.x * cols;
+  float best = -INFINITY;
+  int64_t bi = cols;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = row[i];
+    if (v > best || (v == best && i < bi)) best = v, bi = i;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+  }
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) sv[warp] = best, si[warp] = bi;
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < static_cast<int>(blockDim.x / 32) ? sv[lane] : -INFINITY;
+    bi = lane < static_cast<int>(blockDim.x / 32) ? si[lane] : cols;
+    for (int o = 16; o > 0; o /= 2) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    }
+    // All -inf or NaN rows fall back to index 0, as max_element does when nothing compares greater.
+    if (lane == 0) out[blockIdx.x] = bi < cols ? static_cast<int>(bi) : 0;
+  }
+}
+
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
@@ -456,10 +489,35 @@ void CudaOps::ensure_pinned(size_t n) {
 }
 
 void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
+  const size_t n = logits_on_device(h, head);
+  ensure_pinned(n);
+  CUDA_CHECK(cudaMemcpyAsync(pinned_logits_, logits_dev_.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
+}
+
+void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
+  logits_on_device(h, head);
+  OpTimer timer_(this, "argmax");
+  const int rows = static_cast<int>(logits_rows_);
+  if (argmax_dev_.bytes < static_cast<size_t>(rows) * 4)
+    argmax_dev_ = DeviceBuffer(static_cast<size_t>(rows) * 4);
+  if (argmax_host_.size() < static_cast<size_t>(rows)) argmax_host_.resize(static_cast<size_t>(rows));
+  argmax_rows_kernel<<<static_cast<unsigned>(rows), 1024, 0, stream_>>>(logits_dev_.as<float>(), logits_cols_,
+                                                                        argmax_dev_.as<int>());
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cudaMemcpyAsync(argmax_host_.data(), argmax_dev_.ptr, static_cast<size_t>(rows) * 4,
+                             cudaMemcpyDeviceToHost, stream_));
+}
+
+std::vector<int> CudaOps::fetch_argmax() {
+  synchronize();
+  if (profile_) prof_collect();
+  return std::vector<int>(argmax_host_.begin(), argmax_host_.begin() + logits_rows_);
+}
+
+size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   OpTimer timer_(this, "lm_head");
   const DevLinear& d = linears_.at(&head);
   const size_t n = static_cast<size_t>(h.rows * d.n);
-  ensure_pinned(n);
   if (logits_dev_.bytes < n * 4) logits_dev_ = DeviceBuffer(n * 4);
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
@@ -477,9 +535,9 @@ void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
                               h.data, CUDA_R_16BF, static_cast<int>(h.cols), &zero, logits_dev_.ptr,
                               CUDA_R_32F, static_cast<int>(d.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  CUDA_CHECK(cudaMemcpyAsync(pinned_logits_, logits_dev_.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
   logits_rows_ = h.rows;
   logits_cols_ = d.n;
+  return n;
 }
 
 std::vector<float> CudaOps::fetch_logits() {

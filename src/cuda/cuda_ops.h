@@ -78,6 +78,9 @@ class CudaOps {
   }
   void logits_async(const Tensor& h, const LinearWeight& head);
   std::vector<float> fetch_logits();
+  // Greedy steps: the argmax of each row computed on the device, only the ids copied back.
+  void argmax_async(const Tensor& h, const LinearWeight& head);
+  std::vector<int> fetch_argmax();
   void begin_forward();
   void synchronize();
   cudaStream_t stream() const { return stream_; }
@@ -134,6 +137,9 @@ class CudaOps {
 
  private:
   void set_rope(int head_dim, const RopeConfig& r);
+  size_t logits_on_device(const Tensor& h, const LinearWeight& head);  // FP32 [rows, vocab] in logits_dev_
+  DeviceBuffer argmax_dev_;
+  std::vector<int> argmax_host_;
   void** batch_table(size_t layer, int kind) const;  // kind: 0 conv, 1 ssm, 2 k, 3 v
   std::vector<void*> batch_tab_host_;
   DeviceBuffer batch_tab_;

@@ -71,19 +71,20 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     return std::chrono::duration<double>(b - a).count();
   };
   // Appends a sampled token; false when that sequence is finished.
-  auto take_token = [&](size_t b, int step, std::span<const float> logits) {
-    const int tok = sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling,
-                                 o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step));
+  const bool greedy = o.sampling.greedy || o.sampling.temperature <= 0.0f;
+  // Appends a chosen token; false when that sequence is finished.
+  auto take_id = [&](size_t b, int step, int tok) {
     r.new_ids[b].push_back(tok);
     ++r.generated_tokens;
-    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end()) return false;
-    if (o.should_stop && o.should_stop(b, r.new_ids[b])) return false;
-    return step + 1 < o.max_new_tokens;
-  };
-  auto take = [&](size_t b, int step, std::span<const float> logits) {
-    const bool more = take_token(b, step, logits);
+    const bool more = std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) == o.stop_ids.end() &&
+                      !(o.should_stop && o.should_stop(b, r.new_ids[b])) && step + 1 < o.max_new_tokens;
     if (!more && o.on_finish) o.on_finish(b, r);
     return more;
+  };
+  auto take = [&](size_t b, int step, std::span<const float> logits) {
+    return take_id(b, step,
+                   sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling,
+                                o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step)));
   };
   size_t next = 0;
   while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
@@ -107,14 +108,22 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       toks.push_back(r.new_ids[a.prompt].back());
     }
     const auto t0 = clock::now();
-    const std::vector<float> logits =
-        active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
+    // Greedy batches take the argmax where the logits are; a single sequence keeps its captured graph step.
+    const bool ids_only = greedy && active.size() > 1;
+    std::vector<float> logits;
+    std::vector<int> ids;
+    if (ids_only)
+      ids = model.decode_batch_greedy(states, toks);
+    else
+      logits = active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
     std::vector<Active> still;
     for (size_t i = 0; i < active.size(); ++i) {
       auto& a = active[i];
-      const auto row =
-          std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
-      if (take(a.prompt, a.step, row)) {
+      const bool more = ids_only ? take_id(a.prompt, a.step, ids[i])
+                                 : take(a.prompt, a.step,
+                                        std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab),
+                                                                               static_cast<size_t>(vocab)));
+      if (more) {
         ++a.step;
         still.push_back(std::move(a));
       }

@@ -67,6 +67,29 @@ class Runner {
   // any lengths). The linear layers see all rows as one batch (the weights are read once per step);
   // attention, convolution and scan run per sequence against its own caches. Returns logits [B, vocab].
   std::vector<float> decode_batch(std::span<State* const> states, std::span<const int> tokens) {
+    const auto segs = batch_segments(states, tokens);
+    if (segs.size() == 1 && ops_.graphs_enabled())
+      return ops_.run_decode_graph(*states[0], tokens[0], [&] { body(segs, tokens, false); });
+    body(segs, tokens, false);
+    return ops_.fetch_logits();
+  }
+
+  // The same step for greedy decoding: the argmax per sequence is taken where the logits are (on the GPU), so
+  // only the ids come back.
+  std::vector<int> decode_batch_greedy(std::span<State* const> states, std::span<const int> tokens) {
+    const auto segs = batch_segments(states, tokens);
+    body(segs, tokens, false, true);
+    return ops_.fetch_argmax();
+  }
+
+ private:
+  // Rows [row0, row0 + rows) of the activations belong to one sequence and its state.
+  struct Segment {
+    State* state;
+    int row0, rows;
+  };
+
+  std::vector<Segment> batch_segments(std::span<State* const> states, std::span<const int> tokens) {
     const ModelConfig& c = w_.config;
     if (states.size() != tokens.size() || states.empty())
       throw Error("decode_batch: one token per sequence is needed");
@@ -80,18 +103,8 @@ class Runner {
                     std::to_string(ops_.state_capacity(*states[i])) + " tokens");
       segs.push_back({states[i], static_cast<int>(i), 1});
     }
-    if (segs.size() == 1 && ops_.graphs_enabled())
-      return ops_.run_decode_graph(*states[0], tokens[0], [&] { body(segs, tokens, false); });
-    body(segs, tokens, false);
-    return ops_.fetch_logits();
+    return segs;
   }
-
- private:
-  // Rows [row0, row0 + rows) of the activations belong to one sequence and its state.
-  struct Segment {
-    State* state;
-    int row0, rows;
-  };
 
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
@@ -122,7 +135,8 @@ class Runner {
 
   // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture
   // it. With several segments (batched decode) every row's logits are kept, one per sequence.
-  void body(const std::vector<Segment>& segs, std::span<const int> tokens, bool all_logits) {
+  void body(const std::vector<Segment>& segs, std::span<const int> tokens, bool all_logits,
+            bool argmax = false) {
     const ModelConfig& c = w_.config;
     const int t = static_cast<int>(tokens.size());
     ops_.begin_forward();
@@ -169,7 +183,11 @@ class Runner {
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
-    ops_.logits_async(hn, w_.lm_head);  // FP32 logits: BF16 would round near-ties away
+    // FP32 logits: BF16 would round near-ties away.
+    if (argmax)
+      ops_.argmax_async(hn, w_.lm_head);
+    else
+      ops_.logits_async(hn, w_.lm_head);
   }
 
   void attention(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
