@@ -25,10 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return test::read_file_text(p);
 }
 
 class StandinHub : public ::testing::Test {

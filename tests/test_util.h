@@ -35,6 +35,17 @@ inline CmdResult run_fp4lab(const std::string& args) {
   return r;
 }
 
+inline std::string read_file_text(const std::filesystem::path& p) {
+  FILE* f = std::fopen(p.c_str(), "rb");
+  std::string s;
+  if (!f) return s;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) s.append(buf.data(), n);
+  std::fclose(f);
+  return s;
+}
+
 struct TempDir {
   std::filesystem::path path;
   TempDir() {

@@ -75,8 +75,10 @@ __global__ void rmsnorm_kernel(const void* x, bool x_f32, const float* w, int64_
     yr[i] = __float2bfloat16_rn(w[i] * (ldx(x, base + i, x_f32) * inv));
 }
 
-__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_dev, const float* inv_freq) {
-  const int pos0 = *pos_dev;
+// Rotary embedding in place. One sequence: row tt sits at position *pos_one + tt. Batched decode (pos_tab
+// set): row tt is one token of sequence tt, at that sequence's own position.
+__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
+                            const float* inv_freq) {
   const int half = hd / 2;
   const int64_t n = static_cast<int64_t>(t) * heads * half;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -84,27 +86,9 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_de
     const int f = static_cast<int>(i % half);
     const int64_t th = i / half;
     const int tt = static_cast<int>(th / heads);
+    const int pos = pos_tab ? *pos_tab[tt] : *pos_one + tt;
     float s, c;
-    sincosf(static_cast<float>(pos0 + tt) * inv_freq[f], &s, &c);
-    bf16* v = x + th * hd;
-    const float a = ld(v + f), b = ld(v + f + half);
-    v[f] = __float2bfloat16_rn(a * c - b * s);
-    v[f + half] = __float2bfloat16_rn(b * c + a * s);
-  }
-}
-
-// Decode of several sequences: row r is one token of sequence r, at that sequence's own position.
-__global__ void rope_batch_kernel(bf16* x, int rows, int heads, int hd, const int* const* pos_tab,
-                                  const float* inv_freq) {
-  const int half = hd / 2;
-  const int64_t n = static_cast<int64_t>(rows) * heads * half;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int f = static_cast<int>(i % half);
-    const int64_t th = i / half;
-    const int r = static_cast<int>(th / heads);
-    float s, c;
-    sincosf(static_cast<float>(*pos_tab[r]) * inv_freq[f], &s, &c);
+    sincosf(static_cast<float>(pos) * inv_freq[f], &s, &c);
     bf16* v = x + th * hd;
     const float a = ld(v + f), b = ld(v + f + half);
     v[f] = __float2bfloat16_rn(a * c - b * s);
@@ -869,7 +853,7 @@ void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfi
   OpTimer timer_(this, "rope");
   set_rope(hd, r);
   rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(),
+      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(), nullptr,
       inv_freq_.as<float>());
   CUDA_CHECK_LAUNCH();
 }
@@ -1004,8 +988,8 @@ void** CudaOps::batch_table(size_t layer, int kind) const {
 void CudaOps::rope_batch(Tensor& x, int heads, int hd, const RopeConfig& r) {
   OpTimer timer_(this, "rope");
   set_rope(hd, r);
-  rope_batch_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd,
+  rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
+      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, nullptr,
       reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
       inv_freq_.as<float>());
   CUDA_CHECK_LAUNCH();
