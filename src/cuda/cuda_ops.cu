@@ -9,6 +9,9 @@
 #include "cuda/baseline_gemm.h"
 #include "cuda/check.h"
 #include "cuda/cuda_ops.h"
+#if FP4LAB_HAVE_NCCL
+#include <nccl.h>
+#endif
 #include "cuda/random_fill.h"
 
 namespace fp4lab {
@@ -954,6 +957,19 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
                                sh.state, sh.groups, s.ssm[layer].as<float>(),
                                reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::all_reduce(Tensor& t) {
+  if (!tp_comm_) return;
+#if FP4LAB_HAVE_NCCL
+  OpTimer timer_(this, "all_reduce");
+  const ncclResult_t rc =
+      ncclAllReduce(t.data, t.data, static_cast<size_t>(t.rows * t.cols), t.f32 ? ncclFloat32 : ncclBfloat16,
+                    ncclSum, static_cast<ncclComm_t>(tp_comm_), stream_);
+  if (rc != ncclSuccess) throw Error(std::string("NCCL all-reduce failed: ") + ncclGetErrorString(rc));
+#else
+  throw Error("internal: a tensor-parallel communicator without NCCL");
+#endif
 }
 
 void CudaOps::begin_batch(std::span<State* const> states) {

@@ -12,6 +12,7 @@
 
 #include "cuda/nvfp4_gemm.h"
 #include "engine/ops.h"
+#include "cpu/ops.h"
 #include "model/runner.h"
 
 namespace fp4lab {
@@ -121,6 +122,16 @@ class CudaOps {
                 cpu::SsmShape shape, int chunk, Tensor& y);
   void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps);
 
+  // Tensor parallelism: the communicator of this rank (an ncclComm_t); all_reduce sums a row-parallel layer's
+  // partial outputs across ranks in place (a no-op without one).
+  void set_tensor_parallel(void* comm, int rank, int tp) {
+    tp_comm_ = comm;
+    tp_rank_ = rank;
+    tp_ = tp;
+  }
+  void all_reduce(Tensor& t);
+  int tp() const { return tp_; }
+
   // Batched decode (one token for each of several sequences, row r = sequence r): begin_batch uploads the
   // sequences' cache pointers and positions once per step; the ops below then run every sequence in one
   // launch instead of one per sequence.
@@ -141,6 +152,8 @@ class CudaOps {
   DeviceBuffer argmax_dev_;
   std::vector<int> argmax_host_;
   void** batch_table(size_t layer, int kind) const;  // kind: 0 conv, 1 ssm, 2 k, 3 v
+  void* tp_comm_ = nullptr;
+  int tp_rank_ = 0, tp_ = 1;
   std::vector<void*> batch_tab_host_;
   DeviceBuffer batch_tab_;
   size_t batch_size_ = 0, batch_layers_ = 0;

@@ -106,6 +106,11 @@ class Runner {
     return segs;
   }
 
+  // Tensor parallelism: the row-parallel layers (o, down) produce partial sums that the ranks add up.
+  void reduce_partial(Tensor& t) {
+    if constexpr (requires(Ops & o, Tensor & x) { o.all_reduce(x); }) ops_.all_reduce(t);
+  }
+
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
@@ -159,6 +164,7 @@ class Runner {
         ops_.linear(h, L.up, u);
         ops_.silu_mul(g, u, g);
         ops_.linear(g, L.down, o);
+        reduce_partial(o);
       } else if (L.kind == LayerKind::Attention) {
         attention(L, li, segs, h, t, false, o);
       } else if (L.kind == LayerKind::Mamba) {
@@ -212,6 +218,7 @@ class Runner {
         }
         ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, a);
         ops_.linear(a, L.o, out);
+        reduce_partial(out);
         return;
       }
     per_sequence(
@@ -225,6 +232,7 @@ class Runner {
         },
         q, k, v, a);
     ops_.linear(a, L.o, out);
+    reduce_partial(out);
   }
 
   void mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,

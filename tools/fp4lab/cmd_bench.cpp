@@ -25,6 +25,8 @@
 #if FP4LAB_HAVE_CUDA
 #include "bench/gemm_bench.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/tensor_parallel.h"
+#include "model/tensor_parallel.h"
 #endif
 
 namespace fp4lab::cli {
@@ -42,6 +44,7 @@ struct ModelBenchOpts {
   std::string json_out;
   bool no_graphs = false;
   bool profile = false;
+  int tp = 1;
   std::string db = ResultsDb::default_path();
   HubOptions hub = HubOptions::from_env();
   std::vector<int> sweep;  // --sweep-batch: one run per batch size
@@ -143,10 +146,17 @@ json run_model_bench(const ModelBenchOpts& o) {
       }
     }
   }
+  if (o.tp > 1 && backend != "cuda") throw Error("--tp " + std::to_string(o.tp) + " needs the CUDA backend");
   const std::string model_path = resolve_model_arg(model, o.hub);  // results keep the id the user gave
   json out;
   out["schema"] = "fp4lab.bench/1";
   run_environment(out, backend == "cuda");
+#if FP4LAB_HAVE_CUDA
+  if (backend == "cuda") {
+    out["gpu_count"] = o.tp;
+    out["interconnect"] = o.tp > 1 ? gpu_interconnect() : "single GPU";
+  }
+#endif
   out["options"] = {{"model", model},
                     {"backend", backend},
                     {"quant", o.quants},
@@ -158,7 +168,8 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"seed", o.seed},
                     {"no_graphs", o.no_graphs},
                     {"sweep_batch", o.sweep},
-                    {"profile", o.profile}};
+                    {"profile", o.profile},
+                    {"tp", o.tp}};
   std::fprintf(
       stderr,
       "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
@@ -183,14 +194,35 @@ json run_model_bench(const ModelBenchOpts& o) {
     auto fill_meta = [&](const ModelWeights& w) {
       for (const auto& p : w.plans) qr.nvfp4_layers += p.nvfp4;
       qr.linear_layers = static_cast<int>(w.plans.size());
-      const DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
+      DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
+      // Tensor parallel: each GPU streams its shard of the linear weights (and of the KV cache) at its own
+      // bandwidth; the all-reduces are not in this bound.
+      db.weights /= o.tp;
+      db.kv_cache /= o.tp;
+      db.flops_per_token /= o.tp;
       // A batched step reads the weights once for all sequences, and each sequence's own KV/SSM state.
       qr.bytes_per_token = db.per_step(o.batch) / o.batch;
       qr.bytes = db;
       if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
-    if (backend == "cuda") {
+    if (backend == "cuda" && o.tp > 1) {
+#if FP4LAB_HAVE_CUDA
+      // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
+      // measures.
+      const ModelWeights full = load_model(model_path, mode, o.seed, false);
+      run_tensor_parallel(o.tp, [&](int rank, CudaOps& ops) {
+        CudaModel m(shard_for_tensor_parallel(full, rank, o.tp), ops);
+        QuantResult scratch;
+        QuantResult& mine = rank == 0 ? qr : scratch;
+        if (rank == 0) {
+          fill_meta(full);
+          qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.tp;
+        }
+        run_reps(m, o, mine, [&] { ops.synchronize(); });
+      });
+#endif
+    } else if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o.no_graphs);
       CudaModel m(load_model(model_path, mode, o.seed, false), ops);
@@ -398,6 +430,8 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
+  app.add_option("--tp", mo->tp, "cuda: tensor parallelism over this many GPUs (NCCL; Llama-family models)")
+      ->check(CLI::Range(1, 64));
   app.add_flag(
       "--profile", mo->profile,
       "cuda: one extra run timing every op class with events (GEMMs vs SSM vs conv vs attention ...)");

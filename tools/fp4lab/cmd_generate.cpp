@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "commands.h"
@@ -9,8 +10,10 @@
 #include "cpu/cpu_ops.h"
 #if FP4LAB_HAVE_CUDA
 #include "cuda/cuda_ops.h"
+#include "cuda/tensor_parallel.h"
 #endif
 #include "engine/generate.h"
+#include "model/tensor_parallel.h"
 #include "io/json_util.h"
 
 namespace fp4lab::cli {
@@ -31,6 +34,7 @@ struct GenOpts {
   std::vector<int> stop_ids;
   int threads = 0;
   int batch = 1;
+  int tp = 1;
   std::string json_out;
   bool profile = false;
   bool no_graphs = false;
@@ -87,6 +91,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  app.add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL; Llama-family models)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
@@ -96,6 +102,8 @@ Action add_generate(CLI::App& app) {
                "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
+    if (o->tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
     GenerateOptions g;
@@ -116,7 +124,26 @@ Action add_generate(CLI::App& app) {
       backend_name = model.ops().name();
       r = generate(model, prompts, g);
     };
-    if (o->backend == "cuda") {
+    if (o->backend == "cuda" && o->tp > 1) {
+#if FP4LAB_HAVE_CUDA
+      // Every rank runs the same generation on its shard; the all-reduces keep their hidden states, and so
+      // their greedy/sampled tokens, identical. Rank 0 reports.
+      const ModelWeights full = load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false);
+      std::mutex mu;
+      run_tensor_parallel(o->tp, [&](int rank, CudaOps& ops) {
+        CudaModel model(shard_for_tensor_parallel(full, rank, o->tp), ops);
+        if (rank != 0) {
+          (void)generate(model, prompts, g);
+          return;
+        }
+        std::lock_guard lock(mu);
+        run(model);
+      });
+      backend_name += " x" + std::to_string(o->tp) + " (tensor parallel, " + gpu_interconnect() + ")";
+#else
+      throw Error("--backend cuda: this fp4lab was built without CUDA");
+#endif
+    } else if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o->no_graphs);
       ops.set_profile(o->profile);
@@ -165,6 +192,7 @@ Action add_generate(CLI::App& app) {
                   {"stop_ids", o->stop_ids},
                   {"threads", o->threads},
                   {"batch", o->batch},
+                  {"tp", o->tp},
                   {"profile", o->profile},
                   {"no_graphs", o->no_graphs}}},
                 {"prompts", prompts},

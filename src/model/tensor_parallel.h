@@ -1,0 +1,19 @@
+// Megatron-style tensor parallelism over the model definition: rank r of tp holds the q/k/v heads, gate/up
+// rows and o/down input columns of its shard (column-parallel in, row-parallel out, one all-reduce after each
+// row-parallel layer), and runs the same Runner on a config with heads and MLP width divided by tp. NVFP4
+// block scales travel with their weights: rows stay whole, K is cut on 16-element block boundaries, the
+// tensor scale is kept. Embeddings, norms and lm_head are replicated.
+#pragma once
+#include "model/weights.h"
+
+namespace fp4lab {
+
+// Throws fp4lab::Error when the model cannot be split this way (architecture, head counts, K not a multiple
+// of 16 per shard, biases on row-parallel layers).
+ModelWeights shard_for_tensor_parallel(const ModelWeights& full, int rank, int tp);
+
+// Rows [r0, r1) of a linear layer (output features), or input columns [c0, c1).
+LinearWeight slice_rows(const LinearWeight& w, int64_t r0, int64_t r1);
+LinearWeight slice_cols(const LinearWeight& w, int64_t c0, int64_t c1);
+
+}  // namespace fp4lab
