@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "common/error.h"
@@ -244,4 +246,66 @@ TEST(ResultsDb, CtrlCKeepsFinishedRepetitionsAndKillLeavesNoHalfRun) {
   sqlite3_close(db);
   ResultsDb reopened(d.str("r.db"));  // and the store still opens
   EXPECT_GE(reopened.list_runs().size(), 1u);
+}
+
+TEST(ResultsDb, BenchDocumentFollowsTheDocumentedSchema) {
+  // docs/results-schema.md is the contract: every option it lists is in `options`, every measurement field it
+  // names is in each measurement, with the documented types.
+  TempDir d;
+  auto r = fp4lab::test::run_fp4lab(
+      "bench --backend cpu --model preset:tiny --input-len 8 --output-len 4 --reps 2 "
+      "--warmup 0 --no-db --json " +
+      d.str("b.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const json j = read_json_file(d.str("b.json"));
+  std::ifstream f(std::string(FP4LAB_SOURCE_DIR) + "/docs/results-schema.md");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string doc = ss.str();
+  auto backticked = [](const std::string& s) {
+    std::vector<std::string> out;
+    for (size_t a = s.find('`'); a != std::string::npos; a = s.find('`', a + 1)) {
+      const size_t b = s.find('`', a + 1);
+      if (b == std::string::npos) break;
+      out.push_back(s.substr(a + 1, b - a - 1));
+      a = b;
+    }
+    return out;
+  };
+  // The options row of the table.
+  const size_t orow = doc.find("| `options` |");
+  ASSERT_NE(orow, std::string::npos);
+  const std::string options_line = doc.substr(orow, doc.find('\n', orow) - orow);
+  int checked = 0;
+  for (const auto& k : backticked(options_line)) {
+    if (k == "options") continue;
+    EXPECT_TRUE(j["options"].contains(k)) << "documented option missing from the document: " << k;
+    ++checked;
+  }
+  EXPECT_GE(checked, 12);
+  for (const char* k : {"schema", "tool", "timestamp", "host", "options", "gpu", "measurements"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_TRUE(j["gpu"].is_null());  // CPU run
+  for (const char* k : {"name", "version", "commit"}) EXPECT_TRUE(j["tool"][k].is_string()) << k;
+  // The measurement paragraph.
+  const size_t mp = doc.find("Each measurement:");
+  ASSERT_NE(mp, std::string::npos);
+  const size_t mp_end = doc.find("Every run is also stored", mp);
+  ASSERT_NE(mp_end, std::string::npos);
+  const std::string para = doc.substr(mp, mp_end - mp);
+  for (const auto& m : j["measurements"]) {
+    for (const char* k : {"tokens_per_s", "total_s", "prefill_tok_s", "decode_tok_s"}) {
+      ASSERT_TRUE(m[k].is_array()) << k;
+      EXPECT_EQ(m[k].size(), 2u) << k << ": one entry per repetition";
+    }
+    for (const auto& k : backticked(para)) {
+      if (k.find(' ') != std::string::npos || k.find('.') != std::string::npos ||
+          k.find('(') != std::string::npos)
+        continue;  // prose, not a key
+      if (k == "sm_mhz" || k == "mem_mhz" || k == "temperature_c" || k == "power_w" ||
+          k == "throttle_reasons" || k == "copy_bandwidth_gbs" || k == "bf16_tflops")
+        continue;  // nested in gpu_before/after, or top-level GPU-run fields
+      EXPECT_TRUE(m.contains(k)) << "documented measurement field missing: " << k;
+    }
+  }
 }
