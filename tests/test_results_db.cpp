@@ -299,9 +299,9 @@ TEST(ResultsDb, BenchDocumentFollowsTheDocumentedSchema) {
       EXPECT_EQ(m[k].size(), 2u) << k << ": one entry per repetition";
     }
     for (const auto& k : backticked(para)) {
-      if (k.find(' ') != std::string::npos || k.find('.') != std::string::npos ||
+      if (k.empty() || k[0] == '-' || k.find(' ') != std::string::npos || k.find('.') != std::string::npos ||
           k.find('(') != std::string::npos)
-        continue;  // prose, not a key
+        continue;  // prose or a flag, not a key
       if (k == "sm_mhz" || k == "mem_mhz" || k == "temperature_c" || k == "power_w" ||
           k == "throttle_reasons" || k == "copy_bandwidth_gbs" || k == "bf16_tflops")
         continue;  // nested in gpu_before/after, or top-level GPU-run fields
