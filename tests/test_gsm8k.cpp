@@ -23,10 +23,7 @@ const std::string kData = std::string(FP4LAB_SHARED_DIR) + "/data/gsm8k";
 TEST(PythonRandom, MatchesCPythonSampleForEveryQuestion) {
   if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
     GTEST_SKIP() << "skipped: ../shared not present";
-  std::ifstream f(kData + "/fewshot5_seed1234.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const auto golden = json::parse(ss.str())["indices"];
+  const auto golden = read_json_file(kData + "/fewshot5_seed1234.json")["indices"];
   const auto ours = gsm8k_fewshot_indices(1319, 7473);
   ASSERT_EQ(golden.size(), ours.size());
   for (size_t i = 0; i < ours.size(); ++i)
@@ -141,14 +138,9 @@ TEST(Gsm8k, WholePipelineOnCpuResumes) {
                            " --json " + (dir / "out.json").string();
   ASSERT_EQ(std::system((base + " --limit 1 > /dev/null 2>&1").c_str()), 0);
   ASSERT_EQ(std::system((base + " --limit 2 > /dev/null 2>" + (dir / "log").string()).c_str()), 0);
-  std::ifstream log(dir / "log");
-  std::stringstream ls;
-  ls << log.rdbuf();
-  EXPECT_NE(ls.str().find("resuming, 1 of 2"), std::string::npos) << ls.str();
-  std::ifstream f(dir / "out.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const auto j = json::parse(ss.str());
+  const std::string log = read_text_file((dir / "log").string());
+  EXPECT_NE(log.find("resuming, 1 of 2"), std::string::npos) << log;
+  const auto j = read_json_file((dir / "out.json").string());
   EXPECT_EQ(j["schema"], "fp4lab.gsm8k/1");
   EXPECT_EQ(j["records"].size(), 2u);
   EXPECT_TRUE(j["complete"].get<bool>());

@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string slurp(const fs::path& p) {
-  return test::read_file_text(p);
+  return read_text_file(p.string());
 }
 
 class StandinHub : public ::testing::Test {

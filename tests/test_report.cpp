@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "report/report.h"
+#include "io/json_util.h"
 #include "test_util.h"
 
 using namespace fp4lab;
@@ -16,18 +17,11 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string slurp(const fs::path& p) {
-  return test::read_file_text(p);
+  return read_text_file(p.string());
 }
 
 std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
+  return test::run_command(cmd + " 2>/dev/null").out;
 }
 
 TEST(Report, MergesMachinesAndRendersInChromium) {

@@ -258,10 +258,7 @@ TEST(ResultsDb, BenchDocumentFollowsTheDocumentedSchema) {
       d.str("b.json"));
   ASSERT_EQ(r.status, 0) << r.out;
   const json j = read_json_file(d.str("b.json"));
-  std::ifstream f(std::string(FP4LAB_SOURCE_DIR) + "/docs/results-schema.md");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string doc = ss.str();
+  const std::string doc = read_text_file(std::string(FP4LAB_SOURCE_DIR) + "/docs/results-schema.md");
   auto backticked = [](const std::string& s) {
     std::vector<std::string> out;
     for (size_t a = s.find('`'); a != std::string::npos; a = s.find('`', a + 1)) {

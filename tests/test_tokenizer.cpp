@@ -112,15 +112,13 @@ TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
 TEST(Tokenizer, VocabMergesFormatMatchesTokenizerJson) {
   if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   // Build a GPT-2 vocab.json + merges.txt pair from the shared tokenizer.json and check both load the same.
-  std::ifstream f(kShared + "/tokenizers/gpt2/tokenizer.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const auto j = json::parse(ss.str());
+  const std::string text = read_text_file(kShared + "/tokenizers/gpt2/tokenizer.json");
+  const auto j = json::parse(text);
   std::string merges = "#version: 0.2\n";
   for (const auto& m : j["model"]["merges"])
     merges += m.is_string() ? m.get<std::string>() + "\n"
                             : m[0].get<std::string>() + " " + m[1].get<std::string>() + "\n";
-  const Tokenizer a = Tokenizer::from_json_text(ss.str(), "gpt2");
+  const Tokenizer a = Tokenizer::from_json_text(text, "gpt2");
   const Tokenizer b = Tokenizer::from_vocab_merges(j["model"]["vocab"].dump(), merges, "gpt2-files");
   for (const char* s :
        {"Natalia sold clips to 48 of her friends in April.", "  tabs\tand\r\nCRLF", "héllo wörld 😀"})

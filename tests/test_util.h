@@ -21,10 +21,9 @@ struct CmdResult {
   std::string out;  // stdout and stderr together
 };
 
-// Runs the fp4lab binary with arguments (shell-quoted by the caller).
-inline CmdResult run_fp4lab(const std::string& args) {
+// Runs a shell command line, capturing its stdout (redirections are the caller's).
+inline CmdResult run_command(const std::string& cmd) {
   CmdResult r;
-  const std::string cmd = std::string(FP4LAB_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf{};
@@ -35,15 +34,9 @@ inline CmdResult run_fp4lab(const std::string& args) {
   return r;
 }
 
-inline std::string read_file_text(const std::filesystem::path& p) {
-  FILE* f = std::fopen(p.c_str(), "rb");
-  std::string s;
-  if (!f) return s;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) s.append(buf.data(), n);
-  std::fclose(f);
-  return s;
+// Runs the fp4lab binary with arguments (shell-quoted by the caller), stdout and stderr together.
+inline CmdResult run_fp4lab(const std::string& args) {
+  return run_command(std::string(FP4LAB_BINARY) + " " + args + " 2>&1");
 }
 
 struct TempDir {

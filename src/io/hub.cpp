@@ -314,6 +314,13 @@ HubOptions HubOptions::from_env() {
   return o;
 }
 
+std::string hub_cache_dir(const HubOptions& o) {
+  if (!o.cache_dir.empty()) return o.cache_dir;
+  const std::string home = env("HOME");
+  if (home.empty()) throw Error("no cache directory: set HF_HOME or pass --cache-dir");
+  return home + "/.cache/huggingface/hub";
+}
+
 bool is_hub_id(const std::string& s) {
   if (s.empty() || s.rfind("preset:", 0) == 0 || s[0] == '/' || s[0] == '.' || s[0] == '~') return false;
   std::error_code ec;
@@ -344,11 +351,7 @@ std::string hub_resolve_model(const std::string& id, const HubOptions& opt) {
   HubOptions o = opt;
   if (o.endpoint.empty()) o.endpoint = "https://huggingface.co";
   while (!o.endpoint.empty() && o.endpoint.back() == '/') o.endpoint.pop_back();
-  if (o.cache_dir.empty()) {
-    const std::string home = env("HOME");
-    if (home.empty()) throw Error("no cache directory: set HF_HOME or pass --cache-dir");
-    o.cache_dir = home + "/.cache/huggingface/hub";
-  }
+  o.cache_dir = hub_cache_dir(o);
   const RepoRef r = parse_id(id);
   const fs::path rdir = repo_dir(o, r.repo);
 

@@ -26,6 +26,10 @@ struct HubOptions {
   static HubOptions from_env();
 };
 
+// The hub cache directory: o.cache_dir, else ~/.cache/huggingface/hub (HubOptions::from_env already applied
+// HF_HUB_CACHE / HF_HOME). Throws when there is no home directory to put it in.
+std::string hub_cache_dir(const HubOptions& o);
+
 // True for "org/name" or "org/name@rev" strings that are not an existing local path.
 bool is_hub_id(const std::string& s);
 

@@ -35,12 +35,17 @@ json parse_json_untrusted(std::string_view text, const std::string& what) {
   }
 }
 
-json read_json_file(const std::string& path) {
+std::string read_text_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open file");
   std::ostringstream ss;
   ss << f.rdbuf();
-  return parse_json_untrusted(ss.str(), path);
+  if (f.bad()) throw Error(path + ": read error");
+  return ss.str();
+}
+
+json read_json_file(const std::string& path) {
+  return parse_json_untrusted(read_text_file(path), path);
 }
 
 }  // namespace fp4lab

@@ -18,14 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double mean(const json& v) {
-  if (v.is_number()) return v.get<double>();
-  if (!v.is_array() || v.empty()) return 0;
-  double s = 0;
-  for (const auto& x : v) s += x.get<double>();
-  return s / static_cast<double>(v.size());
-}
-
 std::string gpu_name(const json& d) {
   return d.contains("gpu") && d["gpu"].is_object() ? d["gpu"].value("name", "GPU") : std::string("CPU");
 }
@@ -238,12 +230,13 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
             {}};
     for (const json* d : bench) {
       const json& ms = (*d)["measurements"];
-      const double base = ms.empty() ? 0 : mean(ms[0].value("tokens_per_s", json()));
+      const double base = ms.empty() ? 0 : mean_of(ms[0].value("tokens_per_s", json()));
       for (const auto& m : ms) {
-        const double tok = mean(m.value("tokens_per_s", json())), dec = mean(m.value("decode_tok_s", json()));
+        const double tok = mean_of(m.value("tokens_per_s", json())),
+                     dec = mean_of(m.value("decode_tok_s", json()));
         const double roof = m.value("roofline_decode_tok_s", 0.0);
         t.rows.push_back({gpu_name(*d), model_name(*d), std::to_string(batch_of(*d)), m.value("quant", ""),
-                          fmt("%.2f", tok), fmt("%.2f", mean(m.value("total_s", json()))),
+                          fmt("%.2f", tok), fmt("%.2f", mean_of(m.value("total_s", json()))),
                           fmt("%.2fx", base > 0 ? tok / base : 0), fmt("%.1f", dec),
                           fmt("%.2f", 1e3 * m.value("tpot_s_p50", 0.0)), roof > 0 ? fmt("%.0f", roof) : "-",
                           roof > 0 ? fmt("%.0f%%", 100 * dec / roof) : "-",
@@ -287,7 +280,7 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
         if (gpu_name(*d) != g) continue;
         std::vector<double> v;
         for (const auto& q : qv)
-          v.push_back(measurement(*d, q) ? mean((*measurement(*d, q))["decode_tok_s"]) : 0);
+          v.push_back(measurement(*d, q) ? mean_of((*measurement(*d, q))["decode_tok_s"]) : 0);
         c.rows.push_back({model_name(*d) + " b" + std::to_string(batch_of(*d)), v});
       }
       if (!c.rows.empty()) charts.push_back(c);
@@ -315,12 +308,12 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     for (const auto& [key, d] : first) {
       std::vector<double> v;
       for (const auto& q : qv)
-        v.push_back(measurement(*d, q) ? mean((*measurement(*d, q))["decode_tok_s"]) : 0);
+        v.push_back(measurement(*d, q) ? mean_of((*measurement(*d, q))["decode_tok_s"]) : 0);
       all.rows.push_back({key.first + " / " + key.second, v});
       const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
-      if (a && b && mean((*a)["decode_tok_s"]) > 0)
-        sp.rows.push_back(
-            {key.first + " / " + key.second, {mean((*b)["decode_tok_s"]) / mean((*a)["decode_tok_s"])}});
+      if (a && b && mean_of((*a)["decode_tok_s"]) > 0)
+        sp.rows.push_back({key.first + " / " + key.second,
+                           {mean_of((*b)["decode_tok_s"]) / mean_of((*a)["decode_tok_s"])}});
     }
     charts.push_back(all);
     if (!sp.rows.empty()) charts.push_back(sp);
@@ -328,9 +321,9 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     std::map<std::pair<std::string, std::string>, std::map<int, double>> sweep;
     for (const json* d : bench) {
       const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
-      if (a && b && mean((*a)["decode_tok_s"]) > 0)
+      if (a && b && mean_of((*a)["decode_tok_s"]) > 0)
         sweep[{gpu_name(*d), model_name(*d)}][batch_of(*d)] =
-            mean((*b)["decode_tok_s"]) / mean((*a)["decode_tok_s"]);
+            mean_of((*b)["decode_tok_s"]) / mean_of((*a)["decode_tok_s"]);
     }
     std::set<int> batches;
     std::vector<std::string> lines;
@@ -368,7 +361,7 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
         if (m.value("roofline_decode_tok_s", 0.0) > 0)
           rf.rows.push_back({gpu_name(*d) + " " + model_name(*d) + " b" + std::to_string(batch_of(*d)) + " " +
                                  m.value("quant", ""),
-                             {mean(m["decode_tok_s"]), m["roofline_decode_tok_s"].get<double>()}});
+                             {mean_of(m["decode_tok_s"]), m["roofline_decode_tok_s"].get<double>()}});
     if (!rf.rows.empty()) charts.push_back(rf);
   }
 
@@ -410,10 +403,7 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     ro.charts.push_back(c.name);
     md += "### " + c.title + "\n\n![" + c.title + "](charts/" + c.name + ".png) ([SVG](charts/" + c.name +
           ".svg))\n\n";
-    std::ifstream f(cdir / (c.name + ".svg"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    std::string svg = ss.str();
+    const std::string svg = read_text_file((cdir / (c.name + ".svg")).string());
     const auto at = svg.find("<svg");
     if (at == std::string::npos) throw Error("gnuplot wrote no SVG for " + c.name);
     // Inline, so the page has no external references and no loads that can fail.

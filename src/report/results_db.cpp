@@ -50,13 +50,6 @@ std::string doc_kind(const json& doc) {
   return schema.rfind("fp4lab.gsm8k/", 0) == 0 ? "gsm8k" : "bench";
 }
 
-double mean_of(const json& a) {
-  if (!a.is_array() || a.empty()) return 0.0;
-  double s = 0;
-  for (const auto& v : a) s += v.get<double>();
-  return s / a.size();
-}
-
 }  // namespace
 
 std::string ResultsDb::default_path() {
@@ -253,6 +246,13 @@ std::string compare_gsm8k(const json& a, const json& b) {
 }
 
 }  // namespace
+
+double mean_of(const json& a) {
+  if (!a.is_array() || a.empty()) return 0.0;
+  double s = 0;
+  for (const auto& v : a) s += v.get<double>();
+  return s / static_cast<double>(a.size());
+}
 
 std::string compare_runs(const json& a, const json& b) {
   if (doc_kind(a) == "gsm8k" || doc_kind(b) == "gsm8k") {

@@ -40,6 +40,9 @@ class ResultsDb {
   std::string path_;
 };
 
+// Mean of a JSON array of numbers (a measurement's per-repetition values); 0 for an empty or missing one.
+double mean_of(const json& values);
+
 // Side-by-side comparison of two stored runs: bench runs per quantization (tokens/s, decode tok/s, ratio);
 // GSM8K runs paired by question (accuracy per filter, flips each way, McNemar p-value).
 std::string compare_runs(const json& a, const json& b);

@@ -1058,27 +1058,18 @@ Tokenizer Tokenizer::from_vocab_merges(std::string_view vocab_json, std::string_
   return from_json_text(j.dump(), what);
 }
 
-namespace {
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(p.string() + ": cannot open");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-}  // namespace
-
 Tokenizer Tokenizer::from_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path d(dir);
   if (!fs::is_directory(d)) {
-    if (fs::is_regular_file(d)) return from_json_text(slurp(d), dir);
+    if (fs::is_regular_file(d)) return from_json_text(read_text_file(d.string()), dir);
     throw Error(dir + ": no such tokenizer directory");
   }
   if (fs::exists(d / "tokenizer.json"))
-    return from_json_text(slurp(d / "tokenizer.json"), (d / "tokenizer.json").string());
+    return from_json_text(read_text_file((d / "tokenizer.json").string()), (d / "tokenizer.json").string());
   if (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt"))
-    return from_vocab_merges(slurp(d / "vocab.json"), slurp(d / "merges.txt"), dir);
+    return from_vocab_merges(read_text_file((d / "vocab.json").string()),
+                             read_text_file((d / "merges.txt").string()), dir);
   if (fs::exists(d / "tokenizer.model"))
     throw Error(
         dir +

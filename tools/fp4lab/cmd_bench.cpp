@@ -394,9 +394,7 @@ int run_bench_or_sweep(const ModelBenchOpts& mo) {
     const json& ms = r["measurements"];
     std::vector<double> dec;
     for (const auto& m : ms) {
-      double s = 0;
-      for (const auto& v : m["decode_tok_s"]) s += v.get<double>();
-      dec.push_back(m["decode_tok_s"].empty() ? 0 : s / static_cast<double>(m["decode_tok_s"].size()));
+      dec.push_back(mean_of(m["decode_tok_s"]));
       std::printf(" %12.1f", dec.back());
     }
     std::printf(" %8.2fx\n", dec.size() > 1 && dec[0] > 0 ? dec.back() / dec[0] : 1.0);

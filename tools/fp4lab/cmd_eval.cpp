@@ -20,14 +20,6 @@ Action add_eval_gsm8k(CLI::App& app);
 
 namespace {
 
-std::vector<int> read_tokens(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open token file");
-  std::ostringstream text;
-  text << f.rdbuf();
-  return parse_token_ids(text.str(), path);
-}
-
 template <class M>
 std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
   auto s = m.new_sequence(static_cast<int>(tokens.size()));
@@ -59,7 +51,7 @@ Action add_eval(CLI::App& app) {
   return [o, gsm, gsm_action, hub]() {
     if (gsm->parsed()) return gsm_action();
     const std::string path = resolve_model_arg(o->model, *hub);
-    const auto tokens = read_tokens(o->tokens_file);
+    const auto tokens = read_token_file(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
     std::vector<float> la, lb;
     int vocab = 0;

@@ -46,15 +46,8 @@ constexpr const char* kGsm8kTestSha = "3730d312f6e3440559ace48831e51066acaca737f
 constexpr const char* kGsm8kTrainSha = "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465";
 
 std::string gsm8k_data_dir(const Gsm8kOpts& o) {
-  HubOptions h = o.hub;
-  std::string base = h.cache_dir;
-  if (base.empty()) {
-    const char* home = std::getenv("HF_HOME");
-    const char* user = std::getenv("HOME");
-    base = home ? std::string(home) + "/hub" : user ? std::string(user) + "/.cache/huggingface/hub" : "";
-    if (base.empty()) throw Error("no cache directory for GSM8K: pass --data or set HF_HOME");
-  }
-  const std::string dir = base + "/../fp4lab/datasets/gsm8k";
+  const HubOptions& h = o.hub;
+  const std::string dir = hub_cache_dir(h) + "/../fp4lab/datasets/gsm8k";
   for (const auto& [name, sha] :
        {std::pair{"test.jsonl", kGsm8kTestSha}, std::pair{"train.jsonl", kGsm8kTrainSha}}) {
     const std::string dest = dir + "/" + name;

@@ -67,6 +67,10 @@ std::vector<int> parse_token_ids(std::string_view text, const std::string& what)
   return ids;
 }
 
+std::vector<int> read_token_file(const std::string& path) {
+  return parse_token_ids(read_text_file(path), path);
+}
+
 QuantMode parse_quant_mode(const std::string& q) {
   if (q == "auto") return QuantMode::Auto;
   if (q == "bf16") return QuantMode::BF16;

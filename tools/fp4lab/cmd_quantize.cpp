@@ -19,16 +19,12 @@ namespace {
 // field per line (.jsonl), the latter two through the tokenizer.
 std::vector<std::vector<int>> calibration_sequences(const std::string& path, const std::string& tokenizer_dir,
                                                     int max_tokens) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open calibration file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string text = ss.str();
   std::vector<std::vector<int>> seqs;
   const bool is_txt = path.ends_with(".txt"), is_jsonl = path.ends_with(".jsonl");
   if (!is_txt && !is_jsonl) {
-    seqs.push_back(parse_token_ids(text, path));
+    seqs.push_back(read_token_file(path));
   } else {
+    const std::string text = read_text_file(path);
     const Tokenizer tok = Tokenizer::from_dir(tokenizer_dir);
     if (is_txt) {
       seqs.push_back(tok.encode(text));

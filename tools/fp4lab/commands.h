@@ -40,5 +40,7 @@ std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
+// A file of such ids.
+std::vector<int> read_token_file(const std::string& path);
 
 }  // namespace fp4lab::cli
