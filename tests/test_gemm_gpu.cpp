@@ -118,6 +118,8 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
       for (int rows : {16, 32}) {
         if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows});
         if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1, rows});
+        if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows, 4});
+        if (m <= 16) plans.push_back({W4A16Variant::Decode16, 1, rows, 4});
       }
       for (auto v :
            {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
@@ -127,7 +129,7 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
         const auto y = run_gemm(p, &plan, ws);
         expect_close(y, p,
                      "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
-                         w4a16_variant_name(plan.variant) + "/s" + std::to_string(plan.splits));
+                         w4a16_variant_name(plan.variant) + w4a16_plan_suffix(plan));
       }
     }
 }

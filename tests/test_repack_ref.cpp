@@ -51,18 +51,21 @@ TEST(TileLayout, RegisterExtractionGivesBf16Patterns) {
 }
 
 TEST(TileLayout, SlotsFollowTheMmaFragment) {
-  // Lane 5 (r0 = 1, c = 1), k16 step 2 of chunk 0: W[1][34] is a0 half 0; W[9][43] is a3 half 1.
+  // Lane 5 (r0 = 1, c = 1) owns block 1 (k 16..31) of rows 1 and 9. W[1][22] is k 16+4*1+2: step 1, a2 half
+  // 0; W[9][27] is k 16+4*2+3: step 2, a3 half 1. Their scales sit at bytes 2*5 and 2*5+1.
   Nvfp4TileGeom g{16, 64};
   int64_t off;
   int a, h;
-  nvfp4_tile_weight_slot(g, 1, 34, &off, &a, &h);
-  EXPECT_EQ(off, 5 * 16 + 2 * 4);
-  EXPECT_EQ(a, 0);
+  nvfp4_tile_weight_slot(g, 1, 22, &off, &a, &h);
+  EXPECT_EQ(off, 5 * 16 + 1 * 4);
+  EXPECT_EQ(a, 2);
   EXPECT_EQ(h, 0);
-  nvfp4_tile_weight_slot(g, 9, 43, &off, &a, &h);
+  nvfp4_tile_weight_slot(g, 9, 27, &off, &a, &h);
   EXPECT_EQ(off, 5 * 16 + 2 * 4);
   EXPECT_EQ(a, 3);
   EXPECT_EQ(h, 1);
+  EXPECT_EQ(nvfp4_tile_scale_pos(g, 1, 1), 10);
+  EXPECT_EQ(nvfp4_tile_scale_pos(g, 9, 1), 11);
 }
 
 TEST(TileLayout, RoundTrip) {

@@ -181,8 +181,10 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"baselines", o.baselines}};
   out["rows"] = json::array();
 
-  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M", "variant",
-              "nvfp4 us", "GB/s", "%copy", "TFLOP/s", "bf16 us", "fp8 us", "xBF16", "xFP8");
+  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M",
+              "variant", "nvfp4 us", "GB/s", "%copy", "%read", "TFLOP/s", "bf16 us", "fp8 us", "xBF16",
+              "xFP8");
+  const int sms_total = prop.multiProcessorCount;
   int shape_i = 0;
   const bool progress = isatty(STDERR_FILENO);  // a progress line only where a person watches
   for (const auto& sh : shapes) {
@@ -226,6 +228,16 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     if (o.baselines) fp8_quantize_bf16(x.as<bf16_raw>(), max_m * k, x8.as<uint8_t>(), x8scale.as<float>(), s);
     CUDA_CHECK(cudaStreamSynchronize(s));
 
+    // The read ceiling for this many bytes in one launch, on the same rotating buffers (independent of M).
+    DeviceBuffer sink(sizeof(uint32_t) * sms_total * kStreamReadBlocksPerSm);
+    const double t_read = time_us(
+        [&](int i) {
+          const auto& wq = w4[i % c4];
+          stream_read_reference(wq.weights.ptr, wq.weights.bytes, wq.scales.ptr, wq.scales.bytes,
+                                sink.as<uint32_t>(), sms_total, s);
+        },
+        o, s);
+
     for (int64_t m : o.ms) {
       if (progress)
         std::fprintf(stderr, "\r[%d/%zu] %s M=%lld        ", shape_i, shapes.size(), sh.name.c_str(),
@@ -267,14 +279,11 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       const double gbs = fp4_bytes / (t4 * 1e-6) / 1e9;
       const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
       if (progress) std::fprintf(stderr, "\r%80s\r", "");
-      std::printf("%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n",
-                  sh.name.c_str(), static_cast<long long>(n), static_cast<long long>(k),
-                  static_cast<long long>(m),
-                  (std::string(w4a16_variant_name(plan.variant)) +
-                   (plan.splits > 1 ? "/s" + std::to_string(plan.splits) : "") +
-                   (plan.rows_per_block == 32 ? "/r32" : "") + (plan.decode_warps == 4 ? "/w4" : ""))
-                      .c_str(),
-                  t4, gbs, 100.0 * gbs / copy_gbs, tflops, t16, t8, t16 / t4, t8 / t4);
+      std::printf(
+          "%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %6.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n",
+          sh.name.c_str(), static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
+          (std::string(w4a16_variant_name(plan.variant)) + w4a16_plan_suffix(plan)).c_str(), t4, gbs,
+          100.0 * gbs / copy_gbs, 100.0 * t_read / t4, tflops, t16, t8, t16 / t4, t8 / t4);
       std::fflush(stdout);
       json row = {{"shape", sh.name},
                   {"n", n},
@@ -286,6 +295,8 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                   {"nvfp4_us", t4},
                   {"weight_gbs", gbs},
                   {"pct_copy", 100.0 * gbs / copy_gbs},
+                  {"read_ref_us", t_read},
+                  {"pct_read_ref", 100.0 * t_read / t4},
                   {"tflops", tflops}};
       if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
       if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;

@@ -1,5 +1,6 @@
 // The baselines NVFP4 is measured against, in the same binary: BF16 through cuBLAS, FP8 E4M3 (per-tensor
-// scales) through cuBLASLt, and native W4A4 NVFP4 through cuBLASLt's block-scaled FP4 GEMM (Blackwell only).
+// scales) through cuBLASLt, native W4A4 NVFP4 through cuBLASLt's block-scaled FP4 GEMM (Blackwell only), and
+// a read-only kernel over the same bytes as the memory ceiling.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -31,6 +32,15 @@ class LtGemm {
   void* handle_ = nullptr;
   DeviceBuffer workspace_;
 };
+
+// The practical read ceiling for a buffer of this size: a kernel that only streams the bytes of a and b
+// (16-byte loads, 4 in flight per thread, a grid sized to the GPU) and does no math. Timed like the GEMMs, it
+// shows what one launch over so many bytes can reach on this GPU, launch ramp and tail included, which the
+// steady-state copy bandwidth does not. a, b: 16-byte aligned, sizes multiples of 16. sink: one word per
+// block (device).
+void stream_read_reference(const void* a, size_t a_bytes, const void* b, size_t b_bytes, uint32_t* sink,
+                           int sm_count, cudaStream_t stream);
+constexpr int kStreamReadBlocksPerSm = 4;
 
 // FP8 E4M3 quantization of a BF16 tensor with a per-tensor scale (amax/448) written to *scale (device).
 void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream);

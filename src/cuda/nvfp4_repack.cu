@@ -63,7 +63,8 @@ GemmWorkspace::~GemmWorkspace() {
 namespace {
 
 // One thread per 32-bit word of the tile layout: gathers its eight codes (4 A registers x 2 halves) from the
-// ModelOpt layout and scatters their bits as nvfp4_tile_code_bit says.
+// ModelOpt layout and scatters their bits as nvfp4_tile_code_bit says. tests/test_repack_ref checks it
+// against the CPU twin, which goes through nvfp4_tile_weight_slot.
 __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_t n_valid, int64_t k,
                                       int64_t kchunks, uint32_t* __restrict__ out, int64_t total_words) {
   for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total_words;
@@ -77,8 +78,9 @@ __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_
     for (int a = 0; a < 4; ++a)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
+        // Inverse of nvfp4_tile_weight_slot: slot (lane, j, a, h) holds (row, k) below.
         const int64_t row = t * 16 + (a % 2) * 8 + lane / 4;
-        const int64_t kk = c * 64 + j * 16 + (a / 2) * 8 + (lane % 4) * 2 + h;
+        const int64_t kk = c * 64 + (lane % 4) * 16 + j * 4 + (a / 2) * 2 + h;
         if (kk < k && row < n_valid) {
           const uint8_t b = packed[(row * k + kk) / 2];
           word = nvfp4_tile_put_code(word, a, h, (kk & 1) ? (b >> 4) : (b & 0xf));
@@ -96,8 +98,9 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
     const int64_t tc = o / 64;
     const int within = static_cast<int>(o % 64);
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    const int r0 = within / 8, hi_row = (within % 8) / 4, j = within % 4;
-    const int64_t row = t * 16 + hi_row * 8 + r0, kb = c * 4 + j;
+    // Inverse of nvfp4_tile_scale_pos: byte 2 lane + hi_row.
+    const int lane = within / 2, hi_row = within % 2;
+    const int64_t row = t * 16 + hi_row * 8 + lane / 4, kb = c * 4 + lane % 4;
     out[o] = kb < kb_total && row < n_valid ? scales[row * kb_total + kb] : 0;
   }
 }
@@ -113,15 +116,15 @@ __global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint
     const int within = static_cast<int>(i % 128);
     const int lane = within / 4, j = within % 4;
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    const int64_t k0 = c * 64 + j * 16 + 2 * (lane % 4);
+    const int64_t k0 = c * 64 + (lane % 4) * 16 + j * 4;
     if (k0 >= k) continue;
     const uint32_t q = wq[i];
-    const float s0 = e4m3_decode(ws[tc * 64 + (lane / 4) * 8 + j]);
-    const float s8 = e4m3_decode(ws[tc * 64 + (lane / 4) * 8 + 4 + j]);
+    const float s0 = e4m3_decode(ws[tc * 64 + lane * 2]);
+    const float s8 = e4m3_decode(ws[tc * 64 + lane * 2 + 1]);
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
       const float s = (a % 2) ? s8 : s0;
-      const int64_t row = t * 16 + (a % 2) * 8 + lane / 4, kk = k0 + (a / 2) * 8;
+      const int64_t row = t * 16 + (a % 2) * 8 + lane / 4, kk = k0 + (a / 2) * 2;
       __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(nvfp4_tile_get_code(q, a, 0)) * s,
                                                e2m1_decode(nvfp4_tile_get_code(q, a, 1)) * s);
       out[(row * k + kk) / 2] = *reinterpret_cast<uint32_t*>(&v);

@@ -1,4 +1,4 @@
-// Thin wrappers over the PTX instructions the sm_80+ kernels use (mma.sync, ldmatrix, cp.async).
+// Thin wrappers over the PTX instructions the sm_80+ kernels use (mma.sync, cp.async, streaming loads).
 #pragma once
 #include <cuda_bf16.h>
 
@@ -18,12 +18,6 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
 }
 
 // 16-byte async copy; src_bytes = 0 writes zeros (used past the ends of M and K).
@@ -46,9 +40,18 @@ __device__ __forceinline__ uint4 ldg_stream_v4(const void* p) {
                : "l"(p));
   return r;
 }
-__device__ __forceinline__ uint2 ldg_stream_v2(const void* p) {
-  uint2 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "l"(p));
+__device__ __forceinline__ uint32_t ldg_stream_u16(const void* p) {
+  unsigned short r;
+  asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];\n" : "=h"(r) : "l"(p));
+  return r;
+}
+
+// 16-byte shared-memory load (B fragments of two k16 steps in the permuted k order of the tile layout).
+__device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
+  uint4 r;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "r"(addr));
   return r;
 }
 

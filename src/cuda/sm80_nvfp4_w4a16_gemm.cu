@@ -46,54 +46,89 @@ __device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t
       ptx::bf16x2_mul(((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u), s_hi);
 }
 
-__device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t bytes, int j) {
-  return lut[__byte_perm(bytes, 0, 0x4440 + j)];
+// The lane's two block scales (row r0 in the low byte, r0+8 in the high byte) as BF16x2 multipliers.
+__device__ __forceinline__ void scale_pairs(const uint32_t* lut, uint32_t s, uint32_t& lo, uint32_t& hi) {
+  lo = lut[s & 0xffu];
+  hi = lut[(s >> 8) & 0xffu];
 }
+
+// B fragments of the four k16 steps for one token: X[t][16c .. 16c+15] (tile-layout k order), two 16-byte
+// loads; zeros past M or K.
+__device__ __forceinline__ void load_b_frags(const __nv_bfloat16* px, bool ok, uint32_t (&b)[4][2]) {
+  uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
+  if (ok) {
+    v0 = __ldg(reinterpret_cast<const uint4*>(px));
+    v1 = __ldg(reinterpret_cast<const uint4*>(px + 8));
+  }
+  b[0][0] = v0.x, b[0][1] = v0.y, b[1][0] = v0.z, b[1][1] = v0.w;
+  b[2][0] = v1.x, b[2][1] = v1.y, b[3][0] = v1.z, b[3][1] = v1.w;
+}
+
+// Blocks per SM the decode kernel's register budget is fitted to: the one-token-tile, one-row-tile form is
+// latency-bound and wants 4 resident blocks of 8 warps (<= 64 registers); the others keep the compiler's
+// choice.
+template <int NT, int RA, int WARPS, int PF>
+constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4) ? 4 : 1;
 
 // ---------------------------------------------------------------------------------------------------------
 // Decode kernel (M <= 16). One block per RA 16-row weight tiles; its WARPS warps take interleaved 64-wide
 // k-chunks and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K
 // workspace. X fragments come straight from global memory (L1/L2-resident, M x K x 2 bytes); RA > 1 shares
-// them between row tiles, which halves the X traffic per weight byte.
+// them between row tiles, which halves the X traffic per weight byte. PF chunks per warp are in flight in
+// registers. Tried and measured slower or no faster (kernel-notes #13-#16): deeper register or cp.async
+// shared-memory pipelines, X staged in shared memory, other load cache policies.
 template <int NT, int RA, int WARPS, int PF>
-__global__ void __launch_bounds__(WARPS * 32)
+__global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF>)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                              const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles,
+                              const uint4* __restrict__ wq, const uint16_t* __restrict__ wsc, int row_tiles,
                               int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
                               int n_valid) {
   __shared__ uint32_t lut[256];
   __shared__ float red[WARPS][RA * NT * 4][32];
   init_scale_lut(lut);
-  __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int tile0 = blockIdx.x * RA;
   const int c4 = lane % 4, tok = lane / 4;
+  // Every per-chunk address below is a loop-invariant base plus a compile-time offset (the loop over p is
+  // unrolled), so the body spends its instructions on dequantization and MMA, not on 64-bit index math.
   const uint4* wt[RA];
-  const uint2* st[RA];
+  const uint16_t* st[RA];
   bool valid[RA];
 #pragma unroll
   for (int ra = 0; ra < RA; ++ra) {
     valid[ra] = tile0 + ra < row_tiles;
     const int t = valid[ra] ? tile0 + ra : tile0;
-    wt[ra] = wq + static_cast<int64_t>(t) * kchunks * 32 + lane;
-    st[ra] = wsc + static_cast<int64_t>(t) * kchunks * 8 + lane / 4;
+    wt[ra] = wq + static_cast<int64_t>(t) * kchunks * 32 + lane + warp * 32;
+    st[ra] = wsc + static_cast<int64_t>(t) * kchunks * 32 + lane + warp * 32;
   }
+  const __nv_bfloat16* xt[NT];
+  bool tok_ok[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int t = nt * 8 + tok;
+    tok_ok[nt] = t < m;
+    xt[nt] = x + static_cast<int64_t>(tok_ok[nt] ? t : 0) * ldx + 16 * c4 + warp * 64;
+  }
+  const int k_lim = k - 16 * c4;     // chunk c holds this lane's block iff c * 64 < k_lim
+  constexpr int kStep = PF * WARPS;  // chunks one warp advances per outer iteration
 
   float acc[RA][NT][4] = {};
   uint4 wbuf[PF][RA];
-  uint2 sbuf[PF][RA];
+  uint32_t sbuf[PF][RA];
 #pragma unroll
   for (int p = 0; p < PF; ++p) {
     const int c = warp + p * WARPS;
 #pragma unroll
     for (int ra = 0; ra < RA; ++ra)
       if (c < kchunks) {
-        wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + c * 32);
-        sbuf[p][ra] = ptx::ldg_stream_v2(st[ra] + c * 8);
+        wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + p * WARPS * 32);
+        sbuf[p][ra] = ptx::ldg_stream_u16(st[ra] + p * WARPS * 32);
       }
   }
-  for (int c0 = warp; c0 < kchunks; c0 += PF * WARPS) {
+  __syncthreads();  // the scale LUT is ready
+  for (int c0 = warp; c0 < kchunks; c0 += kStep) {
+    const int i0 = c0 - warp;  // chunk offset of this iteration relative to the bases
 #pragma unroll
     for (int p = 0; p < PF; ++p) {
       const int c = c0 + p * WARPS;
@@ -101,35 +136,31 @@ __global__ void __launch_bounds__(WARPS * 32)
         // B fragments for the 4 k16 steps and NT token tiles, issued before the dequantization they overlap.
         uint32_t b[NT][4][2];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const int t = nt * 8 + tok;
-          const __nv_bfloat16* px = x + static_cast<int64_t>(t) * ldx + c * 64 + 2 * c4;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const bool ok = t < m && c * 64 + j * 16 < k;
-            b[nt][j][0] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + j * 16)) : 0u;
-            b[nt][j][1] = ok ? __ldg(reinterpret_cast<const unsigned int*>(px + j * 16 + 8)) : 0u;
-          }
-        }
+        for (int nt = 0; nt < NT; ++nt)
+          load_b_frags(xt[nt] + (i0 + p * WARPS) * 64, tok_ok[nt] && c * 64 < k_lim, b[nt]);
+        const bool more = c + kStep < kchunks;
+        const int off = (i0 + p * WARPS + kStep) * 32;
         uint4 w[RA];
-        uint2 s[RA];
-        const int cn = c + PF * WARPS;
+        uint32_t sc[RA];
 #pragma unroll
         for (int ra = 0; ra < RA; ++ra) {
+          // Reload the register slot at once: the load is in flight during this chunk's math.
+          sc[ra] = sbuf[p][ra];
           w[ra] = wbuf[p][ra];
-          s[ra] = sbuf[p][ra];
-          if (cn < kchunks) {
-            wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + cn * 32);
-            sbuf[p][ra] = ptx::ldg_stream_v2(st[ra] + cn * 8);
+          if (more) {
+            wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + off);
+            sbuf[p][ra] = ptx::ldg_stream_u16(st[ra] + off);
           }
         }
 #pragma unroll
         for (int ra = 0; ra < RA; ++ra) {
           const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
+          uint32_t s_lo, s_hi;
+          scale_pairs(lut, sc[ra], s_lo, s_hi);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             uint32_t a[4];
-            dequant_step(words[j], lut_pair(lut, s[ra].x, j), lut_pair(lut, s[ra].y, j), a);
+            dequant_step(words[j], s_lo, s_hi, a);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][j][0], b[nt][j][1]);
           }
@@ -173,13 +204,14 @@ __global__ void __launch_bounds__(WARPS * 32)
 
 // ---------------------------------------------------------------------------------------------------------
 // Tensor-core kernel (M > 16). Block tile: BN = WARPS_N*RA*16 weight rows x BM = WARPS_M*NT*8 tokens. X
-// chunks (BM x 64) are staged in shared memory by cp.async, STAGES deep, XOR-swizzled so ldmatrix is
-// conflict-free. Each warp loads its own weight rows straight into registers, PF chunks ahead. K may be split
-// across blockIdx.z; the last block of a tile to finish sums the partials in split order (deterministic).
+// chunks (BM x 64) are staged in shared memory by cp.async, STAGES deep, XOR-swizzled so the 16-byte B loads
+// are conflict-free. Each warp loads its own weight rows straight into registers, PF chunks ahead (staging
+// them in shared memory with X instead was measured slower: kernel-notes #15). K may be split across
+// blockIdx.z; the last block of a tile to finish sums the partials in split order (deterministic).
 template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
 __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     nvfp4_w4a16_mma_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                           const uint4* __restrict__ wq, const uint2* __restrict__ wsc, int row_tiles,
+                           const uint4* __restrict__ wq, const uint16_t* __restrict__ wsc, int row_tiles,
                            int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
                            float* __restrict__ partials, int* __restrict__ counters, int n_valid) {
   constexpr int BM = WARPS_M * NT * 8;
@@ -217,7 +249,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
   }
   auto wptr = [&](int ra, int c) { return wq + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 32 + lane; };
   auto sptr = [&](int ra, int c) {
-    return wsc + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 8 + lane / 4;
+    return wsc + (static_cast<int64_t>(tiles[ra]) * kchunks + c) * 32 + lane;
   };
 
 #pragma unroll
@@ -226,14 +258,14 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     ptx::cp_async_commit();
   }
   uint4 wbuf[PF][RA];
-  uint2 sbuf[PF][RA];
+  uint32_t sbuf[PF][RA];
 #pragma unroll
   for (int p = 0; p < PF; ++p)
 #pragma unroll
     for (int ra = 0; ra < RA; ++ra)
       if (c_begin + p < c_end && valid[ra]) {
         wbuf[p][ra] = ptx::ldg_stream_v4(wptr(ra, c_begin + p));
-        sbuf[p][ra] = ptx::ldg_stream_v2(sptr(ra, c_begin + p));
+        sbuf[p][ra] = ptx::ldg_stream_u16(sptr(ra, c_begin + p));
       }
 
   float acc[RA][NT][4] = {};
@@ -249,25 +281,28 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
         ptx::cp_async_commit();
 
         uint4 w[RA];
-        uint2 s[RA];
+        uint32_t s_lo[RA], s_hi[RA];
+        const int stage = (c - c_begin) % STAGES;
 #pragma unroll
         for (int ra = 0; ra < RA; ++ra) {
           w[ra] = wbuf[p][ra];
-          s[ra] = sbuf[p][ra];
+          scale_pairs(lut, sbuf[p][ra], s_lo[ra], s_hi[ra]);
           if (c + PF < c_end && valid[ra]) {
             wbuf[p][ra] = ptx::ldg_stream_v4(wptr(ra, c + PF));
-            sbuf[p][ra] = ptx::ldg_stream_v2(sptr(ra, c + PF));
+            sbuf[p][ra] = ptx::ldg_stream_u16(sptr(ra, c + PF));
           }
         }
-        const uint8_t* base = xs + ((c - c_begin) % STAGES) * BM * 128;
+        const uint8_t* base = xs + stage * BM * 128;
 #pragma unroll
-        for (int jp = 0; jp < 2; ++jp) {  // pairs of k16 steps: one ldmatrix.x4 per token tile
+        for (int jp = 0; jp < 2; ++jp) {  // pairs of k16 steps: one 16-byte load per token tile
           uint32_t b[NT][4];
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
-            const int t = warp_m * NT * 8 + nt * 8 + (lane & 7);
-            const int q = 4 * jp + (lane >> 3);
-            ptx::ldmatrix_x4(b[nt], ptx::smem_addr(base + t * 128 + ((q ^ (t & 7)) * 16)));
+            // Lane (token t, c) wants X[t][16c + 8jp .. +7], the 16-byte unit 2c + jp of the staged row.
+            const int t = warp_m * NT * 8 + nt * 8 + (lane >> 2);
+            const int q = 2 * (lane & 3) + jp;
+            const uint4 v = ptx::lds_v4(ptx::smem_addr(base + t * 128 + ((q ^ (t & 7)) * 16)));
+            b[nt][0] = v.x, b[nt][1] = v.y, b[nt][2] = v.z, b[nt][3] = v.w;
           }
 #pragma unroll
           for (int jj = 0; jj < 2; ++jj) {
@@ -277,7 +312,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
               if (!valid[ra]) continue;
               const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
               uint32_t a[4];
-              dequant_step(words[j], lut_pair(lut, s[ra].x, j), lut_pair(lut, s[ra].y, j), a);
+              dequant_step(words[j], s_lo[ra], s_hi[ra], a);
 #pragma unroll
               for (int nt = 0; nt < NT; ++nt)
                 ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][2 * jj], b[nt][2 * jj + 1]);
@@ -351,7 +386,7 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   }
   kern<<<grid, WARPS_N * WARPS_M * 32, smem, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-      w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
+      w.weights.as<uint4>(), w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
       reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
   CUDA_CHECK_LAUNCH();
 }
@@ -364,29 +399,32 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceW
   nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>
       <<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
           reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-          w.weights.as<uint4>(), w.scales.as<uint2>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-          reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
+          w.weights.as<uint4>(), w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()),
+          alpha, reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
   CUDA_CHECK_LAUNCH();
+}
+
+template <int NT, int RA>
+void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
+                      const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha,
+                      cudaStream_t stream) {
+  if (p.decode_warps == 4)
+    launch_decode<NT, RA, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+  else
+    launch_decode<NT, RA, 8>(x, m, ldx, w, y, ldy, alpha, stream);
 }
 
 template <int NT>
 void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
                       const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha,
                       cudaStream_t stream) {
-  if (p.rows_per_block != 16 && p.rows_per_block != 32)
-    throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
   if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
-  if (p.rows_per_block == 32) {
-    if (p.decode_warps == 4)
-      launch_decode<NT, 2, 4>(x, m, ldx, w, y, ldy, alpha, stream);
-    else
-      launch_decode<NT, 2, 8>(x, m, ldx, w, y, ldy, alpha, stream);
-  } else {
-    if (p.decode_warps == 4)
-      launch_decode<NT, 1, 4>(x, m, ldx, w, y, ldy, alpha, stream);
-    else
-      launch_decode<NT, 1, 8>(x, m, ldx, w, y, ldy, alpha, stream);
-  }
+  if (p.rows_per_block == 32)
+    launch_decode_ra<NT, 2>(p, x, m, ldx, w, y, ldy, alpha, stream);
+  else if (p.rows_per_block == 16)
+    launch_decode_ra<NT, 1>(p, x, m, ldx, w, y, ldy, alpha, stream);
+  else
+    throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
 }
 
 }  // namespace

@@ -22,6 +22,16 @@ const char* w4a16_variant_name(W4A16Variant v) {
   return "?";
 }
 
+std::string w4a16_plan_suffix(const W4A16Plan& p) {
+  std::string s;
+  if (p.splits > 1) s += "/s" + std::to_string(p.splits);
+  if (p.variant == W4A16Variant::Decode8 || p.variant == W4A16Variant::Decode16) {
+    if (p.rows_per_block == 32) s += "/r32";
+    if (p.decode_warps == 4) s += "/w4";
+  }
+  return s;
+}
+
 GemmTile w4a16_tile(W4A16Variant v) {
   switch (v) {
     case W4A16Variant::Decode8:

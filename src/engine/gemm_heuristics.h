@@ -23,6 +23,9 @@ struct W4A16Plan {
   int decode_warps = 8;     // decode variants: warps splitting K inside a block (4 or 8)
 };
 
+// The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".
+std::string w4a16_plan_suffix(const W4A16Plan& p);
+
 struct GemmTile {
   int bn, bm;  // weight rows and tokens per block
 };
