@@ -99,22 +99,32 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_on
   }
 }
 
-// One block per (query token, head). Each warp walks a strided subset of the visible keys with an online
-// softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the end.
+// One block per (query token, head, split). Each warp walks a strided subset of the block's keys with an
+// online softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the
+// end. With one split the block owns all visible keys and writes the output; with S > 1 (flash-decoding: long
+// contexts and few query heads would leave most SMs idle) split s owns the s-th slice of the visible keys,
+// sized on the device from the current length, and writes its (max, sum, unnormalized accumulator) for
+// attention_combine.
 constexpr int kAttnWarps = 8;
 constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
+constexpr int kAttnMaxSplits = 32;
 // Batched: query row tt is the single new token of sequence tt, with its own caches and position (tables
 // indexed by tt); otherwise all rows belong to one sequence and row tt sits at position pos + tt.
 template <bool kBatched>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv, int hd,
                      const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
-                     const int* const* pos_tab) {
+                     const int* const* pos_tab, float* part) {
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
+  const int split = blockIdx.y, splits = gridDim.y;
   const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
   const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
   const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
+  // This split's keys: whole warp-iteration groups, so every warp starts on its own group.
+  constexpr int kGroup = kAttnWarps * kAttnUnroll;
+  const int per_split = (len + splits * kGroup - 1) / (splits * kGroup) * kGroup;
+  const int lo = split * per_split, hi = min(len, lo + per_split);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int per_lane = (hd + 31) / 32;
   const float scale = rsqrtf(static_cast<float>(hd));
@@ -130,20 +140,20 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const int64_t kstride = static_cast<int64_t>(nkv) * hd;
   const bf16* kbase = kc + static_cast<int64_t>(kh) * hd;
   const bf16* vbase = vc + static_cast<int64_t>(kh) * hd;
-  for (int j0 = warp * kAttnUnroll; j0 < len; j0 += kAttnWarps * kAttnUnroll) {
+  for (int j0 = lo + warp * kAttnUnroll; j0 < hi; j0 += kGroup) {
     float kv[kAttnUnroll][kAttnMaxDimsPerLane], vv[kAttnUnroll][kAttnMaxDimsPerLane];
 #pragma unroll
     for (int u = 0; u < kAttnUnroll; ++u)
 #pragma unroll
       for (int e = 0; e < kAttnMaxDimsPerLane; ++e) {
         const int d = lane + 32 * e, j = j0 + u;
-        const bool ok = j < len && e < per_lane && d < hd;
+        const bool ok = j < hi && e < per_lane && d < hd;
         kv[u][e] = ok ? ld(kbase + j * kstride + d) : 0.0f;
         vv[u][e] = ok ? ld(vbase + j * kstride + d) : 0.0f;
       }
 #pragma unroll
     for (int u = 0; u < kAttnUnroll; ++u) {
-      if (j0 + u >= len) break;
+      if (j0 + u >= hi) break;
       float s = 0.0f;
 #pragma unroll
       for (int e = 0; e < kAttnMaxDimsPerLane; ++e) s += qv[e] * kv[u][e];
@@ -168,11 +178,38 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   for (int w = 0; w < kAttnWarps; ++w) gm = fmaxf(gm, sm_m[w]);
   float gl = 0.0f;
   for (int w = 0; w < kAttnWarps; ++w) gl += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * __expf(sm_m[w] - gm);
+  // Partials: [query_head][split][hd accumulator, max, sum]; an empty split leaves max = -inf.
+  float* pp = splits > 1 ? part + (static_cast<int64_t>(blockIdx.x) * splits + split) * (hd + 2) : nullptr;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float v = 0.0f;
     for (int w = 0; w < kAttnWarps; ++w)
       if (sm_m[w] != -INFINITY) v += sm_acc[w][d] * __expf(sm_m[w] - gm);
-    out[(static_cast<int64_t>(tt) * nh + h) * hd + d] = __float2bfloat16_rn(v / gl);
+    if (splits > 1)
+      pp[d] = v;
+    else
+      out[(static_cast<int64_t>(tt) * nh + h) * hd + d] = __float2bfloat16_rn(v / gl);
+  }
+  if (splits > 1 && threadIdx.x == 0) pp[hd] = gm, pp[hd + 1] = gl;
+}
+
+// Merges the splits of each (query, head): the log-sum-exp rescaling of flash-decoding. One block per
+// (query, head), threads over the head dimension.
+__global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out) {
+  const float* base = part + static_cast<int64_t>(blockIdx.x) * splits * (hd + 2);
+  float gm = -INFINITY;
+  for (int s = 0; s < splits; ++s) gm = fmaxf(gm, base[s * (hd + 2) + hd]);
+  float gl = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = base[s * (hd + 2) + hd];
+    if (ms != -INFINITY) gl += base[s * (hd + 2) + hd + 1] * __expf(ms - gm);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = base[s * (hd + 2) + hd];
+      if (ms != -INFINITY) v += base[s * (hd + 2) + d] * __expf(ms - gm);
+    }
+    out[static_cast<int64_t>(blockIdx.x) * hd + d] = __float2bfloat16_rn(v / gl);
   }
 }
 
@@ -871,13 +908,58 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
       reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), k.rows * row, row,
       s.pos_dev.as<int>(), kc, vc);
   CUDA_CHECK_LAUNCH();
-  const int t = static_cast<int>(q.rows);
+  launch_attention(q, reinterpret_cast<const bf16_raw*>(kc), reinterpret_cast<const bf16_raw*>(vc),
+                   s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
+}
+
+int CudaOps::attention_splits(int64_t query_heads, int max_len) {
+  if (attn_splits_ > 0) return std::min(attn_splits_, kAttnMaxSplits);
+  // Enough blocks for two per SM, but no split shorter than 512 keys (below that the combine costs more
+  // than the parallelism gains).
+  const int64_t want = (2 * ws_.sm_count() + query_heads - 1) / query_heads;
+  const int64_t by_len = max_len / 512;
+  return static_cast<int>(std::clamp<int64_t>(std::min(want, by_len), 1, kAttnMaxSplits));
+}
+
+void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf16_raw* vc_raw,
+                               const int* pos_one, const bf16_raw* const* kc_tab_raw,
+                               const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, int nh, int nkv,
+                               int hd, int max_len, Tensor& out) {
+  const auto* kc = reinterpret_cast<const bf16*>(kc_raw);
+  const auto* vc = reinterpret_cast<const bf16*>(vc_raw);
+  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
+  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
-  attention_kernel<false><<<static_cast<unsigned>(t * nh), kAttnWarps * 32, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(q.data), kc, vc, nh, nkv, hd, s.pos_dev.as<int>(),
-      reinterpret_cast<bf16*>(out.data), nullptr, nullptr, nullptr);
+  const int64_t qh = q.rows * nh;
+  const int splits = attention_splits(qh, max_len);
+  float* part = nullptr;
+  if (splits > 1) {
+    const size_t bytes = static_cast<size_t>(qh) * splits * (hd + 2) * sizeof(float);
+    if (attn_part_.bytes < bytes) {
+      // Sized by the eager first step; growing it while a graph is being captured would be a bug.
+      cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+      CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
+      if (cs != cudaStreamCaptureStatusNone)
+        throw Error("internal: the split-attention workspace would grow during graph capture");
+      attn_part_ = DeviceBuffer(bytes);
+    }
+    part = attn_part_.as<float>();
+  }
+  const dim3 grid(static_cast<unsigned>(qh), static_cast<unsigned>(splits));
+  auto* o = reinterpret_cast<bf16*>(out.data);
+  const auto* qd = reinterpret_cast<const bf16*>(q.data);
+  if (kc_tab)
+    attention_kernel<true><<<grid, kAttnWarps * 32, 0, stream_>>>(qd, nullptr, nullptr, nh, nkv, hd, nullptr,
+                                                                  o, kc_tab, vc_tab, pos_tab, part);
+  else
+    attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream_>>>(qd, kc, vc, nh, nkv, hd, pos_one, o,
+                                                                   nullptr, nullptr, nullptr, part);
   CUDA_CHECK_LAUNCH();
+  if (splits > 1) {
+    attention_combine_kernel<<<static_cast<unsigned>(qh), 128, 0, stream_>>>(part, splits, hd, o);
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {
@@ -995,6 +1077,8 @@ void CudaOps::begin_batch(std::span<State* const> states) {
                              cudaMemcpyHostToDevice, stream_));
   batch_size_ = B;
   batch_layers_ = L;
+  batch_max_capacity_ = 0;
+  for (const State* st : states) batch_max_capacity_ = std::max(batch_max_capacity_, st->capacity);
 }
 
 void** CudaOps::batch_table(size_t layer, int kind) const {
@@ -1022,13 +1106,10 @@ void CudaOps::attention_batch(const Tensor& q, const Tensor& k, const Tensor& v,
       row, pos, reinterpret_cast<bf16* const*>(batch_table(layer, 2)),
       reinterpret_cast<bf16* const*>(batch_table(layer, 3)));
   CUDA_CHECK_LAUNCH();
-  if (hd > kAttnMaxDimsPerLane * 32)
-    throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
-  attention_kernel<true><<<static_cast<unsigned>(q.rows * nh), kAttnWarps * 32, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(q.data), nullptr, nullptr, nh, nkv, hd, nullptr,
-      reinterpret_cast<bf16*>(out.data), reinterpret_cast<const bf16* const*>(batch_table(layer, 2)),
-      reinterpret_cast<const bf16* const*>(batch_table(layer, 3)), pos);
-  CUDA_CHECK_LAUNCH();
+  launch_attention(q, nullptr, nullptr, nullptr,
+                   reinterpret_cast<const bf16_raw* const*>(batch_table(layer, 2)),
+                   reinterpret_cast<const bf16_raw* const*>(batch_table(layer, 3)), pos, nh, nkv, hd,
+                   batch_max_capacity_, out);
 }
 
 void CudaOps::conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,

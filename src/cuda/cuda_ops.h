@@ -139,6 +139,11 @@ class CudaOps {
   void rope_batch(Tensor& x, int heads, int head_dim, const RopeConfig& r);
   void attention_batch(const Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv,
                        int hd, Tensor& out);
+  // Splits of the key range per (query, head) in decode attention (flash-decoding): 0 picks from the cache
+  // capacity and the GPU size (attention_splits()), n >= 1 forces n. Fixed per captured graph, since it
+  // depends on the capacity, not on the position.
+  void set_attention_splits(int n) { attn_splits_ = n; }
+  int attention_splits(int64_t query_heads, int max_len);
   void conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
                          const std::vector<float>& b);
   void ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
@@ -157,6 +162,13 @@ class CudaOps {
   std::vector<void*> batch_tab_host_;
   DeviceBuffer batch_tab_;
   size_t batch_size_ = 0, batch_layers_ = 0;
+  int batch_max_capacity_ = 0;
+  int attn_splits_ = 0;
+  DeviceBuffer attn_part_;  // split attention partials: FP32 [query_heads, splits, head_dim + 2]
+  // One sequence (kc, vc, pos_one) or a batch (the per-step tables); max_len bounds the visible keys.
+  void launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
+                        const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
+                        const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out);
   struct DevLinear {
     bool nvfp4 = false;
     Nvfp4DeviceWeight fp4;

@@ -43,6 +43,7 @@ struct ModelBenchOpts {
   uint64_t seed = 0;
   std::string json_out;
   bool no_graphs = false;
+  int attn_splits = 0;  // cuda: key-range splits of decode attention (0: from the context length and GPU)
   bool profile = false;
   int tp = 1;
   std::string db = ResultsDb::default_path();
@@ -167,6 +168,7 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"reps", o.reps},
                     {"seed", o.seed},
                     {"no_graphs", o.no_graphs},
+                    {"attn_splits", o.attn_splits},
                     {"sweep_batch", o.sweep},
                     {"profile", o.profile},
                     {"tp", o.tp}};
@@ -212,6 +214,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       // measures.
       const ModelWeights full = load_model(model_path, mode, o.seed, false);
       run_tensor_parallel(o.tp, [&](int rank, CudaOps& ops) {
+        ops.set_attention_splits(o.attn_splits);
         CudaModel m(shard_for_tensor_parallel(full, rank, o.tp), ops);
         QuantResult scratch;
         QuantResult& mine = rank == 0 ? qr : scratch;
@@ -225,6 +228,7 @@ json run_model_bench(const ModelBenchOpts& o) {
     } else if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o.no_graphs);
+      ops.set_attention_splits(o.attn_splits);
       CudaModel m(load_model(model_path, mode, o.seed, false), ops);
       fill_meta(m.weights());
       qr.weight_bytes = static_cast<double>(ops.weight_bytes());
@@ -428,6 +432,11 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
   app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
+  app.add_option(
+         "--attn-splits", mo->attn_splits,
+         "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the context "
+         "length and the GPU")
+      ->check(CLI::Range(0, 32));
   app.add_option("--tp", mo->tp, "cuda: tensor parallelism over this many GPUs (NCCL; Llama-family models)")
       ->check(CLI::Range(1, 64));
   app.add_flag(

@@ -38,6 +38,7 @@ struct GenOpts {
   std::string json_out;
   bool profile = false;
   bool no_graphs = false;
+  int attn_splits = 0;
   HubOptions hub = HubOptions::from_env();
 };
 
@@ -102,6 +103,11 @@ Action add_generate(CLI::App& app) {
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   add_hub_options(app, o->hub);
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
+  app.add_option(
+         "--attn-splits", o->attn_splits,
+         "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the context "
+         "length and the GPU")
+      ->check(CLI::Range(0, 32));
   app.add_flag("--no-graphs", o->no_graphs,
                "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
   return [o]() {
@@ -135,6 +141,7 @@ Action add_generate(CLI::App& app) {
       const ModelWeights full = load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false);
       std::mutex mu;
       run_tensor_parallel(o->tp, [&](int rank, CudaOps& ops) {
+        ops.set_attention_splits(o->attn_splits);
         CudaModel model(shard_for_tensor_parallel(full, rank, o->tp), ops);
         if (rank != 0) {
           (void)generate(model, prompts, g);
@@ -151,6 +158,7 @@ Action add_generate(CLI::App& app) {
 #if FP4LAB_HAVE_CUDA
       CudaOps ops(0, !o->no_graphs);
       ops.set_profile(o->profile);
+      ops.set_attention_splits(o->attn_splits);
       CudaModel model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false), ops);
       run(model);
       if (o->profile) {
@@ -198,7 +206,8 @@ Action add_generate(CLI::App& app) {
                   {"batch", o->batch},
                   {"tp", o->tp},
                   {"profile", o->profile},
-                  {"no_graphs", o->no_graphs}}},
+                  {"no_graphs", o->no_graphs},
+                  {"attn_splits", o->attn_splits}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
                 {"nvfp4_linear_layers", nfp4},
