@@ -8,7 +8,9 @@
 #include "common/error.h"
 #include "format/nvfp4.h"
 #include "model/presets.h"
+#include "model/inspect.h"
 #include "model/tensor_parallel.h"
+#include "report/roofline.h"
 
 using namespace fp4lab;
 
@@ -87,3 +89,37 @@ TEST(TensorParallel, ShardedConfigAndRefusals) {
 }
 
 }  // namespace
+
+// The roofline's tensor-parallel model: each GPU's share of the bytes, and the all-reduces charged on top.
+TEST(TensorParallelRoofline, SharesBytesAndChargesAllReduces) {
+  const auto p = find_preset("llama-3.1-8b");
+  ASSERT_TRUE(p);
+  const ModelSummary s = summarize_config("llama-3.1-8b", p->config);
+  const DecodeBytes one = decode_bytes(p->config, s.nvfp4_plan, 512);
+  const DecodeBytes tp1 = decode_bytes_tp(p->config, s.nvfp4_plan, 512, 1);
+  EXPECT_EQ(tp1.weights, one.weights);
+  EXPECT_EQ(tp1.allreduces, 0);
+  const DecodeBytes tp2 = decode_bytes_tp(p->config, s.nvfp4_plan, 512, 2);
+  EXPECT_DOUBLE_EQ(tp2.weights, one.weights / 2);
+  EXPECT_DOUBLE_EQ(tp2.kv_cache, one.kv_cache / 2);
+  EXPECT_DOUBLE_EQ(tp2.embedding, one.embedding);  // replicated
+  EXPECT_EQ(tp2.allreduces, 2 * 32);               // after o_proj and down_proj of each of the 32 layers
+  EXPECT_DOUBLE_EQ(tp2.allreduce_bytes, 2.0 * 4096);
+
+  const CommSpec& nv = comm_spec("nvlink");
+  EXPECT_THROW(comm_spec("infiniband"), Error);
+  EXPECT_EQ(allreduce_seconds(8192, 1, nv), 0.0);
+  // Ring: 2 (tp - 1) / tp of the message per GPU after the fixed latency.
+  EXPECT_DOUBLE_EQ(allreduce_seconds(8192, 2, nv), nv.latency_us * 1e-6 + 8192 / (nv.bus_gbs * 1e9));
+  EXPECT_DOUBLE_EQ(allreduce_seconds(8192, 4, nv), nv.latency_us * 1e-6 + 1.5 * 8192 / (nv.bus_gbs * 1e9));
+
+  const double bw = 3000, batch = 4;
+  const double t_mem = tp2.per_step(4) / (bw * 1e9);
+  const double t_comm = 64 * allreduce_seconds(batch * 8192, 2, nv);
+  EXPECT_DOUBLE_EQ(step_allreduce_seconds(tp2, 4, nv), t_comm);
+  EXPECT_DOUBLE_EQ(roofline_decode_tok_s(tp2, 4, bw, 0, &nv), batch / (t_mem + t_comm));
+  EXPECT_DOUBLE_EQ(roofline_decode_tok_s(tp2, 4, bw), batch / t_mem);  // no link model: bytes only
+  // At batch 1 on NVLink the 64 latency-bound all-reduces cost 0.64 ms: with a TP=2 weight read of ~1 ms
+  // (2.5 GB at 3 TB/s) they are a third of the step, which is why TP=2 cannot double batch-1 decode.
+  EXPECT_NEAR(step_allreduce_seconds(tp2, 1, nv), 64 * 10e-6, 1e-5);
+}

@@ -1,4 +1,5 @@
 #include "cuda/tensor_parallel.h"
+#include "engine/gpu_telemetry.h"
 
 #include <exception>
 #include <mutex>
@@ -23,7 +24,10 @@ std::string gpu_interconnect() {
   if (visible_gpu_count() < 2) return "single GPU";
   int p2p = 0;
   CUDA_CHECK(cudaDeviceCanAccessPeer(&p2p, 0, 1));
-  return p2p ? "peer access (NVLink or PCIe P2P)" : "PCIe (no peer access)";
+  if (!p2p) return "PCIe (no peer access)";
+  const int links = active_nvlinks(0);
+  if (links > 0) return "NVLink (" + std::to_string(links) + " active links on GPU 0)";
+  return links == 0 ? "PCIe peer access (no active NVLink)" : "peer access (NVLink or PCIe P2P)";
 }
 
 #if FP4LAB_HAVE_NCCL

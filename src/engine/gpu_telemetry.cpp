@@ -15,6 +15,7 @@ struct Nvml {
   int (*temp)(Dev, int, unsigned*) = nullptr;
   int (*power)(Dev, unsigned*) = nullptr;
   int (*reasons)(Dev, unsigned long long*) = nullptr;
+  int (*nvlink_state)(Dev, unsigned, int*) = nullptr;  // nvmlDeviceGetNvLinkState: link, NVML_FEATURE_*
   std::string error;
   bool ok = false;
 };
@@ -36,6 +37,7 @@ const Nvml& nvml() {
     m.clock = reinterpret_cast<int (*)(Dev, int, unsigned*)>(sym("nvmlDeviceGetClockInfo"));
     m.temp = reinterpret_cast<int (*)(Dev, int, unsigned*)>(sym("nvmlDeviceGetTemperature"));
     m.power = reinterpret_cast<int (*)(Dev, unsigned*)>(sym("nvmlDeviceGetPowerUsage"));
+    m.nvlink_state = reinterpret_cast<int (*)(Dev, unsigned, int*)>(sym("nvmlDeviceGetNvLinkState"));
     m.reasons = reinterpret_cast<int (*)(Dev, unsigned long long*)>(
         sym("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"));
     if (!m.init || !m.handle || !m.clock || !m.temp) {
@@ -53,6 +55,20 @@ const Nvml& nvml() {
 }
 
 }  // namespace
+
+int active_nvlinks(int index) {
+  const Nvml& n = nvml();
+  Dev d = nullptr;
+  if (!n.ok || !n.nvlink_state || n.handle(static_cast<unsigned>(index), &d) != 0) return -1;
+  int active = 0;
+  // NVML_NVLINK_MAX_LINKS is 18 on Hopper; a link index the GPU does not have returns an error and ends it.
+  for (unsigned link = 0; link < 18; ++link) {
+    int on = 0;
+    if (n.nvlink_state(d, link, &on) != 0) break;
+    active += on == 1;
+  }
+  return active;
+}
 
 std::string GpuTelemetry::throttle_text() const {
   std::string s;

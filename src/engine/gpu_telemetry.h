@@ -22,4 +22,7 @@ struct GpuTelemetry {
 
 GpuTelemetry read_gpu_telemetry(int index);
 
+// Active NVLink links of GPU `index` (NVML), or -1 where NVML cannot tell (no driver, no NVLink support).
+int active_nvlinks(int index);
+
 }  // namespace fp4lab

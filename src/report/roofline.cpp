@@ -1,5 +1,7 @@
 #include "report/roofline.h"
 
+#include "common/error.h"
+
 #include <algorithm>
 #include <cctype>
 
@@ -23,6 +25,36 @@ DecodeBytes decode_bytes(const ModelConfig& c, const std::vector<LinearPlan>& pl
                       double(c.mamba_conv_dim()) * (c.conv_kernel - 1));
   }
   return b;
+}
+
+DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context,
+                            int tp) {
+  if (tp < 1) throw Error("tensor parallelism over " + std::to_string(tp) + " GPUs");
+  DecodeBytes b = decode_bytes(c, plans, context);
+  if (tp == 1) return b;
+  b.weights /= tp;
+  b.kv_cache /= tp;
+  b.flops_per_token /= tp;
+  b.tp = tp;
+  for (auto k : c.layers) b.allreduces += k == LayerKind::Decoder ? 2 : 0;
+  b.allreduce_bytes = 2.0 * c.hidden_size;
+  return b;
+}
+
+const CommSpec& comm_spec(const std::string& link) {
+  // NVLink: NCCL's maintainers give ~370 GB/s effective bus bandwidth on H100 NVLink (450 GB/s line rate less
+  // ~20% protocol) and 2-GPU small-message all-reduces measure ~6 us with NVLink SHARP and CUDA graphs;
+  // fp4lab runs with NVLS off and without graphs under TP, so 10 us is assumed. PCIe Gen5 x16: 64 GB/s raw,
+  // ~50 GB/s assumed effective, and a higher fixed cost through the host bridge.
+  static const CommSpec nvlink{
+      "nvlink", 10.0, 370.0,
+      "NVIDIA/nccl-tests#212 (busBw ~370 GB/s on H100 NVLink), NVIDIA/nccl#1259 (~6 us "
+      "small all-reduce on 2 x H100 with NVLS + graphs); latency assumed 10 us without"};
+  static const CommSpec pcie{"pcie", 20.0, 50.0,
+                             "PCIe Gen5 x16 line rate 64 GB/s; effective bandwidth and latency assumed"};
+  if (link == "nvlink") return nvlink;
+  if (link == "pcie") return pcie;
+  throw Error("unknown GPU link '" + link + "' (nvlink or pcie)");
 }
 
 const std::vector<GpuSpec>& datasheet_gpus() {

@@ -187,6 +187,17 @@ json run_model_bench(const ModelBenchOpts& o) {
     out["bf16_tflops"] = bf16_tflops;
   }
 #endif
+  // The link the tensor-parallel all-reduces cross, for the roofline: NVLink unless the GPUs only reach each
+  // other over PCIe.
+  const CommSpec* comm = nullptr;
+  if (o.tp > 1) {
+    const std::string ic = out.value("interconnect", std::string());
+    comm = &comm_spec(ic.rfind("PCIe", 0) == 0 ? "pcie" : "nvlink");
+    out["roofline_comm"] = {{"link", comm->link},
+                            {"allreduce_latency_us", comm->latency_us},
+                            {"bus_gbs", comm->bus_gbs},
+                            {"source", comm->source}};
+  }
   std::vector<QuantResult> results;
   for (const auto& qs : o.quants) {
     if (interrupted()) break;
@@ -196,16 +207,15 @@ json run_model_bench(const ModelBenchOpts& o) {
     auto fill_meta = [&](const ModelWeights& w) {
       for (const auto& p : w.plans) qr.nvfp4_layers += p.nvfp4;
       qr.linear_layers = static_cast<int>(w.plans.size());
-      DecodeBytes db = decode_bytes(w.config, w.plans, o.input_len + o.output_len / 2.0);
       // Tensor parallel: each GPU streams its shard of the linear weights (and of the KV cache) at its own
-      // bandwidth; the all-reduces are not in this bound.
-      db.weights /= o.tp;
-      db.kv_cache /= o.tp;
-      db.flops_per_token /= o.tp;
+      // bandwidth, then the step's all-reduces cross the link (comm: the link's assumed latency and
+      // bandwidth).
+      const DecodeBytes db = decode_bytes_tp(w.config, w.plans, o.input_len + o.output_len / 2.0, o.tp);
       // A batched step reads the weights once for all sequences, and each sequence's own KV/SSM state.
       qr.bytes_per_token = db.per_step(o.batch) / o.batch;
       qr.bytes = db;
-      if (copy_gbs > 0) qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops);
+      if (copy_gbs > 0)
+        qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops, comm);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
     if (backend == "cuda" && o.tp > 1) {
@@ -315,7 +325,10 @@ json run_model_bench(const ModelBenchOpts& o) {
                       {"embedding_bytes_per_seq", r.bytes.embedding},
                       {"kv_cache_bytes_per_seq", r.bytes.kv_cache},
                       {"ssm_state_bytes_per_seq", r.bytes.ssm_state},
-                      {"flops_per_token", r.bytes.flops_per_token}}},
+                      {"flops_per_token", r.bytes.flops_per_token},
+                      {"tp", r.bytes.tp},
+                      {"allreduces", r.bytes.allreduces},
+                      {"allreduce_bytes_per_seq", r.bytes.allreduce_bytes}}},
                     {"op_ms", r.op_ms}});
   }
   out["measurements"] = meas;
@@ -327,6 +340,13 @@ json run_model_bench(const ModelBenchOpts& o) {
         "weights "
         "once and each sequence's KV/SSM state):\n",
         o.batch, copy_gbs, bf16_tflops);
+    if (comm)
+      std::printf(
+          "  tensor parallel over %d GPUs: per GPU its weight and KV shard; %d all-reduces per step over %s "
+          "(assumed %.0f us + %.0f GB/s each) = %.2f ms per step\n",
+          o.tp, results.empty() ? 0 : results[0].bytes.allreduces, comm->link.c_str(), comm->latency_us,
+          comm->bus_gbs,
+          results.empty() ? 0.0 : 1e3 * step_allreduce_seconds(results[0].bytes, o.batch, *comm));
     for (const auto& r : results)
       std::printf(
           "  %-6s %6.2f GB/token -> ceiling %7.1f tok/s; measured decode %7.1f tok/s = %4.1f%% of it\n",
