@@ -11,7 +11,10 @@
 
 #include "common/error.h"
 #include "io/json_util.h"
+#include "model/inspect.h"
+#include "model/presets.h"
 #include "report/results_db.h"
+#include "report/roofline.h"
 #include "test_util.h"
 
 using namespace fp4lab;
@@ -147,6 +150,28 @@ TEST(Explain, PredictsFromDatasheets) {
   r = fp4lab::test::run_fp4lab("explain --gpu 'Voodoo 2'");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("no datasheet entry"), std::string::npos) << r.out;
+  // Tensor parallelism: two H100s over NVLink at batch 1 on the 70B preset, against the roofline model
+  // computed here: the all-reduces keep the prediction below twice one GPU's.
+  r = fp4lab::test::run_fp4lab("explain --model preset:llama-3.3-70b --gpu 'H100 SXM' --tp 2");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("tensor parallel over 2 GPUs"), std::string::npos) << r.out;
+  const auto p70 = find_preset("llama-3.3-70b");
+  ASSERT_TRUE(p70);
+  const ModelSummary s70 = summarize_config("llama-3.3-70b", p70->config);
+  const GpuSpec* h100 = find_gpu_spec("H100 SXM");
+  const DecodeBytes one = decode_bytes_tp(p70->config, s70.nvfp4_plan, 256, 1),
+                    two = decode_bytes_tp(p70->config, s70.nvfp4_plan, 256, 2);
+  const double t1 = roofline_decode_tok_s(one, 1, h100->bandwidth_gbs, h100->bf16_tflops);
+  const double t2 =
+      roofline_decode_tok_s(two, 1, h100->bandwidth_gbs, h100->bf16_tflops, &comm_spec("nvlink"));
+  EXPECT_LT(t2, 2 * t1);
+  EXPECT_GT(t2, t1);
+  const auto hrow = r.out.find("H100 SXM");
+  ASSERT_NE(hrow, std::string::npos);
+  const std::string tl = r.out.substr(hrow, r.out.find('\n', hrow) - hrow);
+  EXPECT_NE(tl.find(" " + std::to_string(static_cast<int>(t2)) + " "), std::string::npos) << tl;
+  r = fp4lab::test::run_fp4lab("explain --tp 2 --link infiniband");
+  EXPECT_NE(r.status, 0);
 }
 
 TEST(ResultsDb, Gsm8kRunsStorePerQuestionRowsAndComparePaired) {

@@ -16,12 +16,19 @@ Action add_explain(CLI::App& app) {
     std::string model = "preset:nemotron-nano-9b-v2";
     int batch = 1;
     double context = 256;
+    int tp = 1;
+    std::string link = "nvlink";
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--gpu", o->gpus, "GPU names from the datasheet table (default: all)")->delimiter(',');
   app.add_option("--model", o->model, "checkpoint directory or preset:NAME");
   app.add_option("--batch", o->batch, "sequences decoded together")->check(CLI::Range(1, 4096));
   app.add_option("--context", o->context, "average tokens in the KV cache during decode");
+  app.add_option("--tp", o->tp,
+                 "tensor parallelism over N GPUs of the kind (Megatron split, all-reduces charged)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--link", o->link, "with --tp: the link between the GPUs (nvlink or pcie)")
+      ->check(CLI::IsMember({"nvlink", "pcie"}));
   return [o]() {
     ModelConfig c;
     std::vector<LinearPlan> bf16, fp4;
@@ -39,10 +46,19 @@ Action add_explain(CLI::App& app) {
       bf16 = plan_linears(c, s.quant, &store, QuantMode::BF16);
       fp4 = s.nvfp4_plan;
     }
-    const DecodeBytes b16 = decode_bytes(c, bf16, o->context), b4 = decode_bytes(c, fp4, o->context);
+    const DecodeBytes b16 = decode_bytes_tp(c, bf16, o->context, o->tp),
+                      b4 = decode_bytes_tp(c, fp4, o->context, o->tp);
+    const CommSpec* comm = o->tp > 1 ? &comm_spec(o->link) : nullptr;
     std::printf(
         "PREDICTIONS from datasheet figures (not measurements) for %s, batch %d, context %.0f tokens\n",
         o->model.c_str(), o->batch, o->context);
+    if (comm)
+      std::printf(
+          "tensor parallel over %d GPUs of each kind: per GPU its share of the weights and KV cache, plus %d "
+          "all-reduces per step over %s (assumed %.0f us + %.0f GB/s each: %.2f ms per step); bytes and the "
+          "fit are one GPU's, tokens/s the group's of %d\n",
+          o->tp, b4.allreduces, comm->link.c_str(), comm->latency_us, comm->bus_gbs,
+          1e3 * step_allreduce_seconds(b4, o->batch, *comm), o->tp);
     std::printf(
         "bytes per decode step: BF16 %.2f GB, NVFP4 %.2f GB (weights %.2f / %.2f GB, state %.3f GB)\n",
         b16.per_step(o->batch) / 1e9, b4.per_step(o->batch) / 1e9, b16.weights / 1e9, b4.weights / 1e9,
@@ -61,8 +77,8 @@ Action add_explain(CLI::App& app) {
         if (!want) continue;
       }
       const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, archs);
-      const double t16 = roofline_decode_tok_s(b16, o->batch, g.bandwidth_gbs, g.bf16_tflops);
-      const double t4 = roofline_decode_tok_s(b4, o->batch, g.bandwidth_gbs, g.bf16_tflops);
+      const double t16 = roofline_decode_tok_s(b16, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
+      const double t4 = roofline_decode_tok_s(b4, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
       const bool fits16 = b16.weights < g.memory_gb * 1e9 * 0.9, fits4 = b4.weights < g.memory_gb * 1e9 * 0.9;
       std::printf(
           "%-24s %9.0f %7.0f  %-12s %12s %12s %7.2fx  %s\n", g.name.c_str(), g.bandwidth_gbs, g.memory_gb,
@@ -80,7 +96,10 @@ Action add_explain(CLI::App& app) {
         "Before Blackwell, NVFP4 runs as W4A16 (weights dequantized in registers): the gain is the byte "
         "ratio, "
         "minus what the dequantizing kernels lose to bandwidth (fp4lab measured 30-56%% of copy bandwidth on "
-        "H100 at M=1, docs/perf/gemm-h100.md). As the batch grows the step becomes compute-bound and the "
+        "H100 and 45-60%% of the read ceiling of the same bytes on H200 at M=1, docs/perf/gemm-h200.md). "
+        "Tensor parallelism divides the bytes per GPU but adds two latency-bound all-reduces per layer, so "
+        "at "
+        "batch 1 it scales below the GPU count. As the batch grows the step becomes compute-bound and the "
         "gain fades; on Blackwell the native W4A4 path also raises the compute ceiling.\n");
     return 0;
   };
