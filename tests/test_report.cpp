@@ -33,15 +33,23 @@ TEST(Report, MergesMachinesAndRendersInChromium) {
       "--warmup 0 --batch 2 --json " +
       d.str("cpu.json") + " --db " + d.str("r.db"));
   ASSERT_EQ(r.status, 0) << r.out;
-  const auto rep =
-      test::run_fp4lab("report " + d.str("cpu.json") + " " + data + "bench-nemotron-b1-batched-h100.json " +
-                       data + "bench-nemotron-b32-h100.json " + data +
-                       "gsm8k-nemotron-preset-bf16-h100.summary.json --out " + d.str("rep"));
+  const auto rep = test::run_fp4lab(
+      "report " + d.str("cpu.json") + " " + data + "bench-nemotron-b1-batched-h100.json " + data +
+      "bench-nemotron-b32-h100.json " + data + "gsm8k-nemotron-preset-bf16-h100.summary.json " + data +
+      "sweep-llama-h200.json --out " + d.str("rep"));
   ASSERT_EQ(rep.status, 0) << rep.out;
   const std::string md = slurp(d.str("rep/report.md"));
   EXPECT_NE(md.find("NVIDIA H100 80GB HBM3"), std::string::npos);
   EXPECT_NE(md.find("| CPU |"), std::string::npos) << md.substr(0, 2000);
   EXPECT_NE(md.find("## Accuracy"), std::string::npos);
+  // The H200 sweep (batch 1, 8, 32, profiled): the explanation carries its numbers (decode 181.9 / 134.2 at
+  // batch 1, 1639.9 / 2277.3 at batch 32).
+  const auto why = md.find("NVIDIA H200 / llama-3.1-8b: NVFP4 decodes ");
+  ASSERT_NE(why, std::string::npos) << md.substr(0, 3000);
+  const std::string line = md.substr(why, md.find('\n', why) - why);
+  EXPECT_NE(line.find("1.36x as fast as BF16 at batch 1 and 0.72x at batch 32"), std::string::npos) << line;
+  EXPECT_NE(line.find("Its linear layers take "), std::string::npos) << line;
+  EXPECT_NE(line.find("runs the same kernels in both formats"), std::string::npos) << line;
   for (const char* c : {"throughput-all-gpus", "speedup-all-gpus", "speedup-vs-batch", "measured-vs-roofline",
                         "accuracy", "throughput-CPU"}) {
     EXPECT_GT(fs::file_size(d.str(std::string("rep/charts/") + c + ".png")), 2000u) << c;

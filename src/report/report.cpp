@@ -202,6 +202,76 @@ std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
   return docs;
 }
 
+// Per (GPU, model) with at least two batch sizes and both formats: why NVFP4's gain moves with the batch, in
+// numbers the runs carry (decode speedups, the linear layers' GPU time from --profile, the weight-byte ratio,
+// each format's share of its roofline).
+std::vector<std::string> batch_explanations(const std::vector<const json*>& bench) {
+  struct Point {
+    double speedup = 0, lin_ratio = 0, rest_share = 0, roof4 = 0, roof16 = 0, byte_ratio = 0;
+    bool profiled = false;
+  };
+  std::map<std::pair<std::string, std::string>, std::map<int, Point>> groups;
+  auto linear_ms = [](const json& m, double* total) {
+    double lin = 0, all = 0;
+    for (const auto& [k, v] : m["op_ms"].items()) {
+      all += v.get<double>();
+      if (k.rfind("linear", 0) == 0) lin += v.get<double>();
+    }
+    *total = all;
+    return lin;
+  };
+  for (const json* d : bench) {
+    const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
+    if (!a || !b || mean_of((*a)["decode_tok_s"]) <= 0) continue;
+    Point p;
+    const double da = mean_of((*a)["decode_tok_s"]), db = mean_of((*b)["decode_tok_s"]);
+    p.speedup = db / da;
+    if (a->value("roofline_decode_tok_s", 0.0) > 0 && b->value("roofline_decode_tok_s", 0.0) > 0) {
+      p.roof16 = da / (*a)["roofline_decode_tok_s"].get<double>();
+      p.roof4 = db / (*b)["roofline_decode_tok_s"].get<double>();
+    }
+    if (a->contains("decode_step") && b->contains("decode_step") &&
+        (*a)["decode_step"].value("weight_bytes", 0.0) > 0)
+      p.byte_ratio =
+          (*b)["decode_step"].value("weight_bytes", 0.0) / (*a)["decode_step"]["weight_bytes"].get<double>();
+    if (a->contains("op_ms") && b->contains("op_ms") && (*a)["op_ms"].is_object() && !(*a)["op_ms"].empty() &&
+        (*b)["op_ms"].is_object() && !(*b)["op_ms"].empty()) {
+      double ta = 0, tb = 0;
+      const double la = linear_ms(*a, &ta), lb = linear_ms(*b, &tb);
+      if (la > 0 && ta > 0) {
+        p.profiled = true;
+        p.lin_ratio = lb / la;
+        p.rest_share = 1.0 - la / ta;
+      }
+    }
+    groups[{gpu_name(*d), model_name(*d)}][batch_of(*d)] = p;
+  }
+  std::vector<std::string> out;
+  for (const auto& [key, pts] : groups) {
+    if (pts.size() < 2) continue;
+    const auto& [b0, p0] = *pts.begin();
+    const auto& [b1, p1] = *pts.rbegin();
+    std::string s = key.first + " / " + key.second + ": NVFP4 decodes " + fmt("%.2fx", p0.speedup) +
+                    " as fast as BF16 at batch " + std::to_string(b0) + " and " + fmt("%.2fx", p1.speedup) +
+                    " at batch " + std::to_string(b1) + ".";
+    if (p0.profiled && p1.profiled) {
+      s += " Its linear layers take " + fmt("%.2fx", p0.lin_ratio) + " BF16's GPU time at batch " +
+           std::to_string(b0) + " and " + fmt("%.2fx", p1.lin_ratio) + " at batch " + std::to_string(b1);
+      if (p0.byte_ratio > 0)
+        s += " (their weight bytes alone would give " + fmt("%.2fx", p0.byte_ratio) + ")";
+      s += "; the rest of the step (" + fmt("%.0f%%", 100 * p0.rest_share) + " of BF16's GPU time at batch " +
+           std::to_string(b0) + ", " + fmt("%.0f%%", 100 * p1.rest_share) + " at batch " +
+           std::to_string(b1) + ") runs the same kernels in both formats.";
+    }
+    if (p0.roof4 > 0 && p1.roof4 > 0)
+      s += " Against its own roofline NVFP4 runs at " + fmt("%.0f%%", 100 * p0.roof4) + " (batch " +
+           std::to_string(b0) + ") and " + fmt("%.0f%%", 100 * p1.roof4) + " (batch " + std::to_string(b1) +
+           "), BF16 at " + fmt("%.0f%%", 100 * p0.roof16) + " and " + fmt("%.0f%%", 100 * p1.roof16) + ".";
+    out.push_back(s);
+  }
+  return out;
+}
+
 ReportOutput write_report(const std::vector<json>& docs, const std::string& out_dir) {
   if (docs.empty()) throw Error("report: no results given");
   const fs::path out(out_dir), cdir = out / "charts";
@@ -332,6 +402,16 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
         lines.push_back(k.first + " / " + k.second);
         for (const auto& [b, s] : v) batches.insert(b);
       }
+    const auto why = batch_explanations(bench);
+    if (!why.empty()) {
+      md += "### Why the speedup changes with the batch\n\n";
+      body += "<h3>Why the speedup changes with the batch</h3>";
+      for (const auto& w : why) {
+        md += "- " + w + "\n";
+        body += "<p>" + html_escape(w) + "</p>";
+      }
+      md += "\n";
+    }
     if (!lines.empty()) {
       Chart c{"speedup-vs-batch",
               "NVFP4 / BF16 decode speedup vs batch size",
