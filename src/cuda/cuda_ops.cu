@@ -943,6 +943,7 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf
       if (cs != cudaStreamCaptureStatusNone)
         throw Error("internal: the split-attention workspace would grow during graph capture");
       attn_part_ = DeviceBuffer(bytes);
+      ++arena_gen_;  // graphs captured with the old workspace must be re-captured, as for the arena
     }
     part = attn_part_.as<float>();
   }
