@@ -123,6 +123,18 @@ void CpuOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel,
                           s.conv[layer]);
 }
 
+void CpuTpGroup::all_reduce(int rank, std::vector<float>& v) {
+  slots_[static_cast<size_t>(rank)] = &v;
+  bar_.arrive_and_wait();  // every rank's partial is in place
+  std::vector<float> sum(v.size(), 0.0f);
+  for (const auto* s : slots_) {
+    if (s->size() != v.size()) throw Error("tensor parallel: ranks reduce tensors of different sizes");
+    for (size_t i = 0; i < v.size(); ++i) sum[i] += (*s)[i];
+  }
+  bar_.arrive_and_wait();  // every rank has read every partial; now each may overwrite its own
+  v = std::move(sum);
+}
+
 void CpuOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                       const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                       cpu::SsmShape shape, int chunk, Tensor& y) const {

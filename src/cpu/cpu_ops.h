@@ -2,6 +2,7 @@
 // the spec the CUDA backend is tested against.
 #pragma once
 #include <algorithm>
+#include <barrier>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,6 +13,20 @@
 #include "model/runner.h"
 
 namespace fp4lab {
+
+// Tensor parallelism on the CPU reference: the ranks are threads of one process, each with its own CpuOps and
+// shard; all_reduce sums a tensor across them in rank order (deterministic), as NCCL does across GPUs. It
+// lets CI check the sharding of every architecture against the unsplit model without GPUs.
+class CpuTpGroup {
+ public:
+  explicit CpuTpGroup(int ranks) : slots_(static_cast<size_t>(ranks)), bar_(ranks) {}
+  int ranks() const { return static_cast<int>(slots_.size()); }
+  void all_reduce(int rank, std::vector<float>& v);
+
+ private:
+  std::vector<std::vector<float>*> slots_;
+  std::barrier<> bar_;
+};
 
 class CpuOps {
  public:
@@ -94,8 +109,19 @@ class CpuOps {
   void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) const {
     cpu::gated_rmsnorm(y.v, z.v, w, groups, eps);
   }
+  // Tensor parallelism: this backend is rank `rank` of `group`; all_reduce sums a row-parallel layer's
+  // partial output across the ranks (a no-op without a group).
+  void set_tensor_parallel(CpuTpGroup* group, int rank) {
+    tp_group_ = group;
+    tp_rank_ = rank;
+  }
+  void all_reduce(Tensor& t) const {
+    if (tp_group_) tp_group_->all_reduce(tp_rank_, t.v);
+  }
 
  private:
+  CpuTpGroup* tp_group_ = nullptr;
+  int tp_rank_ = 0;
   int threads_;
   RopeConfig rope_cfg_;
   int rope_dim_ = 0;

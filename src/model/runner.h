@@ -106,7 +106,8 @@ class Runner {
     return segs;
   }
 
-  // Tensor parallelism: the row-parallel layers (o, down) produce partial sums that the ranks add up.
+  // Tensor parallelism: the row-parallel layers (o, down, Mamba out_proj) produce partial sums that the ranks
+  // add up.
   void reduce_partial(Tensor& t) {
     if constexpr (requires(Ops & o, Tensor & x) { o.all_reduce(x); }) ops_.all_reduce(t);
   }
@@ -174,6 +175,7 @@ class Runner {
         ops_.linear(h, L.up, u);
         ops_.relu2(u);
         ops_.linear(u, L.down, o);
+        reduce_partial(o);
       }
       ops_.add(x, o);
     }
@@ -275,6 +277,7 @@ class Runner {
           x, b, cc, dt, y);
     ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
     ops_.linear(y, L.out_proj, out);
+    reduce_partial(out);
   }
 
   ModelWeights w_;

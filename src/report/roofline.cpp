@@ -34,9 +34,12 @@ DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>&
   if (tp == 1) return b;
   b.weights /= tp;
   b.kv_cache /= tp;
+  b.ssm_state /= tp;  // Mamba heads are split
   b.flops_per_token /= tp;
   b.tp = tp;
-  for (auto k : c.layers) b.allreduces += k == LayerKind::Decoder ? 2 : 0;
+  // One all-reduce per row-parallel output: o and down of a decoder layer, the single output of a Nemotron-H
+  // attention, MLP or Mamba layer.
+  for (auto k : c.layers) b.allreduces += k == LayerKind::Decoder ? 2 : 1;
   b.allreduce_bytes = 2.0 * c.hidden_size;
   return b;
 }

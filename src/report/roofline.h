@@ -46,8 +46,9 @@ inline double allreduce_seconds(double bytes, int tp, const CommSpec& c) {
 // cache.
 DecodeBytes decode_bytes(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context);
 // One GPU's share under Megatron tensor parallelism over tp GPUs (the sharding of model/tensor_parallel.h):
-// linear weights, their FLOPs and the KV cache divided by tp, embeddings replicated, and two all-reduces of a
-// BF16 hidden row per decoder layer (after o_proj and down_proj).
+// linear weights, their FLOPs, the KV cache and the SSM state divided by tp, embeddings replicated, and one
+// all-reduce of a BF16 hidden row per row-parallel output (two per Llama decoder layer, one per Nemotron-H
+// layer).
 DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context,
                             int tp);
 
