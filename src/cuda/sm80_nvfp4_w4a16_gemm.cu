@@ -64,9 +64,9 @@ __device__ __forceinline__ void load_b_frags(const __nv_bfloat16* px, bool ok, u
   b[2][0] = v1.x, b[2][1] = v1.y, b[3][0] = v1.z, b[3][1] = v1.w;
 }
 
-// Blocks per SM the decode kernel's register budget is fitted to: the one-token-tile, one-row-tile form is
-// latency-bound and wants 4 resident blocks of 8 warps (<= 64 registers); the others keep the compiler's
-// choice.
+// Blocks per SM the decode kernel's register budget is fitted to: for the one-token-tile, one-row-tile form
+// 4 resident blocks of 8 warps (<= 64 registers) measured best (5 blocks at 48 registers was slower,
+// kernel-notes #14b); the others keep the compiler's choice.
 template <int NT, int RA, int WARPS, int PF>
 constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4) ? 4 : 1;
 
@@ -90,8 +90,9 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int tile0 = blockIdx.x * RA;
   const int c4 = lane % 4, tok = lane / 4;
-  // Every per-chunk address below is a loop-invariant base plus a compile-time offset (the loop over p is
-  // unrolled), so the body spends its instructions on dequantization and MMA, not on 64-bit index math.
+  // Per-chunk addresses are loop-invariant bases plus offsets known at compile time in the unrolled loop over
+  // p, so that little 64-bit index math is left per chunk (the compiler still recomputes part of it under the
+  // register cap; measured neutral, kernel-notes #14, kept as the simpler form).
   const uint4* wt[RA];
   const uint16_t* st[RA];
   bool valid[RA];

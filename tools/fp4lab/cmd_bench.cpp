@@ -457,7 +457,8 @@ Action add_bench(CLI::App& app) {
          "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the context "
          "length and the GPU")
       ->check(CLI::Range(0, 32));
-  app.add_option("--tp", mo->tp, "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
+  app.add_option("--tp", mo->tp,
+                 "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
       ->check(CLI::Range(1, 64));
   app.add_flag(
       "--profile", mo->profile,

@@ -96,7 +96,8 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
-  app.add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
+  app.add_option("--tp", o->tp,
+                 "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
       ->check(CLI::Range(1, 64));
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
