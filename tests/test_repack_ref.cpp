@@ -68,6 +68,32 @@ TEST(TileLayout, SlotsFollowTheMmaFragment) {
   EXPECT_EQ(nvfp4_tile_scale_pos(g, 9, 1), 11);
 }
 
+// The inverses the GPU kernels walk (slot -> weight, scale byte -> owner) undo the forward maps the CPU twin
+// uses, over every weight and scale of a padded shape.
+TEST(TileLayout, InversesMatchTheForwardMaps) {
+  const Nvfp4TileGeom g{32, 80};
+  for (int64_t r = 0; r < g.n; ++r)
+    for (int64_t k = 0; k < g.k; ++k) {
+      int64_t off;
+      int a, h;
+      nvfp4_tile_weight_slot(g, r, k, &off, &a, &h);
+      const int64_t tc = off / 512;
+      const int lane = static_cast<int>(off % 512) / 16, j = static_cast<int>(off % 16) / 4;
+      int64_t row, kk;
+      nvfp4_tile_slot_weight(tc / g.kchunks(), tc % g.kchunks(), lane, j, a, h, &row, &kk);
+      ASSERT_EQ(row, r);
+      ASSERT_EQ(kk, k);
+    }
+  for (int64_t r = 0; r < g.n; ++r)
+    for (int64_t kb = 0; kb < g.k / 16; ++kb) {
+      const int64_t pos = nvfp4_tile_scale_pos(g, r, kb), tc = pos / 64;
+      int64_t row, b;
+      nvfp4_tile_scale_owner(tc / g.kchunks(), tc % g.kchunks(), static_cast<int>(pos % 64), &row, &b);
+      ASSERT_EQ(row, r);
+      ASSERT_EQ(b, kb);
+    }
+}
+
 TEST(TileLayout, RoundTrip) {
   std::mt19937 rng(1);
   Nvfp4Tensor t;

@@ -20,7 +20,6 @@ namespace fp4lab {
 class CpuTpGroup {
  public:
   explicit CpuTpGroup(int ranks) : slots_(static_cast<size_t>(ranks)), bar_(ranks) {}
-  int ranks() const { return static_cast<int>(slots_.size()); }
   void all_reduce(int rank, std::vector<float>& v);
 
  private:

@@ -78,9 +78,8 @@ __global__ void repack_weights_kernel(const uint8_t* __restrict__ packed, int64_
     for (int a = 0; a < 4; ++a)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        // Inverse of nvfp4_tile_weight_slot: slot (lane, j, a, h) holds (row, k) below.
-        const int64_t row = t * 16 + (a % 2) * 8 + lane / 4;
-        const int64_t kk = c * 64 + (lane % 4) * 16 + j * 4 + (a / 2) * 2 + h;
+        int64_t row, kk;
+        nvfp4_tile_slot_weight(t, c, lane, j, a, h, &row, &kk);
         if (kk < k && row < n_valid) {
           const uint8_t b = packed[(row * k + kk) / 2];
           word = nvfp4_tile_put_code(word, a, h, (kk & 1) ? (b >> 4) : (b & 0xf));
@@ -98,9 +97,8 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
     const int64_t tc = o / 64;
     const int within = static_cast<int>(o % 64);
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    // Inverse of nvfp4_tile_scale_pos: byte 2 lane + hi_row.
-    const int lane = within / 2, hi_row = within % 2;
-    const int64_t row = t * 16 + hi_row * 8 + lane / 4, kb = c * 4 + lane % 4;
+    int64_t row, kb;
+    nvfp4_tile_scale_owner(t, c, within, &row, &kb);
     out[o] = kb < kb_total && row < n_valid ? scales[row * kb_total + kb] : 0;
   }
 }
@@ -116,15 +114,18 @@ __global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint
     const int within = static_cast<int>(i % 128);
     const int lane = within / 4, j = within % 4;
     const int64_t t = tc / kchunks, c = tc % kchunks;
-    const int64_t k0 = c * 64 + (lane % 4) * 16 + j * 4;
-    if (k0 >= k) continue;
+    const Nvfp4TileGeom g{n, k};
+    int64_t row, kk;
+    nvfp4_tile_slot_weight(t, c, lane, j, 0, 0, &row, &kk);
+    if (kk >= k) continue;
     const uint32_t q = wq[i];
-    const float s0 = e4m3_decode(ws[tc * 64 + lane * 2]);
-    const float s8 = e4m3_decode(ws[tc * 64 + lane * 2 + 1]);
+    // Registers a0/a2 hold row r0, a1/a3 row r0 + 8, all in the lane's one scale block of the chunk.
+    const float s0 = e4m3_decode(ws[nvfp4_tile_scale_pos(g, row, kk / 16)]);
+    const float s8 = e4m3_decode(ws[nvfp4_tile_scale_pos(g, row + 8, kk / 16)]);
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
       const float s = (a % 2) ? s8 : s0;
-      const int64_t row = t * 16 + (a % 2) * 8 + lane / 4, kk = k0 + (a / 2) * 2;
+      nvfp4_tile_slot_weight(t, c, lane, j, a, 0, &row, &kk);
       __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(nvfp4_tile_get_code(q, a, 0)) * s,
                                                e2m1_decode(nvfp4_tile_get_code(q, a, 1)) * s);
       out[(row * k + kk) / 2] = *reinterpret_cast<uint32_t*>(&v);

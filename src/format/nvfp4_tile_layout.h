@@ -44,6 +44,14 @@ FP4LAB_HD void nvfp4_tile_weight_slot(const Nvfp4TileGeom& g, int64_t row, int64
   *h = e % 2;
 }
 
+// Inverse of nvfp4_tile_weight_slot: the (row, k) held by slot (a, h) of word j of `lane` in row tile t,
+// k-chunk c. What the GPU repack and dequantization kernels walk (one thread per word).
+FP4LAB_HD void nvfp4_tile_slot_weight(int64_t t, int64_t c, int lane, int j, int a, int h, int64_t* row,
+                                      int64_t* k) {
+  *row = t * 16 + (a % 2) * 8 + lane / 4;
+  *k = c * 64 + (lane % 4) * 16 + j * 4 + (a / 2) * 2 + h;
+}
+
 // Bit position (0..31) inside the word of code bit `bit` (3 = S, 2 = E1, 1 = E0, 0 = M) for slot (a, h).
 FP4LAB_HD int nvfp4_tile_code_bit(int a, int h, int bit) {
   // Per half-word positions of (M, E0, E1, S) for a0..a3.
@@ -69,6 +77,14 @@ FP4LAB_HD int64_t nvfp4_tile_scale_pos(const Nvfp4TileGeom& g, int64_t row, int6
   const int64_t t = row / 16, c = kb / 4;
   const int r = static_cast<int>(row % 16), c4 = static_cast<int>(kb % 4);
   return (t * g.kchunks() + c) * 64 + ((r % 8) * 4 + c4) * 2 + r / 8;
+}
+
+// Inverse of nvfp4_tile_scale_pos: the (row, k16-block) whose scale is byte `byte` (0..63) of row tile t,
+// k-chunk c.
+FP4LAB_HD void nvfp4_tile_scale_owner(int64_t t, int64_t c, int byte, int64_t* row, int64_t* kb) {
+  const int lane = byte / 2;
+  *row = t * 16 + (byte % 2) * 8 + lane / 4;
+  *kb = c * 4 + lane % 4;
 }
 
 }  // namespace fp4lab

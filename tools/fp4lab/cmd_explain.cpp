@@ -97,9 +97,9 @@ Action add_explain(CLI::App& app) {
         "ratio, "
         "minus what the dequantizing kernels lose to bandwidth (fp4lab measured 30-56%% of copy bandwidth on "
         "H100 and 45-60%% of the read ceiling of the same bytes on H200 at M=1, docs/perf/gemm-h200.md). "
-        "Tensor parallelism divides the bytes per GPU but adds two latency-bound all-reduces per layer, so "
-        "at "
-        "batch 1 it scales below the GPU count. As the batch grows the step becomes compute-bound and the "
+        "Tensor parallelism divides the bytes per GPU but adds a latency-bound all-reduce per row-parallel "
+        "layer, so at batch 1 it scales below the GPU count. As the batch grows the step becomes "
+        "compute-bound and the "
         "gain fades; on Blackwell the native W4A4 path also raises the compute ceiling.\n");
     return 0;
   };
