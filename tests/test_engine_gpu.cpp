@@ -191,48 +191,67 @@ TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
   }
 }
 
+// Prefill logits of the golden prompt, then six single-token decode steps (fixed ids): with graphs on, the
+// first runs eagerly, the second is captured (NCCL all-reduces and the vocab all-gather included) and the
+// rest replay it.
+static std::vector<float> tp_logits(const ModelWeights& full, const std::vector<int>& prompt, int tp,
+                                    bool graphs) {
+  std::vector<float> out;
+  auto body = [&](CudaModel& m, int rank) {
+    auto s = m.new_sequence(64);
+    auto l = m.forward(s, prompt, true);
+    for (int step = 0; step < 6; ++step) {
+      const int tok = (step * 37 + 5) % m.config().vocab_size;
+      const auto d = m.forward(s, std::span<const int>(&tok, 1), false);
+      l.insert(l.end(), d.begin(), d.end());
+    }
+    if (rank == 0) out = std::move(l);
+  };
+  if (tp == 0) {  // the single-GPU path, no NCCL
+    CudaOps ops(0, graphs);
+    CudaModel m(ModelWeights(full), ops);
+    body(m, 0);
+  } else {
+    run_tensor_parallel(tp, graphs, [&](int rank, CudaOps& ops) {
+      CudaModel m(shard_for_tensor_parallel(full, rank, tp), ops);
+      body(m, rank);
+    });
+  }
+  return out;
+}
+
 TEST(GpuTensorParallel, Tp1IsBitIdenticalAndTp2MatchesWithinBf16) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   if (!tensor_parallel_available()) GTEST_SKIP() << "skipped: built without NCCL";
   // Nemotron-H's Mamba split is checked on the CPU in CI (TensorParallel.CpuRanksReproduceTheUnsplitModel);
-  // here both architectures go through the CUDA kernels and NCCL.
+  // here both architectures go through the CUDA kernels and NCCL, vocab-parallel embeddings and lm_head
+  // included, eagerly and with the decode steps captured in graphs.
   for (const char* name : {"tiny-llama", "tiny-nemotron-h"})
-    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
-      const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
-      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
-      const ModelWeights full = load_weights(dir, q);
-      std::vector<float> single, tp1, tp2;
-      {
-        CudaOps ops(0, false);
-        CudaModel m(ModelWeights(full), ops);
-        auto s = m.new_sequence(64);
-        single = m.forward(s, prompt, true);
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4})
+      for (bool graphs : {false, true}) {
+        const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
+        const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+        const ModelWeights full = load_weights(dir, q);
+        const std::string what =
+            std::string(name) + " " + quant_mode_name(q) + (graphs ? " graphs" : " eager");
+        const std::vector<float> single = tp_logits(full, prompt, 0, graphs),
+                                 tp1 = tp_logits(full, prompt, 1, graphs);
+        EXPECT_EQ(tp1, single) << what << ": TP=1 must be the single-GPU path bit for bit";
+        if (visible_gpu_count() < 2) continue;
+        const std::vector<float> tp2 = tp_logits(full, prompt, 2, graphs);
+        ASSERT_EQ(tp2.size(), single.size()) << what;
+        float md = 0, mx = 0;
+        for (size_t i = 0; i < single.size(); ++i) {
+          md = std::max(md, std::fabs(tp2[i] - single[i]));
+          mx = std::max(mx, std::fabs(single[i]));
+        }
+        // Partial sums in BF16 added by the all-reduce: BF16-rounding-level differences only.
+        EXPECT_LE(md, 0.05f * mx + 0.05f) << what << " TP=2 vs TP=1";
+        std::printf(
+            "%s TP=2 vs TP=1 (prefill + 6 decode steps): max |logit diff| %.4f over max |logit| %.3f\n",
+            what.c_str(), md, mx);
       }
-      auto run = [&](int tp, std::vector<float>& out) {
-        run_tensor_parallel(tp, [&](int rank, CudaOps& ops) {
-          CudaModel m(shard_for_tensor_parallel(full, rank, tp), ops);
-          auto s = m.new_sequence(64);
-          auto l = m.forward(s, prompt, true);
-          if (rank == 0) out = std::move(l);
-        });
-      };
-      run(1, tp1);
-      EXPECT_EQ(tp1, single) << name << " " << quant_mode_name(q)
-                             << ": TP=1 must be the single-GPU path bit for bit";
-      if (visible_gpu_count() < 2) continue;
-      run(2, tp2);
-      ASSERT_EQ(tp2.size(), single.size());
-      float md = 0, mx = 0;
-      for (size_t i = 0; i < single.size(); ++i) {
-        md = std::max(md, std::fabs(tp2[i] - single[i]));
-        mx = std::max(mx, std::fabs(single[i]));
-      }
-      // Partial sums in BF16 added by the all-reduce: BF16-rounding-level differences only.
-      EXPECT_LE(md, 0.05f * mx + 0.05f) << name << " " << quant_mode_name(q) << " TP=2 vs TP=1";
-      std::printf("%s %s TP=2 vs TP=1: max |logit diff| %.4f over max |logit| %.3f\n", name,
-                  quant_mode_name(q), md, mx);
-    }
   if (visible_gpu_count() < 2) GTEST_SKIP() << "skipped: TP=2 needs 2 GPUs (TP=1 checked)";
 }
 

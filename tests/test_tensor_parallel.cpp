@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "cpu/cpu_ops.h"
+#include "cpu/ops.h"
 #include "format/nvfp4.h"
 #include "model/presets.h"
 #include "model/inspect.h"
@@ -86,7 +87,10 @@ TEST(TensorParallel, ShardedConfigAndRefusals) {
   EXPECT_EQ(s.config.intermediate_size, full.config.intermediate_size / 2);
   EXPECT_EQ(s.layers[0].o.k, full.layers[0].o.k / 2);
   EXPECT_EQ(s.layers[0].gate.n, full.layers[0].gate.n / 2);
-  EXPECT_EQ(s.lm_head.n, full.lm_head.n);
+  // Vocab-parallel: rank 1 of 2 holds the upper half of the vocabulary.
+  EXPECT_EQ(s.lm_head.n, (full.lm_head.n + 1) / 2);
+  EXPECT_EQ(s.vocab_begin, s.lm_head.n);
+  EXPECT_EQ(s.embed.size(), static_cast<size_t>(s.lm_head.n * full.config.hidden_size));
   EXPECT_THROW(shard_for_tensor_parallel(full, 0, 3), Error);  // 4 heads do not split 3 ways
   // Nemotron-H: Mamba heads and groups split with the attention heads and the MLP.
   const ModelWeights nh = synthetic_weights("preset:tiny-nemotron-h", QuantMode::NVFP4, 1, true);
@@ -101,6 +105,37 @@ TEST(TensorParallel, ShardedConfigAndRefusals) {
       EXPECT_EQ(ns.layers[i].a_log.size(), nh.layers[i].a_log.size() / 2);
     }
   EXPECT_THROW(shard_for_tensor_parallel(nh, 0, 3), Error);
+}
+
+// Vocab-parallel lm_head over 3 ranks of a 10-token vocabulary (shards of 4, the last padded with 2 zero
+// rows): each rank scores its shard, and the gathered blocks reorder into the full logits exactly.
+TEST(TensorParallel, VocabShardsGatherToTheFullLogits) {
+  for (bool fp4 : {false, true}) {
+    const int64_t V = 10, H = 32, tp = 3, vs = 4, rows = 2;
+    const LinearWeight head = random_linear(V, H, fp4);
+    std::vector<std::vector<float>> x(rows);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < H; ++i) x[r].push_back(std::cos(0.7f * static_cast<float>(i + r * H)));
+    std::vector<float> gathered, full;
+    for (int64_t r = 0; r < tp; ++r) {
+      const LinearWeight sh = pad_rows(slice_rows(head, std::min(V, r * vs), std::min(V, (r + 1) * vs)), vs);
+      ASSERT_EQ(sh.n, vs);
+      if (fp4) {
+        EXPECT_EQ(dequant(*sh.nvfp4), sh.w);  // the padding rows' codes decode to their zeros
+      }
+      for (int64_t row = 0; row < rows; ++row) {
+        const auto y = matvec(sh, x[row]);
+        gathered.insert(gathered.end(), y.begin(), y.end());
+      }
+    }
+    for (int64_t row = 0; row < rows; ++row) {
+      const auto y = matvec(head, x[row]);
+      full.insert(full.end(), y.begin(), y.end());
+    }
+    std::vector<float> out(static_cast<size_t>(rows * V));
+    cpu::gather_vocab_shards(gathered, rows, vs, V, out);
+    EXPECT_EQ(out, full) << (fp4 ? "NVFP4" : "float");
+  }
 }
 
 // The whole model split over 2 ranks on the CPU (threads, CpuTpGroup all-reduce) gives the unsplit
@@ -171,9 +206,11 @@ TEST(TensorParallelRoofline, SharesBytesAndChargesAllReduces) {
   const DecodeBytes tp2 = decode_bytes_tp(p->config, s.nvfp4_plan, 512, 2);
   EXPECT_DOUBLE_EQ(tp2.weights, one.weights / 2);
   EXPECT_DOUBLE_EQ(tp2.kv_cache, one.kv_cache / 2);
-  EXPECT_DOUBLE_EQ(tp2.embedding, one.embedding);  // replicated
-  EXPECT_EQ(tp2.allreduces, 2 * 32);               // after o_proj and down_proj of each of the 32 layers
+  EXPECT_DOUBLE_EQ(tp2.embedding, one.embedding);
+  // After o_proj and down_proj of each of the 32 layers, and after the vocab-parallel embedding lookup.
+  EXPECT_EQ(tp2.allreduces, 2 * 32 + 1);
   EXPECT_DOUBLE_EQ(tp2.allreduce_bytes, 2.0 * 4096);
+  EXPECT_DOUBLE_EQ(tp2.allgather_bytes, 4.0 * p->config.vocab_size);
 
   const CommSpec& nv = comm_spec("nvlink");
   EXPECT_THROW(comm_spec("infiniband"), Error);
@@ -184,11 +221,13 @@ TEST(TensorParallelRoofline, SharesBytesAndChargesAllReduces) {
 
   const double bw = 3000, batch = 4;
   const double t_mem = tp2.per_step(4) / (bw * 1e9);
-  const double t_comm = 64 * allreduce_seconds(batch * 8192, 2, nv);
-  EXPECT_DOUBLE_EQ(step_allreduce_seconds(tp2, 4, nv), t_comm);
+  const double t_comm = 65 * allreduce_seconds(batch * 8192, 2, nv) +
+                        allgather_seconds(batch * 4.0 * p->config.vocab_size, 2, nv);
+  EXPECT_DOUBLE_EQ(step_comm_seconds(tp2, 4, nv), t_comm);
   EXPECT_DOUBLE_EQ(roofline_decode_tok_s(tp2, 4, bw, 0, &nv), batch / (t_mem + t_comm));
   EXPECT_DOUBLE_EQ(roofline_decode_tok_s(tp2, 4, bw), batch / t_mem);  // no link model: bytes only
-  // At batch 1 on NVLink the 64 latency-bound all-reduces cost 0.64 ms: with a TP=2 weight read of ~1 ms
-  // (2.5 GB at 3 TB/s) they are a third of the step, which is why TP=2 cannot double batch-1 decode.
-  EXPECT_NEAR(step_allreduce_seconds(tp2, 1, nv), 64 * 10e-6, 1e-5);
+  // At batch 1 on NVLink the 65 latency-bound all-reduces and the gather cost ~0.66 ms: with a TP=2 weight
+  // read of ~1 ms (2.5 GB at 3 TB/s) they are a third of the step, which is why TP=2 cannot double batch-1
+  // decode.
+  EXPECT_NEAR(step_comm_seconds(tp2, 1, nv), 66 * 10e-6, 2e-5);
 }

@@ -36,6 +36,8 @@ void CpuOps::prepare(const ModelWeights& w) {
   if (w.synthetic && !w.materialized)
     throw Error(w.source +
                 ": synthetic weights were not materialized on the host (the CPU backend needs them)");
+  vocab_parallel_ = w.vocab_parallel();
+  vocab_ = w.config.vocab_size;
 }
 
 CpuOps::State CpuOps::new_state(const ModelConfig& c, int max_tokens) const {
@@ -60,10 +62,17 @@ CpuOps::Tensor CpuOps::rows(const Tensor& x, int64_t from, int64_t n) const {
   return r;
 }
 
-void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const {
-  for (size_t i = 0; i < tokens.size(); ++i)
-    std::copy_n(table.begin() + static_cast<ptrdiff_t>(tokens[i]) * x.cols, x.cols,
-                x.v.begin() + static_cast<ptrdiff_t>(i) * x.cols);
+void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id,
+                   Tensor& x) const {
+  const int64_t rows = static_cast<int64_t>(table.size()) / x.cols;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int64_t r = tokens[i] - first_id;
+    const auto dst = x.v.begin() + static_cast<ptrdiff_t>(i) * x.cols;
+    if (r >= 0 && r < rows)
+      std::copy_n(table.begin() + static_cast<ptrdiff_t>(r) * x.cols, x.cols, dst);
+    else
+      std::fill_n(dst, x.cols, 0.0f);
+  }
 }
 
 void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
@@ -121,6 +130,17 @@ void CpuOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel,
                                 const std::vector<float>& b) const {
   cpu::causal_conv1d_silu(xbc.v, static_cast<int>(xbc.rows), static_cast<int>(xbc.cols), kernel, w, b,
                           s.conv[layer]);
+}
+
+void CpuTpGroup::all_gather(int rank, const std::vector<float>& v, std::vector<float>& out) {
+  slots_[static_cast<size_t>(rank)] = &v;
+  bar_.arrive_and_wait();
+  out.clear();
+  for (const auto* s : slots_) {
+    if (s->size() != v.size()) throw Error("tensor parallel: ranks gather tensors of different sizes");
+    out.insert(out.end(), s->begin(), s->end());
+  }
+  bar_.arrive_and_wait();
 }
 
 void CpuTpGroup::all_reduce(int rank, std::vector<float>& v) {

@@ -21,9 +21,12 @@ class CpuTpGroup {
  public:
   explicit CpuTpGroup(int ranks) : slots_(static_cast<size_t>(ranks)), bar_(ranks) {}
   void all_reduce(int rank, std::vector<float>& v);
+  // out = every rank's v, concatenated in rank order (all the same size).
+  void all_gather(int rank, const std::vector<float>& v, std::vector<float>& out);
+  int size() const { return static_cast<int>(slots_.size()); }
 
  private:
-  std::vector<std::vector<float>*> slots_;
+  std::vector<const std::vector<float>*> slots_;
   std::barrier<> bar_;
 };
 
@@ -63,6 +66,13 @@ class CpuOps {
     linear(h, head, l);
     logits_ = std::move(l.v);
     logits_cols_ = head.n;
+    if (tp_group_ && vocab_parallel_) {
+      std::vector<float> all;
+      tp_group_->all_gather(tp_rank_, logits_, all);
+      logits_.assign(static_cast<size_t>(h.rows * vocab_), 0.0f);
+      cpu::gather_vocab_shards(all, h.rows, head.n, vocab_, logits_);
+      logits_cols_ = vocab_;
+    }
   }
   std::vector<float> fetch_logits() { return std::move(logits_); }
   void argmax_async(const Tensor& h, const LinearWeight& head) { logits_async(h, head); }
@@ -80,7 +90,8 @@ class CpuOps {
   std::vector<float> run_decode_graph(State&, int, F&&) {
     throw Error("internal: the CPU backend has no graphs");
   }
-  void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x) const;
+  // table: rows for ids [first_id, first_id + rows); other ids get zeros (vocab-parallel shards).
+  void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x) const;
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
   // Activation calibration: while set, every linear records max |input| per weight (ModelOpt's max
   // calibrator).
@@ -121,6 +132,8 @@ class CpuOps {
  private:
   CpuTpGroup* tp_group_ = nullptr;
   int tp_rank_ = 0;
+  bool vocab_parallel_ = false;
+  int64_t vocab_ = 0;
   int threads_;
   RopeConfig rope_cfg_;
   int rope_dim_ = 0;

@@ -92,6 +92,14 @@ void silu_mul(std::span<const float> g, std::span<const float> u, std::span<floa
   for (size_t i = 0; i < g.size(); ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+void gather_vocab_shards(std::span<const float> gathered, int64_t rows, int64_t shard, int64_t vocab,
+                         std::span<float> out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vocab; ++v)
+      out[static_cast<size_t>(r * vocab + v)] =
+          gathered[static_cast<size_t>(((v / shard) * rows + r) * shard + v % shard)];
+}
+
 void relu2(std::span<float> x) {
   for (auto& v : x) v = v > 0 ? v * v : 0.0f;
 }

@@ -24,6 +24,11 @@ void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::sp
                std::span<const float> vcache, int pos0, std::span<float> out);
 
 void silu_mul(std::span<const float> gate, std::span<const float> up, std::span<float> out);
+
+// Vocab-parallel logits: `gathered` holds every rank's [rows, shard] block in rank order (rank r
+// scored ids [r shard, (r+1) shard), the last block padded); out [rows, vocab] drops the padding.
+void gather_vocab_shards(std::span<const float> gathered, int64_t rows, int64_t shard, int64_t vocab,
+                         std::span<float> out);
 void relu2(std::span<float> x);
 
 // Mamba-2 pieces. Depthwise causal conv1d with a rolling state of the last (kernel-1) inputs:

@@ -40,10 +40,24 @@ __device__ float block_sum(float v) {
   return s;
 }
 
-__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t h, float* x) {
+// table holds ids [first, first + rows) (a vocab-parallel shard, or all of them); other ids read as zeros.
+__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t first, int64_t rows,
+                             int64_t h, float* x) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h;
-       i += int64_t{gridDim.x} * blockDim.x)
-    x[i] = ld(table + static_cast<int64_t>(tokens[i / h]) * h + i % h);
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = tokens[i / h] - first;
+    x[i] = r >= 0 && r < rows ? ld(table + r * h + i % h) : 0.0f;
+  }
+}
+
+// The CUDA twin of cpu::gather_vocab_shards: [ranks][rows][shard] gathered logits -> [rows][vocab].
+__global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t shard, int64_t vocab,
+                                    float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * vocab;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / vocab, v = i % vocab;
+    out[i] = gathered[((v / shard) * rows + r) * shard + v % shard];
+  }
 }
 
 __device__ __forceinline__ float ldx(const void* p, int64_t i, bool f32) {
@@ -504,8 +518,24 @@ CudaOps::~CudaOps() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+void CudaOps::invalidate_graphs(const char* what) {
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
+  if (cs != cudaStreamCaptureStatusNone)
+    throw Error(std::string("internal: ") + what + " would be reallocated during graph capture");
+  ++arena_gen_;
+}
+
+void CudaOps::ensure_device(DeviceBuffer& b, size_t bytes, const char* what) {
+  if (b.bytes >= bytes) return;
+  invalidate_graphs(what);
+  b = DeviceBuffer(bytes);
+}
+
 void CudaOps::ensure_pinned(size_t n) {
   if (n > pinned_logits_cap_) {
+    invalidate_graphs("the pinned logits buffer");
+    synchronize();  // a copy into the old buffer may still be in flight
     if (pinned_logits_) CUDA_CHECK(cudaFreeHost(pinned_logits_));
     CUDA_CHECK(cudaMallocHost(&pinned_logits_, n * 4));
     pinned_logits_cap_ = n;
@@ -522,8 +552,7 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   logits_on_device(h, head);
   OpTimer timer_(this, "argmax");
   const int rows = static_cast<int>(logits_rows_);
-  if (argmax_dev_.bytes < static_cast<size_t>(rows) * 4)
-    argmax_dev_ = DeviceBuffer(static_cast<size_t>(rows) * 4);
+  ensure_device(argmax_dev_, static_cast<size_t>(rows) * 4, "the argmax buffer");
   if (argmax_host_.size() < static_cast<size_t>(rows)) argmax_host_.resize(static_cast<size_t>(rows));
   argmax_rows_kernel<<<static_cast<unsigned>(rows), 1024, 0, stream_>>>(logits_dev_.as<float>(), logits_cols_,
                                                                         argmax_dev_.as<int>());
@@ -542,7 +571,8 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   OpTimer timer_(this, "lm_head");
   const DevLinear& d = linears_.at(&head);
   const size_t n = static_cast<size_t>(h.rows * d.n);
-  if (logits_dev_.bytes < n * 4) logits_dev_ = DeviceBuffer(n * 4);
+  ensure_device(logits_dev_, static_cast<size_t>(h.rows * std::max<int64_t>(d.n, vocab_)) * 4,
+                "the logits buffer");
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
@@ -561,6 +591,21 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   }
   logits_rows_ = h.rows;
   logits_cols_ = d.n;
+  if (vocab_parallel_ && tp_comm_) {
+#if FP4LAB_HAVE_NCCL
+    // Every rank scored its shard of the vocabulary: gather the shards, then put each row's in id order.
+    OpTimer timer_g(this, "all_gather");
+    ensure_device(vocab_gather_, n * 4 * static_cast<size_t>(tp_), "the vocab gather buffer");
+    const ncclResult_t rc = ncclAllGather(logits_dev_.ptr, vocab_gather_.ptr, n, ncclFloat32,
+                                          static_cast<ncclComm_t>(tp_comm_), stream_);
+    if (rc != ncclSuccess) throw Error(std::string("NCCL all-gather failed: ") + ncclGetErrorString(rc));
+    gather_vocab_kernel<<<grid_1d(h.rows * vocab_, 256), 256, 0, stream_>>>(
+        vocab_gather_.as<float>(), h.rows, d.n, vocab_, logits_dev_.as<float>());
+    CUDA_CHECK_LAUNCH();
+    logits_cols_ = vocab_;
+    return static_cast<size_t>(h.rows * vocab_);
+#endif
+  }
   return n;
 }
 
@@ -603,7 +648,7 @@ void CudaOps::capture(State& s, const std::function<void()>& body) {
   const cudaError_t err = cudaGraphInstantiate(&e.exec, g, 0);
   cudaGraphDestroy(g);
   CUDA_CHECK(err);
-  e.arena_gen = arena_gen_;
+  e.arena_gen = graph_gen();
   s.graph = std::move(e);
 }
 
@@ -682,9 +727,12 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
 void CudaOps::prepare(const ModelWeights& w) {
   const ModelConfig& c = w.config;
   hidden_ = c.hidden_size;
+  vocab_ = c.vocab_size;
+  vocab_rows_ = w.vocab_rows();
+  vocab_parallel_ = w.vocab_parallel();
   const bool synth = w.synthetic && !w.materialized;
   // Plan: weights as they will sit on the GPU, against the free memory, before allocating.
-  double need = 2.0 * c.vocab_size * c.hidden_size;
+  double need = 2.0 * vocab_rows_ * c.hidden_size;
   for (const auto& p : w.plans) {
     if (p.spec.role == "lm_head" && c.tie_embeddings) continue;
     need += p.nvfp4 ? p.spec.n * p.spec.k * 0.5625 : 2.0 * p.spec.n * p.spec.k;
@@ -696,10 +744,9 @@ void CudaOps::prepare(const ModelWeights& w) {
                 " GB of weights on the GPU (plus ~1 GB of "
                 "workspace) but only " +
                 std::to_string(free_b / 1e9).substr(0, 5) + " GB are free");
-  embed_ = DeviceBuffer(static_cast<size_t>(c.vocab_size) * c.hidden_size * 2);
+  embed_ = DeviceBuffer(static_cast<size_t>(vocab_rows_) * c.hidden_size * 2);
   if (synth) {
-    fill_random_bf16(embed_.as<uint16_t>(), int64_t{c.vocab_size} * c.hidden_size, w.seed * 7 + 1, 0.02f, 0,
-                     stream_);
+    fill_random_bf16(embed_.as<uint16_t>(), vocab_rows_ * c.hidden_size, w.seed * 7 + 1, 0.02f, 0, stream_);
   } else {
     DeviceBuffer f(w.embed.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
@@ -714,7 +761,7 @@ void CudaOps::prepare(const ModelWeights& w) {
     const LinearWeight* lw = &linear_weight(w, p.spec);
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
       DevLinear d;
-      d.n = c.vocab_size;
+      d.n = vocab_rows_;
       d.k = c.hidden_size;
       d.bf16 = DeviceBuffer(embed_.bytes);
       CUDA_CHECK(cudaMemcpyAsync(d.bf16.ptr, embed_.ptr, embed_.bytes, cudaMemcpyDeviceToDevice, stream_));
@@ -819,10 +866,11 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
   return t;
 }
 
-void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, Tensor& x) {
+void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int64_t first_id, Tensor& x) {
   OpTimer timer_(this, "embed");
-  if (tokens.size() * 4 > tokens_.bytes) tokens_ = DeviceBuffer(tokens.size() * 4);
+  ensure_device(tokens_, tokens.size() * 4, "the token buffer");
   if (tokens.size() > pinned_tokens_cap_) {
+    invalidate_graphs("the pinned token buffer");
     synchronize();  // the previous copy may still read the old buffer
     if (pinned_tokens_) CUDA_CHECK(cudaFreeHost(pinned_tokens_));
     CUDA_CHECK(cudaMallocHost(&pinned_tokens_, tokens.size() * 4));
@@ -835,7 +883,8 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, Tens
       cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
   if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
   embed_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
-      tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16>(), hidden_, x.fdata());
+      tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_,
+      x.fdata());
   CUDA_CHECK_LAUNCH();
 }
 
@@ -936,15 +985,7 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf
   float* part = nullptr;
   if (splits > 1) {
     const size_t bytes = static_cast<size_t>(qh) * splits * (hd + 2) * sizeof(float);
-    if (attn_part_.bytes < bytes) {
-      // Sized by the eager first step; growing it while a graph is being captured would be a bug.
-      cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-      CUDA_CHECK(cudaStreamIsCapturing(stream_, &cs));
-      if (cs != cudaStreamCaptureStatusNone)
-        throw Error("internal: the split-attention workspace would grow during graph capture");
-      attn_part_ = DeviceBuffer(bytes);
-      ++arena_gen_;  // graphs captured with the old workspace must be re-captured, as for the arena
-    }
+    ensure_device(attn_part_, bytes, "the split-attention workspace");  // sized by the eager first step
     part = attn_part_.as<float>();
   }
   const dim3 grid(static_cast<unsigned>(qh), static_cast<unsigned>(splits));

@@ -66,7 +66,7 @@ class CudaOps {
   bool graphs_enabled() const { return graphs_; }
   template <class F>
   std::vector<float> run_decode_graph(State& s, int token, F&& body) {
-    if (!s.graph.exec || s.graph.arena_gen != arena_gen_) {
+    if (!s.graph.exec || s.graph.arena_gen != graph_gen()) {
       if (!s.warmed) {  // first step eagerly: sizes the arena and every workspace the capture will reuse
         s.warmed = true;
         body();
@@ -102,7 +102,8 @@ class CudaOps {
     if (on) graphs_ = false;
   }
   std::map<std::string, double> profile_ms() const { return profile_ms_; }
-  void embed(std::span<const int> tokens, const std::vector<float>& table, Tensor& x);
+  // Ids outside [first_id, first_id + the table's rows) get zeros (vocab-parallel shards).
+  void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x);
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
@@ -180,6 +181,12 @@ class CudaOps {
   void upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic);
 
   void capture(State& s, const std::function<void()>& body);
+  // Captured graphs hold the device and pinned pointers of this backend's buffers: a buffer reallocated
+  // (grown) makes them stale, so they are re-captured (graph_gen() moves on). Growing one during a capture
+  // is a bug (the eager first step sizes them).
+  void invalidate_graphs(const char* what);
+  void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
+  uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }
   std::vector<float> replay(State& s, int token);
   void ensure_pinned(size_t logits_elems);
   void synchronize_if_not_capturing();
@@ -211,6 +218,9 @@ class CudaOps {
   std::map<const void*, DeviceBuffer> f32_;
   DeviceBuffer embed_;  // BF16 [vocab, hidden]
   int64_t hidden_ = 0;
+  int64_t vocab_ = 0, vocab_rows_ = 0;  // the vocabulary, and the rows of this rank's embed / lm_head shard
+  bool vocab_parallel_ = false;
+  DeviceBuffer vocab_gather_;        // FP32 [tp, rows, vocab_rows_]: every rank's logits before reordering
   std::vector<DeviceBuffer> arena_;  // activation blocks, reused every forward
   size_t arena_block_ = 0, arena_used_ = 0;
   DeviceBuffer tokens_;  // int [max tokens]

@@ -54,6 +54,8 @@ class GemmWorkspace {
   bf16_raw* dequant_scratch(size_t elems);  // for the DequantBlas variant
   void* cublas_handle();                    // lazily created cublasHandle_t
   int sm_count();                           // of the current device, queried once
+  // Moves on whenever a buffer above is reallocated: captured graphs that used the old one are stale.
+  uint64_t generation() const { return generation_; }
 
   ~GemmWorkspace();
 
@@ -61,6 +63,7 @@ class GemmWorkspace {
   DeviceBuffer partials_, counters_, scratch_;
   void* cublas_ = nullptr;
   int sm_count_ = 0;
+  uint64_t generation_ = 0;
 };
 
 // Y[M, N] (row stride ldy) = alpha * X[M, K] (row stride ldx) . W^T, alpha multiplying the weight's tensor

@@ -26,18 +26,25 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 }
 
 float* GemmWorkspace::partials(size_t floats, cudaStream_t) {
-  if (partials_.bytes < floats * sizeof(float)) partials_ = DeviceBuffer(floats * sizeof(float));
+  if (partials_.bytes < floats * sizeof(float)) {
+    partials_ = DeviceBuffer(floats * sizeof(float));
+    ++generation_;
+  }
   return partials_.as<float>();
 }
 int* GemmWorkspace::counters(size_t n, cudaStream_t s) {
   if (counters_.bytes < n * sizeof(int)) {
     counters_ = DeviceBuffer(n * sizeof(int));
+    ++generation_;
     CUDA_CHECK(cudaMemsetAsync(counters_.ptr, 0, counters_.bytes, s));
   }
   return counters_.as<int>();
 }
 bf16_raw* GemmWorkspace::dequant_scratch(size_t elems) {
-  if (scratch_.bytes < elems * 2) scratch_ = DeviceBuffer(elems * 2);
+  if (scratch_.bytes < elems * 2) {
+    scratch_ = DeviceBuffer(elems * 2);
+    ++generation_;
+  }
   return scratch_.as<bf16_raw>();
 }
 void* GemmWorkspace::cublas_handle() {

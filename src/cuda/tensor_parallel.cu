@@ -35,7 +35,7 @@ bool tensor_parallel_available() {
   return true;
 }
 
-void run_tensor_parallel(int tp, const std::function<void(int, CudaOps&)>& body) {
+void run_tensor_parallel(int tp, bool graphs, const std::function<void(int, CudaOps&)>& body) {
   if (tp < 1) throw Error("--tp must be at least 1");
   const int have = visible_gpu_count();
   if (tp > have)
@@ -49,7 +49,7 @@ void run_tensor_parallel(int tp, const std::function<void(int, CudaOps&)>& body)
   for (int r = 0; r < tp; ++r)
     threads.emplace_back([&, r] {
       try {
-        CudaOps ops(r, false);  // NCCL calls are not captured into the decode graph
+        CudaOps ops(r, graphs);
         ncclComm_t comm = nullptr;
         const ncclResult_t rc = ncclCommInitRank(&comm, tp, id, r);
         if (rc != ncclSuccess)
@@ -77,10 +77,10 @@ bool tensor_parallel_available() {
   return false;
 }
 
-void run_tensor_parallel(int tp, const std::function<void(int, CudaOps&)>& body) {
+void run_tensor_parallel(int tp, bool graphs, const std::function<void(int, CudaOps&)>& body) {
   if (tp != 1)
     throw Error("--tp > 1: this fp4lab was built without NCCL (the CUDA toolkit's nccl.h was not found)");
-  CudaOps ops(0, true);
+  CudaOps ops(0, graphs);
   body(0, ops);
 }
 #endif

@@ -14,8 +14,10 @@ int visible_gpu_count();
 // "NVLink/P2P" or "PCIe (no peer access)" between GPU 0 and 1, for the results.
 std::string gpu_interconnect();
 
-// Runs body(rank, ops) on tp GPUs at once (ranks 0..tp-1 on devices 0..tp-1). The first exception is
-// rethrown. Keep NCCL_NVLS_ENABLE=0 in the environment of such runs on machines without NVLink multicast.
-void run_tensor_parallel(int tp, const std::function<void(int rank, CudaOps& ops)>& body);
+// Runs body(rank, ops) on tp GPUs at once (ranks 0..tp-1 on devices 0..tp-1); graphs: each rank captures its
+// single-sequence decode steps, all-reduces included (NCCL collectives can be captured), in CUDA graphs. The
+// first exception is rethrown. Keep NCCL_NVLS_ENABLE=0 in the environment of such runs on machines without
+// NVLink multicast.
+void run_tensor_parallel(int tp, bool graphs, const std::function<void(int rank, CudaOps& ops)>& body);
 
 }  // namespace fp4lab

@@ -151,7 +151,8 @@ class Runner {
     if constexpr (kBatchedOps)
       if (batched(segs)) ops_.begin_batch(states);
     Tensor x = ops_.alloc_residual(t, c.hidden_size);  // the residual stream (FP32 on every backend)
-    ops_.embed(tokens, w_.embed, x);
+    ops_.embed(tokens, w_.embed, w_.vocab_begin, x);
+    if (w_.vocab_parallel()) reduce_partial(x);  // each rank looked up the ids of its vocab shard only
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
     for (size_t li = 0; li < w_.layers.size(); ++li) {
       const LayerWeights& L = w_.layers[li];
@@ -191,7 +192,8 @@ class Runner {
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
-    // FP32 logits: BF16 would round near-ties away.
+    // FP32 logits: BF16 would round near-ties away. Under vocab parallelism the backend gathers every rank's
+    // share, so each rank sees the whole row.
     if (argmax)
       ops_.argmax_async(hn, w_.lm_head);
     else

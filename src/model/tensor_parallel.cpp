@@ -1,5 +1,7 @@
 #include "model/tensor_parallel.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 
 namespace fp4lab {
@@ -69,6 +71,20 @@ LinearWeight concat_rows(const std::vector<LinearWeight>& parts) {
   return o;
 }
 
+LinearWeight pad_rows(LinearWeight w, int64_t n) {
+  if (n < w.n) throw Error("internal: pad_rows would drop rows");
+  const int64_t add = n - w.n;
+  if (!w.w.empty()) w.w.resize(static_cast<size_t>(n * w.k), 0.0f);
+  if (!w.bias.empty()) w.bias.resize(static_cast<size_t>(n), 0.0f);
+  if (w.nvfp4) {  // zero codes under zero block scales: rows of exact zeros
+    w.nvfp4->rows = n;
+    w.nvfp4->packed.resize(w.nvfp4->packed.size() + static_cast<size_t>(add * (w.k / 2)), 0);
+    w.nvfp4->block_scales.resize(w.nvfp4->block_scales.size() + static_cast<size_t>(add * (w.k / 16)), 0);
+  }
+  w.n = n;
+  return w;
+}
+
 namespace {
 
 // [begin, end) of a per-channel vector, for the channel blocks of one shard.
@@ -135,9 +151,19 @@ ModelWeights shard_for_tensor_parallel(const ModelWeights& full, int rank, int t
   }
   w.source = full.source;
   w.quant = full.quant;
-  w.embed = full.embed;
   w.final_norm = full.final_norm;
-  w.lm_head = full.lm_head;
+  // Vocab-parallel embeddings and lm_head: rank r holds ids [r vs, (r+1) vs), the last shard padded with zero
+  // rows. The embedding lookup then gives zeros for other ranks' ids and an all-reduce completes it; the
+  // logits are gathered across ranks.
+  const int64_t V = c.vocab_size, H = c.hidden_size, vs = (V + tp - 1) / tp;
+  const int64_t v0 = std::min(V, rank * vs), v1 = std::min(V, v0 + vs);
+  w.vocab_begin = v0;
+  w.vocab_shard_rows = vs;
+  if (full.materialized) {
+    w.embed.assign(static_cast<size_t>(vs * H), 0.0f);
+    std::copy(full.embed.begin() + v0 * H, full.embed.begin() + v1 * H, w.embed.begin());
+    w.lm_head = pad_rows(slice_rows(full.lm_head, v0, v1), vs);
+  }
   w.synthetic = full.synthetic;
   w.materialized = full.materialized;
   w.seed = full.seed * 131 + static_cast<uint64_t>(rank);  // synthetic shards: their own values, same shapes
@@ -170,6 +196,7 @@ ModelWeights shard_for_tensor_parallel(const ModelWeights& full, int rank, int t
     if (r == "mlp.down") p.spec.k = ff;
     if (r == "mamba.in") p.spec.n = w.config.mamba_in_proj_dim();
     if (r == "mamba.out") p.spec.k = w.config.mamba_d_inner();
+    if (r == "lm_head") p.spec.n = vs;
   }
   if (!full.materialized) set_linear_shapes(w);
   return w;

@@ -41,9 +41,14 @@ struct ModelWeights {
   ModelConfig config;
   std::string source;  // directory or preset:NAME
   QuantMode quant = QuantMode::Auto;
-  std::vector<float> embed;  // [vocab, hidden]
+  std::vector<float> embed;  // [vocab_rows(), hidden]
   std::vector<float> final_norm;
-  LinearWeight lm_head;  // a copy of embed when tied
+  LinearWeight lm_head;  // [vocab_rows(), hidden]; a copy of embed when tied
+  // Vocab-parallel shard (tensor parallelism): embed and lm_head hold token ids [vocab_begin, vocab_begin +
+  // vocab_rows()), padded with zero rows so that every rank holds the same count. Unsplit: the whole vocab.
+  int64_t vocab_begin = 0, vocab_shard_rows = 0;
+  bool vocab_parallel() const { return vocab_shard_rows > 0; }
+  int64_t vocab_rows() const { return vocab_parallel() ? vocab_shard_rows : config.vocab_size; }
   std::vector<LayerWeights> layers;
   std::vector<LinearPlan> plans;  // per linear layer: NVFP4 or not, and why
   bool synthetic = false;         // a preset: values come from `seed`

@@ -38,9 +38,12 @@ DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>&
   b.flops_per_token /= tp;
   b.tp = tp;
   // One all-reduce per row-parallel output: o and down of a decoder layer, the single output of a Nemotron-H
-  // attention, MLP or Mamba layer.
+  // attention, MLP or Mamba layer; and one after the embedding lookup (each rank holds a vocab shard; that
+  // one sums the FP32 residual, counted here at the BF16 size since a row is latency-bound).
   for (auto k : c.layers) b.allreduces += k == LayerKind::Decoder ? 2 : 1;
+  b.allreduces += 1;
   b.allreduce_bytes = 2.0 * c.hidden_size;
+  b.allgather_bytes = 4.0 * c.vocab_size;
   return b;
 }
 

@@ -22,6 +22,7 @@ struct DecodeBytes {
   int tp = 1;
   int allreduces = 0;
   double allreduce_bytes = 0;
+  double allgather_bytes = 0;  // the vocab-parallel logits of one sequence (FP32), gathered once per step
   double per_step(int batch) const { return weights + batch * (embedding + kv_cache + ssm_state); }
 };
 
@@ -46,25 +47,33 @@ inline double allreduce_seconds(double bytes, int tp, const CommSpec& c) {
 // cache.
 DecodeBytes decode_bytes(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context);
 // One GPU's share under Megatron tensor parallelism over tp GPUs (the sharding of model/tensor_parallel.h):
-// linear weights, their FLOPs, the KV cache and the SSM state divided by tp, embeddings replicated, and one
-// all-reduce of a BF16 hidden row per row-parallel output (two per Llama decoder layer, one per Nemotron-H
-// layer).
+// linear weights (lm_head included: vocab-parallel), their FLOPs, the KV cache and the SSM state divided by
+// tp; one all-reduce of a hidden row per row-parallel output (two per Llama decoder layer, one per
+// Nemotron-H layer) and one after the vocab-parallel embedding lookup; one all-gather of the logits.
 DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context,
                             int tp);
 
-// Seconds of all-reduce in one decode step of `batch` sequences (0 without tensor parallelism).
-inline double step_allreduce_seconds(const DecodeBytes& b, int batch, const CommSpec& c) {
-  return b.allreduces * allreduce_seconds(batch * b.allreduce_bytes, b.tp, c);
+// Seconds for one ring all-gather whose result is `bytes`: each GPU receives (tp - 1) / tp of it.
+inline double allgather_seconds(double bytes, int tp, const CommSpec& c) {
+  if (tp <= 1) return 0.0;
+  return c.latency_us * 1e-6 + (tp - 1.0) / tp * bytes / (c.bus_gbs * 1e9);
+}
+
+// Seconds of communication in one decode step of `batch` sequences: the all-reduces and the logits'
+// all-gather (0 without tensor parallelism).
+inline double step_comm_seconds(const DecodeBytes& b, int batch, const CommSpec& c) {
+  return b.allreduces * allreduce_seconds(batch * b.allreduce_bytes, b.tp, c) +
+         (b.allgather_bytes > 0 ? allgather_seconds(batch * b.allgather_bytes, b.tp, c) : 0.0);
 }
 
 // Roofline decode tokens/s (all sequences of the batch together): the step takes the longer of moving its
-// bytes and doing its math, plus, under tensor parallelism, its all-reduces (they do not overlap with the
-// layer that produces their input). tflops = 0 ignores the compute side; comm = nullptr the communication.
+// bytes and doing its math, plus, under tensor parallelism, its communication (it does not overlap with the
+// layer that produces its input). tflops = 0 ignores the compute side; comm = nullptr the communication.
 inline double roofline_decode_tok_s(const DecodeBytes& b, int batch, double bandwidth_gbs, double tflops = 0,
                                     const CommSpec* comm = nullptr) {
   const double t_mem = b.per_step(batch) / (bandwidth_gbs * 1e9);
   const double t_math = tflops > 0 ? batch * b.flops_per_token / (tflops * 1e12) : 0.0;
-  const double t_comm = comm ? step_allreduce_seconds(b, batch, *comm) : 0.0;
+  const double t_comm = comm ? step_comm_seconds(b, batch, *comm) : 0.0;
   return batch / (std::max(t_mem, t_math) + t_comm);
 }
 

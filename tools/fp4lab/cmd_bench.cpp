@@ -25,8 +25,7 @@
 #if FP4LAB_HAVE_CUDA
 #include "bench/gemm_bench.h"
 #include "cuda/cuda_ops.h"
-#include "cuda/tensor_parallel.h"
-#include "model/tensor_parallel.h"
+#include "engine/cuda_run.h"
 #endif
 
 namespace fp4lab::cli {
@@ -218,41 +217,29 @@ json run_model_bench(const ModelBenchOpts& o) {
         qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops, comm);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
-    if (backend == "cuda" && o.tp > 1) {
+    if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
+      ModelWeights full = load_model(model_path, mode, o.seed, false);
+      fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      const ModelWeights full = load_model(model_path, mode, o.seed, false);
-      run_tensor_parallel(o.tp, [&](int rank, CudaOps& ops) {
-        ops.set_attention_splits(o.attn_splits);
-        CudaModel m(shard_for_tensor_parallel(full, rank, o.tp), ops);
-        QuantResult scratch;
-        QuantResult& mine = rank == 0 ? qr : scratch;
-        if (rank == 0) {
-          fill_meta(full);
-          qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.tp;
-        }
-        run_reps(m, o, mine, [&] { ops.synchronize(); });
-      });
-#endif
-    } else if (backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
-      CudaOps ops(0, !o.no_graphs);
-      ops.set_attention_splits(o.attn_splits);
-      CudaModel m(load_model(model_path, mode, o.seed, false), ops);
-      fill_meta(m.weights());
-      qr.weight_bytes = static_cast<double>(ops.weight_bytes());
-      run_reps(m, o, qr, [&] { ops.synchronize(); });
-      if (o.profile && !interrupted()) {
-        // Events around every op (graphs off) distort the timing, so the breakdown comes from its own run.
-        ModelBenchOpts po = o;
-        po.reps = 1;
-        po.warmup = 0;
-        QuantResult scratch;
-        ops.set_profile(true);
-        run_reps(m, po, scratch, [&] { ops.synchronize(); });
-        qr.op_ms = ops.profile_ms();
-      }
+      run_cuda_model(std::move(full), {o.tp, !o.no_graphs, o.attn_splits, false},
+                     [&](CudaModel& m, CudaOps& ops, int rank) {
+                       QuantResult scratch;
+                       QuantResult& mine = rank == 0 ? qr : scratch;
+                       if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.tp;
+                       run_reps(m, o, mine, [&] { ops.synchronize(); });
+                       if (o.profile && !interrupted()) {
+                         // Events around every op (graphs off) distort the timing, so the breakdown comes
+                         // from its own run.
+                         ModelBenchOpts po = o;
+                         po.reps = 1;
+                         po.warmup = 0;
+                         ops.set_profile(true);
+                         run_reps(m, po, scratch, [&] { ops.synchronize(); });
+                         if (rank == 0) qr.op_ms = ops.profile_ms();
+                       }
+                     });
 #endif
     } else {
       CpuOps ops;
@@ -328,7 +315,8 @@ json run_model_bench(const ModelBenchOpts& o) {
                       {"flops_per_token", r.bytes.flops_per_token},
                       {"tp", r.bytes.tp},
                       {"allreduces", r.bytes.allreduces},
-                      {"allreduce_bytes_per_seq", r.bytes.allreduce_bytes}}},
+                      {"allreduce_bytes_per_seq", r.bytes.allreduce_bytes},
+                      {"allgather_bytes_per_seq", r.bytes.allgather_bytes}}},
                     {"op_ms", r.op_ms}});
   }
   out["measurements"] = meas;
@@ -342,11 +330,10 @@ json run_model_bench(const ModelBenchOpts& o) {
         o.batch, copy_gbs, bf16_tflops);
     if (comm)
       std::printf(
-          "  tensor parallel over %d GPUs: per GPU its weight and KV shard; %d all-reduces per step over %s "
-          "(assumed %.0f us + %.0f GB/s each) = %.2f ms per step\n",
+          "  tensor parallel over %d GPUs: per GPU its weight and KV shard; %d all-reduces and a logits "
+          "all-gather per step over %s (assumed %.0f us + %.0f GB/s each) = %.2f ms per step\n",
           o.tp, results.empty() ? 0 : results[0].bytes.allreduces, comm->link.c_str(), comm->latency_us,
-          comm->bus_gbs,
-          results.empty() ? 0.0 : 1e3 * step_allreduce_seconds(results[0].bytes, o.batch, *comm));
+          comm->bus_gbs, results.empty() ? 0.0 : 1e3 * step_comm_seconds(results[0].bytes, o.batch, *comm));
     for (const auto& r : results)
       std::printf(
           "  %-6s %6.2f GB/token -> ceiling %7.1f tok/s; measured decode %7.1f tok/s = %4.1f%% of it\n",

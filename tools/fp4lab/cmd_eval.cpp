@@ -10,7 +10,7 @@
 #include "eval/metrics.h"
 #include "io/json_util.h"
 #if FP4LAB_HAVE_CUDA
-#include "cuda/cuda_ops.h"
+#include "engine/cuda_run.h"
 #endif
 
 namespace fp4lab::cli {
@@ -31,6 +31,7 @@ std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
 Action add_eval(CLI::App& app) {
   struct Opts {
     std::string model, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
+    int tp = 1;
   };
   auto o = std::make_shared<Opts>();
   app.require_subcommand(1);
@@ -42,6 +43,8 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
+  ppl->add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL)")
+      ->check(CLI::Range(1, 64));
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(*ppl, *hub);
@@ -53,16 +56,21 @@ Action add_eval(CLI::App& app) {
     const std::string path = resolve_model_arg(o->model, *hub);
     const auto tokens = read_token_file(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
+    if (o->tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
     std::vector<float> la, lb;
     int vocab = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      CudaOps oa, ob;
-      CudaModel a(load_model(path, parse_quant_mode(o->quant_a), 0, false), oa);
-      CudaModel b(load_model(path, parse_quant_mode(o->quant_b), 0, false), ob);
-      vocab = a.config().vocab_size;
-      la = all_logits(a, tokens);
-      lb = all_logits(b, tokens);
+      // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
+      for (auto [q, out] : {std::pair{&o->quant_a, &la}, std::pair{&o->quant_b, &lb}})
+        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), {o->tp, true, 0, false},
+                       [&](CudaModel& m, CudaOps&, int rank) {
+                         auto l = all_logits(m, tokens);
+                         if (rank != 0) return;
+                         *out = std::move(l);
+                         vocab = m.config().vocab_size;
+                       });
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
@@ -88,7 +96,8 @@ Action add_eval(CLI::App& app) {
                   {"tokens", o->tokens_file},
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},
-                  {"quant_b", o->quant_b}}},
+                  {"quant_b", o->quant_b},
+                  {"tp", o->tp}}},
                 {"positions", m.positions},
                 {"ppl_a", m.ppl_a()},
                 {"ppl_b", m.ppl_b()},

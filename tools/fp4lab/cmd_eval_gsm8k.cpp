@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 
 #include "commands.h"
 #include "common/error.h"
@@ -21,7 +22,7 @@
 #include "report/results_db.h"
 #include "tokenizer/tokenizer.h"
 #if FP4LAB_HAVE_CUDA
-#include "cuda/cuda_ops.h"
+#include "engine/cuda_run.h"
 #endif
 
 namespace fp4lab::cli {
@@ -33,7 +34,7 @@ namespace {
 struct Gsm8kOpts {
   std::string model, backend = "cpu", quant = "auto", data, task = "gsm8k", tokenizer, json_out, records,
                      db = ResultsDb::default_path();
-  int limit = 0, max_new = 256, threads = 0, batch = 1;
+  int limit = 0, max_new = 256, threads = 0, batch = 1, tp = 1;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
   std::string data_url =
@@ -97,6 +98,8 @@ Action add_eval_gsm8k(CLI::App& app) {
   app.add_option("--limit", o->limit, "first N test questions (0: all 1319)")->check(CLI::NonNegativeNumber);
   app.add_option("--max-new-tokens", o->max_new, "generation budget per question (lm-eval: 256)")
       ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--batch", o->batch, "sequences decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   app.add_flag("--add-bos", o->add_bos, "prepend the BOS token (lm-eval's default adds no special tokens)");
@@ -111,6 +114,8 @@ Action add_eval_gsm8k(CLI::App& app) {
   return [o]() {
     namespace fs = std::filesystem;
     const Gsm8kTask task = parse_gsm8k_task(o->task);
+    if (o->tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
     if (o->data.empty()) o->data = gsm8k_data_dir(*o);
     const std::string model_path = resolve_model_arg(o->model, o->hub);
     const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
@@ -182,28 +187,43 @@ Action add_eval_gsm8k(CLI::App& app) {
     json doc;
     run_environment(doc, o->backend == "cuda");
     doc["schema"] = "fp4lab.gsm8k/1";
-    doc["options"] = {{"model", o->model},     {"backend", o->backend},
-                      {"quant", o->quant},     {"data", o->data},
-                      {"task", o->task},       {"tokenizer", o->tokenizer},
-                      {"limit", o->limit},     {"max_new_tokens", o->max_new},
-                      {"add_bos", o->add_bos}, {"seed", o->seed},
-                      {"threads", o->threads}, {"chat", false},
-                      {"fewshot_seed", 1234},  {"batch", o->batch}};
+    doc["options"] = {{"model", o->model},
+                      {"backend", o->backend},
+                      {"quant", o->quant},
+                      {"data", o->data},
+                      {"task", o->task},
+                      {"tokenizer", o->tokenizer},
+                      {"limit", o->limit},
+                      {"max_new_tokens", o->max_new},
+                      {"add_bos", o->add_bos},
+                      {"seed", o->seed},
+                      {"threads", o->threads},
+                      {"chat", false},
+                      {"fewshot_seed", 1234},
+                      {"batch", o->batch},
+                      {"tp", o->tp}};
     doc["tokenizer"] = tok.describe();
 
     InterruptGuard guard;  // Ctrl-C: no new questions are started, the ones in flight are recorded
     const auto t_start = std::chrono::steady_clock::now();
     int generated_tokens = 0, prompt_tokens = 0;
     double gen_s = 0, prefill_s = 0, decode_s = 0;
-    auto run = [&](auto& model) {
-      const ModelConfig& cfg = model.config();
+    // Set up once from the model's config: the stop strings and every pending question's prompt, with the
+    // callbacks that score and record each as it finishes.
+    std::once_flag setup_once;
+    GenerateOptions g;
+    size_t finished = 0, todo = 0, ran = 0;
+    int strict_ok = 0, flex_ok = 0;
+    std::vector<size_t> qids;
+    std::vector<std::vector<int>> prompts;
+    std::vector<std::string> hashes;
+    auto setup = [&](const ModelConfig& cfg) {
       if (tok.vocab_size() > cfg.vocab_size)
         throw Error("tokenizer " + o->tokenizer + " has " + std::to_string(tok.vocab_size()) +
                     " tokens but the model's vocabulary is " + std::to_string(cfg.vocab_size));
       if (o->add_bos && cfg.bos_id < 0) throw Error("--add-bos: the model config names no BOS token");
       for (int e : cfg.eos_ids)
         if (auto t = tok.id_token(e)) stops.push_back(*t);  // lm-eval adds the EOS text to `until`
-      GenerateOptions g;
       g.max_new_tokens = o->max_new;
       g.stop_ids = cfg.eos_ids;
       g.sampling.greedy = true;
@@ -211,18 +231,13 @@ Action add_eval_gsm8k(CLI::App& app) {
         const std::string text = tok.decode(ids, true);
         return cut_at_stop(text, stops).size() != text.size();
       };
-      size_t finished = done.size(), todo = 0;
+      finished = done.size();
       for (size_t i = 0; i < n; ++i) todo += !done.count(i);
-      size_t ran = 0;
-      int strict_ok = 0, flex_ok = 0;
       for (const auto& [i, r] : done) {
         strict_ok += r["correct"]["strict-match"] == true;
         flex_ok += r["correct"]["flexible-extract"] == true;
       }
       // Every pending question's prompt, then one continuous-batching run that records each as it finishes.
-      std::vector<size_t> qids;
-      std::vector<std::vector<int>> prompts;
-      std::vector<std::string> hashes;
       for (size_t i = 0; i < n; ++i) {
         if (done.count(i)) continue;
         std::vector<const Gsm8kItem*> ex;
@@ -238,7 +253,9 @@ Action add_eval_gsm8k(CLI::App& app) {
         hashes.push_back(sha256_hex(prompt));
       }
       g.max_batch = o->batch;
-      g.cancelled = [] { return interrupted(); };
+      // Under tensor parallelism the ranks must admit the same prompts: a Ctrl-C seen by one rank only would
+      // split them, so the run goes on to the end (a second Ctrl-C exits).
+      if (o->tp == 1) g.cancelled = [] { return interrupted(); };
       g.on_finish = [&](size_t b, const GenerateResult& gr) {
         const size_t i = qids[b];
         const std::string completion = cut_at_stop(tok.decode(gr.new_ids[b], true), stops);
@@ -263,6 +280,15 @@ Action add_eval_gsm8k(CLI::App& app) {
                      o->task.c_str(), finished, n, 100.0 * strict_ok / finished, 100.0 * flex_ok / finished,
                      ran / el, fmt_duration((todo - ran) * el / ran).c_str());
       };
+    };
+    auto run = [&](auto& model, int rank) {
+      std::call_once(setup_once, [&] { setup(model.config()); });
+      if (rank != 0) {  // the same generation on another shard; rank 0 scores and records
+        GenerateOptions quiet = g;
+        quiet.on_finish = nullptr;
+        (void)generate(model, prompts, quiet);
+        return;
+      }
       const auto t0 = std::chrono::steady_clock::now();
       const GenerateResult gr = generate(model, prompts, g);
       gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -276,10 +302,13 @@ Action add_eval_gsm8k(CLI::App& app) {
     double load_s = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      CudaOps ops(0, true);
-      CudaModel model(load_model(model_path, mode, o->seed, false, preset_vocab), ops);
-      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-      run(model);
+      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab), {o->tp, true, 0, false},
+                     [&](CudaModel& model, CudaOps&, int rank) {
+                       if (rank == 0)
+                         load_s =
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+                       run(model, rank);
+                     });
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
@@ -287,7 +316,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       CpuOps ops(o->threads);
       Model model(load_model(model_path, mode, o->seed, true, preset_vocab), ops);
       load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-      run(model);
+      run(model, 0);
     }
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 

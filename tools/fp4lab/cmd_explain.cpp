@@ -55,10 +55,11 @@ Action add_explain(CLI::App& app) {
     if (comm)
       std::printf(
           "tensor parallel over %d GPUs of each kind: per GPU its share of the weights and KV cache, plus %d "
-          "all-reduces per step over %s (assumed %.0f us + %.0f GB/s each: %.2f ms per step); bytes and the "
+          "all-reduces and a logits all-gather per step over %s (assumed %.0f us + %.0f GB/s each: %.2f ms "
+          "per step); bytes and the "
           "fit are one GPU's, tokens/s the group's of %d\n",
           o->tp, b4.allreduces, comm->link.c_str(), comm->latency_us, comm->bus_gbs,
-          1e3 * step_allreduce_seconds(b4, o->batch, *comm), o->tp);
+          1e3 * step_comm_seconds(b4, o->batch, *comm), o->tp);
     std::printf(
         "bytes per decode step: BF16 %.2f GB, NVFP4 %.2f GB (weights %.2f / %.2f GB, state %.3f GB)\n",
         b16.per_step(o->batch) / 1e9, b4.per_step(o->batch) / 1e9, b16.weights / 1e9, b4.weights / 1e9,

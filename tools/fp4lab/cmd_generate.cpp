@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
@@ -10,10 +11,9 @@
 #include "cpu/cpu_ops.h"
 #if FP4LAB_HAVE_CUDA
 #include "cuda/cuda_ops.h"
-#include "cuda/tensor_parallel.h"
+#include "engine/cuda_run.h"
 #endif
 #include "engine/generate.h"
-#include "model/tensor_parallel.h"
 #include "io/json_util.h"
 
 namespace fp4lab::cli {
@@ -135,39 +135,29 @@ Action add_generate(CLI::App& app) {
       backend_name = model.ops().name();
       r = generate(model, prompts, g);
     };
-    if (o->backend == "cuda" && o->tp > 1) {
+    if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      // Every rank runs the same generation on its shard; the all-reduces keep their hidden states, and so
-      // their greedy/sampled tokens, identical. Rank 0 reports.
-      const ModelWeights full = load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false);
       std::mutex mu;
-      run_tensor_parallel(o->tp, [&](int rank, CudaOps& ops) {
-        ops.set_attention_splits(o->attn_splits);
-        CudaModel model(shard_for_tensor_parallel(full, rank, o->tp), ops);
-        if (rank != 0) {
-          (void)generate(model, prompts, g);
-          return;
-        }
-        std::lock_guard lock(mu);
-        run(model);
-      });
-      backend_name += " x" + std::to_string(o->tp) + " (tensor parallel, " + gpu_interconnect() + ")";
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
-#endif
-    } else if (o->backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
-      CudaOps ops(0, !o->no_graphs);
-      ops.set_profile(o->profile);
-      ops.set_attention_splits(o->attn_splits);
-      CudaModel model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false), ops);
-      run(model);
+      std::map<std::string, double> prof;
+      run_cuda_model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false),
+                     {o->tp, !o->no_graphs, o->attn_splits, o->profile},
+                     [&](CudaModel& model, CudaOps& ops, int rank) {
+                       if (rank != 0) {
+                         (void)generate(model, prompts, g);
+                         return;
+                       }
+                       std::lock_guard lock(mu);
+                       run(model);
+                       prof = ops.profile_ms();
+                     });
+      if (o->tp > 1)
+        backend_name += " x" + std::to_string(o->tp) + " (tensor parallel, " + gpu_interconnect() + ")";
       if (o->profile) {
         double total = 0;
-        for (const auto& [k, v] : ops.profile_ms()) total += v;
-        std::fprintf(stderr, "GPU time by op class (prefill + decode, %d tokens generated):\n",
+        for (const auto& [k, v] : prof) total += v;
+        std::fprintf(stderr, "GPU time by op class on GPU 0 (prefill + decode, %d tokens generated):\n",
                      r.generated_tokens);
-        for (const auto& [k, v] : ops.profile_ms())
+        for (const auto& [k, v] : prof)
           std::fprintf(stderr, "  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
         std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total,
                      1000.0 * (r.prefill_s + r.decode_s));
