@@ -165,7 +165,9 @@ class CudaOps {
   size_t batch_size_ = 0, batch_layers_ = 0;
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
-  DeviceBuffer attn_part_;  // split attention partials: FP32 [query_heads, splits, head_dim + 2]
+  DeviceBuffer attn_part_;
+  DeviceBuffer ssd_ws_;  // chunked-scan scratch (prefill only)  // split attention partials: FP32
+                         // [query_heads, splits, head_dim + 2]
   // One sequence (kc, vc, pos_one) or a batch (the per-step tables); max_len bounds the visible keys.
   void launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
                         const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,

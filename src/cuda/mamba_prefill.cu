@@ -1,0 +1,366 @@
+// Mamba-2 prefill across tokens: the chunked SSD scan (as in mamba_ssm's ssd_combined: chunk cumsum, chunk
+// states, state passing, chunk outputs) and the causal conv1d, on CUDA cores with FP32 math. The old
+// warp-per-row scan walks every token of a row in sequence; here only the state pass between chunks is
+// sequential (t / chunk steps), the rest are small matrix products per (chunk, head).
+#include "cuda/mamba_prefill.h"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <string>
+
+#include "common/error.h"
+#include "cuda/check.h"
+
+namespace fp4lab {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kThreads = 256;
+constexpr int kMaxChunk = 128, kMaxState = 128, kMaxHeadDim = 128;
+constexpr int kSegTokens = 2048;  // long prompts run in segments of this many tokens (bounded workspace)
+
+__device__ __forceinline__ float ldb(const bf16* p) {
+  return __bfloat162float(*p);
+}
+
+struct Dims {
+  int t, heads, hp, ns, groups, chunk, chunks;
+  __device__ int hpg() const { return heads / groups; }
+  __device__ int rows_in(int ci) const { return min(chunk, t - ci * chunk); }
+};
+
+// Per (chunk, head): the cumulative log-decay inside the chunk (lc), and the chunk's own contribution to the
+// state at its end, sc[p][n] = sum_j exp(lc[last] - lc[j]) dt_j x_j[p] B_j[n] (a [P x q] . [q x N] product).
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_state_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log, Dims d,
+                           float* lc, float* sc) {
+  __shared__ float lcs[kMaxChunk];
+  __shared__ float xs[32][kMaxHeadDim];
+  __shared__ __align__(16) float bs[32][kMaxState];
+  const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg();
+  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
+  if (threadIdx.x <
+      32) {  // warp 0: inclusive scan of dt * A, each lane over kMaxChunk / 32 consecutive tokens
+    const float a = -__expf(a_log[h]);
+    constexpr int kPer = kMaxChunk / 32;
+    const int lane = threadIdx.x;
+    float v[kPer], run = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = lane * kPer + k;
+      run += i < q ? ldb(dt + static_cast<int64_t>(i0 + i) * d.heads + h) * a : 0.0f;
+      v[k] = run;
+    }
+    float before = run;  // exclusive prefix of the lane totals
+#pragma unroll
+    for (int o = 1; o < 32; o *= 2) {
+      const float other = __shfl_up_sync(0xffffffffu, before, o);
+      if (lane >= o) before += other;
+    }
+    before -= run;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = lane * kPer + k;
+      if (i < q) {
+        lcs[i] = before + v[k];
+        lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i] = before + v[k];
+      }
+    }
+  }
+  __syncthreads();
+  const float last = lcs[q - 1];
+  const int n0 = (threadIdx.x % 32) * 4, pb = threadIdx.x / 32, tp = (d.hp + 7) / 8;
+  float acc[16][4] = {};
+  for (int j0 = 0; j0 < q; j0 += 32) {
+    const int jn = min(32, q - j0);
+    for (int e = threadIdx.x; e < jn * d.hp; e += kThreads) {
+      const int jj = e / d.hp, p = e % d.hp, j = j0 + jj;
+      const float w = __expf(last - lcs[j]) * ldb(dt + static_cast<int64_t>(i0 + j) * d.heads + h);
+      xs[jj][p] = w * ldb(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p);
+    }
+    for (int e = threadIdx.x; e < jn * d.ns; e += kThreads) {
+      const int jj = e / d.ns, n = e % d.ns;
+      bs[jj][n] = ldb(b + static_cast<int64_t>(i0 + j0 + jj) * bw + static_cast<int64_t>(g) * d.ns + n);
+    }
+    __syncthreads();
+    if (n0 < d.ns)
+      for (int jj = 0; jj < jn; ++jj) {
+        const float4 bv = *reinterpret_cast<const float4*>(&bs[jj][n0]);
+#pragma unroll
+        for (int k = 0; k < 16; ++k)
+          if (k < tp && pb * tp + k < d.hp) {
+            const float a = xs[jj][pb * tp + k];
+            acc[k][0] += a * bv.x;
+            acc[k][1] += a * bv.y;
+            acc[k][2] += a * bv.z;
+            acc[k][3] += a * bv.w;
+          }
+      }
+    __syncthreads();
+  }
+  if (n0 >= d.ns) return;
+  float* out = sc + (static_cast<int64_t>(h) * d.chunks + ci) * d.hp * d.ns;
+#pragma unroll
+  for (int k = 0; k < 16; ++k) {
+    const int p = pb * tp + k;
+    if (k < tp && p < d.hp)
+      *reinterpret_cast<float4*>(out + static_cast<int64_t>(p) * d.ns + n0) =
+          make_float4(acc[k][0], acc[k][1], acc[k][2], acc[k][3]);
+  }
+}
+
+// Sequential over chunks, parallel over every state entry: sc[chunk] becomes the state entering that chunk;
+// `state` ends as the state after the last token.
+__global__ void ssd_state_pass_kernel(Dims d, const float* lc, float* sc, float* state) {
+  const int64_t pn = static_cast<int64_t>(d.hp) * d.ns;
+  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (idx >= d.heads * pn) return;
+  const int h = static_cast<int>(idx / pn);
+  const int64_t rem = idx % pn;
+  float run = state[idx];
+  for (int ci = 0; ci < d.chunks; ++ci) {
+    float* s = sc + (static_cast<int64_t>(h) * d.chunks + ci) * pn + rem;
+    const float own = *s;
+    *s = run;
+    const int q = d.rows_in(ci);
+    run = run * __expf(lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + q - 1]) + own;
+  }
+  state[idx] = run;
+}
+
+// Per (chunk, group): C_i . B_j for every pair of the chunk, shared by the group's heads.
+__global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const bf16* b, const bf16* c, Dims d, float* cb) {
+  __shared__ float cs[kMaxChunk][33], bsh[kMaxChunk][33];
+  const int ci = blockIdx.x, g = blockIdx.y;
+  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  const int64_t bw = static_cast<int64_t>(d.groups) * d.ns;
+  const int ti = threadIdx.x / 16, tj = threadIdx.x % 16, ra = (d.chunk + 15) / 16;
+  float acc[8][8] = {};
+  for (int n0 = 0; n0 < d.ns; n0 += 32) {
+    for (int e = threadIdx.x; e < d.chunk * 32; e += kThreads) {
+      const int i = e / 32, nn = e % 32, n = n0 + nn;
+      const bool ok = i < q && n < d.ns;
+      const int64_t off = static_cast<int64_t>(i0 + i) * bw + static_cast<int64_t>(g) * d.ns + n;
+      cs[i][nn] = ok ? ldb(c + off) : 0.0f;
+      bsh[i][nn] = ok ? ldb(b + off) : 0.0f;
+    }
+    __syncthreads();
+    for (int nn = 0; nn < 32; ++nn) {
+      float cv[8], bv[8];
+#pragma unroll
+      for (int a = 0; a < 8; ++a) {
+        cv[a] = a < ra && ti + 16 * a < d.chunk ? cs[ti + 16 * a][nn] : 0.0f;
+        bv[a] = a < ra && tj + 16 * a < d.chunk ? bsh[tj + 16 * a][nn] : 0.0f;
+      }
+#pragma unroll
+      for (int a = 0; a < 8; ++a)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[a][e] += cv[a] * bv[e];
+    }
+    __syncthreads();
+  }
+  float* out = cb + (static_cast<int64_t>(g) * d.chunks + ci) * d.chunk * d.chunk;
+#pragma unroll
+  for (int a = 0; a < 8; ++a)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int i = ti + 16 * a, j = tj + 16 * e;
+      if (a < ra && e < ra && i < d.chunk && j < d.chunk) out[i * d.chunk + j] = acc[a][e];
+    }
+}
+
+// Per (chunk, head, 64-row slice of the chunk): y_i = exp(lc_i) C_i . S_in + sum_{j <= i} exp(lc_i - lc_j)
+// (C_i . B_j) dt_j x_j + D x_i.
+__global__ void __launch_bounds__(kThreads)
+    ssd_chunk_out_kernel(const bf16* x, const bf16* c, const bf16* dt, const float* dvec, Dims d,
+                         const float* lc, const float* sc, const float* cb, bf16* y) {
+  __shared__ float lcs[kMaxChunk], dts[kMaxChunk];
+  __shared__ float r1[64][33];            // C rows, then the decay-masked C.B rows
+  __shared__ float r2[kMaxHeadDim * 33];  // S_in [P][33], then x rows [32][P + 1]
+  const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg(), rb = blockIdx.z * 64;
+  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  if (rb >= q) return;
+  const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
+  for (int i = threadIdx.x; i < q; i += kThreads) {
+    lcs[i] = lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i];
+    dts[i] = ldb(dt + static_cast<int64_t>(i0 + i) * d.heads + h);
+  }
+  const int ri = threadIdx.x / 16, pj = threadIdx.x % 16, kp = (d.hp + 15) / 16;
+  const int rows = min(64, q - rb);
+  float acc[4][8] = {};
+  // Inter-chunk: C_i . S_in[p], over the state in slices of 32.
+  const float* sin = sc + (static_cast<int64_t>(h) * d.chunks + ci) * d.hp * d.ns;
+  for (int n0 = 0; n0 < d.ns; n0 += 32) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < 64 * 32; e += kThreads) {
+      const int r = e / 32, nn = e % 32, n = n0 + nn;
+      r1[r][nn] = r < rows && n < d.ns
+                      ? ldb(c + static_cast<int64_t>(i0 + rb + r) * bw + static_cast<int64_t>(g) * d.ns + n)
+                      : 0.0f;
+    }
+    for (int e = threadIdx.x; e < d.hp * 32; e += kThreads) {
+      const int p = e / 32, nn = e % 32, n = n0 + nn;
+      r2[p * 33 + nn] = n < d.ns ? sin[static_cast<int64_t>(p) * d.ns + n] : 0.0f;
+    }
+    __syncthreads();
+    for (int nn = 0; nn < 32; ++nn) {
+      float cv[4], sv[8];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) cv[a] = r1[ri + 16 * a][nn];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) sv[k] = k < kp && pj + 16 * k < d.hp ? r2[(pj + 16 * k) * 33 + nn] : 0.0f;
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int k = 0; k < 8; ++k) acc[a][k] += cv[a] * sv[k];
+    }
+  }
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int r = ri + 16 * a;
+    const float f = r < rows ? __expf(lcs[rb + r]) : 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[a][k] *= f;
+  }
+  // Intra-chunk: the causal, decay-weighted C.B against the chunk's inputs, keys in slices of 32.
+  const float* cbg = cb + (static_cast<int64_t>(g) * d.chunks + ci) * d.chunk * d.chunk;
+  const int jmax = rb + rows;
+  for (int j0 = 0; j0 < jmax; j0 += 32) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < 64 * 32; e += kThreads) {
+      const int r = e / 32, jj = e % 32, i = rb + r, j = j0 + jj;
+      r1[r][jj] =
+          r < rows && j <= i && j < q ? cbg[i * d.chunk + j] * __expf(lcs[i] - lcs[j]) * dts[j] : 0.0f;
+    }
+    for (int e = threadIdx.x; e < 32 * d.hp; e += kThreads) {
+      const int jj = e / d.hp, p = e % d.hp, j = j0 + jj;
+      r2[jj * (d.hp + 1) + p] =
+          j < q ? ldb(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p) : 0.0f;
+    }
+    __syncthreads();
+    for (int jj = 0; jj < 32; ++jj) {
+      float mv[4], xv[8];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) mv[a] = r1[ri + 16 * a][jj];
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        xv[k] = k < kp && pj + 16 * k < d.hp ? r2[jj * (d.hp + 1) + pj + 16 * k] : 0.0f;
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int k = 0; k < 8; ++k) acc[a][k] += mv[a] * xv[k];
+    }
+  }
+  const float dh = dvec[h];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    const int r = ri + 16 * a;
+    if (r >= rows) continue;
+    const int64_t row = static_cast<int64_t>(i0 + rb + r) * xw + static_cast<int64_t>(h) * d.hp;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int p = pj + 16 * k;
+      if (k < kp && p < d.hp) y[row + p] = __float2bfloat16_rn(acc[a][k] + dh * ldb(x + row + p));
+    }
+  }
+}
+
+__device__ __forceinline__ float silu(float v) {
+  return v / (1.0f + __expf(-v));
+}
+
+// One thread per (token, channel): the kernel taps read the inputs (or, before the first token, the state).
+__global__ void conv1d_prefill_kernel(const bf16* in, int t, int ch, int kernel, const float* w,
+                                      const float* bias, const float* state, bf16* out) {
+  const int hist = kernel - 1;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < static_cast<int64_t>(t) * ch;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int i = static_cast<int>(idx / ch), c = static_cast<int>(idx % ch);
+    float acc = bias ? bias[c] : 0.0f;
+    for (int k = 0; k < kernel; ++k) {
+      const int src = i - hist + k;
+      const float v = src >= 0 ? ldb(in + static_cast<int64_t>(src) * ch + c) : state[c * hist + hist + src];
+      acc += w[c * kernel + k] * v;
+    }
+    out[idx] = __float2bfloat16_rn(silu(acc));
+  }
+}
+
+// After the outputs: the state becomes the last kernel - 1 inputs of (old state ++ new tokens), oldest first.
+// Entry j reads old entry t + j > j, so walking j upwards in one thread is safe in place.
+__global__ void conv1d_state_kernel(const bf16* in, int t, int ch, int hist, float* state) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= ch) return;
+  for (int j = 0; j < hist; ++j)
+    state[c * hist + j] =
+        t + j < hist ? state[c * hist + t + j] : ldb(in + static_cast<int64_t>(t + j - hist) * ch + c);
+}
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>((n + kThreads - 1) / kThreads);
+}
+
+}  // namespace
+
+bool ssd_chunked_supported(const cpu::SsmShape& s, int chunk) {
+  return s.state <= kMaxState && s.state % 4 == 0 && s.head_dim <= kMaxHeadDim && chunk >= 1 &&
+         chunk <= kMaxChunk && s.groups > 0 && s.heads % s.groups == 0;
+}
+
+size_t ssd_workspace_bytes(int t, const cpu::SsmShape& s, int chunk) {
+  const int seg = std::min(t, std::max(chunk, kSegTokens / chunk * chunk));
+  const int64_t chunks = (seg + chunk - 1) / chunk;
+  const int64_t floats = int64_t{s.heads} * chunks * chunk                   // lc
+                         + int64_t{s.heads} * chunks * s.head_dim * s.state  // sc
+                         + int64_t{s.groups} * chunks * chunk * chunk;       // cb
+  return static_cast<size_t>(floats) * sizeof(float);
+}
+
+void ssd_chunked_scan(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_raw* c_raw,
+                      const bf16_raw* dt_raw, const float* a_log, const float* dvec, int t,
+                      const cpu::SsmShape& s, int chunk, float* state, bf16_raw* y_raw, void* workspace,
+                      cudaStream_t stream) {
+  if (!ssd_chunked_supported(s, chunk))
+    throw Error("chunked SSD scan: state " + std::to_string(s.state) + ", head_dim " +
+                std::to_string(s.head_dim) + ", chunk " + std::to_string(chunk) + " not supported");
+  const auto* x = reinterpret_cast<const bf16*>(x_raw);
+  const auto* b = reinterpret_cast<const bf16*>(b_raw);
+  const auto* c = reinterpret_cast<const bf16*>(c_raw);
+  const auto* dt = reinterpret_cast<const bf16*>(dt_raw);
+  auto* y = reinterpret_cast<bf16*>(y_raw);
+  const int seg = std::max(chunk, kSegTokens / chunk * chunk);
+  const int64_t xw = int64_t{s.heads} * s.head_dim, bw = int64_t{s.groups} * s.state;
+  for (int t0 = 0; t0 < t; t0 += seg) {
+    Dims d{std::min(seg, t - t0), s.heads, s.head_dim, s.state, s.groups, chunk, 0};
+    d.chunks = (d.t + chunk - 1) / chunk;
+    float* lc = static_cast<float*>(workspace);
+    float* sc = lc + int64_t{s.heads} * d.chunks * chunk;
+    float* cb = sc + int64_t{s.heads} * d.chunks * s.head_dim * s.state;
+    const bf16 *xs = x + t0 * xw, *bs = b + t0 * bw, *cs = c + t0 * bw, *dts = dt + int64_t{t0} * s.heads;
+    ssd_chunk_state_kernel<<<dim3(d.chunks, s.heads), kThreads, 0, stream>>>(xs, bs, dts, a_log, d, lc, sc);
+    CUDA_CHECK_LAUNCH();
+    ssd_cb_kernel<<<dim3(d.chunks, s.groups), kThreads, 0, stream>>>(bs, cs, d, cb);
+    CUDA_CHECK_LAUNCH();
+    ssd_state_pass_kernel<<<grid_for(int64_t{s.heads} * s.head_dim * s.state), kThreads, 0, stream>>>(
+        d, lc, sc, state);
+    CUDA_CHECK_LAUNCH();
+    ssd_chunk_out_kernel<<<dim3(d.chunks, s.heads, (chunk + 63) / 64), kThreads, 0, stream>>>(
+        xs, cs, dts, dvec, d, lc, sc, cb, y + t0 * xw);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+void causal_conv1d_silu_prefill(const bf16_raw* in, int t, int ch, int kernel, const float* w,
+                                const float* bias, float* state, bf16_raw* out, cudaStream_t stream) {
+  conv1d_prefill_kernel<<<grid_for(int64_t{t} * ch), kThreads, 0, stream>>>(
+      reinterpret_cast<const bf16*>(in), t, ch, kernel, w, bias, state, reinterpret_cast<bf16*>(out));
+  CUDA_CHECK_LAUNCH();
+  conv1d_state_kernel<<<(ch + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+      reinterpret_cast<const bf16*>(in), t, ch, kernel - 1, state);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,32 @@
+// Mamba-2 prefill kernels that run across tokens in parallel: the chunked SSD scan (the state-space dual
+// form: per-chunk matrix products, a short sequential pass over chunk states) and the causal depthwise
+// conv1d. Their CPU reference twins are cpu::ssm_scan_chunked and cpu::causal_conv1d_silu.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "cpu/ops.h"          // SsmShape
+#include "cuda/nvfp4_gemm.h"  // bf16_raw
+
+namespace fp4lab {
+
+// Shapes the chunked kernels take (the sequential warp-per-row scan covers the others): state <= 128 and a
+// multiple of 4, head_dim <= 128, chunk <= 256.
+bool ssd_chunked_supported(const cpu::SsmShape& s, int chunk);
+// Device scratch for ssd_chunked_scan over t tokens (bounded: long sequences run in segments).
+size_t ssd_workspace_bytes(int t, const cpu::SsmShape& s, int chunk);
+
+// x [t, heads * head_dim], b/c [t, groups * state], dt [t, heads] (softplus applied), BF16; state [heads,
+// head_dim, state] FP32, read as the state before the first token and left as the state after the last;
+// y [t, heads * head_dim] = C.S + D x per token.
+void ssd_chunked_scan(const bf16_raw* x, const bf16_raw* b, const bf16_raw* c, const bf16_raw* dt,
+                      const float* a_log, const float* d, int t, const cpu::SsmShape& s, int chunk,
+                      float* state, bf16_raw* y, void* workspace, cudaStream_t stream);
+
+// out [t, ch] = silu(conv(in) + bias) with the rolling state [ch, kernel - 1] (the inputs before the first
+// token) prepended; the state then holds the last kernel - 1 inputs. in and out must not overlap.
+void causal_conv1d_silu_prefill(const bf16_raw* in, int t, int ch, int kernel, const float* w,
+                                const float* bias, float* state, bf16_raw* out, cudaStream_t stream);
+
+}  // namespace fp4lab

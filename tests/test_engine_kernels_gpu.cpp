@@ -1,0 +1,202 @@
+// Engine kernels against their CPU reference twins on random data (llama.cpp's test-backend-ops in spirit):
+// the tensor-core prefill attention, the chunked SSD scan and the prefill conv1d.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "common/hd.h"
+#include "cpu/ops.h"
+#include "cuda/flash_attention.h"
+#include "cuda/mamba_prefill.h"
+#include "gpu_util.h"
+
+using namespace fp4lab;
+using fp4lab::test::to_device;
+using fp4lab::test::to_host;
+
+namespace {
+
+// n values from N(0, sd), rounded to BF16: the raw bits and the float values the reference sees.
+std::pair<std::vector<uint16_t>, std::vector<float>> random_bf16(size_t n, float sd, std::mt19937& rng) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<uint16_t> raw(n);
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) {
+    raw[i] = bf16_from_f32_rne(d(rng));
+    f[i] = bf16_to_f32(raw[i]);
+  }
+  return {raw, f};
+}
+
+}  // namespace
+
+// Causal GQA prefill after a cached prefix (pos0 > 0) and from empty, sizes that leave partial query blocks
+// and key tiles; every supported head dimension.
+TEST(GpuKernels, FlashAttentionPrefillMatchesCpuAttention) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  struct Case {
+    int hd, nh, nkv, pos0, t;
+  };
+  for (const Case c : {Case{32, 4, 2, 0, 40}, Case{64, 8, 2, 37, 150}, Case{128, 8, 8, 0, 200},
+                       Case{128, 32, 8, 300, 129}, Case{128, 4, 1, 5, 1}}) {
+    const int len = c.pos0 + c.t;
+    // Scores of a realistic spread (q.k up to a few units) so the softmax is neither flat nor one-hot.
+    const auto [qr, qf] = random_bf16(static_cast<size_t>(c.t) * c.nh * c.hd, 1.0f, rng);
+    const auto [kr, kf] = random_bf16(static_cast<size_t>(len) * c.nkv * c.hd, 1.0f, rng);
+    const auto [vr, vf] = random_bf16(static_cast<size_t>(len) * c.nkv * c.hd, 1.0f, rng);
+    std::vector<float> ref(qf.size());
+    cpu::attention(qf, c.t, c.nh, c.nkv, c.hd, kf, vf, c.pos0, ref);
+    DeviceBuffer dq = to_device(qr), dk = to_device(kr), dv = to_device(vr),
+                 dpos = to_device(std::vector<int>{c.pos0});
+    DeviceBuffer dout(qr.size() * 2);
+    ASSERT_TRUE(flash_attention_supported(c.hd));
+    flash_attention_prefill(dq.as<bf16_raw>(), dk.as<bf16_raw>(), dv.as<bf16_raw>(), dpos.as<int>(), c.t,
+                            c.nh, c.nkv, c.hd, dout.as<bf16_raw>(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = to_host<uint16_t>(dout, qr.size());
+    double max_err = 0, sum_err = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double e = std::fabs(bf16_to_f32(got[i]) - ref[i]);
+      max_err = std::max(max_err, e);
+      sum_err += e;
+    }
+    // BF16 probabilities in P.V and a BF16 output: errors of a few BF16 ulps of values of order 1.
+    EXPECT_LT(max_err, 0.03) << "hd " << c.hd << " t " << c.t << " pos0 " << c.pos0;
+    EXPECT_LT(sum_err / ref.size(), 0.003) << "hd " << c.hd << " t " << c.t;
+  }
+  EXPECT_FALSE(flash_attention_supported(8));
+}
+
+// Throughput on a Llama-3.1-8B layer's shapes (32 query / 8 KV heads of 128) at 4096 tokens, median of CUDA
+// events after warm-up; printed for docs/perf, checked only against the CPU above.
+TEST(GpuKernels, FlashAttentionPrefillThroughput) {
+  REQUIRE_GPU();
+  std::mt19937 rng(5);
+  const int t = 4096, nh = 32, nkv = 8, hd = 128;
+  const auto q = random_bf16(static_cast<size_t>(t) * nh * hd, 1.0f, rng).first;
+  const auto kv = random_bf16(static_cast<size_t>(t) * nkv * hd, 1.0f, rng).first;
+  DeviceBuffer dq = to_device(q), dk = to_device(kv), dv = to_device(kv),
+               dpos = to_device(std::vector<int>{0});
+  DeviceBuffer dout(q.size() * 2);
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < 13; ++i) {
+    CUDA_CHECK(cudaEventRecord(a));
+    flash_attention_prefill(dq.as<bf16_raw>(), dk.as<bf16_raw>(), dv.as<bf16_raw>(), dpos.as<int>(), t, nh,
+                            nkv, hd, dout.as<bf16_raw>(), nullptr);
+    CUDA_CHECK(cudaEventRecord(b));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float x = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&x, a, b));
+    if (i >= 3) ms.push_back(x);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  // Causal: half of the t x t score matrix, 4 hd FLOPs per (query, key) pair (QK and PV).
+  const double flops = 0.5 * t * double(t) * nh * 4.0 * hd;
+  std::printf("flash prefill attention, %d tokens, %d/%d heads of %d: %.3f ms median = %.1f TFLOP/s\n", t, nh,
+              nkv, hd, med, flops / (med * 1e-3) / 1e12);
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+}
+
+// The chunked SSD scan on the GPU against the CPU's token-by-token recurrence, from a non-zero state, over
+// sequences longer than one segment (2048 tokens) and chunk sizes that leave a partial last chunk; the state
+// after the last token must agree too.
+TEST(GpuKernels, ChunkedSsdScanMatchesSequentialRecurrence) {
+  REQUIRE_GPU();
+  std::mt19937 rng(3);
+  struct Case {
+    cpu::SsmShape s;
+    int chunk, t;
+  };
+  for (const Case cs : {Case{{8, 16, 32, 2}, 16, 2100}, Case{{8, 16, 32, 2}, 64, 2500},
+                        Case{{4, 24, 64, 1}, 128, 700}, Case{{16, 80, 128, 2}, 128, 600}}) {
+    const cpu::SsmShape& s = cs.s;
+    const int t = cs.t;
+    ASSERT_TRUE(ssd_chunked_supported(s, cs.chunk));
+    const size_t xw = static_cast<size_t>(s.heads) * s.head_dim, bw = static_cast<size_t>(s.groups) * s.state;
+    const auto [xr, xf] = random_bf16(t * xw, 1.0f, rng);
+    const auto [br, bf] = random_bf16(t * bw, 0.5f, rng);
+    const auto [cr, cf] = random_bf16(t * bw, 0.5f, rng);
+    // dt after softplus: (0.001, 0.1]; A = -exp(a_log) in [-16, -1] as Mamba-2 initializes it.
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    std::vector<uint16_t> dtr(static_cast<size_t>(t) * s.heads);
+    std::vector<float> dtf(dtr.size());
+    for (size_t i = 0; i < dtr.size(); ++i) {
+      dtr[i] = bf16_from_f32_rne(0.001f + 0.099f * u(rng));
+      dtf[i] = bf16_to_f32(dtr[i]);
+    }
+    std::vector<float> a_log(static_cast<size_t>(s.heads)), a(a_log.size()), dvec(a_log.size());
+    for (size_t h = 0; h < a_log.size(); ++h) {
+      a_log[h] = std::log(1.0f + 15.0f * u(rng));
+      a[h] = -std::exp(a_log[h]);
+      dvec[h] = u(rng);
+    }
+    std::vector<float> state(static_cast<size_t>(s.heads) * s.head_dim * s.state);
+    for (auto& v : state) v = 0.3f * (u(rng) - 0.5f);
+    std::vector<float> ref_state = state, ref(t * xw);
+    cpu::ssm_scan_sequential(xf, bf, cf, dtf, a, dvec, t, s, ref_state, ref);
+
+    DeviceBuffer dx = to_device(xr), db = to_device(br), dc = to_device(cr), ddt = to_device(dtr),
+                 dal = to_device(a_log), dd = to_device(dvec), dst = to_device(state), dy(t * xw * 2),
+                 ws(ssd_workspace_bytes(t, s, cs.chunk));
+    ssd_chunked_scan(dx.as<bf16_raw>(), db.as<bf16_raw>(), dc.as<bf16_raw>(), ddt.as<bf16_raw>(),
+                     dal.as<float>(), dd.as<float>(), t, s, cs.chunk, dst.as<float>(), dy.as<bf16_raw>(),
+                     ws.ptr, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto y = to_host<uint16_t>(dy, t * xw);
+    const auto st = to_host<float>(dst, state.size());
+    double ymax = 0, yerr = 0, smax = 0, serr = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ymax = std::max(ymax, double(std::fabs(ref[i])));
+      yerr = std::max(yerr, double(std::fabs(bf16_to_f32(y[i]) - ref[i])));
+    }
+    for (size_t i = 0; i < st.size(); ++i) {
+      smax = std::max(smax, double(std::fabs(ref_state[i])));
+      serr = std::max(serr, double(std::fabs(st[i] - ref_state[i])));
+    }
+    // y is BF16 (relative rounding 2^-8); the state stays FP32 (sums in another order).
+    EXPECT_LE(yerr, 0.01 * ymax) << "chunk " << cs.chunk << " t " << t << " head_dim " << s.head_dim;
+    EXPECT_LE(serr, 1e-4 * smax + 1e-6) << "chunk " << cs.chunk << " t " << t;
+    std::printf(
+        "chunked scan chunk %d, %d tokens, %dx%dx%d: max |y err| %.2e of %.2f, max |state err| %.2e of "
+        "%.2f\n",
+        cs.chunk, t, s.heads, s.head_dim, s.state, yerr, ymax, serr, smax);
+  }
+}
+
+// The parallel prefill conv1d against the CPU's rolling-window one, including a prompt shorter than the
+// window (the state shifts instead of being replaced).
+TEST(GpuKernels, Conv1dPrefillMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(9);
+  const int ch = 200, kernel = 4, hist = kernel - 1;
+  for (int t : {300, 2}) {
+    const auto [xr, xf] = random_bf16(static_cast<size_t>(t) * ch, 1.0f, rng);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    std::vector<float> w(static_cast<size_t>(ch) * kernel), bias(ch), state(static_cast<size_t>(ch) * hist);
+    for (auto* v : {&w, &bias, &state})
+      for (auto& e : *v) e = nd(rng);
+    std::vector<float> ref = xf, ref_state = state;
+    cpu::causal_conv1d_silu(ref, t, ch, kernel, w, bias, ref_state);
+    DeviceBuffer din = to_device(xr), dw = to_device(w), dbias = to_device(bias), dst = to_device(state),
+                 dout(xr.size() * 2);
+    causal_conv1d_silu_prefill(din.as<bf16_raw>(), t, ch, kernel, dw.as<float>(), dbias.as<float>(),
+                               dst.as<float>(), dout.as<bf16_raw>(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto out = to_host<uint16_t>(dout, xr.size());
+    const auto st = to_host<float>(dst, state.size());
+    double err = 0;
+    for (size_t i = 0; i < ref.size(); ++i)
+      err = std::max(err, double(std::fabs(bf16_to_f32(out[i]) - ref[i])));
+    EXPECT_LT(err, 0.02) << "t " << t;
+    EXPECT_EQ(st, ref_state) << "t " << t;  // the state is a copy of inputs: exact
+  }
+}
