@@ -1,5 +1,5 @@
 // Engine kernels against their CPU reference twins on random data (llama.cpp's test-backend-ops in spirit):
-// the tensor-core prefill attention, the chunked SSD scan and the prefill conv1d.
+// the tensor-core prefill attention, the chunked SSD scan, the prefill conv1d and the grouped decode GEMM.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +11,9 @@
 #include "cpu/ops.h"
 #include "cuda/flash_attention.h"
 #include "cuda/mamba_prefill.h"
+#include "cuda/nvfp4_gemm.h"
+#include "format/nvfp4.h"
+#include "format/nvfp4_block.h"
 #include "gpu_util.h"
 
 using namespace fp4lab;
@@ -199,4 +202,49 @@ TEST(GpuKernels, Conv1dPrefillMatchesCpu) {
     EXPECT_LT(err, 0.02) << "t " << t;
     EXPECT_EQ(st, ref_state) << "t " << t;  // the state is a copy of inputs: exact
   }
+}
+
+// q | k | v in one decode launch gives, bit for bit, what each weight gives alone under the same plan (the
+// group is one launch of the same kernel over the weights' row tiles, each with its own tensor scale).
+TEST(GpuKernels, GroupedDecodeGemmEqualsSeparateCalls) {
+  REQUIRE_GPU();
+  std::mt19937 rng(21);
+  const int64_t k = 512, ns[3] = {256, 64, 48};
+  std::vector<Nvfp4DeviceWeight> w;
+  for (int64_t n : ns) {
+    std::normal_distribution<float> d(0.0f,
+                                      0.02f * static_cast<float>(n) / 64.0f);  // different tensor scales
+    std::vector<float> f(static_cast<size_t>(n * k));
+    for (auto& v : f) v = d(rng);
+    const Nvfp4Tensor q = nvfp4_quantize_ref(f, n, k);
+    DeviceBuffer pk = to_device(q.packed), sc = to_device(q.block_scales);
+    w.push_back(nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), n, k, q.tensor_scale, nullptr));
+  }
+  GemmWorkspace ws;
+  for (int64_t m : {1, 5}) {
+    const auto xr = random_bf16(static_cast<size_t>(m * k), 1.0f, rng).first;
+    DeviceBuffer dx = to_device(xr);
+    std::vector<DeviceBuffer> yg, ys;
+    for (int64_t n : ns) {
+      yg.emplace_back(static_cast<size_t>(m * n * 2));
+      ys.emplace_back(static_cast<size_t>(m * n * 2));
+    }
+    const Nvfp4DeviceWeight* wp[3] = {&w[0], &w[1], &w[2]};
+    bf16_raw* yp[3] = {yg[0].as<bf16_raw>(), yg[1].as<bf16_raw>(), yg[2].as<bf16_raw>()};
+    const int64_t ld[3] = {ns[0], ns[1], ns[2]};
+    ASSERT_TRUE(nvfp4_w4a16_gemm_group(dx.as<bf16_raw>(), m, k, wp, yp, ld, ws, nullptr)) << "m " << m;
+    const W4A16Plan plan = choose_w4a16_plan(m, ns[0] + ns[1] + ns[2], k, ws.sm_count());
+    for (int i = 0; i < 3; ++i)
+      nvfp4_w4a16_gemm(dx.as<bf16_raw>(), m, k, w[i], ys[i].as<bf16_raw>(), ns[i], 1.0f, ws, nullptr, &plan);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(to_host<uint16_t>(yg[i], m * ns[i]), to_host<uint16_t>(ys[i], m * ns[i]))
+          << "weight " << i << " m " << m;
+  }
+  // Not for prefill-sized M or different K: the caller falls back to separate calls.
+  const Nvfp4DeviceWeight* two[2] = {&w[0], &w[1]};
+  DeviceBuffer dx(64 * k * 2), y0(64 * 256 * 2), y1(64 * 64 * 2);
+  bf16_raw* yp[2] = {y0.as<bf16_raw>(), y1.as<bf16_raw>()};
+  const int64_t ld[2] = {256, 64};
+  EXPECT_FALSE(nvfp4_w4a16_gemm_group(dx.as<bf16_raw>(), 64, k, two, yp, ld, ws, nullptr));
 }

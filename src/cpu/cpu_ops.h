@@ -93,11 +93,20 @@ class CpuOps {
   // table: rows for ids [first_id, first_id + rows); other ids get zeros (vocab-parallel shards).
   void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x) const;
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
+  // Several layers on the same input (q | k | v, gate | up): one after the other here.
+  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
+                    std::span<Tensor* const> y) const {
+    for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
+  }
   // Activation calibration: while set, every linear records max |input| per weight (ModelOpt's max
   // calibrator).
   void set_calibration(std::map<const LinearWeight*, float>* amax) { calib_ = amax; }
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {
     cpu::rmsnorm(x.v, w, eps, y.v);
+  }
+  void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y) const {
+    add(x, o);
+    rmsnorm(x, w, eps, y);
   }
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) const {
     cpu::rmsnorm(x.v, w, eps, x.v);

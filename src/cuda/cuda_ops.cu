@@ -66,22 +66,34 @@ __device__ __forceinline__ float ldx(const void* p, int64_t i, bool f32) {
   return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
 }
 
-// One block per row: y = w * x / sqrt(mean(x^2) + eps).
-// One block per row; each thread keeps its (up to 16) values in registers between the two passes.
-__global__ void rmsnorm_kernel(const void* x, bool x_f32, const float* w, int64_t width, float eps, bf16* y) {
+// One block per row: y = w * x / sqrt(mean(x^2) + eps). With `add` (the residual stream, FP32 x), first
+// x += add, written back: the residual add of the previous layer fused into this norm (one launch and one
+// pass over x fewer, the same FP32 arithmetic as add then norm). Each thread keeps its (up to 16) values in
+// registers between the two passes.
+__global__ void rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps,
+                               bf16* y) {
   constexpr int kMax = 16;
   const int64_t base = blockIdx.x * width;
   bf16* yr = y + base;
+  float* xf = static_cast<float*>(x);
   float v[kMax];
   float ss = 0.0f;
 #pragma unroll
   for (int e = 0; e < kMax; ++e) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
     v[e] = i < width ? ldx(x, base + i, x_f32) : 0.0f;
+    if (add && i < width) {
+      v[e] += __bfloat162float(add[base + i]);
+      xf[base + i] = v[e];
+    }
     ss += v[e] * v[e];
   }
   for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
-    const float t = ldx(x, base + i, x_f32);
+    float t = ldx(x, base + i, x_f32);
+    if (add) {
+      t += __bfloat162float(add[base + i]);
+      xf[base + i] = t;
+    }
     ss += t * t;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(width) + eps);
@@ -906,11 +918,45 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   }
 }
 
+void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
+                           std::span<Tensor* const> y) {
+  const Nvfp4DeviceWeight* dw[3];
+  bf16_raw* out[3];
+  int64_t ld[3];
+  bool grouped = w.size() >= 2 && w.size() <= 3 && x.rows <= 8 && !x.f32;
+  for (size_t i = 0; grouped && i < w.size(); ++i) {
+    const auto it = linears_.find(w[i]);
+    if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
+    grouped = it->second.nvfp4 && !it->second.bias.ptr;
+    dw[i] = &it->second.fp4;
+    out[i] = y[i]->data;
+    ld[i] = y[i]->cols;
+  }
+  if (grouped) {
+    OpTimer timer_(this, "linear.nvfp4");
+    if (nvfp4_w4a16_gemm_group(x.data, x.rows, x.cols, std::span(dw, w.size()), std::span(out, w.size()),
+                               std::span<const int64_t>(ld, w.size()), ws_, stream_))
+      return;
+  }
+  for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
+}
+
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
   const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
   rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
-      x.data, x.f32, dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
+      x.data, x.f32, nullptr, dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y) {
+  if (!x.f32 || o.f32 || o.rows != x.rows || o.cols != x.cols)
+    throw Error("internal: add_rmsnorm takes the FP32 residual stream and a BF16 layer output of its shape");
+  OpTimer timer_(this, "rmsnorm");
+  const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
+  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
+      x.data, true, reinterpret_cast<const bf16*>(o.data), dev_f32(w), x.cols, eps,
+      reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -918,7 +964,7 @@ void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, f
   OpTimer timer_(this, "rmsnorm");
   const int64_t hd = x.cols / heads;
   rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(
-      x.data, false, dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
+      x.data, false, nullptr, dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
   CUDA_CHECK_LAUNCH();
 }
 

@@ -105,7 +105,12 @@ class CudaOps {
   // Ids outside [first_id, first_id + the table's rows) get zeros (vocab-parallel shards).
   void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x);
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
+  // Several layers on the same input (q | k | v, gate | up): one NVFP4 decode launch for all of them when
+  // they qualify (nvfp4_w4a16_gemm_group), else one by one.
+  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y);
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
+  // x += o (the residual add), then y = rmsnorm(x): one kernel.
+  void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
   void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,

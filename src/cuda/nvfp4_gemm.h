@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <span>
 #include <memory>
 
 #include "engine/gemm_heuristics.h"
@@ -71,6 +72,14 @@ class GemmWorkspace {
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan = nullptr);
+
+// Decode-sized M (<= 8): several weights of the same K applied to the same X in one launch (q | k | v,
+// gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the
+// group does not qualify (M, shapes, or the heuristic does not pick the decode kernel for it); the caller
+// then runs the weights one by one.
+bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
+                            std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
+                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream);
 
 // Dequantizes a tiled weight to BF16 [N, K] (row-major), the first half of the DequantBlas variant.
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream);

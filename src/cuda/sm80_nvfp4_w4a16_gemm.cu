@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <span>
 
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
@@ -77,18 +78,45 @@ constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4) ?
 // them between row tiles, which halves the X traffic per weight byte. PF chunks per warp are in flight in
 // registers. Tried and measured slower or no faster (kernel-notes #13-#16): deeper register or cp.async
 // shared-memory pipelines, X staged in shared memory, other load cache policies.
+// Up to three weights of one K that read the same X (q | k | v, gate | up) in one launch: the blocks are laid
+// out weight after weight, each block working for the weight whose range holds its index. A single weight is
+// a group of one.
+struct DecodeSeg {
+  const uint4* wq;
+  const uint16_t* wsc;
+  __nv_bfloat16* y;
+  int64_t ldy;
+  float alpha;
+  int row_tiles, n_valid, block0;
+};
+struct DecodeGroup {
+  DecodeSeg seg[3];
+  int count;
+};
+
 template <int NT, int RA, int WARPS, int PF>
 __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF>)
-    nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                              const uint4* __restrict__ wq, const uint16_t* __restrict__ wsc, int row_tiles,
-                              int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
-                              int n_valid) {
+    nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
+                              const DecodeGroup g) {
   __shared__ uint32_t lut[256];
   __shared__ float red[WARPS][RA * NT * 4][32];
   init_scale_lut(lut);
 
+  // Field by field with selects: indexing the parameter array with a run-time index would copy it to local
+  // memory.
+  const int bx = blockIdx.x;
+  const bool s2 = g.count > 2 && bx >= g.seg[2].block0, s1 = !s2 && g.count > 1 && bx >= g.seg[1].block0;
+  const uint4* __restrict__ wq = s2 ? g.seg[2].wq : s1 ? g.seg[1].wq : g.seg[0].wq;
+  const uint16_t* __restrict__ wsc = s2 ? g.seg[2].wsc : s1 ? g.seg[1].wsc : g.seg[0].wsc;
+  __nv_bfloat16* __restrict__ y = s2 ? g.seg[2].y : s1 ? g.seg[1].y : g.seg[0].y;
+  const int64_t ldy = s2 ? g.seg[2].ldy : s1 ? g.seg[1].ldy : g.seg[0].ldy;
+  const float alpha = s2 ? g.seg[2].alpha : s1 ? g.seg[1].alpha : g.seg[0].alpha;
+  const int row_tiles = s2 ? g.seg[2].row_tiles : s1 ? g.seg[1].row_tiles : g.seg[0].row_tiles;
+  const int n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
+  const int block0 = s2 ? g.seg[2].block0 : s1 ? g.seg[1].block0 : g.seg[0].block0;
+
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int tile0 = blockIdx.x * RA;
+  const int tile0 = (bx - block0) * RA;
   const int c4 = lane % 4, tok = lane / 4;
   // Per-chunk addresses are loop-invariant bases plus offsets known at compile time in the unrolled loop over
   // p, so that little 64-bit index math is left per chunk (the compiler still recomputes part of it under the
@@ -392,38 +420,56 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   CUDA_CHECK_LAUNCH();
 }
 
+// One weight (count 1) or a group of weights sharing X and K, with their outputs and scales.
+struct DecodeTargets {
+  const Nvfp4DeviceWeight* w[3];
+  bf16_raw* y[3];
+  int64_t ldy[3];
+  float alpha[3];
+  int count;
+};
+
 template <int NT, int RA, int WARPS>
-void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
-                   int64_t ldy, float alpha, cudaStream_t stream) {
+void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t, cudaStream_t stream) {
   constexpr int PF = 4;
-  const int row_tiles = static_cast<int>(w.geom.row_tiles());
-  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>
-      <<<static_cast<unsigned>((row_tiles + RA - 1) / RA), WARPS * 32, 0, stream>>>(
-          reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-          w.weights.as<uint4>(), w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()),
-          alpha, reinterpret_cast<__nv_bfloat16*>(y), ldy, static_cast<int>(w.n_valid));
+  DecodeGroup g{};
+  g.count = t.count;
+  int blocks = 0;
+  for (int i = 0; i < t.count; ++i) {
+    const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
+    g.seg[i] = {t.w[i]->weights.as<uint4>(),
+                t.w[i]->scales.as<uint16_t>(),
+                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
+                t.ldy[i],
+                t.alpha[i],
+                row_tiles,
+                static_cast<int>(t.w[i]->n_valid),
+                blocks};
+    blocks += (row_tiles + RA - 1) / RA;
+  }
+  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>(blocks), WARPS * 32, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(t.w[0]->geom.k), ldx,
+      static_cast<int>(t.w[0]->geom.kchunks()), g);
   CUDA_CHECK_LAUNCH();
 }
 
 template <int NT, int RA>
-void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                      const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha,
+void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
   if (p.decode_warps == 4)
-    launch_decode<NT, RA, 4>(x, m, ldx, w, y, ldy, alpha, stream);
+    launch_decode<NT, RA, 4>(x, m, ldx, t, stream);
   else
-    launch_decode<NT, RA, 8>(x, m, ldx, w, y, ldy, alpha, stream);
+    launch_decode<NT, RA, 8>(x, m, ldx, t, stream);
 }
 
 template <int NT>
-void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                      const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha,
+void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
   if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
   if (p.rows_per_block == 32)
-    launch_decode_ra<NT, 2>(p, x, m, ldx, w, y, ldy, alpha, stream);
+    launch_decode_ra<NT, 2>(p, x, m, ldx, t, stream);
   else if (p.rows_per_block == 16)
-    launch_decode_ra<NT, 1>(p, x, m, ldx, w, y, ldy, alpha, stream);
+    launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);
   else
     throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
 }
@@ -444,11 +490,11 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   switch (p.variant) {
     case W4A16Variant::Decode8:
       if (m > 8) throw Error("nvfp4 gemm: decode8 handles M <= 8");
-      launch_decode_nt<1>(p, x, m, ldx, w, y, ldy, a, stream);
+      launch_decode_nt<1>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
       break;
     case W4A16Variant::Decode16:
       if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
-      launch_decode_nt<2>(p, x, m, ldx, w, y, ldy, a, stream);
+      launch_decode_nt<2>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
       break;
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
@@ -472,6 +518,31 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       break;
     }
   }
+}
+
+bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
+                            std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
+                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream) {
+  if (m <= 0 || m > 8 || w.size() < 2 || w.size() > 3 || y.size() != w.size() || ldy.size() != w.size())
+    return false;
+  if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8) return false;
+  DecodeTargets t{};
+  t.count = static_cast<int>(w.size());
+  int64_t n_total = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i]->geom.k != w[0]->geom.k || w[i]->geom.n % 16 || ldy[i] < w[i]->n_valid || ldx < w[i]->geom.k)
+      return false;
+    t.w[i] = w[i];
+    t.y[i] = y[i];
+    t.ldy[i] = ldy[i];
+    t.alpha[i] = w[i]->tensor_scale * kEpilogueBias;
+    n_total += w[i]->geom.n;
+  }
+  // The shape the heuristic sees is the group's: one launch over all the rows.
+  const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
+  if (p.variant != W4A16Variant::Decode8) return false;
+  launch_decode_nt<1>(p, x, m, ldx, t, stream);
+  return true;
 }
 
 }  // namespace fp4lab

@@ -154,16 +154,26 @@ class Runner {
     ops_.embed(tokens, w_.embed, w_.vocab_begin, x);
     if (w_.vocab_parallel()) reduce_partial(x);  // each rank looked up the ids of its vocab shard only
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
+    // Each sublayer's output o is added to the residual by the norm that follows it (one fused op).
+    bool pending = false;
+    auto norm = [&](const std::vector<float>& w) {
+      if (pending)
+        ops_.add_rmsnorm(x, o, w, c.norm_eps, h);
+      else
+        ops_.rmsnorm(x, w, c.norm_eps, h);
+      pending = false;
+    };
     for (size_t li = 0; li < w_.layers.size(); ++li) {
       const LayerWeights& L = w_.layers[li];
-      ops_.rmsnorm(x, L.norm, c.norm_eps, h);
+      norm(L.norm);
       if (c.arch != Arch::NemotronH) {
         attention(L, li, segs, h, t, true, o);
-        ops_.add(x, o);
-        ops_.rmsnorm(x, L.post_norm, c.norm_eps, h);
+        pending = true;
+        norm(L.post_norm);
         Tensor g = ops_.alloc(t, c.intermediate_size), u = ops_.alloc(t, c.intermediate_size);
-        ops_.linear(h, L.gate, g);
-        ops_.linear(h, L.up, u);
+        const LinearWeight* gu[] = {&L.gate, &L.up};
+        Tensor* gu_out[] = {&g, &u};
+        ops_.linear_group(h, gu, gu_out);  // one launch where the backend can (same input, same K)
         ops_.silu_mul(g, u, g);
         ops_.linear(g, L.down, o);
         reduce_partial(o);
@@ -178,7 +188,7 @@ class Runner {
         ops_.linear(u, L.down, o);
         reduce_partial(o);
       }
-      ops_.add(x, o);
+      pending = true;
     }
     bool advanced = false;
     if constexpr (kBatchedOps)
@@ -191,7 +201,11 @@ class Runner {
     const int rows = all_logits || segs.size() > 1 ? t : 1;
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
-    ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
+    // Only the rows that are scored need the last layer's output added.
+    if (pending)
+      ops_.add_rmsnorm(last, ops_.rows(o, t - rows, rows), w_.final_norm, c.norm_eps, hn);
+    else
+      ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
     // FP32 logits: BF16 would round near-ties away. Under vocab parallelism the backend gathers every rank's
     // share, so each rank sees the whole row.
     if (argmax)
@@ -206,9 +220,9 @@ class Runner {
     Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim),
            k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
            v = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim);
-    ops_.linear(h, L.q, q);
-    ops_.linear(h, L.k, k);
-    ops_.linear(h, L.v, v);
+    const LinearWeight* qkv[] = {&L.q, &L.k, &L.v};
+    Tensor* qkv_out[] = {&q, &k, &v};
+    ops_.linear_group(h, qkv, qkv_out);
     if (!L.q_norm.empty()) {  // Qwen3: RMSNorm over each head before RoPE
       ops_.rmsnorm_heads(q, c.num_heads, L.q_norm, c.norm_eps);
       ops_.rmsnorm_heads(k, c.num_kv_heads, L.k_norm, c.norm_eps);

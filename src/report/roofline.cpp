@@ -48,14 +48,16 @@ DecodeBytes decode_bytes_tp(const ModelConfig& c, const std::vector<LinearPlan>&
 }
 
 const CommSpec& comm_spec(const std::string& link) {
-  // NVLink: NCCL's maintainers give ~370 GB/s effective bus bandwidth on H100 NVLink (450 GB/s line rate less
-  // ~20% protocol) and 2-GPU small-message all-reduces measure ~6 us with NVLink SHARP and CUDA graphs;
-  // fp4lab runs with NVLS off and without graphs under TP, so 10 us is assumed. PCIe Gen5 x16: 64 GB/s raw,
-  // ~50 GB/s assumed effective, and a higher fixed cost through the host bridge.
+  // NVLink: ~370 GB/s effective bus bandwidth on H100 NVLink (450 GB/s line rate less ~20% protocol), and a
+  // fixed cost per small all-reduce measured by fp4lab itself: on 2 x H200 (NV18, NCCL, NVLS off, decode
+  // steps in CUDA graphs) the Llama-3.3-70B preset's TP=2 step exceeds half the TP=1 step by 3.5 ms over 162
+  // collectives, ~20 us each (an upper bound: it also holds the smaller GEMVs' lower efficiency;
+  // docs/perf/tp-h200x2.md). PCIe Gen5 x16: 64 GB/s raw, ~50 GB/s assumed effective, and a higher fixed cost
+  // through the host bridge.
   static const CommSpec nvlink{
-      "nvlink", 10.0, 370.0,
-      "NVIDIA/nccl-tests#212 (busBw ~370 GB/s on H100 NVLink), NVIDIA/nccl#1259 (~6 us "
-      "small all-reduce on 2 x H100 with NVLS + graphs); latency assumed 10 us without"};
+      "nvlink", 20.0, 370.0,
+      "NVIDIA/nccl-tests#212 (busBw ~370 GB/s on H100 NVLink); latency measured by fp4lab on 2 x H200 "
+      "(docs/perf/tp-h200x2.md)"};
   static const CommSpec pcie{"pcie", 20.0, 50.0,
                              "PCIe Gen5 x16 line rate 64 GB/s; effective bandwidth and latency assumed"};
   if (link == "nvlink") return nvlink;
