@@ -9,7 +9,9 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(8, 22656, 4480, 132).variant, W4A16Variant::Decode8);
   EXPECT_EQ(choose_w4a16_plan(9, 22656, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(16, 4480, 4480, 132).variant, W4A16Variant::Decode16);
-  EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Decode32);
+  EXPECT_EQ(choose_w4a16_plan(32, 22656, 4480, 132).variant, W4A16Variant::Decode32);
+  EXPECT_EQ(choose_w4a16_plan(33, 4480, 4480, 132).variant, W4A16Variant::Mma32);
   EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Mma32);
   EXPECT_EQ(choose_w4a16_plan(64, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(128, 4480, 10240, 132).variant, W4A16Variant::Mma32);
@@ -20,6 +22,7 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(512, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 4480, 132).rows_per_block, 16);
   EXPECT_EQ(choose_w4a16_plan(12, 22656, 4480, 132).rows_per_block, 32);
+  EXPECT_EQ(choose_w4a16_plan(24, 22656, 4480, 132).rows_per_block, 16);
 }
 
 TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {

@@ -73,7 +73,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan = nullptr);
 
-// Decode-sized M (<= 8): several weights of the same K applied to the same X in one launch (q | k | v,
+// Decode-sized M (<= 32): several weights of the same K applied to the same X in one launch (q | k | v,
 // gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the
 // group does not qualify (M, shapes, or the heuristic does not pick the decode kernel for it); the caller
 // then runs the weights one by one.

@@ -496,6 +496,10 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
       launch_decode_nt<2>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
       break;
+    case W4A16Variant::Decode32:
+      if (m > 32) throw Error("nvfp4 gemm: decode32 handles M <= 32");
+      launch_decode_nt<4>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
+      break;
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
       break;
@@ -523,7 +527,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
                             std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream) {
-  if (m <= 0 || m > 8 || w.size() < 2 || w.size() > 3 || y.size() != w.size() || ldy.size() != w.size())
+  if (m <= 0 || m > 32 || w.size() < 2 || w.size() > 3 || y.size() != w.size() || ldy.size() != w.size())
     return false;
   if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8) return false;
   DecodeTargets t{};
@@ -540,9 +544,19 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
   const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
-  if (p.variant != W4A16Variant::Decode8) return false;
-  launch_decode_nt<1>(p, x, m, ldx, t, stream);
-  return true;
+  switch (p.variant) {
+    case W4A16Variant::Decode8:
+      launch_decode_nt<1>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Decode16:
+      launch_decode_nt<2>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Decode32:
+      launch_decode_nt<4>(p, x, m, ldx, t, stream);
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace fp4lab

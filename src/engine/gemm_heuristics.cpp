@@ -10,6 +10,8 @@ const char* w4a16_variant_name(W4A16Variant v) {
       return "decode8";
     case W4A16Variant::Decode16:
       return "decode16";
+    case W4A16Variant::Decode32:
+      return "decode32";
     case W4A16Variant::Mma32:
       return "mma32";
     case W4A16Variant::Mma64:
@@ -25,7 +27,8 @@ const char* w4a16_variant_name(W4A16Variant v) {
 std::string w4a16_plan_suffix(const W4A16Plan& p) {
   std::string s;
   if (p.splits > 1) s += "/s" + std::to_string(p.splits);
-  if (p.variant == W4A16Variant::Decode8 || p.variant == W4A16Variant::Decode16) {
+  if (p.variant == W4A16Variant::Decode8 || p.variant == W4A16Variant::Decode16 ||
+      p.variant == W4A16Variant::Decode32) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
   }
@@ -38,6 +41,8 @@ GemmTile w4a16_tile(W4A16Variant v) {
       return {16, 8};
     case W4A16Variant::Decode16:
       return {16, 16};
+    case W4A16Variant::Decode32:
+      return {16, 32};
     case W4A16Variant::Mma32:
       return {128, 32};
     case W4A16Variant::Mma64:
@@ -52,11 +57,14 @@ GemmTile w4a16_tile(W4A16Variant v) {
 
 W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits) {
   W4A16Plan p;
-  if (m <= 16) {
-    p.variant = m <= 8 ? W4A16Variant::Decode8 : W4A16Variant::Decode16;
+  if (m <= 32) {
+    p.variant = m <= 8 ? W4A16Variant::Decode8 : m <= 16 ? W4A16Variant::Decode16 : W4A16Variant::Decode32;
     // Two row tiles per block halve the activation traffic per weight byte: measured faster on H100 for
-    // 9 <= M <= 16 on every model shape, slower at M = 1 (docs/perf/gemm-h100.md).
-    if (m > 8) p.rows_per_block = 32;
+    // 9 <= M <= 16 on every model shape, slower at M = 1 (docs/perf/gemm-h100.md). 17 <= M <= 32: the decode
+    // kernel with four token tiles, one row tile per block (the two-tile form holds too many registers), is
+    // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
+    // kernel-notes #25).
+    if (m > 8 && m <= 16) p.rows_per_block = 32;
     return p;
   }
   if (m >= 256) {

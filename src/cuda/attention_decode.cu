@@ -1,0 +1,186 @@
+// Decode-time attention of the CUDA engine backend (one block per query head and key split, flash-decoding
+// combine), RoPE, and the KV-cache bookkeeping. Prefill attention runs on tensor cores in
+// sm80_flash_attention.cu. CPU twin: cpu::attention, cpu::rope_apply.
+#include "cuda/engine_kernels.cuh"
+
+#include <cmath>
+
+namespace fp4lab {
+
+using namespace dev;
+
+// Rotary embedding in place. One sequence: row tt sits at position *pos_one + tt. Batched decode (pos_tab
+// set): row tt is one token of sequence tt, at that sequence's own position.
+__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
+                            const float* inv_freq) {
+  const int half = hd / 2;
+  const int64_t n = static_cast<int64_t>(t) * heads * half;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int f = static_cast<int>(i % half);
+    const int64_t th = i / half;
+    const int tt = static_cast<int>(th / heads);
+    const int pos = pos_tab ? *pos_tab[tt] : *pos_one + tt;
+    float s, c;
+    sincosf(static_cast<float>(pos) * inv_freq[f], &s, &c);
+    bf16* v = x + th * hd;
+    const float a = ld(v + f), b = ld(v + f + half);
+    v[f] = __float2bfloat16_rn(a * c - b * s);
+    v[f + half] = __float2bfloat16_rn(b * c + a * s);
+  }
+}
+
+// One block per (query token, head, split). Each warp walks a strided subset of the block's keys with an
+// online softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the
+// end. With one split the block owns all visible keys and writes the output; with S > 1 (flash-decoding: long
+// contexts and few query heads would leave most SMs idle) split s owns the s-th slice of the visible keys,
+// sized on the device from the current length, and writes its (max, sum, unnormalized accumulator) for
+// attention_combine.
+// Batched: query row tt is the single new token of sequence tt, with its own caches and position (tables
+// indexed by tt); otherwise all rows belong to one sequence and row tt sits at position pos + tt.
+template <bool kBatched>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    attention_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv, int hd,
+                     const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
+                     const int* const* pos_tab, float* part) {
+  const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
+  const int split = blockIdx.y, splits = gridDim.y;
+  const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
+  const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
+  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
+  // This split's keys: whole warp-iteration groups, so every warp starts on its own group.
+  constexpr int kGroup = kAttnWarps * kAttnUnroll;
+  const int per_split = (len + splits * kGroup - 1) / (splits * kGroup) * kGroup;
+  const int lo = split * per_split, hi = min(len, lo + per_split);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int per_lane = (hd + 31) / 32;
+  const float scale = rsqrtf(static_cast<float>(hd));
+  float qv[kAttnMaxDimsPerLane], acc[kAttnMaxDimsPerLane];
+  const bf16* qp = q + (static_cast<int64_t>(tt) * nh + h) * hd;
+#pragma unroll
+  for (int e = 0; e < kAttnMaxDimsPerLane; ++e) {
+    const int d = lane + 32 * e;
+    qv[e] = (e < per_lane && d < hd) ? ld(qp + d) * scale : 0.0f;
+    acc[e] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int64_t kstride = static_cast<int64_t>(nkv) * hd;
+  const bf16* kbase = kc + static_cast<int64_t>(kh) * hd;
+  const bf16* vbase = vc + static_cast<int64_t>(kh) * hd;
+  for (int j0 = lo + warp * kAttnUnroll; j0 < hi; j0 += kGroup) {
+    float kv[kAttnUnroll][kAttnMaxDimsPerLane], vv[kAttnUnroll][kAttnMaxDimsPerLane];
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u)
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) {
+        const int d = lane + 32 * e, j = j0 + u;
+        const bool ok = j < hi && e < per_lane && d < hd;
+        kv[u][e] = ok ? ld(kbase + j * kstride + d) : 0.0f;
+        vv[u][e] = ok ? ld(vbase + j * kstride + d) : 0.0f;
+      }
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      if (j0 + u >= hi) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) s += qv[e] * kv[u][e];
+      for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+      const float mn = fmaxf(m, s);
+      const float corr = __expf(m - mn), p = __expf(s - mn);
+      l = l * corr + p;
+#pragma unroll
+      for (int e = 0; e < kAttnMaxDimsPerLane; ++e) acc[e] = acc[e] * corr + p * vv[u][e];
+      m = mn;
+    }
+  }
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps], sm_acc[kAttnWarps][kAttnMaxDimsPerLane * 32];
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int e = 0; e < kAttnMaxDimsPerLane; ++e) sm_acc[warp][lane + 32 * e] = acc[e];
+  __syncthreads();
+  float gm = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w) gm = fmaxf(gm, sm_m[w]);
+  float gl = 0.0f;
+  for (int w = 0; w < kAttnWarps; ++w) gl += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * __expf(sm_m[w] - gm);
+  // Partials: [query_head][split][hd accumulator, max, sum]; an empty split leaves max = -inf.
+  float* pp = splits > 1 ? part + (static_cast<int64_t>(blockIdx.x) * splits + split) * (hd + 2) : nullptr;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float v = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w)
+      if (sm_m[w] != -INFINITY) v += sm_acc[w][d] * __expf(sm_m[w] - gm);
+    if (splits > 1)
+      pp[d] = v;
+    else
+      out[(static_cast<int64_t>(tt) * nh + h) * hd + d] = __float2bfloat16_rn(v / gl);
+  }
+  if (splits > 1 && threadIdx.x == 0) pp[hd] = gm, pp[hd + 1] = gl;
+}
+
+// Merges the splits of each (query, head): the log-sum-exp rescaling of flash-decoding. One block per
+// (query, head), threads over the head dimension.
+__global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out) {
+  const float* base = part + static_cast<int64_t>(blockIdx.x) * splits * (hd + 2);
+  float gm = -INFINITY;
+  for (int s = 0; s < splits; ++s) gm = fmaxf(gm, base[s * (hd + 2) + hd]);
+  float gl = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = base[s * (hd + 2) + hd];
+    if (ms != -INFINITY) gl += base[s * (hd + 2) + hd + 1] * __expf(ms - gm);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = base[s * (hd + 2) + hd];
+      if (ms != -INFINITY) v += base[s * (hd + 2) + d] * __expf(ms - gm);
+    }
+    out[static_cast<int64_t>(blockIdx.x) * hd + d] = __float2bfloat16_rn(v / gl);
+  }
+}
+
+// Appends t rows of K and V at the device-side position (captured graphs replay it at every step).
+__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
+                                 bf16* kc, bf16* vc) {
+  const int64_t off = static_cast<int64_t>(*pos_dev) * row;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    kc[off + i] = k[i];
+    vc[off + i] = v[i];
+  }
+}
+
+__global__ void kv_append_batch_kernel(const bf16* k, const bf16* v, int rows, int64_t row,
+                                       const int* const* pos_tab, bf16* const* kc_tab, bf16* const* vc_tab) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * row;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int r = static_cast<int>(i / row);
+    const int64_t off = static_cast<int64_t>(*pos_tab[r]) * row + i % row;
+    kc_tab[r][off] = k[i];
+    vc_tab[r][off] = v[i];
+  }
+}
+
+__global__ void pos_add_kernel(int* pos, int t) {
+  *pos += t;
+}
+
+__global__ void pos_add_batch_kernel(int* const* pos_tab, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) *pos_tab[i] += 1;
+}
+
+void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
+                             int nh, int nkv, int hd, const int* pos_one, bf16* out,
+                             const bf16* const* kc_tab, const bf16* const* vc_tab, const int* const* pos_tab,
+                             float* part) {
+  if (kc_tab)
+    attention_kernel<true><<<grid, kAttnWarps * 32, 0, stream>>>(q, nullptr, nullptr, nh, nkv, hd, nullptr,
+                                                                 out, kc_tab, vc_tab, pos_tab, part);
+  else
+    attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream>>>(q, kc, vc, nh, nkv, hd, pos_one, out,
+                                                                  nullptr, nullptr, nullptr, part);
+}
+
+}  // namespace fp4lab

@@ -1,0 +1,155 @@
+// Element-wise, normalization, embedding and logits kernels of the CUDA engine backend. CPU twins:
+// src/cpu/ops.cpp and CpuOps.
+#include "cuda/engine_kernels.cuh"
+
+#include <cmath>
+
+namespace fp4lab {
+
+using namespace dev;
+
+// table holds ids [first, first + rows) (a vocab-parallel shard, or all of them); other ids read as zeros.
+__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t first, int64_t rows,
+                             int64_t h, float* x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = tokens[i / h] - first;
+    x[i] = r >= 0 && r < rows ? ld(table + r * h + i % h) : 0.0f;
+  }
+}
+
+// The CUDA twin of cpu::gather_vocab_shards: [ranks][rows][shard] gathered logits -> [rows][vocab].
+__global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t shard, int64_t vocab,
+                                    float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * vocab;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / vocab, v = i % vocab;
+    out[i] = gathered[((v / shard) * rows + r) * shard + v % shard];
+  }
+}
+
+// One block per row: y = w * x / sqrt(mean(x^2) + eps). With `add` (the residual stream, FP32 x), first
+// x += add, written back: the residual add of the previous layer fused into this norm (one launch and one
+// pass over x fewer, the same FP32 arithmetic as add then norm). Each thread keeps its (up to 16) values in
+// registers between the two passes.
+__global__ void rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps,
+                               bf16* y) {
+  constexpr int kMax = 16;
+  const int64_t base = blockIdx.x * width;
+  bf16* yr = y + base;
+  float* xf = static_cast<float*>(x);
+  float v[kMax];
+  float ss = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    v[e] = i < width ? ldx(x, base + i, x_f32) : 0.0f;
+    if (add && i < width) {
+      v[e] += __bfloat162float(add[base + i]);
+      xf[base + i] = v[e];
+    }
+    ss += v[e] * v[e];
+  }
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
+    float t = ldx(x, base + i, x_f32);
+    if (add) {
+      t += __bfloat162float(add[base + i]);
+      xf[base + i] = t;
+    }
+    ss += t * t;
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(width) + eps);
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    if (i < width) yr[i] = __float2bfloat16_rn(w[i] * (v[e] * inv));
+  }
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x)
+    yr[i] = __float2bfloat16_rn(w[i] * (ldx(x, base + i, x_f32) * inv));
+}
+
+__global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    x[i] += ld(y + i);
+}
+
+__global__ void add_kernel(bf16* x, const bf16* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    x[i] = __float2bfloat16_rn(ld(x + i) + ld(y + i));
+}
+
+__global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    o[i] = __float2bfloat16_rn(silu(ld(g + i)) * ld(u + i));
+}
+
+__global__ void relu2_kernel(bf16* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = fmaxf(ld(x + i), 0.0f);
+    x[i] = __float2bfloat16_rn(v * v);
+  }
+}
+
+__global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
+                               int64_t dcols) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * dcols;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = src[(i / dcols) * scols + col0 + i % dcols];
+}
+
+__global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
+}
+
+// Greedy decoding on the device: one block per row, the first index of the maximum (as std::max_element), so
+// only B ids cross PCIe instead of B x vocab FP32 logits.
+__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out) {
+  const float* row = logits + blockIdx.x * cols;
+  float best = -INFINITY;
+  int64_t bi = cols;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = row[i];
+    if (v > best || (v == best && i < bi)) best = v, bi = i;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+  }
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) sv[warp] = best, si[warp] = bi;
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < static_cast<int>(blockDim.x / 32) ? sv[lane] : -INFINITY;
+    bi = lane < static_cast<int>(blockDim.x / 32) ? si[lane] : cols;
+    for (int o = 16; o > 0; o /= 2) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    }
+    // All -inf or NaN rows fall back to index 0, as max_element does when nothing compares greater.
+    if (lane == 0) out[blockIdx.x] = bi < cols ? static_cast<int>(bi) : 0;
+  }
+}
+
+__global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+}  // namespace fp4lab

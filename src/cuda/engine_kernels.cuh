@@ -1,0 +1,73 @@
+// The engine kernels of the CUDA backend by op family, declared once for the launches in cuda_ops.cu:
+// elementwise_kernels.cu (embedding, norms, element-wise, logits), attention_decode.cu (RoPE, decode
+// attention, KV cache), mamba_decode.cu (Mamba-2 decode and short prompts). The tensor-core and chunked
+// prefill kernels have their own headers (flash_attention.h, mamba_prefill.h).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/device_util.cuh"
+
+namespace fp4lab {
+
+using dev::bf16;
+
+constexpr int kAttnWarps = 8;
+constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
+constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
+constexpr int kAttnMaxSplits = 32;
+constexpr int kScanWarps = 8;
+constexpr int kScanMaxPerLane = 8;
+constexpr int kSsmStepWarps = 8;
+
+// elementwise_kernels.cu
+__global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t first, int64_t rows,
+                             int64_t h, float* x);
+__global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t shard, int64_t vocab,
+                                    float* out);
+__global__ void rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps,
+                               bf16* y);
+__global__ void add_f32_kernel(float* x, const bf16* y, int64_t n);
+__global__ void add_kernel(bf16* x, const bf16* y, int64_t n);
+__global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n);
+__global__ void relu2_kernel(bf16* x, int64_t n);
+__global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
+                               int64_t dcols);
+__global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n);
+__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out);
+__global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst);
+__global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst);
+// attention_decode.cu
+__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
+                            const float* inv_freq);
+// Decode attention (one block per query head and key split); batched when kc_tab is set (row i is sequence
+// i's token, with its caches and position from the tables), else one sequence (kc, vc, *pos_one).
+void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
+                             int nh, int nkv, int hd, const int* pos_one, bf16* out,
+                             const bf16* const* kc_tab, const bf16* const* vc_tab, const int* const* pos_tab,
+                             float* part);
+__global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out);
+__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
+                                 bf16* kc, bf16* vc);
+__global__ void kv_append_batch_kernel(const bf16* k, const bf16* v, int rows, int64_t row,
+                                       const int* const* pos_tab, bf16* const* kc_tab, bf16* const* vc_tab);
+__global__ void pos_add_kernel(int* pos, int t);
+__global__ void pos_add_batch_kernel(int* const* pos_tab, int n);
+// mamba_decode.cu
+__global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
+                                   const float* bias, float lo, float hi, bf16* dt, int64_t nh);
+__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
+                                   float* state_one, float* const* state_tab);
+__global__ void __launch_bounds__(kScanWarps * 32)
+    ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                    const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y);
+__global__ void __launch_bounds__(kSsmStepWarps * 32)
+    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                          const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
+                          bf16* y);
+__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
+                                     float eps);
+
+}  // namespace fp4lab

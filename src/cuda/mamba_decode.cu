@@ -1,0 +1,135 @@
+// Mamba-2 kernels of the CUDA engine backend for decode and short prompts: dt softplus, the rolling conv1d,
+// the sequential selective scan (one warp per state row), the batched one-token state update and the gated
+// RMSNorm. Long prompts run the chunked forms in mamba_prefill.cu. CPU twins: src/cpu/ops.cpp.
+#include "cuda/engine_kernels.cuh"
+
+#include <cmath>
+
+namespace fp4lab {
+
+using namespace dev;
+
+__global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
+                                   const float* bias, float lo, float hi, bf16* dt, int64_t nh) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * nh;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + bias[i % nh];
+    const float sp = v > 20.0f ? v : log1pf(__expf(v));
+    dt[i] = __float2bfloat16_rn(fminf(fmaxf(sp, lo), hi));
+  }
+}
+
+// One thread per channel, tokens in order, rolling FP32 state of the last kernel-1 inputs.
+// Batched (grid.y = sequence): row y of xbc is that sequence's one new token, its state from the table.
+__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
+                                   float* state_one, float* const* state_tab) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= ch) return;
+  float* state = state_tab ? state_tab[blockIdx.y] : state_one;
+  if (state_tab) xbc += static_cast<int64_t>(blockIdx.y) * ch;
+  const int hist = kernel - 1;
+  float win[8];
+  for (int j = 0; j < hist; ++j) win[j] = state[c * hist + j];
+  for (int i = 0; i < t; ++i) {
+    bf16* v = xbc + static_cast<int64_t>(i) * ch + c;
+    win[hist] = ld(v);
+    float acc = b ? b[c] : 0.0f;
+    for (int j = 0; j < kernel; ++j) acc += w[c * kernel + j] * win[j];
+    for (int j = 0; j < hist; ++j) win[j] = win[j + 1];
+    *v = __float2bfloat16_rn(silu(acc));
+  }
+  for (int j = 0; j < hist; ++j) state[c * hist + j] = win[j];
+}
+
+// Selective scan over t tokens of one sequence: one warp per (head, channel p); each lane keeps its share of
+// the state row (entries n = lane + 32 j) in registers across tokens and the C-weighted sum is a shuffle
+// reduction, so a token costs no block-wide synchronization. Tokens stay sequential within a row (the chunked
+// SSD form would expose parallelism across tokens too); rows run in parallel. ns <= 32 * kScanMaxPerLane.
+__global__ void __launch_bounds__(kScanWarps * 32)
+    ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                    const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y) {
+  const int row = blockIdx.x * kScanWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= heads * hp) return;
+  const int h = row / hp, g = h / (heads / groups);
+  const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
+  float* sp = state + static_cast<int64_t>(row) * ns;
+  float S[kScanMaxPerLane];
+#pragma unroll
+  for (int j = 0; j < kScanMaxPerLane; ++j) {
+    const int n = lane + 32 * j;
+    S[j] = n < ns ? sp[n] : 0.0f;
+  }
+  const float a = -__expf(a_log[h]), dh = d[h];
+  for (int i = 0; i < t; ++i) {
+    const float dth = ld(dt + static_cast<int64_t>(i) * heads + h);
+    const float xv = ld(x + i * xw + row);
+    const float decay = __expf(dth * a), dx = dth * xv;
+    const bf16* bs = b + i * bw + static_cast<int64_t>(g) * ns;
+    const bf16* cs = c + i * bw + static_cast<int64_t>(g) * ns;
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kScanMaxPerLane; ++j) {
+      const int n = lane + 32 * j;
+      if (n < ns) {
+        S[j] = S[j] * decay + dx * ld(bs + n);
+        acc += S[j] * ld(cs + n);
+      }
+    }
+    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) y[i * xw + row] = __float2bfloat16_rn(acc + dh * xv);
+  }
+#pragma unroll
+  for (int j = 0; j < kScanMaxPerLane; ++j) {
+    const int n = lane + 32 * j;
+    if (n < ns) sp[n] = S[j];
+  }
+}
+
+// One decode token for each of several sequences (grid.y = sequence): one warp per (head, channel p), lanes
+// striding over the state entries, so each warp streams its contiguous FP32 state row once and reduces with
+// shuffles. This is the memory-bound part of batched Mamba decode: every sequence's whole state is read and
+// written once per token.
+__global__ void __launch_bounds__(kSsmStepWarps * 32)
+    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                          const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
+                          bf16* y) {
+  const int row = blockIdx.x * kSsmStepWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= heads * hp) return;
+  const int seq = blockIdx.y;
+  const int h = row / hp, g = h / (heads / groups);
+  const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
+  const float dth = ld(dt + static_cast<int64_t>(seq) * heads + h);
+  const float xv = ld(x + seq * xw + row);
+  const float decay = __expf(dth * -__expf(a_log[h]));
+  const bf16* bs = b + seq * bw + static_cast<int64_t>(g) * ns;
+  const bf16* cs = c + seq * bw + static_cast<int64_t>(g) * ns;
+  float* sp = state_tab[seq] + static_cast<int64_t>(row) * ns;
+  float acc = 0.0f;
+  for (int n = lane; n < ns; n += 32) {
+    const float S = sp[n] * decay + dth * xv * ld(bs + n);
+    sp[n] = S;
+    acc += S * ld(cs + n);
+  }
+  for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + d[h] * xv);
+}
+
+// One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels.
+__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
+                                     float eps) {
+  const int64_t row = blockIdx.x / groups, g = blockIdx.x % groups, gs = width / groups;
+  bf16* yr = y + row * width + g * gs;
+  const bf16* zr = z + row * width + g * gs;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
+    const float v = ld(yr + i) * silu(ld(zr + i));
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(gs) + eps);
+  for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
+    const float v = ld(yr + i) * silu(ld(zr + i));
+    yr[i] = __float2bfloat16_rn(w[g * gs + i] * (v * inv));
+  }
+}
+
+}  // namespace fp4lab
