@@ -30,6 +30,13 @@ std::string gpu_interconnect() {
   return links == 0 ? "PCIe peer access (no active NVLink)" : "peer access (NVLink or PCIe P2P)";
 }
 
+std::string gpu_link_kind() {
+  if (visible_gpu_count() < 2) return "nvlink";
+  int p2p = 0;
+  CUDA_CHECK(cudaDeviceCanAccessPeer(&p2p, 0, 1));
+  return p2p && active_nvlinks(0) != 0 ? "nvlink" : "pcie";
+}
+
 #if FP4LAB_HAVE_NCCL
 bool tensor_parallel_available() {
   return true;

@@ -13,6 +13,9 @@ bool tensor_parallel_available();
 int visible_gpu_count();
 // "NVLink/P2P" or "PCIe (no peer access)" between GPU 0 and 1, for the results.
 std::string gpu_interconnect();
+// The link model the roofline charges collectives to: "pcie" when GPU 0 and 1 reach each other over PCIe
+// only, else "nvlink" (comm_spec in report/roofline.h).
+std::string gpu_link_kind();
 
 // Runs body(rank, ops) on tp GPUs at once (ranks 0..tp-1 on devices 0..tp-1); graphs: each rank captures its
 // single-sequence decode steps, all-reduces included (NCCL collectives can be captured), in CUDA graphs. The

@@ -41,10 +41,8 @@ struct ModelBenchOpts {
   int input_len = 128, output_len = 256, batch = 1, warmup = 1, reps = 3;
   uint64_t seed = 0;
   std::string json_out;
-  bool no_graphs = false;
-  int attn_splits = 0;  // cuda: key-range splits of decode attention (0: from the context length and GPU)
+  CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
   bool profile = false;
-  int tp = 1;
   std::string db = ResultsDb::default_path();
   HubOptions hub = HubOptions::from_env();
   std::vector<int> sweep;  // --sweep-batch: one run per batch size
@@ -146,15 +144,16 @@ json run_model_bench(const ModelBenchOpts& o) {
       }
     }
   }
-  if (o.tp > 1 && backend != "cuda") throw Error("--tp " + std::to_string(o.tp) + " needs the CUDA backend");
+  if (o.cuda.tp > 1 && backend != "cuda")
+    throw Error("--tp " + std::to_string(o.cuda.tp) + " needs the CUDA backend");
   const std::string model_path = resolve_model_arg(model, o.hub);  // results keep the id the user gave
   json out;
   out["schema"] = "fp4lab.bench/1";
   run_environment(out, backend == "cuda");
 #if FP4LAB_HAVE_CUDA
   if (backend == "cuda") {
-    out["gpu_count"] = o.tp;
-    out["interconnect"] = o.tp > 1 ? gpu_interconnect() : "single GPU";
+    out["gpu_count"] = o.cuda.tp;
+    out["interconnect"] = o.cuda.tp > 1 ? gpu_interconnect() : "single GPU";
   }
 #endif
   out["options"] = {{"model", model},
@@ -166,11 +165,9 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"warmup", o.warmup},
                     {"reps", o.reps},
                     {"seed", o.seed},
-                    {"no_graphs", o.no_graphs},
-                    {"attn_splits", o.attn_splits},
                     {"sweep_batch", o.sweep},
-                    {"profile", o.profile},
-                    {"tp", o.tp}};
+                    {"profile", o.profile}};
+  echo_cuda_run_options(out["options"], o.cuda);
   std::fprintf(
       stderr,
       "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
@@ -189,9 +186,10 @@ json run_model_bench(const ModelBenchOpts& o) {
   // The link the tensor-parallel all-reduces cross, for the roofline: NVLink unless the GPUs only reach each
   // other over PCIe.
   const CommSpec* comm = nullptr;
-  if (o.tp > 1) {
-    const std::string ic = out.value("interconnect", std::string());
-    comm = &comm_spec(ic.rfind("PCIe", 0) == 0 ? "pcie" : "nvlink");
+  if (o.cuda.tp > 1) {
+#if FP4LAB_HAVE_CUDA
+    comm = &comm_spec(gpu_link_kind());
+#endif
     out["roofline_comm"] = {{"link", comm->link},
                             {"allreduce_latency_us", comm->latency_us},
                             {"bus_gbs", comm->bus_gbs},
@@ -209,7 +207,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       // Tensor parallel: each GPU streams its shard of the linear weights (and of the KV cache) at its own
       // bandwidth, then the step's all-reduces cross the link (comm: the link's assumed latency and
       // bandwidth).
-      const DecodeBytes db = decode_bytes_tp(w.config, w.plans, o.input_len + o.output_len / 2.0, o.tp);
+      const DecodeBytes db = decode_bytes_tp(w.config, w.plans, o.input_len + o.output_len / 2.0, o.cuda.tp);
       // A batched step reads the weights once for all sequences, and each sequence's own KV/SSM state.
       qr.bytes_per_token = db.per_step(o.batch) / o.batch;
       qr.bytes = db;
@@ -223,11 +221,11 @@ json run_model_bench(const ModelBenchOpts& o) {
       fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      run_cuda_model(std::move(full), {o.tp, !o.no_graphs, o.attn_splits, false},
+      run_cuda_model(std::move(full), {o.cuda.tp, !o.cuda.no_graphs, o.cuda.attn_splits, false},
                      [&](CudaModel& m, CudaOps& ops, int rank) {
                        QuantResult scratch;
                        QuantResult& mine = rank == 0 ? qr : scratch;
-                       if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.tp;
+                       if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
                        run_reps(m, o, mine, [&] { ops.synchronize(); });
                        if (o.profile && !interrupted()) {
                          // Events around every op (graphs off) distort the timing, so the breakdown comes
@@ -332,7 +330,7 @@ json run_model_bench(const ModelBenchOpts& o) {
       std::printf(
           "  tensor parallel over %d GPUs: per GPU its weight and KV shard; %d all-reduces and a logits "
           "all-gather per step over %s (assumed %.0f us + %.0f GB/s each) = %.2f ms per step\n",
-          o.tp, results.empty() ? 0 : results[0].bytes.allreduces, comm->link.c_str(), comm->latency_us,
+          o.cuda.tp, results.empty() ? 0 : results[0].bytes.allreduces, comm->link.c_str(), comm->latency_us,
           comm->bus_gbs, results.empty() ? 0.0 : 1e3 * step_comm_seconds(results[0].bytes, o.batch, *comm));
     for (const auto& r : results)
       std::printf(
@@ -438,15 +436,7 @@ Action add_bench(CLI::App& app) {
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
-  app.add_flag("--no-graphs", mo->no_graphs, "cuda: no CUDA graph for the decode step");
-  app.add_option(
-         "--attn-splits", mo->attn_splits,
-         "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the context "
-         "length and the GPU")
-      ->check(CLI::Range(0, 32));
-  app.add_option("--tp", mo->tp,
-                 "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
-      ->check(CLI::Range(1, 64));
+  add_cuda_run_options(app, mo->cuda);
   app.add_flag(
       "--profile", mo->profile,
       "cuda: one extra run timing every op class with events (GEMMs vs SSM vs conv vs attention ...)");

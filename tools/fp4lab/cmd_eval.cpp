@@ -31,7 +31,7 @@ std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
 Action add_eval(CLI::App& app) {
   struct Opts {
     std::string model, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
-    int tp = 1;
+    CudaCliOptions cuda;
   };
   auto o = std::make_shared<Opts>();
   app.require_subcommand(1);
@@ -43,8 +43,7 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
-  ppl->add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL)")
-      ->check(CLI::Range(1, 64));
+  add_cuda_run_options(*ppl, o->cuda);
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(*ppl, *hub);
@@ -56,15 +55,16 @@ Action add_eval(CLI::App& app) {
     const std::string path = resolve_model_arg(o->model, *hub);
     const auto tokens = read_token_file(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
-    if (o->tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
+    if (o->cuda.tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
     std::vector<float> la, lb;
     int vocab = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
       for (auto [q, out] : {std::pair{&o->quant_a, &la}, std::pair{&o->quant_b, &lb}})
-        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), {o->tp, true, 0, false},
+        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false),
+                       {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false},
                        [&](CudaModel& m, CudaOps&, int rank) {
                          auto l = all_logits(m, tokens);
                          if (rank != 0) return;
@@ -96,14 +96,14 @@ Action add_eval(CLI::App& app) {
                   {"tokens", o->tokens_file},
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},
-                  {"quant_b", o->quant_b},
-                  {"tp", o->tp}}},
+                  {"quant_b", o->quant_b}}},
                 {"positions", m.positions},
                 {"ppl_a", m.ppl_a()},
                 {"ppl_b", m.ppl_b()},
                 {"kl_mean", m.kl_mean},
                 {"kl_p99", m.kl_p99},
                 {"top1_agreement", m.top1_agreement}};
+      echo_cuda_run_options(j["options"], o->cuda);
       std::ofstream f(o->json_out);
       if (!f) throw Error(o->json_out + ": cannot write");
       f << j.dump(2) << "\n";

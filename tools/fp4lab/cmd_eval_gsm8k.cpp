@@ -34,7 +34,8 @@ namespace {
 struct Gsm8kOpts {
   std::string model, backend = "cpu", quant = "auto", data, task = "gsm8k", tokenizer, json_out, records,
                      db = ResultsDb::default_path();
-  int limit = 0, max_new = 256, threads = 0, batch = 1, tp = 1;
+  int limit = 0, max_new = 256, threads = 0, batch = 1;
+  CudaCliOptions cuda;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
   std::string data_url =
@@ -98,8 +99,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   app.add_option("--limit", o->limit, "first N test questions (0: all 1319)")->check(CLI::NonNegativeNumber);
   app.add_option("--max-new-tokens", o->max_new, "generation budget per question (lm-eval: 256)")
       ->check(CLI::Range(1, 1 << 16));
-  app.add_option("--tp", o->tp, "cuda: tensor parallelism over this many GPUs (NCCL)")
-      ->check(CLI::Range(1, 64));
+  add_cuda_run_options(app, o->cuda);
   app.add_option("--batch", o->batch, "sequences decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   app.add_flag("--add-bos", o->add_bos, "prepend the BOS token (lm-eval's default adds no special tokens)");
@@ -114,8 +114,8 @@ Action add_eval_gsm8k(CLI::App& app) {
   return [o]() {
     namespace fs = std::filesystem;
     const Gsm8kTask task = parse_gsm8k_task(o->task);
-    if (o->tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
+    if (o->cuda.tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
     if (o->data.empty()) o->data = gsm8k_data_dir(*o);
     const std::string model_path = resolve_model_arg(o->model, o->hub);
     const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
@@ -187,21 +187,14 @@ Action add_eval_gsm8k(CLI::App& app) {
     json doc;
     run_environment(doc, o->backend == "cuda");
     doc["schema"] = "fp4lab.gsm8k/1";
-    doc["options"] = {{"model", o->model},
-                      {"backend", o->backend},
-                      {"quant", o->quant},
-                      {"data", o->data},
-                      {"task", o->task},
-                      {"tokenizer", o->tokenizer},
-                      {"limit", o->limit},
-                      {"max_new_tokens", o->max_new},
-                      {"add_bos", o->add_bos},
-                      {"seed", o->seed},
-                      {"threads", o->threads},
-                      {"chat", false},
-                      {"fewshot_seed", 1234},
-                      {"batch", o->batch},
-                      {"tp", o->tp}};
+    doc["options"] = {{"model", o->model},     {"backend", o->backend},
+                      {"quant", o->quant},     {"data", o->data},
+                      {"task", o->task},       {"tokenizer", o->tokenizer},
+                      {"limit", o->limit},     {"max_new_tokens", o->max_new},
+                      {"add_bos", o->add_bos}, {"seed", o->seed},
+                      {"threads", o->threads}, {"chat", false},
+                      {"fewshot_seed", 1234},  {"batch", o->batch}};
+    echo_cuda_run_options(doc["options"], o->cuda);
     doc["tokenizer"] = tok.describe();
 
     InterruptGuard guard;  // Ctrl-C: no new questions are started, the ones in flight are recorded
@@ -255,7 +248,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       g.max_batch = o->batch;
       // Under tensor parallelism the ranks must admit the same prompts: a Ctrl-C seen by one rank only would
       // split them, so the run goes on to the end (a second Ctrl-C exits).
-      if (o->tp == 1) g.cancelled = [] { return interrupted(); };
+      if (o->cuda.tp == 1) g.cancelled = [] { return interrupted(); };
       g.on_finish = [&](size_t b, const GenerateResult& gr) {
         const size_t i = qids[b];
         const std::string completion = cut_at_stop(tok.decode(gr.new_ids[b], true), stops);
@@ -302,7 +295,8 @@ Action add_eval_gsm8k(CLI::App& app) {
     double load_s = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab), {o->tp, true, 0, false},
+      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab),
+                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false},
                      [&](CudaModel& model, CudaOps&, int rank) {
                        if (rank == 0)
                          load_s =

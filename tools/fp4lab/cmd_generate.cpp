@@ -34,11 +34,9 @@ struct GenOpts {
   std::vector<int> stop_ids;
   int threads = 0;
   int batch = 1;
-  int tp = 1;
   std::string json_out;
   bool profile = false;
-  bool no_graphs = false;
-  int attn_splits = 0;
+  CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
   HubOptions hub = HubOptions::from_env();
 };
 
@@ -96,25 +94,16 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
-  app.add_option("--tp", o->tp,
-                 "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
-      ->check(CLI::Range(1, 64));
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   add_hub_options(app, o->hub);
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
-  app.add_option(
-         "--attn-splits", o->attn_splits,
-         "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the context "
-         "length and the GPU")
-      ->check(CLI::Range(0, 32));
-  app.add_flag("--no-graphs", o->no_graphs,
-               "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
+  add_cuda_run_options(app, o->cuda);
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
-    if (o->tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->tp) + " needs --backend cuda");
+    if (o->cuda.tp > 1 && o->backend != "cuda")
+      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
     GenerateOptions g;
@@ -140,7 +129,7 @@ Action add_generate(CLI::App& app) {
       std::mutex mu;
       std::map<std::string, double> prof;
       run_cuda_model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false),
-                     {o->tp, !o->no_graphs, o->attn_splits, o->profile},
+                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, o->profile},
                      [&](CudaModel& model, CudaOps& ops, int rank) {
                        if (rank != 0) {
                          (void)generate(model, prompts, g);
@@ -150,8 +139,8 @@ Action add_generate(CLI::App& app) {
                        run(model);
                        prof = ops.profile_ms();
                      });
-      if (o->tp > 1)
-        backend_name += " x" + std::to_string(o->tp) + " (tensor parallel, " + gpu_interconnect() + ")";
+      if (o->cuda.tp > 1)
+        backend_name += " x" + std::to_string(o->cuda.tp) + " (tensor parallel, " + gpu_interconnect() + ")";
       if (o->profile) {
         double total = 0;
         for (const auto& [k, v] : prof) total += v;
@@ -195,10 +184,7 @@ Action add_generate(CLI::App& app) {
                   {"stop_ids", o->stop_ids},
                   {"threads", o->threads},
                   {"batch", o->batch},
-                  {"tp", o->tp},
-                  {"profile", o->profile},
-                  {"no_graphs", o->no_graphs},
-                  {"attn_splits", o->attn_splits}}},
+                  {"profile", o->profile}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
                 {"nvfp4_linear_layers", nfp4},
@@ -208,6 +194,7 @@ Action add_generate(CLI::App& app) {
                   {"decode_s", r.decode_s},
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};
+      echo_cuda_run_options(j["options"], o->cuda);
       std::ofstream f(o->json_out);
       if (!f) throw Error(o->json_out + ": cannot write");
       f << j.dump(2) << "\n";

@@ -38,6 +38,16 @@ void run_environment(nlohmann::json& doc, bool cuda);
 void add_hub_options(CLI::App& app, HubOptions& o);
 std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
+// The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits), and their echo in
+// a results document's options.
+struct CudaCliOptions {
+  int tp = 1;
+  bool no_graphs = false;
+  int attn_splits = 0;
+};
+void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
+void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
+
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
 // A file of such ids.

@@ -1,0 +1,24 @@
+// The CUDA run flags shared by generate, bench and eval, declared once so that they stay in step.
+#include "commands.h"
+
+namespace fp4lab::cli {
+
+void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
+  app.add_option("--tp", o.tp,
+                 "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--no-graphs", o.no_graphs,
+               "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
+  app.add_option("--attn-splits", o.attn_splits,
+                 "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the "
+                 "context length and the GPU")
+      ->check(CLI::Range(0, 32));
+}
+
+void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
+  options["tp"] = o.tp;
+  options["no_graphs"] = o.no_graphs;
+  options["attn_splits"] = o.attn_splits;
+}
+
+}  // namespace fp4lab::cli
