@@ -1,5 +1,6 @@
 // Engine kernels against their CPU reference twins on random data (llama.cpp's test-backend-ops in spirit):
-// the tensor-core prefill attention, the chunked SSD scan, the prefill conv1d and the grouped decode GEMM.
+// the tensor-core prefill attention, the chunked SSD scan, the prefill conv1d, the grouped decode GEMM
+// and the GQA decode attention.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "common/hd.h"
 #include "cpu/ops.h"
+#include "cuda/attention_decode.h"
 #include "cuda/flash_attention.h"
 #include "cuda/mamba_prefill.h"
 #include "cuda/nvfp4_gemm.h"
@@ -247,4 +249,42 @@ TEST(GpuKernels, GroupedDecodeGemmEqualsSeparateCalls) {
   bf16_raw* yp[2] = {y0.as<bf16_raw>(), y1.as<bf16_raw>()};
   const int64_t ld[2] = {256, 64};
   EXPECT_FALSE(nvfp4_w4a16_gemm_group(dx.as<bf16_raw>(), 64, k, two, yp, ld, ws, nullptr));
+}
+
+// Decode attention with a GQA group per block against cpu::attention: one new query row over a long cache,
+// with and without key splits (then merged by the combine kernel), for the head dimensions and group sizes it
+// takes.
+TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(17);
+  struct Case {
+    int hd, nh, nkv, len, splits;
+  };
+  for (const Case c : {Case{128, 32, 8, 3000, 1}, Case{128, 32, 8, 3000, 12}, Case{64, 40, 8, 777, 5},
+                       Case{32, 4, 2, 65, 3}, Case{128, 8, 8, 200, 32}}) {
+    ASSERT_TRUE(gqa_attention_supported(c.nh, c.nkv, c.hd));
+    const auto [qr, qf] = random_bf16(static_cast<size_t>(c.nh) * c.hd, 1.0f, rng);
+    const auto [kr, kf] = random_bf16(static_cast<size_t>(c.len) * c.nkv * c.hd, 1.0f, rng);
+    const auto [vr, vf] = random_bf16(static_cast<size_t>(c.len) * c.nkv * c.hd, 1.0f, rng);
+    std::vector<float> ref(qf.size());
+    cpu::attention(qf, 1, c.nh, c.nkv, c.hd, kf, vf, c.len - 1, ref);
+    DeviceBuffer dq = to_device(qr), dk = to_device(kr), dv = to_device(vr),
+                 dpos = to_device(std::vector<int>{c.len - 1}), dout(qr.size() * 2),
+                 part(static_cast<size_t>(c.nh) * c.splits * (c.hd + 2) * 4);
+    launch_attention_gqa(dim3(c.nkv, c.splits), nullptr, dq.as<bf16_raw>(), dk.as<bf16_raw>(),
+                         dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout.as<bf16_raw>(), nullptr,
+                         nullptr, nullptr, c.splits > 1 ? part.as<float>() : nullptr);
+    if (c.splits > 1)
+      launch_attention_combine(c.nh, c.splits, c.hd, part.as<float>(), dout.as<bf16_raw>(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = to_host<uint16_t>(dout, qr.size());
+    double err = 0;
+    for (size_t i = 0; i < ref.size(); ++i)
+      err = std::max(err, double(std::fabs(bf16_to_f32(got[i]) - ref[i])));
+    // FP32 softmax and sums, BF16 output: a few BF16 ulps of values of order 0.1-1.
+    EXPECT_LT(err, 0.01) << "hd " << c.hd << " nh " << c.nh << " nkv " << c.nkv << " len " << c.len
+                         << " splits " << c.splits;
+  }
+  EXPECT_FALSE(gqa_attention_supported(8, 8, 8));
+  EXPECT_FALSE(gqa_attention_supported(12, 4, 128));  // 3 query heads per KV head: the per-head kernel runs
 }

@@ -3,6 +3,9 @@
 // sm80_flash_attention.cu. CPU twin: cpu::attention, cpu::rope_apply.
 #include "cuda/engine_kernels.cuh"
 
+#include "common/error.h"
+#include "cuda/check.h"
+
 #include <cmath>
 
 namespace fp4lab {
@@ -119,6 +122,156 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   if (splits > 1 && threadIdx.x == 0) pp[hd] = gm, pp[hd + 1] = gl;
 }
 
+// Decode attention for GQA, one block per (query token, KV head, split): the G query heads that share a KV
+// head are handled together, so each K/V row is read once (not G times) and with 16-byte loads (8 dims per
+// lane, HD / 8 lanes per key, 32 / (HD / 8) keys per warp at a time). Each key group keeps its own online
+// softmax per head; the groups are merged through shared memory at the end. Same outputs and split partials
+// as attention_kernel.
+template <int HD, int G, bool kBatched>
+__global__ void __launch_bounds__(kGqaWarps * 32)
+    attention_gqa_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv,
+                         const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
+                         const int* const* pos_tab, float* part) {
+  constexpr int kLpk = HD / 8, kKpw = 32 / kLpk, kGroups = kGqaWarps * kKpw, kUnroll = 2;
+  const int tt = blockIdx.x / nkv, kh = blockIdx.x % nkv;
+  const int split = blockIdx.y, splits = gridDim.y;
+  const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
+  const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
+  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
+  constexpr int kStep = kGroups * kUnroll;
+  const int per_split = (len + splits * kStep - 1) / (splits * kStep) * kStep;
+  const int lo = split * per_split, hi = min(len, lo + per_split);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gi = warp * kKpw + lane / kLpk, dl = lane % kLpk;  // key group, and this lane's 8 dims
+  const float scale = rsqrtf(static_cast<float>(HD));
+  float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const uint4 raw =
+        *reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(tt) * nh + kh * G + g) * HD + dl * 8);
+    const bf16* e = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      qv[g][i] = __bfloat162float(e[i]) * scale;
+      acc[g][i] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  const int64_t kstride = static_cast<int64_t>(nkv) * HD;
+  const bf16* kbase = kc + static_cast<int64_t>(kh) * HD + dl * 8;
+  const bf16* vbase = vc + static_cast<int64_t>(kh) * HD + dl * 8;
+  // Warp-uniform trip count: the shuffles below need every lane.
+  for (int j0 = lo; j0 < hi; j0 += kStep) {
+    uint4 kr[kUnroll], vr[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + gi + u * kGroups;
+      const bool ok = j < hi;
+      kr[u] = ok ? *reinterpret_cast<const uint4*>(kbase + j * kstride) : make_uint4(0, 0, 0, 0);
+      vr[u] = ok ? *reinterpret_cast<const uint4*>(vbase + j * kstride) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const bool ok = j0 + gi + u * kGroups < hi;
+      const bf16* ke = reinterpret_cast<const bf16*>(&kr[u]);
+      const bf16* ve = reinterpret_cast<const bf16*>(&vr[u]);
+      float kf[8], vf[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        kf[i] = __bfloat162float(ke[i]);
+        vf[i] = __bfloat162float(ve[i]);
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s += qv[g][i] * kf[i];
+#pragma unroll
+        for (int o = 1; o < kLpk; o *= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (ok) {
+          const float mn = fmaxf(m[g], s);
+          const float corr = __expf(m[g] - mn), pr = __expf(s - mn);
+          l[g] = l[g] * corr + pr;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[g][i] = acc[g][i] * corr + pr * vf[i];
+          m[g] = mn;
+        }
+      }
+    }
+  }
+  __shared__ float sm_m[kGroups][G], sm_l[kGroups][G], sm_acc[kGroups][G][HD];
+  if (dl == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      sm_m[gi][g] = m[g];
+      sm_l[gi][g] = l[g];
+    }
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sm_acc[gi][g][dl * 8 + i] = acc[g][i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * HD; e += kGqaWarps * 32) {
+    const int g = e / HD, d = e % HD, h = kh * G + g;
+    float gm = -INFINITY;
+    for (int w = 0; w < kGroups; ++w) gm = fmaxf(gm, sm_m[w][g]);
+    float gl = 0.0f, v = 0.0f;
+    for (int w = 0; w < kGroups; ++w)
+      if (sm_m[w][g] != -INFINITY) {
+        const float f = __expf(sm_m[w][g] - gm);
+        gl += sm_l[w][g] * f;
+        v += sm_acc[w][g][d] * f;
+      }
+    const int64_t qi =
+        static_cast<int64_t>(tt) * nh + h;  // the query head's index, as attention_kernel's blocks
+    if (splits > 1) {
+      float* pp = part + (qi * splits + split) * (HD + 2);
+      pp[d] = v;
+      if (d == 0) pp[HD] = gm, pp[HD + 1] = gl;
+    } else {
+      out[qi * HD + d] = __float2bfloat16_rn(v / gl);
+    }
+  }
+}
+
+template <int HD, int G>
+void launch_gqa(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc, int nh,
+                int nkv, const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
+                const int* const* pos_tab, float* part) {
+  if (kc_tab)
+    attention_gqa_kernel<HD, G, true><<<grid, kGqaWarps * 32, 0, stream>>>(
+        q, nullptr, nullptr, nh, nkv, nullptr, out, kc_tab, vc_tab, pos_tab, part);
+  else
+    attention_gqa_kernel<HD, G, false><<<grid, kGqaWarps * 32, 0, stream>>>(q, kc, vc, nh, nkv, pos_one, out,
+                                                                            nullptr, nullptr, nullptr, part);
+}
+
+template <int HD>
+bool launch_gqa_hd(int g, dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
+                   int nh, int nkv, const int* pos_one, bf16* out, const bf16* const* kc_tab,
+                   const bf16* const* vc_tab, const int* const* pos_tab, float* part) {
+  switch (g) {
+    case 1:
+      launch_gqa<HD, 1>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+      return true;
+    case 2:
+      launch_gqa<HD, 2>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+      return true;
+    case 4:
+      launch_gqa<HD, 4>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+      return true;
+    case 5:
+      launch_gqa<HD, 5>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+      return true;
+    case 8:
+      launch_gqa<HD, 8>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Merges the splits of each (query, head): the log-sum-exp rescaling of flash-decoding. One block per
 // (query, head), threads over the head dimension.
 __global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out) {
@@ -181,6 +334,40 @@ void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16* q, cons
   else
     attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream>>>(q, kc, vc, nh, nkv, hd, pos_one, out,
                                                                   nullptr, nullptr, nullptr, part);
+}
+
+bool gqa_attention_supported(int nh, int nkv, int hd) {
+  const int g = nkv > 0 && nh % nkv == 0 ? nh / nkv : 0;
+  return (hd == 32 || hd == 64 || hd == 128) && (g == 1 || g == 2 || g == 4 || g == 5 || g == 8);
+}
+
+void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw, const bf16_raw* kc_raw,
+                          const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
+                          bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
+                          const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part) {
+  const auto* q = reinterpret_cast<const bf16*>(q_raw);
+  const auto* kc = reinterpret_cast<const bf16*>(kc_raw);
+  const auto* vc = reinterpret_cast<const bf16*>(vc_raw);
+  auto* out = reinterpret_cast<bf16*>(out_raw);
+  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
+  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
+  const int g = nh / nkv;
+  bool ok = false;
+  if (hd == 128)
+    ok = launch_gqa_hd<128>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+  else if (hd == 64)
+    ok = launch_gqa_hd<64>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+  else if (hd == 32)
+    ok = launch_gqa_hd<32>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+  if (!ok) throw Error("internal: GQA decode attention launched for an unsupported shape");
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_attention_combine(int query_heads, int splits, int hd, const float* part, bf16_raw* out,
+                              cudaStream_t stream) {
+  attention_combine_kernel<<<static_cast<unsigned>(query_heads), 128, 0, stream>>>(
+      part, splits, hd, reinterpret_cast<bf16*>(out));
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace fp4lab

@@ -554,12 +554,12 @@ void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State
                    s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
 }
 
-int CudaOps::attention_splits(int64_t query_heads, int max_len) {
+int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
   if (attn_splits_ > 0) return std::min(attn_splits_, kAttnMaxSplits);
   // Enough blocks for two per SM, and no split shorter than one key group of a block (32 keys). Short
   // contexts gain too: Llama-3.1-8B NVFP4 batch 1 at a 384-token capacity decodes at 185 / 215 / 236 / 246
   // tok/s with 1 / 2 / 4 / 8 splits (H200); the old 512-key minimum kept it at 1.
-  const int64_t want = (2 * ws_.sm_count() + query_heads - 1) / query_heads;
+  const int64_t want = (2 * ws_.sm_count() + blocks_per_split - 1) / blocks_per_split;
   const int64_t by_len = max_len / (kAttnWarps * kAttnUnroll);
   return static_cast<int>(std::clamp<int64_t>(std::min(want, by_len), 1, kAttnMaxSplits));
 }
@@ -575,22 +575,26 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
   const int64_t qh = q.rows * nh;
-  const int splits = attention_splits(qh, max_len);
+  // Decode (one query row per sequence) takes the GQA kernel where it applies; its blocks are per KV head.
+  const bool gqa = (q.rows == 1 || kc_tab) && gqa_attention_supported(nh, nkv, hd);
+  const int splits = attention_splits(gqa ? q.rows * nkv : qh, max_len);
   float* part = nullptr;
   if (splits > 1) {
     const size_t bytes = static_cast<size_t>(qh) * splits * (hd + 2) * sizeof(float);
     ensure_device(attn_part_, bytes, "the split-attention workspace");  // sized by the eager first step
     part = attn_part_.as<float>();
   }
-  const dim3 grid(static_cast<unsigned>(qh), static_cast<unsigned>(splits));
   auto* o = reinterpret_cast<bf16*>(out.data);
   const auto* qd = reinterpret_cast<const bf16*>(q.data);
-  launch_attention_decode(grid, stream_, qd, kc, vc, nh, nkv, hd, pos_one, o, kc_tab, vc_tab, pos_tab, part);
+  if (gqa)
+    launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), stream_,
+                         q.data, kc_raw, vc_raw, nh, nkv, hd, pos_one, out.data, kc_tab_raw, vc_tab_raw,
+                         pos_tab, part);
+  else
+    launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, qd, kc,
+                            vc, nh, nkv, hd, pos_one, o, kc_tab, vc_tab, pos_tab, part);
   CUDA_CHECK_LAUNCH();
-  if (splits > 1) {
-    attention_combine_kernel<<<static_cast<unsigned>(qh), 128, 0, stream_>>>(part, splits, hd, o);
-    CUDA_CHECK_LAUNCH();
-  }
+  if (splits > 1) launch_attention_combine(static_cast<int>(qh), splits, hd, part, out.data, stream_);
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {

@@ -149,7 +149,7 @@ class CudaOps {
   // capacity and the GPU size (attention_splits()), n >= 1 forces n. Fixed per captured graph, since it
   // depends on the capacity, not on the position.
   void set_attention_splits(int n) { attn_splits_ = n; }
-  int attention_splits(int64_t query_heads, int max_len);
+  int attention_splits(int64_t blocks_per_split, int max_len);
   void conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
                          const std::vector<float>& b);
   void ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cuda/attention_decode.h"
 #include "cuda/device_util.cuh"
 
 namespace fp4lab {
@@ -18,6 +19,7 @@ constexpr int kAttnWarps = 8;
 constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
 constexpr int kAttnMaxSplits = 32;
+constexpr int kGqaWarps = 4;
 constexpr int kScanWarps = 8;
 constexpr int kScanMaxPerLane = 8;
 constexpr int kSsmStepWarps = 8;

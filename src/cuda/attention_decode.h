@@ -1,0 +1,22 @@
+// Host entry points of the decode attention kernels (attention_decode.cu) that tests call directly.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "cuda/nvfp4_gemm.h"  // bf16_raw
+
+namespace fp4lab {
+
+// Decode attention with the query heads of a KV head in one block (each K/V row read once, 16-byte loads):
+// head_dim 32, 64 or 128 and 1, 2, 4, 5 or 8 query heads per KV head. Grid: (rows x nkv, splits). Batched
+// when kc_tab is set (row i is sequence i's token, its caches and position from the tables), else one
+// sequence (kc, vc, *pos_one). With splits > 1 it writes partials for launch_attention_combine.
+bool gqa_attention_supported(int nh, int nkv, int hd);
+void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q, const bf16_raw* kc,
+                          const bf16_raw* vc, int nh, int nkv, int hd, const int* pos_one, bf16_raw* out,
+                          const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
+                          const int* const* pos_tab, float* part);
+// Merges the split partials [query_heads][splits][hd + 2] into out [query_heads, hd].
+void launch_attention_combine(int query_heads, int splits, int hd, const float* part, bf16_raw* out,
+                              cudaStream_t stream);
+
+}  // namespace fp4lab
