@@ -2,10 +2,7 @@
 # Run on the lent GPU machine with a carried build/ and .shared/: every GPU test, then the decode kernel with
 # four token tiles (decode32) against the 32-token mma.sync tile at M = 17..32 on the model shapes, then the
 # batch sweeps of both presets. Full output under $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT" ../shared
-for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$? $(grep -c 'OK \]' "$OUT/gputests.log") ok"; grep -E "FAILED  \]" "$OUT/gputests.log" | head

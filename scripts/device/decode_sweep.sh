@@ -3,9 +3,7 @@
 # block, 4 or 8 warps) forced on the model shapes at M = 1, 8 (decode8) and 16 (decode16). Prints shape, M,
 # variant, µs, % of copy bandwidth, % of the read ceiling; full output under $OUT. The pipeline-depth variants of
 # kernel-notes #13b were measured with this script before they were removed.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 MODELS=${MODELS:-nemotron-nano-9b-v2 llama-3.1-8b}
 for rows in 16 32; do

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Run on the lent GPU machine with a carried build/: engine GPU tests (incl. batched decode), the Nemotron preset
 # at several batch sizes, and a timed GSM8K slice through the whole pipeline. Full logs go to $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT" ../shared
+source "$(dirname "$0")/common.sh"
 [ -d ../shared/models ] || cp -r .shared/models ../shared/
 [ -d ../shared/tokenizers ] || cp -r .shared/tokenizers ../shared/
 [ -d ../shared/data ] || cp -r .shared/data ../shared/

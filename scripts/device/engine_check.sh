@@ -3,11 +3,7 @@
 # compute-sanitizer memcheck of the engine kernels, batch sweeps of the Nemotron and Llama presets, a
 # 2048-token prefill bench, long-context Llama, and tensor-parallel decode of the 70B preset with its per-op
 # profile. Full logs and JSON under $OUT (few files: the device tool returns a limited number).
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-export NCCL_NVLS_ENABLE=0
-mkdir -p "$OUT" ../shared
-for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+source "$(dirname "$0")/common.sh"
 LOG="$OUT/log.txt"
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
 ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # Run on the lent GPU machine with a carried build/: every GPU test, memcheck on the batched-decode kernels, a
 # Nemotron batch sweep with the per-op profile, and the report merging it. Full logs go to $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT" ../shared
-for d in models tokenizers data; do [ -d ../shared/$d ] || cp -r .shared/$d ../shared/; done
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$? $(grep -cE 'OK \]' "$OUT/gputests.log") ok"; grep -E "FAILED  \]" "$OUT/gputests.log" | head

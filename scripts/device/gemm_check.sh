@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Run on the lent GPU machine with a build carried from the dev machine (build/): GPU tests, memcheck, and the
 # GEMM benchmark. Full logs go to $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu_before.csv"
 ./build/tests/fp4lab_tests --gtest_filter='GpuNvfp4.*:CodecSweep.E4M3Decode*' >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|FAILED  \]" "$OUT/gputests.log" | head -30

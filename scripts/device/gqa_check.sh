@@ -2,11 +2,7 @@
 # Run on a lent GPU machine (two GPUs for the TP smoke tests) with a carried build/ and .shared/: every GPU
 # test, memcheck of the GQA decode attention, batch sweeps of both presets, Llama-8B at an 8K context, and
 # eval ppl / generate under --tp 2 on a tiny checkpoint. Full output under $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-export NCCL_NVLS_ENABLE=0
-mkdir -p "$OUT" ../shared
-for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+source "$(dirname "$0")/common.sh"
 LOG="$OUT/log.txt"
 nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >"$LOG" 2>&1

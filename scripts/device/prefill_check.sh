@@ -2,11 +2,7 @@
 # Run on the lent GPU machine with a carried build/ and .shared/: the engine-kernel and engine GPU tests, then
 # where prefill and batch-1 decode time goes (generate --profile) on the Nemotron and Llama presets, the
 # tensor-core prefill's TTFT at 2K/8K prompts, and batch-1 decode with the given attention splits (SPLITS).
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-export NCCL_NVLS_ENABLE=0
-mkdir -p "$OUT" ../shared
-for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter="${FILTER:-GpuKernels*:GpuEngine*}" >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$? $(grep -c 'OK \]' "$OUT/gputests.log") ok"

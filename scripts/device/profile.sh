@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute on chosen GEMM kernels (run on the lent GPU machine with a carried build/). Usage:
 #   SHAPE=22656x4480 M=1 VARIANT=decode8 KERNEL=decode_kernel bash scripts/device/profile.sh
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 tag=${TAG:-$VARIANT-$M}
 ncu --clock-control none --kernel-name "regex:${KERNEL}" --launch-skip 8 --launch-count 1 \
   --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section LaunchStats \

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Per-op-class GPU time of batched decode on the Nemotron preset (run on the lent GPU machine, carried build/).
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 B=${B:-32}
 args=()
 for i in $(seq 1 "$B"); do args+=(--prompt-ids "$(seq -s, $((i * 3)) $((i * 3 + 127)))"); done

@@ -2,11 +2,7 @@
 # Run on a lent multi-GPU machine with a carried build/ and .shared/: every GPU test (the TP=1/TP=2 ones
 # included), then tensor-parallel decode of the Llama-3.3-70B preset (TP=1 vs TP=2, batch 1 and 32, graphs on
 # and off) and bench --tp on the 8B-class presets. Full logs and JSON under $OUT.
-set -uo pipefail
-OUT=${OUT:-/tmp/fp4lab-out}
-export NCCL_NVLS_ENABLE=0  # no NVLink multicast on the lent machines
-mkdir -p "$OUT" ../shared
-for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 nvidia-smi topo -m | head -4
 if [ "${TESTS:-1}" = 1 ]; then

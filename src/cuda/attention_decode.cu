@@ -33,6 +33,24 @@ __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_on
   }
 }
 
+// The cache and the key range [lo, hi) of one split for query row tt: batched rows are one new token of their
+// own sequence (tables indexed by tt), otherwise row tt of one sequence sits at position *pos_one + tt. Split
+// sizes are whole multiples of `step` keys, so every warp starts on its own group.
+struct DecodeSpan {
+  const bf16 *kc, *vc;
+  int lo, hi;
+};
+template <bool kBatched>
+__device__ __forceinline__ DecodeSpan decode_span(int tt, const bf16* kc_one, const bf16* vc_one,
+                                                  const bf16* const* kc_tab, const bf16* const* vc_tab,
+                                                  const int* pos_one, const int* const* pos_tab, int step) {
+  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
+  const int split = blockIdx.y, splits = gridDim.y;
+  const int per_split = (len + splits * step - 1) / (splits * step) * step;
+  const int lo = split * per_split;
+  return {kBatched ? kc_tab[tt] : kc_one, kBatched ? vc_tab[tt] : vc_one, lo, min(len, lo + per_split)};
+}
+
 // One block per (query token, head, split). Each warp walks a strided subset of the block's keys with an
 // online softmax (FP32), lanes splitting the head dimension; the warps' partial results are merged at the
 // end. With one split the block owns all visible keys and writes the output; with S > 1 (flash-decoding: long
@@ -48,13 +66,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
                      const int* const* pos_tab, float* part) {
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
   const int split = blockIdx.y, splits = gridDim.y;
-  const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
-  const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
-  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
-  // This split's keys: whole warp-iteration groups, so every warp starts on its own group.
   constexpr int kGroup = kAttnWarps * kAttnUnroll;
-  const int per_split = (len + splits * kGroup - 1) / (splits * kGroup) * kGroup;
-  const int lo = split * per_split, hi = min(len, lo + per_split);
+  const auto [kc, vc, lo, hi] =
+      decode_span<kBatched>(tt, kc_one, vc_one, kc_tab, vc_tab, pos_one, pos_tab, kGroup);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int per_lane = (hd + 31) / 32;
   const float scale = rsqrtf(static_cast<float>(hd));
@@ -135,12 +149,9 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   constexpr int kLpk = HD / 8, kKpw = 32 / kLpk, kGroups = kGqaWarps * kKpw, kUnroll = 2;
   const int tt = blockIdx.x / nkv, kh = blockIdx.x % nkv;
   const int split = blockIdx.y, splits = gridDim.y;
-  const bf16* kc = kBatched ? kc_tab[tt] : kc_one;
-  const bf16* vc = kBatched ? vc_tab[tt] : vc_one;
-  const int len = kBatched ? *pos_tab[tt] + 1 : *pos_one + tt + 1;
   constexpr int kStep = kGroups * kUnroll;
-  const int per_split = (len + splits * kStep - 1) / (splits * kStep) * kStep;
-  const int lo = split * per_split, hi = min(len, lo + per_split);
+  const auto [kc, vc, lo, hi] =
+      decode_span<kBatched>(tt, kc_one, vc_one, kc_tab, vc_tab, pos_one, pos_tab, kStep);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gi = warp * kKpw + lane / kLpk, dl = lane % kLpk;  // key group, and this lane's 8 dims
   const float scale = rsqrtf(static_cast<float>(HD));
