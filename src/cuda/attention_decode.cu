@@ -246,38 +246,42 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   }
 }
 
+// The launch arguments of attention_gqa_kernel (batched when kc_tab is set).
+struct GqaArgs {
+  const bf16 *q, *kc, *vc;
+  int nh, nkv;
+  const int* pos_one;
+  bf16* out;
+  const bf16* const* kc_tab;
+  const bf16* const* vc_tab;
+  const int* const* pos_tab;
+  float* part;
+};
+
 template <int HD, int G>
-void launch_gqa(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc, int nh,
-                int nkv, const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
-                const int* const* pos_tab, float* part) {
-  if (kc_tab)
+void launch_gqa(dim3 grid, cudaStream_t stream, const GqaArgs& a) {
+  if (a.kc_tab)
     attention_gqa_kernel<HD, G, true><<<grid, kGqaWarps * 32, 0, stream>>>(
-        q, nullptr, nullptr, nh, nkv, nullptr, out, kc_tab, vc_tab, pos_tab, part);
+        a.q, nullptr, nullptr, a.nh, a.nkv, nullptr, a.out, a.kc_tab, a.vc_tab, a.pos_tab, a.part);
   else
-    attention_gqa_kernel<HD, G, false><<<grid, kGqaWarps * 32, 0, stream>>>(q, kc, vc, nh, nkv, pos_one, out,
-                                                                            nullptr, nullptr, nullptr, part);
+    attention_gqa_kernel<HD, G, false><<<grid, kGqaWarps * 32, 0, stream>>>(
+        a.q, a.kc, a.vc, a.nh, a.nkv, a.pos_one, a.out, nullptr, nullptr, nullptr, a.part);
 }
 
+// Query heads per KV head as a template argument: the per-head accumulators live in registers.
 template <int HD>
-bool launch_gqa_hd(int g, dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
-                   int nh, int nkv, const int* pos_one, bf16* out, const bf16* const* kc_tab,
-                   const bf16* const* vc_tab, const int* const* pos_tab, float* part) {
+bool launch_gqa_hd(int g, dim3 grid, cudaStream_t stream, const GqaArgs& a) {
   switch (g) {
     case 1:
-      launch_gqa<HD, 1>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-      return true;
+      return launch_gqa<HD, 1>(grid, stream, a), true;
     case 2:
-      launch_gqa<HD, 2>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-      return true;
+      return launch_gqa<HD, 2>(grid, stream, a), true;
     case 4:
-      launch_gqa<HD, 4>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-      return true;
+      return launch_gqa<HD, 4>(grid, stream, a), true;
     case 5:
-      launch_gqa<HD, 5>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-      return true;
+      return launch_gqa<HD, 5>(grid, stream, a), true;
     case 8:
-      launch_gqa<HD, 8>(grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-      return true;
+      return launch_gqa<HD, 8>(grid, stream, a), true;
     default:
       return false;
   }
@@ -356,20 +360,21 @@ void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw,
                           const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
                           bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
                           const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part) {
-  const auto* q = reinterpret_cast<const bf16*>(q_raw);
-  const auto* kc = reinterpret_cast<const bf16*>(kc_raw);
-  const auto* vc = reinterpret_cast<const bf16*>(vc_raw);
-  auto* out = reinterpret_cast<bf16*>(out_raw);
-  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
-  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
+  const GqaArgs a{reinterpret_cast<const bf16*>(q_raw),
+                  reinterpret_cast<const bf16*>(kc_raw),
+                  reinterpret_cast<const bf16*>(vc_raw),
+                  nh,
+                  nkv,
+                  pos_one,
+                  reinterpret_cast<bf16*>(out_raw),
+                  reinterpret_cast<const bf16* const*>(kc_tab_raw),
+                  reinterpret_cast<const bf16* const*>(vc_tab_raw),
+                  pos_tab,
+                  part};
   const int g = nh / nkv;
-  bool ok = false;
-  if (hd == 128)
-    ok = launch_gqa_hd<128>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-  else if (hd == 64)
-    ok = launch_gqa_hd<64>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
-  else if (hd == 32)
-    ok = launch_gqa_hd<32>(g, grid, stream, q, kc, vc, nh, nkv, pos_one, out, kc_tab, vc_tab, pos_tab, part);
+  const bool ok = hd == 128  ? launch_gqa_hd<128>(g, grid, stream, a)
+                  : hd == 64 ? launch_gqa_hd<64>(g, grid, stream, a)
+                             : hd == 32 && launch_gqa_hd<32>(g, grid, stream, a);
   if (!ok) throw Error("internal: GQA decode attention launched for an unsupported shape");
   CUDA_CHECK_LAUNCH();
 }
