@@ -329,6 +329,35 @@ void CudaOps::prepare(const ModelWeights& w) {
       if (!v->empty()) dev_f32(*v);
   }
   dev_f32(w.final_norm);
+  // BF16 projections that read the same input (q | k | v, gate | up) become one weight [sum of N, K]: one
+  // cuBLAS call instead of two or three small ones. The members' own buffers are released.
+  for (const auto& L : w.layers)
+    for (std::vector<const LinearWeight*> group : {std::vector<const LinearWeight*>{&L.q, &L.k, &L.v},
+                                                   std::vector<const LinearWeight*>{&L.gate, &L.up}}) {
+      bool ok = true;
+      for (const auto* m : group) {
+        const auto it = linears_.find(m);
+        ok = ok && it != linears_.end() && !it->second.nvfp4 && !it->second.bias.ptr &&
+             it->second.k == linears_.at(group[0]).k;
+      }
+      if (!ok) continue;
+      FusedBf16 f;
+      f.members = group;
+      f.k = linears_.at(group[0]).k;
+      for (const auto* m : group) f.n_total += linears_.at(m).n;
+      f.w = DeviceBuffer(static_cast<size_t>(f.n_total * f.k) * 2);
+      int64_t off = 0;
+      for (const auto* m : group) {
+        const DevLinear& d = linears_.at(m);
+        f.offsets.push_back(off);
+        CUDA_CHECK(cudaMemcpyAsync(f.w.as<bf16_raw>() + off * f.k, d.bf16.ptr, d.bf16.bytes,
+                                   cudaMemcpyDeviceToDevice, stream_));
+        off += d.n;
+      }
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (const auto* m : group) linears_.erase(m);
+      fused_bf16_[group[0]] = std::move(f);
+    }
   tokens_ = DeviceBuffer(1 << 20);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -459,6 +488,19 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
 
 void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
                            std::span<Tensor* const> y) {
+  if (const auto f = fused_bf16_.find(w[0]); f != fused_bf16_.end()) {
+    if (!std::equal(w.begin(), w.end(), f->second.members.begin(), f->second.members.end()))
+      throw Error("internal: a fused BF16 projection was called with other members");
+    Tensor all = alloc(x.rows, f->second.n_total);
+    {
+      OpTimer timer_(this, "linear.bf16");
+      cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, f->second.w.as<bf16_raw>(), f->second.n_total,
+                       f->second.k, all.data, stream_);
+    }
+    // One row: the members' outputs become views of it; more rows: copied out column block by block.
+    for (size_t i = 0; i < w.size(); ++i) columns(all, f->second.offsets[i], *y[i]);
+    return;
+  }
   const Nvfp4DeviceWeight* dw[3];
   bf16_raw* out[3];
   int64_t ld[3];
@@ -631,7 +673,7 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
     dst.data = src.data + col0;
     return;
   }
-  OpTimer timer_(this, "mamba.split");
+  OpTimer timer_(this, "split");
   columns_kernel<<<grid_1d(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data),
       dst.cols);
@@ -640,7 +682,7 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
 
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
                           float hi, Tensor& dt) {
-  OpTimer timer_(this, "mamba.split");
+  OpTimer timer_(this, "mamba.dt");
   softplus_dt_kernel<<<grid_1d(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
       reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
       reinterpret_cast<bf16*>(dt.data), dt.cols);

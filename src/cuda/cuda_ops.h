@@ -222,6 +222,14 @@ class CudaOps {
   cudaStream_t stream_ = nullptr;
   GemmWorkspace ws_;
   std::map<const void*, DevLinear> linears_;
+  // BF16 projections on one input stored as one weight (prepare), keyed by the first member.
+  struct FusedBf16 {
+    std::vector<const LinearWeight*> members;
+    std::vector<int64_t> offsets;  // first output column of each member
+    DeviceBuffer w;                // BF16 [n_total, k]
+    int64_t n_total = 0, k = 0;
+  };
+  std::map<const void*, FusedBf16> fused_bf16_;
   std::map<const void*, DeviceBuffer> f32_;
   DeviceBuffer embed_;  // BF16 [vocab, hidden]
   int64_t hidden_ = 0;
