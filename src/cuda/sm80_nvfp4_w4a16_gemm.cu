@@ -466,7 +466,10 @@ template <int NT>
 void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
   if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
-  if (p.rows_per_block == 32)
+  if constexpr (NT >= 8) {  // the cross-warp reduction buffer of two row tiles would exceed 48 KB
+    if (p.rows_per_block != 16) throw Error("nvfp4 gemm: decode64 takes 16 weight rows per block");
+    launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);
+  } else if (p.rows_per_block == 32)
     launch_decode_ra<NT, 2>(p, x, m, ldx, t, stream);
   else if (p.rows_per_block == 16)
     launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);
@@ -499,6 +502,10 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
     case W4A16Variant::Decode32:
       if (m > 32) throw Error("nvfp4 gemm: decode32 handles M <= 32");
       launch_decode_nt<4>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
+      break;
+    case W4A16Variant::Decode64:
+      if (m > 64) throw Error("nvfp4 gemm: decode64 handles M <= 64");
+      launch_decode_nt<8>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
       break;
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);

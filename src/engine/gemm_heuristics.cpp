@@ -12,6 +12,8 @@ const char* w4a16_variant_name(W4A16Variant v) {
       return "decode16";
     case W4A16Variant::Decode32:
       return "decode32";
+    case W4A16Variant::Decode64:
+      return "decode64";
     case W4A16Variant::Mma32:
       return "mma32";
     case W4A16Variant::Mma64:
@@ -28,7 +30,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
   std::string s;
   if (p.splits > 1) s += "/s" + std::to_string(p.splits);
   if (p.variant == W4A16Variant::Decode8 || p.variant == W4A16Variant::Decode16 ||
-      p.variant == W4A16Variant::Decode32) {
+      p.variant == W4A16Variant::Decode32 || p.variant == W4A16Variant::Decode64) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
   }
@@ -43,6 +45,8 @@ GemmTile w4a16_tile(W4A16Variant v) {
       return {16, 16};
     case W4A16Variant::Decode32:
       return {16, 32};
+    case W4A16Variant::Decode64:
+      return {16, 64};
     case W4A16Variant::Mma32:
       return {128, 32};
     case W4A16Variant::Mma64:
@@ -65,6 +69,13 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
     // kernel-notes #25).
     if (m > 8 && m <= 16) p.rows_per_block = 32;
+    return p;
+  }
+  if (m <= 64 && n <= 8192) {
+    // 33 <= M <= 64 on the narrower layers: the decode kernel with eight token tiles beats the mma.sync tiles
+    // (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs 88.8; Nemotron attn.o 40.1 vs 51.4,
+    // mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it loses to mma64 (kernel-notes #28).
+    p.variant = W4A16Variant::Decode64;
     return p;
   }
   if (m >= 256) {
