@@ -36,11 +36,13 @@ TEST(Report, MergesMachinesAndRendersInChromium) {
   const auto rep = test::run_fp4lab(
       "report " + d.str("cpu.json") + " " + data + "bench-nemotron-b1-batched-h100.json " + data +
       "bench-nemotron-b32-h100.json " + data + "gsm8k-nemotron-preset-bf16-h100.summary.json " + data +
-      "sweep-llama-h200.json --out " + d.str("rep"));
+      "sweep-llama-h200.json " + data + "bench-llama8b-tp2-h200x2.json --out " + d.str("rep"));
   ASSERT_EQ(rep.status, 0) << rep.out;
   const std::string md = slurp(d.str("rep/report.md"));
   EXPECT_NE(md.find("NVIDIA H100 80GB HBM3"), std::string::npos);
   EXPECT_NE(md.find("| CPU |"), std::string::npos) << md.substr(0, 2000);
+  // A tensor-parallel run is its own machine, not merged into the single-GPU H200 results.
+  EXPECT_NE(md.find("2 x NVIDIA H200"), std::string::npos);
   EXPECT_NE(md.find("## Accuracy"), std::string::npos);
   // The H200 sweep (batch 1, 8, 32, profiled): the explanation carries its numbers (decode 181.9 / 134.2 at
   // batch 1, 1639.9 / 2277.3 at batch 32).

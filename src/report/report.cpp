@@ -18,8 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The machine a result ran on: the GPU's name, with the count for tensor-parallel runs ("2 x NVIDIA H200"),
+// so that they are neither merged with nor mistaken for single-GPU runs of the same card.
 std::string gpu_name(const json& d) {
-  return d.contains("gpu") && d["gpu"].is_object() ? d["gpu"].value("name", "GPU") : std::string("CPU");
+  if (!d.contains("gpu") || !d["gpu"].is_object()) return "CPU";
+  const std::string name = d["gpu"].value("name", "GPU");
+  const json& count = d.contains("gpu_count") ? d["gpu_count"] : json(1);
+  return count.is_number_integer() && count.get<int>() > 1 ? std::to_string(count.get<int>()) + " x " + name
+                                                           : name;
 }
 
 std::string model_name(const json& d) {
