@@ -339,16 +339,22 @@ __global__ void pos_add_batch_kernel(int* const* pos_tab, int n) {
   if (i < n) *pos_tab[i] += 1;
 }
 
-void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
-                             int nh, int nkv, int hd, const int* pos_one, bf16* out,
-                             const bf16* const* kc_tab, const bf16* const* vc_tab, const int* const* pos_tab,
-                             float* part) {
+void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw, const bf16_raw* kc_raw,
+                             const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
+                             bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
+                             const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part) {
+  const auto* q = reinterpret_cast<const bf16*>(q_raw);
+  auto* out = reinterpret_cast<bf16*>(out_raw);
+  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
+  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
   if (kc_tab)
     attention_kernel<true><<<grid, kAttnWarps * 32, 0, stream>>>(q, nullptr, nullptr, nh, nkv, hd, nullptr,
                                                                  out, kc_tab, vc_tab, pos_tab, part);
   else
-    attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream>>>(q, kc, vc, nh, nkv, hd, pos_one, out,
-                                                                  nullptr, nullptr, nullptr, part);
+    attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream>>>(
+        q, reinterpret_cast<const bf16*>(kc_raw), reinterpret_cast<const bf16*>(vc_raw), nh, nkv, hd, pos_one,
+        out, nullptr, nullptr, nullptr, part);
+  CUDA_CHECK_LAUNCH();
 }
 
 bool gqa_attention_supported(int nh, int nkv, int hd) {

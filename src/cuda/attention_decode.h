@@ -11,6 +11,12 @@ namespace fp4lab {
 // when kc_tab is set (row i is sequence i's token, its caches and position from the tables), else one
 // sequence (kc, vc, *pos_one). With splits > 1 it writes partials for launch_attention_combine.
 bool gqa_attention_supported(int nh, int nkv, int hd);
+// The general decode attention (any head_dim up to 256 and any group size): one block per query head and key
+// split, same batching and partials as above. Grid: (rows x nh, splits).
+void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16_raw* q, const bf16_raw* kc,
+                             const bf16_raw* vc, int nh, int nkv, int hd, const int* pos_one, bf16_raw* out,
+                             const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
+                             const int* const* pos_tab, float* part);
 void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q, const bf16_raw* kc,
                           const bf16_raw* vc, int nh, int nkv, int hd, const int* pos_one, bf16_raw* out,
                           const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,

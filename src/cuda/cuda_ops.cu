@@ -20,7 +20,6 @@
 
 namespace fp4lab {
 
-using bf16 = __nv_bfloat16;
 using namespace dev;
 
 struct CudaOps::OpTimer {
@@ -522,23 +521,24 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
   for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
 }
 
-void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
+void CudaOps::launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
+                             Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
   const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
   rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
-      x.data, x.f32, nullptr, dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
+      x.data, x.f32, reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps,
+      reinterpret_cast<bf16*>(y.data));
   CUDA_CHECK_LAUNCH();
+}
+
+void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
+  launch_rmsnorm(x, nullptr, w, eps, y);
 }
 
 void CudaOps::add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y) {
   if (!x.f32 || o.f32 || o.rows != x.rows || o.cols != x.cols)
     throw Error("internal: add_rmsnorm takes the FP32 residual stream and a BF16 layer output of its shape");
-  OpTimer timer_(this, "rmsnorm");
-  const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
-      x.data, true, reinterpret_cast<const bf16*>(o.data), dev_f32(w), x.cols, eps,
-      reinterpret_cast<bf16*>(y.data));
-  CUDA_CHECK_LAUNCH();
+  launch_rmsnorm(x, o.data, w, eps, y);
 }
 
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
@@ -606,14 +606,9 @@ int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
   return static_cast<int>(std::clamp<int64_t>(std::min(want, by_len), 1, kAttnMaxSplits));
 }
 
-void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf16_raw* vc_raw,
-                               const int* pos_one, const bf16_raw* const* kc_tab_raw,
-                               const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, int nh, int nkv,
-                               int hd, int max_len, Tensor& out) {
-  const auto* kc = reinterpret_cast<const bf16*>(kc_raw);
-  const auto* vc = reinterpret_cast<const bf16*>(vc_raw);
-  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
-  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
+void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
+                               const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
+                               const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out) {
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
   const int64_t qh = q.rows * nh;
@@ -626,16 +621,12 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc_raw, const bf
     ensure_device(attn_part_, bytes, "the split-attention workspace");  // sized by the eager first step
     part = attn_part_.as<float>();
   }
-  auto* o = reinterpret_cast<bf16*>(out.data);
-  const auto* qd = reinterpret_cast<const bf16*>(q.data);
   if (gqa)
     launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), stream_,
-                         q.data, kc_raw, vc_raw, nh, nkv, hd, pos_one, out.data, kc_tab_raw, vc_tab_raw,
-                         pos_tab, part);
+                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
   else
-    launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, qd, kc,
-                            vc, nh, nkv, hd, pos_one, o, kc_tab, vc_tab, pos_tab, part);
-  CUDA_CHECK_LAUNCH();
+    launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, q.data,
+                            kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
   if (splits > 1) launch_attention_combine(static_cast<int>(qh), splits, hd, part, out.data, stream_);
 }
 

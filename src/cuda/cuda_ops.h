@@ -159,6 +159,9 @@ class CudaOps {
 
  private:
   void set_rope(int head_dim, const RopeConfig& r);
+  // One row per block; with `add` (x the FP32 residual stream), x += add first and is written back.
+  void launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
+                      Tensor& y);
   size_t logits_on_device(const Tensor& h, const LinearWeight& head);  // FP32 [rows, vocab] in logits_dev_
   DeviceBuffer argmax_dev_;
   std::vector<int> argmax_host_;

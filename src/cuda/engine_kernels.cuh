@@ -44,12 +44,6 @@ __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst);
 // attention_decode.cu
 __global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
                             const float* inv_freq);
-// Decode attention (one block per query head and key split); batched when kc_tab is set (row i is sequence
-// i's token, with its caches and position from the tables), else one sequence (kc, vc, *pos_one).
-void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16* q, const bf16* kc, const bf16* vc,
-                             int nh, int nkv, int hd, const int* pos_one, bf16* out,
-                             const bf16* const* kc_tab, const bf16* const* vc_tab, const int* const* pos_tab,
-                             float* part);
 __global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out);
 __global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
                                  bf16* kc, bf16* vc);

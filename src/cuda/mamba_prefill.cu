@@ -11,19 +11,16 @@
 
 #include "common/error.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 
 namespace fp4lab {
 
 namespace {
 
-using bf16 = __nv_bfloat16;
+using namespace dev;
 constexpr int kThreads = 256;
 constexpr int kMaxChunk = 128, kMaxState = 128, kMaxHeadDim = 128;
 constexpr int kSegTokens = 2048;  // long prompts run in segments of this many tokens (bounded workspace)
-
-__device__ __forceinline__ float ldb(const bf16* p) {
-  return __bfloat162float(*p);
-}
 
 struct Dims {
   int t, heads, hp, ns, groups, chunk, chunks;
@@ -51,7 +48,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
       const int i = lane * kPer + k;
-      run += i < q ? ldb(dt + static_cast<int64_t>(i0 + i) * d.heads + h) * a : 0.0f;
+      run += i < q ? ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h) * a : 0.0f;
       v[k] = run;
     }
     float before = run;  // exclusive prefix of the lane totals
@@ -78,12 +75,12 @@ __global__ void __launch_bounds__(kThreads)
     const int jn = min(32, q - j0);
     for (int e = threadIdx.x; e < jn * d.hp; e += kThreads) {
       const int jj = e / d.hp, p = e % d.hp, j = j0 + jj;
-      const float w = __expf(last - lcs[j]) * ldb(dt + static_cast<int64_t>(i0 + j) * d.heads + h);
-      xs[jj][p] = w * ldb(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p);
+      const float w = __expf(last - lcs[j]) * ld(dt + static_cast<int64_t>(i0 + j) * d.heads + h);
+      xs[jj][p] = w * ld(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p);
     }
     for (int e = threadIdx.x; e < jn * d.ns; e += kThreads) {
       const int jj = e / d.ns, n = e % d.ns;
-      bs[jj][n] = ldb(b + static_cast<int64_t>(i0 + j0 + jj) * bw + static_cast<int64_t>(g) * d.ns + n);
+      bs[jj][n] = ld(b + static_cast<int64_t>(i0 + j0 + jj) * bw + static_cast<int64_t>(g) * d.ns + n);
     }
     __syncthreads();
     if (n0 < d.ns)
@@ -144,8 +141,8 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const bf16* b, const b
       const int i = e / 32, nn = e % 32, n = n0 + nn;
       const bool ok = i < q && n < d.ns;
       const int64_t off = static_cast<int64_t>(i0 + i) * bw + static_cast<int64_t>(g) * d.ns + n;
-      cs[i][nn] = ok ? ldb(c + off) : 0.0f;
-      bsh[i][nn] = ok ? ldb(b + off) : 0.0f;
+      cs[i][nn] = ok ? ld(c + off) : 0.0f;
+      bsh[i][nn] = ok ? ld(b + off) : 0.0f;
     }
     __syncthreads();
     for (int nn = 0; nn < 32; ++nn) {
@@ -186,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
   for (int i = threadIdx.x; i < q; i += kThreads) {
     lcs[i] = lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i];
-    dts[i] = ldb(dt + static_cast<int64_t>(i0 + i) * d.heads + h);
+    dts[i] = ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h);
   }
   const int ri = threadIdx.x / 16, pj = threadIdx.x % 16, kp = (d.hp + 15) / 16;
   const int rows = min(64, q - rb);
@@ -198,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = threadIdx.x; e < 64 * 32; e += kThreads) {
       const int r = e / 32, nn = e % 32, n = n0 + nn;
       r1[r][nn] = r < rows && n < d.ns
-                      ? ldb(c + static_cast<int64_t>(i0 + rb + r) * bw + static_cast<int64_t>(g) * d.ns + n)
+                      ? ld(c + static_cast<int64_t>(i0 + rb + r) * bw + static_cast<int64_t>(g) * d.ns + n)
                       : 0.0f;
     }
     for (int e = threadIdx.x; e < d.hp * 32; e += kThreads) {
@@ -238,7 +235,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = threadIdx.x; e < 32 * d.hp; e += kThreads) {
       const int jj = e / d.hp, p = e % d.hp, j = j0 + jj;
       r2[jj * (d.hp + 1) + p] =
-          j < q ? ldb(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p) : 0.0f;
+          j < q ? ld(x + static_cast<int64_t>(i0 + j) * xw + static_cast<int64_t>(h) * d.hp + p) : 0.0f;
     }
     __syncthreads();
     for (int jj = 0; jj < 32; ++jj) {
@@ -263,13 +260,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       const int p = pj + 16 * k;
-      if (k < kp && p < d.hp) y[row + p] = __float2bfloat16_rn(acc[a][k] + dh * ldb(x + row + p));
+      if (k < kp && p < d.hp) y[row + p] = __float2bfloat16_rn(acc[a][k] + dh * ld(x + row + p));
     }
   }
-}
-
-__device__ __forceinline__ float silu(float v) {
-  return v / (1.0f + __expf(-v));
 }
 
 // One thread per (token, channel): the kernel taps read the inputs (or, before the first token, the state).
@@ -282,7 +275,7 @@ __global__ void conv1d_prefill_kernel(const bf16* in, int t, int ch, int kernel,
     float acc = bias ? bias[c] : 0.0f;
     for (int k = 0; k < kernel; ++k) {
       const int src = i - hist + k;
-      const float v = src >= 0 ? ldb(in + static_cast<int64_t>(src) * ch + c) : state[c * hist + hist + src];
+      const float v = src >= 0 ? ld(in + static_cast<int64_t>(src) * ch + c) : state[c * hist + hist + src];
       acc += w[c * kernel + k] * v;
     }
     out[idx] = __float2bfloat16_rn(silu(acc));
@@ -296,7 +289,7 @@ __global__ void conv1d_state_kernel(const bf16* in, int t, int ch, int hist, flo
   if (c >= ch) return;
   for (int j = 0; j < hist; ++j)
     state[c * hist + j] =
-        t + j < hist ? state[c * hist + t + j] : ldb(in + static_cast<int64_t>(t + j - hist) * ch + c);
+        t + j < hist ? state[c * hist + t + j] : ld(in + static_cast<int64_t>(t + j - hist) * ch + c);
 }
 
 unsigned grid_for(int64_t n) {

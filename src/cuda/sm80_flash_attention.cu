@@ -21,16 +21,6 @@ constexpr int kFaWarps = 4;
 constexpr int kFaRows = 16 * kFaWarps;  // query rows per block
 constexpr int kFaKeys = 64;             // keys per tile
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
@@ -102,7 +92,8 @@ __global__ void __launch_bounds__(kFaWarps * 32)
     if (kb == 0) {
 #pragma unroll
       for (int ks = 0; ks < HD / 16; ++ks)
-        ldmatrix_x4(qf[ks], ptx::smem_addr(sq + (warp * 16 + lane % 16) * LD + ks * 16 + (lane / 16) * 8));
+        ptx::ldmatrix_x4(qf[ks],
+                         ptx::smem_addr(sq + (warp * 16 + lane % 16) * LD + ks * 16 + (lane / 16) * 8));
     }
     const bf16* k_t = sk + buf * kFaKeys * LD;
     const bf16* v_t = sv + buf * kFaKeys * LD;
@@ -116,8 +107,8 @@ __global__ void __launch_bounds__(kFaWarps * 32)
       for (int np = 0; np < kFaKeys / 16; ++np) {
         uint32_t b[4];
         const int mi = lane / 8;
-        ldmatrix_x4(b,
-                    ptx::smem_addr(k_t + (np * 16 + (mi / 2) * 8 + lane % 8) * LD + ks * 16 + (mi % 2) * 8));
+        ptx::ldmatrix_x4(
+            b, ptx::smem_addr(k_t + (np * 16 + (mi / 2) * 8 + lane % 8) * LD + ks * 16 + (mi % 2) * 8));
         ptx::mma_bf16_16816(s[2 * np], qf[ks], b[0], b[1]);
         ptx::mma_bf16_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
       }
@@ -164,7 +155,7 @@ __global__ void __launch_bounds__(kFaWarps * 32)
       for (int dp = 0; dp < HD / 16; ++dp) {
         uint32_t b[4];
         const int mi = lane / 8;
-        ldmatrix_x4_trans(
+        ptx::ldmatrix_x4_trans(
             b, ptx::smem_addr(v_t + (kk * 16 + (mi % 2) * 8 + lane % 8) * LD + dp * 16 + (mi / 2) * 8));
         ptx::mma_bf16_16816(o[2 * dp], a, b[0], b[1]);
         ptx::mma_bf16_16816(o[2 * dp + 1], a, b[2], b[3]);

@@ -20,21 +20,33 @@ int visible_gpu_count() {
   return n;
 }
 
-std::string gpu_interconnect() {
-  if (visible_gpu_count() < 2) return "single GPU";
+namespace {
+
+// How GPU 0 reaches GPU 1: peer access at all, and NVML's count of its active NVLinks (-1: unknown).
+struct PeerLink {
+  bool p2p = false;
+  int nvlinks = -1;
+};
+PeerLink peer_link() {
   int p2p = 0;
   CUDA_CHECK(cudaDeviceCanAccessPeer(&p2p, 0, 1));
-  if (!p2p) return "PCIe (no peer access)";
-  const int links = active_nvlinks(0);
-  if (links > 0) return "NVLink (" + std::to_string(links) + " active links on GPU 0)";
-  return links == 0 ? "PCIe peer access (no active NVLink)" : "peer access (NVLink or PCIe P2P)";
+  return {p2p != 0, p2p ? active_nvlinks(0) : -1};
+}
+
+}  // namespace
+
+std::string gpu_interconnect() {
+  if (visible_gpu_count() < 2) return "single GPU";
+  const PeerLink l = peer_link();
+  if (!l.p2p) return "PCIe (no peer access)";
+  if (l.nvlinks > 0) return "NVLink (" + std::to_string(l.nvlinks) + " active links on GPU 0)";
+  return l.nvlinks == 0 ? "PCIe peer access (no active NVLink)" : "peer access (NVLink or PCIe P2P)";
 }
 
 std::string gpu_link_kind() {
   if (visible_gpu_count() < 2) return "nvlink";
-  int p2p = 0;
-  CUDA_CHECK(cudaDeviceCanAccessPeer(&p2p, 0, 1));
-  return p2p && active_nvlinks(0) != 0 ? "nvlink" : "pcie";
+  const PeerLink l = peer_link();
+  return l.p2p && l.nvlinks != 0 ? "nvlink" : "pcie";
 }
 
 #if FP4LAB_HAVE_NCCL
