@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
 #include "model/tensor_parallel.h"
 #include "eval/metrics.h"
@@ -156,6 +158,59 @@ TEST(GpuEngine, BatchedDecodeOfDifferentLengthsEqualsSingleSteps) {
         }
         for (int j = 0; j < B; ++j)
           toks[static_cast<size_t>(j)] = (toks[static_cast<size_t>(j)] + 7 * j + 1) % 64;
+      }
+    }
+  }
+}
+
+// Programmatic dependent launch lets each decode kernel start while the previous one drains; a kernel that
+// touched its inputs before griddep_wait would race. With it on and off, graph-replayed and eager single
+// steps and batched steps must give the same bits (the kernels and their order are the same). On GPUs before
+// sm_90 both runs take the same path and the test passes trivially.
+TEST(GpuEngine, ProgrammaticLaunchIsBitIdentical) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  struct Restore {
+    ~Restore() { set_programmatic_launch(true); }
+  } restore;
+  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+      const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+      auto run = [&](bool pdl, bool graphs) {
+        set_programmatic_launch(pdl);
+        CudaOps ops(0, graphs);
+        CudaModel model(load_weights(dir, q), ops);
+        std::vector<float> all;
+        auto s = model.new_sequence(96);
+        auto out = model.forward(s, std::span<const int>(prompt).first(20), false);
+        all.insert(all.end(), out.begin(), out.end());
+        for (int i = 0; i < 24; ++i) {  // enough replays for a race to show
+          const int t[1] = {prompt[static_cast<size_t>(20 + i % 16)]};
+          out = model.forward(s, t, false);
+          all.insert(all.end(), out.begin(), out.end());
+        }
+        std::vector<CudaModel::State> seqs;
+        std::vector<CudaModel::State*> ptrs;
+        std::vector<int> toks;
+        for (int j = 0; j < 6; ++j) {
+          seqs.push_back(model.new_sequence(64));
+          model.forward(seqs.back(), std::span<const int>(prompt).first(static_cast<size_t>(4 + j)), false);
+          toks.push_back(prompt[static_cast<size_t>(4 + j)]);
+        }
+        for (auto& st : seqs) ptrs.push_back(&st);
+        for (int step = 0; step < 4; ++step) {
+          out = model.decode_batch(ptrs, toks);
+          all.insert(all.end(), out.begin(), out.end());
+        }
+        return all;
+      };
+      for (bool graphs : {true, false}) {
+        const auto off = run(false, graphs), on = run(true, graphs);
+        ASSERT_EQ(off.size(), on.size());
+        size_t diff = 0;
+        for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], sizeof(float)) != 0;
+        EXPECT_EQ(diff, 0u) << m << " " << quant_mode_name(q) << (graphs ? " graphs" : " eager");
       }
     }
   }

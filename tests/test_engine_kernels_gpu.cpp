@@ -11,6 +11,7 @@
 #include "common/hd.h"
 #include "cpu/ops.h"
 #include "cuda/attention_decode.h"
+#include "cuda/cuda_ops.h"
 #include "cuda/flash_attention.h"
 #include "cuda/mamba_prefill.h"
 #include "cuda/nvfp4_gemm.h"
@@ -252,8 +253,8 @@ TEST(GpuKernels, GroupedDecodeGemmEqualsSeparateCalls) {
 }
 
 // Decode attention with a GQA group per block against cpu::attention: one new query row over a long cache,
-// with and without key splits (then merged by the combine kernel), for the head dimensions and group sizes it
-// takes.
+// with and without key splits (then merged by the combine kernel, or by the kernel's own last split), for the
+// head dimensions and group sizes it takes.
 TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
   REQUIRE_GPU();
   std::mt19937 rng(17);
@@ -284,7 +285,64 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
     // FP32 softmax and sums, BF16 output: a few BF16 ulps of values of order 0.1-1.
     EXPECT_LT(err, 0.01) << "hd " << c.hd << " nh " << c.nh << " nkv " << c.nkv << " len " << c.len
                          << " splits " << c.splits;
+    if (c.splits == 1) continue;
+    // The in-kernel merge (the last split of each KV head combines) gives the combine kernel's bits, and
+    // leaves its counters at zero: run it twice on the same counters.
+    DeviceBuffer done(static_cast<size_t>(c.nkv) * 4), dout2(qr.size() * 2);
+    CUDA_CHECK(cudaMemset(done.ptr, 0, done.bytes));
+    for (int rep = 0; rep < 2; ++rep) {
+      CUDA_CHECK(cudaMemset(dout2.ptr, 0, dout2.bytes));
+      launch_attention_gqa(dim3(c.nkv, c.splits), nullptr, dq.as<bf16_raw>(), dk.as<bf16_raw>(),
+                           dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout2.as<bf16_raw>(),
+                           nullptr, nullptr, nullptr, part.as<float>(), done.as<int>());
+      CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(to_host<uint16_t>(dout2, qr.size()), got) << "in-kernel merge, splits " << c.splits;
+      EXPECT_EQ(to_host<int>(done, static_cast<size_t>(c.nkv)), std::vector<int>(static_cast<size_t>(c.nkv)));
+    }
   }
   EXPECT_FALSE(gqa_attention_supported(8, 8, 8));
   EXPECT_FALSE(gqa_attention_supported(12, 4, 128));  // 3 query heads per KV head: the per-head kernel runs
+}
+
+// The fused residual add + RMSNorm on rows from 64 to 16384 wide (the kernel's launch grows to 1024 threads
+// and then loops; a register-hungry version failed to launch at the 70B row width of 8192) against the CPU
+// twin: x + o, then cpu::rmsnorm.
+TEST(GpuKernels, AddRmsNormMatchesCpuAtEveryWidth) {
+  REQUIRE_GPU();
+  std::mt19937 rng(23);
+  for (const int64_t width : {64, 4096, 4480, 8192, 16384}) {
+    const int64_t rows = 3;
+    const size_t n = static_cast<size_t>(rows * width);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> xf(n), w(static_cast<size_t>(width));
+    for (auto& v : xf) v = d(rng);
+    for (auto& v : w) v = 1.0f + 0.1f * d(rng);
+    const auto [oraw, of] = random_bf16(n, 1.0f, rng);
+    CudaOps ops;
+    ops.begin_forward();
+    CudaOps::Tensor x = ops.alloc_residual(rows, width), o = ops.alloc(rows, width),
+                    y = ops.alloc(rows, width);
+    CUDA_CHECK(cudaMemcpy(x.data, xf.data(), n * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(o.data, oraw.data(), n * 2, cudaMemcpyHostToDevice));
+    ops.add_rmsnorm(x, o, w, 1e-5f, y);
+    ops.synchronize();
+    std::vector<float> sum(n), ref(n), xs(n);
+    std::vector<uint16_t> ys(n);
+    CUDA_CHECK(cudaMemcpy(xs.data(), x.data, n * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(ys.data(), y.data, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) sum[i] = xf[i] + of[i];
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto off = static_cast<size_t>(r * width);
+      const auto len = static_cast<size_t>(width);
+      cpu::rmsnorm(std::span<const float>(sum).subspan(off, len), w, 1e-5f,
+                   std::span<float>(ref).subspan(off, len));
+    }
+    double ex = 0, ey = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ex = std::max(ex, double(std::fabs(xs[i] - sum[i])));
+      ey = std::max(ey, double(std::fabs(bf16_to_f32(ys[i]) - ref[i])) / (1.0 + std::fabs(ref[i])));
+    }
+    EXPECT_EQ(ex, 0.0) << "residual written back, width " << width;  // the same FP32 add
+    EXPECT_LT(ey, 1e-2) << "normalized output, width " << width;     // BF16 rounding of y
+  }
 }

@@ -25,6 +25,13 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 4480, 132).rows_per_block, 16);
   EXPECT_EQ(choose_w4a16_plan(12, 22656, 4480, 132).rows_per_block, 32);
   EXPECT_EQ(choose_w4a16_plan(24, 22656, 4480, 132).rows_per_block, 16);
+  // 16 warps per block only for narrow layers with a long K, at decode8 sizes.
+  EXPECT_EQ(choose_w4a16_plan(1, 4096, 14336, 132).decode_warps, 16);
+  EXPECT_EQ(choose_w4a16_plan(8, 4480, 10240, 132).decode_warps, 16);
+  EXPECT_EQ(choose_w4a16_plan(1, 4096, 4096, 132).decode_warps, 8);
+  EXPECT_EQ(choose_w4a16_plan(1, 28672, 4096, 132).decode_warps, 8);
+  EXPECT_EQ(choose_w4a16_plan(1, 22656, 15680, 132).decode_warps, 8);
+  EXPECT_EQ(choose_w4a16_plan(9, 4096, 14336, 132).decode_warps, 8);
 }
 
 TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {

@@ -179,7 +179,8 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"rows_per_block", o.rows_per_block},
                     {"splits", o.splits},
                     {"decode_warps", o.decode_warps},
-                    {"baselines", o.baselines}};
+                    {"baselines", o.baselines},
+                    {"pdl", o.pdl}};
   out["rows"] = json::array();
 
   std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M",

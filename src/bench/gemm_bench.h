@@ -24,10 +24,11 @@ struct GemmBenchOptions {
   int calls_per_rep = 0;       // 0: enough calls to fill ~0.3 ms per batch
   double rotate_factor = 3.0;  // rotating weight copies totalling this multiple of L2
   bool baselines = true;
+  bool pdl = true;         // programmatic dependent launch between the timed back-to-back calls (sm_90+)
   std::string variant;     // force a W4A16 variant (decode8, mma64, ...); empty: heuristic
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
-  int decode_warps = 0;    // with variant decode*: 4 or 8 (0: heuristic)
+  int decode_warps = 0;    // with variant decode*: 4, 8 or 16 (0: heuristic)
   std::string json_out;
   bool verbose = false;
 };

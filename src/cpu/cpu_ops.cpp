@@ -101,9 +101,16 @@ void CpuOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig
   cpu::rope_apply(x.v, heads, hd, pos, inv_freq_);
 }
 
-void CpuOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh,
-                       int nkv, int hd, Tensor& out) const {
-  s.k[layer].insert(s.k[layer].end(), k.v.begin(), k.v.end());
+void CpuOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
+                       int hd, const RopeConfig* rope, Tensor& out) {
+  if (rope) {
+    Tensor kr = k;
+    this->rope(q, nh, hd, s, *rope);
+    this->rope(kr, nkv, hd, s, *rope);
+    s.k[layer].insert(s.k[layer].end(), kr.v.begin(), kr.v.end());
+  } else {
+    s.k[layer].insert(s.k[layer].end(), k.v.begin(), k.v.end());
+  }
   s.v[layer].insert(s.v[layer].end(), v.v.begin(), v.v.end());
   cpu::attention(q.v, static_cast<int>(q.rows), nh, nkv, hd, s.k[layer], s.v[layer], s.pos, out.v);
 }

@@ -111,9 +111,10 @@ class CpuOps {
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) const {
     cpu::rmsnorm(x.v, w, eps, x.v);
   }
-  void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
-                 int hd, Tensor& out) const;
+  // RoPE on q and k when rope is set (q rotated in place), k and v appended to the cache, then attention of
+  // the new rows over the cache: the CPU twin of the CUDA backend's fused rope + append + attention.
+  void attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
+                 const RopeConfig* rope, Tensor& out);
   void add(Tensor& x, const Tensor& y) const;
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o) const { cpu::silu_mul(g.v, u.v, o.v); }
   void relu2(Tensor& x) const { cpu::relu2(x.v); }
@@ -139,6 +140,7 @@ class CpuOps {
   }
 
  private:
+  void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
   CpuTpGroup* tp_group_ = nullptr;
   int tp_rank_ = 0;
   bool vocab_parallel_ = false;

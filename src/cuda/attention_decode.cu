@@ -12,24 +12,46 @@ namespace fp4lab {
 
 using namespace dev;
 
-// Rotary embedding in place. One sequence: row tt sits at position *pos_one + tt. Batched decode (pos_tab
-// set): row tt is one token of sequence tt, at that sequence's own position.
-__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
-                            const float* inv_freq) {
-  const int half = hd / 2;
-  const int64_t n = static_cast<int64_t>(t) * heads * half;
+// The first step of attention for t new rows: RoPE on q (in place) and k, and k, v appended to the KV
+// cache, in one launch (three before). One sequence: row tt sits at position *pos_one + tt, caches kc/vc.
+// Batched decode (pos_tab set): row tt is one token of sequence tt, with its own position and caches.
+// inv_freq == nullptr: no rotary embedding (Nemotron-H attention). One thread per (row, head slot, pair f):
+// head slots [0, nh) are q, [nh, nh + nkv) k, then nkv of v (copied, pairs f and f + hd/2).
+__global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int t, int nh, int nkv, int hd,
+                                      const float* inv_freq, const int* pos_one, const int* const* pos_tab,
+                                      bf16* kc_one, bf16* vc_one, bf16* const* kc_tab, bf16* const* vc_tab) {
+  ptx::griddep_enter();
+  const int half = hd / 2, slots = nh + 2 * nkv;
+  const int64_t n = static_cast<int64_t>(t) * slots * half;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int f = static_cast<int>(i % half);
-    const int64_t th = i / half;
-    const int tt = static_cast<int>(th / heads);
+    const int slot = static_cast<int>((i / half) % slots);
+    const int tt = static_cast<int>(i / (int64_t{half} * slots));
     const int pos = pos_tab ? *pos_tab[tt] : *pos_one + tt;
-    float s, c;
-    sincosf(static_cast<float>(pos) * inv_freq[f], &s, &c);
-    bf16* v = x + th * hd;
-    const float a = ld(v + f), b = ld(v + f + half);
-    v[f] = __float2bfloat16_rn(a * c - b * s);
-    v[f + half] = __float2bfloat16_rn(b * c + a * s);
+    const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+    if (slot >= nh + nkv) {  // v: copied
+      const int64_t src = tt * kv_row + static_cast<int64_t>(slot - nh - nkv) * hd + f;
+      bf16* vc = (pos_tab ? vc_tab[tt] : vc_one) + static_cast<int64_t>(pos) * kv_row + (src - tt * kv_row);
+      vc[0] = v[src];
+      vc[half] = v[src + half];
+      continue;
+    }
+    const bool is_q = slot < nh;
+    const bf16* src = is_q ? q + (static_cast<int64_t>(tt) * nh + slot) * hd
+                           : k + tt * kv_row + static_cast<int64_t>(slot - nh) * hd;
+    float a = ld(src + f), b = ld(src + f + half);
+    if (inv_freq) {
+      float sn, cs;
+      sincosf(static_cast<float>(pos) * inv_freq[f], &sn, &cs);
+      const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+      a = ra, b = rb;
+    }
+    bf16* dst = is_q ? q + (static_cast<int64_t>(tt) * nh + slot) * hd
+                     : (pos_tab ? kc_tab[tt] : kc_one) + static_cast<int64_t>(pos) * kv_row +
+                           static_cast<int64_t>(slot - nh) * hd;
+    dst[f] = __float2bfloat16_rn(a);
+    dst[f + half] = __float2bfloat16_rn(b);
   }
 }
 
@@ -64,6 +86,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv, int hd,
                      const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
                      const int* const* pos_tab, float* part) {
+  ptx::griddep_enter();
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
   const int split = blockIdx.y, splits = gridDim.y;
   constexpr int kGroup = kAttnWarps * kAttnUnroll;
@@ -136,6 +159,25 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   if (splits > 1 && threadIdx.x == 0) pp[hd] = gm, pp[hd + 1] = gl;
 }
 
+// Flash-decoding merge of one output element: partials [splits][hd accumulator, max, sum] of one (query,
+// head), dimension d. Shared by the combine kernel and the GQA kernel's last split, so both give the same
+// bits.
+// __ldcg: the partials of other blocks of the same grid are read past L1.
+__device__ __forceinline__ float merge_splits(const float* base, int splits, int hd, int d) {
+  float gm = -INFINITY;
+  for (int s = 0; s < splits; ++s) gm = fmaxf(gm, __ldcg(base + s * (hd + 2) + hd));
+  float gl = 0.0f, v = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = __ldcg(base + s * (hd + 2) + hd);
+    if (ms != -INFINITY) {
+      const float f = __expf(ms - gm);
+      gl += __ldcg(base + s * (hd + 2) + hd + 1) * f;
+      v += __ldcg(base + s * (hd + 2) + d) * f;
+    }
+  }
+  return v / gl;
+}
+
 // Decode attention for GQA, one block per (query token, KV head, split): the G query heads that share a KV
 // head are handled together, so each K/V row is read once (not G times) and with 16-byte loads (8 dims per
 // lane, HD / 8 lanes per key, 32 / (HD / 8) keys per warp at a time). Each key group keeps its own online
@@ -145,7 +187,10 @@ template <int HD, int G, bool kBatched>
 __global__ void __launch_bounds__(kGqaWarps * 32)
     attention_gqa_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv,
                          const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
-                         const int* const* pos_tab, float* part) {
+                         const int* const* pos_tab, float* part, int* done) {
+  ptx::griddep_enter();
+  // Two keys per lane in flight per iteration (four measured slower: the longer key step leaves splits
+  // uneven or empty at short contexts, kernel-notes #32).
   constexpr int kLpk = HD / 8, kKpw = 32 / kLpk, kGroups = kGqaWarps * kKpw, kUnroll = 2;
   const int tt = blockIdx.x / nkv, kh = blockIdx.x % nkv;
   const int split = blockIdx.y, splits = gridDim.y;
@@ -244,6 +289,49 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
       out[qi * HD + d] = __float2bfloat16_rn(v / gl);
     }
   }
+  if (splits == 1 || !done) return;
+  // The last split block of this (token, KV head) to finish merges all splits (one launch fewer than a
+  // separate combine); done[] counts finished splits and is left at zero for the next launch.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(&done[blockIdx.x], 1) == splits - 1;
+    if (last) done[blockIdx.x] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // The same arithmetic as merge_splits, staged: the splits' (max, sum) of the G heads into shared memory
+  // first (one round trip), then each output's accumulators.
+  __shared__ float sm_ms[G][kAttnMaxSplits], sm_f[G][kAttnMaxSplits], sm_gl[G];
+  for (int i = threadIdx.x; i < G * splits; i += kGqaWarps * 32) {
+    const int64_t qi = static_cast<int64_t>(tt) * nh + kh * G + i / splits;
+    sm_ms[i / splits][i % splits] = __ldcg(part + (qi * splits + i % splits) * (HD + 2) + HD);
+    sm_f[i / splits][i % splits] = __ldcg(part + (qi * splits + i % splits) * (HD + 2) + HD + 1);
+  }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float gm = -INFINITY;
+    for (int sp = 0; sp < splits; ++sp) gm = fmaxf(gm, sm_ms[g][sp]);
+    float gl = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+      const float f = sm_ms[g][sp] != -INFINITY ? __expf(sm_ms[g][sp] - gm) : 0.0f;
+      gl += sm_f[g][sp] * f;  // sm_f held the split's sum; it becomes the split's factor
+      sm_f[g][sp] = f;
+    }
+    sm_gl[g] = gl;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * HD; e += kGqaWarps * 32) {
+    const int g = e / HD, d = e % HD;
+    const int64_t qi = static_cast<int64_t>(tt) * nh + kh * G + g;
+    float v = 0.0f;
+    for (int sp = 0; sp < splits; ++sp)
+      if (sm_ms[g][sp] != -INFINITY) v += __ldcg(part + (qi * splits + sp) * (HD + 2) + d) * sm_f[g][sp];
+    out[qi * HD + d] = __float2bfloat16_rn(v / sm_gl[g]);
+  }
 }
 
 // The launch arguments of attention_gqa_kernel (batched when kc_tab is set).
@@ -256,16 +344,17 @@ struct GqaArgs {
   const bf16* const* vc_tab;
   const int* const* pos_tab;
   float* part;
+  int* done;
 };
 
 template <int HD, int G>
 void launch_gqa(dim3 grid, cudaStream_t stream, const GqaArgs& a) {
   if (a.kc_tab)
-    attention_gqa_kernel<HD, G, true><<<grid, kGqaWarps * 32, 0, stream>>>(
-        a.q, nullptr, nullptr, a.nh, a.nkv, nullptr, a.out, a.kc_tab, a.vc_tab, a.pos_tab, a.part);
+    launch_kernel(attention_gqa_kernel<HD, G, true>, grid, kGqaWarps * 32, 0, stream, a.q, nullptr, nullptr,
+                  a.nh, a.nkv, nullptr, a.out, a.kc_tab, a.vc_tab, a.pos_tab, a.part, a.done);
   else
-    attention_gqa_kernel<HD, G, false><<<grid, kGqaWarps * 32, 0, stream>>>(
-        a.q, a.kc, a.vc, a.nh, a.nkv, a.pos_one, a.out, nullptr, nullptr, nullptr, a.part);
+    launch_kernel(attention_gqa_kernel<HD, G, false>, grid, kGqaWarps * 32, 0, stream, a.q, a.kc, a.vc, a.nh,
+                  a.nkv, a.pos_one, a.out, nullptr, nullptr, nullptr, a.part, a.done);
 }
 
 // Query heads per KV head as a template argument: the per-head accumulators live in registers.
@@ -290,51 +379,19 @@ bool launch_gqa_hd(int g, dim3 grid, cudaStream_t stream, const GqaArgs& a) {
 // Merges the splits of each (query, head): the log-sum-exp rescaling of flash-decoding. One block per
 // (query, head), threads over the head dimension.
 __global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out) {
+  ptx::griddep_enter();
   const float* base = part + static_cast<int64_t>(blockIdx.x) * splits * (hd + 2);
-  float gm = -INFINITY;
-  for (int s = 0; s < splits; ++s) gm = fmaxf(gm, base[s * (hd + 2) + hd]);
-  float gl = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float ms = base[s * (hd + 2) + hd];
-    if (ms != -INFINITY) gl += base[s * (hd + 2) + hd + 1] * __expf(ms - gm);
-  }
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float v = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float ms = base[s * (hd + 2) + hd];
-      if (ms != -INFINITY) v += base[s * (hd + 2) + d] * __expf(ms - gm);
-    }
-    out[static_cast<int64_t>(blockIdx.x) * hd + d] = __float2bfloat16_rn(v / gl);
-  }
-}
-
-// Appends t rows of K and V at the device-side position (captured graphs replay it at every step).
-__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
-                                 bf16* kc, bf16* vc) {
-  const int64_t off = static_cast<int64_t>(*pos_dev) * row;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    kc[off + i] = k[i];
-    vc[off + i] = v[i];
-  }
-}
-
-__global__ void kv_append_batch_kernel(const bf16* k, const bf16* v, int rows, int64_t row,
-                                       const int* const* pos_tab, bf16* const* kc_tab, bf16* const* vc_tab) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * row;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int r = static_cast<int>(i / row);
-    const int64_t off = static_cast<int64_t>(*pos_tab[r]) * row + i % row;
-    kc_tab[r][off] = k[i];
-    vc_tab[r][off] = v[i];
-  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x)
+    out[static_cast<int64_t>(blockIdx.x) * hd + d] = __float2bfloat16_rn(merge_splits(base, splits, hd, d));
 }
 
 __global__ void pos_add_kernel(int* pos, int t) {
+  ptx::griddep_enter();
   *pos += t;
 }
 
 __global__ void pos_add_batch_kernel(int* const* pos_tab, int n) {
+  ptx::griddep_enter();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) *pos_tab[i] += 1;
 }
@@ -348,13 +405,12 @@ void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16_raw* q_r
   const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
   const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
   if (kc_tab)
-    attention_kernel<true><<<grid, kAttnWarps * 32, 0, stream>>>(q, nullptr, nullptr, nh, nkv, hd, nullptr,
-                                                                 out, kc_tab, vc_tab, pos_tab, part);
+    launch_kernel(attention_kernel<true>, grid, kAttnWarps * 32, 0, stream, q, nullptr, nullptr, nh, nkv, hd,
+                  nullptr, out, kc_tab, vc_tab, pos_tab, part);
   else
-    attention_kernel<false><<<grid, kAttnWarps * 32, 0, stream>>>(
-        q, reinterpret_cast<const bf16*>(kc_raw), reinterpret_cast<const bf16*>(vc_raw), nh, nkv, hd, pos_one,
-        out, nullptr, nullptr, nullptr, part);
-  CUDA_CHECK_LAUNCH();
+    launch_kernel(attention_kernel<false>, grid, kAttnWarps * 32, 0, stream, q,
+                  reinterpret_cast<const bf16*>(kc_raw), reinterpret_cast<const bf16*>(vc_raw), nh, nkv, hd,
+                  pos_one, out, nullptr, nullptr, nullptr, part);
 }
 
 bool gqa_attention_supported(int nh, int nkv, int hd) {
@@ -365,7 +421,8 @@ bool gqa_attention_supported(int nh, int nkv, int hd) {
 void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw, const bf16_raw* kc_raw,
                           const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
                           bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
-                          const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part) {
+                          const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part,
+                          int* done) {
   const GqaArgs a{reinterpret_cast<const bf16*>(q_raw),
                   reinterpret_cast<const bf16*>(kc_raw),
                   reinterpret_cast<const bf16*>(vc_raw),
@@ -376,20 +433,19 @@ void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw,
                   reinterpret_cast<const bf16* const*>(kc_tab_raw),
                   reinterpret_cast<const bf16* const*>(vc_tab_raw),
                   pos_tab,
-                  part};
+                  part,
+                  done};
   const int g = nh / nkv;
   const bool ok = hd == 128  ? launch_gqa_hd<128>(g, grid, stream, a)
                   : hd == 64 ? launch_gqa_hd<64>(g, grid, stream, a)
                              : hd == 32 && launch_gqa_hd<32>(g, grid, stream, a);
   if (!ok) throw Error("internal: GQA decode attention launched for an unsupported shape");
-  CUDA_CHECK_LAUNCH();
 }
 
 void launch_attention_combine(int query_heads, int splits, int hd, const float* part, bf16_raw* out,
                               cudaStream_t stream) {
-  attention_combine_kernel<<<static_cast<unsigned>(query_heads), 128, 0, stream>>>(
-      part, splits, hd, reinterpret_cast<bf16*>(out));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(attention_combine_kernel, static_cast<unsigned>(query_heads), 128, 0, stream, part, splits,
+                hd, reinterpret_cast<bf16*>(out));
 }
 
 }  // namespace fp4lab

@@ -17,10 +17,12 @@ void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16_raw* q, 
                              const bf16_raw* vc, int nh, int nkv, int hd, const int* pos_one, bf16_raw* out,
                              const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
                              const int* const* pos_tab, float* part);
+// done: with splits > 1, zeroed ints, one per block column (rows x nkv): the last split of each merges the
+// partials itself (left at zero again); nullptr leaves the merge to launch_attention_combine.
 void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q, const bf16_raw* kc,
                           const bf16_raw* vc, int nh, int nkv, int hd, const int* pos_one, bf16_raw* out,
                           const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
-                          const int* const* pos_tab, float* part);
+                          const int* const* pos_tab, float* part, int* done = nullptr);
 // Merges the split partials [query_heads][splits][hd + 2] into out [query_heads, hd].
 void launch_attention_combine(int query_heads, int splits, int hd, const float* part, bf16_raw* out,
                               cudaStream_t stream);

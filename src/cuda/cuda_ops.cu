@@ -106,9 +106,8 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   const int rows = static_cast<int>(logits_rows_);
   ensure_device(argmax_dev_, static_cast<size_t>(rows) * 4, "the argmax buffer");
   if (argmax_host_.size() < static_cast<size_t>(rows)) argmax_host_.resize(static_cast<size_t>(rows));
-  argmax_rows_kernel<<<static_cast<unsigned>(rows), 1024, 0, stream_>>>(logits_dev_.as<float>(), logits_cols_,
-                                                                        argmax_dev_.as<int>());
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(argmax_rows_kernel, static_cast<unsigned>(rows), 1024, 0, stream_, logits_dev_.as<float>(),
+                logits_cols_, argmax_dev_.as<int>());
   CUDA_CHECK(cudaMemcpyAsync(argmax_host_.data(), argmax_dev_.ptr, static_cast<size_t>(rows) * 4,
                              cudaMemcpyDeviceToHost, stream_));
 }
@@ -128,9 +127,8 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
-    bf16_to_f32_kernel<<<grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
-        reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(bf16_to_f32_kernel, grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_,
+                  reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
   } else {
     // BF16 x BF16 with an FP32 result.
     auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());
@@ -151,9 +149,8 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
     const ncclResult_t rc = ncclAllGather(logits_dev_.ptr, vocab_gather_.ptr, n, ncclFloat32,
                                           static_cast<ncclComm_t>(tp_comm_), stream_);
     if (rc != ncclSuccess) throw Error(std::string("NCCL all-gather failed: ") + ncclGetErrorString(rc));
-    gather_vocab_kernel<<<grid_1d(h.rows * vocab_, 256), 256, 0, stream_>>>(
-        vocab_gather_.as<float>(), h.rows, d.n, vocab_, logits_dev_.as<float>());
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(gather_vocab_kernel, grid_1d(h.rows * vocab_, 256), 256, 0, stream_,
+                  vocab_gather_.as<float>(), h.rows, d.n, vocab_, logits_dev_.as<float>());
     logits_cols_ = vocab_;
     return static_cast<size_t>(h.rows * vocab_);
 #endif
@@ -179,8 +176,7 @@ void CudaOps::write_rows(Tensor& dst, int64_t from, const Tensor& src) {
 
 void CudaOps::advance(State& s, int t) {
   s.pos += t;
-  pos_add_kernel<<<1, 1, 0, stream_>>>(s.pos_dev.as<int>(), t);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(pos_add_kernel, 1, 1, 0, stream_, s.pos_dev.as<int>(), t);
 }
 
 void CudaOps::capture(State& s, const std::function<void()>& body) {
@@ -238,9 +234,8 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
   } else {
     DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    f32_to_bf16_kernel<<<grid_1d(lw.n * lw.k, 256), 256, 0, stream_>>>(f.as<float>(), lw.n * lw.k,
-                                                                       src.as<bf16>());
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(f32_to_bf16_kernel, grid_1d(lw.n * lw.k, 256), 256, 0, stream_, f.as<float>(), lw.n * lw.k,
+                  src.as<bf16>());
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   if (d.nvfp4) {
@@ -302,9 +297,8 @@ void CudaOps::prepare(const ModelWeights& w) {
   } else {
     DeviceBuffer f(w.embed.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    f32_to_bf16_kernel<<<grid_1d(static_cast<int64_t>(w.embed.size()), 256), 256, 0, stream_>>>(
-        f.as<float>(), static_cast<int64_t>(w.embed.size()), embed_.as<bf16>());
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(f32_to_bf16_kernel, grid_1d(static_cast<int64_t>(w.embed.size()), 256), 256, 0, stream_,
+                  f.as<float>(), static_cast<int64_t>(w.embed.size()), embed_.as<bf16>());
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   weight_bytes_ += embed_.bytes;
@@ -463,10 +457,8 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int6
   CUDA_CHECK(
       cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
   if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
-  embed_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
-      tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_,
-      x.fdata());
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(embed_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, tokens_.as<int>(),
+                static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_, x.fdata());
 }
 
 void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
@@ -479,9 +471,8 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   else
     cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
   if (d.bias.ptr) {
-    bias_kernel<<<grid_1d(y.rows * y.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(y.data),
-                                                                    d.bias.as<float>(), y.rows, y.cols);
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(bias_kernel, grid_1d(y.rows * y.cols, 256), 256, 0, stream_,
+                  reinterpret_cast<bf16*>(y.data), d.bias.as<float>(), y.rows, y.cols);
   }
 }
 
@@ -525,10 +516,8 @@ void CudaOps::launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::ve
                              Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
   const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows), threads, 0, stream_>>>(
-      x.data, x.f32, reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps,
-      reinterpret_cast<bf16*>(y.data));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(rmsnorm_kernel, static_cast<unsigned>(x.rows), threads, 0, stream_, x.data, x.f32,
+                reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
 }
 
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
@@ -544,9 +533,8 @@ void CudaOps::add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& 
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
   OpTimer timer_(this, "rmsnorm");
   const int64_t hd = x.cols / heads;
-  rmsnorm_kernel<<<static_cast<unsigned>(x.rows * heads), 64, 0, stream_>>>(
-      x.data, false, nullptr, dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(rmsnorm_kernel, static_cast<unsigned>(x.rows * heads), 64, 0, stream_, x.data, false, nullptr,
+                dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
 }
 
 void CudaOps::synchronize_if_not_capturing() {
@@ -567,33 +555,31 @@ void CudaOps::set_rope(int hd, const RopeConfig& r) {
   }
 }
 
-void CudaOps::rope(Tensor& x, int heads, int hd, const State& s, const RopeConfig& r) {
-  OpTimer timer_(this, "rope");
-  set_rope(hd, r);
-  rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, s.pos_dev.as<int>(), nullptr,
-      inv_freq_.as<float>());
-  CUDA_CHECK_LAUNCH();
+void CudaOps::rope_kv_append(Tensor& q, const Tensor& k, const Tensor& v, int nh, int nkv, int hd,
+                             const RopeConfig* rope, const int* pos_one, const int* const* pos_tab,
+                             bf16_raw* kc_one, bf16_raw* vc_one, bf16_raw* const* kc_tab,
+                             bf16_raw* const* vc_tab) {
+  if (rope) set_rope(hd, *rope);
+  launch_kernel(rope_kv_append_kernel, grid_1d(q.rows * (nh + 2 * nkv) * hd / 2, 256), 256, 0, stream_,
+                reinterpret_cast<bf16*>(q.data), reinterpret_cast<const bf16*>(k.data),
+                reinterpret_cast<const bf16*>(v.data), static_cast<int>(q.rows), nh, nkv, hd,
+                rope ? inv_freq_.as<float>() : nullptr, pos_one, pos_tab, reinterpret_cast<bf16*>(kc_one),
+                reinterpret_cast<bf16*>(vc_one), reinterpret_cast<bf16* const*>(kc_tab),
+                reinterpret_cast<bf16* const*>(vc_tab));
 }
 
-void CudaOps::attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh,
-                        int nkv, int hd, Tensor& out) {
+void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
+                        int hd, const RopeConfig* rope, Tensor& out) {
   OpTimer timer_(this, "attention");
-  const int64_t row = static_cast<int64_t>(nkv) * hd;
-  bf16* kc = s.k[layer].as<bf16>();
-  bf16* vc = s.v[layer].as<bf16>();
-  kv_append_kernel<<<grid_1d(k.rows * row, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), k.rows * row, row,
-      s.pos_dev.as<int>(), kc, vc);
-  CUDA_CHECK_LAUNCH();
+  bf16_raw* kc = s.k[layer].as<bf16_raw>();
+  bf16_raw* vc = s.v[layer].as<bf16_raw>();
+  rope_kv_append(q, k, v, nh, nkv, hd, rope, s.pos_dev.as<int>(), nullptr, kc, vc, nullptr, nullptr);
   if (q.rows > 1 && flash_attention_supported(hd)) {  // prefill on tensor cores
-    flash_attention_prefill(q.data, reinterpret_cast<const bf16_raw*>(kc),
-                            reinterpret_cast<const bf16_raw*>(vc), s.pos_dev.as<int>(),
-                            static_cast<int>(q.rows), nh, nkv, hd, out.data, stream_);
+    flash_attention_prefill(q.data, kc, vc, s.pos_dev.as<int>(), static_cast<int>(q.rows), nh, nkv, hd,
+                            out.data, stream_);
     return;
   }
-  launch_attention(q, reinterpret_cast<const bf16_raw*>(kc), reinterpret_cast<const bf16_raw*>(vc),
-                   s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
+  launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
 }
 
 int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
@@ -621,41 +607,47 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_r
     ensure_device(attn_part_, bytes, "the split-attention workspace");  // sized by the eager first step
     part = attn_part_.as<float>();
   }
-  if (gqa)
+  if (gqa) {
+    int* done = nullptr;
+    if (splits > 1) {  // the GQA kernel merges its splits itself: a zeroed counter per (row, KV head)
+      const size_t bytes = static_cast<size_t>(q.rows * nkv) * sizeof(int);
+      if (attn_done_.bytes < bytes) {
+        ensure_device(attn_done_, bytes, "the split-attention counters");
+        CUDA_CHECK(cudaMemsetAsync(attn_done_.ptr, 0, attn_done_.bytes, stream_));
+      }
+      done = attn_done_.as<int>();
+    }
     launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), stream_,
-                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
-  else
-    launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, q.data,
-                            kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
+                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part, done);
+    return;
+  }
+  launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, q.data, kc,
+                          vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
   if (splits > 1) launch_attention_combine(static_cast<int>(qh), splits, hd, part, out.data, stream_);
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {
   OpTimer timer_(this, "elementwise");
   if (x.f32) {
-    add_f32_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
-        x.fdata(), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
-    CUDA_CHECK_LAUNCH();
+    launch_kernel(add_f32_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, x.fdata(),
+                  reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
     return;
   }
-  add_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(add_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, reinterpret_cast<bf16*>(x.data),
+                reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
 }
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
   OpTimer timer_(this, "elementwise");
-  silu_mul_kernel<<<grid_1d(g.rows * g.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
-      reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(silu_mul_kernel, grid_1d(g.rows * g.cols, 256), 256, 0, stream_,
+                reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
+                reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
 }
 
 void CudaOps::relu2(Tensor& x) {
   OpTimer timer_(this, "elementwise");
-  relu2_kernel<<<grid_1d(x.rows * x.cols, 256), 256, 0, stream_>>>(reinterpret_cast<bf16*>(x.data),
-                                                                   x.rows * x.cols);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(relu2_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, reinterpret_cast<bf16*>(x.data),
+                x.rows * x.cols);
 }
 
 void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
@@ -665,19 +657,17 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
     return;
   }
   OpTimer timer_(this, "split");
-  columns_kernel<<<grid_1d(dst.rows * dst.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0, reinterpret_cast<bf16*>(dst.data),
-      dst.cols);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(columns_kernel, grid_1d(dst.rows * dst.cols, 256), 256, 0, stream_,
+                reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0,
+                reinterpret_cast<bf16*>(dst.data), dst.cols);
 }
 
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
                           float hi, Tensor& dt) {
   OpTimer timer_(this, "mamba.dt");
-  softplus_dt_kernel<<<grid_1d(dt.rows * dt.cols, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
-      reinterpret_cast<bf16*>(dt.data), dt.cols);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(softplus_dt_kernel, grid_1d(dt.rows * dt.cols, 256), 256, 0, stream_,
+                reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
+                reinterpret_cast<bf16*>(dt.data), dt.cols);
 }
 
 void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
@@ -694,10 +684,9 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
     xbc.data = out.data;
     return;
   }
-  conv1d_silu_kernel<<<static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_>>>(
-      reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
-      b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(conv1d_silu_kernel, static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_,
+                reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
+                b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
 }
 
 void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
@@ -716,13 +705,11 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
     throw Error("SSM state size " + std::to_string(sh.state) + " > " + std::to_string(32 * kScanMaxPerLane) +
                 " is not supported by the CUDA backend");
   const int rows = sh.heads * sh.head_dim;
-  ssm_scan_kernel<<<static_cast<unsigned>((rows + kScanWarps - 1) / kScanWarps), kScanWarps * 32, 0,
-                    stream_>>>(reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
-                               reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data),
-                               dev_f32(a_log), dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim,
-                               sh.state, sh.groups, s.ssm[layer].as<float>(),
-                               reinterpret_cast<bf16*>(y.data));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(ssm_scan_kernel, static_cast<unsigned>((rows + kScanWarps - 1) / kScanWarps), kScanWarps * 32,
+                0, stream_, reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
+                reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log),
+                dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim, sh.state, sh.groups,
+                s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
 }
 
 void CudaOps::all_reduce(Tensor& t) {
@@ -769,31 +756,15 @@ void** CudaOps::batch_table(size_t layer, int kind) const {
   return batch_tab_.as<void*>() + (4 * layer + static_cast<size_t>(kind)) * batch_size_;
 }
 
-void CudaOps::rope_batch(Tensor& x, int heads, int hd, const RopeConfig& r) {
-  OpTimer timer_(this, "rope");
-  set_rope(hd, r);
-  rope_kernel<<<grid_1d(x.rows * heads * hd / 2, 256), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(x.data), static_cast<int>(x.rows), heads, hd, nullptr,
-      reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
-      inv_freq_.as<float>());
-  CUDA_CHECK_LAUNCH();
-}
-
-void CudaOps::attention_batch(const Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh,
-                              int nkv, int hd, Tensor& out) {
+void CudaOps::attention_batch(Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv,
+                              int hd, const RopeConfig* rope, Tensor& out) {
   OpTimer timer_(this, "attention");
-  const int64_t row = static_cast<int64_t>(nkv) * hd;
   const auto pos =
       reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_);
-  kv_append_batch_kernel<<<grid_1d(k.rows * row, 256), 256, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(k.data), reinterpret_cast<const bf16*>(v.data), static_cast<int>(k.rows),
-      row, pos, reinterpret_cast<bf16* const*>(batch_table(layer, 2)),
-      reinterpret_cast<bf16* const*>(batch_table(layer, 3)));
-  CUDA_CHECK_LAUNCH();
-  launch_attention(q, nullptr, nullptr, nullptr,
-                   reinterpret_cast<const bf16_raw* const*>(batch_table(layer, 2)),
-                   reinterpret_cast<const bf16_raw* const*>(batch_table(layer, 3)), pos, nh, nkv, hd,
-                   batch_max_capacity_, out);
+  const auto kc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 2));
+  const auto vc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 3));
+  rope_kv_append(q, k, v, nh, nkv, hd, rope, nullptr, pos, nullptr, nullptr, kc, vc);
+  launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out);
 }
 
 void CudaOps::conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
@@ -802,11 +773,10 @@ void CudaOps::conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std
   if (kernel > 8)
     throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
   const int ch = static_cast<int>(xbc.cols);
-  conv1d_silu_kernel<<<dim3(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(xbc.rows)), 128, 0,
-                       stream_>>>(reinterpret_cast<bf16*>(xbc.data), 1, ch, kernel, dev_f32(w),
-                                  b.empty() ? nullptr : dev_f32(b), nullptr,
-                                  reinterpret_cast<float* const*>(batch_table(layer, 0)));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(
+      conv1d_silu_kernel, dim3(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(xbc.rows)), 128,
+      0, stream_, reinterpret_cast<bf16*>(xbc.data), 1, ch, kernel, dev_f32(w),
+      b.empty() ? nullptr : dev_f32(b), nullptr, reinterpret_cast<float* const*>(batch_table(layer, 0)));
 }
 
 void CudaOps::ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
@@ -814,30 +784,27 @@ void CudaOps::ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, 
                              cpu::SsmShape sh, Tensor& y) {
   OpTimer timer_(this, "mamba.ssm_scan");
   const int rows = sh.heads * sh.head_dim;
-  ssm_step_batch_kernel<<<dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps),
-                               static_cast<unsigned>(x.rows)),
-                          kSsmStepWarps * 32, 0, stream_>>>(
-      reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
-      reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log),
-      dev_f32(d), sh.heads, sh.head_dim, sh.state, sh.groups,
-      reinterpret_cast<float* const*>(batch_table(layer, 1)), reinterpret_cast<bf16*>(y.data));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(
+      ssm_step_batch_kernel,
+      dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps), static_cast<unsigned>(x.rows)),
+      kSsmStepWarps * 32, 0, stream_, reinterpret_cast<const bf16*>(x.data),
+      reinterpret_cast<const bf16*>(b.data), reinterpret_cast<const bf16*>(c.data),
+      reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log), dev_f32(d), sh.heads, sh.head_dim, sh.state,
+      sh.groups, reinterpret_cast<float* const*>(batch_table(layer, 1)), reinterpret_cast<bf16*>(y.data));
 }
 
 void CudaOps::advance_batch(std::span<State* const> states) {
   for (State* st : states) ++st->pos;
-  pos_add_batch_kernel<<<grid_1d(static_cast<int64_t>(states.size()), 128), 128, 0, stream_>>>(
-      reinterpret_cast<int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
-      static_cast<int>(states.size()));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(pos_add_batch_kernel, grid_1d(static_cast<int64_t>(states.size()), 128), 128, 0, stream_,
+                reinterpret_cast<int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
+                static_cast<int>(states.size()));
 }
 
 void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) {
   OpTimer timer_(this, "mamba.gated_norm");
-  gated_rmsnorm_kernel<<<static_cast<unsigned>(y.rows * groups), 256, 0, stream_>>>(
-      reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols, groups,
-      eps);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(y.rows * groups), 256, 0, stream_,
+                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols,
+                groups, eps);
 }
 
 }  // namespace fp4lab

@@ -112,9 +112,10 @@ class CudaOps {
   // x += o (the residual add), then y = rmsnorm(x): one kernel.
   void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
-  void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
-                 int hd, Tensor& out);
+  // RoPE on q and k when rope is set (q rotated in place), k and v appended to the cache, then attention of
+  // the new rows over the cache.
+  void attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,
+                 const RopeConfig* rope, Tensor& out);
   void add(Tensor& x, const Tensor& y);
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o);
   void relu2(Tensor& x);
@@ -142,9 +143,8 @@ class CudaOps {
   // sequences' cache pointers and positions once per step; the ops below then run every sequence in one
   // launch instead of one per sequence.
   void begin_batch(std::span<State* const> states);
-  void rope_batch(Tensor& x, int heads, int head_dim, const RopeConfig& r);
-  void attention_batch(const Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv,
-                       int hd, Tensor& out);
+  void attention_batch(Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv, int hd,
+                       const RopeConfig* rope, Tensor& out);
   // Splits of the key range per (query, head) in decode attention (flash-decoding): 0 picks from the cache
   // capacity and the GPU size (attention_splits()), n >= 1 forces n. Fixed per captured graph, since it
   // depends on the capacity, not on the position.
@@ -159,6 +159,10 @@ class CudaOps {
 
  private:
   void set_rope(int head_dim, const RopeConfig& r);
+  // One launch: RoPE on q (in place) and k, k and v written to the caches (one sequence or the batch tables).
+  void rope_kv_append(Tensor& q, const Tensor& k, const Tensor& v, int nh, int nkv, int hd,
+                      const RopeConfig* rope, const int* pos_one, const int* const* pos_tab, bf16_raw* kc_one,
+                      bf16_raw* vc_one, bf16_raw* const* kc_tab, bf16_raw* const* vc_tab);
   // One row per block; with `add` (x the FP32 residual stream), x += add first and is written back.
   void launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
                       Tensor& y);
@@ -174,8 +178,9 @@ class CudaOps {
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
   DeviceBuffer attn_part_;
-  DeviceBuffer ssd_ws_;  // chunked-scan scratch (prefill only)  // split attention partials: FP32
-                         // [query_heads, splits, head_dim + 2]
+  DeviceBuffer attn_done_;  // int per (row, KV head): finished splits of the GQA decode attention
+  DeviceBuffer ssd_ws_;     // chunked-scan scratch (prefill only)  // split attention partials: FP32
+                            // [query_heads, splits, head_dim + 2]
   // One sequence (kc, vc, pos_one) or a batch (the per-step tables); max_len bounds the visible keys.
   void launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
                         const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,

@@ -1,6 +1,9 @@
+#include <array>
+#include <atomic>
 #include <filesystem>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "engine/gpu_info.h"
 
 namespace fp4lab {
@@ -17,6 +20,27 @@ void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, in
   throw Error(std::string("cuBLAS error ") + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) +
               ") in " + expr + " at " + std::filesystem::path(file).filename().string() + ":" +
               std::to_string(line));
+}
+
+namespace {
+std::atomic<bool> g_pdl{true};
+}  // namespace
+
+void set_programmatic_launch(bool on) {
+  g_pdl = on;
+}
+
+bool programmatic_launch_active() {
+  if (!g_pdl) return false;
+  // Compute capability per device, queried once per thread (tensor-parallel ranks are threads).
+  thread_local std::array<int, 64> major{};
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= static_cast<int>(major.size())) return false;
+  if (major[static_cast<size_t>(dev)] == 0)
+    CUDA_CHECK(
+        cudaDeviceGetAttribute(&major[static_cast<size_t>(dev)], cudaDevAttrComputeCapabilityMajor, dev));
+  return major[static_cast<size_t>(dev)] >= 9;
 }
 
 GpuQuery query_gpus() {

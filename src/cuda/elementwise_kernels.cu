@@ -11,6 +11,7 @@ using namespace dev;
 // table holds ids [first, first + rows) (a vocab-parallel shard, or all of them); other ids read as zeros.
 __global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t first, int64_t rows,
                              int64_t h, float* x) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < t * h;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = tokens[i / h] - first;
@@ -21,6 +22,7 @@ __global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_
 // The CUDA twin of cpu::gather_vocab_shards: [ranks][rows][shard] gathered logits -> [rows][vocab].
 __global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t shard, int64_t vocab,
                                     float* out) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * vocab;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / vocab, v = i % vocab;
@@ -30,63 +32,81 @@ __global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t
 
 // One block per row: y = w * x / sqrt(mean(x^2) + eps). With `add` (the residual stream, FP32 x), first
 // x += add, written back: the residual add of the previous layer fused into this norm (one launch and one
-// pass over x fewer, the same FP32 arithmetic as add then norm). Each thread keeps its (up to 16) values in
-// registers between the two passes.
-__global__ void rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps,
-                               bf16* y) {
-  constexpr int kMax = 16;
+// pass over x fewer, the same FP32 arithmetic as add then norm). Each thread keeps its (up to 8) values in
+// registers between the two passes; wider rows take a plain second loop. Every load (x, add, w) is issued
+// before the first store: x and y may be the same buffer (per-head norms run in place), so a load after a
+// store could not be moved above it and each element would cost a memory round trip (a 4096-wide decode row
+// took ~10 µs that way).
+__global__ void __launch_bounds__(1024)
+    rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps, bf16* y) {
+  // The launch gives each thread about 8 values (up to 1024 threads): three arrays of 8 stay within the 64
+  // registers a 1024-thread block allows (16 each did not: a 70B row, 8192 wide, failed to launch).
+  constexpr int kMax = 8;
   const int64_t base = blockIdx.x * width;
   bf16* yr = y + base;
   float* xf = static_cast<float*>(x);
-  float v[kMax];
+  float v[kMax], a[kMax], wv[kMax];
+  // The weights too after the wait: loading them before it (they are constants) put a second round trip
+  // into the kernel wherever the launch did not overlap (kernel-notes #31).
+  ptx::griddep_enter();
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    const bool in = i < width;
+    v[e] = in ? ldx(x, base + i, x_f32) : 0.0f;
+    a[e] = in && add ? __bfloat162float(add[base + i]) : 0.0f;
+    wv[e] = in ? w[i] : 0.0f;
+  }
   float ss = 0.0f;
 #pragma unroll
   for (int e = 0; e < kMax; ++e) {
-    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
-    v[e] = i < width ? ldx(x, base + i, x_f32) : 0.0f;
-    if (add && i < width) {
-      v[e] += __bfloat162float(add[base + i]);
-      xf[base + i] = v[e];
-    }
+    v[e] += a[e];
     ss += v[e] * v[e];
   }
+  // Rows wider than kMax x blockDim (not the case for the launch shapes) take a second, plain pass.
   for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
-    float t = ldx(x, base + i, x_f32);
-    if (add) {
-      t += __bfloat162float(add[base + i]);
-      xf[base + i] = t;
-    }
+    const float t = ldx(x, base + i, x_f32) + (add ? __bfloat162float(add[base + i]) : 0.0f);
     ss += t * t;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(width) + eps);
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
+    const float t = ldx(x, base + i, x_f32) + (add ? __bfloat162float(add[base + i]) : 0.0f);
+    yr[i] = __float2bfloat16_rn(w[i] * (t * inv));
+    if (add) xf[base + i] = t;
+  }
 #pragma unroll
   for (int e = 0; e < kMax; ++e) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
-    if (i < width) yr[i] = __float2bfloat16_rn(w[i] * (v[e] * inv));
+    if (i < width) {
+      if (add) xf[base + i] = v[e];
+      yr[i] = __float2bfloat16_rn(wv[e] * (v[e] * inv));
+    }
   }
-  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x)
-    yr[i] = __float2bfloat16_rn(w[i] * (ldx(x, base + i, x_f32) * inv));
 }
 
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     x[i] += ld(y + i);
 }
 
 __global__ void add_kernel(bf16* x, const bf16* y, int64_t n) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     x[i] = __float2bfloat16_rn(ld(x + i) + ld(y + i));
 }
 
 __global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     o[i] = __float2bfloat16_rn(silu(ld(g + i)) * ld(u + i));
 }
 
 __global__ void relu2_kernel(bf16* x, int64_t n) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float v = fmaxf(ld(x + i), 0.0f);
@@ -96,12 +116,14 @@ __global__ void relu2_kernel(bf16* x, int64_t n) {
 
 __global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
                                int64_t dcols) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * dcols;
        i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = src[(i / dcols) * scols + col0 + i % dcols];
 }
 
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
        i += int64_t{gridDim.x} * blockDim.x)
     y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
@@ -110,6 +132,7 @@ __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n)
 // Greedy decoding on the device: one block per row, the first index of the maximum (as std::max_element), so
 // only B ids cross PCIe instead of B x vocab FP32 logits.
 __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out) {
+  ptx::griddep_enter();
   const float* row = logits + blockIdx.x * cols;
   float best = -INFINITY;
   int64_t bi = cols;
@@ -141,12 +164,14 @@ __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, 
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __bfloat162float(src[i]);
 }
 
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);

@@ -10,6 +10,8 @@
 
 #include "cuda/attention_decode.h"
 #include "cuda/device_util.cuh"
+#include "cuda/launch.h"
+#include "cuda/ptx.cuh"
 
 namespace fp4lab {
 
@@ -29,8 +31,8 @@ __global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_
                              int64_t h, float* x);
 __global__ void gather_vocab_kernel(const float* gathered, int64_t rows, int64_t shard, int64_t vocab,
                                     float* out);
-__global__ void rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps,
-                               bf16* y);
+__global__ void __launch_bounds__(1024)
+    rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps, bf16* y);
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n);
 __global__ void add_kernel(bf16* x, const bf16* y, int64_t n);
 __global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n);
@@ -42,13 +44,10 @@ __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, 
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst);
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst);
 // attention_decode.cu
-__global__ void rope_kernel(bf16* x, int t, int heads, int hd, const int* pos_one, const int* const* pos_tab,
-                            const float* inv_freq);
+__global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int t, int nh, int nkv, int hd,
+                                      const float* inv_freq, const int* pos_one, const int* const* pos_tab,
+                                      bf16* kc_one, bf16* vc_one, bf16* const* kc_tab, bf16* const* vc_tab);
 __global__ void attention_combine_kernel(const float* part, int splits, int hd, bf16* out);
-__global__ void kv_append_kernel(const bf16* k, const bf16* v, int64_t n, int64_t row, const int* pos_dev,
-                                 bf16* kc, bf16* vc);
-__global__ void kv_append_batch_kernel(const bf16* k, const bf16* v, int rows, int64_t row,
-                                       const int* const* pos_tab, bf16* const* kc_tab, bf16* const* vc_tab);
 __global__ void pos_add_kernel(int* pos, int t);
 __global__ void pos_add_batch_kernel(int* const* pos_tab, int n);
 // mamba_decode.cu

@@ -11,6 +11,7 @@ using namespace dev;
 
 __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
                                    const float* bias, float lo, float hi, bf16* dt, int64_t nh) {
+  ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * nh;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + bias[i % nh];
@@ -23,6 +24,7 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
 // Batched (grid.y = sequence): row y of xbc is that sequence's one new token, its state from the table.
 __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
                                    float* state_one, float* const* state_tab) {
+  ptx::griddep_enter();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
   float* state = state_tab ? state_tab[blockIdx.y] : state_one;
@@ -48,6 +50,7 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
 __global__ void __launch_bounds__(kScanWarps * 32)
     ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
                     const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y) {
+  ptx::griddep_enter();
   const int row = blockIdx.x * kScanWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= heads * hp) return;
   const int h = row / hp, g = h / (heads / groups);
@@ -93,6 +96,7 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
     ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
                           const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
                           bf16* y) {
+  ptx::griddep_enter();
   const int row = blockIdx.x * kSsmStepWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= heads * hp) return;
   const int seq = blockIdx.y;
@@ -114,21 +118,38 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
   if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + d[h] * xv);
 }
 
-// One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels.
+// One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels. Values stay in
+// registers (up to kMax per thread) and every load precedes the in-place stores, as in rmsnorm_kernel.
 __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
                                      float eps) {
+  constexpr int kMax = 8;
   const int64_t row = blockIdx.x / groups, g = blockIdx.x % groups, gs = width / groups;
   bf16* yr = y + row * width + g * gs;
   const bf16* zr = z + row * width + g * gs;
+  const float* wg = w + g * gs;
+  float v[kMax], wv[kMax];
+  ptx::griddep_enter();
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
-    const float v = ld(yr + i) * silu(ld(zr + i));
-    ss += v * v;
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    const bool in = i < gs;
+    const float yv = in ? ld(yr + i) : 0.0f, zv = in ? ld(zr + i) : 0.0f;
+    wv[e] = in ? wg[i] : 0.0f;
+    v[e] = yv * silu(zv);
+    ss += v[e] * v[e];
+  }
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < gs; i += blockDim.x) {
+    const float t = ld(yr + i) * silu(ld(zr + i));
+    ss += t * t;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(gs) + eps);
-  for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
-    const float v = ld(yr + i) * silu(ld(zr + i));
-    yr[i] = __float2bfloat16_rn(w[g * gs + i] * (v * inv));
+  for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < gs; i += blockDim.x)
+    yr[i] = __float2bfloat16_rn(wg[i] * (ld(yr + i) * silu(ld(zr + i)) * inv));
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    if (i < gs) yr[i] = __float2bfloat16_rn(wv[e] * (v[e] * inv));
   }
 }
 

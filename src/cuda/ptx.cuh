@@ -33,6 +33,28 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(addr));
 }
 
+// Programmatic dependent launch (sm_90+; no-ops before): a kernel launched with the PDL attribute
+// (launch_kernel, cuda/launch.h) may start while the kernel before it in the stream is still running, so it
+// must call griddep_wait() before it reads anything that kernel writes or writes anything it reads; loads of
+// data no kernel writes (weights) may come before. griddep_launch_dependents() lets the next kernel's blocks
+// be scheduled from here on instead of at this grid's end. Both are harmless in a kernel launched normally.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" :::);
+#endif
+}
+// The usual prologue of a dependent kernel: wait for the previous grid, then let the next one be scheduled
+// (after the wait, so at most one grid waits on another at a time).
+__device__ __forceinline__ void griddep_enter() {
+  griddep_wait();
+  griddep_launch_dependents();
+}
+
 // 16-byte async copy; src_bytes = 0 writes zeros (used past the ends of M and K).
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));

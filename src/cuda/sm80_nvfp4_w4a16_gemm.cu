@@ -15,6 +15,7 @@
 #include <span>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/ptx.cuh"
 #include "format/e4m3.h"
@@ -67,9 +68,12 @@ __device__ __forceinline__ void load_b_frags(const __nv_bfloat16* px, bool ok, u
 
 // Blocks per SM the decode kernel's register budget is fitted to: for the one-token-tile, one-row-tile form
 // 4 resident blocks of 8 warps (<= 64 registers) measured best (5 blocks at 48 registers was slower,
-// kernel-notes #14b); the others keep the compiler's choice.
+// kernel-notes #14b); its 16-warp form keeps the same budget (2 blocks); the others keep the compiler's
+// choice.
 template <int NT, int RA, int WARPS, int PF>
-constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4) ? 4 : 1;
+constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4)    ? 4
+                                 : (NT == 1 && RA == 1 && WARPS == 16 && PF == 4) ? 2
+                                                                                  : 1;
 
 // ---------------------------------------------------------------------------------------------------------
 // Decode kernel (M <= 16). One block per RA 16-row weight tiles; its WARPS warps take interleaved 64-wide
@@ -155,6 +159,8 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
         sbuf[p][ra] = ptx::ldg_stream_u16(st[ra] + p * WARPS * 32);
       }
   }
+  // Everything above reads only the weights: under programmatic launch it overlaps the previous kernel.
+  ptx::griddep_enter();
   __syncthreads();  // the scale LUT is ready
   for (int c0 = warp; c0 < kchunks; c0 += kStep) {
     const int i0 = c0 - warp;  // chunk offset of this iteration relative to the bases
@@ -243,6 +249,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
                            const uint4* __restrict__ wq, const uint16_t* __restrict__ wsc, int row_tiles,
                            int kchunks, float alpha, __nv_bfloat16* __restrict__ y, int64_t ldy,
                            float* __restrict__ partials, int* __restrict__ counters, int n_valid) {
+  ptx::griddep_enter();
   constexpr int BM = WARPS_M * NT * 8;
   constexpr int THREADS = WARPS_N * WARPS_M * 32;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -413,11 +420,10 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
     part = ws.partials(static_cast<size_t>(splits) * m * w.geom.n, stream);
     cnt = ws.counters(static_cast<size_t>(grid.x) * grid.y, stream);
   }
-  kern<<<grid, WARPS_N * WARPS_M * 32, smem, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(w.geom.k), ldx,
-      w.weights.as<uint4>(), w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-      reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(kern, grid, WARPS_N * WARPS_M * 32, smem, stream, reinterpret_cast<const __nv_bfloat16*>(x),
+                static_cast<int>(m), static_cast<int>(w.geom.k), ldx, w.weights.as<uint4>(),
+                w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
+                reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
 }
 
 // One weight (count 1) or a group of weights sharing X and K, with their outputs and scales.
@@ -447,25 +453,32 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 blocks};
     blocks += (row_tiles + RA - 1) / RA;
   }
-  nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF><<<static_cast<unsigned>(blocks), WARPS * 32, 0, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(t.w[0]->geom.k), ldx,
-      static_cast<int>(t.w[0]->geom.kchunks()), g);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
+                stream, reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
+                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
 }
 
 template <int NT, int RA>
 void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
-  if (p.decode_warps == 4)
+  if (p.decode_warps == 4) {
     launch_decode<NT, RA, 4>(x, m, ldx, t, stream);
-  else
+  } else if (p.decode_warps == 16) {
+    // 16 warps: the cross-warp reduction buffer holds 16 x RA x NT x 4 x 32 floats (<= 32 KB here).
+    if constexpr (RA * NT <= 4)
+      launch_decode<NT, RA, 16>(x, m, ldx, t, stream);
+    else
+      throw Error("nvfp4 gemm: 16 decode warps take at most 4 row x token tiles per block");
+  } else {
     launch_decode<NT, RA, 8>(x, m, ldx, t, stream);
+  }
 }
 
 template <int NT>
 void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
-  if (p.decode_warps != 4 && p.decode_warps != 8) throw Error("nvfp4 gemm: decode_warps must be 4 or 8");
+  if (p.decode_warps != 4 && p.decode_warps != 8 && p.decode_warps != 16)
+    throw Error("nvfp4 gemm: decode_warps must be 4, 8 or 16");
   if constexpr (NT >= 8) {  // the cross-warp reduction buffer of two row tiles would exceed 48 KB
     if (p.rows_per_block != 16) throw Error("nvfp4 gemm: decode64 takes 16 weight rows per block");
     launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "cuda/cuda_ops.h"
+#include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
 #include "model/tensor_parallel.h"
 
@@ -13,6 +14,7 @@ struct CudaRunOptions {
   bool graphs = true;    // capture single-sequence decode steps in CUDA graphs
   int attn_splits = 0;   // decode attention splits (0: automatic)
   bool profile = false;  // per-op-class event timing (turns graphs off)
+  bool pdl = true;       // programmatic dependent launch of the decode kernels (sm_90+)
 };
 
 // Calls fn(model, ops, rank) once per rank, each on its own GPU and thread with its shard of `full`. Every
@@ -21,6 +23,7 @@ struct CudaRunOptions {
 // without NCCL.
 template <class F>
 void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
+  set_programmatic_launch(o.pdl);
   auto configure = [&](CudaOps& ops) {
     ops.set_attention_splits(o.attn_splits);
     ops.set_profile(o.profile);

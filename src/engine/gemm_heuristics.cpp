@@ -33,6 +33,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
       p.variant == W4A16Variant::Decode32 || p.variant == W4A16Variant::Decode64) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
+    if (p.decode_warps == 16) s += "/w16";
   }
   return s;
 }
@@ -69,6 +70,12 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
     // kernel-notes #25).
     if (m > 8 && m <= 16) p.rows_per_block = 32;
+    // Few row tiles and a long K (Llama mlp.down 4096 x 14336, Nemotron mamba.out and mlp.down): 256-280
+    // blocks of 8 warps leave the SMs with too few loads in flight; 16 warps per block (each taking half the
+    // k-chunks) measured 24% / 9% / 11% faster at M = 1 and 4 (H200, kernel-notes #30). Wide layers and short
+    // K lose with 16 (fewer resident blocks, two iterations or less per warp).
+    const int64_t row_tiles = (n + 15) / 16;
+    if (m <= 8 && 4 * row_tiles <= 9 * int64_t{sm_count} && k >= 8192) p.decode_warps = 16;
     return p;
   }
   if (m <= 64 && n <= 8192) {

@@ -22,7 +22,7 @@ struct W4A16Plan {
   W4A16Variant variant = W4A16Variant::Decode8;
   int splits = 1;           // K split across blocks (reduced in the kernel by the last block of each tile)
   int rows_per_block = 16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads)
-  int decode_warps = 8;     // decode variants: warps splitting K inside a block (4 or 8)
+  int decode_warps = 8;     // decode variants: warps splitting K inside a block (4, 8 or 16)
 };
 
 // The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".

@@ -228,13 +228,10 @@ class Runner {
       ops_.rmsnorm_heads(k, c.num_kv_heads, L.k_norm, c.norm_eps);
     }
     Tensor a = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim);
+    const RopeConfig* rp = rope ? &c.rope : nullptr;  // applied inside the attention op (one fused launch)
     if constexpr (kBatchedOps)
       if (batched(segs)) {
-        if (rope) {
-          ops_.rope_batch(q, c.num_heads, c.head_dim, c.rope);
-          ops_.rope_batch(k, c.num_kv_heads, c.head_dim, c.rope);
-        }
-        ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, a);
+        ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, a);
         ops_.linear(a, L.o, out);
         reduce_partial(out);
         return;
@@ -242,11 +239,7 @@ class Runner {
     per_sequence(
         segs, {&a},
         [&](State& s, Tensor& qs, Tensor& ks, Tensor& vs, Tensor& as) {
-          if (rope) {
-            ops_.rope(qs, c.num_heads, c.head_dim, s, c.rope);
-            ops_.rope(ks, c.num_kv_heads, c.head_dim, s, c.rope);
-          }
-          ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, as);
+          ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, as);
         },
         q, k, v, a);
     ops_.linear(a, L.o, out);

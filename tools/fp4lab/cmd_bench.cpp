@@ -221,7 +221,8 @@ json run_model_bench(const ModelBenchOpts& o) {
       fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      run_cuda_model(std::move(full), {o.cuda.tp, !o.cuda.no_graphs, o.cuda.attn_splits, false},
+      run_cuda_model(std::move(full),
+                     {o.cuda.tp, !o.cuda.no_graphs, o.cuda.attn_splits, false, !o.cuda.no_pdl},
                      [&](CudaModel& m, CudaOps& ops, int rank) {
                        QuantResult scratch;
                        QuantResult& mine = rank == 0 ? qr : scratch;
@@ -465,15 +466,20 @@ Action add_bench(CLI::App& app) {
                 "dequant+cublas)");
   g->add_option("--rows-per-block", o->rows_per_block,
                 "with a forced decode variant: 16 or 32 weight rows per block");
-  g->add_option("--decode-warps", o->decode_warps, "with a forced decode variant: warps per block (4 or 8)");
+  g->add_option("--decode-warps", o->decode_warps,
+                "with a forced decode variant: warps per block (4, 8 or 16)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
+  g->add_flag("!--no-pdl", o->pdl,
+              "time the W4A16 calls without programmatic dependent launch (sm_90+: by default each call may "
+              "start while the previous one drains, as in the engine)");
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
   return [o, g, mo]() {
     if (!g->parsed()) return run_bench_or_sweep(*mo);
     const GpuQuery q = query_gpus();
     if (!q.ok) throw Error("bench gemm needs a CUDA GPU: " + q.error);
+    set_programmatic_launch(o->pdl);
     run_gemm_bench(*o);
     return 0;
   };

@@ -64,7 +64,7 @@ Action add_eval(CLI::App& app) {
       // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
       for (auto [q, out] : {std::pair{&o->quant_a, &la}, std::pair{&o->quant_b, &lb}})
         run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false),
-                       {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false},
+                       {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false, !o->cuda.no_pdl},
                        [&](CudaModel& m, CudaOps&, int rank) {
                          auto l = all_logits(m, tokens);
                          if (rank != 0) return;

@@ -296,7 +296,7 @@ Action add_eval_gsm8k(CLI::App& app) {
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab),
-                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false},
+                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false, !o->cuda.no_pdl},
                      [&](CudaModel& model, CudaOps&, int rank) {
                        if (rank == 0)
                          load_s =

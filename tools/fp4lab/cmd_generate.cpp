@@ -129,7 +129,7 @@ Action add_generate(CLI::App& app) {
       std::mutex mu;
       std::map<std::string, double> prof;
       run_cuda_model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false),
-                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, o->profile},
+                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, o->profile, !o->cuda.no_pdl},
                      [&](CudaModel& model, CudaOps& ops, int rank) {
                        if (rank != 0) {
                          (void)generate(model, prompts, g);

@@ -13,12 +13,16 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
                  "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the "
                  "context length and the GPU")
       ->check(CLI::Range(0, 32));
+  app.add_flag("--no-pdl", o.no_pdl,
+               "cuda: launch decode kernels without programmatic dependent launch (sm_90+: by default each "
+               "kernel starts while the previous one drains)");
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["tp"] = o.tp;
   options["no_graphs"] = o.no_graphs;
   options["attn_splits"] = o.attn_splits;
+  options["pdl"] = !o.no_pdl;
 }
 
 }  // namespace fp4lab::cli

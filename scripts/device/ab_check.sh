@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run on a lent GPU machine with a carried build/ (and optionally build/fp4lab-base, a binary of an earlier
+# commit): every GPU test, then batch-1 and batch-32 decode of the Llama-8B and Nemotron presets with the
+# base and the current binary in the same call (the lent cards differ by up to ~7% between calls), the batch
+# sweeps of the current build as JSON, 8K-context Llama decode and the per-kernel step times under ncu.
+source "$(dirname "$0")/common.sh"
+LOG="$OUT/log.txt"
+nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
+if [ "${TESTS:-1}" = 1 ]; then
+  ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
+  echo "gpu tests rc=$? $(grep -c '^\[       OK' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
+fi
+if [ "${GEMM:-1}" = 1 ]; then
+  ./build/fp4lab bench gemm --models llama-3.1-8b,nemotron-nano-9b-v2 --m 1,8,32 --no-baselines >"$OUT/gemm.txt" 2>&1
+  echo "== gemm"; cat "$OUT/gemm.txt" >>"$LOG"
+  grep -E "^(llama|nemotron)" "$OUT/gemm.txt" | awk '{printf "  %-34s M=%-3s %-14s %8s us %6s read\n", $1" "$2, $5, $6, $7, $10}'
+  rm -f "$OUT/gemm.txt"
+fi
+prompt() { seq -s, 1 "$1"; }
+B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
+gen() {  # binary, label, then generate arguments
+  local bin=$1 label=$2; shift 2
+  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
+  echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
+}
+for model in llama-3.1-8b nemotron-nano-9b-v2; do
+  for q in nvfp4 bf16; do
+    for bin in ./build/fp4lab-base ./build/fp4lab; do
+      [ -x $bin ] || continue
+      gen $bin "$model $q b1 ${bin##*/}" --model preset:$model --quant $q --prompt-ids "$(prompt 128)" --max-new-tokens 256
+      gen $bin "$model $q b32 ${bin##*/}" --model preset:$model --quant $q "${B32[@]}" --batch 32 --max-new-tokens 64
+    done
+  done
+done
+for model in nemotron-nano-9b-v2 llama-3.1-8b; do
+  ./build/fp4lab bench --model preset:$model --reps 1 --sweep-batch 1,8,32 --no-db \
+    --json "$OUT/sweep-$model.json" >>"$LOG" 2>&1
+  echo "sweep $model rc=$?"; grep -A5 "speedup vs batch" "$LOG" | tail -6
+done
+gen ./build/fp4lab "llama8b nvfp4 8K ctx" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
+[ "${NCU:-1}" = 1 ] && SPECS="llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4" LMHEAD=0 bash "$(dirname "$0")/ncu_step.sh"

@@ -1,0 +1,38 @@
+// Kernel launches for the engine's decode path, with programmatic dependent launch (PDL) on sm_90+: the next
+// kernel's blocks are scheduled, and prefetch what does not depend on the previous kernel (a GEMV's weights),
+// while the previous one drains, instead of after a full launch gap. Hundreds of small kernels make up one
+// decode step, so the gaps are a measurable share of it. Every kernel launched here must begin with
+// ptx::griddep_wait() (or griddep_enter()) before touching data another kernel writes (cuda/ptx.cuh).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "cuda/check.h"
+
+namespace fp4lab {
+
+// Process-wide switch, set from the --no-pdl flag of the CUDA commands; on by default.
+void set_programmatic_launch(bool on);
+// Enabled and the current device is sm_90 or newer (the attribute means nothing before Hopper).
+bool programmatic_launch_active();
+
+template <class... P, class... A>
+void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   A&&... args) {
+  cudaLaunchAttribute attr[1] = {};
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  if (programmatic_launch_active()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+}
+
+}  // namespace fp4lab
