@@ -4,12 +4,7 @@
 # base and the current binary in the same call (the lent cards differ by up to ~7% between calls), the batch
 # sweeps of the current build as JSON, 8K-context Llama decode and the per-kernel step times under ncu.
 source "$(dirname "$0")/common.sh"
-LOG="$OUT/log.txt"
-nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
-if [ "${TESTS:-1}" = 1 ]; then
-  ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
-  echo "gpu tests rc=$? $(grep -c '^\[       OK' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
-fi
+card_and_gpu_tests
 if [ "${GEMM:-1}" = 1 ]; then
   ./build/fp4lab bench gemm --models llama-3.1-8b,nemotron-nano-9b-v2 --m 1,8,32 --no-baselines >"$OUT/gemm.txt" 2>&1
   echo "== gemm"; cat "$OUT/gemm.txt" >>"$LOG"

@@ -6,3 +6,11 @@ OUT=${OUT:-/tmp/fp4lab-out}
 export NCCL_NVLS_ENABLE=0
 mkdir -p "$OUT" ../shared
 for d in models data tokenizers; do [ -d ../shared/$d ] || { [ -d .shared/$d ] && cp -r .shared/$d ../shared/; }; done
+# The card, then every GPU test (unless TESTS=0), appended to $LOG with a one-line summary.
+LOG="$OUT/log.txt"
+card_and_gpu_tests() {
+  nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
+  [ "${TESTS:-1}" = 1 ] || return 0
+  ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
+  echo "gpu tests rc=$? $(grep -c '^\[       OK' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
+}

@@ -3,12 +3,7 @@
 # bit-identity test), then batch-1 and batch-32 decode of the Llama-8B and Nemotron presets with programmatic
 # dependent launch on and off (--no-pdl), and the decode GEMV alone both ways. Full logs under $OUT.
 source "$(dirname "$0")/common.sh"
-LOG="$OUT/log.txt"
-nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
-if [ "${TESTS:-1}" = 1 ]; then
-  ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
-  echo "gpu tests rc=$? $(grep -c 'OK \]' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
-fi
+card_and_gpu_tests
 prompt() { seq -s, 1 "$1"; }
 B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
 gen() {  # label, then generate arguments
