@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(1024)
     v[e] += a[e];
     ss += v[e] * v[e];
   }
-  // Rows wider than kMax x blockDim (not the case for the launch shapes) take a second, plain pass.
+  // Rows wider than kMax x blockDim (over 8192 at 1024 threads) take the rest in plain loops.
   for (int64_t i = threadIdx.x + static_cast<int64_t>(kMax) * blockDim.x; i < width; i += blockDim.x) {
     const float t = ldx(x, base + i, x_f32) + (add ? __bfloat162float(add[base + i]) : 0.0f);
     ss += t * t;
