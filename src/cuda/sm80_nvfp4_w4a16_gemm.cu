@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <span>
+#include <string>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
@@ -490,6 +491,34 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
     throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
 }
 
+// The decode variants by their token tiles (8 tokens each); false, having launched nothing, for the others.
+bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
+                           const DecodeTargets& t, cudaStream_t stream) {
+  auto check_m = [&](int max_m, const char* name) {
+    if (m > max_m) throw Error(std::string("nvfp4 gemm: ") + name + " handles M <= " + std::to_string(max_m));
+  };
+  switch (p.variant) {
+    case W4A16Variant::Decode8:
+      check_m(8, "decode8");
+      launch_decode_nt<1>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Decode16:
+      check_m(16, "decode16");
+      launch_decode_nt<2>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Decode32:
+      check_m(32, "decode32");
+      launch_decode_nt<4>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Decode64:
+      check_m(64, "decode64");
+      launch_decode_nt<8>(p, x, m, ldx, t, stream);
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
@@ -503,23 +532,8 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
   const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   const float a = alpha * w.tensor_scale * kEpilogueBias;
+  if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream)) return;
   switch (p.variant) {
-    case W4A16Variant::Decode8:
-      if (m > 8) throw Error("nvfp4 gemm: decode8 handles M <= 8");
-      launch_decode_nt<1>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
-      break;
-    case W4A16Variant::Decode16:
-      if (m > 16) throw Error("nvfp4 gemm: decode16 handles M <= 16");
-      launch_decode_nt<2>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
-      break;
-    case W4A16Variant::Decode32:
-      if (m > 32) throw Error("nvfp4 gemm: decode32 handles M <= 32");
-      launch_decode_nt<4>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
-      break;
-    case W4A16Variant::Decode64:
-      if (m > 64) throw Error("nvfp4 gemm: decode64 handles M <= 64");
-      launch_decode_nt<8>(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream);
-      break;
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
       break;
@@ -541,6 +555,8 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
                                 static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       break;
     }
+    default:  // the decode variants, launched above
+      break;
   }
 }
 
@@ -564,19 +580,7 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
   const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
-  switch (p.variant) {
-    case W4A16Variant::Decode8:
-      launch_decode_nt<1>(p, x, m, ldx, t, stream);
-      return true;
-    case W4A16Variant::Decode16:
-      launch_decode_nt<2>(p, x, m, ldx, t, stream);
-      return true;
-    case W4A16Variant::Decode32:
-      launch_decode_nt<4>(p, x, m, ldx, t, stream);
-      return true;
-    default:
-      return false;
-  }
+  return launch_decode_variant(p, x, m, ldx, t, stream);
 }
 
 }  // namespace fp4lab

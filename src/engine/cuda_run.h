@@ -5,17 +5,10 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
+#include "engine/cuda_run_options.h"
 #include "model/tensor_parallel.h"
 
 namespace fp4lab {
-
-struct CudaRunOptions {
-  int tp = 1;            // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
-  bool graphs = true;    // capture single-sequence decode steps in CUDA graphs
-  int attn_splits = 0;   // decode attention splits (0: automatic)
-  bool profile = false;  // per-op-class event timing (turns graphs off)
-  bool pdl = true;       // programmatic dependent launch of the decode kernels (sm_90+)
-};
 
 // Calls fn(model, ops, rank) once per rank, each on its own GPU and thread with its shard of `full`. Every
 // rank must do the same work (the all-reduces keep the ranks' hidden states, and so their tokens, identical);

@@ -221,24 +221,22 @@ json run_model_bench(const ModelBenchOpts& o) {
       fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      run_cuda_model(std::move(full),
-                     {o.cuda.tp, !o.cuda.no_graphs, o.cuda.attn_splits, false, !o.cuda.no_pdl},
-                     [&](CudaModel& m, CudaOps& ops, int rank) {
-                       QuantResult scratch;
-                       QuantResult& mine = rank == 0 ? qr : scratch;
-                       if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
-                       run_reps(m, o, mine, [&] { ops.synchronize(); });
-                       if (o.profile && !interrupted()) {
-                         // Events around every op (graphs off) distort the timing, so the breakdown comes
-                         // from its own run.
-                         ModelBenchOpts po = o;
-                         po.reps = 1;
-                         po.warmup = 0;
-                         ops.set_profile(true);
-                         run_reps(m, po, scratch, [&] { ops.synchronize(); });
-                         if (rank == 0) qr.op_ms = ops.profile_ms();
-                       }
-                     });
+      run_cuda_model(std::move(full), cuda_run_options(o.cuda), [&](CudaModel& m, CudaOps& ops, int rank) {
+        QuantResult scratch;
+        QuantResult& mine = rank == 0 ? qr : scratch;
+        if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
+        run_reps(m, o, mine, [&] { ops.synchronize(); });
+        if (o.profile && !interrupted()) {
+          // Events around every op (graphs off) distort the timing, so the breakdown comes
+          // from its own run.
+          ModelBenchOpts po = o;
+          po.reps = 1;
+          po.warmup = 0;
+          ops.set_profile(true);
+          run_reps(m, po, scratch, [&] { ops.synchronize(); });
+          if (rank == 0) qr.op_ms = ops.profile_ms();
+        }
+      });
 #endif
     } else {
       CpuOps ops;

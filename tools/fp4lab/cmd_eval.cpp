@@ -55,16 +55,14 @@ Action add_eval(CLI::App& app) {
     const std::string path = resolve_model_arg(o->model, *hub);
     const auto tokens = read_token_file(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
-    if (o->cuda.tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
+    require_cuda_for_tp(o->cuda, o->backend);
     std::vector<float> la, lb;
     int vocab = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
       for (auto [q, out] : {std::pair{&o->quant_a, &la}, std::pair{&o->quant_b, &lb}})
-        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false),
-                       {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false, !o->cuda.no_pdl},
+        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), cuda_run_options(o->cuda),
                        [&](CudaModel& m, CudaOps&, int rank) {
                          auto l = all_logits(m, tokens);
                          if (rank != 0) return;

@@ -114,8 +114,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   return [o]() {
     namespace fs = std::filesystem;
     const Gsm8kTask task = parse_gsm8k_task(o->task);
-    if (o->cuda.tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
+    require_cuda_for_tp(o->cuda, o->backend);
     if (o->data.empty()) o->data = gsm8k_data_dir(*o);
     const std::string model_path = resolve_model_arg(o->model, o->hub);
     const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
@@ -295,8 +294,7 @@ Action add_eval_gsm8k(CLI::App& app) {
     double load_s = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab),
-                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, false, !o->cuda.no_pdl},
+      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab), cuda_run_options(o->cuda),
                      [&](CudaModel& model, CudaOps&, int rank) {
                        if (rank == 0)
                          load_s =

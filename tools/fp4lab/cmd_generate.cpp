@@ -102,8 +102,7 @@ Action add_generate(CLI::App& app) {
   add_cuda_run_options(app, o->cuda);
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
-    if (o->cuda.tp > 1 && o->backend != "cuda")
-      throw Error("--tp " + std::to_string(o->cuda.tp) + " needs --backend cuda");
+    require_cuda_for_tp(o->cuda, o->backend);
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
     GenerateOptions g;
@@ -129,8 +128,7 @@ Action add_generate(CLI::App& app) {
       std::mutex mu;
       std::map<std::string, double> prof;
       run_cuda_model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false),
-                     {o->cuda.tp, !o->cuda.no_graphs, o->cuda.attn_splits, o->profile, !o->cuda.no_pdl},
-                     [&](CudaModel& model, CudaOps& ops, int rank) {
+                     cuda_run_options(o->cuda, o->profile), [&](CudaModel& model, CudaOps& ops, int rank) {
                        if (rank != 0) {
                          (void)generate(model, prompts, g);
                          return;

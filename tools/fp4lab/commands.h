@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "engine/cuda_run_options.h"
 #include "io/hub.h"
 #include <functional>
 #include <string_view>
@@ -48,6 +49,10 @@ struct CudaCliOptions {
 };
 void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
+// The run_cuda_model options these flags ask for (profile: the command's own --profile, where it has one).
+CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
+// --tp > 1 with another backend than cuda is an error naming both.
+void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend);
 
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);

@@ -1,5 +1,6 @@
 // The CUDA run flags shared by generate, bench and eval, declared once so that they stay in step.
 #include "commands.h"
+#include "common/error.h"
 
 namespace fp4lab::cli {
 
@@ -23,6 +24,20 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["no_graphs"] = o.no_graphs;
   options["attn_splits"] = o.attn_splits;
   options["pdl"] = !o.no_pdl;
+}
+
+CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
+  CudaRunOptions r;
+  r.tp = o.tp;
+  r.graphs = !o.no_graphs;
+  r.attn_splits = o.attn_splits;
+  r.profile = profile;
+  r.pdl = !o.no_pdl;
+  return r;
+}
+
+void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend) {
+  if (o.tp > 1 && backend != "cuda") throw Error("--tp " + std::to_string(o.tp) + " needs --backend cuda");
 }
 
 }  // namespace fp4lab::cli

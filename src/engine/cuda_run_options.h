@@ -1,0 +1,15 @@
+// How a command runs a model on the CUDA backend (run_cuda_model in engine/cuda_run.h). Plain C++, so that
+// the CLI can build it in any build.
+#pragma once
+
+namespace fp4lab {
+
+struct CudaRunOptions {
+  int tp = 1;            // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
+  bool graphs = true;    // capture single-sequence decode steps in CUDA graphs
+  int attn_splits = 0;   // decode attention splits (0: automatic)
+  bool profile = false;  // per-op-class event timing (turns graphs off)
+  bool pdl = true;       // programmatic dependent launch of the decode kernels (sm_90+)
+};
+
+}  // namespace fp4lab
