@@ -84,12 +84,10 @@ double copy_bandwidth_gbs(cudaStream_t s) {
 W4A16Variant parse_variant(const std::string& s) {
   for (auto v :
        {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Decode32, W4A16Variant::Decode64,
-        W4A16Variant::Stream8, W4A16Variant::Stream16, W4A16Variant::Stream32, W4A16Variant::Mma32,
-        W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+        W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
     if (s == w4a16_variant_name(v)) return v;
   throw Error("bench gemm: unknown variant '" + s +
-              "' (decode8, decode16, decode32, decode64, stream8, stream16, stream32, mma32, mma64, mma128, "
-              "dequant+cublas)");
+              "' (decode8, decode16, decode32, decode64, mma32, mma64, mma128, dequant+cublas)");
 }
 
 }  // namespace
@@ -164,7 +162,6 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     forced_plan.variant = parse_variant(o.variant);
     if (o.rows_per_block) forced_plan.rows_per_block = o.rows_per_block;
     if (o.decode_warps) forced_plan.decode_warps = o.decode_warps;
-    if (o.stream_chunks) forced_plan.stream_chunks = o.stream_chunks;
     forced = &forced_plan;
   }
 
@@ -182,7 +179,6 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"rows_per_block", o.rows_per_block},
                     {"splits", o.splits},
                     {"decode_warps", o.decode_warps},
-                    {"stream_chunks", o.stream_chunks},
                     {"baselines", o.baselines},
                     {"pdl", o.pdl}};
   out["rows"] = json::array();
@@ -255,7 +251,11 @@ json run_gemm_bench(const GemmBenchOptions& o) {
         plan = *forced;
         plan.splits = o.splits ? o.splits : (w4a16_tile(plan.variant).bn ? heuristic_splits : 1);
       }
-      if (w4a16_max_m(plan.variant) && m > w4a16_max_m(plan.variant)) continue;
+      if ((plan.variant == W4A16Variant::Decode8 && m > 8) ||
+          (plan.variant == W4A16Variant::Decode16 && m > 16) ||
+          (plan.variant == W4A16Variant::Decode32 && m > 32) ||
+          (plan.variant == W4A16Variant::Decode64 && m > 64))
+        continue;
       const double t4 = time_us(
           [&](int i) {
             nvfp4_w4a16_gemm(x.as<bf16_raw>(), m, k, w4[i % c4], y.as<bf16_raw>(), n, 1.0f, ws, s, &plan);

@@ -29,7 +29,6 @@ struct GemmBenchOptions {
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
   int decode_warps = 0;    // with variant decode*: 4, 8 or 16 (0: heuristic)
-  int stream_chunks = 0;   // with variant stream*: fewest k-chunks per warp (0: the plan's default)
   std::string json_out;
   bool verbose = false;
 };

@@ -92,9 +92,7 @@ struct DecodeSeg {
   __nv_bfloat16* y;
   int64_t ldy;
   float alpha;
-  int row_tiles, n_valid;
-  int block0;  // decode kernel: the segment's first block
-  int tile0;   // stream kernel: the segment's first row tile in the group's tile order
+  int row_tiles, n_valid, block0;
 };
 struct DecodeGroup {
   DecodeSeg seg[3];
@@ -238,193 +236,6 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
       if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Stream kernel (M <= 8 NT): the decode kernel's math without its per-tile blocks. The group's row tiles are
-// one sequence of 64-wide k-chunks (tile after tile; a tile's chunks are contiguous in its weight's buffer),
-// cut into equal runs of 8 x per_warp chunks, one run per block of a grid sized to what is resident at once.
-// The block's 8 warps take the run's chunks in turn (warp w: chunks w, w + 8, ...), so the block reads one
-// contiguous window at a time as the decode kernel does, but no warp waits for another: when a warp's next
-// chunk lies in another tile it stores its partial sums for the tile it leaves, and the last of a tile's
-// contributors (an atomic counter) adds the partials in (block, warp) order, so the result does not depend
-// on timing. The decode kernel instead pays a pipeline ramp, a barrier and a reduction per 16-row tile, and
-// its grid ends in a partial wave.
-// The stream kernel's partition: block b of `blocks` takes row tiles b, b + blocks, b + 2 x blocks, ...; its
-// 8 warps take those tiles' chunks in turn (block-local chunk index l = w + 8i, tile l / kchunks of the
-// block's list, chunk l % kchunks), so every tile gets partial sums from min(8, kchunks) warps of one block.
-struct StreamRuns {
-  int kchunks, blocks, tiles;
-  // Whether warp w has a chunk in tile t (the j-th tile of its block's list).
-  __device__ bool touches(int w, int t) const {
-    const int j = t / blocks, lo = j * kchunks, d = lo - w;
-    return w + (d > 0 ? (d + 7) / 8 * 8 : 0) < lo + kchunks;
-  }
-};
-
-// Writes a warp's NT token tiles of mma accumulators (rows row and row + 8; tokens 2*c4 + {0, 1} of each
-// tile) times alpha as BF16.
-template <int NT>
-__device__ __forceinline__ void store_fragments(const float (&v)[NT][4], __nv_bfloat16* y, int64_t ldy,
-                                                float alpha, int n_valid, int row, int c4, int m) {
-  const bool r0 = row < n_valid, r8 = row + 8 < n_valid;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int t0 = nt * 8 + 2 * c4;
-    if (t0 < m) {
-      if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[nt][0] * alpha);
-      if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[nt][2] * alpha);
-    }
-    if (t0 + 1 < m) {
-      if (r0) y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[nt][1] * alpha);
-      if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[nt][3] * alpha);
-    }
-  }
-}
-
-template <int NT, int PF>
-__global__ void __launch_bounds__(256, NT == 1 ? 4 : 2)
-    nvfp4_w4a16_stream_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
-                              const DecodeGroup g, const StreamRuns runs, float* __restrict__ partials) {
-  __shared__ uint32_t lut[256];
-  init_scale_lut(lut);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int b = blockIdx.x, kc = kchunks;
-  const int list = (runs.tiles - b + runs.blocks - 1) / runs.blocks;  // tiles of this block
-  const int n = warp < list * kc ? (list * kc - warp + 7) / 8 : 0;    // this warp's chunks
-  const int total = runs.tiles * kc;
-  const int c4 = lane % 4, tok = lane / 4;
-  // Chunk g -> its 16-byte weight word and scale pair for this lane. Chunks of one segment are contiguous
-  // across its tiles, so only the segment is chosen per chunk.
-  const int sc1 = g.count > 1 ? g.seg[1].tile0 * kchunks : total;
-  const int sc2 = g.count > 2 ? g.seg[2].tile0 * kchunks : total;
-  auto load = [&](int i, uint4& w, uint32_t& s) {
-    const int l = warp + 8 * i, gc = (b + l / kc * runs.blocks) * kc + l % kc;
-    const bool b2 = gc >= sc2, b1 = !b2 && gc >= sc1;
-    const uint4* wq = b2 ? g.seg[2].wq : b1 ? g.seg[1].wq : g.seg[0].wq;
-    const uint16_t* ws = b2 ? g.seg[2].wsc : b1 ? g.seg[1].wsc : g.seg[0].wsc;
-    const int64_t off = static_cast<int64_t>(gc - (b2 ? sc2 : b1 ? sc1 : 0)) * 32 + lane;
-    w = ptx::ldg_stream_v4(wq + off);
-    s = ptx::ldg_stream_u16(ws + off);
-  };
-  uint4 wbuf[PF];
-  uint32_t sbuf[PF];
-#pragma unroll
-  for (int p = 0; p < PF; ++p)
-    if (p < n) load(p, wbuf[p], sbuf[p]);
-  ptx::griddep_enter();
-  __syncthreads();  // the scale LUT is ready
-  if (n <= 0) return;
-
-  const __nv_bfloat16* xt[NT];
-  bool tok_ok[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int t = nt * 8 + tok;
-    tok_ok[nt] = t < m;
-    xt[nt] = x + static_cast<int64_t>(tok_ok[nt] ? t : 0) * ldx + 16 * c4;
-  }
-  const int k_lim = k - 16 * c4;
-  int tile = b + warp / kc * runs.blocks, c = warp % kc;
-  float acc[NT][4] = {};
-
-  // acc holds this warp's partial sums for `tile`: store them, or finish the tile.
-  auto flush = [&]() {
-    // Field by field with selects, as in the decode kernel (a run-time index would copy g to local memory).
-    const bool s2 = g.count > 2 && tile >= g.seg[2].tile0, s1 = !s2 && g.count > 1 && tile >= g.seg[1].tile0;
-    __nv_bfloat16* const y = s2 ? g.seg[2].y : s1 ? g.seg[1].y : g.seg[0].y;
-    const int64_t ldy = s2 ? g.seg[2].ldy : s1 ? g.seg[1].ldy : g.seg[0].ldy;
-    const float alpha = s2 ? g.seg[2].alpha : s1 ? g.seg[1].alpha : g.seg[0].alpha;
-    const int n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
-    const int tile0 = s2 ? g.seg[2].tile0 : s1 ? g.seg[1].tile0 : g.seg[0].tile0;
-    if (kc > 1) {  // nvfp4_w4a16_stream_reduce_kernel adds the partials after this grid
-      float* base = partials + static_cast<int64_t>(tile) * 8 * NT * 128;
-      const int slot = warp;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-        if (nt * 8 + 2 * c4 < m)
-          __stcg(reinterpret_cast<float4*>(base + (slot * NT + nt) * 128) + lane,
-                 make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]));
-      return;
-    }
-    store_fragments<NT>(acc, y, ldy, alpha, n_valid, (tile - tile0) * 16 + tok, c4, m);
-  };
-
-  for (int i0 = 0; i0 < n; i0 += PF) {
-#pragma unroll
-    for (int p = 0; p < PF; ++p) {
-      const int i = i0 + p;
-      if (i < n) {
-        uint32_t b[NT][4][2];
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) load_b_frags(xt[nt] + c * 64, tok_ok[nt] && c * 64 < k_lim, b[nt]);
-        const uint4 w = wbuf[p];
-        const uint32_t sc = sbuf[p];
-        if (i + PF < n) load(i + PF, wbuf[p], sbuf[p]);
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-        uint32_t s_lo, s_hi;
-        scale_pairs(lut, sc, s_lo, s_hi);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          uint32_t a[4];
-          dequant_step(words[j], s_lo, s_hi, a);
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[nt], a, b[nt][j][0], b[nt][j][1]);
-        }
-        c += 8;
-        if (c >= kchunks || i + 1 == n) {
-          flush();
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int q = 0; q < 4; ++q) acc[nt][q] = 0.0f;
-          tile += c / kc * runs.blocks;
-          c %= kc;
-        }
-      }
-    }
-  }
-}
-
-// Finishes the tiles the stream kernel left in partial sums: one warp per tile adds its contributors'
-// partials in (block, warp) order (so the result does not depend on timing) and writes the outputs.
-template <int NT>
-__global__ void __launch_bounds__(128)
-    nvfp4_w4a16_stream_reduce_kernel(int m, const DecodeGroup g, const StreamRuns runs,
-                                     const float* __restrict__ partials) {
-  ptx::griddep_enter();
-  const int tile = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (tile >= runs.tiles || runs.kchunks <= 1) return;
-  const int c4 = lane % 4, tok = lane / 4;
-  const bool s2 = g.count > 2 && tile >= g.seg[2].tile0, s1 = !s2 && g.count > 1 && tile >= g.seg[1].tile0;
-  const float* base = partials + static_cast<int64_t>(tile) * 8 * NT * 128;
-  float v[NT][4];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[nt][i] = 0.0f;
-    if (nt * 8 + 2 * c4 >= m) continue;
-    for (int w = 0; w < 8; ++w) {
-      if (!runs.touches(w, tile)) continue;
-      const float4 q = __ldcg(reinterpret_cast<const float4*>(base + (w * NT + nt) * 128) + lane);
-      v[nt][0] += q.x, v[nt][1] += q.y, v[nt][2] += q.z, v[nt][3] += q.w;
-    }
-  }
-  const int tile0 = s2 ? g.seg[2].tile0 : s1 ? g.seg[1].tile0 : g.seg[0].tile0;
-  store_fragments<NT>(v,
-                      s2   ? g.seg[2].y
-                      : s1 ? g.seg[1].y
-                           : g.seg[0].y,
-                      s2   ? g.seg[2].ldy
-                      : s1 ? g.seg[1].ldy
-                           : g.seg[0].ldy,
-                      s2   ? g.seg[2].alpha
-                      : s1 ? g.seg[1].alpha
-                           : g.seg[0].alpha,
-                      s2   ? g.seg[2].n_valid
-                      : s1 ? g.seg[1].n_valid
-                           : g.seg[0].n_valid,
-                      (tile - tile0) * 16 + tok, c4, m);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -640,8 +451,7 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 t.alpha[i],
                 row_tiles,
                 static_cast<int>(t.w[i]->n_valid),
-                blocks,
-                0};
+                blocks};
     blocks += (row_tiles + RA - 1) / RA;
   }
   launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
@@ -681,58 +491,9 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
     throw Error("nvfp4 gemm: rows_per_block must be 16 or 32");
 }
 
-// Blocks of the stream kernel resident per SM (its grid is one wave of them), from the occupancy calculator
-// for the current device: the register cap of __launch_bounds__ is what the kernel was tuned to, not a
-// guarantee.
-template <int NT, int PF>
-int stream_blocks_per_sm() {
-  static const int n = [] {
-    int b = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, nvfp4_w4a16_stream_kernel<NT, PF>, 256, 0));
-    return std::max(b, 1);
-  }();
-  return n;
-}
-
-template <int NT>
-void launch_stream(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
-                   GemmWorkspace& ws, cudaStream_t stream) {
-  constexpr int PF = 4;
-  if (p.stream_chunks < 1) throw Error("nvfp4 gemm: stream_chunks must be >= 1");
-  DecodeGroup g{};
-  g.count = t.count;
-  int tiles = 0;
-  for (int i = 0; i < t.count; ++i) {
-    const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
-    g.seg[i] = {t.w[i]->weights.as<uint4>(),
-                t.w[i]->scales.as<uint16_t>(),
-                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
-                t.ldy[i],
-                t.alpha[i],
-                row_tiles,
-                static_cast<int>(t.w[i]->n_valid),
-                0,
-                tiles};
-    tiles += row_tiles;
-  }
-  const int kchunks = static_cast<int>(t.w[0]->geom.kchunks());
-  const int64_t total = int64_t{tiles} * kchunks;
-  if (total >= (int64_t{1} << 31)) throw Error("nvfp4 gemm: weight too large for the stream kernel");
-  const int blocks =
-      static_cast<int>(std::min<int64_t>(tiles, int64_t{ws.sm_count()} * stream_blocks_per_sm<NT, PF>()));
-  float* part = ws.partials(static_cast<size_t>(tiles) * 8 * NT * 128, stream);
-  const StreamRuns runs{kchunks, blocks, tiles};
-  launch_kernel(nvfp4_w4a16_stream_kernel<NT, PF>, static_cast<unsigned>(blocks), 256, 0, stream,
-                reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
-                static_cast<int>(t.w[0]->geom.k), ldx, kchunks, g, runs, part);
-  launch_kernel(nvfp4_w4a16_stream_reduce_kernel<NT>, static_cast<unsigned>((tiles + 3) / 4), 128, 0, stream,
-                static_cast<int>(m), g, runs, static_cast<const float*>(part));
-}
-
-// The decode and stream variants by their token tiles (8 tokens each); false, having launched nothing, for
-// the others.
+// The decode variants by their token tiles (8 tokens each); false, having launched nothing, for the others.
 bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                           const DecodeTargets& t, GemmWorkspace& ws, cudaStream_t stream) {
+                           const DecodeTargets& t, cudaStream_t stream) {
   auto check_m = [&](int max_m, const char* name) {
     if (m > max_m) throw Error(std::string("nvfp4 gemm: ") + name + " handles M <= " + std::to_string(max_m));
   };
@@ -753,18 +514,6 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
       check_m(64, "decode64");
       launch_decode_nt<8>(p, x, m, ldx, t, stream);
       return true;
-    case W4A16Variant::Stream8:
-      check_m(8, "stream8");
-      launch_stream<1>(p, x, m, ldx, t, ws, stream);
-      return true;
-    case W4A16Variant::Stream16:
-      check_m(16, "stream16");
-      launch_stream<2>(p, x, m, ldx, t, ws, stream);
-      return true;
-    case W4A16Variant::Stream32:
-      check_m(32, "stream32");
-      launch_stream<4>(p, x, m, ldx, t, ws, stream);
-      return true;
     default:
       return false;
   }
@@ -783,7 +532,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
   const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   const float a = alpha * w.tensor_scale * kEpilogueBias;
-  if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, ws, stream)) return;
+  if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream)) return;
   switch (p.variant) {
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
@@ -831,7 +580,7 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
   const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
-  return launch_decode_variant(p, x, m, ldx, t, ws, stream);
+  return launch_decode_variant(p, x, m, ldx, t, stream);
 }
 
 }  // namespace fp4lab

@@ -14,12 +14,6 @@ const char* w4a16_variant_name(W4A16Variant v) {
       return "decode32";
     case W4A16Variant::Decode64:
       return "decode64";
-    case W4A16Variant::Stream8:
-      return "stream8";
-    case W4A16Variant::Stream16:
-      return "stream16";
-    case W4A16Variant::Stream32:
-      return "stream32";
     case W4A16Variant::Mma32:
       return "mma32";
     case W4A16Variant::Mma64:
@@ -41,30 +35,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
     if (p.decode_warps == 4) s += "/w4";
     if (p.decode_warps == 16) s += "/w16";
   }
-  if (w4a16_is_stream(p.variant) && p.stream_chunks != 8) s += "/c" + std::to_string(p.stream_chunks);
   return s;
-}
-
-bool w4a16_is_stream(W4A16Variant v) {
-  return v == W4A16Variant::Stream8 || v == W4A16Variant::Stream16 || v == W4A16Variant::Stream32;
-}
-
-int w4a16_max_m(W4A16Variant v) {
-  switch (v) {
-    case W4A16Variant::Decode8:
-    case W4A16Variant::Stream8:
-      return 8;
-    case W4A16Variant::Decode16:
-    case W4A16Variant::Stream16:
-      return 16;
-    case W4A16Variant::Decode32:
-    case W4A16Variant::Stream32:
-      return 32;
-    case W4A16Variant::Decode64:
-      return 64;
-    default:
-      return 0;
-  }
 }
 
 GemmTile w4a16_tile(W4A16Variant v) {
@@ -77,12 +48,6 @@ GemmTile w4a16_tile(W4A16Variant v) {
       return {16, 32};
     case W4A16Variant::Decode64:
       return {16, 64};
-    case W4A16Variant::Stream8:
-      return {16, 8};
-    case W4A16Variant::Stream16:
-      return {16, 16};
-    case W4A16Variant::Stream32:
-      return {16, 32};
     case W4A16Variant::Mma32:
       return {128, 32};
     case W4A16Variant::Mma64:

@@ -7,16 +7,13 @@
 namespace fp4lab {
 
 enum class W4A16Variant {
-  Decode8,   // M <= 8: warp-per-row-tile GEMV on mma.sync, warps split K inside the block
-  Decode16,  // M <= 16: same with two token tiles
-  Decode32,  // M <= 32: same with four token tiles
-  Decode64,  // M <= 64: same with eight token tiles
-  Stream8,   // M <= 8: the decode math, every resident warp streaming an equal run of k-chunks across tiles
-  Stream16,  // M <= 16: same with two token tiles
-  Stream32,  // M <= 32: same with four token tiles
-  Mma32,     // block 128 rows x 32 tokens, X staged in shared memory
-  Mma64,     // block 128 rows x 64 tokens
-  Mma128,    // block 128 rows x 128 tokens
+  Decode8,      // M <= 8: warp-per-row-tile GEMV on mma.sync, warps split K inside the block
+  Decode16,     // M <= 16: same with two token tiles
+  Decode32,     // M <= 32: same with four token tiles
+  Decode64,     // M <= 64: same with eight token tiles
+  Mma32,        // block 128 rows x 32 tokens, X staged in shared memory
+  Mma64,        // block 128 rows x 64 tokens
+  Mma128,       // block 128 rows x 128 tokens
   DequantBlas,  // dequantize to a BF16 scratch buffer, then cuBLAS (large M, where math dominates)
 };
 const char* w4a16_variant_name(W4A16Variant v);
@@ -26,15 +23,10 @@ struct W4A16Plan {
   int splits = 1;           // K split across blocks (reduced in the kernel by the last block of each tile)
   int rows_per_block = 16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads)
   int decode_warps = 8;     // decode variants: warps splitting K inside a block (4, 8 or 16)
-  int stream_chunks = 8;    // stream variants: the fewest 64-wide k-chunks one warp streams
 };
 
 // The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".
 std::string w4a16_plan_suffix(const W4A16Plan& p);
-
-bool w4a16_is_stream(W4A16Variant v);
-// The largest M a decode or stream variant takes; 0 for the others (any M).
-int w4a16_max_m(W4A16Variant v);
 
 struct GemmTile {
   int bn, bm;  // weight rows and tokens per block

@@ -460,15 +460,12 @@ Action add_bench(CLI::App& app) {
   g->add_option("--rotate", o->rotate_factor,
                 "rotating weight copies totalling this multiple of the L2 size");
   g->add_option("--variant", o->variant,
-                "force a W4A16 kernel variant (decode8, decode16, decode32, decode64, stream8, stream16, "
-                "stream32, mma32, mma64, mma128, dequant+cublas)");
+                "force a W4A16 kernel variant (decode8, decode16, decode32, decode64, mma32, mma64, mma128, "
+                "dequant+cublas)");
   g->add_option("--rows-per-block", o->rows_per_block,
                 "with a forced decode variant: 16 or 32 weight rows per block");
   g->add_option("--decode-warps", o->decode_warps,
                 "with a forced decode variant: warps per block (4, 8 or 16)");
-  g->add_option("--stream-chunks", o->stream_chunks,
-                "with a forced stream variant: the fewest 64-wide k-chunks one warp streams (0: default 8)")
-      ->check(CLI::Range(0, 1 << 20));
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_flag("!--no-pdl", o->pdl,
