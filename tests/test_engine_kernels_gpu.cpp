@@ -252,6 +252,40 @@ TEST(GpuKernels, GroupedDecodeGemmEqualsSeparateCalls) {
   EXPECT_FALSE(nvfp4_w4a16_gemm_group(dx.as<bf16_raw>(), 64, k, two, yp, ld, ws, nullptr));
 }
 
+// The decode GEMV with relu(y)^2 in its epilogue against the GEMM under the same plan followed by relu2 on
+// the host: they differ only by the rounding of y to BF16 before squaring (one BF16 rounding instead of two).
+// Shapes the heuristic sends to other kernels are refused, for the caller to run the two steps.
+TEST(GpuKernels, Relu2EpilogueMatchesGemmThenRelu2) {
+  REQUIRE_GPU();
+  std::mt19937 rng(23);
+  const int64_t n = 1040, k = 1024;
+  std::normal_distribution<float> d(0.0f, 0.05f);
+  std::vector<float> f(static_cast<size_t>(n * k));
+  for (auto& v : f) v = d(rng);
+  const Nvfp4Tensor q = nvfp4_quantize_ref(f, n, k);
+  DeviceBuffer pk = to_device(q.packed), sc = to_device(q.block_scales);
+  const Nvfp4DeviceWeight w =
+      nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), n, k, q.tensor_scale, nullptr);
+  GemmWorkspace ws;
+  for (int64_t m : {1, 5, 20, 64}) {
+    const auto xr = random_bf16(static_cast<size_t>(m * k), 1.0f, rng).first;
+    DeviceBuffer dx = to_device(xr), yf(static_cast<size_t>(m * n * 2)), yr(static_cast<size_t>(m * n * 2));
+    ASSERT_TRUE(nvfp4_w4a16_gemm_relu2(dx.as<bf16_raw>(), m, k, w, yf.as<bf16_raw>(), n, ws, nullptr)) << m;
+    nvfp4_w4a16_gemm(dx.as<bf16_raw>(), m, k, w, yr.as<bf16_raw>(), n, 1.0f, ws, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto fused = to_host<uint16_t>(yf, m * n), plain = to_host<uint16_t>(yr, m * n);
+    int negatives = 0;
+    for (size_t i = 0; i < fused.size(); ++i) {
+      const float y = bf16_to_f32(plain[i]), want = std::max(y, 0.0f) * std::max(y, 0.0f);
+      negatives += y < 0;
+      ASSERT_NEAR(bf16_to_f32(fused[i]), want, 0.02f * want + 1e-30f) << "m " << m << " i " << i;
+    }
+    EXPECT_GT(negatives, static_cast<int>(fused.size() / 4)) << "the data must exercise the relu";
+  }
+  DeviceBuffer dx(300 * k * 2), y(300 * n * 2);
+  EXPECT_FALSE(nvfp4_w4a16_gemm_relu2(dx.as<bf16_raw>(), 300, k, w, y.as<bf16_raw>(), n, ws, nullptr));
+}
+
 // Decode attention with a GQA group per block against cpu::attention: one new query row over a long cache,
 // with and without key splits (then merged by the combine kernel, or by the kernel's own last split), for the
 // head dimensions and group sizes it takes.

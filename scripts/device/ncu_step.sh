@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run on a lent GPU machine with a carried build/: kernel-by-kernel GPU time of a few graph-replayed decode
 # steps under ncu (gpu__time_duration, kernels serialized, so no launch gaps and no PDL overlap), summed by
-# kernel name, for the Llama-8B and Nemotron presets in NVFP4 and BF16 at batch 1.
+# kernel name, for the Llama-8B and Nemotron presets in NVFP4 and BF16 at batch 1. NCU_FLAGS: extra ncu
+# options; "--cache-control none --clock-control none" keeps the caches warm and the card at its own clocks
+# (ncu's defaults flush the caches before every kernel and lock the base clock, which inflates short kernels).
 source "$(dirname "$0")/common.sh"
 prompt() { seq -s, 1 "$1"; }
 SPECS=${SPECS:-"llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4 llama-3.1-8b:bf16 nemotron-nano-9b-v2:bf16"}
@@ -9,7 +11,7 @@ for spec in $SPECS; do
   spec=${spec/:/ }
   set -- $spec
   f="$OUT/ncu-$1-$2.csv"
-  ncu --metrics gpu__time_duration.sum --csv --graph-profiling node --log-file "$f" \
+  ncu ${NCU_FLAGS:-} --metrics gpu__time_duration.sum --csv --graph-profiling node --log-file "$f" \
     ./build/fp4lab generate --backend cuda --greedy --model preset:$1 --quant $2 --prompt-ids "$(prompt 128)" \
     --max-new-tokens 5 >/dev/null 2>"$OUT/ncu.err"
   echo "== $1 $2 rc=$? (per decode step: the last 3 forwards / 3)"

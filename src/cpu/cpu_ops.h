@@ -118,6 +118,11 @@ class CpuOps {
   void add(Tensor& x, const Tensor& y) const;
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o) const { cpu::silu_mul(g.v, u.v, o.v); }
   void relu2(Tensor& x) const { cpu::relu2(x.v); }
+  // The CUDA backend fuses the activation into its decode GEMV; here the two steps.
+  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) const {
+    linear(x, w, y);
+    relu2(y);
+  }
   void columns(const Tensor& src, int64_t col0, Tensor& dst) const;
   void softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo, float hi,
                    Tensor& dt) const;

@@ -181,8 +181,8 @@ __device__ __forceinline__ float merge_splits(const float* base, int splits, int
 // Decode attention for GQA, one block per (query token, KV head, split): the G query heads that share a KV
 // head are handled together, so each K/V row is read once (not G times) and with 16-byte loads (8 dims per
 // lane, HD / 8 lanes per key, 32 / (HD / 8) keys per warp at a time). Each key group keeps its own online
-// softmax per head; the groups are merged through shared memory at the end. Same outputs and split partials
-// as attention_kernel.
+// softmax per head; a warp's groups are merged by shuffles, then the warps through shared memory. Same
+// outputs and split partials as attention_kernel.
 template <int HD, int G, bool kBatched>
 __global__ void __launch_bounds__(kGqaWarps * 32)
     attention_gqa_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv,
@@ -256,24 +256,42 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
       }
     }
   }
-  __shared__ float sm_m[kGroups][G], sm_l[kGroups][G], sm_acc[kGroups][G][HD];
-  if (dl == 0)
+  // The warp's kKpw key groups merged first, through shuffles (lanes of one dimension slice are kLpk apart),
+  // so that shared memory holds one (max, sum, accumulator) per warp: with 8 warps the per-group form would
+  // need up to 64 KB.
+#pragma unroll
+  for (int o = kLpk; o < 32; o *= 2)
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      sm_m[gi][g] = m[g];
-      sm_l[gi][g] = l[g];
+      const float mo = __shfl_xor_sync(0xffffffffu, m[g], o), lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+      const float mn = fmaxf(m[g], mo);
+      const float fs = m[g] == -INFINITY ? 0.0f : __expf(m[g] - mn);
+      const float fo = mo == -INFINITY ? 0.0f : __expf(mo - mn);
+      l[g] = l[g] * fs + lo * fo;
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        acc[g][i] = acc[g][i] * fs + __shfl_xor_sync(0xffffffffu, acc[g][i], o) * fo;
+      m[g] = mn;
     }
+  __shared__ float sm_m[kGqaWarps][G], sm_l[kGqaWarps][G], sm_acc[kGqaWarps][G][HD];
+  if (lane == 0)
 #pragma unroll
-  for (int g = 0; g < G; ++g)
+    for (int g = 0; g < G; ++g) {
+      sm_m[warp][g] = m[g];
+      sm_l[warp][g] = l[g];
+    }
+  if (lane < kLpk)
 #pragma unroll
-    for (int i = 0; i < 8; ++i) sm_acc[gi][g][dl * 8 + i] = acc[g][i];
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sm_acc[warp][g][dl * 8 + i] = acc[g][i];
   __syncthreads();
   for (int e = threadIdx.x; e < G * HD; e += kGqaWarps * 32) {
     const int g = e / HD, d = e % HD, h = kh * G + g;
     float gm = -INFINITY;
-    for (int w = 0; w < kGroups; ++w) gm = fmaxf(gm, sm_m[w][g]);
+    for (int w = 0; w < kGqaWarps; ++w) gm = fmaxf(gm, sm_m[w][g]);
     float gl = 0.0f, v = 0.0f;
-    for (int w = 0; w < kGroups; ++w)
+    for (int w = 0; w < kGqaWarps; ++w)
       if (sm_m[w][g] != -INFINITY) {
         const float f = __expf(sm_m[w][g] - gm);
         gl += sm_l[w][g] * f;

@@ -476,6 +476,16 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   }
 }
 
+void CudaOps::linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) {
+  const auto it = linears_.find(&w);
+  if (it != linears_.end() && it->second.nvfp4 && !it->second.bias.ptr && !x.f32) {
+    OpTimer timer_(this, "linear.nvfp4");
+    if (nvfp4_w4a16_gemm_relu2(x.data, x.rows, x.cols, it->second.fp4, y.data, y.cols, ws_, stream_)) return;
+  }
+  linear(x, w, y);
+  relu2(y);
+}
+
 void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
                            std::span<Tensor* const> y) {
   if (const auto f = fused_bf16_.find(w[0]); f != fused_bf16_.end()) {

@@ -105,6 +105,8 @@ class CudaOps {
   // Ids outside [first_id, first_id + the table's rows) get zeros (vocab-parallel shards).
   void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x);
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
+  // y = relu(x . W^T)^2: fused into the NVFP4 decode GEMV's epilogue where it runs, else linear + relu2.
+  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y);
   // Several layers on the same input (q | k | v, gate | up): one NVFP4 decode launch for all of them when
   // they qualify (nvfp4_w4a16_gemm_group), else one by one.
   void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y);

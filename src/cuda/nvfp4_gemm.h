@@ -73,6 +73,12 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan = nullptr);
 
+// y = relu(X . W^T)^2 with the activation applied in the decode kernel's epilogue (one launch and one pass
+// over y fewer than the GEMM then the activation kernel). Returns false, having done nothing, where the
+// heuristic does not pick a decode kernel for this shape; the caller then runs the two steps.
+bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
+                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream);
+
 // Decode-sized M (<= 32): several weights of the same K applied to the same X in one launch (q | k | v,
 // gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the
 // group does not qualify (M, shapes, or the heuristic does not pick the decode kernel for it); the caller

@@ -93,6 +93,7 @@ struct DecodeSeg {
   int64_t ldy;
   float alpha;
   int row_tiles, n_valid, block0;
+  bool relu2;  // epilogue y = relu(y)^2 (Nemotron's MLP up projection): the activation kernel fused in
 };
 struct DecodeGroup {
   DecodeSeg seg[3];
@@ -119,6 +120,7 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
   const int row_tiles = s2 ? g.seg[2].row_tiles : s1 ? g.seg[1].row_tiles : g.seg[0].row_tiles;
   const int n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
   const int block0 = s2 ? g.seg[2].block0 : s1 ? g.seg[1].block0 : g.seg[0].block0;
+  const bool relu2 = s2 ? g.seg[2].relu2 : s1 ? g.seg[1].relu2 : g.seg[0].relu2;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int tile0 = (bx - block0) * RA;
@@ -222,6 +224,10 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
       float sum = 0.0f;
       for (int w2 = 0; w2 < WARPS; ++w2) sum += red[w2][f * 4 + i][lane];
       v[i] = sum * alpha;
+      if (relu2) {
+        v[i] = fmaxf(v[i], 0.0f);
+        v[i] *= v[i];
+      }
     }
     // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
     const int row = (tile0 + ra) * 16 + tok;
@@ -434,6 +440,7 @@ struct DecodeTargets {
   int64_t ldy[3];
   float alpha[3];
   int count;
+  bool relu2 = false;
 };
 
 template <int NT, int RA, int WARPS>
@@ -451,7 +458,8 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 t.alpha[i],
                 row_tiles,
                 static_cast<int>(t.w[i]->n_valid),
-                blocks};
+                blocks,
+                t.relu2};
     blocks += (row_tiles + RA - 1) / RA;
   }
   launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
@@ -558,6 +566,16 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
     default:  // the decode variants, launched above
       break;
   }
+}
+
+bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
+                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream) {
+  if (m <= 0 || w.geom.n % 16 || w.geom.k % 16 || ldx < w.geom.k || ldy < w.n_valid || ldx % 8 ||
+      reinterpret_cast<uintptr_t>(x) % 16)
+    return false;
+  const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
+  DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, true};
+  return launch_decode_variant(p, x, m, ldx, t, stream);
 }
 
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,

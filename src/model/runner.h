@@ -183,8 +183,7 @@ class Runner {
         mamba(L, li, segs, h, t, o);
       } else {
         Tensor u = ops_.alloc(t, c.intermediate_size);
-        ops_.linear(h, L.up, u);
-        ops_.relu2(u);
+        ops_.linear_relu2(h, L.up, u);
         ops_.linear(u, L.down, o);
         reduce_partial(o);
       }
