@@ -4,18 +4,11 @@
 # Llama-8B and Nemotron NVFP4 at batch 1 and 32, Llama BF16 at batch 1, Llama NVFP4 at an 8K context.
 source "$(dirname "$0")/common.sh"
 nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader | tee -a "$LOG"
-prompt() { seq -s, 1 "$1"; }
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
-gen() {  # binary, label, then generate arguments
-  local bin=$1 label=$2; shift 2
-  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
-  echo "$label ${bin##*/} rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
-}
 for rep in $(seq 1 ${REPS:-1}); do
-  for bin in $BINS; do gen ./$bin "llama nvfp4 b1" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
-  for bin in $BINS; do gen ./$bin "nemotron nvfp4 b1" --model preset:nemotron-nano-9b-v2 --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
+  for bin in $BINS; do gen_decode ./$bin "llama nvfp4 b1 ${bin##*/}" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
+  for bin in $BINS; do gen_decode ./$bin "nemotron nvfp4 b1 ${bin##*/}" --model preset:nemotron-nano-9b-v2 --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
 done
-for bin in $BINS; do gen ./$bin "llama bf16 b1" --model preset:llama-3.1-8b --quant bf16 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
-for bin in $BINS; do gen ./$bin "llama nvfp4 b32" --model preset:llama-3.1-8b --quant nvfp4 "${B32[@]}" --batch 32 --max-new-tokens 64; done
-for bin in $BINS; do gen ./$bin "nemotron nvfp4 b32" --model preset:nemotron-nano-9b-v2 --quant nvfp4 "${B32[@]}" --batch 32 --max-new-tokens 64; done
-for bin in $BINS; do gen ./$bin "llama nvfp4 8K ctx" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128; done
+for bin in $BINS; do gen_decode ./$bin "llama bf16 b1 ${bin##*/}" --model preset:llama-3.1-8b --quant bf16 --prompt-ids "$(prompt 128)" --max-new-tokens 256; done
+for bin in $BINS; do gen_decode ./$bin "llama nvfp4 b32 ${bin##*/}" --model preset:llama-3.1-8b --quant nvfp4 "${B32[@]}" --batch 32 --max-new-tokens 64; done
+for bin in $BINS; do gen_decode ./$bin "nemotron nvfp4 b32 ${bin##*/}" --model preset:nemotron-nano-9b-v2 --quant nvfp4 "${B32[@]}" --batch 32 --max-new-tokens 64; done
+for bin in $BINS; do gen_decode ./$bin "llama nvfp4 8K ctx ${bin##*/}" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128; done

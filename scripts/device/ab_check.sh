@@ -11,19 +11,12 @@ if [ "${GEMM:-1}" = 1 ]; then
   grep -E "^(llama|nemotron)" "$OUT/gemm.txt" | awk '{printf "  %-34s M=%-3s %-14s %8s us %6s read\n", $1" "$2, $5, $6, $7, $10}'
   rm -f "$OUT/gemm.txt"
 fi
-prompt() { seq -s, 1 "$1"; }
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
-gen() {  # binary, label, then generate arguments
-  local bin=$1 label=$2; shift 2
-  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
-  echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
-}
 for model in llama-3.1-8b nemotron-nano-9b-v2; do
   for q in nvfp4 bf16; do
     for bin in ./build/fp4lab-base ./build/fp4lab; do
       [ -x $bin ] || continue
-      gen $bin "$model $q b1 ${bin##*/}" --model preset:$model --quant $q --prompt-ids "$(prompt 128)" --max-new-tokens 256
-      gen $bin "$model $q b32 ${bin##*/}" --model preset:$model --quant $q "${B32[@]}" --batch 32 --max-new-tokens 64
+      gen_decode $bin "$model $q b1 ${bin##*/}" --model preset:$model --quant $q --prompt-ids "$(prompt 128)" --max-new-tokens 256
+      gen_decode $bin "$model $q b32 ${bin##*/}" --model preset:$model --quant $q "${B32[@]}" --batch 32 --max-new-tokens 64
     done
   done
 done
@@ -32,5 +25,5 @@ for model in nemotron-nano-9b-v2 llama-3.1-8b; do
     --json "$OUT/sweep-$model.json" >>"$LOG" 2>&1
   echo "sweep $model rc=$?"; grep -A5 "speedup vs batch" "$LOG" | tail -6
 done
-gen ./build/fp4lab "llama8b nvfp4 8K ctx" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
+gen_decode ./build/fp4lab "llama8b nvfp4 8K ctx" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
 [ "${NCU:-1}" = 1 ] && SPECS="llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4" LMHEAD=0 bash "$(dirname "$0")/ncu_step.sh"

@@ -14,3 +14,13 @@ card_and_gpu_tests() {
   ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
   echo "gpu tests rc=$? $(grep -c '^\[       OK' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
 }
+# Token ids 1..N as a prompt; B32: 32 distinct 128-token prompts (--prompt-ids each) for batch-32 decode.
+prompt() { seq -s, 1 "$1"; }
+B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
+# gen_decode BINARY LABEL ARGS...: one greedy `generate` on the GPU, its decode line printed after the label
+# (the full stderr appended to $LOG).
+gen_decode() {
+  local bin=$1 label=$2; shift 2
+  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
+  echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
+}

@@ -26,7 +26,6 @@ for m in d['measurements']:
   v = m.get('prefill_tok_s', 0); v = sum(v) / len(v) if isinstance(v, list) else v
   print(' ', m.get('quant'), 'prefill tok/s', round(v, 1))"
 fi
-prompt() { seq -s, 1 "$1"; }
 gen() {  # label, then generate arguments
   local label=$1; shift
   ./build/fp4lab generate --backend cuda --greedy "$@" >/dev/null 2>"$OUT/gen.err"
@@ -35,7 +34,6 @@ gen() {  # label, then generate arguments
 gen "llama8b nvfp4 8K ctx" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
 gen "llama8b nvfp4 b1" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && [ "${TP:-1}" = 1 ]; then
-  B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
   for tp in 1 2; do
     gen "70B tp=$tp b1" --model preset:llama-3.3-70b --quant nvfp4 --tp $tp --prompt-ids "$(prompt 128)" --max-new-tokens 64
     gen "70B tp=$tp b32" --model preset:llama-3.3-70b --quant nvfp4 --tp $tp "${B32[@]}" --batch 32 --max-new-tokens 32

@@ -5,7 +5,6 @@
 # options; "--cache-control none --clock-control none" keeps the caches warm and the card at its own clocks
 # (ncu's defaults flush the caches before every kernel and lock the base clock, which inflates short kernels).
 source "$(dirname "$0")/common.sh"
-prompt() { seq -s, 1 "$1"; }
 SPECS=${SPECS:-"llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4 llama-3.1-8b:bf16 nemotron-nano-9b-v2:bf16"}
 for spec in $SPECS; do
   spec=${spec/:/ }

@@ -4,8 +4,6 @@
 # dependent launch on and off (--no-pdl), and the decode GEMV alone both ways. Full logs under $OUT.
 source "$(dirname "$0")/common.sh"
 card_and_gpu_tests
-prompt() { seq -s, 1 "$1"; }
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
 gen() {  # label, then generate arguments
   local label=$1; shift
   ./build/fp4lab generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"

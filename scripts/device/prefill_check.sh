@@ -7,7 +7,6 @@ nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter="${FILTER:-GpuKernels*:GpuEngine*}" >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$? $(grep -c 'OK \]' "$OUT/gputests.log") ok"
 grep -E "FAILED  \]|flash prefill|Failure|Expected|Which is" "$OUT/gputests.log" | head -20
-prompt() { seq -s, 1 "$1"; }
 run() {  # label, then generate arguments; prints the timing line and the profile table
   local label=$1; shift
   ./build/fp4lab generate --backend cuda --greedy "$@" >/dev/null 2>"$OUT/gen.err"

@@ -5,27 +5,20 @@
 # ncu with warm caches at the card's own clocks.
 source "$(dirname "$0")/common.sh"
 card_and_gpu_tests
-prompt() { seq -s, 1 "$1"; }
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
-gen() {  # binary, label, then generate arguments
-  local bin=$1 label=$2; shift 2
-  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
-  echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
-}
 for model in llama-3.1-8b nemotron-nano-9b-v2; do
   for q in nvfp4 bf16; do
     for bin in ./build/fp4lab-base ./build/fp4lab; do
       [ -x $bin ] || continue
-      gen $bin "$model $q b1 ${bin##*/}" --model preset:$model --quant $q --prompt-ids "$(prompt 128)" --max-new-tokens 256
-      [ "$q" = nvfp4 ] && gen $bin "$model $q b32 ${bin##*/}" --model preset:$model --quant $q "${B32[@]}" --batch 32 --max-new-tokens 64
+      gen_decode $bin "$model $q b1 ${bin##*/}" --model preset:$model --quant $q --prompt-ids "$(prompt 128)" --max-new-tokens 256
+      [ "$q" = nvfp4 ] && gen_decode $bin "$model $q b32 ${bin##*/}" --model preset:$model --quant $q "${B32[@]}" --batch 32 --max-new-tokens 64
     done
   done
 done
 for s in ${SPLITS:-4 8 16}; do
-  gen ./build/fp4lab "llama nvfp4 b1 --attn-splits $s" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256 --attn-splits $s
+  gen_decode ./build/fp4lab "llama nvfp4 b1 --attn-splits $s" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 128)" --max-new-tokens 256 --attn-splits $s
 done
 for bin in ./build/fp4lab-base ./build/fp4lab; do
-  gen $bin "llama nvfp4 8K ctx ${bin##*/}" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
+  gen_decode $bin "llama nvfp4 8K ctx ${bin##*/}" --model preset:llama-3.1-8b --quant nvfp4 --prompt-ids "$(prompt 8064)" --max-new-tokens 128
 done
 NCU_FLAGS="--cache-control none --clock-control none" SPECS="llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4" LMHEAD=0 \
   bash "$(dirname "$0")/ncu_step.sh"

@@ -23,7 +23,6 @@ gen() {
 gen "nemotron nvfp4 b1 profile" --model preset:nemotron-nano-9b-v2 --quant nvfp4 --prompt-ids "$(seq -s, 1 128)" --max-new-tokens 128 --profile
 grep -E "^  " "$OUT/gen.err" | sort -k2 -n -r | head -12
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
   for tp in 1 2; do
     gen "70B tp=$tp b1" --model preset:llama-3.3-70b --quant nvfp4 --tp $tp --prompt-ids "$(seq -s, 1 128)" --max-new-tokens 64
     gen "70B tp=$tp b32" --model preset:llama-3.3-70b --quant nvfp4 --tp $tp "${B32[@]}" --batch 32 --max-new-tokens 32

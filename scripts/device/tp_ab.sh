@@ -7,7 +7,6 @@ nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
 ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >"$OUT/gputests.log" 2>&1
 echo "gpu tests rc=$? $(grep -c '^\[       OK' "$OUT/gputests.log") ok"; grep -E "FAILED  \]|TP=2 vs" "$OUT/gputests.log" | head
 P128=$(seq -s, 1 128)
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
 gen() {  # binary, label, then generate arguments
   local bin=$1 label=$2; shift 2
   $bin generate --backend cuda --model preset:llama-3.3-70b --quant nvfp4 --greedy "$@" >/dev/null 2>"$OUT/gen.err"

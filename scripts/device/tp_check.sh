@@ -10,7 +10,6 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "gpu tests rc=$? $(grep -c 'OK \]' "$OUT/gputests.log") ok"; grep -E "FAILED  \]|TP=2 vs" "$OUT/gputests.log" | head -20
 fi
 P128=$(seq -s, 1 128)
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
 gen() {  # label, then generate arguments
   local label=$1; shift
   ./build/fp4lab generate --backend cuda --model preset:llama-3.3-70b --quant nvfp4 --greedy "$@" \
