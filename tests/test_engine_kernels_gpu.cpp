@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <tuple>
+#include <utility>
 
 #include "common/hd.h"
 #include "cpu/ops.h"
@@ -37,6 +39,35 @@ std::pair<std::vector<uint16_t>, std::vector<float>> random_bf16(size_t n, float
   return {raw, f};
 }
 
+// Random BF16 q (t rows of nh heads), k and v (len rows of nkv heads), and cpu::attention's FP32 output for
+// the t query rows at positions len - t .. len - 1: what both attention kernels are compared with. Values of
+// N(0, 1) give scores of a realistic spread (q.k up to a few units): the softmax is neither flat nor one-hot.
+struct AttentionProblem {
+  std::vector<uint16_t> q, k, v;
+  std::vector<float> ref;
+};
+AttentionProblem random_attention(int t, int len, int nh, int nkv, int hd, std::mt19937& rng) {
+  AttentionProblem p;
+  std::vector<float> qf, kf, vf;
+  std::tie(p.q, qf) = random_bf16(static_cast<size_t>(t) * nh * hd, 1.0f, rng);
+  std::tie(p.k, kf) = random_bf16(static_cast<size_t>(len) * nkv * hd, 1.0f, rng);
+  std::tie(p.v, vf) = random_bf16(static_cast<size_t>(len) * nkv * hd, 1.0f, rng);
+  p.ref.resize(qf.size());
+  cpu::attention(qf, t, nh, nkv, hd, kf, vf, len - t, p.ref);
+  return p;
+}
+
+// The largest and the mean |got - ref| of a BF16 output.
+std::pair<double, double> abs_errors(const std::vector<uint16_t>& got, const std::vector<float>& ref) {
+  double max_err = 0, sum_err = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e = std::fabs(bf16_to_f32(got[i]) - ref[i]);
+    max_err = std::max(max_err, e);
+    sum_err += e;
+  }
+  return {max_err, sum_err / static_cast<double>(ref.size())};
+}
+
 }  // namespace
 
 // Causal GQA prefill after a cached prefix (pos0 > 0) and from empty, sizes that leave partial query blocks
@@ -50,29 +81,18 @@ TEST(GpuKernels, FlashAttentionPrefillMatchesCpuAttention) {
   for (const Case c : {Case{32, 4, 2, 0, 40}, Case{64, 8, 2, 37, 150}, Case{128, 8, 8, 0, 200},
                        Case{128, 32, 8, 300, 129}, Case{128, 4, 1, 5, 1}}) {
     const int len = c.pos0 + c.t;
-    // Scores of a realistic spread (q.k up to a few units) so the softmax is neither flat nor one-hot.
-    const auto [qr, qf] = random_bf16(static_cast<size_t>(c.t) * c.nh * c.hd, 1.0f, rng);
-    const auto [kr, kf] = random_bf16(static_cast<size_t>(len) * c.nkv * c.hd, 1.0f, rng);
-    const auto [vr, vf] = random_bf16(static_cast<size_t>(len) * c.nkv * c.hd, 1.0f, rng);
-    std::vector<float> ref(qf.size());
-    cpu::attention(qf, c.t, c.nh, c.nkv, c.hd, kf, vf, c.pos0, ref);
-    DeviceBuffer dq = to_device(qr), dk = to_device(kr), dv = to_device(vr),
+    const AttentionProblem p = random_attention(c.t, len, c.nh, c.nkv, c.hd, rng);
+    DeviceBuffer dq = to_device(p.q), dk = to_device(p.k), dv = to_device(p.v),
                  dpos = to_device(std::vector<int>{c.pos0});
-    DeviceBuffer dout(qr.size() * 2);
+    DeviceBuffer dout(p.q.size() * 2);
     ASSERT_TRUE(flash_attention_supported(c.hd));
     flash_attention_prefill(dq.as<bf16_raw>(), dk.as<bf16_raw>(), dv.as<bf16_raw>(), dpos.as<int>(), c.t,
                             c.nh, c.nkv, c.hd, dout.as<bf16_raw>(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
-    const auto got = to_host<uint16_t>(dout, qr.size());
-    double max_err = 0, sum_err = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      const double e = std::fabs(bf16_to_f32(got[i]) - ref[i]);
-      max_err = std::max(max_err, e);
-      sum_err += e;
-    }
+    const auto [max_err, mean_err] = abs_errors(to_host<uint16_t>(dout, p.q.size()), p.ref);
     // BF16 probabilities in P.V and a BF16 output: errors of a few BF16 ulps of values of order 1.
     EXPECT_LT(max_err, 0.03) << "hd " << c.hd << " t " << c.t << " pos0 " << c.pos0;
-    EXPECT_LT(sum_err / ref.size(), 0.003) << "hd " << c.hd << " t " << c.t;
+    EXPECT_LT(mean_err, 0.003) << "hd " << c.hd << " t " << c.t;
   }
   EXPECT_FALSE(flash_attention_supported(8));
 }
@@ -296,15 +316,12 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
     int hd, nh, nkv, len, splits;
   };
   for (const Case c : {Case{128, 32, 8, 3000, 1}, Case{128, 32, 8, 3000, 12}, Case{64, 40, 8, 777, 5},
-                       Case{32, 4, 2, 65, 3}, Case{128, 8, 8, 200, 32}}) {
+                       Case{32, 4, 2, 65, 3}, Case{128, 8, 8, 200, 32},
+                       Case{128, 64, 8, 500, 4}}) {  // 8 query heads per KV head (Llama-70B): 32 KB shared
     ASSERT_TRUE(gqa_attention_supported(c.nh, c.nkv, c.hd));
-    const auto [qr, qf] = random_bf16(static_cast<size_t>(c.nh) * c.hd, 1.0f, rng);
-    const auto [kr, kf] = random_bf16(static_cast<size_t>(c.len) * c.nkv * c.hd, 1.0f, rng);
-    const auto [vr, vf] = random_bf16(static_cast<size_t>(c.len) * c.nkv * c.hd, 1.0f, rng);
-    std::vector<float> ref(qf.size());
-    cpu::attention(qf, 1, c.nh, c.nkv, c.hd, kf, vf, c.len - 1, ref);
-    DeviceBuffer dq = to_device(qr), dk = to_device(kr), dv = to_device(vr),
-                 dpos = to_device(std::vector<int>{c.len - 1}), dout(qr.size() * 2),
+    const AttentionProblem p = random_attention(1, c.len, c.nh, c.nkv, c.hd, rng);
+    DeviceBuffer dq = to_device(p.q), dk = to_device(p.k), dv = to_device(p.v),
+                 dpos = to_device(std::vector<int>{c.len - 1}), dout(p.q.size() * 2),
                  part(static_cast<size_t>(c.nh) * c.splits * (c.hd + 2) * 4);
     launch_attention_gqa(dim3(c.nkv, c.splits), nullptr, dq.as<bf16_raw>(), dk.as<bf16_raw>(),
                          dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout.as<bf16_raw>(), nullptr,
@@ -312,17 +329,15 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
     if (c.splits > 1)
       launch_attention_combine(c.nh, c.splits, c.hd, part.as<float>(), dout.as<bf16_raw>(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
-    const auto got = to_host<uint16_t>(dout, qr.size());
-    double err = 0;
-    for (size_t i = 0; i < ref.size(); ++i)
-      err = std::max(err, double(std::fabs(bf16_to_f32(got[i]) - ref[i])));
+    const auto got = to_host<uint16_t>(dout, p.q.size());
+    const double err = abs_errors(got, p.ref).first;
     // FP32 softmax and sums, BF16 output: a few BF16 ulps of values of order 0.1-1.
     EXPECT_LT(err, 0.01) << "hd " << c.hd << " nh " << c.nh << " nkv " << c.nkv << " len " << c.len
                          << " splits " << c.splits;
     if (c.splits == 1) continue;
     // The in-kernel merge (the last split of each KV head combines) gives the combine kernel's bits, and
     // leaves its counters at zero: run it twice on the same counters.
-    DeviceBuffer done(static_cast<size_t>(c.nkv) * 4), dout2(qr.size() * 2);
+    DeviceBuffer done(static_cast<size_t>(c.nkv) * 4), dout2(p.q.size() * 2);
     CUDA_CHECK(cudaMemset(done.ptr, 0, done.bytes));
     for (int rep = 0; rep < 2; ++rep) {
       CUDA_CHECK(cudaMemset(dout2.ptr, 0, dout2.bytes));
@@ -330,7 +345,7 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
                            dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout2.as<bf16_raw>(),
                            nullptr, nullptr, nullptr, part.as<float>(), done.as<int>());
       CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_EQ(to_host<uint16_t>(dout2, qr.size()), got) << "in-kernel merge, splits " << c.splits;
+      EXPECT_EQ(to_host<uint16_t>(dout2, p.q.size()), got) << "in-kernel merge, splits " << c.splits;
       EXPECT_EQ(to_host<int>(done, static_cast<size_t>(c.nkv)), std::vector<int>(static_cast<size_t>(c.nkv)));
     }
   }
