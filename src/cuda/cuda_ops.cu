@@ -540,22 +540,6 @@ void CudaOps::add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& 
   launch_rmsnorm(x, o.data, w, eps, y);
 }
 
-void CudaOps::linear_add_rmsnorm(const Tensor& in, const LinearWeight& w, Tensor& o, Tensor& x,
-                                 const std::vector<float>& norm_w, float eps, Tensor& y) {
-  const auto it = linears_.find(&w);
-  if (it != linears_.end() && it->second.nvfp4 && !it->second.bias.ptr && in.rows == 1 && !in.f32 && x.f32 &&
-      x.rows == 1 && o.rows == 1 && !o.f32 && x.cols == it->second.fp4.n_valid && o.cols == x.cols &&
-      y.cols == x.cols && !tp_comm_ && !profile_) {
-    OpTimer timer_(this, "linear.nvfp4");
-    if (nvfp4_w4a16_gemm_add_rmsnorm(in.data, in.cols, it->second.fp4, o.data, x.fdata(), dev_f32(norm_w),
-                                     eps, y.data, ws_, stream_))
-      return;
-  }
-  linear(in, w, o);
-  all_reduce(o);
-  add_rmsnorm(x, o, norm_w, eps, y);
-}
-
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
   OpTimer timer_(this, "rmsnorm");
   const int64_t hd = x.cols / heads;

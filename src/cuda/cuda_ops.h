@@ -114,12 +114,6 @@ class CudaOps {
   // x += o (the residual add), then y = rmsnorm(x): one kernel.
   void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y);
   void rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps);
-  // An output projection and the residual add + RMSNorm after it: o = in . W^T (summed across ranks under
-  // TP), x += o, y = rmsnorm(x). One token through an NVFP4 weight without TP is one launch (the GEMV's last
-  // block does the norm); otherwise the three steps. Not fused while profiling, so that the GEMV and the norm
-  // keep their own timers.
-  void linear_add_rmsnorm(const Tensor& in, const LinearWeight& w, Tensor& o, Tensor& x,
-                          const std::vector<float>& norm_w, float eps, Tensor& y);
   // RoPE on q and k when rope is set (q rotated in place), k and v appended to the cache, then attention of
   // the new rows over the cache.
   void attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv, int hd,

@@ -79,14 +79,6 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
                             bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream);
 
-// One token through an output projection, then the residual add and RMSNorm that follow it, in one launch:
-// y = X . W^T (BF16 [n]), resid += y (FP32 [n]), h = norm_w * resid / sqrt(mean(resid^2) + eps) (BF16 [n]),
-// the norm done by the GEMV's last block. Returns false, having done nothing, where the heuristic does not
-// pick the one-token decode kernel; the caller then runs the GEMM and the norm.
-bool nvfp4_w4a16_gemm_add_rmsnorm(const bf16_raw* x, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
-                                  float* resid, const float* norm_w, float eps, bf16_raw* h,
-                                  GemmWorkspace& ws, cudaStream_t stream);
-
 // Decode-sized M (<= 32): several weights of the same K applied to the same X in one launch (q | k | v,
 // gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the
 // group does not qualify (M, shapes, or the heuristic does not pick the decode kernel for it); the caller

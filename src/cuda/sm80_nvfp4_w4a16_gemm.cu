@@ -16,7 +16,6 @@
 #include <string>
 
 #include "cuda/check.h"
-#include "cuda/device_util.cuh"
 #include "cuda/launch.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/ptx.cuh"
@@ -96,21 +95,9 @@ struct DecodeSeg {
   int row_tiles, n_valid, block0;
   bool relu2;  // epilogue y = relu(y)^2 (Nemotron's MLP up projection): the activation kernel fused in
 };
-// Optional work for the last block to finish (one token, one weight): the residual add and RMSNorm that
-// follow an output projection, x += y then h = w * x / sqrt(mean(x^2) + eps), as rmsnorm_kernel computes
-// them; one launch (and its fixed cost) fewer per norm at batch 1.
-struct NormEpilogue {
-  float* x = nullptr;          // [width] FP32 residual stream; nullptr: no epilogue
-  const float* w = nullptr;    // [width] norm weights
-  __nv_bfloat16* h = nullptr;  // [width] normalized output
-  float eps = 0.0f;
-  int width = 0;
-  int* counter = nullptr;  // zero; the last block leaves it at zero
-};
 struct DecodeGroup {
   DecodeSeg seg[3];
   int count;
-  NormEpilogue norm;
 };
 
 template <int NT, int RA, int WARPS, int PF>
@@ -255,29 +242,6 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
       if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
-  if (!g.norm.x) return;
-  // The last block to finish (an atomic counter, after every block's outputs are visible) adds the whole
-  // output row to the residual stream and normalizes it.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(g.norm.counter, 1) == static_cast<int>(gridDim.x) - 1;
-    if (last) *g.norm.counter = 0;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const NormEpilogue& ne = g.norm;
-  float ss = 0.0f;
-  for (int i = threadIdx.x; i < ne.width; i += blockDim.x) {
-    const float t = ne.x[i] + __bfloat162float(__ldcg(y + i));
-    ne.x[i] = t;
-    ss += t * t;
-  }
-  const float inv = rsqrtf(dev::block_sum(ss) / static_cast<float>(ne.width) + ne.eps);
-  for (int i = threadIdx.x; i < ne.width; i += blockDim.x)
-    ne.h[i] = __float2bfloat16_rn(ne.w[i] * (ne.x[i] * inv));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -477,7 +441,6 @@ struct DecodeTargets {
   float alpha[3];
   int count;
   bool relu2 = false;
-  NormEpilogue norm{};
 };
 
 template <int NT, int RA, int WARPS>
@@ -485,7 +448,6 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
   constexpr int PF = 4;
   DecodeGroup g{};
   g.count = t.count;
-  g.norm = t.norm;
   int blocks = 0;
   for (int i = 0; i < t.count; ++i) {
     const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
@@ -614,23 +576,6 @@ bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvf
   const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, true};
   return launch_decode_variant(p, x, m, ldx, t, stream);
-}
-
-bool nvfp4_w4a16_gemm_add_rmsnorm(const bf16_raw* x, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
-                                  float* resid, const float* norm_w, float eps, bf16_raw* h,
-                                  GemmWorkspace& ws, cudaStream_t stream) {
-  if (w.geom.n % 16 || w.geom.k % 16 || ldx < w.geom.k || ldx % 8 || reinterpret_cast<uintptr_t>(x) % 16)
-    return false;
-  const W4A16Plan p = choose_w4a16_plan(1, w.geom.n, w.geom.k, ws.sm_count());
-  if (p.variant != W4A16Variant::Decode8) return false;
-  DecodeTargets t{{&w}, {y}, {w.n_valid}, {w.tensor_scale * kEpilogueBias}, 1};
-  t.norm = {resid,
-            norm_w,
-            reinterpret_cast<__nv_bfloat16*>(h),
-            eps,
-            static_cast<int>(w.n_valid),
-            ws.counters(1, stream)};
-  return launch_decode_variant(p, x, 1, ldx, t, stream);
 }
 
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,

@@ -112,29 +112,6 @@ class Runner {
     if constexpr (requires(Ops & o, Tensor & x) { o.all_reduce(x); }) ops_.all_reduce(t);
   }
 
-  // Backends that run an output projection together with the residual add + RMSNorm after it
-  // (linear_add_rmsnorm: the CUDA backend at one token, in one launch).
-  static constexpr bool kFusedNorm =
-      requires(Ops & o, const Tensor& a, const LinearWeight& w, Tensor& b, const std::vector<float>& v) {
-    o.linear_add_rmsnorm(a, w, b, b, v, 0.0f, b);
-  };
-  // A row-parallel output projection (o, down, Mamba out_proj) into the layer output o, which only the next
-  // norm reads: with kFusedNorm and one row it is left to that norm (deferred_), else run now.
-  struct Deferred {
-    Tensor in;
-    const LinearWeight* w = nullptr;
-  };
-  Deferred deferred_;
-  void project(const Tensor& in, const LinearWeight& w, Tensor& out) {
-    if constexpr (kFusedNorm)
-      if (in.rows == 1) {
-        deferred_ = {in, &w};
-        return;
-      }
-    ops_.linear(in, w, out);
-    reduce_partial(out);
-  }
-
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
@@ -177,18 +154,9 @@ class Runner {
     ops_.embed(tokens, w_.embed, w_.vocab_begin, x);
     if (w_.vocab_parallel()) reduce_partial(x);  // each rank looked up the ids of its vocab shard only
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
-    // Each sublayer's output o is added to the residual by the norm that follows it (one fused op), which
-    // also runs a deferred output projection.
+    // Each sublayer's output o is added to the residual by the norm that follows it (one fused op).
     bool pending = false;
-    deferred_ = {};
     auto norm = [&](const std::vector<float>& w) {
-      if constexpr (kFusedNorm)
-        if (deferred_.w) {
-          ops_.linear_add_rmsnorm(deferred_.in, *deferred_.w, o, x, w, c.norm_eps, h);
-          deferred_ = {};
-          pending = false;
-          return;
-        }
       if (pending)
         ops_.add_rmsnorm(x, o, w, c.norm_eps, h);
       else
@@ -207,7 +175,8 @@ class Runner {
         Tensor* gu_out[] = {&g, &u};
         ops_.linear_group(h, gu, gu_out);  // one launch where the backend can (same input, same K)
         ops_.silu_mul(g, u, g);
-        project(g, L.down, o);
+        ops_.linear(g, L.down, o);
+        reduce_partial(o);
       } else if (L.kind == LayerKind::Attention) {
         attention(L, li, segs, h, t, false, o);
       } else if (L.kind == LayerKind::Mamba) {
@@ -215,7 +184,8 @@ class Runner {
       } else {
         Tensor u = ops_.alloc(t, c.intermediate_size);
         ops_.linear_relu2(h, L.up, u);
-        project(u, L.down, o);
+        ops_.linear(u, L.down, o);
+        reduce_partial(o);
       }
       pending = true;
     }
@@ -231,16 +201,9 @@ class Runner {
     Tensor last = ops_.rows(x, t - rows, rows);
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     // Only the rows that are scored need the last layer's output added.
-    bool done = false;
-    if constexpr (kFusedNorm)
-      if (deferred_.w) {  // one token: last is all of x
-        ops_.linear_add_rmsnorm(deferred_.in, *deferred_.w, o, last, w_.final_norm, c.norm_eps, hn);
-        deferred_ = {};
-        done = true;
-      }
-    if (!done && pending)
+    if (pending)
       ops_.add_rmsnorm(last, ops_.rows(o, t - rows, rows), w_.final_norm, c.norm_eps, hn);
-    else if (!done)
+    else
       ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
     // FP32 logits: BF16 would round near-ties away. Under vocab parallelism the backend gathers every rank's
     // share, so each rank sees the whole row.
@@ -268,7 +231,8 @@ class Runner {
     if constexpr (kBatchedOps)
       if (batched(segs)) {
         ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, a);
-        project(a, L.o, out);
+        ops_.linear(a, L.o, out);
+        reduce_partial(out);
         return;
       }
     per_sequence(
@@ -277,7 +241,8 @@ class Runner {
           ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, as);
         },
         q, k, v, a);
-    project(a, L.o, out);
+    ops_.linear(a, L.o, out);
+    reduce_partial(out);
   }
 
   void mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
@@ -319,7 +284,8 @@ class Runner {
           },
           x, b, cc, dt, y);
     ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
-    project(y, L.out_proj, out);
+    ops_.linear(y, L.out_proj, out);
+    reduce_partial(out);
   }
 
   ModelWeights w_;
