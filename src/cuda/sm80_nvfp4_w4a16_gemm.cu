@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
   const int k_lim = k - 16 * c4;     // chunk c holds this lane's block iff c * 64 < k_lim
   constexpr int kStep = PF * WARPS;  // chunks one warp advances per outer iteration
 
-  float acc[RA][NT][4] = {};
+  float acc[RA][NT][2][4] = {};  // two chains: even and odd k16 steps, added at the end
   uint4 wbuf[PF][RA];
   uint32_t sbuf[PF][RA];
 #pragma unroll
@@ -200,7 +200,8 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
             uint32_t a[4];
             dequant_step(words[j], s_lo, s_hi, a);
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt], a, b[nt][j][0], b[nt][j][1]);
+            for (int nt = 0; nt < NT; ++nt)
+              ptx::mma_bf16_16816(acc[ra][nt][j & 1], a, b[nt][j][0], b[nt][j][1]);
           }
         }
       }
@@ -212,7 +213,8 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) red[warp][(ra * NT + nt) * 4 + i][lane] = acc[ra][nt][i];
+      for (int i = 0; i < 4; ++i)
+        red[warp][(ra * NT + nt) * 4 + i][lane] = acc[ra][nt][0][i] + acc[ra][nt][1][i];
   __syncthreads();
   // Each warp finishes a share of the RA x NT fragments.
   for (int f = warp; f < RA * NT; f += WARPS) {
