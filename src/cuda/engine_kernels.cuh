@@ -22,7 +22,7 @@ constexpr int kAttnMaxDimsPerLane = 8;  // head_dim <= 256
 constexpr int kAttnUnroll = 4;          // keys per warp iteration: their loads are in flight together
 constexpr int kAttnMaxSplits = 32;
 // Warps of the GQA decode attention block. Its per-warp work is a chain of dependent instructions: 4 warps
-// (one per scheduler) took ~12 µs per Llama-8B layer at short contexts, 8 take ~9.7 µs; 16 (for up to 4 query
+// (one per scheduler) took ~12 µs per Llama-8B layer at short contexts, 8 take ~9.5 µs; 16 (for up to 4 query
 // heads per KV head) measured no faster at batch 1 and 9% slower at batch 32 (kernel-notes #36). Shared
 // memory holds one accumulator per warp and query head: 32 KB at 8 heads of 128.
 constexpr int kGqaWarps = 8;

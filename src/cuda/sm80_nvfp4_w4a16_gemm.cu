@@ -572,11 +572,18 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   }
 }
 
+namespace {
+// What the decode kernels ask of one weight and the operands around it (16-row tiles, 16-byte X rows);
+// nvfp4_w4a16_gemm throws on the same conditions, the optional entry points below decline instead.
+bool decode_operands_ok(const bf16_raw* x, int64_t ldx, const Nvfp4DeviceWeight& w, int64_t ldy) {
+  return w.geom.n % 16 == 0 && w.geom.k % 16 == 0 && ldx >= w.geom.k && ldy >= w.n_valid && ldx % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+}  // namespace
+
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
                             bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream) {
-  if (m <= 0 || w.geom.n % 16 || w.geom.k % 16 || ldx < w.geom.k || ldy < w.n_valid || ldx % 8 ||
-      reinterpret_cast<uintptr_t>(x) % 16)
-    return false;
+  if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) return false;
   const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, true};
   return launch_decode_variant(p, x, m, ldx, t, stream);
@@ -587,13 +594,11 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream) {
   if (m <= 0 || m > 32 || w.size() < 2 || w.size() > 3 || y.size() != w.size() || ldy.size() != w.size())
     return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8) return false;
   DecodeTargets t{};
   t.count = static_cast<int>(w.size());
   int64_t n_total = 0;
   for (size_t i = 0; i < w.size(); ++i) {
-    if (w[i]->geom.k != w[0]->geom.k || w[i]->geom.n % 16 || ldy[i] < w[i]->n_valid || ldx < w[i]->geom.k)
-      return false;
+    if (w[i]->geom.k != w[0]->geom.k || !decode_operands_ok(x, ldx, *w[i], ldy[i])) return false;
     t.w[i] = w[i];
     t.y[i] = y[i];
     t.ldy[i] = ldy[i];
