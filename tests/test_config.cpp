@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "io/model_config.h"
+#include "io/json_util.h"
 #include "io/quant_config.h"
 #include "test_util.h"
 
@@ -128,6 +129,25 @@ TEST(QuantConfig, ConfigJsonForms) {
           json::parse(R"({"quantization":{"quant_algo":"NVFP4","exclude_modules":"lm_head"}})"), json(), "d"),
       Error);
   EXPECT_EQ(parse_quant_config(json(), json::parse(R"({"model_type":"llama"})"), "d").algo, QuantAlgo::None);
+}
+
+// Numbers in hostile configs: out-of-range floats (a fuzzer's 1.6e54 group_size) and strings where integers
+// belong are declined, not cast (undefined behaviour) or thrown as nlohmann's own exceptions.
+TEST(QuantConfig, HostileNumbersAreDeclined) {
+  const json j = json::parse(
+      R"({"a":4,"b":4.0,"c":1.6444444444444444e54,"d":-1,"e":"4","f":18446744073709551615,"g":null,"h":4.9})");
+  EXPECT_EQ(json_int_field(j, "a", 0, 100), 4);
+  EXPECT_EQ(json_int_field(j, "b", 0, 100), 4);
+  EXPECT_EQ(json_int_field(j, "h", 0, 100), 4);  // truncated, as nlohmann's conversion does
+  for (const char* k : {"c", "d", "e", "f", "g", "missing"})
+    EXPECT_EQ(json_int_field(j, k, 0, 100), std::nullopt) << k;
+  EXPECT_EQ(json_int_field(json::array({1}), "a", 0, 100), std::nullopt);
+  for (const char* gs : {"1.6444444444444444e54", "\"16\"", "-16"}) {
+    const json ct = json::parse(std::string(R"({"quantization_config":{"quant_method":"compressed-tensors",
+      "config_groups":{"g":{"weights":{"num_bits":4,"type":"float","group_size":)") +
+                                gs + "}}}}}");
+    EXPECT_EQ(parse_quant_config(json(), ct, "d").algo, QuantAlgo::Unsupported) << gs;
+  }
 }
 
 TEST(QuantConfig, Wildcards) {

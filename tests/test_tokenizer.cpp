@@ -107,6 +107,16 @@ TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
       Tokenizer::from_json_text(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}})", "t.json"),
       Error);
   EXPECT_THROW(Tokenizer::from_dir("/nonexistent/tokenizer"), Error);
+  // A Strip decoder's counts: integers in range; anything else (a float past every integer type, a string, a
+  // negative) is a clear error, not a cast.
+  auto strip = [](const std::string& start) {
+    return R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},)"
+           R"("decoder":{"type":"Strip","content":" ","start":)" +
+           start + R"(,"stop":0}})";
+  };
+  EXPECT_NO_THROW(Tokenizer::from_json_text(strip("1"), "t.json"));
+  for (const char* bad : {"1e300", "\"1\"", "-1"})
+    EXPECT_THROW(Tokenizer::from_json_text(strip(bad), "t.json"), Error) << bad;
 }
 
 TEST(Tokenizer, VocabMergesFormatMatchesTokenizerJson) {

@@ -1,7 +1,9 @@
 // Parsing of untrusted JSON (checkpoint headers, configs, tokenizers) with a nesting limit, so a hostile
 // file fails with a message instead of exhausting the stack.
 #pragma once
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,5 +18,12 @@ json parse_json_untrusted(std::string_view text, const std::string& what);
 json read_json_file(const std::string& path);
 // A whole file as bytes; throws fp4lab::Error("<path>: cannot open file") when it cannot be read.
 std::string read_text_file(const std::string& path);
+
+// obj[key] as an integer when it is a JSON number in [lo, hi] (a float is truncated, as nlohmann's conversion
+// does); std::nullopt when obj is not an object, the key is absent, or the value is not a number or out of
+// range; lo and hi within +-2^53. For untrusted files: nlohmann's get<int>() / value(key, 0) cast a float
+// straight to the integer type (undefined behaviour when it does not fit) and throw its own type_error on a
+// string.
+std::optional<int64_t> json_int_field(const json& obj, const std::string& key, int64_t lo, int64_t hi);
 
 }  // namespace fp4lab

@@ -1,5 +1,6 @@
 #include "io/quant_config.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -135,11 +136,12 @@ void parse_compressed_tensors(const json& q, QuantConfig& c, const std::string& 
       const json& g = it.value();
       if (!g.is_object() || !g.contains("weights") || !g["weights"].is_object()) continue;
       const json& w = g["weights"];
-      const bool fp4 = w.value("num_bits", 0) == 4 && w.value("type", std::string()) == "float" &&
-                       w.value("group_size", 0) == 16;
+      constexpr int64_t kMax = INT32_MAX;
+      const bool fp4 = json_int_field(w, "num_bits", 0, kMax) == 4 && w.contains("type") &&
+                       w["type"] == "float" && json_int_field(w, "group_size", 0, kMax) == 16;
       if (!fp4) continue;
-      const bool act4 = g.contains("input_activations") && g["input_activations"].is_object() &&
-                        g["input_activations"].value("num_bits", 0) == 4;
+      const bool act4 =
+          g.contains("input_activations") && json_int_field(g["input_activations"], "num_bits", 0, kMax) == 4;
       c.algo = act4 ? QuantAlgo::NVFP4 : QuantAlgo::W4A16_NVFP4;
     }
   }

@@ -603,8 +603,12 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& what) {
     auto d = std::make_unique<StripDec>();
     d->content = str_field(j, "content", what, " ");
     if (d->content.empty()) throw Error(what + ": Strip decoder with empty content");
-    d->start = j.value("start", 0u);
-    d->stop = j.value("stop", 0u);
+    for (auto [key, field] : {std::pair{"start", &d->start}, std::pair{"stop", &d->stop}}) {
+      if (!j.contains(key)) continue;
+      const auto v = json_int_field(j, key, 0, UINT32_MAX);
+      if (!v) throw Error(what + ": Strip decoder '" + key + "' must be a non-negative integer");
+      *field = static_cast<size_t>(*v);
+    }
     return d;
   }
   if (type == "Metaspace") {
