@@ -30,17 +30,24 @@ void set_programmatic_launch(bool on) {
   g_pdl = on;
 }
 
-bool programmatic_launch_active() {
-  if (!g_pdl) return false;
-  // Compute capability per device, queried once per thread (tensor-parallel ranks are threads).
+int current_device_cc_major() {
+  // Per device, queried once per thread (tensor-parallel ranks are threads).
   thread_local std::array<int, 64> major{};
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= static_cast<int>(major.size())) return false;
+  if (dev < 0 || dev >= static_cast<int>(major.size())) {
+    int v = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev));
+    return v;
+  }
   if (major[static_cast<size_t>(dev)] == 0)
     CUDA_CHECK(
         cudaDeviceGetAttribute(&major[static_cast<size_t>(dev)], cudaDevAttrComputeCapabilityMajor, dev));
-  return major[static_cast<size_t>(dev)] >= 9;
+  return major[static_cast<size_t>(dev)];
+}
+
+bool programmatic_launch_active() {
+  return g_pdl && current_device_cc_major() >= 9;
 }
 
 GpuQuery query_gpus() {

@@ -16,6 +16,8 @@ namespace fp4lab {
 void set_programmatic_launch(bool on);
 // Enabled and the current device is sm_90 or newer (the attribute means nothing before Hopper).
 bool programmatic_launch_active();
+// The current device's compute capability major, queried once per device and thread.
+int current_device_cc_major();
 
 template <class... P, class... A>
 void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -60,21 +60,22 @@ __device__ __forceinline__ void scale_pairs(const uint32_t* lut, uint32_t s, uin
 __device__ __forceinline__ void load_b_frags(const __nv_bfloat16* px, bool ok, uint32_t (&b)[4][2]) {
   uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
   if (ok) {
-    v0 = __ldg(reinterpret_cast<const uint4*>(px));
-    v1 = __ldg(reinterpret_cast<const uint4*>(px + 8));
+    v0 = ptx::ldg_v4(px);
+    v1 = ptx::ldg_v4(px + 8);
   }
   b[0][0] = v0.x, b[0][1] = v0.y, b[1][0] = v0.z, b[1][1] = v0.w;
   b[2][0] = v1.x, b[2][1] = v1.y, b[3][0] = v1.z, b[3][1] = v1.w;
 }
 
-// Blocks per SM the decode kernel's register budget is fitted to: for the one-token-tile, one-row-tile form
-// 4 resident blocks of 8 warps (<= 64 registers) measured best (5 blocks at 48 registers was slower,
-// kernel-notes #14b); its 16-warp form keeps the same budget (2 blocks); the others keep the compiler's
-// choice.
+// Blocks per SM the decode kernel's register budget is fitted to. The one-token-tile, one-row-tile form: 4
+// resident blocks of 8 warps (<= 64 registers) measured best (5 blocks at 48 registers was slower,
+// kernel-notes #14b), the same budget per thread for 4 and 16 warps. Two or four tiles with one row tile, or
+// two row tiles of one token tile: the budget of the earlier loop (111-127 registers, 2 blocks of 8 warps);
+// without a cap the compiler hoists every unpredicated X load of the unrolled chunks and takes all 255.
 template <int NT, int RA, int WARPS, int PF>
-constexpr int kDecodeMinBlocks = (NT == 1 && RA == 1 && WARPS == 8 && PF == 4)    ? 4
-                                 : (NT == 1 && RA == 1 && WARPS == 16 && PF == 4) ? 2
-                                                                                  : 1;
+constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / WARPS
+                                 : (NT* RA == 2 || (NT == 4 && RA == 1)) ? 16 / WARPS
+                                                                         : 1;
 
 // ---------------------------------------------------------------------------------------------------------
 // Decode kernel (M <= 16). One block per RA 16-row weight tiles; its WARPS warps take interleaved 64-wide
@@ -100,116 +101,31 @@ struct DecodeGroup {
   int count;
 };
 
-template <int NT, int RA, int WARPS, int PF>
-__global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF>)
-    nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
-                              const DecodeGroup g) {
-  __shared__ uint32_t lut[256];
-  __shared__ float red[WARPS][RA * NT * 4][32];
-  init_scale_lut(lut);
-
-  // Field by field with selects: indexing the parameter array with a run-time index would copy it to local
-  // memory.
-  const int bx = blockIdx.x;
+// The member of the group block bx works for. Field by field with selects: indexing the parameter array with
+// a run-time index would copy it to local memory.
+__device__ __forceinline__ DecodeSeg select_seg(const DecodeGroup& g, int bx) {
   const bool s2 = g.count > 2 && bx >= g.seg[2].block0, s1 = !s2 && g.count > 1 && bx >= g.seg[1].block0;
-  const uint4* __restrict__ wq = s2 ? g.seg[2].wq : s1 ? g.seg[1].wq : g.seg[0].wq;
-  const uint16_t* __restrict__ wsc = s2 ? g.seg[2].wsc : s1 ? g.seg[1].wsc : g.seg[0].wsc;
-  __nv_bfloat16* __restrict__ y = s2 ? g.seg[2].y : s1 ? g.seg[1].y : g.seg[0].y;
-  const int64_t ldy = s2 ? g.seg[2].ldy : s1 ? g.seg[1].ldy : g.seg[0].ldy;
-  const float alpha = s2 ? g.seg[2].alpha : s1 ? g.seg[1].alpha : g.seg[0].alpha;
-  const int row_tiles = s2 ? g.seg[2].row_tiles : s1 ? g.seg[1].row_tiles : g.seg[0].row_tiles;
-  const int n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
-  const int block0 = s2 ? g.seg[2].block0 : s1 ? g.seg[1].block0 : g.seg[0].block0;
-  const bool relu2 = s2 ? g.seg[2].relu2 : s1 ? g.seg[1].relu2 : g.seg[0].relu2;
+  DecodeSeg r;
+  r.wq = s2 ? g.seg[2].wq : s1 ? g.seg[1].wq : g.seg[0].wq;
+  r.wsc = s2 ? g.seg[2].wsc : s1 ? g.seg[1].wsc : g.seg[0].wsc;
+  r.y = s2 ? g.seg[2].y : s1 ? g.seg[1].y : g.seg[0].y;
+  r.ldy = s2 ? g.seg[2].ldy : s1 ? g.seg[1].ldy : g.seg[0].ldy;
+  r.alpha = s2 ? g.seg[2].alpha : s1 ? g.seg[1].alpha : g.seg[0].alpha;
+  r.row_tiles = s2 ? g.seg[2].row_tiles : s1 ? g.seg[1].row_tiles : g.seg[0].row_tiles;
+  r.n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
+  r.block0 = s2 ? g.seg[2].block0 : s1 ? g.seg[1].block0 : g.seg[0].block0;
+  r.relu2 = s2 ? g.seg[2].relu2 : s1 ? g.seg[1].relu2 : g.seg[0].relu2;
+  return r;
+}
 
+// The decode kernels' end: the warps' accumulators (two per token tile, even and odd k16 steps) summed across
+// warps in warp order (deterministic), scaled, the epilogue activation applied, stored as BF16.
+template <int RA, int NT, int WARPS>
+__device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2][4],
+                                                    float (&red)[WARPS][RA * NT * 4][32], const DecodeSeg& sg,
+                                                    int tile0, int m) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int tile0 = (bx - block0) * RA;
   const int c4 = lane % 4, tok = lane / 4;
-  // Per-chunk addresses are loop-invariant bases plus offsets known at compile time in the unrolled loop over
-  // p, so that little 64-bit index math is left per chunk (the compiler still recomputes part of it under the
-  // register cap; measured neutral, kernel-notes #14, kept as the simpler form).
-  const uint4* wt[RA];
-  const uint16_t* st[RA];
-  bool valid[RA];
-#pragma unroll
-  for (int ra = 0; ra < RA; ++ra) {
-    valid[ra] = tile0 + ra < row_tiles;
-    const int t = valid[ra] ? tile0 + ra : tile0;
-    wt[ra] = wq + static_cast<int64_t>(t) * kchunks * 32 + lane + warp * 32;
-    st[ra] = wsc + static_cast<int64_t>(t) * kchunks * 32 + lane + warp * 32;
-  }
-  const __nv_bfloat16* xt[NT];
-  bool tok_ok[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int t = nt * 8 + tok;
-    tok_ok[nt] = t < m;
-    xt[nt] = x + static_cast<int64_t>(tok_ok[nt] ? t : 0) * ldx + 16 * c4 + warp * 64;
-  }
-  const int k_lim = k - 16 * c4;     // chunk c holds this lane's block iff c * 64 < k_lim
-  constexpr int kStep = PF * WARPS;  // chunks one warp advances per outer iteration
-
-  // Even and odd k16 steps accumulate apart: a chunk's four MMAs form two independent chains instead of one
-  // (2-3.5% faster at M = 32, kernel-notes #39); the two are added before the cross-warp reduction.
-  float acc[RA][NT][2][4] = {};
-  uint4 wbuf[PF][RA];
-  uint32_t sbuf[PF][RA];
-#pragma unroll
-  for (int p = 0; p < PF; ++p) {
-    const int c = warp + p * WARPS;
-#pragma unroll
-    for (int ra = 0; ra < RA; ++ra)
-      if (c < kchunks) {
-        wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + p * WARPS * 32);
-        sbuf[p][ra] = ptx::ldg_stream_u16(st[ra] + p * WARPS * 32);
-      }
-  }
-  // Everything above reads only the weights: under programmatic launch it overlaps the previous kernel.
-  ptx::griddep_enter();
-  __syncthreads();  // the scale LUT is ready
-  for (int c0 = warp; c0 < kchunks; c0 += kStep) {
-    const int i0 = c0 - warp;  // chunk offset of this iteration relative to the bases
-#pragma unroll
-    for (int p = 0; p < PF; ++p) {
-      const int c = c0 + p * WARPS;
-      if (c < kchunks) {
-        // B fragments for the 4 k16 steps and NT token tiles, issued before the dequantization they overlap.
-        uint32_t b[NT][4][2];
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-          load_b_frags(xt[nt] + (i0 + p * WARPS) * 64, tok_ok[nt] && c * 64 < k_lim, b[nt]);
-        const bool more = c + kStep < kchunks;
-        const int off = (i0 + p * WARPS + kStep) * 32;
-        uint4 w[RA];
-        uint32_t sc[RA];
-#pragma unroll
-        for (int ra = 0; ra < RA; ++ra) {
-          // Reload the register slot at once: the load is in flight during this chunk's math.
-          sc[ra] = sbuf[p][ra];
-          w[ra] = wbuf[p][ra];
-          if (more) {
-            wbuf[p][ra] = ptx::ldg_stream_v4(wt[ra] + off);
-            sbuf[p][ra] = ptx::ldg_stream_u16(st[ra] + off);
-          }
-        }
-#pragma unroll
-        for (int ra = 0; ra < RA; ++ra) {
-          const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
-          uint32_t s_lo, s_hi;
-          scale_pairs(lut, sc[ra], s_lo, s_hi);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            uint32_t a[4];
-            dequant_step(words[j], s_lo, s_hi, a);
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-              ptx::mma_bf16_16816(acc[ra][nt][j & 1], a, b[nt][j][0], b[nt][j][1]);
-          }
-        }
-      }
-    }
-  }
-  // Cross-warp reduction in warp order (deterministic).
 #pragma unroll
   for (int ra = 0; ra < RA; ++ra)
 #pragma unroll
@@ -221,14 +137,14 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
   // Each warp finishes a share of the RA x NT fragments.
   for (int f = warp; f < RA * NT; f += WARPS) {
     const int ra = f / NT, nt = f % NT;
-    if (!valid[ra]) continue;
+    if (tile0 + ra >= sg.row_tiles) continue;
     float v[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       float sum = 0.0f;
       for (int w2 = 0; w2 < WARPS; ++w2) sum += red[w2][f * 4 + i][lane];
-      v[i] = sum * alpha;
-      if (relu2) {
+      v[i] = sum * sg.alpha;
+      if (sg.relu2) {
         v[i] = fmaxf(v[i], 0.0f);
         v[i] *= v[i];
       }
@@ -236,7 +152,9 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
     // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
     const int row = (tile0 + ra) * 16 + tok;
     const int t0 = nt * 8 + 2 * c4;
-    const bool r0 = row < n_valid, r8 = row + 8 < n_valid;
+    const bool r0 = row < sg.n_valid, r8 = row + 8 < sg.n_valid;
+    __nv_bfloat16* __restrict__ y = sg.y;
+    const int64_t ldy = sg.ldy;
     if (t0 < m) {
       if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
       if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
@@ -246,6 +164,231 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
       if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
+}
+
+template <int NT, int RA, int WARPS, int PF>
+__global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF>)
+    nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
+                              const DecodeGroup g) {
+  __shared__ uint32_t lut[256];
+  __shared__ float red[WARPS][RA * NT * 4][32];
+  init_scale_lut(lut);
+
+  const DecodeSeg sg = select_seg(g, blockIdx.x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tile0 = (blockIdx.x - sg.block0) * RA;
+  const int c4 = lane % 4, tok = lane / 4;
+  // This warp's chunks are warp, warp + WARPS, ...; nfull of them lie wholly inside K. A last chunk cut by K
+  // (K % 64 != 0) is done after the loop, with its X columns past K masked.
+  const int kfull = k / 64;
+  const int nfull = kfull > warp ? (kfull - warp + WARPS - 1) / WARPS : 0;
+  constexpr int kWStep = WARPS * 32;  // uint4 (codes) and uint16 (scales) between a warp's consecutive chunks
+  constexpr int kXStep = WARPS * 64;  // X elements between a warp's consecutive chunks
+  // Running pointers, advanced once per PF chunks, so a chunk's addresses are these plus immediates: the
+  // 64-bit index math per chunk had been a quarter of the loop's instructions (SASS, kernel-notes #40).
+  const uint4* wp[RA];
+  const uint16_t* sp[RA];
+#pragma unroll
+  for (int ra = 0; ra < RA; ++ra) {
+    const int64_t t =
+        min(tile0 + ra, sg.row_tiles - 1);  // a missing second tile re-reads the first, unstored
+    wp[ra] = sg.wq + (t * kchunks + warp) * 32 + lane;
+    sp[ra] = sg.wsc + (t * kchunks + warp) * 32 + lane;
+  }
+  // Token rows past M read row M - 1, so every lane loads X without a predicate or zero fill; the epilogue
+  // never stores those columns.
+  const __nv_bfloat16* xp[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+    xp[nt] = x + static_cast<int64_t>(min(nt * 8 + tok, m - 1)) * ldx + 16 * c4 + warp * 64;
+
+  // Even and odd k16 steps accumulate apart: a chunk's four MMAs form two independent chains instead of one
+  // (2-3.5% faster at M = 32, kernel-notes #39); the two are added before the cross-warp reduction.
+  float acc[RA][NT][2][4] = {};
+  auto chunk = [&](const uint4(&w)[RA], const uint32_t(&sc)[RA], const uint32_t(&b)[NT][4][2]) {
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra) {
+      const uint32_t words[4] = {w[ra].x, w[ra].y, w[ra].z, w[ra].w};
+      uint32_t s_lo, s_hi;
+      scale_pairs(lut, sc[ra], s_lo, s_hi);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t a[4];
+        dequant_step(words[j], s_lo, s_hi, a);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[ra][nt][j & 1], a, b[nt][j][0], b[nt][j][1]);
+      }
+    }
+  };
+  uint4 wbuf[PF][RA];
+  uint32_t sbuf[PF][RA];
+#pragma unroll
+  for (int p = 0; p < PF; ++p)
+    if (p < nfull)
+#pragma unroll
+      for (int ra = 0; ra < RA; ++ra) {
+        wbuf[p][ra] = ptx::ldg_stream_v4(wp[ra] + p * kWStep);
+        sbuf[p][ra] = ptx::ldg_stream_u16(sp[ra] + p * kWStep);
+      }
+  // Everything above reads only the weights: under programmatic launch it overlaps the previous kernel.
+  ptx::griddep_enter();
+  __syncthreads();  // the scale LUT is ready
+  auto consume = [&](int p) {
+    uint32_t b[NT][4][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) load_b_frags(xp[nt] + p * kXStep, true, b[nt]);
+    chunk(wbuf[p], sbuf[p], b);
+  };
+  auto refill = [&](int p) {
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra) {
+      wbuf[p][ra] = ptx::ldg_stream_v4(wp[ra] + (PF + p) * kWStep);
+      sbuf[p][ra] = ptx::ldg_stream_u16(sp[ra] + (PF + p) * kWStep);
+    }
+  };
+  auto advance = [&] {
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra) wp[ra] += PF * kWStep, sp[ra] += PF * kWStep;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) xp[nt] += PF * kXStep;
+  };
+  int j = 0;
+  // Steady state, while every refill is inside this warp's chunks: no predicates. A slot is refilled, PF
+  // chunks ahead, right after its chunk is consumed (refilling before made the compiler copy the slot
+  // registers at every chunk).
+  for (; j + 2 * PF <= nfull; j += PF) {
+#pragma unroll
+    for (int p = 0; p < PF; ++p) consume(p), refill(p);
+    advance();
+  }
+  // At most 2 PF - 1 chunks left: PF of them in the slots, refilled only where one remains behind them.
+#pragma unroll
+  for (int p = 0; p < PF; ++p)
+    if (j + p < nfull) {
+      consume(p);
+      if (j + PF + p < nfull) refill(p);
+    }
+  j += PF;
+  advance();
+#pragma unroll
+  for (int p = 0; p < PF - 1; ++p)
+    if (j + p < nfull) consume(p);
+  if (kfull < kchunks && warp == kfull % WARPS) {  // the chunk cut by K
+    uint4 w[RA];
+    uint32_t sc[RA];
+#pragma unroll
+    for (int ra = 0; ra < RA; ++ra) {
+      const int64_t t = min(tile0 + ra, sg.row_tiles - 1);
+      w[ra] = ptx::ldg_stream_v4(sg.wq + (t * kchunks + kfull) * 32 + lane);
+      sc[ra] = ptx::ldg_stream_u16(sg.wsc + (t * kchunks + kfull) * 32 + lane);
+    }
+    uint32_t b[NT][4][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int64_t row = min(nt * 8 + tok, m - 1);
+      load_b_frags(x + row * ldx + kfull * 64 + 16 * c4, kfull * 64 + 16 * c4 < k, b[nt]);
+    }
+    chunk(w, sc, b);
+  }
+  decode_reduce_store<RA, NT, WARPS>(acc, red, sg, tile0, m);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decode kernel with bulk-copied weights (sm_90+; one 16-row tile per block). Same math and reduction as the
+// kernel above, but the weights reach shared memory by cp.async.bulk: thread 0 keeps NS stages of WARPS
+// chunks (one per warp: 512 bytes of codes, then the stage's 64-byte scale runs) in flight in a ring, each
+// stage completing on an mbarrier, released by the warps through a second one. In the register form the bytes
+// in flight per SM are capped by registers (PF chunks x resident warps, ~64 KB), and the ncu profile was
+// dominated by waits on those loads (kernel-notes #13-#18); here they are capped by shared memory instead,
+// and the loads cost one instruction per stage, not one per lane and chunk.
+template <int NT, int WARPS, int NS>
+constexpr int kBulkStageBytes = WARPS*(512 + 64);
+
+template <int NT, int WARPS, int NS>
+__global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 32 / WARPS : 1)
+    nvfp4_w4a16_decode_bulk_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
+                                   int kchunks, const DecodeGroup g) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint8_t ring[];  // NS x [WARPS x 512 codes | WARPS x 64 scales]
+  __shared__ uint32_t lut[256];
+  __shared__ float red[WARPS][NT * 4][32];
+  __shared__ __align__(8) uint64_t full[NS], empty[NS];
+  constexpr int kCodes = WARPS * 512, kStage = kBulkStageBytes<NT, WARPS, NS>;
+
+  const DecodeSeg sg = select_seg(g, blockIdx.x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tile = blockIdx.x - sg.block0;
+  const uint8_t* wsrc = reinterpret_cast<const uint8_t*>(sg.wq + static_cast<int64_t>(tile) * kchunks * 32);
+  const uint8_t* ssrc = reinterpret_cast<const uint8_t*>(sg.wsc + static_cast<int64_t>(tile) * kchunks * 32);
+  const int nstages = (kchunks + WARPS - 1) / WARPS;
+  const uint32_t ring0 = ptx::smem_addr(ring), full0 = ptx::smem_addr(full), empty0 = ptx::smem_addr(empty);
+
+  auto issue = [&](int st) {  // thread 0: stage st into its slot
+    const int slot = st % NS, c0 = st * WARPS, n = min(WARPS, kchunks - c0);
+    const uint32_t bar = full0 + 8 * slot, dst = ring0 + slot * kStage;
+    ptx::mbar_arrive_expect_tx(bar, n * 576);
+    ptx::bulk_copy_g2s(dst, wsrc + static_cast<int64_t>(c0) * 512, n * 512, bar);
+    ptx::bulk_copy_g2s(dst + kCodes, ssrc + static_cast<int64_t>(c0) * 64, n * 64, bar);
+  };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < NS; ++i) {
+      ptx::mbar_init(full0 + 8 * i, 1);
+      ptx::mbar_init(empty0 + 8 * i, WARPS);
+    }
+    ptx::fence_mbar_init();
+    // Weights only: under programmatic launch these overlap the previous kernel.
+    for (int st = 0; st < min(NS, nstages); ++st) issue(st);
+  }
+  init_scale_lut(lut);
+  ptx::griddep_enter();
+  __syncthreads();  // barriers initialized, LUT ready
+
+  const int c4 = lane % 4, tok = lane / 4;
+  const __nv_bfloat16* xt[NT];
+  bool tok_ok[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int t = nt * 8 + tok;
+    tok_ok[nt] = t < m;
+    xt[nt] = x + static_cast<int64_t>(tok_ok[nt] ? t : 0) * ldx + 16 * c4 + warp * 64;
+  }
+  const int k_lim = k - 16 * c4;
+  float acc[1][NT][2][4] = {};
+  for (int st = 0; st < nstages; ++st) {
+    const int slot = st % NS;
+    const uint32_t parity = (st / NS) & 1;
+    const int c = st * WARPS + warp;
+    // X first: its loads are in flight while the stage's weights may still be landing.
+    uint32_t b[NT][4][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+      load_b_frags(xt[nt] + st * WARPS * 64, tok_ok[nt] && c * 64 < k_lim, b[nt]);
+    ptx::mbar_wait(full0 + 8 * slot, parity);
+    if (c < kchunks) {
+      const uint32_t base = ring0 + slot * kStage;
+      const uint4 w = ptx::lds_v4(base + warp * 512 + lane * 16);
+      uint32_t s_lo, s_hi;
+      scale_pairs(lut, ptx::lds_u16(base + kCodes + warp * 64 + lane * 2), s_lo, s_hi);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t a[4];
+        dequant_step(words[j], s_lo, s_hi, a);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[0][nt][j & 1], a, b[nt][j][0], b[nt][j][1]);
+      }
+    }
+    __syncwarp();
+    if (lane == 0) ptx::mbar_arrive(empty0 + 8 * slot);
+    // Refill the slot of the stage before this one, so thread 0 waits on the warps one stage late rather than
+    // on the slowest warp of the stage it just finished.
+    if (threadIdx.x == 0 && st >= 1 && st - 1 + NS < nstages) {
+      ptx::mbar_wait(empty0 + 8 * ((st - 1) % NS), ((st - 1) / NS) & 1);
+      issue(st - 1 + NS);
+    }
+  }
+  decode_reduce_store<1, NT, WARPS>(acc, red, sg, tile, m);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -471,6 +614,61 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
 }
 
+template <int NT, int WARPS, int NS>
+void launch_decode_bulk(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
+                        cudaStream_t stream) {
+  if (current_device_cc_major() < 9)
+    throw Error("nvfp4 gemm: the bulk-copy decode kernel needs sm_90 or newer");
+  DecodeGroup g{};
+  g.count = t.count;
+  int blocks = 0;
+  for (int i = 0; i < t.count; ++i) {
+    const auto* w = t.w[i];
+    // The bulk copies want 16-byte aligned sources; the tiles of an allocation are 512 / 64-byte multiples.
+    if (reinterpret_cast<uintptr_t>(w->weights.ptr) % 16 || reinterpret_cast<uintptr_t>(w->scales.ptr) % 16)
+      throw Error("nvfp4 gemm: the bulk-copy decode kernel needs 16-byte aligned weights and scales");
+    const int row_tiles = static_cast<int>(w->geom.row_tiles());
+    g.seg[i] = {w->weights.as<uint4>(),
+                w->scales.as<uint16_t>(),
+                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
+                t.ldy[i],
+                t.alpha[i],
+                row_tiles,
+                static_cast<int>(w->n_valid),
+                blocks,
+                t.relu2};
+    blocks += row_tiles;
+  }
+  auto kern = nvfp4_w4a16_decode_bulk_kernel<NT, WARPS, NS>;
+  constexpr int smem = NS * kBulkStageBytes<NT, WARPS, NS>;
+  constexpr int static_smem = 1024 + WARPS * NT * 4 * 32 * 4 + 16 * NS;
+  if (smem + static_smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  launch_kernel(kern, static_cast<unsigned>(blocks), WARPS * 32, smem, stream,
+                reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
+                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
+}
+
+// The bulk-copy decode kernel's instances: (token tiles, warps, stages).
+template <int NT>
+void launch_decode_bulk_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
+                           const DecodeTargets& t, cudaStream_t stream) {
+  if (p.rows_per_block != 16) throw Error("nvfp4 gemm: the bulk-copy decode kernel takes 16 rows per block");
+  if constexpr (NT == 1) {
+    if (p.decode_warps == 16 && p.bulk_stages == 4)
+      return launch_decode_bulk<NT, 16, 4>(x, m, ldx, t, stream);
+    if (p.decode_warps == 8 && p.bulk_stages == 4) return launch_decode_bulk<NT, 8, 4>(x, m, ldx, t, stream);
+    if (p.decode_warps == 8 && p.bulk_stages == 8) return launch_decode_bulk<NT, 8, 8>(x, m, ldx, t, stream);
+    if (p.decode_warps == 8 && p.bulk_stages == 12)
+      return launch_decode_bulk<NT, 8, 12>(x, m, ldx, t, stream);
+  } else if constexpr (NT == 4) {
+    if (p.decode_warps == 8 && p.bulk_stages == 4) return launch_decode_bulk<NT, 8, 4>(x, m, ldx, t, stream);
+    if (p.decode_warps == 8 && p.bulk_stages == 8) return launch_decode_bulk<NT, 8, 8>(x, m, ldx, t, stream);
+  }
+  throw Error("nvfp4 gemm: no bulk-copy decode kernel for " + std::to_string(NT * 8) + " tokens, " +
+              std::to_string(p.decode_warps) + " warps, " + std::to_string(p.bulk_stages) + " stages");
+}
+
 template <int NT, int RA>
 void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
@@ -492,6 +690,7 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
                       cudaStream_t stream) {
   if (p.decode_warps != 4 && p.decode_warps != 8 && p.decode_warps != 16)
     throw Error("nvfp4 gemm: decode_warps must be 4, 8 or 16");
+  if (p.bulk_stages) return launch_decode_bulk_nt<NT>(p, x, m, ldx, t, stream);
   if constexpr (NT >= 8) {  // the cross-warp reduction buffer of two row tiles would exceed 48 KB
     if (p.rows_per_block != 16) throw Error("nvfp4 gemm: decode64 takes 16 weight rows per block");
     launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);
