@@ -306,6 +306,53 @@ TEST(GpuKernels, Relu2EpilogueMatchesGemmThenRelu2) {
   EXPECT_FALSE(nvfp4_w4a16_gemm_relu2(dx.as<bf16_raw>(), 300, k, w, y.as<bf16_raw>(), n, ws, nullptr));
 }
 
+// SwiGLU over a gate/up pair joined by nvfp4_repack_swiglu_pair_device (two tensor scales) against the two
+// GEMMs on their own weights and silu(g) * u on the host: in the decode epilogue (M <= 32 here) and through
+// the interleaved scratch and the activation kernel (M where the heuristic picks an mma or cuBLAS kernel).
+TEST(GpuKernels, SwigluPairMatchesTwoGemmsThenSiluMul) {
+  REQUIRE_GPU();
+  std::mt19937 rng(29);
+  const int64_t n = 1032, k = 1024;  // N a multiple of 8 but not 16: the last tile is half padding
+  std::normal_distribution<float> d(0.0f, 0.05f);
+  auto make = [&](float scale) {
+    std::vector<float> f(static_cast<size_t>(n * k));
+    for (auto& v : f) v = d(rng) * scale;
+    return nvfp4_quantize_ref(f, n, k);
+  };
+  const Nvfp4Tensor qg = make(1.0f), qu = make(3.0f);  // different tensor scales
+  DeviceBuffer pg = to_device(qg.packed), sg = to_device(qg.block_scales), pu = to_device(qu.packed),
+               su = to_device(qu.block_scales);
+  const Nvfp4DeviceWeight wg =
+      nvfp4_repack_device(pg.as<uint8_t>(), sg.as<uint8_t>(), n, k, qg.tensor_scale, nullptr);
+  const Nvfp4DeviceWeight wu =
+      nvfp4_repack_device(pu.as<uint8_t>(), su.as<uint8_t>(), n, k, qu.tensor_scale, nullptr);
+  const Nvfp4DeviceWeight gu = nvfp4_repack_swiglu_pair_device(
+      pg.as<uint8_t>(), sg.as<uint8_t>(), pu.as<uint8_t>(), su.as<uint8_t>(), n, k, nullptr);
+  EXPECT_EQ(gu.n_valid, 2 * n);
+  GemmWorkspace ws;
+  for (int64_t m : {1, 3, 8, 17, 32, 64, 300}) {
+    const auto xr = random_bf16(static_cast<size_t>(m * k), 1.0f, rng).first;
+    DeviceBuffer dx = to_device(xr), yf(static_cast<size_t>(m * n * 2)), yg(static_cast<size_t>(m * n * 2)),
+                 yu(static_cast<size_t>(m * n * 2));
+    nvfp4_w4a16_gemm_swiglu(dx.as<bf16_raw>(), m, k, gu, qg.tensor_scale, qu.tensor_scale, yf.as<bf16_raw>(),
+                            n, ws, nullptr);
+    nvfp4_w4a16_gemm(dx.as<bf16_raw>(), m, k, wg, yg.as<bf16_raw>(), n, 1.0f, ws, nullptr);
+    nvfp4_w4a16_gemm(dx.as<bf16_raw>(), m, k, wu, yu.as<bf16_raw>(), n, 1.0f, ws, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto fused = to_host<uint16_t>(yf, m * n), g = to_host<uint16_t>(yg, m * n),
+               u = to_host<uint16_t>(yu, m * n);
+    double max_err = 0, max_ref = 0;
+    for (size_t i = 0; i < fused.size(); ++i) {
+      const float gv = bf16_to_f32(g[i]), want = gv / (1.0f + std::exp(-gv)) * bf16_to_f32(u[i]);
+      max_err = std::max<double>(max_err, std::fabs(bf16_to_f32(fused[i]) - want));
+      max_ref = std::max<double>(max_ref, std::fabs(want));
+    }
+    // Both sides round the GEMM outputs differently (FP32 in the epilogue, BF16 here): a few BF16 ulps.
+    EXPECT_GT(max_ref, 0.1) << "m " << m;
+    EXPECT_LT(max_err, 0.02 * max_ref) << "m " << m;
+  }
+}
+
 // Decode attention with a GQA group per block against cpu::attention: one new query row over a long cache,
 // with and without key splits (then merged by the combine kernel, or by the kernel's own last split), for the
 // head dimensions and group sizes it takes.

@@ -139,35 +139,6 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
     }
 }
 
-// The bulk-copy decode kernel (sm_90+): K long enough that the stage ring wraps several times, and K whose
-// last stage or last chunk is partial.
-TEST(GpuNvfp4, BulkCopyDecodeAgainstCpuReference) {
-  REQUIRE_GPU();
-  int cc = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0));
-  if (cc < 9) GTEST_SKIP() << "the bulk-copy decode kernel needs sm_90";
-  GemmWorkspace ws;
-  const std::vector<std::pair<int64_t, int64_t>> shapes{{48, 80}, {272, 1040}, {1040, 8192}, {160, 9232}};
-  uint64_t seed = 700;
-  for (auto [n, k] : shapes)
-    for (int64_t m : {1, 3, 8, 17, 32}) {
-      const auto p = make_problem(m, n, k, ++seed, seed % 2 == 0);
-      std::vector<W4A16Plan> plans;
-      for (int stages : {4, 8, 12}) {
-        W4A16Plan d8{W4A16Variant::Decode8, 1, 16, 8, stages};
-        if (m <= 8) plans.push_back(d8);
-        if (m <= 32 && stages != 12) plans.push_back({W4A16Variant::Decode32, 1, 16, 8, stages});
-      }
-      if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, 16, 16, 4});
-      for (const auto& plan : plans) {
-        const auto y = run_gemm(p, &plan, ws);
-        expect_close(y, p,
-                     "M=" + std::to_string(m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) + " " +
-                         w4a16_variant_name(plan.variant) + w4a16_plan_suffix(plan));
-      }
-    }
-}
-
 TEST(GpuNvfp4, SplitKIsDeterministic) {
   REQUIRE_GPU();
   GemmWorkspace ws;

@@ -4,7 +4,7 @@
 # and the card's own clocks; plus the SASS of the sm_90a decode kernels for counting instructions per chunk.
 source "$(dirname "$0")/common.sh"
 SHAPE=${SHAPE:-28672x4096}
-FORMS=${FORMS:-"reg:--variant decode8 --decode-stages 0|bulk8:--variant decode8 --decode-stages 8"}
+FORMS=${FORMS:-"decode8:--variant decode8|w16:--variant decode8 --decode-warps 16"}
 IFS='|' read -ra forms <<<"$FORMS"
 for f in "${forms[@]}"; do
   label=${f%%:*}; args=${f#*:}

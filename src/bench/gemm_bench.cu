@@ -162,7 +162,6 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     forced_plan.variant = parse_variant(o.variant);
     if (o.rows_per_block) forced_plan.rows_per_block = o.rows_per_block;
     if (o.decode_warps) forced_plan.decode_warps = o.decode_warps;
-    if (o.decode_stages >= 0) forced_plan.bulk_stages = o.decode_stages;
     forced = &forced_plan;
   }
 
@@ -180,7 +179,6 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"rows_per_block", o.rows_per_block},
                     {"splits", o.splits},
                     {"decode_warps", o.decode_warps},
-                    {"decode_stages", o.decode_stages},
                     {"baselines", o.baselines},
                     {"pdl", o.pdl}};
   out["rows"] = json::array();

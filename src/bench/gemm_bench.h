@@ -29,7 +29,6 @@ struct GemmBenchOptions {
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
   int decode_warps = 0;    // with variant decode*: 4, 8 or 16 (0: heuristic)
-  int decode_stages = -1;  // with variant decode*: bulk-copy ring stages (0: register loads; -1: heuristic)
   std::string json_out;
   bool verbose = false;
 };

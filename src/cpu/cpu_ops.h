@@ -118,6 +118,13 @@ class CpuOps {
   void add(Tensor& x, const Tensor& y) const;
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o) const { cpu::silu_mul(g.v, u.v, o.v); }
   void relu2(Tensor& x) const { cpu::relu2(x.v); }
+  // The CUDA backend joins NVFP4 gate and up at load and applies SwiGLU in its decode GEMV; here the steps.
+  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out) const {
+    Tensor u = alloc(x.rows, up.n);
+    linear(x, gate, out);
+    linear(x, up, u);
+    silu_mul(out, u, out);
+  }
   // The CUDA backend fuses the activation into its decode GEMV; here the two steps.
   void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) const {
     linear(x, w, y);

@@ -221,13 +221,33 @@ const float* CudaOps::dev_f32(const std::vector<float>& host) {
   return (f32_[host.data()] = std::move(b)).as<float>();
 }
 
-void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed,
-                            bool synthetic) {
-  DevLinear d;
-  d.n = lw.n;
-  d.k = lw.k;
-  d.nvfp4 = plan.nvfp4;
-  // Source in BF16 on the device: the host tensor, or generated from the seed (presets).
+CudaOps::PackedNvfp4 CudaOps::packed_nvfp4(const LinearWeight& lw, uint64_t gen_seed, bool synthetic) {
+  PackedNvfp4 p;
+  if (lw.nvfp4) {
+    // Exactly the host's NVFP4 codes and scales (checkpoint or quantized at load).
+    p.packed = DeviceBuffer(lw.nvfp4->packed.size());
+    p.scales = DeviceBuffer(lw.nvfp4->block_scales.size());
+    CUDA_CHECK(cudaMemcpyAsync(p.packed.ptr, lw.nvfp4->packed.data(), p.packed.bytes, cudaMemcpyHostToDevice,
+                               stream_));
+    CUDA_CHECK(cudaMemcpyAsync(p.scales.ptr, lw.nvfp4->block_scales.data(), p.scales.bytes,
+                               cudaMemcpyHostToDevice, stream_));
+    p.tensor_scale = lw.nvfp4->tensor_scale;
+  } else {
+    // Quantized on the device from the BF16 source (presets: generated from the seed): same codec as the
+    // host, per-tensor amax scale.
+    DeviceBuffer src = bf16_source(lw, gen_seed, synthetic);
+    p.packed = DeviceBuffer(static_cast<size_t>(lw.n * lw.k / 2));
+    p.scales = DeviceBuffer(static_cast<size_t>(lw.n * lw.k / 16));
+    DeviceBuffer ts(4);
+    nvfp4_quantize_act(src.as<bf16_raw>(), lw.n, lw.k, p.packed.as<uint8_t>(), p.scales.as<uint8_t>(),
+                       ts.as<float>(), true, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(&p.tensor_scale, ts.ptr, 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return p;
+}
+
+DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, bool synthetic) {
   DeviceBuffer src(static_cast<size_t>(lw.n * lw.k * 2));
   if (synthetic) {
     fill_random_bf16(src.as<uint16_t>(), lw.n * lw.k, gen_seed, 0.02f, 0, stream_);
@@ -238,30 +258,23 @@ void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint
                   src.as<bf16>());
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  return src;
+}
+
+void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed,
+                            bool synthetic) {
+  DevLinear d;
+  d.n = lw.n;
+  d.k = lw.k;
+  d.nvfp4 = plan.nvfp4;
   if (d.nvfp4) {
-    if (lw.nvfp4) {
-      // Exactly the host's NVFP4 codes and scales (checkpoint or quantized at load).
-      auto pk = DeviceBuffer(lw.nvfp4->packed.size()), sc = DeviceBuffer(lw.nvfp4->block_scales.size());
-      CUDA_CHECK(cudaMemcpyAsync(pk.ptr, lw.nvfp4->packed.data(), pk.bytes, cudaMemcpyHostToDevice, stream_));
-      CUDA_CHECK(
-          cudaMemcpyAsync(sc.ptr, lw.nvfp4->block_scales.data(), sc.bytes, cudaMemcpyHostToDevice, stream_));
-      d.fp4 = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), lw.n, lw.k, lw.nvfp4->tensor_scale,
-                                  stream_);
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-    } else {
-      // Quantized on the device (presets): same codec as the host, per-tensor amax scale.
-      DeviceBuffer pk(static_cast<size_t>(lw.n * lw.k / 2)), sc(static_cast<size_t>(lw.n * lw.k / 16)), ts(4);
-      nvfp4_quantize_act(src.as<bf16_raw>(), lw.n, lw.k, pk.as<uint8_t>(), sc.as<uint8_t>(), ts.as<float>(),
-                         true, stream_);
-      float h = 0;
-      CUDA_CHECK(cudaMemcpyAsync(&h, ts.ptr, 4, cudaMemcpyDeviceToHost, stream_));
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-      d.fp4 = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), lw.n, lw.k, h, stream_);
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-    }
+    const PackedNvfp4 p = packed_nvfp4(lw, gen_seed, synthetic);
+    d.fp4 = nvfp4_repack_device(p.packed.as<uint8_t>(), p.scales.as<uint8_t>(), lw.n, lw.k, p.tensor_scale,
+                                stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
     weight_bytes_ += d.fp4.bytes();
   } else {
-    d.bf16 = std::move(src);
+    d.bf16 = bf16_source(lw, gen_seed, synthetic);
     weight_bytes_ += d.bf16.bytes;
   }
   if (!lw.bias.empty()) {
@@ -302,9 +315,40 @@ void CudaOps::prepare(const ModelWeights& w) {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   weight_bytes_ += embed_.bytes;
+  // Llama-style MLPs with NVFP4 gate and up: one weight, rows interleaved by 8, so the decode GEMV applies
+  // SwiGLU in its epilogue (linear_swiglu). Members are uploaded in plan order (the preset seeds stay as
+  // they were) and joined when both are on the device.
+  std::map<const LinearWeight*, bool> nvfp4_plan;
+  for (const auto& p : w.plans) nvfp4_plan[&linear_weight(w, p.spec)] = p.nvfp4;
+  std::map<const LinearWeight*, std::pair<const LinearWeight*, const LinearWeight*>> swiglu_pair;
+  for (const auto& L : w.layers) {
+    const LinearWeight &g = L.gate, &u = L.up;
+    if (nvfp4_plan[&g] && nvfp4_plan[&u] && g.n == u.n && g.k == u.k && g.n % 8 == 0 && g.n > 0 &&
+        g.bias.empty() && u.bias.empty())
+      swiglu_pair[&g] = swiglu_pair[&u] = {&g, &u};
+  }
+  std::map<const LinearWeight*, PackedNvfp4> pending;
   uint64_t gen = w.seed * 1000003ull + 17;
   for (const auto& p : w.plans) {
     const LinearWeight* lw = &linear_weight(w, p.spec);
+    if (const auto pr = swiglu_pair.find(lw); pr != swiglu_pair.end()) {
+      pending[lw] = packed_nvfp4(*lw, ++gen, synth);
+      const auto [g, u] = pr->second;
+      if (pending.count(g) && pending.count(u)) {
+        const PackedNvfp4 &pg = pending[g], &pu = pending[u];
+        FusedSwiglu f;
+        f.w = nvfp4_repack_swiglu_pair_device(pg.packed.as<uint8_t>(), pg.scales.as<uint8_t>(),
+                                              pu.packed.as<uint8_t>(), pu.scales.as<uint8_t>(), g->n, g->k,
+                                              stream_);
+        f.gate_scale = pg.tensor_scale;
+        f.up_scale = pu.tensor_scale;
+        weight_bytes_ += f.w.bytes();
+        swiglu_[g] = std::move(f);
+        pending.erase(g);
+        pending.erase(u);
+      }
+      continue;
+    }
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
       DevLinear d;
       d.n = vocab_rows_;
@@ -484,6 +528,21 @@ void CudaOps::linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) {
   }
   linear(x, w, y);
   relu2(y);
+}
+
+void CudaOps::linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out) {
+  if (const auto f = swiglu_.find(&gate); f != swiglu_.end()) {
+    if (x.f32) throw Error("internal: the SwiGLU projection takes a BF16 input");
+    OpTimer timer_(this, "linear.nvfp4");
+    nvfp4_w4a16_gemm_swiglu(x.data, x.rows, x.cols, f->second.w, f->second.gate_scale, f->second.up_scale,
+                            out.data, out.cols, ws_, stream_);
+    return;
+  }
+  Tensor u = alloc(x.rows, up.n);
+  const LinearWeight* gu[] = {&gate, &up};
+  Tensor* gu_out[] = {&out, &u};
+  linear_group(x, gu, gu_out);
+  silu_mul(out, u, out);
 }
 
 void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const> w,

@@ -110,6 +110,9 @@ class CudaOps {
   // Several layers on the same input (q | k | v, gate | up): one NVFP4 decode launch for all of them when
   // they qualify (nvfp4_w4a16_gemm_group), else one by one.
   void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y);
+  // out = silu(x . gate^T) * (x . up^T): one launch with the activation in the decode GEMV's epilogue where
+  // gate and up were joined at load (NVFP4), else the two projections and silu_mul.
+  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out);
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
   // x += o (the residual add), then y = rmsnorm(x): one kernel.
   void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y);
@@ -196,6 +199,12 @@ class CudaOps {
   };
   const float* dev_f32(const std::vector<float>& host);  // uploaded small tensors, keyed by host pointer
   void upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic);
+  struct PackedNvfp4 {
+    DeviceBuffer packed, scales;  // ModelOpt layout: U8 [n, k/2], E4M3 [n, k/16]
+    float tensor_scale = 0.0f;
+  };
+  PackedNvfp4 packed_nvfp4(const LinearWeight& lw, uint64_t gen_seed, bool synthetic);
+  DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, bool synthetic);  // BF16 [n, k]
 
   void capture(State& s, const std::function<void()>& body);
   // Captured graphs hold the device and pinned pointers of this backend's buffers: a buffer reallocated
@@ -240,6 +249,12 @@ class CudaOps {
     int64_t n_total = 0, k = 0;
   };
   std::map<const void*, FusedBf16> fused_bf16_;
+  // NVFP4 gate and up joined at load (nvfp4_repack_swiglu_pair_device), keyed by the gate.
+  struct FusedSwiglu {
+    Nvfp4DeviceWeight w;  // [2n, k], 8 gate rows then 8 up rows per tile
+    float gate_scale = 0.0f, up_scale = 0.0f;
+  };
+  std::map<const void*, FusedSwiglu> swiglu_;
   std::map<const void*, DeviceBuffer> f32_;
   DeviceBuffer embed_;  // BF16 [vocab, hidden]
   int64_t hidden_ = 0;

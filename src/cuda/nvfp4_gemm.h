@@ -47,12 +47,21 @@ struct Nvfp4DeviceWeight {
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
                                       float tensor_scale, cudaStream_t stream);
 
+// A Llama-style MLP's gate and up projections (same N, a multiple of 8, and K; ModelOpt layout on the GPU) as
+// one tiled weight of 2N rows: each 16-row tile holds 8 gate rows, then the same 8 rows of up, so one lane
+// of the decode kernel's epilogue has both halves of an output (nvfp4_w4a16_gemm_swiglu). Tensor scale 1: the
+// two tensor scales are applied by the SwiGLU GEMM.
+Nvfp4DeviceWeight nvfp4_repack_swiglu_pair_device(const uint8_t* gate_packed, const uint8_t* gate_scales,
+                                                  const uint8_t* up_packed, const uint8_t* up_scales,
+                                                  int64_t n, int64_t k, cudaStream_t stream);
+
 // Scratch for split-K partial sums and tile semaphores, grown on demand (not thread-safe).
 class GemmWorkspace {
  public:
   float* partials(size_t floats, cudaStream_t s);
   int* counters(size_t n, cudaStream_t s);  // zero-initialised, kernels leave them at zero
   bf16_raw* dequant_scratch(size_t elems);  // for the DequantBlas variant
+  bf16_raw* swiglu_scratch(size_t elems);   // the interleaved gate|up output where SwiGLU is not fused
   void* cublas_handle();                    // lazily created cublasHandle_t
   int sm_count();                           // of the current device, queried once
   // Moves on whenever a buffer above is reallocated: captured graphs that used the old one are stale.
@@ -61,7 +70,7 @@ class GemmWorkspace {
   ~GemmWorkspace();
 
  private:
-  DeviceBuffer partials_, counters_, scratch_;
+  DeviceBuffer partials_, counters_, scratch_, swiglu_;
   void* cublas_ = nullptr;
   int sm_count_ = 0;
   uint64_t generation_ = 0;
@@ -78,6 +87,14 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
 // heuristic does not pick a decode kernel for this shape; the caller then runs the two steps.
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
                             bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream);
+
+// y[M, N] = silu(X . Wg^T * gate_scale) * (X . Wu^T * up_scale) with gu from nvfp4_repack_swiglu_pair_device
+// (N = gu.n_valid / 2). Where the heuristic picks a decode kernel the activation is applied in its epilogue
+// (one launch, no 2N-wide intermediate); otherwise the GEMM writes the interleaved 2N columns to a scratch
+// buffer and one kernel applies the scales and the activation.
+void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& gu,
+                             float gate_scale, float up_scale, bf16_raw* y, int64_t ldy, GemmWorkspace& ws,
+                             cudaStream_t stream);
 
 // Decode-sized M (<= 32): several weights of the same K applied to the same X in one launch (q | k | v,
 // gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the

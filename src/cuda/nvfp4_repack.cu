@@ -40,6 +40,13 @@ int* GemmWorkspace::counters(size_t n, cudaStream_t s) {
   }
   return counters_.as<int>();
 }
+bf16_raw* GemmWorkspace::swiglu_scratch(size_t elems) {
+  if (swiglu_.bytes < elems * 2) {
+    swiglu_ = DeviceBuffer(elems * 2);
+    ++generation_;
+  }
+  return swiglu_.as<bf16_raw>();
+}
 bf16_raw* GemmWorkspace::dequant_scratch(size_t elems) {
   if (scratch_.bytes < elems * 2) {
     scratch_ = DeviceBuffer(elems * 2);
@@ -159,6 +166,28 @@ Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scal
   repack_scales_kernel<<<grid_1d(w.geom.scale_bytes(), 256), 256, 0, stream>>>(
       scales, n, k, w.geom.kchunks(), w.scales.as<uint8_t>(), w.geom.scale_bytes());
   CUDA_CHECK_LAUNCH();
+  return w;
+}
+
+Nvfp4DeviceWeight nvfp4_repack_swiglu_pair_device(const uint8_t* gate_packed, const uint8_t* gate_scales,
+                                                  const uint8_t* up_packed, const uint8_t* up_scales,
+                                                  int64_t n, int64_t k, cudaStream_t stream) {
+  if (n <= 0 || n % 8 || k <= 0 || k % 16)
+    throw Error("nvfp4 repack: a gate/up pair needs N a positive multiple of 8 and K of 16 (got " +
+                std::to_string(n) + " x " + std::to_string(k) + ")");
+  // Groups of 8 rows, gate then up: [2N, K/2] codes and [2N, K/16] scales, then the usual repack.
+  DeviceBuffer pk(static_cast<size_t>(2 * n * k / 2)), sc(static_cast<size_t>(2 * n * k / 16));
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* p = half ? up_packed : gate_packed;
+    const uint8_t* s = half ? up_scales : gate_scales;
+    const size_t prow = static_cast<size_t>(k / 2), srow = static_cast<size_t>(k / 16);
+    CUDA_CHECK(cudaMemcpy2DAsync(pk.as<uint8_t>() + half * 8 * prow, 16 * prow, p, 8 * prow, 8 * prow,
+                                 static_cast<size_t>(n / 8), cudaMemcpyDeviceToDevice, stream));
+    CUDA_CHECK(cudaMemcpy2DAsync(sc.as<uint8_t>() + half * 8 * srow, 16 * srow, s, 8 * srow, 8 * srow,
+                                 static_cast<size_t>(n / 8), cudaMemcpyDeviceToDevice, stream));
+  }
+  Nvfp4DeviceWeight w = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), 2 * n, k, 1.0f, stream);
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // pk and sc are freed on return
   return w;
 }
 

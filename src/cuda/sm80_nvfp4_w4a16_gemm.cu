@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/launch.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/ptx.cuh"
@@ -87,6 +88,7 @@ constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / 
 // Up to three weights of one K that read the same X (q | k | v, gate | up) in one launch: the blocks are laid
 // out weight after weight, each block working for the weight whose range holds its index. A single weight is
 // a group of one.
+enum class DecodeAct : uint8_t { None, Relu2, Swiglu };
 struct DecodeSeg {
   const uint4* wq;
   const uint16_t* wsc;
@@ -94,7 +96,11 @@ struct DecodeSeg {
   int64_t ldy;
   float alpha;
   int row_tiles, n_valid, block0;
-  bool relu2;  // epilogue y = relu(y)^2 (Nemotron's MLP up projection): the activation kernel fused in
+  // Epilogue activation: none; relu(y)^2 (Nemotron's MLP up projection); or SwiGLU over a gate|up weight
+  // interleaved by 8 rows (nvfp4_repack_swiglu_pair_device), alpha for the gate rows, alpha_up for the up
+  // rows.
+  DecodeAct act;
+  float alpha_up;
 };
 struct DecodeGroup {
   DecodeSeg seg[3];
@@ -114,7 +120,8 @@ __device__ __forceinline__ DecodeSeg select_seg(const DecodeGroup& g, int bx) {
   r.row_tiles = s2 ? g.seg[2].row_tiles : s1 ? g.seg[1].row_tiles : g.seg[0].row_tiles;
   r.n_valid = s2 ? g.seg[2].n_valid : s1 ? g.seg[1].n_valid : g.seg[0].n_valid;
   r.block0 = s2 ? g.seg[2].block0 : s1 ? g.seg[1].block0 : g.seg[0].block0;
-  r.relu2 = s2 ? g.seg[2].relu2 : s1 ? g.seg[1].relu2 : g.seg[0].relu2;
+  r.act = s2 ? g.seg[2].act : s1 ? g.seg[1].act : g.seg[0].act;
+  r.alpha_up = s2 ? g.seg[2].alpha_up : s1 ? g.seg[1].alpha_up : g.seg[0].alpha_up;
   return r;
 }
 
@@ -143,18 +150,33 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
     for (int i = 0; i < 4; ++i) {
       float sum = 0.0f;
       for (int w2 = 0; w2 < WARPS; ++w2) sum += red[w2][f * 4 + i][lane];
-      v[i] = sum * sg.alpha;
-      if (sg.relu2) {
+      v[i] = sum;
+    }
+    const int t0 = nt * 8 + 2 * c4;
+    __nv_bfloat16* __restrict__ y = sg.y;
+    const int64_t ldy = sg.ldy;
+    if (sg.act == DecodeAct::Swiglu) {
+      // c0, c1: gate row tok of the tile; c2, c3: the same row of up. Output column tile * 8 + tok.
+      const int col = (tile0 + ra) * 8 + tok;
+      if (2 * col >= sg.n_valid) continue;
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        if (t0 + i < m)
+          y[static_cast<int64_t>(t0 + i) * ldy + col] =
+              __float2bfloat16_rn(dev::silu(v[i] * sg.alpha) * (v[i + 2] * sg.alpha_up));
+      continue;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] *= sg.alpha;
+      if (sg.act == DecodeAct::Relu2) {
         v[i] = fmaxf(v[i], 0.0f);
         v[i] *= v[i];
       }
     }
     // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
     const int row = (tile0 + ra) * 16 + tok;
-    const int t0 = nt * 8 + 2 * c4;
     const bool r0 = row < sg.n_valid, r8 = row + 8 < sg.n_valid;
-    __nv_bfloat16* __restrict__ y = sg.y;
-    const int64_t ldy = sg.ldy;
     if (t0 < m) {
       if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
       if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
@@ -291,104 +313,6 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
     chunk(w, sc, b);
   }
   decode_reduce_store<RA, NT, WARPS>(acc, red, sg, tile0, m);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Decode kernel with bulk-copied weights (sm_90+; one 16-row tile per block). Same math and reduction as the
-// kernel above, but the weights reach shared memory by cp.async.bulk: thread 0 keeps NS stages of WARPS
-// chunks (one per warp: 512 bytes of codes, then the stage's 64-byte scale runs) in flight in a ring, each
-// stage completing on an mbarrier, released by the warps through a second one. In the register form the bytes
-// in flight per SM are capped by registers (PF chunks x resident warps, ~64 KB), and the ncu profile was
-// dominated by waits on those loads (kernel-notes #13-#18); here they are capped by shared memory instead,
-// and the loads cost one instruction per stage, not one per lane and chunk.
-template <int NT, int WARPS, int NS>
-constexpr int kBulkStageBytes = WARPS*(512 + 64);
-
-template <int NT, int WARPS, int NS>
-__global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 32 / WARPS : 1)
-    nvfp4_w4a16_decode_bulk_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx,
-                                   int kchunks, const DecodeGroup g) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ __align__(128) uint8_t ring[];  // NS x [WARPS x 512 codes | WARPS x 64 scales]
-  __shared__ uint32_t lut[256];
-  __shared__ float red[WARPS][NT * 4][32];
-  __shared__ __align__(8) uint64_t full[NS], empty[NS];
-  constexpr int kCodes = WARPS * 512, kStage = kBulkStageBytes<NT, WARPS, NS>;
-
-  const DecodeSeg sg = select_seg(g, blockIdx.x);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int tile = blockIdx.x - sg.block0;
-  const uint8_t* wsrc = reinterpret_cast<const uint8_t*>(sg.wq + static_cast<int64_t>(tile) * kchunks * 32);
-  const uint8_t* ssrc = reinterpret_cast<const uint8_t*>(sg.wsc + static_cast<int64_t>(tile) * kchunks * 32);
-  const int nstages = (kchunks + WARPS - 1) / WARPS;
-  const uint32_t ring0 = ptx::smem_addr(ring), full0 = ptx::smem_addr(full), empty0 = ptx::smem_addr(empty);
-
-  auto issue = [&](int st) {  // thread 0: stage st into its slot
-    const int slot = st % NS, c0 = st * WARPS, n = min(WARPS, kchunks - c0);
-    const uint32_t bar = full0 + 8 * slot, dst = ring0 + slot * kStage;
-    ptx::mbar_arrive_expect_tx(bar, n * 576);
-    ptx::bulk_copy_g2s(dst, wsrc + static_cast<int64_t>(c0) * 512, n * 512, bar);
-    ptx::bulk_copy_g2s(dst + kCodes, ssrc + static_cast<int64_t>(c0) * 64, n * 64, bar);
-  };
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < NS; ++i) {
-      ptx::mbar_init(full0 + 8 * i, 1);
-      ptx::mbar_init(empty0 + 8 * i, WARPS);
-    }
-    ptx::fence_mbar_init();
-    // Weights only: under programmatic launch these overlap the previous kernel.
-    for (int st = 0; st < min(NS, nstages); ++st) issue(st);
-  }
-  init_scale_lut(lut);
-  ptx::griddep_enter();
-  __syncthreads();  // barriers initialized, LUT ready
-
-  const int c4 = lane % 4, tok = lane / 4;
-  const __nv_bfloat16* xt[NT];
-  bool tok_ok[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int t = nt * 8 + tok;
-    tok_ok[nt] = t < m;
-    xt[nt] = x + static_cast<int64_t>(tok_ok[nt] ? t : 0) * ldx + 16 * c4 + warp * 64;
-  }
-  const int k_lim = k - 16 * c4;
-  float acc[1][NT][2][4] = {};
-  for (int st = 0; st < nstages; ++st) {
-    const int slot = st % NS;
-    const uint32_t parity = (st / NS) & 1;
-    const int c = st * WARPS + warp;
-    // X first: its loads are in flight while the stage's weights may still be landing.
-    uint32_t b[NT][4][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-      load_b_frags(xt[nt] + st * WARPS * 64, tok_ok[nt] && c * 64 < k_lim, b[nt]);
-    ptx::mbar_wait(full0 + 8 * slot, parity);
-    if (c < kchunks) {
-      const uint32_t base = ring0 + slot * kStage;
-      const uint4 w = ptx::lds_v4(base + warp * 512 + lane * 16);
-      uint32_t s_lo, s_hi;
-      scale_pairs(lut, ptx::lds_u16(base + kCodes + warp * 64 + lane * 2), s_lo, s_hi);
-      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        uint32_t a[4];
-        dequant_step(words[j], s_lo, s_hi, a);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[0][nt][j & 1], a, b[nt][j][0], b[nt][j][1]);
-      }
-    }
-    __syncwarp();
-    if (lane == 0) ptx::mbar_arrive(empty0 + 8 * slot);
-    // Refill the slot of the stage before this one, so thread 0 waits on the warps one stage late rather than
-    // on the slowest warp of the stage it just finished.
-    if (threadIdx.x == 0 && st >= 1 && st - 1 + NS < nstages) {
-      ptx::mbar_wait(empty0 + 8 * ((st - 1) % NS), ((st - 1) / NS) & 1);
-      issue(st - 1 + NS);
-    }
-  }
-  decode_reduce_store<1, NT, WARPS>(acc, red, sg, tile, m);
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -587,7 +511,8 @@ struct DecodeTargets {
   int64_t ldy[3];
   float alpha[3];
   int count;
-  bool relu2 = false;
+  DecodeAct act = DecodeAct::None;
+  float alpha_up = 0.0f;  // DecodeAct::Swiglu
 };
 
 template <int NT, int RA, int WARPS>
@@ -606,67 +531,13 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 row_tiles,
                 static_cast<int>(t.w[i]->n_valid),
                 blocks,
-                t.relu2};
+                t.act,
+                t.alpha_up};
     blocks += (row_tiles + RA - 1) / RA;
   }
   launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
                 stream, reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
                 static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
-}
-
-template <int NT, int WARPS, int NS>
-void launch_decode_bulk(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
-                        cudaStream_t stream) {
-  if (current_device_cc_major() < 9)
-    throw Error("nvfp4 gemm: the bulk-copy decode kernel needs sm_90 or newer");
-  DecodeGroup g{};
-  g.count = t.count;
-  int blocks = 0;
-  for (int i = 0; i < t.count; ++i) {
-    const auto* w = t.w[i];
-    // The bulk copies want 16-byte aligned sources; the tiles of an allocation are 512 / 64-byte multiples.
-    if (reinterpret_cast<uintptr_t>(w->weights.ptr) % 16 || reinterpret_cast<uintptr_t>(w->scales.ptr) % 16)
-      throw Error("nvfp4 gemm: the bulk-copy decode kernel needs 16-byte aligned weights and scales");
-    const int row_tiles = static_cast<int>(w->geom.row_tiles());
-    g.seg[i] = {w->weights.as<uint4>(),
-                w->scales.as<uint16_t>(),
-                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
-                t.ldy[i],
-                t.alpha[i],
-                row_tiles,
-                static_cast<int>(w->n_valid),
-                blocks,
-                t.relu2};
-    blocks += row_tiles;
-  }
-  auto kern = nvfp4_w4a16_decode_bulk_kernel<NT, WARPS, NS>;
-  constexpr int smem = NS * kBulkStageBytes<NT, WARPS, NS>;
-  constexpr int static_smem = 1024 + WARPS * NT * 4 * 32 * 4 + 16 * NS;
-  if (smem + static_smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  launch_kernel(kern, static_cast<unsigned>(blocks), WARPS * 32, smem, stream,
-                reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
-                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
-}
-
-// The bulk-copy decode kernel's instances: (token tiles, warps, stages).
-template <int NT>
-void launch_decode_bulk_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                           const DecodeTargets& t, cudaStream_t stream) {
-  if (p.rows_per_block != 16) throw Error("nvfp4 gemm: the bulk-copy decode kernel takes 16 rows per block");
-  if constexpr (NT == 1) {
-    if (p.decode_warps == 16 && p.bulk_stages == 4)
-      return launch_decode_bulk<NT, 16, 4>(x, m, ldx, t, stream);
-    if (p.decode_warps == 8 && p.bulk_stages == 4) return launch_decode_bulk<NT, 8, 4>(x, m, ldx, t, stream);
-    if (p.decode_warps == 8 && p.bulk_stages == 8) return launch_decode_bulk<NT, 8, 8>(x, m, ldx, t, stream);
-    if (p.decode_warps == 8 && p.bulk_stages == 12)
-      return launch_decode_bulk<NT, 8, 12>(x, m, ldx, t, stream);
-  } else if constexpr (NT == 4) {
-    if (p.decode_warps == 8 && p.bulk_stages == 4) return launch_decode_bulk<NT, 8, 4>(x, m, ldx, t, stream);
-    if (p.decode_warps == 8 && p.bulk_stages == 8) return launch_decode_bulk<NT, 8, 8>(x, m, ldx, t, stream);
-  }
-  throw Error("nvfp4 gemm: no bulk-copy decode kernel for " + std::to_string(NT * 8) + " tokens, " +
-              std::to_string(p.decode_warps) + " warps, " + std::to_string(p.bulk_stages) + " stages");
 }
 
 template <int NT, int RA>
@@ -690,7 +561,6 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
                       cudaStream_t stream) {
   if (p.decode_warps != 4 && p.decode_warps != 8 && p.decode_warps != 16)
     throw Error("nvfp4 gemm: decode_warps must be 4, 8 or 16");
-  if (p.bulk_stages) return launch_decode_bulk_nt<NT>(p, x, m, ldx, t, stream);
   if constexpr (NT >= 8) {  // the cross-warp reduction buffer of two row tiles would exceed 48 KB
     if (p.rows_per_block != 16) throw Error("nvfp4 gemm: decode64 takes 16 weight rows per block");
     launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);
@@ -784,8 +654,44 @@ bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvf
                             bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream) {
   if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) return false;
   const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
-  DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, true};
+  DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, DecodeAct::Relu2};
   return launch_decode_variant(p, x, m, ldx, t, stream);
+}
+
+namespace {
+// y[t][j] = silu(gs * z[t][gate column of j]) * (us * z[t][up column of j]), z the interleaved GEMM output.
+__global__ void swiglu_interleaved_kernel(const __nv_bfloat16* __restrict__ z, int64_t m, int64_t n, float gs,
+                                          float us, __nv_bfloat16* __restrict__ y, int64_t ldy) {
+  ptx::griddep_enter();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / n, j = i % n;
+    const int64_t zc = (j / 8) * 16 + j % 8;
+    const float g = __bfloat162float(z[t * 2 * n + zc]) * gs,
+                u = __bfloat162float(z[t * 2 * n + zc + 8]) * us;
+    y[t * ldy + j] = __float2bfloat16_rn(dev::silu(g) * u);
+  }
+}
+}  // namespace
+
+void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& gu,
+                             float gate_scale, float up_scale, bf16_raw* y, int64_t ldy, GemmWorkspace& ws,
+                             cudaStream_t stream) {
+  if (m <= 0) return;
+  const int64_t n = gu.n_valid / 2;
+  if (gu.n_valid % 16 || gu.tensor_scale != 1.0f || ldy < n)
+    throw Error("nvfp4 gemm: the SwiGLU GEMM takes a gate/up pair from nvfp4_repack_swiglu_pair_device");
+  if (decode_operands_ok(x, ldx, gu, 2 * n)) {
+    const W4A16Plan p = choose_w4a16_plan(m, gu.geom.n, gu.geom.k, ws.sm_count());
+    DecodeTargets t{
+        {&gu}, {y}, {ldy}, {gate_scale * kEpilogueBias}, 1, DecodeAct::Swiglu, up_scale * kEpilogueBias};
+    if (launch_decode_variant(p, x, m, ldx, t, stream)) return;
+  }
+  bf16_raw* z = ws.swiglu_scratch(static_cast<size_t>(m * 2 * n));
+  nvfp4_w4a16_gemm(x, m, ldx, gu, z, 2 * n, 1.0f, ws, stream);
+  launch_kernel(swiglu_interleaved_kernel, grid_1d(m * n, 256), 256, 0, stream,
+                reinterpret_cast<const __nv_bfloat16*>(z), m, n, gate_scale, up_scale,
+                reinterpret_cast<__nv_bfloat16*>(y), ldy);
 }
 
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,

@@ -34,7 +34,6 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
     if (p.decode_warps == 16) s += "/w16";
-    if (p.bulk_stages) s += "/b" + std::to_string(p.bulk_stages);
   }
   return s;
 }

@@ -23,9 +23,6 @@ struct W4A16Plan {
   int splits = 1;           // K split across blocks (reduced in the kernel by the last block of each tile)
   int rows_per_block = 16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads)
   int decode_warps = 8;     // decode variants: warps splitting K inside a block (4, 8 or 16)
-  // Decode variants, one row tile per block, sm_90+: the weights through an N-stage shared-memory ring of
-  // bulk copies (4 or 8) instead of per-lane loads into registers (0).
-  int bulk_stages = 0;
 };
 
 // The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".

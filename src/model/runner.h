@@ -170,11 +170,8 @@ class Runner {
         attention(L, li, segs, h, t, true, o);
         pending = true;
         norm(L.post_norm);
-        Tensor g = ops_.alloc(t, c.intermediate_size), u = ops_.alloc(t, c.intermediate_size);
-        const LinearWeight* gu[] = {&L.gate, &L.up};
-        Tensor* gu_out[] = {&g, &u};
-        ops_.linear_group(h, gu, gu_out);  // one launch where the backend can (same input, same K)
-        ops_.silu_mul(g, u, g);
+        Tensor g = ops_.alloc(t, c.intermediate_size);
+        ops_.linear_swiglu(h, L.gate, L.up, g);  // one launch where the backend can
         ops_.linear(g, L.down, o);
         reduce_partial(o);
       } else if (L.kind == LayerKind::Attention) {

@@ -466,9 +466,6 @@ Action add_bench(CLI::App& app) {
                 "with a forced decode variant: 16 or 32 weight rows per block");
   g->add_option("--decode-warps", o->decode_warps,
                 "with a forced decode variant: warps per block (4, 8 or 16)");
-  g->add_option("--decode-stages", o->decode_stages,
-                "with a forced decode variant: weights through a shared-memory ring of this many bulk-copy "
-                "stages (4, 8 or 12; sm_90+), 0: per-lane loads into registers (default: heuristic)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_flag("!--no-pdl", o->pdl,
