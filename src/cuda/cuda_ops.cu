@@ -653,10 +653,11 @@ void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, s
 
 int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
   if (attn_splits_ > 0) return std::min(attn_splits_, kAttnMaxSplits);
-  // Enough blocks for two per SM, and no split shorter than one key group of a block (32 keys). Short
-  // contexts gain too: Llama-3.1-8B NVFP4 batch 1 at a 384-token capacity decodes at 185 / 215 / 236 / 246
-  // tok/s with 1 / 2 / 4 / 8 splits (H200); the old 512-key minimum kept it at 1.
-  const int64_t want = (2 * ws_.sm_count() + blocks_per_split - 1) / blocks_per_split;
+  // About two blocks per SM (rounded down: at batch 32, 256 blocks of one split decode 2% faster than two
+  // splits, kernel-notes #43), and no split shorter than one key group of a block. Short contexts gain too:
+  // Llama-3.1-8B NVFP4 batch 1 at a 384-token capacity decodes at 185 / 215 / 236 / 246 tok/s with 1 / 2 / 4
+  // / 8 splits (H200, 4-warp kernel); the old 512-key minimum kept it at 1.
+  const int64_t want = std::max<int64_t>(1, 2 * ws_.sm_count() / blocks_per_split);
   const int64_t by_len = max_len / (kAttnWarps * kAttnUnroll);
   return static_cast<int>(std::clamp<int64_t>(std::min(want, by_len), 1, kAttnMaxSplits));
 }

@@ -46,8 +46,14 @@ __global__ void __launch_bounds__(1024)
   bf16* yr = y + base;
   float* xf = static_cast<float*>(x);
   float v[kMax], a[kMax], wv[kMax];
-  // The weights too after the wait: loading them before it (they are constants) put a second round trip
-  // into the kernel wherever the launch did not overlap (kernel-notes #31).
+  // The weights (constants) before the wait: under programmatic launch their load overlaps the previous
+  // kernel (kernel-notes #31 measured this only under ncu, which serializes the kernels, so the overlap could
+  // not show; #43 measures it in real decode steps).
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    wv[e] = i < width ? w[i] : 0.0f;
+  }
   ptx::griddep_enter();
 #pragma unroll
   for (int e = 0; e < kMax; ++e) {
@@ -55,7 +61,6 @@ __global__ void __launch_bounds__(1024)
     const bool in = i < width;
     v[e] = in ? ldx(x, base + i, x_f32) : 0.0f;
     a[e] = in && add ? __bfloat162float(add[base + i]) : 0.0f;
-    wv[e] = in ? w[i] : 0.0f;
   }
   float ss = 0.0f;
 #pragma unroll
