@@ -11,10 +11,13 @@ using namespace dev;
 
 __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
                                    const float* bias, float lo, float hi, bf16* dt, int64_t nh) {
+  // Constants before the programmatic-launch wait, so their load overlaps the previous kernel (decode: one
+  // element per thread; kernel-notes #43).
+  const int64_t i0 = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const float b0 = i0 < rows * nh ? bias[i0 % nh] : 0.0f;
   ptx::griddep_enter();
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * nh;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + bias[i % nh];
+  for (int64_t i = i0; i < rows * nh; i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + (i == i0 ? b0 : bias[i % nh]);
     const float sp = v > 20.0f ? v : log1pf(__expf(v));
     dt[i] = __float2bfloat16_rn(fminf(fmaxf(sp, lo), hi));
   }
@@ -24,9 +27,13 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
 // Batched (grid.y = sequence): row y of xbc is that sequence's one new token, its state from the table.
 __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
                                    float* state_one, float* const* state_tab) {
-  ptx::griddep_enter();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
+  // The filter taps and bias (constants) before the programmatic-launch wait (kernel-notes #43).
+  float taps[8];
+  for (int j = 0; j < kernel; ++j) taps[j] = w[c * kernel + j];
+  const float bias = b ? b[c] : 0.0f;
+  ptx::griddep_enter();
   float* state = state_tab ? state_tab[blockIdx.y] : state_one;
   if (state_tab) xbc += static_cast<int64_t>(blockIdx.y) * ch;
   const int hist = kernel - 1;
@@ -35,8 +42,8 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
   for (int i = 0; i < t; ++i) {
     bf16* v = xbc + static_cast<int64_t>(i) * ch + c;
     win[hist] = ld(v);
-    float acc = b ? b[c] : 0.0f;
-    for (int j = 0; j < kernel; ++j) acc += w[c * kernel + j] * win[j];
+    float acc = bias;
+    for (int j = 0; j < kernel; ++j) acc += taps[j] * win[j];
     for (int j = 0; j < hist; ++j) win[j] = win[j + 1];
     *v = __float2bfloat16_rn(silu(acc));
   }
@@ -50,10 +57,12 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
 __global__ void __launch_bounds__(kScanWarps * 32)
     ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
                     const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y) {
-  ptx::griddep_enter();
   const int row = blockIdx.x * kScanWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= heads * hp) return;
   const int h = row / hp, g = h / (heads / groups);
+  // The head's constants before the programmatic-launch wait (kernel-notes #43).
+  const float a = -__expf(a_log[h]), dh = d[h];
+  ptx::griddep_enter();
   const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
   float* sp = state + static_cast<int64_t>(row) * ns;
   float S[kScanMaxPerLane];
@@ -62,7 +71,6 @@ __global__ void __launch_bounds__(kScanWarps * 32)
     const int n = lane + 32 * j;
     S[j] = n < ns ? sp[n] : 0.0f;
   }
-  const float a = -__expf(a_log[h]), dh = d[h];
   for (int i = 0; i < t; ++i) {
     const float dth = ld(dt + static_cast<int64_t>(i) * heads + h);
     const float xv = ld(x + i * xw + row);
@@ -96,15 +104,16 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
     ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
                           const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
                           bf16* y) {
-  ptx::griddep_enter();
   const int row = blockIdx.x * kSsmStepWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= heads * hp) return;
   const int seq = blockIdx.y;
   const int h = row / hp, g = h / (heads / groups);
+  const float a = -__expf(a_log[h]), dh = d[h];  // constants: loaded before the wait (kernel-notes #43)
+  ptx::griddep_enter();
   const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
   const float dth = ld(dt + static_cast<int64_t>(seq) * heads + h);
   const float xv = ld(x + seq * xw + row);
-  const float decay = __expf(dth * -__expf(a_log[h]));
+  const float decay = __expf(dth * a);
   const bf16* bs = b + seq * bw + static_cast<int64_t>(g) * ns;
   const bf16* cs = c + seq * bw + static_cast<int64_t>(g) * ns;
   float* sp = state_tab[seq] + static_cast<int64_t>(row) * ns;
@@ -115,7 +124,7 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
     acc += S * ld(cs + n);
   }
   for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + d[h] * xv);
+  if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + dh * xv);
 }
 
 // One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels. Values stay in
@@ -128,6 +137,13 @@ __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int
   const bf16* zr = z + row * width + g * gs;
   const float* wg = w + g * gs;
   float v[kMax], wv[kMax];
+  // The norm weights (constants) before the programmatic-launch wait, as in rmsnorm_kernel (kernel-notes
+  // #43).
+#pragma unroll
+  for (int e = 0; e < kMax; ++e) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
+    wv[e] = i < gs ? wg[i] : 0.0f;
+  }
   ptx::griddep_enter();
   float ss = 0.0f;
 #pragma unroll
@@ -135,7 +151,6 @@ __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int
     const int64_t i = threadIdx.x + static_cast<int64_t>(e) * blockDim.x;
     const bool in = i < gs;
     const float yv = in ? ld(yr + i) : 0.0f, zv = in ? ld(zr + i) : 0.0f;
-    wv[e] = in ? wg[i] : 0.0f;
     v[e] = yv * silu(zv);
     ss += v[e] * v[e];
   }
