@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Run on a lent GPU with a carried build/: every GPU test, the batch sweeps of both presets as JSON (NVFP4 vs
-# BF16 at batch 1, 8, 32), and the per-kernel step under ncu with warm caches at the card's own clocks.
+# Run on a lent GPU with a carried build/: every GPU test; with BASE set (a base binary, e.g.
+# build/fp4lab-base), the same-call `generate` A/B of ab_bins.sh against it; the batch sweeps of both presets
+# as JSON (NVFP4 vs BF16 at batch 1, 8, 32); and the per-kernel step under ncu with warm caches at the card's
+# own clocks.
 source "$(dirname "$0")/common.sh"
 card_and_gpu_tests
+[ -n "${BASE:-}" ] && BINS="$BASE build/fp4lab" REPS=2 bash "$(dirname "$0")/ab_bins.sh"
 for model in llama-3.1-8b nemotron-nano-9b-v2; do
   ./build/fp4lab bench --model preset:$model --reps 1 --sweep-batch 1,8,32 --no-db \
     --json "$OUT/sweep-$model.json" >>"$LOG" 2>&1
