@@ -83,8 +83,10 @@ constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / 
 // k-chunks and reduce through shared memory, so even N = 4480 gives ~2 blocks per SM without split-K
 // workspace. X fragments come straight from global memory (L1/L2-resident, M x K x 2 bytes); RA > 1 shares
 // them between row tiles, which halves the X traffic per weight byte. PF chunks per warp are in flight in
-// registers. Tried and measured slower or no faster (kernel-notes #13-#16): deeper register or cp.async
-// shared-memory pipelines, X staged in shared memory, other load cache policies.
+// registers. Tried and measured slower or no faster (kernel-notes #13-#16, #35, #40): deeper register or
+// cp.async shared-memory pipelines, X staged in shared memory, other load cache policies, a persistent grid,
+// the weights bulk-copied (cp.async.bulk) into a shared-memory ring. What made it faster was fewer
+// instructions per chunk (#41): the kernel is bound by issue, not by the loads in flight.
 // Up to three weights of one K that read the same X (q | k | v, gate | up) in one launch: the blocks are laid
 // out weight after weight, each block working for the weight whose range holds its index. A single weight is
 // a group of one.
@@ -207,7 +209,7 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF
   constexpr int kWStep = WARPS * 32;  // uint4 (codes) and uint16 (scales) between a warp's consecutive chunks
   constexpr int kXStep = WARPS * 64;  // X elements between a warp's consecutive chunks
   // Running pointers, advanced once per PF chunks, so a chunk's addresses are these plus immediates: the
-  // 64-bit index math per chunk had been a quarter of the loop's instructions (SASS, kernel-notes #40).
+  // 64-bit index math per chunk had been a quarter of the loop's instructions (SASS, kernel-notes #41).
   const uint4* wp[RA];
   const uint16_t* sp[RA];
 #pragma unroll
