@@ -103,8 +103,8 @@ TEST(GpuNvfp4, RepackMatchesCpuTwin) {
 TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
   REQUIRE_GPU();
   GemmWorkspace ws;
-  const std::vector<int64_t> ms{1,  2,  3,  4,  5,  6,  7,  8,  9,   10,  11,   12,
-                                13, 14, 15, 16, 17, 31, 33, 64, 100, 256, 1000, 4096};
+  const std::vector<int64_t> ms{1,  2,  3,  4,  5,  6,  7,  8,   9,   10,  11,   12,  13,
+                                14, 15, 16, 17, 31, 33, 64, 100, 130, 256, 1000, 4096};
   const std::vector<std::pair<int64_t, int64_t>> shapes{{48, 80}, {40, 96}, {272, 1040}, {1024, 2048}};
   uint64_t seed = 100;
   for (auto [n, k] : shapes)

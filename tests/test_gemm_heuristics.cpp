@@ -14,9 +14,11 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(33, 4480, 4480, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(33, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Decode64);
-  EXPECT_EQ(choose_w4a16_plan(65, 4480, 4480, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(65, 4480, 4480, 132).variant, W4A16Variant::Decode64);  // 64 rows per launch
+  EXPECT_EQ(choose_w4a16_plan(255, 4480, 4480, 132).variant, W4A16Variant::Decode64);
+  EXPECT_EQ(choose_w4a16_plan(65, 8193, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(64, 22656, 4480, 132).variant, W4A16Variant::Mma64);
-  EXPECT_EQ(choose_w4a16_plan(128, 4480, 10240, 132).variant, W4A16Variant::Mma32);
+  EXPECT_EQ(choose_w4a16_plan(128, 4480, 10240, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(128, 15680, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(255, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(256, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
@@ -35,10 +37,10 @@ TEST(GemmHeuristics, VariantByBatch) {
 }
 
 TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {
-  // 4480 rows at M=96 (32-row tiles): 35 x 3 = 105 blocks; split K so about two waves of blocks run.
-  const auto p = choose_w4a16_plan(96, 4480, 15680, 132);
-  EXPECT_EQ(p.variant, W4A16Variant::Mma32);
-  EXPECT_GE(p.splits * 105, 2 * 132);
+  // 10240 rows at M=96 (128 x 64 tiles): 80 x 2 = 160 blocks; split K so about two waves of blocks run.
+  const auto p = choose_w4a16_plan(96, 10240, 4480, 132);
+  EXPECT_EQ(p.variant, W4A16Variant::Mma64);
+  EXPECT_GE(p.splits * 160, 2 * 132);
   EXPECT_LE(p.splits, 16);
   // Plenty of blocks already: no split.
   EXPECT_EQ(choose_w4a16_plan(200, 22656, 4480, 132).splits, 1);

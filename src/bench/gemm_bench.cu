@@ -253,8 +253,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       }
       if ((plan.variant == W4A16Variant::Decode8 && m > 8) ||
           (plan.variant == W4A16Variant::Decode16 && m > 16) ||
-          (plan.variant == W4A16Variant::Decode32 && m > 32) ||
-          (plan.variant == W4A16Variant::Decode64 && m > 64))
+          (plan.variant == W4A16Variant::Decode32 && m > 32))
         continue;
       const double t4 = time_us(
           [&](int i) {

@@ -594,8 +594,26 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
       launch_decode_nt<4>(p, x, m, ldx, t, stream);
       return true;
     case W4A16Variant::Decode64:
-      check_m(64, "decode64");
-      launch_decode_nt<8>(p, x, m, ldx, t, stream);
+      if (m <= 64) {
+        launch_decode_nt<8>(p, x, m, ldx, t, stream);
+        return true;
+      }
+      // Prompt-sized M on the narrower layers (choose_w4a16_plan): one launch per 64 rows, the rest with the
+      // smallest decode kernel that takes it (default knobs).
+      for (int64_t r = 0; r < m; r += 64) {
+        const int64_t rows = std::min<int64_t>(64, m - r);
+        DecodeTargets tr = t;
+        for (int i = 0; i < t.count; ++i) tr.y[i] = t.y[i] + r * t.ldy[i];
+        W4A16Plan q = p;
+        if (rows < 64) {
+          q = W4A16Plan{};
+          q.variant = rows <= 8    ? W4A16Variant::Decode8
+                      : rows <= 16 ? W4A16Variant::Decode16
+                      : rows <= 32 ? W4A16Variant::Decode32
+                                   : W4A16Variant::Decode64;
+        }
+        launch_decode_variant(q, x + r * ldx, rows, ldx, tr, stream);
+      }
       return true;
     default:
       return false;

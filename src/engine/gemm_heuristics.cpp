@@ -78,10 +78,14 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     if (m <= 8 && 4 * row_tiles <= 9 * int64_t{sm_count} && k >= 8192) p.decode_warps = 16;
     return p;
   }
-  if (m <= 64 && n <= 8192) {
+  if (m < 256 && n <= 8192) {
     // 33 <= M <= 64 on the narrower layers: the decode kernel with eight token tiles beats the mma.sync tiles
     // (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs 88.8; Nemotron attn.o 40.1 vs 51.4,
     // mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it loses to mma64 (kernel-notes #28).
+    // Past 64 tokens, one decode launch per 64 rows (the rest with the decode kernel its size takes) still
+    // beats the mma tiles on these layers since the loop rework (#41, #44; H200, M = 128: Llama attn.qkv
+    // 2 x 23.2 vs 77.7 us, mlp.down 2 x 44.1 vs 147.8; Nemotron mlp.down 2 x 67.4 vs 173.5, mamba.out 2
+    // x 46.4 vs 120.8).
     p.variant = W4A16Variant::Decode64;
     return p;
   }

@@ -10,7 +10,7 @@ enum class W4A16Variant {
   Decode8,      // M <= 8: warp-per-row-tile GEMV on mma.sync, warps split K inside the block
   Decode16,     // M <= 16: same with two token tiles
   Decode32,     // M <= 32: same with four token tiles
-  Decode64,     // M <= 64: same with eight token tiles
+  Decode64,     // M <= 64: same with eight token tiles; longer M runs as one launch per 64 rows
   Mma32,        // block 128 rows x 32 tokens, X staged in shared memory
   Mma64,        // block 128 rows x 64 tokens
   Mma128,       // block 128 rows x 128 tokens
