@@ -17,6 +17,10 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(65, 4480, 4480, 132).variant, W4A16Variant::Decode64);  // 64 rows per launch
   EXPECT_EQ(choose_w4a16_plan(255, 4480, 4480, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(65, 8193, 4480, 132).variant, W4A16Variant::Mma64);
+  // The plan of a prompt-sized M's last, shorter launch is the decode plan of its size, knobs included.
+  EXPECT_EQ(choose_decode_plan(12, 4480, 4480, 132).rows_per_block, 32);
+  EXPECT_EQ(choose_decode_plan(2, 4096, 14336, 132).decode_warps, 16);
+  EXPECT_EQ(choose_decode_plan(40, 4480, 4480, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(64, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(128, 4480, 10240, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(128, 15680, 4480, 132).variant, W4A16Variant::Mma64);

@@ -76,8 +76,8 @@ __device__ __forceinline__ uint4 ldg_stream_v4(const void* p) {
   return r;
 }
 // Read-only 16-byte global load through L1 (activations, re-read by every block). Volatile like the loads
-// above and the MMAs, so the compiler keeps it in program order: the decode loop's X loads are not hoisted
-// across chunks into dozens of extra registers.
+// above and the MMAs, so it keeps its place among them in the decode loop as written; against __ldg it left
+// the register counts unchanged (kernel-notes #41), and it is what the measured build used.
 __device__ __forceinline__ uint4 ldg_v4(const void* p) {
   uint4 r;
   asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];\n"

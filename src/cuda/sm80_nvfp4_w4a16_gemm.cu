@@ -72,8 +72,8 @@ __device__ __forceinline__ void load_b_frags(const __nv_bfloat16* px, bool ok, u
 // resident blocks of 8 warps (<= 64 registers) measured best (5 blocks at 48 registers was slower,
 // kernel-notes #14b), the same budget per thread for 4 and 16 warps. Two or four tiles with one row tile, or
 // two row tiles of one token tile: the budget of the earlier loop (111-127 registers, 2 blocks of 8 warps);
-// without a cap the compiler hoists every unpredicated X load of the unrolled chunks and takes all 255.
-template <int NT, int RA, int WARPS, int PF>
+// without a cap the reworked loop compiled to 255 registers, one block per SM.
+template <int NT, int RA, int WARPS>
 constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / WARPS
                                  : (NT* RA == 2 || (NT == 4 && RA == 1)) ? 16 / WARPS
                                                                          : 1;
@@ -191,7 +191,7 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
 }
 
 template <int NT, int RA, int WARPS, int PF>
-__global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS, PF>)
+__global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
                               const DecodeGroup g) {
   __shared__ uint32_t lut[256];
@@ -576,7 +576,7 @@ void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
 
 // The decode variants by their token tiles (8 tokens each); false, having launched nothing, for the others.
 bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                           const DecodeTargets& t, cudaStream_t stream) {
+                           const DecodeTargets& t, int sm_count, cudaStream_t stream) {
   auto check_m = [&](int max_m, const char* name) {
     if (m > max_m) throw Error(std::string("nvfp4 gemm: ") + name + " handles M <= " + std::to_string(max_m));
   };
@@ -593,28 +593,24 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
       check_m(32, "decode32");
       launch_decode_nt<4>(p, x, m, ldx, t, stream);
       return true;
-    case W4A16Variant::Decode64:
+    case W4A16Variant::Decode64: {
       if (m <= 64) {
         launch_decode_nt<8>(p, x, m, ldx, t, stream);
         return true;
       }
       // Prompt-sized M on the narrower layers (choose_w4a16_plan): one launch per 64 rows, the rest with the
-      // smallest decode kernel that takes it (default knobs).
+      // decode plan of its size, for the rows of all the targets together.
+      int64_t n_total = 0;
+      for (int i = 0; i < t.count; ++i) n_total += t.w[i]->geom.n;
       for (int64_t r = 0; r < m; r += 64) {
         const int64_t rows = std::min<int64_t>(64, m - r);
         DecodeTargets tr = t;
         for (int i = 0; i < t.count; ++i) tr.y[i] = t.y[i] + r * t.ldy[i];
-        W4A16Plan q = p;
-        if (rows < 64) {
-          q = W4A16Plan{};
-          q.variant = rows <= 8    ? W4A16Variant::Decode8
-                      : rows <= 16 ? W4A16Variant::Decode16
-                      : rows <= 32 ? W4A16Variant::Decode32
-                                   : W4A16Variant::Decode64;
-        }
-        launch_decode_variant(q, x + r * ldx, rows, ldx, tr, stream);
+        const W4A16Plan q = rows == 64 ? p : choose_decode_plan(rows, n_total, t.w[0]->geom.k, sm_count);
+        launch_decode_variant(q, x + r * ldx, rows, ldx, tr, sm_count, stream);
       }
       return true;
+    }
     default:
       return false;
   }
@@ -633,7 +629,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
   const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   const float a = alpha * w.tensor_scale * kEpilogueBias;
-  if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, stream)) return;
+  if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, ws.sm_count(), stream)) return;
   switch (p.variant) {
     case W4A16Variant::Mma32:
       launch_mma<4, 1, 2, 4, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
@@ -675,7 +671,7 @@ bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvf
   if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) return false;
   const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, DecodeAct::Relu2};
-  return launch_decode_variant(p, x, m, ldx, t, stream);
+  return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
 
 namespace {
@@ -705,7 +701,7 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
     const W4A16Plan p = choose_w4a16_plan(m, gu.geom.n, gu.geom.k, ws.sm_count());
     DecodeTargets t{
         {&gu}, {y}, {ldy}, {gate_scale * kEpilogueBias}, 1, DecodeAct::Swiglu, up_scale * kEpilogueBias};
-    if (launch_decode_variant(p, x, m, ldx, t, stream)) return;
+    if (launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream)) return;
   }
   bf16_raw* z = ws.swiglu_scratch(static_cast<size_t>(m * 2 * n));
   nvfp4_w4a16_gemm(x, m, ldx, gu, z, 2 * n, 1.0f, ws, stream);
@@ -732,7 +728,7 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
   const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
-  return launch_decode_variant(p, x, m, ldx, t, stream);
+  return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
 
 }  // namespace fp4lab

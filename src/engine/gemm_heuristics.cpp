@@ -60,35 +60,37 @@ GemmTile w4a16_tile(W4A16Variant v) {
   return {0, 0};
 }
 
-W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits) {
+W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   W4A16Plan p;
-  if (m <= 32) {
-    p.variant = m <= 8 ? W4A16Variant::Decode8 : m <= 16 ? W4A16Variant::Decode16 : W4A16Variant::Decode32;
-    // Two row tiles per block halve the activation traffic per weight byte: measured faster on H100 for
-    // 9 <= M <= 16 on every model shape, slower at M = 1 (docs/perf/gemm-h100.md). 17 <= M <= 32: the decode
-    // kernel with four token tiles, one row tile per block (the two-tile form holds too many registers), is
-    // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
-    // kernel-notes #25).
-    if (m > 8 && m <= 16) p.rows_per_block = 32;
-    // Few row tiles and a long K (Llama mlp.down 4096 x 14336, Nemotron mamba.out and mlp.down): 256-280
-    // blocks of 8 warps leave the SMs with too few loads in flight; 16 warps per block (each taking half the
-    // k-chunks) measured 24% / 9% / 11% faster at M = 1 and 4 (H200, kernel-notes #30). Wide layers and short
-    // K lose with 16 (fewer resident blocks, two iterations or less per warp).
-    const int64_t row_tiles = (n + 15) / 16;
-    if (m <= 8 && 4 * row_tiles <= 9 * int64_t{sm_count} && k >= 8192) p.decode_warps = 16;
-    return p;
-  }
-  if (m < 256 && n <= 8192) {
-    // 33 <= M <= 64 on the narrower layers: the decode kernel with eight token tiles beats the mma.sync tiles
-    // (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs 88.8; Nemotron attn.o 40.1 vs 51.4,
-    // mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it loses to mma64 (kernel-notes #28).
-    // Past 64 tokens, one decode launch per 64 rows (the rest with the decode kernel its size takes) still
-    // beats the mma tiles on these layers since the loop rework (#41, #44; H200, M = 128: Llama attn.qkv
-    // 2 x 23.2 vs 77.7 us, mlp.down 2 x 44.1 vs 147.8; Nemotron mlp.down 2 x 67.4 vs 173.5, mamba.out 2
-    // x 46.4 vs 120.8).
-    p.variant = W4A16Variant::Decode64;
-    return p;
-  }
+  p.variant = m <= 8    ? W4A16Variant::Decode8
+              : m <= 16 ? W4A16Variant::Decode16
+              : m <= 32 ? W4A16Variant::Decode32
+                        : W4A16Variant::Decode64;
+  // Two row tiles per block halve the activation traffic per weight byte: measured faster on H100 for
+  // 9 <= M <= 16 on every model shape, slower at M = 1 (docs/perf/gemm-h100.md). 17 <= M <= 32: the decode
+  // kernel with four token tiles, one row tile per block (the two-tile form holds too many registers), is
+  // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
+  // kernel-notes #25).
+  if (m > 8 && m <= 16) p.rows_per_block = 32;
+  // Few row tiles and a long K (Llama mlp.down 4096 x 14336, Nemotron mamba.out and mlp.down): 256-280
+  // blocks of 8 warps leave the SMs with too few loads in flight; 16 warps per block (each taking half the
+  // k-chunks) measured 24% / 9% / 11% faster at M = 1 and 4 (H200, kernel-notes #30). Wide layers and short
+  // K lose with 16 (fewer resident blocks, two iterations or less per warp).
+  const int64_t row_tiles = (n + 15) / 16;
+  if (m <= 8 && 4 * row_tiles <= 9 * int64_t{sm_count} && k >= 8192) p.decode_warps = 16;
+  return p;
+}
+
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits) {
+  // M <= 32: the decode kernels on every shape. 33 <= M <= 64 on the narrower layers: the decode kernel with
+  // eight token tiles beats the mma.sync tiles (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs
+  // 88.8; Nemotron attn.o 40.1 vs 51.4, mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it
+  // loses to mma64 (kernel-notes #28). Past 64 tokens, one decode launch per 64 rows (the rest with the
+  // decode plan of its size) still beats the mma tiles on these layers since the loop rework (#41, #44; H200,
+  // M = 128: Llama attn.qkv 2 x 23.2 vs 77.7 us, mlp.down 2 x 44.1 vs 147.8; Nemotron mlp.down 2 x 67.4 vs
+  // 173.5, mamba.out 2 x 46.4 vs 120.8).
+  if (m <= 32 || (m < 256 && n <= 8192)) return choose_decode_plan(m, n, k, sm_count);
+  W4A16Plan p;
   if (m >= 256) {
     // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured
     // on H100: at M = 256, 338 us for the mma kernel against about 280 us for dequantize + cuBLAS on 22656 x
@@ -96,10 +98,11 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
     p.variant = W4A16Variant::DequantBlas;
     return p;
   }
-  // Measured on H100 over the Nemotron shapes at M = 17..128 (docs/perf/kernel-notes.md #12): the 32-row tile
-  // with split-K wins for N <= 8192 at every M here, the 64-row tile for the wide layers (Mamba in_proj, MLP
-  // up); the 128-row tile never won below M = 256 (its few blocks leave most SMs idle).
-  p.variant = m <= 32 || n <= 8192 ? W4A16Variant::Mma32 : W4A16Variant::Mma64;
+  // Left here: 33 <= M < 256 on the wide layers (N > 8192), where the 64-row tile with split-K won on the
+  // Nemotron shapes (H100, docs/perf/kernel-notes.md #12; the 32-row tile won only for N <= 8192, which now
+  // goes to the decode kernel, and the 128-row tile never won below M = 256: its few blocks leave most SMs
+  // idle).
+  p.variant = W4A16Variant::Mma64;
   const GemmTile t = w4a16_tile(p.variant);
   const int64_t blocks = ((n + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
   const int64_t kchunks = (k + 63) / 64;

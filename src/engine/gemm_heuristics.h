@@ -35,5 +35,9 @@ GemmTile w4a16_tile(W4A16Variant v);
 
 // sm_count: multiprocessors of the GPU; max_splits caps the workspace.
 W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits = 16);
+// The decode kernel and its knobs for M rows (Decode64 past 32; past 64 it runs 64 rows per launch). What
+// choose_w4a16_plan picks where it picks a decode kernel, and the plan of the last, shorter launch of a
+// prompt-sized M.
+W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count);
 
 }  // namespace fp4lab
