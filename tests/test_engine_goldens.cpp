@@ -156,6 +156,88 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   EXPECT_GT(mean_kl, 0.0) << "NVFP4 must change something";
 }
 
+// The norm split around two linear layers (the form the CUDA decode path fuses into its GEMVs) is the norm:
+// cpu::residual_norm_split then scale_rows after a linear layer equals the linear layer of rmsnorm(x + o).
+TEST(FusedNorm, SplitNormTimesRowScaleIsRmsnorm) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0, 1);
+  const int64_t rows = 3, n = 96, n2 = 40;
+  std::vector<float> x(static_cast<size_t>(rows * n)), o(x.size()), w(static_cast<size_t>(n)),
+      lw(static_cast<size_t>(n2 * n));
+  for (auto* v : {&x, &o, &w, &lw})
+    for (auto& e : *v) e = g(rng);
+  std::vector<float> sum(x.size()), hn(x.size()), want(static_cast<size_t>(rows * n2));
+  for (size_t i = 0; i < x.size(); ++i) sum[i] = x[i] + o[i];
+  cpu::rmsnorm(sum, w, 1e-5f, hn);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n2; ++j) {
+      double acc = 0;
+      for (int64_t i = 0; i < n; ++i) acc += double(hn[r * n + i]) * lw[j * n + i];
+      want[r * n2 + j] = static_cast<float>(acc);
+    }
+  std::vector<float> h(x.size()), rs(static_cast<size_t>(rows)), got(want.size());
+  cpu::residual_norm_split(x, o, w, 1e-5f, h, rs);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], sum[i]);  // the residual add happened in place
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n2; ++j) {
+      double acc = 0;
+      for (int64_t i = 0; i < n; ++i) acc += double(h[r * n + i]) * lw[j * n + i];
+      got[r * n2 + j] = static_cast<float>(acc);
+    }
+  cpu::scale_rows(got, rs);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4f * (1 + std::fabs(want[i])));
+}
+
+// The runner's fused-norm path (what the CUDA backend runs in decode steps) on the CPU reference, against
+// the plain path: prefill, single-token steps and a batched step of every tiny architecture give the same
+// logits up to float32 rounding. CI has no GPU, so this is where the runner's wiring of the fused norms
+// (which norm weights, which layers take the row scale) is checked against the model.
+TEST(FusedNorm, RunnerPathEqualsNormOpsOnCpu) {
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
+    const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+    const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+    int64_t fused_calls = 0;
+    auto run = [&](bool fused) {
+      CpuOps ops(2);
+      ops.set_fused_norm(fused);
+      Model model(load_weights(dir, QuantMode::Auto), ops);
+      std::vector<float> all;
+      auto s = model.new_sequence(32);
+      auto out = model.forward(s, std::span<const int>(prompt).first(6), true);  // 6 rows: fused too
+      all.insert(all.end(), out.begin(), out.end());
+      for (int i = 0; i < 4; ++i) {
+        const int t[1] = {prompt[static_cast<size_t>(6 + i)]};
+        out = model.forward(s, t, false);
+        all.insert(all.end(), out.begin(), out.end());
+      }
+      std::vector<Model::State> seqs;
+      std::vector<Model::State*> ptrs;
+      std::vector<int> toks;
+      for (int j = 0; j < 3; ++j) {
+        seqs.push_back(model.new_sequence(16));
+        model.forward(seqs.back(), std::span<const int>(prompt).first(static_cast<size_t>(2 + j)), false);
+        toks.push_back(prompt[static_cast<size_t>(2 + j)]);
+      }
+      for (auto& st : seqs) ptrs.push_back(&st);
+      out = model.decode_batch(ptrs, toks);
+      all.insert(all.end(), out.begin(), out.end());
+      if (fused) fused_calls = ops.fused_norm_count();
+      return all;
+    };
+    const auto ref = run(false), got = run(true);
+    ASSERT_EQ(ref.size(), got.size());
+    EXPECT_GT(fused_calls, 0) << m << ": no norm was fused";
+    double err = 0, range = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      err = std::max(err, double(std::fabs(ref[i] - got[i])));
+      range = std::max(range, double(std::fabs(ref[i])));
+    }
+    EXPECT_GT(range, 0.1) << m;
+    EXPECT_LT(err, 1e-4 * range) << m;
+  }
+}
+
 TEST(MambaScan, ChunkedEqualsSequentialOnLongRandomSequences) {
   std::mt19937 rng(3);
   std::normal_distribution<float> g(0, 1);

@@ -408,3 +408,68 @@ TEST(GpuEngine, OutOfMemoryPlanIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("GPU memory are free"), std::string::npos) << e.what();
   }
 }
+
+// Decode steps with each RMSNorm fused into the NVFP4 GEMVs around it (the default) against the same steps
+// with the norm kernels (--no-fused-norm), graph-replayed single steps and a batched step, on every tiny
+// architecture: the two differ only in where BF16 rounds (h = x * gamma before the GEMV instead of the
+// normalized row), so the logits agree to a few BF16 ulps of their range.
+TEST(GpuEngine, FusedNormDecodeMatchesNormKernels) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h", "stories260k"}) {
+    const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+    const size_t V = read_json_file(dir + "/config.json")["vocab_size"].get<size_t>();
+    std::vector<int> prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+    for (int i = 0; prompt.size() < 24; ++i) prompt.push_back(static_cast<int>((i * 37 + 11) % V));
+    int64_t fused_calls = 0;
+    auto run = [&](bool fused) {
+      CudaOps ops;
+      ops.set_fused_norm(fused);
+      CudaModel model(load_weights(dir, QuantMode::NVFP4), ops);
+      std::vector<float> all;
+      auto s = model.new_sequence(64);
+      model.forward(s, std::span<const int>(prompt).first(8), false);
+      for (int i = 0; i < 12; ++i) {
+        const int t[1] = {prompt[static_cast<size_t>(8 + i)]};
+        const auto out = model.forward(s, t, false);
+        all.insert(all.end(), out.begin(), out.end());
+      }
+      std::vector<CudaModel::State> seqs;
+      std::vector<CudaModel::State*> ptrs;
+      std::vector<int> toks;
+      for (int j = 0; j < 5; ++j) {
+        seqs.push_back(model.new_sequence(32));
+        model.forward(seqs.back(), std::span<const int>(prompt).first(static_cast<size_t>(3 + j)), false);
+        toks.push_back(prompt[static_cast<size_t>(3 + j)]);
+      }
+      for (auto& st : seqs) ptrs.push_back(&st);
+      for (int step = 0; step < 3; ++step) {
+        const auto out = model.decode_batch(ptrs, toks);
+        all.insert(all.end(), out.begin(), out.end());
+      }
+      if (fused) fused_calls = ops.fused_norm_count();
+      return all;
+    };
+    const auto ref = run(false), got = run(true);
+    ASSERT_EQ(ref.size(), got.size());
+    EXPECT_GT(fused_calls, 0) << m << ": no norm was fused";
+    double err = 0, range = 0;
+    int agree = 0;
+    const size_t rows = ref.size() / V;
+    for (size_t r = 0; r < rows; ++r) {
+      auto a = std::span<const float>(ref).subspan(r * V, V),
+           b = std::span<const float>(got).subspan(r * V, V);
+      agree += std::max_element(a.begin(), a.end()) - a.begin() ==
+               std::max_element(b.begin(), b.end()) - b.begin();
+      const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
+      range = std::max(range, double(*hi - *lo));
+      for (size_t i = 0; i < V; ++i) err = std::max(err, double(std::fabs(a[i] - b[i])));
+    }
+    std::printf(
+        "%s NVFP4 fused norm vs norm kernels: %d fused calls, max |dlogit| %.4f (logit range %.2f), "
+        "argmax agreement %d/%zu\n",
+        m, static_cast<int>(fused_calls), err, range, agree, rows);
+    EXPECT_LT(err, 0.05 * range) << m;
+    EXPECT_GE(agree, static_cast<int>(rows) - 2) << m;
+  }
+}
