@@ -6,13 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <tuple>
 #include <utility>
 
 #include "common/hd.h"
-#include "cpu/linear_ref.h"
 #include "cpu/ops.h"
 #include "cuda/attention_decode.h"
 #include "cuda/cuda_ops.h"
@@ -442,111 +440,5 @@ TEST(GpuKernels, AddRmsNormMatchesCpuAtEveryWidth) {
     }
     EXPECT_EQ(ex, 0.0) << "residual written back, width " << width;  // the same FP32 add
     EXPECT_LT(ey, 1e-2) << "normalized output, width " << width;     // BF16 rounding of y
-  }
-}
-
-// The RMSNorm split around the decode GEMVs against its CPU twin. The producer GEMV adds its output to the
-// FP32 residual and leaves h = x * gamma and the sums of squares per 16-row tile
-// (nvfp4_w4a16_gemm_residual_norm); the consumers (plain, relu2, the q|k|v group) finish the 1/rms from them.
-// Reference: cpu::residual_norm_split on the same GEMV output for x, h and the row sums; and the unfused
-// spec, the linear layer of cpu::rmsnorm(x), for the consumers.
-TEST(GpuKernels, FusedResidualNormMatchesCpuTwin) {
-  REQUIRE_GPU();
-  std::mt19937 rng(41);
-  const float eps = 1e-5f;
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  auto weight = [&](int64_t rows, int64_t cols, float sd) {
-    std::vector<float> f(static_cast<size_t>(rows * cols));
-    for (auto& v : f) v = d(rng) * sd;
-    Nvfp4Tensor q = nvfp4_quantize_ref(f, rows, cols);
-    std::vector<float> deq(f.size());
-    nvfp4_dequantize_ref(q, deq);
-    DeviceBuffer p = to_device(q.packed), s = to_device(q.block_scales);
-    Nvfp4DeviceWeight w =
-        nvfp4_repack_device(p.as<uint8_t>(), s.as<uint8_t>(), rows, cols, q.tensor_scale, nullptr);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    return std::pair{std::move(w), std::move(deq)};
-  };
-  // A 1008-wide norm (63 tiles: every consumer stages the tile sums in shared memory) and an 8192-wide one
-  // (512 tiles: past M = 4 and 8 the sums no longer fit and are read from global memory after the loop).
-  using Shape = std::pair<int64_t, int64_t>;
-  for (const auto& [ka, n] : {Shape{768, 1008}, Shape{1024, 8192}}) {
-    const int64_t n2 = 528, n3 = 272;
-    const auto [w1, w1f] = weight(n, ka, 0.05f);  // the producer: a sublayer's output projection
-    const auto [w2, w2f] = weight(n2, n, 0.05f);  // consumers of h
-    const auto [w3, w3f] = weight(n3, n, 0.05f);
-    std::vector<float> gamma(static_cast<size_t>(n));
-    for (auto& v : gamma) v = 1.0f + 0.2f * d(rng);
-    const DeviceBuffer dgamma = to_device(gamma);
-    GemmWorkspace ws;
-    for (const int64_t m : {1, 5, 8, 13, 16, 24, 32}) {
-      const auto [araw, af] = random_bf16(static_cast<size_t>(m * ka), 1.0f, rng);
-      std::vector<float> x0(static_cast<size_t>(m * n));
-      for (auto& v : x0) v = 2.0f * d(rng);
-      const DeviceBuffer da = to_device(araw);
-      const size_t tiles = static_cast<size_t>(n / 16);
-      DeviceBuffer dx = to_device(x0), dh(static_cast<size_t>(m * n * 2)), dss(tiles * m * 4),
-                   dy2(static_cast<size_t>(m * n2 * 2)), dr2(static_cast<size_t>(m * n2 * 2)),
-                   dy3(static_cast<size_t>(m * n3 * 2)), dyg2(static_cast<size_t>(m * n2 * 2));
-      nvfp4_w4a16_gemm_residual_norm(
-          da.as<bf16_raw>(), m, ka, w1,
-          {dx.as<float>(), n, dgamma.as<float>(), dh.as<bf16_raw>(), n, dss.as<float>()}, ws, nullptr);
-      const SplitNorm norm{dss.as<float>(), eps};
-      nvfp4_w4a16_gemm_row_scaled(dh.as<bf16_raw>(), m, n, w2, dy2.as<bf16_raw>(), n2, norm, ws, nullptr);
-      ASSERT_TRUE(
-          nvfp4_w4a16_gemm_relu2(dh.as<bf16_raw>(), m, n, w2, dr2.as<bf16_raw>(), n2, ws, nullptr, &norm));
-      const Nvfp4DeviceWeight* grp[] = {&w2, &w3};
-      bf16_raw* grp_y[] = {dyg2.as<bf16_raw>(), dy3.as<bf16_raw>()};
-      const int64_t grp_ld[] = {n2, n3};
-      ASSERT_TRUE(nvfp4_w4a16_gemm_group(dh.as<bf16_raw>(), m, n, grp, grp_y, grp_ld, ws, nullptr, &norm));
-      CUDA_CHECK(cudaDeviceSynchronize());
-
-      // The CPU twin, from the GEMV output in float.
-      std::vector<float> o(static_cast<size_t>(m * n)), x = x0, h(x.size()), rs(static_cast<size_t>(m));
-      linear_f32_ref(af, m, ka, w1f, n, o);
-      cpu::residual_norm_split(x, o, gamma, eps, h, rs);
-      const auto xs = to_host<float>(dx, x.size()), ss = to_host<float>(dss, tiles * m);
-      const auto hg = to_host<uint16_t>(dh, h.size());
-      double ex = 0, eh = 0, ers = 0;
-      for (size_t i = 0; i < x.size(); ++i) {
-        ex = std::max(ex, std::fabs(double(xs[i]) - x[i]) / (1.0 + std::fabs(x[i])));
-        eh = std::max(eh, std::fabs(double(bf16_to_f32(hg[i])) - h[i]) / (1.0 + std::fabs(h[i])));
-      }
-      for (int64_t t = 0; t < m; ++t) {
-        double sum = 0;  // the tiles' sums of squares, laid out [tile, token]
-        for (size_t b = 0; b < tiles; ++b) sum += ss[b * static_cast<size_t>(m) + static_cast<size_t>(t)];
-        const double got = 1.0 / std::sqrt(sum / n + eps);
-        ers = std::max(ers, std::fabs(got - rs[static_cast<size_t>(t)]) / rs[static_cast<size_t>(t)]);
-      }
-      // FP32 accumulation in a different order (x); one BF16 rounding more (h); sums of 1008 squares (rs).
-      EXPECT_LT(ex, 1e-3) << "n " << n << " m " << m;
-      EXPECT_LT(eh, 1e-2) << "n " << n << " m " << m;
-      EXPECT_LT(ers, 1e-4) << "n " << n << " m " << m;
-
-      // Consumers: against the unfused spec, the linear layer of rmsnorm(x), x the residual after the add.
-      std::vector<float> hn(x.size()), y2(static_cast<size_t>(m * n2)), y3(static_cast<size_t>(m * n3));
-      cpu::rmsnorm(x, gamma, eps, hn);
-      linear_f32_ref(hn, m, n, w2f, n2, y2);
-      linear_f32_ref(hn, m, n, w3f, n3, y3);
-      auto check = [&](const DeviceBuffer& got_dev, const std::vector<float>& want, bool relu2,
-                       const char* what) {
-        const auto got = to_host<uint16_t>(got_dev, want.size());
-        double err = 0, ref_max = 0;
-        for (size_t i = 0; i < want.size(); ++i) {
-          float w = want[i];
-          if (relu2) w = w > 0 ? w * w : 0.0f;
-          err = std::max(err, std::fabs(double(bf16_to_f32(got[i])) - w));
-          ref_max = std::max(ref_max, std::fabs(double(w)));
-        }
-        // BF16 inputs (h rounded before the GEMV, rmsnorm's output in the spec) and outputs: a few BF16 ulps
-        // of the largest output.
-        EXPECT_GT(ref_max, 0.1) << what << " n " << n << " m " << m;
-        EXPECT_LT(err, 0.02 * ref_max) << what << " n " << n << " m " << m;
-      };
-      check(dy2, y2, false, "row-scaled");
-      check(dr2, y2, true, "relu2");
-      check(dyg2, y2, false, "group member 0");
-      check(dy3, y3, false, "group member 1");
-    }
   }
 }

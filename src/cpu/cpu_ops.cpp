@@ -75,14 +75,13 @@ void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table,
   }
 }
 
-void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs) const {
+void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
   if (calib_) {
     float& a = (*calib_)[&w];
     for (float v : x.v) a = std::max(a, std::fabs(v));
   }
   // NVFP4 layers hold their exact dequantized values in w.w: the CPU computes W4A16 exactly.
   linear_f32_ref(x.v, x.rows, w.k, w.w, w.n, y.v, threads_);
-  if (rs) cpu::scale_rows(y.v, rs->v);
   if (!w.bias.empty())
     for (int64_t i = 0; i < x.rows; ++i)
       for (int64_t j = 0; j < w.n; ++j)

@@ -92,30 +92,11 @@ class CpuOps {
   }
   // table: rows for ids [first_id, first_id + rows); other ids get zeros (vocab-parallel shards).
   void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x) const;
-  // rs (FP32 [rows, 1], or null), here and in the other linear forms: the outputs of row t multiplied by
-  // rs[t] before any activation, the second half of a fused norm (linear_residual_norm).
-  void linear(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs = nullptr) const;
+  void linear(const Tensor& x, const LinearWeight& w, Tensor& y) const;
   // Several layers on the same input (q | k | v, gate | up): one after the other here.
-  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y,
-                    const Tensor* rs = nullptr) const {
-    for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i], rs);
-  }
-  // The RMSNorm after a sublayer fused into the linear layers around it, as the CUDA backend runs decode
-  // steps: x += a . W^T; h = x * gamma; rs = 1/rms(x) (cpu::residual_norm_split). The runner asks
-  // can_fuse_norm first; here it is off unless set_fused_norm(true) (tests run the runner's fused path on
-  // the reference this way).
-  void set_fused_norm(bool on) { fused_norm_ = on; }
-  bool can_fuse_norm(const LinearWeight&, std::span<const LinearWeight* const> next, int64_t rows) const {
-    return fused_norm_ && !tp_group_ && !calib_ && rows <= 32 && !next.empty();
-  }
-  Tensor alloc_row_scale(int64_t rows) const { return alloc(rows, 1); }
-  int64_t fused_norm_count() const { return fused_norms_; }  // linear_residual_norm calls so far (tests)
-  void linear_residual_norm(const Tensor& a, const LinearWeight& w, Tensor& x,
-                            const std::vector<float>& gamma, float eps, Tensor& h, Tensor& rs) {
-    ++fused_norms_;
-    Tensor o = alloc(a.rows, w.n);
-    linear(a, w, o);
-    cpu::residual_norm_split(x.v, o.v, gamma, eps, h.v, rs.v);
+  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
+                    std::span<Tensor* const> y) const {
+    for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
   }
   // Activation calibration: while set, every linear records max |input| per weight (ModelOpt's max
   // calibrator).
@@ -138,16 +119,15 @@ class CpuOps {
   void silu_mul(const Tensor& g, const Tensor& u, Tensor& o) const { cpu::silu_mul(g.v, u.v, o.v); }
   void relu2(Tensor& x) const { cpu::relu2(x.v); }
   // The CUDA backend joins NVFP4 gate and up at load and applies SwiGLU in its decode GEMV; here the steps.
-  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out,
-                     const Tensor* rs = nullptr) const {
+  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out) const {
     Tensor u = alloc(x.rows, up.n);
-    linear(x, gate, out, rs);
-    linear(x, up, u, rs);
+    linear(x, gate, out);
+    linear(x, up, u);
     silu_mul(out, u, out);
   }
   // The CUDA backend fuses the activation into its decode GEMV; here the two steps.
-  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs = nullptr) const {
-    linear(x, w, y, rs);
+  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) const {
+    linear(x, w, y);
     relu2(y);
   }
   void columns(const Tensor& src, int64_t col0, Tensor& dst) const;
@@ -175,8 +155,6 @@ class CpuOps {
   void rope(Tensor& x, int heads, int head_dim, const State& s, const RopeConfig& r);
   CpuTpGroup* tp_group_ = nullptr;
   int tp_rank_ = 0;
-  bool fused_norm_ = false;
-  int64_t fused_norms_ = 0;
   bool vocab_parallel_ = false;
   int64_t vocab_ = 0;
   int threads_;

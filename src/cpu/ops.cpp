@@ -18,27 +18,6 @@ void rmsnorm(std::span<const float> x, std::span<const float> w, float eps, std:
   }
 }
 
-void residual_norm_split(std::span<float> x, std::span<const float> o, std::span<const float> w, float eps,
-                         std::span<float> h, std::span<float> rs) {
-  const size_t n = w.size();
-  for (size_t r = 0; r < x.size() / n; ++r) {
-    double ss = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float v = x[r * n + i] += o[r * n + i];
-      ss += double(v) * v;
-      h[r * n + i] = v * w[i];
-    }
-    rs[r] = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
-  }
-}
-
-void scale_rows(std::span<float> y, std::span<const float> rs) {
-  if (rs.empty()) return;
-  const size_t n = y.size() / rs.size();
-  for (size_t r = 0; r < rs.size(); ++r)
-    for (size_t i = 0; i < n; ++i) y[r * n + i] *= rs[r];
-}
-
 std::vector<float> rope_inv_freq(const RopeConfig& r, int hd) {
   std::vector<float> f(static_cast<size_t>(hd / 2));
   for (int i = 0; i < hd / 2; ++i)

@@ -11,15 +11,6 @@ namespace fp4lab::cpu {
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, rows of width w.size().
 void rmsnorm(std::span<const float> x, std::span<const float> w, float eps, std::span<float> y);
 
-// The same norm split around two linear layers, as the CUDA decode path runs it (the norm fused into the
-// GEMVs, nvfp4_w4a16_gemm_residual_norm): x += o (the residual add), h = x * w without the 1/rms, and
-// rs[t] = 1 / sqrt(mean(x[t]^2) + eps). A linear layer of h followed by scale_rows(y, rs) equals the linear
-// layer of rmsnorm(x, w).
-void residual_norm_split(std::span<float> x, std::span<const float> o, std::span<const float> w, float eps,
-                         std::span<float> h, std::span<float> rs);
-// y [T, y.size() / T]: row t multiplied by rs[t] (T = rs.size()).
-void scale_rows(std::span<float> y, std::span<const float> rs);
-
 // Inverse frequencies for rotate-half RoPE (default, linear and llama3 scaling as HF transformers computes
 // them).
 std::vector<float> rope_inv_freq(const RopeConfig& r, int head_dim);

@@ -505,26 +505,11 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int6
                 static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_, x.fdata());
 }
 
-const SplitNorm* CudaOps::split_norm(const Tensor* rs, const Tensor& x) {
-  if (!rs) return nullptr;
-  if (!rs->f32 || rs->rows != x.rows || rs->cols * 16 != x.cols)
-    throw Error("internal: a row scale (alloc_row_scale) of another shape than the linear layer's input");
-  split_norm_ = {rs->fdata(), norm_eps_};
-  return &split_norm_;
-}
-
-void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs) {
+void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   auto it = linears_.find(&w);
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
   const DevLinear& d = it->second;
   OpTimer timer_(this, d.nvfp4 ? "linear.nvfp4" : "linear.bf16");
-  if (rs) {
-    if (!d.nvfp4 || d.bias.ptr)
-      throw Error("internal: a row scale on a linear layer the decode GEMV does not run");
-    nvfp4_w4a16_gemm_row_scaled(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, *split_norm(rs, x), ws_,
-                                stream_);
-    return;
-  }
   if (d.nvfp4)
     nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
   else
@@ -535,38 +520,34 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y, const Te
   }
 }
 
-void CudaOps::linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs) {
+void CudaOps::linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) {
   const auto it = linears_.find(&w);
   if (it != linears_.end() && it->second.nvfp4 && !it->second.bias.ptr && !x.f32) {
     OpTimer timer_(this, "linear.nvfp4");
-    if (nvfp4_w4a16_gemm_relu2(x.data, x.rows, x.cols, it->second.fp4, y.data, y.cols, ws_, stream_,
-                               split_norm(rs, x)))
-      return;
+    if (nvfp4_w4a16_gemm_relu2(x.data, x.rows, x.cols, it->second.fp4, y.data, y.cols, ws_, stream_)) return;
   }
-  linear(x, w, y, rs);
+  linear(x, w, y);
   relu2(y);
 }
 
-void CudaOps::linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out,
-                            const Tensor* rs) {
+void CudaOps::linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out) {
   if (const auto f = swiglu_.find(&gate); f != swiglu_.end()) {
     if (x.f32) throw Error("internal: the SwiGLU projection takes a BF16 input");
     OpTimer timer_(this, "linear.nvfp4");
     nvfp4_w4a16_gemm_swiglu(x.data, x.rows, x.cols, f->second.w, f->second.gate_scale, f->second.up_scale,
-                            out.data, out.cols, ws_, stream_, split_norm(rs, x));
+                            out.data, out.cols, ws_, stream_);
     return;
   }
   Tensor u = alloc(x.rows, up.n);
   const LinearWeight* gu[] = {&gate, &up};
   Tensor* gu_out[] = {&out, &u};
-  linear_group(x, gu, gu_out, rs);
+  linear_group(x, gu, gu_out);
   silu_mul(out, u, out);
 }
 
 void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const> w,
-                           std::span<Tensor* const> y, const Tensor* rs) {
+                           std::span<Tensor* const> y) {
   if (const auto f = fused_bf16_.find(w[0]); f != fused_bf16_.end()) {
-    if (rs) throw Error("internal: a row scale on a BF16 projection");
     if (!std::equal(w.begin(), w.end(), f->second.members.begin(), f->second.members.end()))
       throw Error("internal: a fused BF16 projection was called with other members");
     Tensor all = alloc(x.rows, f->second.n_total);
@@ -594,44 +575,10 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
   if (grouped) {
     OpTimer timer_(this, "linear.nvfp4");
     if (nvfp4_w4a16_gemm_group(x.data, x.rows, x.cols, std::span(dw, w.size()), std::span(out, w.size()),
-                               std::span<const int64_t>(ld, w.size()), ws_, stream_, split_norm(rs, x)))
+                               std::span<const int64_t>(ld, w.size()), ws_, stream_))
       return;
   }
-  for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i], rs);
-}
-
-bool CudaOps::can_fuse_norm(const LinearWeight& out, std::span<const LinearWeight* const> next,
-                            int64_t rows) const {
-  // Up to 16 rows: past that each consumer block would read its K/16 x M tile sums from global memory after
-  // the loop instead of from shared memory staged during it (batch 32 measured 7% slower, kernel-notes #45).
-  if (!fused_norm_ || tp_ > 1 || next.empty() || rows > 16) return false;
-  auto decode_nvfp4 = [&](const LinearWeight* w) {
-    const auto it = linears_.find(w);
-    return it != linears_.end() && it->second.nvfp4 && !it->second.bias.ptr &&
-           nvfp4_decode_takes(rows, it->second.fp4);
-  };
-  if (!decode_nvfp4(&out)) return false;
-  // gate | up joined at load run as one weight (linear_swiglu).
-  if (next.size() == 2)
-    if (const auto f = swiglu_.find(next[0]); f != swiglu_.end())
-      return nvfp4_decode_takes(rows, f->second.w);
-  return std::all_of(next.begin(), next.end(), decode_nvfp4);
-}
-
-void CudaOps::linear_residual_norm(const Tensor& a, const LinearWeight& w, Tensor& x,
-                                   const std::vector<float>& gamma, float eps, Tensor& h, Tensor& rs) {
-  const auto it = linears_.find(&w);
-  if (it == linears_.end() || !it->second.nvfp4 || it->second.bias.ptr || !x.f32 || h.f32 || !rs.f32 ||
-      a.f32 || x.cols != it->second.n || h.cols != x.cols || h.rows != x.rows || rs.rows != x.rows ||
-      rs.cols * 16 != x.cols)
-    throw Error(
-        "internal: linear_residual_norm takes an NVFP4 layer, the FP32 residual and BF16 h of its width");
-  OpTimer timer_(this, "linear.nvfp4");
-  ++fused_norms_;
-  norm_eps_ = eps;  // the consumers' (split_norm): one eps per model
-  nvfp4_w4a16_gemm_residual_norm(a.data, a.rows, a.cols, it->second.fp4,
-                                 {x.fdata(), x.cols, dev_f32(gamma), h.data, h.cols, rs.fdata()}, ws_,
-                                 stream_);
+  for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
 }
 
 void CudaOps::launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,

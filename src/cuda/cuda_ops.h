@@ -104,32 +104,15 @@ class CudaOps {
   std::map<std::string, double> profile_ms() const { return profile_ms_; }
   // Ids outside [first_id, first_id + the table's rows) get zeros (vocab-parallel shards).
   void embed(std::span<const int> tokens, const std::vector<float>& table, int64_t first_id, Tensor& x);
-  // rs (FP32 [rows, 1], or null), here and in the other linear forms: the outputs of row t multiplied by
-  // rs[t] before any activation, the second half of a fused norm (linear_residual_norm); only where
-  // can_fuse_norm said yes.
-  void linear(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs = nullptr);
+  void linear(const Tensor& x, const LinearWeight& w, Tensor& y);
   // y = relu(x . W^T)^2: fused into the NVFP4 decode GEMV's epilogue where it runs, else linear + relu2.
-  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y, const Tensor* rs = nullptr);
+  void linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y);
   // Several layers on the same input (q | k | v, gate | up): one NVFP4 decode launch for all of them when
   // they qualify (nvfp4_w4a16_gemm_group), else one by one.
-  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y,
-                    const Tensor* rs = nullptr);
+  void linear_group(const Tensor& x, std::span<const LinearWeight* const> w, std::span<Tensor* const> y);
   // out = silu(x . gate^T) * (x . up^T): one launch with the activation in the decode GEMV's epilogue where
   // gate and up were joined at load (NVFP4), else the two projections and silu_mul.
-  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out,
-                     const Tensor* rs = nullptr);
-  // The RMSNorm after a sublayer fused into the NVFP4 decode GEMVs around it: the output projection adds
-  // a . W^T to the residual x and leaves h = x * gamma and rs = 1/rms(x) (nvfp4_w4a16_gemm_residual_norm);
-  // the next projections take rs. can_fuse_norm: whether out and every layer of `next` run in the decode
-  // kernels at this many rows (NVFP4, no bias, one GPU) and fusing is on (set_fused_norm).
-  void set_fused_norm(bool on) { fused_norm_ = on; }
-  bool can_fuse_norm(const LinearWeight& out, std::span<const LinearWeight* const> next, int64_t rows) const;
-  // Here the row scale holds the producer's sums of squares per 16 columns of the norm (FP32 [hidden / 16]
-  // per row, SplitNorm); the consumers finish the 1/rms themselves.
-  Tensor alloc_row_scale(int64_t rows) { return alloc_residual(rows, hidden_ / 16); }
-  int64_t fused_norm_count() const { return fused_norms_; }  // linear_residual_norm calls so far (tests)
-  void linear_residual_norm(const Tensor& a, const LinearWeight& w, Tensor& x,
-                            const std::vector<float>& gamma, float eps, Tensor& h, Tensor& rs);
+  void linear_swiglu(const Tensor& x, const LinearWeight& gate, const LinearWeight& up, Tensor& out);
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y);
   // x += o (the residual add), then y = rmsnorm(x): one kernel.
   void add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& w, float eps, Tensor& y);
@@ -247,11 +230,6 @@ class CudaOps {
 
   int device_ = 0;
   bool graphs_ = true;
-  bool fused_norm_ = true;
-  int64_t fused_norms_ = 0;
-  float norm_eps_ = 0.0f;
-  SplitNorm split_norm_{};
-  const SplitNorm* split_norm(const Tensor* rs, const Tensor& x);
   uint64_t arena_gen_ = 1;
   int* pinned_tokens_ = nullptr;  // host-pinned token ids (graph replays read the current value)
   size_t pinned_tokens_cap_ = 0;

@@ -82,41 +82,11 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan = nullptr);
 
-// An RMSNorm split around the decode GEMVs (kernel-notes #45). The GEMV that ends a sublayer
-// (nvfp4_w4a16_gemm_residual_norm) adds its output to the FP32 residual stream instead of storing it, and
-// leaves h = bf16(residual * gamma) and the sums of squares of the new residual per 16-row tile of its output
-// and per token. The GEMVs that read h (X = h, K = the norm's width) take those sums as a SplitNorm: each
-// block adds them in one fixed order and multiplies the outputs of token t by 1/sqrt(sum_t / K + eps) before
-// the activation, which makes them W . rmsnorm(residual). No norm kernel runs between the two.
-struct SplitNorm {
-  const float* tile_sumsq;  // FP32 [K / 16, M]
-  float eps;
-};
-struct ResidualNormOut {
-  float* residual;  // FP32 [M, N_valid], row stride ld_res
-  int64_t ld_res;
-  const float* gamma;  // FP32 [N_valid]
-  bf16_raw* h;         // BF16 [M, N_valid], row stride ldh
-  int64_t ldh;
-  float* tile_sumsq;  // FP32 [N / 16, M]
-};
-// Whether the decode kernels, and so both halves of a split norm, take this weight at M rows (M <= 32).
-bool nvfp4_decode_takes(int64_t m, const Nvfp4DeviceWeight& w);
-void nvfp4_w4a16_gemm_residual_norm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                                    const ResidualNormOut& out, GemmWorkspace& ws, cudaStream_t stream);
-// y = X . W^T scaled per token by the split norm (decode kernels; see nvfp4_decode_takes).
-void nvfp4_w4a16_gemm_row_scaled(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                                 bf16_raw* y, int64_t ldy, const SplitNorm& norm, GemmWorkspace& ws,
-                                 cudaStream_t stream);
-
 // y = relu(X . W^T)^2 with the activation applied in the decode kernel's epilogue (one launch and one pass
 // over y fewer than the GEMM then the activation kernel). Returns false, having done nothing, where the
-// heuristic does not pick a decode kernel for this shape; the caller then runs the two steps. norm (here
-// and in the swiglu and group forms): the second half of a split norm, which only the decode kernels have;
-// with one, a shape they do not take throws.
+// heuristic does not pick a decode kernel for this shape; the caller then runs the two steps.
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream,
-                            const SplitNorm* norm = nullptr);
+                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream);
 
 // y[M, N] = silu(X . Wg^T * gate_scale) * (X . Wu^T * up_scale) with gu from nvfp4_repack_swiglu_pair_device
 // (N = gu.n_valid / 2). Where the heuristic picks a decode kernel the activation is applied in its epilogue
@@ -124,7 +94,7 @@ bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvf
 // buffer and one kernel applies the scales and the activation.
 void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& gu,
                              float gate_scale, float up_scale, bf16_raw* y, int64_t ldy, GemmWorkspace& ws,
-                             cudaStream_t stream, const SplitNorm* norm = nullptr);
+                             cudaStream_t stream);
 
 // Decode-sized M (<= 32): several weights of the same K applied to the same X in one launch (q | k | v,
 // gate | up), y[i] = X . w[i]^T with each weight's tensor scale. Returns false, having done nothing, when the
@@ -132,8 +102,7 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
 // then runs the weights one by one.
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
-                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream,
-                            const SplitNorm* norm = nullptr);
+                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream);
 
 // Dequantizes a tiled weight to BF16 [N, K] (row-major), the first half of the DequantBlas variant.
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream);

@@ -108,41 +108,6 @@ struct DecodeGroup {
   DecodeSeg seg[3];
   int count;
 };
-// The RMSNorm between two sublayers, split across the GEMVs around it (decode steps; kernel-notes #45):
-// - producer (residual set; one weight, the sublayer's output projection): instead of storing Y, it adds Y to
-//   the FP32 residual stream in place, stores h = bf16(residual * gamma) (the next GEMVs' X) and, per 16-row
-//   tile of its output, the sums of squares of the new residual per token (tile_sumsq, FP32 [N / 16, M]).
-// - consumer (norm_sumsq set): each block adds the tile sums of each token in one fixed order (the same in
-//   every block: deterministic) and multiplies that token's outputs by 1/sqrt(sum / K + eps) before the
-//   activation; with X = h this is W . rmsnorm(residual).
-// Nothing waits between the two: the sums are staged into shared memory right after the programmatic-launch
-// wait and read after the main loop, and the producer's residual slice is staged the same way.
-struct DecodeEpilogue {
-  const float* norm_sumsq;  // consumer: FP32 [K / 16, M], or null
-  float norm_eps;
-  float* residual;  // producer: FP32 [M, N_valid] (row stride ld_res), or null
-  int64_t ld_res;
-  const float* gamma;  // FP32 [N_valid]
-  __nv_bfloat16* h;    // BF16 [M, N_valid], row stride ldh
-  int64_t ldh;
-  float* tile_sumsq;  // FP32 [N / 16, M]
-};
-
-// Shared-memory staging of the split norm's operands, sized per variant within the 48 KB of static shared
-// memory: the consumer's tile sums (K / 16 x M floats; up to 280 x 16 for Nemotron's 4480-wide norm at
-// M = 16; more is read from global memory after the loop) and the producer's residual slice.
-template <int RA, int NT, int WARPS>
-struct DecodeNormStage {
-  static constexpr int kOther =
-      1024 + WARPS * RA * NT * 512 + 4 * (RA * NT * 8 + NT * 8 + RA * 16 + NT * 8 * RA * 16);
-  static constexpr int kWant = NT == 1 ? 2304 : NT == 2 ? 4608 : 0;
-  static constexpr int kSums = kWant > 0 && kOther + 4 * kWant <= 48 * 1024 ? kWant : 1;
-  float sums[kSums];
-  float x[NT * 8][RA * 16];  // producer: residual rows of this block's tiles, per token
-  float gamma[RA * 16];
-  float tsum[RA][NT * 8];  // producer: per tile and token
-  float rs[NT * 8];        // consumer: 1/rms per token
-};
 
 // The member of the group block bx works for. Field by field with selects: indexing the parameter array with
 // a run-time index would copy it to local memory.
@@ -166,12 +131,10 @@ __device__ __forceinline__ DecodeSeg select_seg(const DecodeGroup& g, int bx) {
 // warps in warp order (deterministic), scaled, the epilogue activation applied, stored as BF16.
 template <int RA, int NT, int WARPS>
 __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2][4],
-                                                    float (&red)[WARPS][RA * NT * 4][32],
-                                                    DecodeNormStage<RA, NT, WARPS>& ns, const DecodeSeg& sg,
-                                                    const DecodeEpilogue& ep, int tile0, int m, int k) {
+                                                    float (&red)[WARPS][RA * NT * 4][32], const DecodeSeg& sg,
+                                                    int tile0, int m) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c4 = lane % 4, tok = lane / 4;
-  if (ep.norm_sumsq || ep.residual) ptx::cp_async_wait<0>();  // this thread's staged copies have landed
 #pragma unroll
   for (int ra = 0; ra < RA; ++ra)
 #pragma unroll
@@ -179,29 +142,7 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         red[warp][(ra * NT + nt) * 4 + i][lane] = acc[ra][nt][0][i] + acc[ra][nt][1][i];
-  if (ep.residual)
-    for (int i = threadIdx.x; i < RA * NT * 8; i += WARPS * 32) (&ns.tsum[0][0])[i] = 0.0f;
-  __syncthreads();  // also publishes every thread's staged copies
-  if (ep.norm_sumsq) {
-    // 1/rms per token: a warp per token, its lanes over the tiles in a fixed order, then a fixed tree.
-    const int tiles = k / 16;
-    const bool staged = tiles * m <= static_cast<int>(sizeof(ns.sums) / sizeof(float));
-    for (int t = warp; t < m && t < NT * 8; t += WARPS) {
-      float s = 0.0f;
-      for (int b = lane; b < tiles; b += 32)
-        s += staged ? ns.sums[b * m + t] : __ldcg(ep.norm_sumsq + static_cast<int64_t>(b) * m + t);
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (lane == 0) ns.rs[t] = rsqrtf(s / static_cast<float>(k) + ep.norm_eps);
-    }
-    __syncthreads();
-  }
-  // The row scale of this lane's tokens (1 without a split norm).
-  float rsv[NT][2];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) rsv[nt][i] = ep.norm_sumsq ? ns.rs[min(nt * 8 + 2 * c4 + i, m - 1)] : 1.0f;
+  __syncthreads();
   // Each warp finishes a share of the RA x NT fragments.
   for (int f = warp; f < RA * NT; f += WARPS) {
     const int ra = f / NT, nt = f % NT;
@@ -223,41 +164,20 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
 #pragma unroll
       for (int i = 0; i < 2; ++i)
         if (t0 + i < m)
-          y[static_cast<int64_t>(t0 + i) * ldy + col] = __float2bfloat16_rn(
-              dev::silu(v[i] * sg.alpha * rsv[nt][i]) * (v[i + 2] * sg.alpha_up * rsv[nt][i]));
-      continue;
-    }
-    const int row = (tile0 + ra) * 16 + tok;
-    if (ep.residual) {
-      // c0, c1: row `row`, tokens t0, t0 + 1; c2, c3: row + 8. The squares are summed per token over the
-      // tile's 16 rows: over this lane's two, then over the 8 lanes of the same c4.
-      float sq[2] = {0.0f, 0.0f};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int t = t0 + (i & 1), lr = ra * 16 + tok + (i >= 2 ? 8 : 0), r = tile0 * 16 + lr;
-        if (t < m && r < sg.n_valid) {
-          const float x = ns.x[t][lr] + v[i] * sg.alpha;
-          ep.residual[static_cast<int64_t>(t) * ep.ld_res + r] = x;
-          ep.h[static_cast<int64_t>(t) * ep.ldh + r] = __float2bfloat16_rn(x * ns.gamma[lr]);
-          sq[i & 1] += x * x;
-        }
-      }
-#pragma unroll
-      for (int o = 4; o < 32; o *= 2)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) sq[i] += __shfl_xor_sync(0xffffffffu, sq[i], o);
-      if (tok == 0) ns.tsum[ra][nt * 8 + 2 * c4] = sq[0], ns.tsum[ra][nt * 8 + 2 * c4 + 1] = sq[1];
+          y[static_cast<int64_t>(t0 + i) * ldy + col] =
+              __float2bfloat16_rn(dev::silu(v[i] * sg.alpha) * (v[i + 2] * sg.alpha_up));
       continue;
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      v[i] *= sg.alpha * rsv[nt][i & 1];
+      v[i] *= sg.alpha;
       if (sg.act == DecodeAct::Relu2) {
         v[i] = fmaxf(v[i], 0.0f);
         v[i] *= v[i];
       }
     }
     // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
+    const int row = (tile0 + ra) * 16 + tok;
     const bool r0 = row < sg.n_valid, r8 = row + 8 < sg.n_valid;
     if (t0 < m) {
       if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
@@ -268,22 +188,14 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
       if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
     }
   }
-  if (!ep.residual) return;
-  __syncthreads();
-  for (int i = threadIdx.x; i < RA * NT * 8; i += WARPS * 32) {
-    const int ra = i / (NT * 8), t = i % (NT * 8);
-    if (t < m && tile0 + ra < sg.row_tiles)
-      ep.tile_sumsq[static_cast<int64_t>(tile0 + ra) * m + t] = ns.tsum[ra][t];
-  }
 }
 
 template <int NT, int RA, int WARPS, int PF>
 __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
     nvfp4_w4a16_decode_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
-                              const DecodeGroup g, const DecodeEpilogue ep) {
+                              const DecodeGroup g) {
   __shared__ uint32_t lut[256];
   __shared__ float red[WARPS][RA * NT * 4][32];
-  __shared__ DecodeNormStage<RA, NT, WARPS> ns;
   init_scale_lut(lut);
 
   const DecodeSeg sg = select_seg(g, blockIdx.x);
@@ -342,26 +254,8 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
         wbuf[p][ra] = ptx::ldg_stream_v4(wp[ra] + p * kWStep);
         sbuf[p][ra] = ptx::ldg_stream_u16(sp[ra] + p * kWStep);
       }
-  if (ep.residual)  // a constant too
-    for (int i = threadIdx.x; i < RA * 16; i += WARPS * 32)
-      ns.gamma[i] =
-          tile0 + i / 16 < sg.row_tiles && tile0 * 16 + i < sg.n_valid ? ep.gamma[tile0 * 16 + i] : 0.0f;
-  // Everything above reads only constants: under programmatic launch it overlaps the previous kernel.
+  // Everything above reads only the weights: under programmatic launch it overlaps the previous kernel.
   ptx::griddep_enter();
-  // The split norm's operands, written by the previous kernels, staged for the epilogue while the loop runs.
-  if (ep.norm_sumsq) {
-    const int n = (k / 16) * m;
-    if (n <= static_cast<int>(sizeof(ns.sums) / sizeof(float)))
-      for (int i = threadIdx.x; i < n; i += WARPS * 32)
-        ptx::cp_async_4(ptx::smem_addr(&ns.sums[i]), ep.norm_sumsq + i);
-  }
-  if (ep.residual)
-    for (int i = threadIdx.x; i < m * RA * 16; i += WARPS * 32) {
-      const int t = i / (RA * 16), lr = i % (RA * 16), r = tile0 * 16 + lr;
-      if (tile0 + lr / 16 < sg.row_tiles && r < sg.n_valid)
-        ptx::cp_async_4(ptx::smem_addr(&ns.x[t][lr]), ep.residual + static_cast<int64_t>(t) * ep.ld_res + r);
-    }
-  ptx::cp_async_commit();
   __syncthreads();  // the scale LUT is ready
   auto consume = [&](int p) {
     uint32_t b[NT][4][2];
@@ -420,7 +314,7 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
     }
     chunk(w, sc, b);
   }
-  decode_reduce_store<RA, NT, WARPS>(acc, red, ns, sg, ep, tile0, m, k);
+  decode_reduce_store<RA, NT, WARPS>(acc, red, sg, tile0, m);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -621,7 +515,6 @@ struct DecodeTargets {
   int count;
   DecodeAct act = DecodeAct::None;
   float alpha_up = 0.0f;  // DecodeAct::Swiglu
-  DecodeEpilogue ep{};
 };
 
 template <int NT, int RA, int WARPS>
@@ -646,7 +539,7 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
   }
   launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
                 stream, reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
-                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g, t.ep);
+                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
 }
 
 template <int NT, int RA>
@@ -713,8 +606,6 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
         const int64_t rows = std::min<int64_t>(64, m - r);
         DecodeTargets tr = t;
         for (int i = 0; i < t.count; ++i) tr.y[i] = t.y[i] + r * t.ldy[i];
-        if (t.ep.norm_sumsq || t.ep.residual)
-          throw Error("internal: the split RMSNorm takes decode-sized M (nvfp4_decode_takes)");
         const W4A16Plan q = rows == 64 ? p : choose_decode_plan(rows, n_total, t.w[0]->geom.k, sm_count);
         launch_decode_variant(q, x + r * ldx, rows, ldx, tr, sm_count, stream);
       }
@@ -775,68 +666,12 @@ bool decode_operands_ok(const bf16_raw* x, int64_t ldx, const Nvfp4DeviceWeight&
 }
 }  // namespace
 
-namespace {
-// A row scale (the consumer half of a split RMSNorm) exists only in the decode kernels' epilogue: callers
-// check nvfp4_decode_takes first, so reaching another kernel with one is a bug, not a fallback.
-void set_norm(DecodeTargets& t, const SplitNorm* norm) {
-  if (!norm) return;
-  t.ep.norm_sumsq = norm->tile_sumsq;
-  t.ep.norm_eps = norm->eps;
-}
-
-bool launch_decode_or_refuse_scale(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
-                                   const DecodeTargets& t, int sm_count, cudaStream_t stream) {
-  if (launch_decode_variant(p, x, m, ldx, t, sm_count, stream)) return true;
-  if (t.ep.norm_sumsq || t.ep.residual)
-    throw Error("internal: a split RMSNorm reached an NVFP4 GEMM shape the decode kernels do not take (M = " +
-                std::to_string(m) + ")");
-  return false;
-}
-}  // namespace
-
-bool nvfp4_decode_takes(int64_t m, const Nvfp4DeviceWeight& w) {
-  return m >= 1 && m <= 32 && w.geom.n % 16 == 0 && w.geom.k % 16 == 0;
-}
-
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream,
-                            const SplitNorm* norm) {
-  if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) {
-    if (norm) throw Error("internal: a row-scaled NVFP4 GEMM got operands the decode kernels refuse");
-    return false;
-  }
+                            bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream) {
+  if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) return false;
   const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
   DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, DecodeAct::Relu2};
-  set_norm(t, norm);
-  return launch_decode_or_refuse_scale(p, x, m, ldx, t, ws.sm_count(), stream);
-}
-
-void nvfp4_w4a16_gemm_row_scaled(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                                 bf16_raw* y, int64_t ldy, const SplitNorm& norm, GemmWorkspace& ws,
-                                 cudaStream_t stream) {
-  if (m <= 0) return;
-  if (!nvfp4_decode_takes(m, w) || !decode_operands_ok(x, ldx, w, ldy))
-    throw Error("internal: a row-scaled NVFP4 GEMM got operands the decode kernels refuse");
-  const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
-  DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1};
-  set_norm(t, &norm);
-  launch_decode_or_refuse_scale(p, x, m, ldx, t, ws.sm_count(), stream);
-}
-
-void nvfp4_w4a16_gemm_residual_norm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
-                                    const ResidualNormOut& out, GemmWorkspace& ws, cudaStream_t stream) {
-  if (m <= 0) return;
-  if (!nvfp4_decode_takes(m, w) || !decode_operands_ok(x, ldx, w, out.ldh) || out.ld_res < w.n_valid)
-    throw Error("internal: the residual-norm NVFP4 GEMM got operands the decode kernels refuse");
-  const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
-  DecodeTargets t{{&w}, {nullptr}, {out.ldh}, {w.tensor_scale * kEpilogueBias}, 1};
-  t.ep.residual = out.residual;
-  t.ep.ld_res = out.ld_res;
-  t.ep.gamma = out.gamma;
-  t.ep.h = reinterpret_cast<__nv_bfloat16*>(out.h);
-  t.ep.ldh = out.ldh;
-  t.ep.tile_sumsq = out.tile_sumsq;
-  launch_decode_or_refuse_scale(p, x, m, ldx, t, ws.sm_count(), stream);
+  return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
 
 namespace {
@@ -857,7 +692,7 @@ __global__ void swiglu_interleaved_kernel(const __nv_bfloat16* __restrict__ z, i
 
 void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& gu,
                              float gate_scale, float up_scale, bf16_raw* y, int64_t ldy, GemmWorkspace& ws,
-                             cudaStream_t stream, const SplitNorm* norm) {
+                             cudaStream_t stream) {
   if (m <= 0) return;
   const int64_t n = gu.n_valid / 2;
   if (gu.n_valid % 16 || gu.tensor_scale != 1.0f || ldy < n)
@@ -866,10 +701,7 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
     const W4A16Plan p = choose_w4a16_plan(m, gu.geom.n, gu.geom.k, ws.sm_count());
     DecodeTargets t{
         {&gu}, {y}, {ldy}, {gate_scale * kEpilogueBias}, 1, DecodeAct::Swiglu, up_scale * kEpilogueBias};
-    set_norm(t, norm);
-    if (launch_decode_or_refuse_scale(p, x, m, ldx, t, ws.sm_count(), stream)) return;
-  } else if (norm) {
-    throw Error("internal: a row-scaled NVFP4 GEMM got operands the decode kernels refuse");
+    if (launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream)) return;
   }
   bf16_raw* z = ws.swiglu_scratch(static_cast<size_t>(m * 2 * n));
   nvfp4_w4a16_gemm(x, m, ldx, gu, z, 2 * n, 1.0f, ws, stream);
@@ -880,21 +712,14 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
 
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
-                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream,
-                            const SplitNorm* norm) {
-  bool ok =
-      m > 0 && m <= 32 && w.size() >= 2 && w.size() <= 3 && y.size() == w.size() && ldy.size() == w.size();
-  for (size_t i = 0; ok && i < w.size(); ++i)
-    ok = w[i]->geom.k == w[0]->geom.k && decode_operands_ok(x, ldx, *w[i], ldy[i]);
-  if (!ok) {
-    if (norm) throw Error("internal: a row-scaled NVFP4 GEMM group got operands the decode kernels refuse");
+                            std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream) {
+  if (m <= 0 || m > 32 || w.size() < 2 || w.size() > 3 || y.size() != w.size() || ldy.size() != w.size())
     return false;
-  }
   DecodeTargets t{};
   t.count = static_cast<int>(w.size());
   int64_t n_total = 0;
-  set_norm(t, norm);
   for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i]->geom.k != w[0]->geom.k || !decode_operands_ok(x, ldx, *w[i], ldy[i])) return false;
     t.w[i] = w[i];
     t.y[i] = y[i];
     t.ldy[i] = ldy[i];
@@ -903,7 +728,7 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
   const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
-  return launch_decode_or_refuse_scale(p, x, m, ldx, t, ws.sm_count(), stream);
+  return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
 
 }  // namespace fp4lab

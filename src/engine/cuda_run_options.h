@@ -5,12 +5,11 @@
 namespace fp4lab {
 
 struct CudaRunOptions {
-  int tp = 1;              // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
-  bool graphs = true;      // capture single-sequence decode steps in CUDA graphs
-  int attn_splits = 0;     // decode attention splits (0: automatic)
-  bool profile = false;    // per-op-class event timing (turns graphs off)
-  bool pdl = true;         // programmatic dependent launch of the decode kernels (sm_90+)
-  bool fused_norm = true;  // decode steps: RMSNorms fused into the NVFP4 GEMVs around them
+  int tp = 1;            // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
+  bool graphs = true;    // capture single-sequence decode steps in CUDA graphs
+  int attn_splits = 0;   // decode attention splits (0: automatic)
+  bool profile = false;  // per-op-class event timing (turns graphs off)
+  bool pdl = true;       // programmatic dependent launch of the decode kernels (sm_90+)
 };
 
 }  // namespace fp4lab

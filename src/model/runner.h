@@ -154,59 +154,37 @@ class Runner {
     ops_.embed(tokens, w_.embed, w_.vocab_begin, x);
     if (w_.vocab_parallel()) reduce_partial(x);  // each rank looked up the ids of its vocab shard only
     Tensor h = ops_.alloc(t, c.hidden_size), o = ops_.alloc(t, c.hidden_size);
-    // Each sublayer's output o is added to the residual by the norm that follows it (one fused op). In decode
-    // steps, where the backend can (can_fuse_norm), the output projection itself adds it and leaves the next
-    // norm's input h = x * gamma, and the next projections apply the 1/rms (rs): no norm op between them.
-    bool pending = false, fused = false;
-    Tensor rs_t;
-    const Tensor* rs = nullptr;  // the row scale the next linear layers apply, when the norm was fused
+    // Each sublayer's output o is added to the residual by the norm that follows it (one fused op).
+    bool pending = false;
     auto norm = [&](const std::vector<float>& w) {
-      rs = fused ? &rs_t : nullptr;
-      if (!fused) {
-        if (pending)
-          ops_.add_rmsnorm(x, o, w, c.norm_eps, h);
-        else
-          ops_.rmsnorm(x, w, c.norm_eps, h);
-      }
-      pending = fused = false;
+      if (pending)
+        ops_.add_rmsnorm(x, o, w, c.norm_eps, h);
+      else
+        ops_.rmsnorm(x, w, c.norm_eps, h);
+      pending = false;
     };
-    // A sublayer's output projection a . W^T into the residual, followed by the norm next_norm, whose output
-    // the linear layers `next` read (none: the lm_head, which takes no row scale).
-    auto project = [&](const Tensor& a, const LinearWeight& w, const std::vector<float>& next_norm,
-                       std::span<const LinearWeight* const> next) {
-      if (ops_.can_fuse_norm(w, next, t)) {
-        rs_t = ops_.alloc_row_scale(t);
-        ops_.linear_residual_norm(a, w, x, next_norm, c.norm_eps, h, rs_t);
-        fused = true;
-        return;
-      }
-      ops_.linear(a, w, o);
-      reduce_partial(o);
-      pending = true;
-    };
-    const size_t nl = w_.layers.size();
-    for (size_t li = 0; li < nl; ++li) {
+    for (size_t li = 0; li < w_.layers.size(); ++li) {
       const LayerWeights& L = w_.layers[li];
-      const std::vector<float>& next_norm = li + 1 < nl ? w_.layers[li + 1].norm : w_.final_norm;
-      const std::vector<const LinearWeight*> next = first_linears(li + 1);
       norm(L.norm);
       if (c.arch != Arch::NemotronH) {
-        const Tensor a = attention(L, li, segs, h, rs, t, true);
-        const LinearWeight* gate_up[] = {&L.gate, &L.up};
-        project(a, L.o, L.post_norm, gate_up);
+        attention(L, li, segs, h, t, true, o);
+        pending = true;
         norm(L.post_norm);
         Tensor g = ops_.alloc(t, c.intermediate_size);
-        ops_.linear_swiglu(h, L.gate, L.up, g, rs);  // one launch where the backend can
-        project(g, L.down, next_norm, next);
+        ops_.linear_swiglu(h, L.gate, L.up, g);  // one launch where the backend can
+        ops_.linear(g, L.down, o);
+        reduce_partial(o);
       } else if (L.kind == LayerKind::Attention) {
-        project(attention(L, li, segs, h, rs, t, false), L.o, next_norm, next);
+        attention(L, li, segs, h, t, false, o);
       } else if (L.kind == LayerKind::Mamba) {
-        project(mamba(L, li, segs, h, rs, t), L.out_proj, next_norm, next);
+        mamba(L, li, segs, h, t, o);
       } else {
         Tensor u = ops_.alloc(t, c.intermediate_size);
-        ops_.linear_relu2(h, L.up, u, rs);
-        project(u, L.down, next_norm, next);
+        ops_.linear_relu2(h, L.up, u);
+        ops_.linear(u, L.down, o);
+        reduce_partial(o);
       }
+      pending = true;
     }
     bool advanced = false;
     if constexpr (kBatchedOps)
@@ -232,26 +210,15 @@ class Runner {
       ops_.logits_async(hn, w_.lm_head);
   }
 
-  // The linear layers that read the output of layer li's input norm (none past the last layer).
-  std::vector<const LinearWeight*> first_linears(size_t li) const {
-    if (li >= w_.layers.size()) return {};
-    const LayerWeights& L = w_.layers[li];
-    if (w_.config.arch != Arch::NemotronH || L.kind == LayerKind::Attention) return {&L.q, &L.k, &L.v};
-    if (L.kind == LayerKind::Mamba) return {&L.in_proj};
-    return {&L.up};
-  }
-
-  // Attention up to its output projection (the caller's): returns the attention output [t, heads * head_dim].
-  // rs: the row scale of a fused norm, for the q/k/v projections.
-  Tensor attention(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h,
-                   const Tensor* rs, int t, bool rope) {
+  void attention(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
+                 bool rope, Tensor& out) {
     const ModelConfig& c = w_.config;
     Tensor q = ops_.alloc(t, int64_t{c.num_heads} * c.head_dim),
            k = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim),
            v = ops_.alloc(t, int64_t{c.num_kv_heads} * c.head_dim);
     const LinearWeight* qkv[] = {&L.q, &L.k, &L.v};
     Tensor* qkv_out[] = {&q, &k, &v};
-    ops_.linear_group(h, qkv, qkv_out, rs);
+    ops_.linear_group(h, qkv, qkv_out);
     if (!L.q_norm.empty()) {  // Qwen3: RMSNorm over each head before RoPE
       ops_.rmsnorm_heads(q, c.num_heads, L.q_norm, c.norm_eps);
       ops_.rmsnorm_heads(k, c.num_kv_heads, L.k_norm, c.norm_eps);
@@ -261,7 +228,9 @@ class Runner {
     if constexpr (kBatchedOps)
       if (batched(segs)) {
         ops_.attention_batch(q, k, v, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, a);
-        return a;
+        ops_.linear(a, L.o, out);
+        reduce_partial(out);
+        return;
       }
     per_sequence(
         segs, {&a},
@@ -269,17 +238,17 @@ class Runner {
           ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, as);
         },
         q, k, v, a);
-    return a;
+    ops_.linear(a, L.o, out);
+    reduce_partial(out);
   }
 
-  // The Mamba-2 mixer up to its output projection (the caller's): returns the gated-normed y [t, d_inner].
-  Tensor mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h,
-               const Tensor* rs, int t) {
+  void mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
+             Tensor& out) {
     const ModelConfig& c = w_.config;
     const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads,
               gn = c.n_groups * c.ssm_state_size;
     Tensor proj = ops_.alloc(t, c.mamba_in_proj_dim());
-    ops_.linear(h, L.in_proj, proj, rs);
+    ops_.linear(h, L.in_proj, proj);
     // in_proj output columns: z [d_inner] | xBC [conv_dim] | dt [heads]
     Tensor z = ops_.alloc(t, di), xbc = ops_.alloc(t, cd), dt = ops_.alloc(t, nh);
     ops_.columns(proj, 0, z);
@@ -312,7 +281,8 @@ class Runner {
           },
           x, b, cc, dt, y);
     ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
-    return y;
+    ops_.linear(y, L.out_proj, out);
+    reduce_partial(out);
   }
 
   ModelWeights w_;

@@ -17,9 +17,6 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
   app.add_flag("--no-pdl", o.no_pdl,
                "cuda: launch decode kernels without programmatic dependent launch (sm_90+: by default each "
                "kernel starts while the previous one drains)");
-  app.add_flag("--no-fused-norm", o.no_fused_norm,
-               "cuda: run each RMSNorm of a decode step as its own kernel instead of inside the NVFP4 GEMVs "
-               "around it (the output projection adds to the residual, the next projections apply 1/rms)");
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
@@ -27,7 +24,6 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["no_graphs"] = o.no_graphs;
   options["attn_splits"] = o.attn_splits;
   options["pdl"] = !o.no_pdl;
-  options["fused_norm"] = !o.no_fused_norm;
 }
 
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
@@ -37,7 +33,6 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   r.attn_splits = o.attn_splits;
   r.profile = profile;
   r.pdl = !o.no_pdl;
-  r.fused_norm = !o.no_fused_norm;
   return r;
 }
 
