@@ -126,6 +126,8 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
         if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows, 16});
         if (m <= 16 && rows == 16) plans.push_back({W4A16Variant::Decode16, 1, rows, 16});
       }
+      for (int rows : {64, 128})
+        if (m <= 32) plans.push_back({W4A16Variant::Xs32, 1, rows});
       for (auto v :
            {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
         plans.push_back({v, 1});

@@ -10,7 +10,12 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(9, 22656, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(16, 4480, 4480, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(17, 4480, 4480, 132).variant, W4A16Variant::Decode32);
-  EXPECT_EQ(choose_w4a16_plan(32, 22656, 4480, 132).variant, W4A16Variant::Decode32);
+  EXPECT_EQ(choose_w4a16_plan(32, 6144, 4480, 132).variant, W4A16Variant::Decode32);
+  // 17..32 rows on the wide layers: X shared through shared memory by 8 row tiles per block.
+  EXPECT_EQ(choose_w4a16_plan(32, 22656, 4480, 132).variant, W4A16Variant::Xs32);
+  EXPECT_EQ(choose_w4a16_plan(17, 28672, 4096, 132).variant, W4A16Variant::Xs32);
+  EXPECT_EQ(choose_w4a16_plan(32, 15680, 4480, 132).rows_per_block, 128);
+  EXPECT_EQ(choose_w4a16_plan(16, 28672, 4096, 132).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(33, 4480, 4480, 132).variant, W4A16Variant::Decode64);
   EXPECT_EQ(choose_w4a16_plan(33, 22656, 4480, 132).variant, W4A16Variant::Mma64);
   EXPECT_EQ(choose_w4a16_plan(64, 4480, 4480, 132).variant, W4A16Variant::Decode64);
@@ -30,7 +35,7 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(512, 4480, 4480, 132).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 4480, 132).rows_per_block, 16);
   EXPECT_EQ(choose_w4a16_plan(12, 22656, 4480, 132).rows_per_block, 32);
-  EXPECT_EQ(choose_w4a16_plan(24, 22656, 4480, 132).rows_per_block, 16);
+  EXPECT_EQ(choose_w4a16_plan(24, 4480, 4480, 132).rows_per_block, 16);
   // 16 warps per block only for narrow layers with a long K, at decode8 sizes.
   EXPECT_EQ(choose_w4a16_plan(1, 4096, 14336, 132).decode_warps, 16);
   EXPECT_EQ(choose_w4a16_plan(8, 4480, 10240, 132).decode_warps, 16);

@@ -82,12 +82,12 @@ double copy_bandwidth_gbs(cudaStream_t s) {
 }
 
 W4A16Variant parse_variant(const std::string& s) {
-  for (auto v :
-       {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Decode32, W4A16Variant::Decode64,
-        W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+  for (auto v : {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Decode32,
+                 W4A16Variant::Decode64, W4A16Variant::Xs32, W4A16Variant::Mma32, W4A16Variant::Mma64,
+                 W4A16Variant::Mma128, W4A16Variant::DequantBlas})
     if (s == w4a16_variant_name(v)) return v;
   throw Error("bench gemm: unknown variant '" + s +
-              "' (decode8, decode16, decode32, decode64, mma32, mma64, mma128, dequant+cublas)");
+              "' (decode8, decode16, decode32, decode64, xs32, mma32, mma64, mma128, dequant+cublas)");
 }
 
 }  // namespace
@@ -253,7 +253,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       }
       if ((plan.variant == W4A16Variant::Decode8 && m > 8) ||
           (plan.variant == W4A16Variant::Decode16 && m > 16) ||
-          (plan.variant == W4A16Variant::Decode32 && m > 32))
+          ((plan.variant == W4A16Variant::Decode32 || plan.variant == W4A16Variant::Xs32) && m > 32))
         continue;
       const double t4 = time_us(
           [&](int i) {

@@ -127,14 +127,53 @@ __device__ __forceinline__ DecodeSeg select_seg(const DecodeGroup& g, int bx) {
   return r;
 }
 
+// Stores one 16-row x 8-token fragment of a finished tile (this lane's c0..c3, unscaled sums): scaled, the
+// epilogue activation applied, BF16. Lane (tok = lane / 4, c4 = lane % 4) holds rows tok and tok + 8 of
+// tokens t0 = nt * 8 + 2 * c4 and t0 + 1.
+__device__ __forceinline__ void store_fragment(const DecodeSeg& sg, int tile, int nt, float (&v)[4], int m) {
+  const int lane = threadIdx.x % 32, c4 = lane % 4, tok = lane / 4;
+  const int t0 = nt * 8 + 2 * c4;
+  __nv_bfloat16* __restrict__ y = sg.y;
+  const int64_t ldy = sg.ldy;
+  if (sg.act == DecodeAct::Swiglu) {
+    // c0, c1: gate row tok of the tile; c2, c3: the same row of up. Output column tile * 8 + tok.
+    const int col = tile * 8 + tok;
+    if (2 * col >= sg.n_valid) return;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      if (t0 + i < m)
+        y[static_cast<int64_t>(t0 + i) * ldy + col] =
+            __float2bfloat16_rn(dev::silu(v[i] * sg.alpha) * (v[i + 2] * sg.alpha_up));
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[i] *= sg.alpha;
+    if (sg.act == DecodeAct::Relu2) {
+      v[i] = fmaxf(v[i], 0.0f);
+      v[i] *= v[i];
+    }
+  }
+  // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
+  const int row = tile * 16 + tok;
+  const bool r0 = row < sg.n_valid, r8 = row + 8 < sg.n_valid;
+  if (t0 < m) {
+    if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
+    if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
+  }
+  if (t0 + 1 < m) {
+    if (r0) y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
+    if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
+  }
+}
+
 // The decode kernels' end: the warps' accumulators (two per token tile, even and odd k16 steps) summed across
-// warps in warp order (deterministic), scaled, the epilogue activation applied, stored as BF16.
+// warps in warp order (deterministic), then stored (store_fragment).
 template <int RA, int NT, int WARPS>
 __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2][4],
                                                     float (&red)[WARPS][RA * NT * 4][32], const DecodeSeg& sg,
                                                     int tile0, int m) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int c4 = lane % 4, tok = lane / 4;
 #pragma unroll
   for (int ra = 0; ra < RA; ++ra)
 #pragma unroll
@@ -154,39 +193,7 @@ __device__ __forceinline__ void decode_reduce_store(const float (&acc)[RA][NT][2
       for (int w2 = 0; w2 < WARPS; ++w2) sum += red[w2][f * 4 + i][lane];
       v[i] = sum;
     }
-    const int t0 = nt * 8 + 2 * c4;
-    __nv_bfloat16* __restrict__ y = sg.y;
-    const int64_t ldy = sg.ldy;
-    if (sg.act == DecodeAct::Swiglu) {
-      // c0, c1: gate row tok of the tile; c2, c3: the same row of up. Output column tile * 8 + tok.
-      const int col = (tile0 + ra) * 8 + tok;
-      if (2 * col >= sg.n_valid) continue;
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-        if (t0 + i < m)
-          y[static_cast<int64_t>(t0 + i) * ldy + col] =
-              __float2bfloat16_rn(dev::silu(v[i] * sg.alpha) * (v[i + 2] * sg.alpha_up));
-      continue;
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[i] *= sg.alpha;
-      if (sg.act == DecodeAct::Relu2) {
-        v[i] = fmaxf(v[i], 0.0f);
-        v[i] *= v[i];
-      }
-    }
-    // c0,c1: row tok, tokens 2*c4, 2*c4+1; c2,c3: row tok+8.
-    const int row = (tile0 + ra) * 16 + tok;
-    const bool r0 = row < sg.n_valid, r8 = row + 8 < sg.n_valid;
-    if (t0 < m) {
-      if (r0) y[static_cast<int64_t>(t0) * ldy + row] = __float2bfloat16_rn(v[0]);
-      if (r8) y[static_cast<int64_t>(t0) * ldy + row + 8] = __float2bfloat16_rn(v[2]);
-    }
-    if (t0 + 1 < m) {
-      if (r0) y[static_cast<int64_t>(t0 + 1) * ldy + row] = __float2bfloat16_rn(v[1]);
-      if (r8) y[static_cast<int64_t>(t0 + 1) * ldy + row + 8] = __float2bfloat16_rn(v[3]);
-    }
+    store_fragment(sg, tile0 + ra, nt, v, m);
   }
 }
 
@@ -315,6 +322,127 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
     chunk(w, sc, b);
   }
   decode_reduce_store<RA, NT, WARPS>(acc, red, sg, tile0, m);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared-X decode kernel (17 <= M <= 32 on the wide layers, kernel-notes #46). decode32 gives each 16-row
+// tile its own block, whose warps load their X fragments from L1/L2: 4 KB per 64-wide chunk against 544
+// bytes of weights, 470 MB of X loads for Llama gate_up at M = 32 (ncu: L1 throughput 80%, long-scoreboard
+// stalls half of its 10.6 cycles per instruction). Here a block of WR warps owns WR row tiles, one per warp,
+// each warp going through every k-chunk of its tile; the block stages X in shared memory, G chunks per stage
+// and S stages deep (cp.async), and all its warps read it there: the L2 reads of X / WR. The weights go
+// straight to registers, PF = G chunks ahead, with the decode kernel's dequantization and MMAs; no
+// cross-warp reduction; one barrier per stage. Under ncu it is then bound by issue at ~14 resident warps per
+// SM (128 registers): 6.5 cycles per instruction, no dominant stall.
+constexpr int kXsTokens = 32, kXsChunks = 4, kXsStages = 3;
+constexpr int kXsStageBytes = kXsChunks * kXsTokens * 128;
+
+template <int WR>
+__global__ void __launch_bounds__(WR * 32, 8 / WR * 2)
+    nvfp4_w4a16_xs_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
+                          const DecodeGroup g) {
+  // PF = G chunks of weights in flight per warp (8, two stages' worth, measured 5% slower on gate_up: the
+  // kernel is not waiting on the weight stream, kernel-notes #46).
+  constexpr int NT = kXsTokens / 8, G = kXsChunks, S = kXsStages, PF = G, THREADS = WR * 32;
+  __shared__ uint32_t lut[256];
+  extern __shared__ __align__(16) uint8_t xs[];  // S stages of G chunks x 32 tokens x 128 bytes
+  init_scale_lut(lut);
+  const DecodeSeg sg = select_seg(g, blockIdx.x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tile = (blockIdx.x - sg.block0) * WR + warp;
+  // A warp past the last tile re-reads it (unstored): it still takes part in the stage barriers.
+  const int64_t tl = min(tile, sg.row_tiles - 1);
+  const uint4* wp = sg.wq + tl * kchunks * 32 + lane;
+  const uint16_t* sp = sg.wsc + tl * kchunks * 32 + lane;
+  uint4 wbuf[PF];
+  uint32_t sbuf[PF];
+#pragma unroll
+  for (int p = 0; p < PF; ++p)
+    if (p < kchunks) {
+      wbuf[p] = ptx::ldg_stream_v4(wp + p * 32);
+      sbuf[p] = ptx::ldg_stream_u16(sp + p * 32);
+    }
+  ptx::griddep_enter();
+
+  // Stage `stage` <- chunks grp * G .. grp * G + G - 1 of X: token rows of 128 bytes, their 16-byte units
+  // XOR-swizzled by the row so that the B-fragment loads below are conflict-free; zeros past M and K.
+  auto load_stage = [&](int stage, int grp) {
+    uint8_t* base = xs + stage * kXsStageBytes;
+    for (int id = threadIdx.x; id < G * kXsTokens * 8; id += THREADS) {
+      const int j = id / (kXsTokens * 8), t = (id / 8) % kXsTokens, q = id % 8;
+      const int kk = (grp * G + j) * 64 + q * 8;
+      const bool ok = t < m && kk < k;
+      const __nv_bfloat16* src = ok ? x + static_cast<int64_t>(t) * ldx + kk : x;
+      ptx::cp_async_16(ptx::smem_addr(base + (j * kXsTokens + t) * 128 + ((q ^ (t & 7)) * 16)), src,
+                       ok ? 16 : 0);
+    }
+  };
+  const int groups = (kchunks + G - 1) / G;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < groups) load_stage(s, s);
+    ptx::cp_async_commit();
+  }
+
+  // Even and odd k16 steps accumulate apart, as in the decode kernel.
+  float acc[NT][2][4] = {};
+  const int c4 = lane % 4, tok = lane / 4;
+  // Chunk p of the stage at `base`, weights from slot p; refilled PF chunks ahead when `refill`.
+  auto consume = [&](const uint8_t* base, int p, bool refill) {
+    const uint4 w = wbuf[p];
+    uint32_t s_lo, s_hi;
+    scale_pairs(lut, sbuf[p], s_lo, s_hi);
+    if (refill) {
+      wbuf[p] = ptx::ldg_stream_v4(wp + (PF + p) * 32);
+      sbuf[p] = ptx::ldg_stream_u16(sp + (PF + p) * 32);
+    }
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int jp = 0; jp < 2; ++jp) {  // pairs of k16 steps: one 16-byte load per token tile
+      uint32_t b[NT][4];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        // Lane (token t, c4) wants X[t][16 c4 + 8 jp .. + 7], the 16-byte unit 2 c4 + jp of the staged row.
+        const int t = nt * 8 + tok, q = 2 * c4 + jp;
+        const uint4 v = ptx::lds_v4(ptx::smem_addr(base + (p * kXsTokens + t) * 128 + ((q ^ (t & 7)) * 16)));
+        b[nt][0] = v.x, b[nt][1] = v.y, b[nt][2] = v.z, b[nt][3] = v.w;
+      }
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        uint32_t a[4];
+        dequant_step(words[2 * jp + jj], s_lo, s_hi, a);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) ptx::mma_bf16_16816(acc[nt][jj], a, b[nt][2 * jj], b[nt][2 * jj + 1]);
+      }
+    }
+  };
+  for (int grp = 0; grp < groups; ++grp) {
+    ptx::cp_async_wait<S - 2>();
+    __syncthreads();  // stage grp is visible to all; every warp is done with the stage refilled next
+    if (grp + S - 1 < groups) load_stage((grp + S - 1) % S, grp + S - 1);
+    ptx::cp_async_commit();
+    const uint8_t* base = xs + (grp % S) * kXsStageBytes;
+    const int c0 = grp * G;
+    if (c0 + G + PF <= kchunks) {  // steady state: every chunk and refill inside K, no predicates
+#pragma unroll
+      for (int p = 0; p < G; ++p) consume(base, p, true);
+    } else {
+#pragma unroll
+      for (int p = 0; p < G; ++p)
+        if (c0 + p < kchunks) consume(base, p, c0 + PF + p < kchunks);
+    }
+    wp += G * 32;
+    sp += G * 32;
+  }
+  ptx::cp_async_wait<0>();
+  if (tile >= sg.row_tiles) return;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    float v[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = acc[nt][0][i] + acc[nt][1][i];
+    store_fragment(sg, tile, nt, v, m);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -542,6 +670,35 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
 }
 
+template <int WR>
+void launch_xs(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t, cudaStream_t stream) {
+  DecodeGroup g{};
+  g.count = t.count;
+  int blocks = 0;
+  for (int i = 0; i < t.count; ++i) {
+    const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
+    g.seg[i] = {t.w[i]->weights.as<uint4>(),
+                t.w[i]->scales.as<uint16_t>(),
+                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
+                t.ldy[i],
+                t.alpha[i],
+                row_tiles,
+                static_cast<int>(t.w[i]->n_valid),
+                blocks,
+                t.act,
+                t.alpha_up};
+    blocks += (row_tiles + WR - 1) / WR;
+  }
+  auto kern = nvfp4_w4a16_xs_kernel<WR>;
+  constexpr int smem = kXsStages * kXsStageBytes;
+  // 48 KB of stages plus the 1 KB scale table: past the default limit, so opted in (per device, like
+  // launch_mma).
+  CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  launch_kernel(kern, static_cast<unsigned>(blocks), WR * 32, smem, stream,
+                reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
+                static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
+}
+
 template <int NT, int RA>
 void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
@@ -592,6 +749,15 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
     case W4A16Variant::Decode32:
       check_m(32, "decode32");
       launch_decode_nt<4>(p, x, m, ldx, t, stream);
+      return true;
+    case W4A16Variant::Xs32:
+      check_m(32, "xs32");
+      if (p.rows_per_block == 128)
+        launch_xs<8>(x, m, ldx, t, stream);
+      else if (p.rows_per_block == 64)
+        launch_xs<4>(x, m, ldx, t, stream);
+      else
+        throw Error("nvfp4 gemm: xs32 takes 64 or 128 weight rows per block");
       return true;
     case W4A16Variant::Decode64: {
       if (m <= 64) {

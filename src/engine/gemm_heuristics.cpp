@@ -14,6 +14,8 @@ const char* w4a16_variant_name(W4A16Variant v) {
       return "decode32";
     case W4A16Variant::Decode64:
       return "decode64";
+    case W4A16Variant::Xs32:
+      return "xs32";
     case W4A16Variant::Mma32:
       return "mma32";
     case W4A16Variant::Mma64:
@@ -35,6 +37,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
     if (p.decode_warps == 4) s += "/w4";
     if (p.decode_warps == 16) s += "/w16";
   }
+  if (p.variant == W4A16Variant::Xs32) s += "/r" + std::to_string(p.rows_per_block);
   return s;
 }
 
@@ -48,6 +51,8 @@ GemmTile w4a16_tile(W4A16Variant v) {
       return {16, 32};
     case W4A16Variant::Decode64:
       return {16, 64};
+    case W4A16Variant::Xs32:
+      return {128, 32};
     case W4A16Variant::Mma32:
       return {128, 32};
     case W4A16Variant::Mma64:
@@ -72,6 +77,15 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   // 1.2-3.7x faster than the 32-token mma.sync tile on the Nemotron and Llama shapes (H200,
   // kernel-notes #25).
   if (m > 8 && m <= 16) p.rows_per_block = 32;
+  // 17 <= M <= 32 on the wide layers: the shared-X kernel, 128 rows per block, reads X from shared memory
+  // once per 8 row tiles instead of from L1/L2 once per tile (H200, M = 32: Llama gate_up 52.9 -> 40.2 us,
+  // Nemotron mamba.in 48.6 -> 44.1, mlp.up 33.9 -> 30.0). It loses on N <= 6144 (Llama qkv 15.9 -> 24.4):
+  // a block per 8 tiles leaves too few warps (kernel-notes #46).
+  if (m > 16 && m <= 32 && n >= 12288) {
+    p.variant = W4A16Variant::Xs32;
+    p.rows_per_block = 128;
+    return p;
+  }
   // Few row tiles and a long K (Llama mlp.down 4096 x 14336, Nemotron mamba.out and mlp.down): 256-280
   // blocks of 8 warps leave the SMs with too few loads in flight; 16 warps per block (each taking half the
   // k-chunks) measured 24% / 9% / 11% faster at M = 1 and 4 (H200, kernel-notes #30). Wide layers and short

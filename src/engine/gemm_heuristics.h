@@ -11,6 +11,7 @@ enum class W4A16Variant {
   Decode16,     // M <= 16: same with two token tiles
   Decode32,     // M <= 32: same with four token tiles
   Decode64,     // M <= 64: same with eight token tiles; longer M runs as one launch per 64 rows
+  Xs32,         // M <= 32: a warp per row tile, 4 or 8 tiles per block sharing X staged in shared memory
   Mma32,        // block 128 rows x 32 tokens, X staged in shared memory
   Mma64,        // block 128 rows x 64 tokens
   Mma128,       // block 128 rows x 128 tokens
@@ -20,9 +21,10 @@ const char* w4a16_variant_name(W4A16Variant v);
 
 struct W4A16Plan {
   W4A16Variant variant = W4A16Variant::Decode8;
-  int splits = 1;           // K split across blocks (reduced in the kernel by the last block of each tile)
-  int rows_per_block = 16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads)
-  int decode_warps = 8;     // decode variants: warps splitting K inside a block (4, 8 or 16)
+  int splits = 1;  // K split across blocks (reduced in the kernel by the last block of each tile)
+  int rows_per_block =
+      16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads); xs32: 64 or 128
+  int decode_warps = 8;  // decode variants: warps splitting K inside a block (4, 8 or 16)
 };
 
 // The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".

@@ -459,11 +459,12 @@ Action add_bench(CLI::App& app) {
   g->add_option("--calls-per-rep", o->calls_per_rep, "calls per timed batch (0: auto, ~0.3 ms)");
   g->add_option("--rotate", o->rotate_factor,
                 "rotating weight copies totalling this multiple of the L2 size");
-  g->add_option("--variant", o->variant,
-                "force a W4A16 kernel variant (decode8, decode16, decode32, decode64, mma32, mma64, mma128, "
-                "dequant+cublas)");
+  g->add_option(
+      "--variant", o->variant,
+      "force a W4A16 kernel variant (decode8, decode16, decode32, decode64, xs32, mma32, mma64, mma128, "
+      "dequant+cublas)");
   g->add_option("--rows-per-block", o->rows_per_block,
-                "with a forced decode variant: 16 or 32 weight rows per block");
+                "with a forced decode variant: 16 or 32 weight rows per block (xs32: 64 or 128)");
   g->add_option("--decode-warps", o->decode_warps,
                 "with a forced decode variant: warps per block (4, 8 or 16)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
