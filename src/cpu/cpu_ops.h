@@ -138,7 +138,15 @@ class CpuOps {
   void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                 const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                 cpu::SsmShape shape, int chunk, Tensor& y) const;
-  void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) const {
+  // z: columns [z_col, z_col + y.cols) of z_src.
+  void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
+                     float eps) const {
+    if (z_col == 0 && z_src.cols == y.cols) {
+      cpu::gated_rmsnorm(y.v, z_src.v, w, groups, eps);
+      return;
+    }
+    Tensor z = alloc(y.rows, y.cols);
+    columns(z_src, z_col, z);
     cpu::gated_rmsnorm(y.v, z.v, w, groups, eps);
   }
   // Tensor parallelism: this backend is rank `rank` of `group`; all_reduce sums a row-parallel layer's

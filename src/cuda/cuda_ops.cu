@@ -755,7 +755,8 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
     return;
   }
   launch_kernel(conv1d_silu_kernel, static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_,
-                reinterpret_cast<bf16*>(xbc.data), static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
+                reinterpret_cast<const bf16*>(xbc.data), int64_t{ch}, reinterpret_cast<bf16*>(xbc.data),
+                int64_t{ch}, static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
                 b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
 }
 
@@ -837,30 +838,36 @@ void CudaOps::attention_batch(Tensor& q, const Tensor& k, const Tensor& v, size_
   launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out);
 }
 
-void CudaOps::conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
-                                const std::vector<float>& b) {
+void CudaOps::conv1d_silu_batch(const Tensor& src, int64_t col0, size_t layer, int kernel,
+                                const std::vector<float>& w, const std::vector<float>& b, Tensor& xbc) {
   OpTimer timer_(this, "mamba.conv1d");
   if (kernel > 8)
     throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
+  if (src.f32 || xbc.f32 || src.rows != xbc.rows || col0 + xbc.cols > src.cols)
+    throw Error("internal: conv1d_silu_batch reads BF16 columns of its source into a tensor of as many rows");
   const int ch = static_cast<int>(xbc.cols);
   launch_kernel(
       conv1d_silu_kernel, dim3(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(xbc.rows)), 128,
-      0, stream_, reinterpret_cast<bf16*>(xbc.data), 1, ch, kernel, dev_f32(w),
-      b.empty() ? nullptr : dev_f32(b), nullptr, reinterpret_cast<float* const*>(batch_table(layer, 0)));
+      0, stream_, reinterpret_cast<const bf16*>(src.data + col0), src.cols, reinterpret_cast<bf16*>(xbc.data),
+      int64_t{ch}, 1, ch, kernel, dev_f32(w), b.empty() ? nullptr : dev_f32(b), nullptr,
+      reinterpret_cast<float* const*>(batch_table(layer, 0)));
 }
 
-void CudaOps::ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
-                             const std::vector<float>& a_log, const std::vector<float>& d, size_t layer,
-                             cpu::SsmShape sh, Tensor& y) {
+void CudaOps::ssm_step_batch(const Tensor& xbc, const Tensor& dt, const std::vector<float>& a_log,
+                             const std::vector<float>& d, size_t layer, cpu::SsmShape sh, Tensor& y) {
   OpTimer timer_(this, "mamba.ssm_scan");
   const int rows = sh.heads * sh.head_dim;
-  launch_kernel(
-      ssm_step_batch_kernel,
-      dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps), static_cast<unsigned>(x.rows)),
-      kSsmStepWarps * 32, 0, stream_, reinterpret_cast<const bf16*>(x.data),
-      reinterpret_cast<const bf16*>(b.data), reinterpret_cast<const bf16*>(c.data),
-      reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log), dev_f32(d), sh.heads, sh.head_dim, sh.state,
-      sh.groups, reinterpret_cast<float* const*>(batch_table(layer, 1)), reinterpret_cast<bf16*>(y.data));
+  const int64_t gn = int64_t{sh.groups} * sh.state;
+  if (xbc.cols != rows + 2 * gn || dt.cols != sh.heads || y.cols != rows || xbc.rows != y.rows)
+    throw Error("internal: ssm_step_batch takes the conv output x | B | C of the step's rows");
+  const bf16* base = reinterpret_cast<const bf16*>(xbc.data);
+  launch_kernel(ssm_step_batch_kernel,
+                dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps),
+                     static_cast<unsigned>(xbc.rows)),
+                kSsmStepWarps * 32, 0, stream_, base, base + rows, base + rows + gn, xbc.cols,
+                reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log), dev_f32(d), sh.heads, sh.head_dim,
+                sh.state, sh.groups, reinterpret_cast<float* const*>(batch_table(layer, 1)),
+                reinterpret_cast<bf16*>(y.data));
 }
 
 void CudaOps::advance_batch(std::span<State* const> states) {
@@ -870,11 +877,14 @@ void CudaOps::advance_batch(std::span<State* const> states) {
                 static_cast<int>(states.size()));
 }
 
-void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps) {
+void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w,
+                            int groups, float eps) {
   OpTimer timer_(this, "mamba.gated_norm");
+  if (z_src.f32 || z_src.rows != y.rows || z_col + y.cols > z_src.cols)
+    throw Error("internal: gated_rmsnorm reads z from BF16 columns of a tensor of y's rows");
   launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(y.rows * groups), 256, 0, stream_,
-                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z.data), dev_f32(w), y.cols,
-                groups, eps);
+                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z_src.data + z_col),
+                z_src.cols, dev_f32(w), y.cols, groups, eps);
 }
 
 }  // namespace fp4lab

@@ -132,7 +132,9 @@ class CudaOps {
   void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                 const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                 cpu::SsmShape shape, int chunk, Tensor& y);
-  void gated_rmsnorm(Tensor& y, const Tensor& z, const std::vector<float>& w, int groups, float eps);
+  // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
+  void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
+                     float eps);
 
   // Tensor parallelism: the communicator of this rank (an ncclComm_t); all_reduce sums a row-parallel layer's
   // partial outputs across ranks in place (a no-op without one).
@@ -155,11 +157,12 @@ class CudaOps {
   // depends on the capacity, not on the position.
   void set_attention_splits(int n) { attn_splits_ = n; }
   int attention_splits(int64_t blocks_per_split, int max_len);
-  void conv1d_silu_batch(Tensor& xbc, size_t layer, int kernel, const std::vector<float>& w,
-                         const std::vector<float>& b);
-  void ssm_step_batch(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
-                      const std::vector<float>& a_log, const std::vector<float>& d, size_t layer,
-                      cpu::SsmShape shape, Tensor& y);
+  // xbc <- conv + SiLU of columns [col0, col0 + xbc.cols) of src (the in_proj output, read in place).
+  void conv1d_silu_batch(const Tensor& src, int64_t col0, size_t layer, int kernel,
+                         const std::vector<float>& w, const std::vector<float>& b, Tensor& xbc);
+  // xbc: the conv output, columns x | B | C.
+  void ssm_step_batch(const Tensor& xbc, const Tensor& dt, const std::vector<float>& a_log,
+                      const std::vector<float>& d, size_t layer, cpu::SsmShape shape, Tensor& y);
   void advance_batch(std::span<State* const> states);
 
  private:

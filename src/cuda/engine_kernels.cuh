@@ -57,16 +57,17 @@ __global__ void pos_add_batch_kernel(int* const* pos_tab, int n);
 // mamba_decode.cu
 __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols, int64_t col0,
                                    const float* bias, float lo, float hi, bf16* dt, int64_t nh);
-__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
-                                   float* state_one, float* const* state_tab);
+__global__ void conv1d_silu_kernel(const bf16* in, int64_t in_ld, bf16* out, int64_t out_ld, int t, int ch,
+                                   int kernel, const float* w, const float* b, float* state_one,
+                                   float* const* state_tab);
 __global__ void __launch_bounds__(kScanWarps * 32)
     ssm_scan_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
                     const float* d, int t, int heads, int hp, int ns, int groups, float* state, bf16* y);
 __global__ void __launch_bounds__(kSsmStepWarps * 32)
-    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
-                          const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
-                          bf16* y);
-__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
-                                     float eps);
+    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, int64_t xbc_ld, const bf16* dt,
+                          const float* a_log, const float* d, int heads, int hp, int ns, int groups,
+                          float* const* state_tab, bf16* y);
+__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width,
+                                     int groups, float eps);
 
 }  // namespace fp4lab

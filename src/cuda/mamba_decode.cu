@@ -23,10 +23,12 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
   }
 }
 
-// One thread per channel, tokens in order, rolling FP32 state of the last kernel-1 inputs.
-// Batched (grid.y = sequence): row y of xbc is that sequence's one new token, its state from the table.
-__global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const float* w, const float* b,
-                                   float* state_one, float* const* state_tab) {
+// One thread per channel, tokens in order, rolling FP32 state of the last kernel-1 inputs; token i's inputs
+// at in + i * in_ld, its outputs at out + i * out_ld (in place when they are the same).
+// Batched (grid.y = sequence): row y is that sequence's one new token, its state from the table.
+__global__ void conv1d_silu_kernel(const bf16* in, int64_t in_ld, bf16* out, int64_t out_ld, int t, int ch,
+                                   int kernel, const float* w, const float* b, float* state_one,
+                                   float* const* state_tab) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
   // The filter taps and bias (constants) before the programmatic-launch wait (kernel-notes #43).
@@ -35,17 +37,16 @@ __global__ void conv1d_silu_kernel(bf16* xbc, int t, int ch, int kernel, const f
   const float bias = b ? b[c] : 0.0f;
   ptx::griddep_enter();
   float* state = state_tab ? state_tab[blockIdx.y] : state_one;
-  if (state_tab) xbc += static_cast<int64_t>(blockIdx.y) * ch;
+  if (state_tab) in += blockIdx.y * in_ld, out += blockIdx.y * out_ld;
   const int hist = kernel - 1;
   float win[8];
   for (int j = 0; j < hist; ++j) win[j] = state[c * hist + j];
   for (int i = 0; i < t; ++i) {
-    bf16* v = xbc + static_cast<int64_t>(i) * ch + c;
-    win[hist] = ld(v);
+    win[hist] = ld(in + i * in_ld + c);
     float acc = bias;
     for (int j = 0; j < kernel; ++j) acc += taps[j] * win[j];
     for (int j = 0; j < hist; ++j) win[j] = win[j + 1];
-    *v = __float2bfloat16_rn(silu(acc));
+    out[i * out_ld + c] = __float2bfloat16_rn(silu(acc));
   }
   for (int j = 0; j < hist; ++j) state[c * hist + j] = win[j];
 }
@@ -99,23 +100,23 @@ __global__ void __launch_bounds__(kScanWarps * 32)
 // One decode token for each of several sequences (grid.y = sequence): one warp per (head, channel p), lanes
 // striding over the state entries, so each warp streams its contiguous FP32 state row once and reduces with
 // shuffles. This is the memory-bound part of batched Mamba decode: every sequence's whole state is read and
-// written once per token.
+// written once per token. x, b, c: columns of one [B, xbc_ld] buffer (the conv output x | B | C).
 __global__ void __launch_bounds__(kSsmStepWarps * 32)
-    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
-                          const float* d, int heads, int hp, int ns, int groups, float* const* state_tab,
-                          bf16* y) {
+    ssm_step_batch_kernel(const bf16* x, const bf16* b, const bf16* c, int64_t xbc_ld, const bf16* dt,
+                          const float* a_log, const float* d, int heads, int hp, int ns, int groups,
+                          float* const* state_tab, bf16* y) {
   const int row = blockIdx.x * kSsmStepWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= heads * hp) return;
   const int seq = blockIdx.y;
   const int h = row / hp, g = h / (heads / groups);
   const float a = -__expf(a_log[h]), dh = d[h];  // constants: loaded before the wait (kernel-notes #43)
   ptx::griddep_enter();
-  const int64_t xw = static_cast<int64_t>(heads) * hp, bw = static_cast<int64_t>(groups) * ns;
+  const int64_t xw = static_cast<int64_t>(heads) * hp;
   const float dth = ld(dt + static_cast<int64_t>(seq) * heads + h);
-  const float xv = ld(x + seq * xw + row);
+  const float xv = ld(x + seq * xbc_ld + row);
   const float decay = __expf(dth * a);
-  const bf16* bs = b + seq * bw + static_cast<int64_t>(g) * ns;
-  const bf16* cs = c + seq * bw + static_cast<int64_t>(g) * ns;
+  const bf16* bs = b + seq * xbc_ld + static_cast<int64_t>(g) * ns;
+  const bf16* cs = c + seq * xbc_ld + static_cast<int64_t>(g) * ns;
   float* sp = state_tab[seq] + static_cast<int64_t>(row) * ns;
   float acc = 0.0f;
   for (int n = lane; n < ns; n += 32) {
@@ -127,14 +128,15 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
   if (lane == 0) y[seq * xw + row] = __float2bfloat16_rn(acc + dh * xv);
 }
 
-// One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels. Values stay in
-// registers (up to kMax per thread) and every load precedes the in-place stores, as in rmsnorm_kernel.
-__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, const float* w, int64_t width, int groups,
-                                     float eps) {
+// One block per (row, group): y = rmsnorm(y * silu(z)) * w over the group's channels (z's rows z_ld apart:
+// the in_proj output read in place). Values stay in registers (up to kMax per thread) and every load precedes
+// the in-place stores, as in rmsnorm_kernel.
+__global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width,
+                                     int groups, float eps) {
   constexpr int kMax = 8;
   const int64_t row = blockIdx.x / groups, g = blockIdx.x % groups, gs = width / groups;
   bf16* yr = y + row * width + g * gs;
-  const bf16* zr = z + row * width + g * gs;
+  const bf16* zr = z + row * z_ld + g * gs;
   const float* wg = w + g * gs;
   float v[kMax], wv[kMax];
   // The norm weights (constants) before the programmatic-launch wait, as in rmsnorm_kernel (kernel-notes

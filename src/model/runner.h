@@ -249,38 +249,39 @@ class Runner {
               gn = c.n_groups * c.ssm_state_size;
     Tensor proj = ops_.alloc(t, c.mamba_in_proj_dim());
     ops_.linear(h, L.in_proj, proj);
+    const cpu::SsmShape shape{nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups};
     // in_proj output columns: z [d_inner] | xBC [conv_dim] | dt [heads]
-    Tensor z = ops_.alloc(t, di), xbc = ops_.alloc(t, cd), dt = ops_.alloc(t, nh);
-    ops_.columns(proj, 0, z);
-    ops_.columns(proj, di, xbc);
+    Tensor dt = ops_.alloc(t, nh), y = ops_.alloc(t, di);
     ops_.softplus_dt(proj, di + cd, L.dt_bias, c.time_step_limit_min, c.time_step_limit_max, dt);
     if constexpr (kBatchedOps)
-      if (batched(segs)) ops_.conv1d_silu_batch(xbc, li, c.conv_kernel, L.conv_w, L.conv_b);
-    if (!batched(segs))
-      per_sequence(
-          segs, {&xbc},
-          [&](State& s, Tensor& xs) {
-            ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b);
-          },
-          xbc);
+      if (batched(segs)) {
+        // One launch per op for all the sequences, each op reading its columns of proj (or of xbc: x | B | C)
+        // in place: copying them out took five launches per layer.
+        Tensor xbc = ops_.alloc(t, cd);
+        ops_.conv1d_silu_batch(proj, di, li, c.conv_kernel, L.conv_w, L.conv_b, xbc);
+        ops_.ssm_step_batch(xbc, dt, L.a_log, L.d, li, shape, y);
+        ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);
+        ops_.linear(y, L.out_proj, out);
+        reduce_partial(out);
+        return;
+      }
+    Tensor xbc = ops_.alloc(t, cd);
+    ops_.columns(proj, di, xbc);
+    per_sequence(
+        segs, {&xbc},
+        [&](State& s, Tensor& xs) { ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b); },
+        xbc);
     Tensor x = ops_.alloc(t, di), b = ops_.alloc(t, gn), cc = ops_.alloc(t, gn);
     ops_.columns(xbc, 0, x);
     ops_.columns(xbc, di, b);
     ops_.columns(xbc, di + gn, cc);
-    Tensor y = ops_.alloc(t, di);
-    if constexpr (kBatchedOps)
-      if (batched(segs))
-        ops_.ssm_step_batch(x, b, cc, dt, L.a_log, L.d, li,
-                            {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups}, y);
-    if (!batched(segs))
-      per_sequence(
-          segs, {&y},
-          [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
-            ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li,
-                          {nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups}, c.chunk_size, ys);
-          },
-          x, b, cc, dt, y);
-    ops_.gated_rmsnorm(y, z, L.gated_norm, c.n_groups, c.norm_eps);
+    per_sequence(
+        segs, {&y},
+        [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
+          ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li, shape, c.chunk_size, ys);
+        },
+        x, b, cc, dt, y);
+    ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);  // z: proj's first d_inner columns
     ops_.linear(y, L.out_proj, out);
     reduce_partial(out);
   }
