@@ -645,12 +645,12 @@ struct DecodeTargets {
   float alpha_up = 0.0f;  // DecodeAct::Swiglu
 };
 
-template <int NT, int RA, int WARPS>
-void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t, cudaStream_t stream) {
-  constexpr int PF = 4;
+// The kernel parameter of the targets, each weight's blocks after the previous one's, tiles_per_block row
+// tiles per block; blocks: the grid size.
+DecodeGroup decode_group(const DecodeTargets& t, int tiles_per_block, int& blocks) {
   DecodeGroup g{};
   g.count = t.count;
-  int blocks = 0;
+  blocks = 0;
   for (int i = 0; i < t.count; ++i) {
     const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
     g.seg[i] = {t.w[i]->weights.as<uint4>(),
@@ -663,8 +663,16 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
                 blocks,
                 t.act,
                 t.alpha_up};
-    blocks += (row_tiles + RA - 1) / RA;
+    blocks += (row_tiles + tiles_per_block - 1) / tiles_per_block;
   }
+  return g;
+}
+
+template <int NT, int RA, int WARPS>
+void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t, cudaStream_t stream) {
+  constexpr int PF = 4;
+  int blocks = 0;
+  const DecodeGroup g = decode_group(t, RA, blocks);
   launch_kernel(nvfp4_w4a16_decode_kernel<NT, RA, WARPS, PF>, static_cast<unsigned>(blocks), WARPS * 32, 0,
                 stream, reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
                 static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
@@ -672,23 +680,8 @@ void launch_decode(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTarget
 
 template <int WR>
 void launch_xs(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t, cudaStream_t stream) {
-  DecodeGroup g{};
-  g.count = t.count;
   int blocks = 0;
-  for (int i = 0; i < t.count; ++i) {
-    const int row_tiles = static_cast<int>(t.w[i]->geom.row_tiles());
-    g.seg[i] = {t.w[i]->weights.as<uint4>(),
-                t.w[i]->scales.as<uint16_t>(),
-                reinterpret_cast<__nv_bfloat16*>(t.y[i]),
-                t.ldy[i],
-                t.alpha[i],
-                row_tiles,
-                static_cast<int>(t.w[i]->n_valid),
-                blocks,
-                t.act,
-                t.alpha_up};
-    blocks += (row_tiles + WR - 1) / WR;
-  }
+  const DecodeGroup g = decode_group(t, WR, blocks);
   auto kern = nvfp4_w4a16_xs_kernel<WR>;
   constexpr int smem = kXsStages * kXsStageBytes;
   // 48 KB of stages plus the 1 KB scale table: past the default limit, so opted in (per device, like

@@ -79,8 +79,8 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   if (m > 8 && m <= 16) p.rows_per_block = 32;
   // 17 <= M <= 32 on the wide layers: the shared-X kernel, 128 rows per block, reads X from shared memory
   // once per 8 row tiles instead of from L1/L2 once per tile (H200, M = 32: Llama gate_up 52.9 -> 40.2 us,
-  // Nemotron mamba.in 48.6 -> 44.1, mlp.up 33.9 -> 30.0). It loses on N <= 6144 (Llama qkv 15.9 -> 24.4):
-  // a block per 8 tiles leaves too few warps (kernel-notes #46).
+  // Nemotron mamba.in 48.6 -> 44.1, mlp.up 33.9 -> 30.0). It loses on N <= 6144 (Nemotron attn.qkv 17.5 ->
+  // 28.4): a block per 8 tiles leaves too few warps (kernel-notes #46).
   if (m > 16 && m <= 32 && n >= 12288) {
     p.variant = W4A16Variant::Xs32;
     p.rows_per_block = 128;
