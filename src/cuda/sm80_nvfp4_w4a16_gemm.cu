@@ -327,8 +327,8 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
 // ---------------------------------------------------------------------------------------------------------
 // Shared-X decode kernel (17 <= M <= 32 on the wide layers, kernel-notes #46). decode32 gives each 16-row
 // tile its own block, whose warps load their X fragments from L1/L2: 4 KB per 64-wide chunk against 544
-// bytes of weights, 470 MB of X loads for Llama gate_up at M = 32 (ncu: L1 throughput 80%, long-scoreboard
-// stalls half of its 10.6 cycles per instruction). Here a block of WR warps owns WR row tiles, one per warp,
+// bytes of weights, so 470 MB of X loads against 62 MB of weights for Llama gate_up at M = 32 (ncu: L1
+// throughput 80%, long-scoreboard stalls half of its 10.6 cycles per instruction). Here a block of WR warps owns WR row tiles, one per warp,
 // each warp going through every k-chunk of its tile; the block stages X in shared memory, G chunks per stage
 // and S stages deep (cp.async), and all its warps read it there: the L2 reads of X / WR. The weights go
 // straight to registers, PF = G chunks ahead, with the decode kernel's dequantization and MMAs; no
@@ -341,8 +341,8 @@ template <int WR>
 __global__ void __launch_bounds__(WR * 32, 8 / WR * 2)
     nvfp4_w4a16_xs_kernel(const __nv_bfloat16* __restrict__ x, int m, int k, int64_t ldx, int kchunks,
                           const DecodeGroup g) {
-  // PF = G chunks of weights in flight per warp (8, two stages' worth, measured 5% slower on gate_up: the
-  // kernel is not waiting on the weight stream, kernel-notes #46).
+  // PF = G: four chunks of weights in flight per warp. Eight (two stages' worth) measured 5% slower on
+  // gate_up: the kernel does not wait on the weight stream (kernel-notes #46).
   constexpr int NT = kXsTokens / 8, G = kXsChunks, S = kXsStages, PF = G, THREADS = WR * 32;
   __shared__ uint32_t lut[256];
   extern __shared__ __align__(16) uint8_t xs[];  // S stages of G chunks x 32 tokens x 128 bytes
