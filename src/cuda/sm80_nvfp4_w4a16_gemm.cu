@@ -328,12 +328,12 @@ __global__ void __launch_bounds__(WARPS * 32, kDecodeMinBlocks<NT, RA, WARPS>)
 // Shared-X decode kernel (17 <= M <= 32 on the wide layers, kernel-notes #46). decode32 gives each 16-row
 // tile its own block, whose warps load their X fragments from L1/L2: 4 KB per 64-wide chunk against 544
 // bytes of weights, so 470 MB of X loads against 62 MB of weights for Llama gate_up at M = 32 (ncu: L1
-// throughput 80%, long-scoreboard stalls half of its 10.6 cycles per instruction). Here a block of WR warps owns WR row tiles, one per warp,
-// each warp going through every k-chunk of its tile; the block stages X in shared memory, G chunks per stage
-// and S stages deep (cp.async), and all its warps read it there: the L2 reads of X / WR. The weights go
-// straight to registers, PF = G chunks ahead, with the decode kernel's dequantization and MMAs; no
-// cross-warp reduction; one barrier per stage. Under ncu it is then bound by issue at ~14 resident warps per
-// SM (128 registers): 6.5 cycles per instruction, no dominant stall.
+// throughput 80%, long-scoreboard stalls half of its 10.6 cycles per instruction). Here a block of WR warps
+// owns WR row tiles, one per warp, each warp going through every k-chunk of its tile; the block stages X in
+// shared memory, G chunks per stage and S stages deep (cp.async), and all its warps read it there: the L2
+// reads of X / WR. The weights go straight to registers, PF = G chunks ahead, with the decode kernel's
+// dequantization and MMAs; no cross-warp reduction; one barrier per stage. Under ncu it is then bound by
+// issue at ~14 resident warps per SM (128 registers): 6.5 cycles per instruction, no dominant stall.
 constexpr int kXsTokens = 32, kXsChunks = 4, kXsStages = 3;
 constexpr int kXsStageBytes = kXsChunks * kXsTokens * 128;
 
