@@ -70,6 +70,8 @@ class GemmWorkspace {
   ~GemmWorkspace();
 
  private:
+  // Reallocates b when it holds fewer than `bytes` (moving the generation on); true when it did.
+  bool grow(DeviceBuffer& b, size_t bytes);
   DeviceBuffer partials_, counters_, scratch_, swiglu_;
   void* cublas_ = nullptr;
   int sm_count_ = 0;

@@ -25,33 +25,26 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   return *this;
 }
 
+bool GemmWorkspace::grow(DeviceBuffer& b, size_t bytes) {
+  if (b.bytes >= bytes) return false;
+  b = DeviceBuffer(bytes);
+  ++generation_;
+  return true;
+}
 float* GemmWorkspace::partials(size_t floats, cudaStream_t) {
-  if (partials_.bytes < floats * sizeof(float)) {
-    partials_ = DeviceBuffer(floats * sizeof(float));
-    ++generation_;
-  }
+  grow(partials_, floats * sizeof(float));
   return partials_.as<float>();
 }
 int* GemmWorkspace::counters(size_t n, cudaStream_t s) {
-  if (counters_.bytes < n * sizeof(int)) {
-    counters_ = DeviceBuffer(n * sizeof(int));
-    ++generation_;
-    CUDA_CHECK(cudaMemsetAsync(counters_.ptr, 0, counters_.bytes, s));
-  }
+  if (grow(counters_, n * sizeof(int))) CUDA_CHECK(cudaMemsetAsync(counters_.ptr, 0, counters_.bytes, s));
   return counters_.as<int>();
 }
 bf16_raw* GemmWorkspace::swiglu_scratch(size_t elems) {
-  if (swiglu_.bytes < elems * 2) {
-    swiglu_ = DeviceBuffer(elems * 2);
-    ++generation_;
-  }
+  grow(swiglu_, elems * 2);
   return swiglu_.as<bf16_raw>();
 }
 bf16_raw* GemmWorkspace::dequant_scratch(size_t elems) {
-  if (scratch_.bytes < elems * 2) {
-    scratch_ = DeviceBuffer(elems * 2);
-    ++generation_;
-  }
+  grow(scratch_, elems * 2);
   return scratch_.as<bf16_raw>();
 }
 void* GemmWorkspace::cublas_handle() {

@@ -22,8 +22,8 @@ const char* w4a16_variant_name(W4A16Variant v);
 struct W4A16Plan {
   W4A16Variant variant = W4A16Variant::Decode8;
   int splits = 1;  // K split across blocks (reduced in the kernel by the last block of each tile)
-  int rows_per_block =
-      16;  // decode variants: 16 or 32 weight rows per block (32 shares X loads); xs32: 64 or 128
+  // Weight rows per block: 16 or 32 for the decode variants (32 shares X loads), 64 or 128 for xs32.
+  int rows_per_block = 16;
   int decode_warps = 8;  // decode variants: warps splitting K inside a block (4, 8 or 16)
 };
 

@@ -260,27 +260,27 @@ class Runner {
         Tensor xbc = ops_.alloc(t, cd);
         ops_.conv1d_silu_batch(proj, di, li, c.conv_kernel, L.conv_w, L.conv_b, xbc);
         ops_.ssm_step_batch(xbc, dt, L.a_log, L.d, li, shape, y);
-        ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);
-        ops_.linear(y, L.out_proj, out);
-        reduce_partial(out);
-        return;
       }
-    Tensor xbc = ops_.alloc(t, cd);
-    ops_.columns(proj, di, xbc);
-    per_sequence(
-        segs, {&xbc},
-        [&](State& s, Tensor& xs) { ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b); },
-        xbc);
-    Tensor x = ops_.alloc(t, di), b = ops_.alloc(t, gn), cc = ops_.alloc(t, gn);
-    ops_.columns(xbc, 0, x);
-    ops_.columns(xbc, di, b);
-    ops_.columns(xbc, di + gn, cc);
-    per_sequence(
-        segs, {&y},
-        [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
-          ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li, shape, c.chunk_size, ys);
-        },
-        x, b, cc, dt, y);
+    if (!batched(segs)) {
+      Tensor xbc = ops_.alloc(t, cd);
+      ops_.columns(proj, di, xbc);
+      per_sequence(
+          segs, {&xbc},
+          [&](State& s, Tensor& xs) {
+            ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b);
+          },
+          xbc);
+      Tensor x = ops_.alloc(t, di), b = ops_.alloc(t, gn), cc = ops_.alloc(t, gn);
+      ops_.columns(xbc, 0, x);
+      ops_.columns(xbc, di, b);
+      ops_.columns(xbc, di + gn, cc);
+      per_sequence(
+          segs, {&y},
+          [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
+            ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li, shape, c.chunk_size, ys);
+          },
+          x, b, cc, dt, y);
+    }
     ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);  // z: proj's first d_inner columns
     ops_.linear(y, L.out_proj, out);
     reduce_partial(out);
