@@ -94,6 +94,35 @@ void check_model(const std::string& name) {
       ASSERT_NEAR(batch[j * V + static_cast<size_t>(v)], full[(split + j) * V + static_cast<size_t>(v)],
                   1e-4f * (hi - lo))
           << name << " batched row " << j;
+  // Batched prefill of prompts of different lengths (one forward): each prompt's logits equal the full
+  // prefill's at its last position, and the states go on as if each prompt had been prefilled alone.
+  {
+    const std::vector<size_t> lens{split, 1, seq.size() - 1, split + 3};
+    std::vector<Model::State> ps;
+    std::vector<Model::State*> pp;
+    std::vector<std::vector<int>> prompts;
+    for (size_t L : lens) {
+      ps.push_back(model.new_sequence(4096));
+      prompts.emplace_back(seq.begin(), seq.begin() + static_cast<std::ptrdiff_t>(L));
+    }
+    for (auto& st : ps) pp.push_back(&st);
+    const auto pre = model.prefill_batch(pp, prompts);
+    ASSERT_EQ(pre.size(), lens.size() * V);
+    std::vector<int> next;
+    for (size_t j = 0; j < lens.size(); ++j) {
+      for (int v = 0; v < V; ++v)
+        ASSERT_NEAR(pre[j * V + static_cast<size_t>(v)], full[(lens[j] - 1) * V + static_cast<size_t>(v)],
+                    1e-4f * (hi - lo))
+            << name << " batched prefill, prompt " << j;
+      next.push_back(seq[lens[j]]);
+    }
+    const auto step = model.decode_batch(pp, next);
+    for (size_t j = 0; j < lens.size(); ++j)
+      for (int v = 0; v < V; ++v)
+        ASSERT_NEAR(step[j * V + static_cast<size_t>(v)], full[lens[j] * V + static_cast<size_t>(v)],
+                    1e-4f * (hi - lo))
+            << name << " decode after batched prefill, prompt " << j;
+  }
   // Continuous batching (3 prompts of different lengths, 2 slots) gives the ids of one-by-one generation.
   const std::vector<std::vector<int>> prompts{std::vector<int>(seq.begin(), seq.begin() + split), g.prompt,
                                               std::vector<int>(seq.begin(), seq.begin() + split + 2)};
@@ -101,7 +130,16 @@ void check_model(const std::string& name) {
   one.max_new_tokens = 5;
   GenerateOptions two = one;
   two.max_batch = 2;
-  EXPECT_EQ(generate(model, prompts, one).new_ids, generate(model, prompts, two).new_ids) << name;
+  const auto ids_one = generate(model, prompts, one).new_ids;
+  const auto r_two = generate(model, prompts, two);
+  EXPECT_EQ(ids_one, r_two.new_ids) << name;
+  // The two first prompts were prefilled in one pass, the third in a pass of its own when a slot freed.
+  EXPECT_EQ(r_two.prefill_passes, 2) << name;
+  GenerateOptions solo = two;
+  solo.prefill_tokens = 0;
+  const auto r_solo = generate(model, prompts, solo);
+  EXPECT_EQ(ids_one, r_solo.new_ids) << name;
+  EXPECT_EQ(r_solo.prefill_passes, 3) << name;
 }
 
 }  // namespace

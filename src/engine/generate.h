@@ -31,6 +31,9 @@ struct GenerateOptions {
   // strings, which need the tokenizer, live with the caller).
   std::function<bool(size_t, const std::vector<int>&)> should_stop;
   int max_batch = 1;  // sequences decoded together (continuous batching)
+  // Prompts admitted together are prefilled in one forward (one pass over the weights) while their tokens
+  // add up to at most this many; a longer prompt gets a pass of its own. 0 prefills one prompt at a time.
+  int prefill_tokens = 8192;
   // Called when a prompt's generation ends (its ids are final in the result), e.g. to record it at once.
   std::function<void(size_t, const GenerateResult&)> on_finish;
   // Checked before admitting each new prompt: true stops admitting (the active ones finish). Ctrl-C uses it.
@@ -41,7 +44,10 @@ struct GenerateResult {
   std::vector<std::vector<int>> new_ids;  // per prompt
   int prompt_tokens = 0, generated_tokens = 0;
   double prefill_s = 0, decode_s = 0;
-  std::vector<double> ttft_s;  // per prompt: prefill until the first token is known
+  // Per prompt: from its admission until its first token is known. Prompts admitted together wait for the
+  // prefill passes before theirs, so a batch's TTFT is what its last prompt waits, not one prompt's prefill.
+  std::vector<double> ttft_s;
+  int prefill_passes = 0;      // forwards that prefilled prompts (fewer than prompts when batched)
   std::vector<double> tpot_s;  // every decode step (time per output token after the first)
   double prefill_tok_s() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
   double decode_tok_s() const { return decode_s > 0 ? generated_tokens / decode_s : 0; }
@@ -49,9 +55,10 @@ struct GenerateResult {
 
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
 
-// Model: a Runner<Ops>. Prompts are admitted up to max_batch at a time (continuous batching): each new one is
-// prefilled on its own, then every active sequence advances one token per decode step, all in one batched
-// forward; a finished sequence frees its slot for the next prompt. max_batch = 1 runs prompts one by one.
+// Model: a Runner<Ops>. Prompts are admitted up to max_batch at a time (continuous batching): the prompts
+// admitted together are prefilled in passes of up to prefill_tokens tokens (one forward each), then every
+// active sequence advances one token per decode step, all in one batched forward; a finished sequence frees
+// its slot for the next prompt. max_batch = 1 runs prompts one by one.
 template <class Model>
 GenerateResult generate(Model& model, const std::vector<std::vector<int>>& prompts, const GenerateOptions& o,
                         const std::function<void()>& sync = {}) {
@@ -88,17 +95,45 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
   };
   size_t next = 0;
   while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
+    // Admission: the free slots take the next prompts, prefilled in passes under the token budget.
+    const auto admitted_at = clock::now();
     while (active.size() < max_batch && next < prompts.size() && !(o.cancelled && o.cancelled())) {
-      const size_t b = next++;
-      if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
-      auto s = model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens);
+      std::vector<size_t> pass;
+      std::vector<State> states;
+      size_t pass_tokens = 0;
+      while (active.size() + pass.size() < max_batch && next < prompts.size()) {
+        const size_t b = next;
+        if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
+        if (!pass.empty() &&
+            pass_tokens + prompts[b].size() > static_cast<size_t>(std::max(0, o.prefill_tokens)))
+          break;
+        ++next;
+        pass.push_back(b);
+        pass_tokens += prompts[b].size();
+        states.push_back(model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens));
+      }
       const auto t0 = clock::now();
-      const std::vector<float> logits = model.forward(s, prompts[b], false);
-      const double dt = seconds(t0, clock::now());
-      r.prefill_s += dt;
-      r.ttft_s.push_back(dt);
-      r.prompt_tokens += static_cast<int>(prompts[b].size());
-      if (take(b, 0, logits)) active.push_back({b, std::move(s), 1});
+      std::vector<float> logits;
+      if (pass.size() == 1) {
+        logits = model.forward(states[0], prompts[pass[0]], false);
+      } else {
+        std::vector<State*> ptrs;
+        std::vector<std::vector<int>> ps;
+        for (size_t i = 0; i < pass.size(); ++i) {
+          ptrs.push_back(&states[i]);
+          ps.push_back(prompts[pass[i]]);
+        }
+        logits = model.prefill_batch(ptrs, ps);
+      }
+      const auto t1 = clock::now();
+      r.prefill_s += seconds(t0, t1);
+      ++r.prefill_passes;
+      r.prompt_tokens += static_cast<int>(pass_tokens);
+      for (size_t i = 0; i < pass.size(); ++i) {
+        r.ttft_s.push_back(seconds(admitted_at, t1));
+        if (take(pass[i], 0, std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab))))
+          active.push_back({pass[i], std::move(states[i]), 1});
+      }
     }
     if (active.empty()) continue;
     std::vector<State*> states;

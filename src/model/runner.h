@@ -74,6 +74,35 @@ class Runner {
     return ops_.fetch_logits();
   }
 
+  // Prefills several new prompts in one forward: prompts[i] goes after what *states[i] holds. The linear
+  // layers see the prompts' rows as one batch (one weight read, one large GEMM instead of one per prompt);
+  // attention, convolution and scan run per prompt against its own caches. Returns the logits of each
+  // prompt's last position, [B, vocab].
+  std::vector<float> prefill_batch(std::span<State* const> states,
+                                   std::span<const std::vector<int>> prompts) {
+    const ModelConfig& c = w_.config;
+    if (states.size() != prompts.size() || states.empty())
+      throw Error("prefill_batch: one prompt per sequence is needed");
+    std::vector<Segment> segs;
+    std::vector<int> tokens;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto& p = prompts[i];
+      if (p.empty()) throw Error("prefill_batch: prompt " + std::to_string(i) + " is empty");
+      for (int id : p)
+        if (id < 0 || id >= c.vocab_size)
+          throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" +
+                      std::to_string(c.vocab_size) + ")");
+      if (ops_.state_pos(*states[i]) + static_cast<int>(p.size()) > ops_.state_capacity(*states[i]))
+        throw Error("prompt " + std::to_string(i) + " exceeds its planned context of " +
+                    std::to_string(ops_.state_capacity(*states[i])) + " tokens");
+      segs.push_back({states[i], static_cast<int>(tokens.size()), static_cast<int>(p.size())});
+      tokens.insert(tokens.end(), p.begin(), p.end());
+    }
+    if (segs.size() == 1) return forward(*states[0], prompts[0], false);
+    body(segs, tokens, false);
+    return ops_.fetch_logits();
+  }
+
   // The same step for greedy decoding: the argmax per sequence is taken where the logits are (on the GPU), so
   // only the ids come back.
   std::vector<int> decode_batch_greedy(std::span<State* const> states, std::span<const int> tokens) {
@@ -115,8 +144,11 @@ class Runner {
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
+  // Only decode steps (one row per sequence) qualify: a batched prefill runs the per-sequence ops per prompt.
   bool batched(const std::vector<Segment>& segs) const {
-    if constexpr (kBatchedOps) return segs.size() > 1;
+    if constexpr (kBatchedOps)
+      return segs.size() > 1 &&
+             std::all_of(segs.begin(), segs.end(), [](const Segment& sg) { return sg.rows == 1; });
     return false;
   }
 
@@ -194,12 +226,23 @@ class Runner {
       }
     if (!advanced)
       for (const auto& sg : segs) ops_.advance(*sg.state, sg.rows);
-    const int rows = all_logits || segs.size() > 1 ? t : 1;
-    Tensor last = ops_.rows(x, t - rows, rows);
+    // Scored rows: all of them, one per sequence (its last), or the last. Only they need the last layer's
+    // output added; a batched prefill's last rows are gathered first (one row copy per prompt).
+    const bool gather = !all_logits && segs.size() > 1 && static_cast<int>(segs.size()) != t;
+    const int rows = all_logits ? t : static_cast<int>(segs.size());
+    Tensor last = ops_.rows(x, t - rows, rows), olast = ops_.rows(o, t - rows, rows);
+    if (gather) {
+      last = ops_.alloc_residual(rows, c.hidden_size);
+      olast = ops_.alloc(rows, c.hidden_size);
+      for (int i = 0; i < rows; ++i) {
+        const int r = segs[static_cast<size_t>(i)].row0 + segs[static_cast<size_t>(i)].rows - 1;
+        ops_.write_rows(last, i, ops_.rows(x, r, 1));
+        if (pending) ops_.write_rows(olast, i, ops_.rows(o, r, 1));
+      }
+    }
     Tensor hn = ops_.alloc(rows, c.hidden_size);
-    // Only the rows that are scored need the last layer's output added.
     if (pending)
-      ops_.add_rmsnorm(last, ops_.rows(o, t - rows, rows), w_.final_norm, c.norm_eps, hn);
+      ops_.add_rmsnorm(last, olast, w_.final_norm, c.norm_eps, hn);
     else
       ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
     // FP32 logits: BF16 would round near-ties away. Under vocab parallelism the backend gathers every rank's

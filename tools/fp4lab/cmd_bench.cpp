@@ -39,6 +39,7 @@ struct ModelBenchOpts {
   std::string backend = "auto";
   std::vector<std::string> quants{"bf16", "nvfp4"};
   int input_len = 128, output_len = 256, batch = 1, warmup = 1, reps = 3;
+  int prefill_tokens = GenerateOptions{}.prefill_tokens;
   uint64_t seed = 0;
   std::string json_out;
   CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
@@ -90,6 +91,7 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
   GenerateOptions g;
   g.max_new_tokens = o.output_len;  // no stop ids: every run produces exactly output_len tokens
   g.max_batch = o.batch;            // all prompts decode together, one batched forward per step
+  g.prefill_tokens = o.prefill_tokens;
   for (int w = 0; w < o.warmup; ++w) {
     GenerateOptions gw = g;
     gw.max_new_tokens = std::min(8, o.output_len);
@@ -162,18 +164,24 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"input_len", o.input_len},
                     {"output_len", o.output_len},
                     {"batch", o.batch},
+                    {"prefill_tokens", o.prefill_tokens},
                     {"warmup", o.warmup},
                     {"reps", o.reps},
                     {"seed", o.seed},
                     {"sweep_batch", o.sweep},
                     {"profile", o.profile}};
   echo_cuda_run_options(out["options"], o.cuda);
-  std::fprintf(
-      stderr,
-      "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (prefilled one by one, decoded "
-      "together), %d repetitions\n",
-      model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU", o.input_len, o.output_len, o.batch,
-      o.reps);
+  // How the batch's prompts are prefilled: all in one pass, in passes, or one forward each.
+  const int per_pass = std::clamp(o.prefill_tokens / o.input_len, 1, o.batch);
+  const std::string prefill = o.batch == 1          ? "prefilled alone"
+                              : per_pass == o.batch ? "prefilled in one pass"
+                              : per_pass == 1       ? "prefilled one by one"
+                                                    : "prefilled " + std::to_string(per_pass) + " per pass";
+  std::fprintf(stderr,
+               "fp4lab bench: %s on %s, %d-token prompts, %d new tokens, batch %d (%s, decoded together), %d "
+               "repetitions\n",
+               model.c_str(), backend == "cuda" ? q.gpus[0].name.c_str() : "CPU", o.input_len, o.output_len,
+               o.batch, prefill.c_str(), o.reps);
   double copy_gbs = 0, bf16_tflops = 0;
 #if FP4LAB_HAVE_CUDA
   if (backend == "cuda") {
@@ -431,6 +439,7 @@ Action add_bench(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--batch", mo->batch, "prompts per repetition, decoded together (batched decode)")
       ->check(CLI::Range(1, 4096));
+  add_prefill_tokens_option(app, mo->prefill_tokens);
   app.add_option("--warmup", mo->warmup, "warm-up runs (excluded)");
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", mo->seed, "seed for preset weights");

@@ -35,6 +35,7 @@ struct Gsm8kOpts {
   std::string model, backend = "cpu", quant = "auto", data, task = "gsm8k", tokenizer, json_out, records,
                      db = ResultsDb::default_path();
   int limit = 0, max_new = 256, threads = 0, batch = 1;
+  int prefill_tokens = GenerateOptions{}.prefill_tokens;
   CudaCliOptions cuda;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
@@ -102,6 +103,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   add_cuda_run_options(app, o->cuda);
   app.add_option("--batch", o->batch, "sequences decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
+  add_prefill_tokens_option(app, o->prefill_tokens);
   app.add_flag("--add-bos", o->add_bos, "prepend the BOS token (lm-eval's default adds no special tokens)");
   app.add_option("--seed", o->seed, "seed of preset weights");
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
@@ -186,13 +188,21 @@ Action add_eval_gsm8k(CLI::App& app) {
     json doc;
     run_environment(doc, o->backend == "cuda");
     doc["schema"] = "fp4lab.gsm8k/1";
-    doc["options"] = {{"model", o->model},     {"backend", o->backend},
-                      {"quant", o->quant},     {"data", o->data},
-                      {"task", o->task},       {"tokenizer", o->tokenizer},
-                      {"limit", o->limit},     {"max_new_tokens", o->max_new},
-                      {"add_bos", o->add_bos}, {"seed", o->seed},
-                      {"threads", o->threads}, {"chat", false},
-                      {"fewshot_seed", 1234},  {"batch", o->batch}};
+    doc["options"] = {{"model", o->model},
+                      {"backend", o->backend},
+                      {"quant", o->quant},
+                      {"data", o->data},
+                      {"task", o->task},
+                      {"tokenizer", o->tokenizer},
+                      {"limit", o->limit},
+                      {"max_new_tokens", o->max_new},
+                      {"add_bos", o->add_bos},
+                      {"seed", o->seed},
+                      {"threads", o->threads},
+                      {"chat", false},
+                      {"fewshot_seed", 1234},
+                      {"batch", o->batch},
+                      {"prefill_tokens", o->prefill_tokens}};
     echo_cuda_run_options(doc["options"], o->cuda);
     doc["tokenizer"] = tok.describe();
 
@@ -245,6 +255,7 @@ Action add_eval_gsm8k(CLI::App& app) {
         hashes.push_back(sha256_hex(prompt));
       }
       g.max_batch = o->batch;
+      g.prefill_tokens = o->prefill_tokens;
       // Under tensor parallelism the ranks must admit the same prompts: a Ctrl-C seen by one rank only would
       // split them, so the run goes on to the end (a second Ctrl-C exits).
       if (o->cuda.tp == 1) g.cancelled = [] { return interrupted(); };

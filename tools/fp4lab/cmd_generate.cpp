@@ -34,6 +34,7 @@ struct GenOpts {
   std::vector<int> stop_ids;
   int threads = 0;
   int batch = 1;
+  int prefill_tokens = GenerateOptions{}.prefill_tokens;
   std::string json_out;
   bool profile = false;
   CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
@@ -96,6 +97,7 @@ Action add_generate(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
+  add_prefill_tokens_option(app, o->prefill_tokens);
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   add_hub_options(app, o->hub);
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
@@ -109,6 +111,7 @@ Action add_generate(CLI::App& app) {
     g.max_new_tokens = o->max_new;
     g.stop_ids = o->stop_ids;
     g.max_batch = o->batch;
+    g.prefill_tokens = o->prefill_tokens;
     g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
     auto t0 = std::chrono::steady_clock::now();
     GenerateResult r;
@@ -182,6 +185,7 @@ Action add_generate(CLI::App& app) {
                   {"stop_ids", o->stop_ids},
                   {"threads", o->threads},
                   {"batch", o->batch},
+                  {"prefill_tokens", o->prefill_tokens},
                   {"profile", o->profile}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
@@ -189,6 +193,7 @@ Action add_generate(CLI::App& app) {
                 {"timing",
                  {{"load_s", load_s},
                   {"prefill_s", r.prefill_s},
+                  {"prefill_passes", r.prefill_passes},
                   {"decode_s", r.decode_s},
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};

@@ -54,6 +54,16 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
 // --tp > 1 with another backend than cuda is an error naming both.
 void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend);
 
+// --prefill-tokens (GenerateOptions::prefill_tokens): the token budget of one batched prefill pass. Every
+// command that generates takes it and echoes it as "prefill_tokens".
+inline void add_prefill_tokens_option(CLI::App& app, int& v) {
+  app.add_option(
+         "--prefill-tokens", v,
+         "prompts admitted together are prefilled in one forward while their tokens add up to at most "
+         "this (0: one prompt per forward)")
+      ->check(CLI::Range(0, 1 << 24));
+}
+
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
 // A file of such ids.
