@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 #include <random>
 #include <tuple>
 #include <utility>
@@ -195,6 +196,108 @@ TEST(GpuKernels, ChunkedSsdScanMatchesSequentialRecurrence) {
         "chunked scan chunk %d, %d tokens, %dx%dx%d: max |y err| %.2e of %.2f, max |state err| %.2e of "
         "%.2f\n",
         cs.chunk, t, s.heads, s.head_dim, s.state, yerr, ymax, serr, smax);
+  }
+}
+
+// The batched-prefill plan: chunks in sequence order, launch groups of at most group_chunks chunks, a
+// sequence cut by a group boundary listed in both groups with its chunks split between them. Host code only.
+TEST(SsdBatchPlan, GroupsChunksAndSplitsSequencesAtGroupBoundaries) {
+  const std::vector<int> rows{5, 40, 1, 16};  // chunk 16: 1 + 3 + 1 + 1 chunks
+  const SsdBatchPlan p = plan_ssd_batch(rows, 16, 3);
+  ASSERT_EQ(p.chunks.size(), 6u);
+  const std::vector<std::pair<int, int>> want{{0, 5}, {5, 16}, {21, 16}, {37, 8}, {45, 1}, {46, 16}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(p.chunks[i].x, want[i].first) << i;
+    EXPECT_EQ(p.chunks[i].y, want[i].second) << i;
+  }
+  ASSERT_EQ(p.groups.size(), 2u);
+  EXPECT_EQ(p.groups[0].chunk_end - p.groups[0].chunk_begin, 3);
+  EXPECT_EQ(p.groups[1].chunk_end - p.groups[1].chunk_begin, 3);
+  // Group 0: sequence 0 (chunk 0), sequence 1 (chunks 1, 2); group 1: sequence 1 again (its last chunk),
+  // then 2 and 3. Chunk ranges are relative to the group.
+  ASSERT_EQ(p.seq_index, (std::vector<int>{0, 1, 1, 2, 3}));
+  const std::vector<std::pair<int, int>> ranges{{0, 1}, {1, 3}, {0, 1}, {1, 2}, {2, 3}};
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_EQ(p.seqs[i].x, ranges[i].first) << i;
+    EXPECT_EQ(p.seqs[i].y, ranges[i].second) << i;
+  }
+  EXPECT_THROW(plan_ssd_batch(rows, 16, kSsdMaxGroupChunks + 1), Error);
+}
+
+// The batched-prefill scan (several prompts' rows in one launch group, each with its own state) against the
+// CPU's recurrence per prompt: prompts of 1 to 300 tokens, groups small enough that prompts are cut by group
+// boundaries, non-zero starting states; outputs and every final state must agree.
+TEST(GpuKernels, BatchedChunkedScanMatchesPerSequenceRecurrence) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const cpu::SsmShape s{8, 16, 32, 2};
+  for (const int chunk : {16, 64}) {
+    const std::vector<int> rows{37, 1, 300, 16, 5, 129};
+    const int t = std::accumulate(rows.begin(), rows.end(), 0);
+    const size_t xw = static_cast<size_t>(s.heads) * s.head_dim, bw = static_cast<size_t>(s.groups) * s.state,
+                 sn = xw * s.state;
+    const auto [xr, xf] = random_bf16(t * xw, 1.0f, rng);
+    const auto [br, bf] = random_bf16(t * bw, 0.5f, rng);
+    const auto [cr, cf] = random_bf16(t * bw, 0.5f, rng);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    std::vector<uint16_t> dtr(static_cast<size_t>(t) * s.heads);
+    std::vector<float> dtf(dtr.size());
+    for (size_t i = 0; i < dtr.size(); ++i) {
+      dtr[i] = bf16_from_f32_rne(0.001f + 0.099f * u(rng));
+      dtf[i] = bf16_to_f32(dtr[i]);
+    }
+    std::vector<float> a_log(static_cast<size_t>(s.heads)), a(a_log.size()), dvec(a_log.size());
+    for (size_t h = 0; h < a_log.size(); ++h) {
+      a_log[h] = std::log(1.0f + 15.0f * u(rng));
+      a[h] = -std::exp(a_log[h]);
+      dvec[h] = u(rng);
+    }
+    std::vector<float> states(rows.size() * sn);
+    for (auto& v : states) v = 0.3f * (u(rng) - 0.5f);
+    // The reference: each prompt on its own rows, from its own state.
+    std::vector<float> ref(t * xw), ref_states = states;
+    size_t row0 = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const size_t r = static_cast<size_t>(rows[i]);
+      auto sub = [&](const std::vector<float>& v, size_t w) {
+        return std::vector<float>(v.begin() + row0 * w, v.begin() + (row0 + r) * w);
+      };
+      std::vector<float> st(ref_states.begin() + i * sn, ref_states.begin() + (i + 1) * sn), y(r * xw);
+      cpu::ssm_scan_sequential(sub(xf, xw), sub(bf, bw), sub(cf, bw), sub(dtf, s.heads), a, dvec, rows[i], s,
+                               st, y);
+      std::copy(y.begin(), y.end(), ref.begin() + row0 * xw);
+      std::copy(st.begin(), st.end(), ref_states.begin() + i * sn);
+      row0 += r;
+    }
+    const int group = 3;  // chunks per launch group: the 300-token prompt spans several groups
+    const SsdBatchPlan plan = plan_ssd_batch(rows, chunk, group);
+    ASSERT_GT(plan.groups.size(), 2u);
+    DeviceBuffer dx = to_device(xr), db = to_device(br), dc = to_device(cr), ddt = to_device(dtr),
+                 dal = to_device(a_log), dd = to_device(dvec), dst = to_device(states), dy(t * xw * 2),
+                 ws(ssd_workspace_bytes_chunks(group, s, chunk));
+    std::vector<float*> sp;
+    for (size_t i = 0; i < rows.size(); ++i) sp.push_back(dst.as<float>() + i * sn);
+    ssd_chunked_scan_batch(dx.as<bf16_raw>(), db.as<bf16_raw>(), dc.as<bf16_raw>(), ddt.as<bf16_raw>(),
+                           dal.as<float>(), dd.as<float>(), plan, sp, s, chunk, dy.as<bf16_raw>(), ws.ptr,
+                           nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto y = to_host<uint16_t>(dy, t * xw);
+    const auto st = to_host<float>(dst, states.size());
+    double ymax = 0, yerr = 0, smax = 0, serr = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ymax = std::max(ymax, double(std::fabs(ref[i])));
+      yerr = std::max(yerr, double(std::fabs(bf16_to_f32(y[i]) - ref[i])));
+    }
+    for (size_t i = 0; i < st.size(); ++i) {
+      smax = std::max(smax, double(std::fabs(ref_states[i])));
+      serr = std::max(serr, double(std::fabs(st[i] - ref_states[i])));
+    }
+    EXPECT_LE(yerr, 0.01 * ymax) << "chunk " << chunk;
+    EXPECT_LE(serr, 1e-4 * smax + 1e-6) << "chunk " << chunk;
+    std::printf(
+        "batched chunked scan, chunk %d, %zu prompts in %zu launch groups: max |y err| %.2e of %.2f, "
+        "max |state err| %.2e of %.2f\n",
+        chunk, rows.size(), plan.groups.size(), yerr, ymax, serr, smax);
   }
 }
 

@@ -783,6 +783,31 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
                 s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
 }
 
+void CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                                const std::vector<float>& a_log, const std::vector<float>& d,
+                                std::span<State* const> states, std::span<const int> rows, size_t layer,
+                                cpu::SsmShape sh, int chunk, Tensor& y) {
+  if (!ssd_chunked_supported(sh, chunk)) {  // the sequential scan, one launch per prompt
+    int64_t row0 = 0;
+    for (size_t i = 0; i < states.size(); ++i) {
+      Tensor ys = this->rows(y, row0, rows[i]);
+      ssm_scan(this->rows(x, row0, rows[i]), this->rows(b, row0, rows[i]), this->rows(c, row0, rows[i]),
+               this->rows(dt, row0, rows[i]), a_log, d, *states[i], layer, sh, chunk, ys);
+      row0 += rows[i];
+    }
+    return;
+  }
+  OpTimer timer_(this, "mamba.ssm_scan");
+  const SsdBatchPlan plan = plan_ssd_batch(rows, chunk, ssd_group_chunks(chunk));
+  int64_t most = 0;
+  for (const auto& g : plan.groups) most = std::max<int64_t>(most, g.chunk_end - g.chunk_begin);
+  ensure_device(ssd_ws_, ssd_workspace_bytes_chunks(most, sh, chunk), "the chunked-scan workspace");
+  std::vector<float*> st;
+  for (State* s : states) st.push_back(s->ssm[layer].as<float>());
+  ssd_chunked_scan_batch(x.data, b.data, c.data, dt.data, dev_f32(a_log), dev_f32(d), plan, st, sh, chunk,
+                         y.data, ssd_ws_.ptr, stream_);
+}
+
 void CudaOps::all_reduce(Tensor& t) {
   if (!tp_comm_) return;
 #if FP4LAB_HAVE_NCCL

@@ -132,6 +132,12 @@ class CudaOps {
   void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                 const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                 cpu::SsmShape shape, int chunk, Tensor& y);
+  // Batched prefill: the scan of several prompts whose rows (rows[i] for states[i]) follow each other in x,
+  // b, c, dt and y, in one chunked-scan launch group per ~2048 tokens instead of launches per prompt.
+  void ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+                         const std::vector<float>& a_log, const std::vector<float>& d,
+                         std::span<State* const> states, std::span<const int> rows, size_t layer,
+                         cpu::SsmShape shape, int chunk, Tensor& y);
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);

@@ -22,22 +22,35 @@ constexpr int kThreads = 256;
 constexpr int kMaxChunk = 128, kMaxState = 128, kMaxHeadDim = 128;
 constexpr int kSegTokens = 2048;  // long prompts run in segments of this many tokens (bounded workspace)
 
+// One launch group: `chunks` chunks of up to `chunk` tokens. One sequence (batched = false): chunk ci is
+// tokens [ci * chunk, ..) of its t. Several (batched prefill): tab[ci] = {first token row, rows} of chunk
+// ci, and sequence s of the group owns chunks seqs[s] = [first, end), its state at states[s]. The tables
+// travel in the kernel parameters (__grid_constant__, read in place): no upload per layer.
 struct Dims {
   int t, heads, hp, ns, groups, chunk, chunks;
+  bool batched = false;
+  int2 tab[kSsdMaxGroupChunks] = {};
+  int2 seqs[kSsdMaxGroupChunks] = {};
+  float* states[kSsdMaxGroupChunks] = {};
   __device__ int hpg() const { return heads / groups; }
-  __device__ int rows_in(int ci) const { return min(chunk, t - ci * chunk); }
+  __device__ int2 span(int ci) const {
+    return batched ? tab[ci] : make_int2(ci * chunk, min(chunk, t - ci * chunk));
+  }
 };
 
 // Per (chunk, head): the cumulative log-decay inside the chunk (lc), and the chunk's own contribution to the
 // state at its end, sc[p][n] = sum_j exp(lc[last] - lc[j]) dt_j x_j[p] B_j[n] (a [P x q] . [q x N] product).
+// TP: head_dim rows per warp (>= head_dim / 8), fixed at compile time so no FMA slot goes to padding.
+template <int TP>
 __global__ void __launch_bounds__(kThreads)
-    ssd_chunk_state_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log, Dims d,
-                           float* lc, float* sc) {
+    ssd_chunk_state_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log,
+                           const __grid_constant__ Dims d, float* lc, float* sc) {
   __shared__ float lcs[kMaxChunk];
   __shared__ float xs[32][kMaxHeadDim];
   __shared__ __align__(16) float bs[32][kMaxState];
   const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg();
-  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  const int2 sp = d.span(ci);
+  const int i0 = sp.x, q = sp.y;
   const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
   if (threadIdx.x <
       32) {  // warp 0: inclusive scan of dt * A, each lane over kMaxChunk / 32 consecutive tokens
@@ -69,8 +82,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float last = lcs[q - 1];
-  const int n0 = (threadIdx.x % 32) * 4, pb = threadIdx.x / 32, tp = (d.hp + 7) / 8;
-  float acc[16][4] = {};
+  const int n0 = (threadIdx.x % 32) * 4, pb = threadIdx.x / 32;
+  float acc[TP][4] = {};
   for (int j0 = 0; j0 < q; j0 += 32) {
     const int jn = min(32, q - j0);
     for (int e = threadIdx.x; e < jn * d.hp; e += kThreads) {
@@ -87,9 +100,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int jj = 0; jj < jn; ++jj) {
         const float4 bv = *reinterpret_cast<const float4*>(&bs[jj][n0]);
 #pragma unroll
-        for (int k = 0; k < 16; ++k)
-          if (k < tp && pb * tp + k < d.hp) {
-            const float a = xs[jj][pb * tp + k];
+        for (int k = 0; k < TP; ++k)
+          if (pb * TP + k < d.hp) {
+            const float a = xs[jj][pb * TP + k];
             acc[k][0] += a * bv.x;
             acc[k][1] += a * bv.y;
             acc[k][2] += a * bv.z;
@@ -101,38 +114,48 @@ __global__ void __launch_bounds__(kThreads)
   if (n0 >= d.ns) return;
   float* out = sc + (static_cast<int64_t>(h) * d.chunks + ci) * d.hp * d.ns;
 #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    const int p = pb * tp + k;
-    if (k < tp && p < d.hp)
+  for (int k = 0; k < TP; ++k) {
+    const int p = pb * TP + k;
+    if (p < d.hp)
       *reinterpret_cast<float4*>(out + static_cast<int64_t>(p) * d.ns + n0) =
           make_float4(acc[k][0], acc[k][1], acc[k][2], acc[k][3]);
   }
 }
 
-// Sequential over chunks, parallel over every state entry: sc[chunk] becomes the state entering that chunk;
-// `state` ends as the state after the last token.
-__global__ void ssd_state_pass_kernel(Dims d, const float* lc, float* sc, float* state) {
+// Sequential over a sequence's chunks, parallel over every state entry (and, batched, over the sequences:
+// blockIdx.y): sc[chunk] becomes the state entering that chunk; the state ends as the state after the
+// sequence's last token of the group.
+__global__ void ssd_state_pass_kernel(const __grid_constant__ Dims d, const float* lc, float* sc,
+                                      float* state) {
   const int64_t pn = static_cast<int64_t>(d.hp) * d.ns;
   const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (idx >= d.heads * pn) return;
   const int h = static_cast<int>(idx / pn);
   const int64_t rem = idx % pn;
+  int c0 = 0, c1 = d.chunks;
+  if (d.batched) {
+    c0 = d.seqs[blockIdx.y].x;
+    c1 = d.seqs[blockIdx.y].y;
+    state = d.states[blockIdx.y];
+  }
   float run = state[idx];
-  for (int ci = 0; ci < d.chunks; ++ci) {
+  for (int ci = c0; ci < c1; ++ci) {
     float* s = sc + (static_cast<int64_t>(h) * d.chunks + ci) * pn + rem;
     const float own = *s;
     *s = run;
-    const int q = d.rows_in(ci);
+    const int q = d.span(ci).y;
     run = run * __expf(lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + q - 1]) + own;
   }
   state[idx] = run;
 }
 
 // Per (chunk, group): C_i . B_j for every pair of the chunk, shared by the group's heads.
-__global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const bf16* b, const bf16* c, Dims d, float* cb) {
+__global__ void __launch_bounds__(kThreads)
+    ssd_cb_kernel(const bf16* b, const bf16* c, const __grid_constant__ Dims d, float* cb) {
   __shared__ float cs[kMaxChunk][33], bsh[kMaxChunk][33];
   const int ci = blockIdx.x, g = blockIdx.y;
-  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  const int2 sp = d.span(ci);
+  const int i0 = sp.x, q = sp.y;
   const int64_t bw = static_cast<int64_t>(d.groups) * d.ns;
   const int ti = threadIdx.x / 16, tj = threadIdx.x % 16, ra = (d.chunk + 15) / 16;
   float acc[8][8] = {};
@@ -171,23 +194,27 @@ __global__ void __launch_bounds__(kThreads) ssd_cb_kernel(const bf16* b, const b
 
 // Per (chunk, head, 64-row slice of the chunk): y_i = exp(lc_i) C_i . S_in + sum_{j <= i} exp(lc_i - lc_j)
 // (C_i . B_j) dt_j x_j + D x_i.
+// KP: head_dim columns per thread (>= head_dim / 16), fixed at compile time like chunk_state's TP.
+template <int KP>
 __global__ void __launch_bounds__(kThreads)
-    ssd_chunk_out_kernel(const bf16* x, const bf16* c, const bf16* dt, const float* dvec, Dims d,
-                         const float* lc, const float* sc, const float* cb, bf16* y) {
+    ssd_chunk_out_kernel(const bf16* x, const bf16* c, const bf16* dt, const float* dvec,
+                         const __grid_constant__ Dims d, const float* lc, const float* sc, const float* cb,
+                         bf16* y) {
   __shared__ float lcs[kMaxChunk], dts[kMaxChunk];
   __shared__ float r1[64][33];            // C rows, then the decay-masked C.B rows
   __shared__ float r2[kMaxHeadDim * 33];  // S_in [P][33], then x rows [32][P + 1]
   const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg(), rb = blockIdx.z * 64;
-  const int i0 = ci * d.chunk, q = d.rows_in(ci);
+  const int2 sp = d.span(ci);
+  const int i0 = sp.x, q = sp.y;
   if (rb >= q) return;
   const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
   for (int i = threadIdx.x; i < q; i += kThreads) {
     lcs[i] = lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i];
     dts[i] = ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h);
   }
-  const int ri = threadIdx.x / 16, pj = threadIdx.x % 16, kp = (d.hp + 15) / 16;
+  const int ri = threadIdx.x / 16, pj = threadIdx.x % 16;
   const int rows = min(64, q - rb);
-  float acc[4][8] = {};
+  float acc[4][KP] = {};
   // Inter-chunk: C_i . S_in[p], over the state in slices of 32.
   const float* sin = sc + (static_cast<int64_t>(h) * d.chunks + ci) * d.hp * d.ns;
   for (int n0 = 0; n0 < d.ns; n0 += 32) {
@@ -204,15 +231,15 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     for (int nn = 0; nn < 32; ++nn) {
-      float cv[4], sv[8];
+      float cv[4], sv[KP];
 #pragma unroll
       for (int a = 0; a < 4; ++a) cv[a] = r1[ri + 16 * a][nn];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) sv[k] = k < kp && pj + 16 * k < d.hp ? r2[(pj + 16 * k) * 33 + nn] : 0.0f;
+      for (int k = 0; k < KP; ++k) sv[k] = pj + 16 * k < d.hp ? r2[(pj + 16 * k) * 33 + nn] : 0.0f;
 #pragma unroll
       for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int k = 0; k < 8; ++k) acc[a][k] += cv[a] * sv[k];
+        for (int k = 0; k < KP; ++k) acc[a][k] += cv[a] * sv[k];
     }
   }
 #pragma unroll
@@ -220,7 +247,7 @@ __global__ void __launch_bounds__(kThreads)
     const int r = ri + 16 * a;
     const float f = r < rows ? __expf(lcs[rb + r]) : 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) acc[a][k] *= f;
+    for (int k = 0; k < KP; ++k) acc[a][k] *= f;
   }
   // Intra-chunk: the causal, decay-weighted C.B against the chunk's inputs, keys in slices of 32.
   const float* cbg = cb + (static_cast<int64_t>(g) * d.chunks + ci) * d.chunk * d.chunk;
@@ -239,16 +266,15 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     for (int jj = 0; jj < 32; ++jj) {
-      float mv[4], xv[8];
+      float mv[4], xv[KP];
 #pragma unroll
       for (int a = 0; a < 4; ++a) mv[a] = r1[ri + 16 * a][jj];
 #pragma unroll
-      for (int k = 0; k < 8; ++k)
-        xv[k] = k < kp && pj + 16 * k < d.hp ? r2[jj * (d.hp + 1) + pj + 16 * k] : 0.0f;
+      for (int k = 0; k < KP; ++k) xv[k] = pj + 16 * k < d.hp ? r2[jj * (d.hp + 1) + pj + 16 * k] : 0.0f;
 #pragma unroll
       for (int a = 0; a < 4; ++a)
 #pragma unroll
-        for (int k = 0; k < 8; ++k) acc[a][k] += mv[a] * xv[k];
+        for (int k = 0; k < KP; ++k) acc[a][k] += mv[a] * xv[k];
     }
   }
   const float dh = dvec[h];
@@ -258,9 +284,9 @@ __global__ void __launch_bounds__(kThreads)
     if (r >= rows) continue;
     const int64_t row = static_cast<int64_t>(i0 + rb + r) * xw + static_cast<int64_t>(h) * d.hp;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < KP; ++k) {
       const int p = pj + 16 * k;
-      if (k < kp && p < d.hp) y[row + p] = __float2bfloat16_rn(acc[a][k] + dh * ld(x + row + p));
+      if (p < d.hp) y[row + p] = __float2bfloat16_rn(acc[a][k] + dh * ld(x + row + p));
     }
   }
 }
@@ -296,6 +322,41 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>((n + kThreads - 1) / kThreads);
 }
 
+// The four kernels of one launch group; x / b / c / dt / y point at the group's first token row (one
+// sequence) or at row 0 (batched: the tables hold absolute rows). The per-thread tile widths are the
+// smallest instantiated ones that cover head_dim (80 for Nemotron-H: 10 and 5).
+template <int TP, int KP>
+void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                     const float* dvec, const Dims& d, int nseq, float* state, void* workspace, bf16* y,
+                     cudaStream_t stream) {
+  float* lc = static_cast<float*>(workspace);
+  float* sc = lc + int64_t{d.heads} * d.chunks * d.chunk;
+  float* cb = sc + int64_t{d.heads} * d.chunks * d.hp * d.ns;
+  ssd_chunk_state_kernel<TP><<<dim3(d.chunks, d.heads), kThreads, 0, stream>>>(x, b, dt, a_log, d, lc, sc);
+  CUDA_CHECK_LAUNCH();
+  ssd_cb_kernel<<<dim3(d.chunks, d.groups), kThreads, 0, stream>>>(b, c, d, cb);
+  CUDA_CHECK_LAUNCH();
+  ssd_state_pass_kernel<<<dim3(grid_for(int64_t{d.heads} * d.hp * d.ns), static_cast<unsigned>(nseq)),
+                          kThreads, 0, stream>>>(d, lc, sc, state);
+  CUDA_CHECK_LAUNCH();
+  ssd_chunk_out_kernel<KP><<<dim3(d.chunks, d.heads, (d.chunk + 63) / 64), kThreads, 0, stream>>>(
+      x, c, dt, dvec, d, lc, sc, cb, y);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_group(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
+                  const float* dvec, const Dims& d, int nseq, float* state, void* workspace, bf16* y,
+                  cudaStream_t stream) {
+  if (d.hp <= 32)
+    launch_group_as<4, 2>(x, b, c, dt, a_log, dvec, d, nseq, state, workspace, y, stream);
+  else if (d.hp <= 64)
+    launch_group_as<8, 4>(x, b, c, dt, a_log, dvec, d, nseq, state, workspace, y, stream);
+  else if (d.hp <= 80)
+    launch_group_as<10, 5>(x, b, c, dt, a_log, dvec, d, nseq, state, workspace, y, stream);
+  else
+    launch_group_as<16, 8>(x, b, c, dt, a_log, dvec, d, nseq, state, workspace, y, stream);
+}
+
 }  // namespace
 
 bool ssd_chunked_supported(const cpu::SsmShape& s, int chunk) {
@@ -305,7 +366,14 @@ bool ssd_chunked_supported(const cpu::SsmShape& s, int chunk) {
 
 size_t ssd_workspace_bytes(int t, const cpu::SsmShape& s, int chunk) {
   const int seg = std::min(t, std::max(chunk, kSegTokens / chunk * chunk));
-  const int64_t chunks = (seg + chunk - 1) / chunk;
+  return ssd_workspace_bytes_chunks((seg + chunk - 1) / chunk, s, chunk);
+}
+
+int ssd_group_chunks(int chunk) {
+  return std::clamp(kSegTokens / chunk, 1, kSsdMaxGroupChunks);
+}
+
+size_t ssd_workspace_bytes_chunks(int64_t chunks, const cpu::SsmShape& s, int chunk) {
   const int64_t floats = int64_t{s.heads} * chunks * chunk                   // lc
                          + int64_t{s.heads} * chunks * s.head_dim * s.state  // sc
                          + int64_t{s.groups} * chunks * chunk * chunk;       // cb
@@ -329,20 +397,65 @@ void ssd_chunked_scan(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_r
   for (int t0 = 0; t0 < t; t0 += seg) {
     Dims d{std::min(seg, t - t0), s.heads, s.head_dim, s.state, s.groups, chunk, 0};
     d.chunks = (d.t + chunk - 1) / chunk;
-    float* lc = static_cast<float*>(workspace);
-    float* sc = lc + int64_t{s.heads} * d.chunks * chunk;
-    float* cb = sc + int64_t{s.heads} * d.chunks * s.head_dim * s.state;
     const bf16 *xs = x + t0 * xw, *bs = b + t0 * bw, *cs = c + t0 * bw, *dts = dt + int64_t{t0} * s.heads;
-    ssd_chunk_state_kernel<<<dim3(d.chunks, s.heads), kThreads, 0, stream>>>(xs, bs, dts, a_log, d, lc, sc);
-    CUDA_CHECK_LAUNCH();
-    ssd_cb_kernel<<<dim3(d.chunks, s.groups), kThreads, 0, stream>>>(bs, cs, d, cb);
-    CUDA_CHECK_LAUNCH();
-    ssd_state_pass_kernel<<<grid_for(int64_t{s.heads} * s.head_dim * s.state), kThreads, 0, stream>>>(
-        d, lc, sc, state);
-    CUDA_CHECK_LAUNCH();
-    ssd_chunk_out_kernel<<<dim3(d.chunks, s.heads, (chunk + 63) / 64), kThreads, 0, stream>>>(
-        xs, cs, dts, dvec, d, lc, sc, cb, y + t0 * xw);
-    CUDA_CHECK_LAUNCH();
+    launch_group(xs, bs, cs, dts, a_log, dvec, d, 1, state, workspace, y + t0 * xw, stream);
+  }
+}
+
+SsdBatchPlan plan_ssd_batch(std::span<const int> rows, int chunk, int group_chunks) {
+  if (chunk < 1 || group_chunks < 1 || group_chunks > kSsdMaxGroupChunks)
+    throw Error("chunked SSD scan: chunk " + std::to_string(chunk) + " or launch group of " +
+                std::to_string(group_chunks) + " chunks out of range");
+  SsdBatchPlan p;
+  int row0 = 0;
+  for (size_t sq = 0; sq < rows.size(); ++sq) {
+    for (int i = 0; i < rows[sq]; i += chunk) {
+      if (p.groups.empty() || p.groups.back().chunk_end - p.groups.back().chunk_begin == group_chunks) {
+        const int c = static_cast<int>(p.chunks.size());
+        p.groups.push_back({c, c, static_cast<int>(p.seqs.size()), static_cast<int>(p.seqs.size())});
+      }
+      SsdBatchPlan::Group& g = p.groups.back();
+      // A sequence cut by a group boundary gets an entry in both groups: the second continues from the state
+      // the first one left.
+      if (g.seq_end == g.seq_begin ||
+          p.seq_index[static_cast<size_t>(g.seq_end - 1)] != static_cast<int>(sq)) {
+        p.seqs.push_back({g.chunk_end - g.chunk_begin, g.chunk_end - g.chunk_begin});
+        p.seq_index.push_back(static_cast<int>(sq));
+        ++g.seq_end;
+      }
+      p.chunks.push_back({row0 + i, std::min(chunk, rows[sq] - i)});
+      ++g.chunk_end;
+      ++p.seqs.back().y;
+    }
+    row0 += rows[sq];
+  }
+  return p;
+}
+
+void ssd_chunked_scan_batch(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_raw* c_raw,
+                            const bf16_raw* dt_raw, const float* a_log, const float* dvec,
+                            const SsdBatchPlan& p, std::span<float* const> states, const cpu::SsmShape& s,
+                            int chunk, bf16_raw* y_raw, void* workspace, cudaStream_t stream) {
+  if (!ssd_chunked_supported(s, chunk))
+    throw Error("chunked SSD scan: state " + std::to_string(s.state) + ", head_dim " +
+                std::to_string(s.head_dim) + ", chunk " + std::to_string(chunk) + " not supported");
+  const auto* x = reinterpret_cast<const bf16*>(x_raw);
+  const auto* b = reinterpret_cast<const bf16*>(b_raw);
+  const auto* c = reinterpret_cast<const bf16*>(c_raw);
+  const auto* dt = reinterpret_cast<const bf16*>(dt_raw);
+  auto* y = reinterpret_cast<bf16*>(y_raw);
+  for (const auto& g : p.groups) {
+    Dims d{0, s.heads, s.head_dim, s.state, s.groups, chunk, g.chunk_end - g.chunk_begin};
+    const int nseq = g.seq_end - g.seq_begin;
+    if (d.chunks > kSsdMaxGroupChunks || nseq > kSsdMaxGroupChunks)
+      throw Error("internal: chunked-scan launch group larger than " + std::to_string(kSsdMaxGroupChunks));
+    d.batched = true;
+    for (int i = 0; i < d.chunks; ++i) d.tab[i] = p.chunks[static_cast<size_t>(g.chunk_begin + i)];
+    for (int i = 0; i < nseq; ++i) {
+      d.seqs[i] = p.seqs[static_cast<size_t>(g.seq_begin + i)];
+      d.states[i] = states[static_cast<size_t>(p.seq_index[static_cast<size_t>(g.seq_begin + i)])];
+    }
+    launch_group(x, b, c, dt, a_log, dvec, d, nseq, nullptr, workspace, y, stream);
   }
 }
 

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <span>
+#include <vector>
 
 #include "cpu/ops.h"          // SsmShape
 #include "cuda/nvfp4_gemm.h"  // bf16_raw
@@ -23,6 +25,31 @@ size_t ssd_workspace_bytes(int t, const cpu::SsmShape& s, int chunk);
 void ssd_chunked_scan(const bf16_raw* x, const bf16_raw* b, const bf16_raw* c, const bf16_raw* dt,
                       const float* a_log, const float* d, int t, const cpu::SsmShape& s, int chunk,
                       float* state, bf16_raw* y, void* workspace, cudaStream_t stream);
+
+// Batched prefill: sequences of rows[s] tokens, their rows consecutive in x / b / c / dt / y, each with its
+// own state. Their chunks (a sequence's last one may be short) run in launch groups of at most group_chunks
+// (<= kSsdMaxGroupChunks) chunks, whose tables go in the kernel parameters; the workspace holds one group
+// (ssd_workspace_bytes_chunks). A sequence cut by a group boundary carries its state into the next group.
+constexpr int kSsdMaxGroupChunks = 64;
+struct SsdBatchPlan {
+  struct Group {
+    int chunk_begin, chunk_end, seq_begin, seq_end;  // ranges of chunks and of seqs / seq_index
+  };
+  std::vector<int2> chunks;    // per chunk: {first token row, rows}
+  std::vector<int2> seqs;      // per (group, sequence): its chunks [first, end) within the group
+  std::vector<int> seq_index;  // per (group, sequence): which sequence (whose state it updates)
+  std::vector<Group> groups;
+};
+SsdBatchPlan plan_ssd_batch(std::span<const int> rows, int chunk, int group_chunks);
+// The launch group size the engine uses for a chunk length (the chunks of one 2048-token segment).
+int ssd_group_chunks(int chunk);
+size_t ssd_workspace_bytes_chunks(int64_t chunks, const cpu::SsmShape& s, int chunk);
+// states[s]: the FP32 state [heads, head_dim, state] of sequence s, read as its state before its first token
+// and left as the state after its last.
+void ssd_chunked_scan_batch(const bf16_raw* x, const bf16_raw* b, const bf16_raw* c, const bf16_raw* dt,
+                            const float* a_log, const float* d, const SsdBatchPlan& plan,
+                            std::span<float* const> states, const cpu::SsmShape& s, int chunk, bf16_raw* y,
+                            void* workspace, cudaStream_t stream);
 
 // out [t, ch] = silu(conv(in) + bias) with the rolling state [ch, kernel - 1] (the inputs before the first
 // token) prepended; the state then holds the last kernel - 1 inputs. in and out must not overlap.

@@ -144,6 +144,8 @@ class Runner {
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
+  // Backends that scan several prompts' rows in one go (batched prefill on the GPU).
+  static constexpr bool kSegmentScan = requires { &Ops::ssm_scan_segments; };
   // Only decode steps (one row per sequence) qualify: a batched prefill runs the per-sequence ops per prompt.
   bool batched(const std::vector<Segment>& segs) const {
     if constexpr (kBatchedOps)
@@ -317,12 +319,20 @@ class Runner {
       ops_.columns(xbc, 0, x);
       ops_.columns(xbc, di, b);
       ops_.columns(xbc, di + gn, cc);
-      per_sequence(
-          segs, {&y},
-          [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
-            ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li, shape, c.chunk_size, ys);
-          },
-          x, b, cc, dt, y);
+      if constexpr (kSegmentScan)
+        if (segs.size() > 1) {  // a batched prefill: one scan over every prompt's chunks
+          std::vector<State*> states;
+          std::vector<int> rows;
+          for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
+          ops_.ssm_scan_segments(x, b, cc, dt, L.a_log, L.d, states, rows, li, shape, c.chunk_size, y);
+        }
+      if (!kSegmentScan || segs.size() == 1)
+        per_sequence(
+            segs, {&y},
+            [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
+              ops_.ssm_scan(xs, bs, cs, dts, L.a_log, L.d, s, li, shape, c.chunk_size, ys);
+            },
+            x, b, cc, dt, y);
     }
     ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);  // z: proj's first d_inner columns
     ops_.linear(y, L.out_proj, out);
