@@ -106,7 +106,8 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
                             std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream);
 
-// Dequantizes a tiled weight to BF16 [N, K] (row-major), the first half of the DequantBlas variant.
+// Dequantizes a tiled weight to BF16 [N, K] (row-major, N padded to 16 rows), the first half of the
+// DequantBlas variant. The values are the weights times 2^-7 without the tensor scale (exact in BF16).
 void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream);
 
 // BF16 activations -> NVFP4 (ModelOpt layout: packed [M, K/2], E4M3 [M, K/16]), bit-identical to

@@ -110,36 +110,6 @@ __global__ void repack_scales_kernel(const uint8_t* __restrict__ scales, int64_t
   }
 }
 
-// Tiled -> BF16 [N, K] without the tensor scale (E2M1 x E4M3 is exact in BF16). One thread per 32-bit word:
-// eight codes of rows r0 / r0+8, written as BF16 pairs.
-__global__ void dequant_tiled_kernel(const uint32_t* __restrict__ wq, const uint8_t* __restrict__ ws,
-                                     int64_t n, int64_t k, int64_t kchunks, uint32_t* __restrict__ out) {
-  const int64_t total = (n / 16) * kchunks * 128;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t tc = i / 128;
-    const int within = static_cast<int>(i % 128);
-    const int lane = within / 4, j = within % 4;
-    const int64_t t = tc / kchunks, c = tc % kchunks;
-    const Nvfp4TileGeom g{n, k};
-    int64_t row, kk;
-    nvfp4_tile_slot_weight(t, c, lane, j, 0, 0, &row, &kk);
-    if (kk >= k) continue;
-    const uint32_t q = wq[i];
-    // Registers a0/a2 hold row r0, a1/a3 row r0 + 8, all in the lane's one scale block of the chunk.
-    const float s0 = e4m3_decode(ws[nvfp4_tile_scale_pos(g, row, kk / 16)]);
-    const float s8 = e4m3_decode(ws[nvfp4_tile_scale_pos(g, row + 8, kk / 16)]);
-#pragma unroll
-    for (int a = 0; a < 4; ++a) {
-      const float s = (a % 2) ? s8 : s0;
-      nvfp4_tile_slot_weight(t, c, lane, j, a, 0, &row, &kk);
-      __nv_bfloat162 v = __floats2bfloat162_rn(e2m1_decode(nvfp4_tile_get_code(q, a, 0)) * s,
-                                               e2m1_decode(nvfp4_tile_get_code(q, a, 1)) * s);
-      out[(row * k + kk) / 2] = *reinterpret_cast<uint32_t*>(&v);
-    }
-  }
-}
-
 }  // namespace
 
 Nvfp4DeviceWeight nvfp4_repack_device(const uint8_t* packed, const uint8_t* scales, int64_t n, int64_t k,
@@ -182,13 +152,6 @@ Nvfp4DeviceWeight nvfp4_repack_swiglu_pair_device(const uint8_t* gate_packed, co
   Nvfp4DeviceWeight w = nvfp4_repack_device(pk.as<uint8_t>(), sc.as<uint8_t>(), 2 * n, k, 1.0f, stream);
   CUDA_CHECK(cudaStreamSynchronize(stream));  // pk and sc are freed on return
   return w;
-}
-
-void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
-  dequant_tiled_kernel<<<grid_1d(w.geom.row_tiles() * w.geom.kchunks() * 128, 256), 256, 0, stream>>>(
-      w.weights.as<uint32_t>(), w.scales.as<uint8_t>(), w.geom.n, w.geom.k, w.geom.kchunks(),
-      reinterpret_cast<uint32_t*>(out));
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace fp4lab

@@ -777,6 +777,50 @@ bool launch_decode_variant(const W4A16Plan& p, const bf16_raw* x, int64_t m, int
 
 }  // namespace
 
+namespace {
+// DequantBlas's first pass with the decode kernels' dequantization: a warp per (row tile, 64-wide chunk),
+// whose lane (g, c4) holds codes k = 16 c4 .. 16 c4 + 15 of the chunk for rows g and g + 8 (step s of
+// dequant_step: registers 0 / 2 are row g at k = 16 c4 + 4 s + 0..1 / 2..3, registers 1 / 3 row g + 8), so
+// each lane stores 32 contiguous bytes per row and a warp 16 full 128-byte row segments. The values keep
+// dequant_step's 2^-7 (exact in BF16); the cuBLAS call's alpha undoes it.
+__global__ void __launch_bounds__(256)
+    dequant_bf16_kernel(const uint4* __restrict__ wq, const uint16_t* __restrict__ wsc, int64_t units,
+                        int kchunks, int64_t k, __nv_bfloat16* __restrict__ out) {
+  __shared__ uint32_t lut[256];
+  init_scale_lut(lut);
+  __syncthreads();
+  const int lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
+  for (int64_t u = blockIdx.x * int64_t{8} + threadIdx.x / 32; u < units; u += int64_t{gridDim.x} * 8) {
+    const int64_t tile = u / kchunks, kk = (u % kchunks) * 64 + 16 * c4;
+    if (kk >= k) continue;  // K is a multiple of 16: a lane's 16 codes are all inside or all padding
+    const uint4 w = ptx::ldg_stream_v4(wq + u * 32 + lane);
+    uint32_t s_lo, s_hi;
+    scale_pairs(lut, ptx::ldg_stream_u16(wsc + u * 32 + lane), s_lo, s_hi);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    uint32_t r0[8], r8[8];
+#pragma unroll
+    for (int st = 0; st < 4; ++st) {
+      uint32_t a[4];
+      dequant_step(words[st], s_lo, s_hi, a);
+      r0[2 * st] = a[0], r0[2 * st + 1] = a[2], r8[2 * st] = a[1], r8[2 * st + 1] = a[3];
+    }
+    uint4* p0 = reinterpret_cast<uint4*>(out + (tile * 16 + g) * k + kk);
+    uint4* p8 = reinterpret_cast<uint4*>(out + (tile * 16 + g + 8) * k + kk);
+    p0[0] = make_uint4(r0[0], r0[1], r0[2], r0[3]);
+    p0[1] = make_uint4(r0[4], r0[5], r0[6], r0[7]);
+    p8[0] = make_uint4(r8[0], r8[1], r8[2], r8[3]);
+    p8[1] = make_uint4(r8[4], r8[5], r8[6], r8[7]);
+  }
+}
+}  // namespace
+
+void nvfp4_dequant_tiled_to_bf16(const Nvfp4DeviceWeight& w, bf16_raw* out, cudaStream_t stream) {
+  const int64_t units = w.geom.row_tiles() * w.geom.kchunks();
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>((units + 7) / 8, 132 * 16));
+  launch_kernel(dequant_bf16_kernel, blocks, 256, 0, stream, w.weights.as<uint4>(), w.scales.as<uint16_t>(),
+                units, static_cast<int>(w.geom.kchunks()), w.geom.k, reinterpret_cast<__nv_bfloat16*>(out));
+}
+
 void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w, bf16_raw* y,
                       int64_t ldy, float alpha, GemmWorkspace& ws, cudaStream_t stream,
                       const W4A16Plan* plan) {
@@ -804,7 +848,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       nvfp4_dequant_tiled_to_bf16(w, wd, stream);
       auto h = static_cast<cublasHandle_t>(ws.cublas_handle());
       CUBLAS_CHECK(cublasSetStream(h, stream));
-      const float beta = 0.0f, al = alpha * w.tensor_scale;
+      const float beta = 0.0f, al = a;  // with kEpilogueBias: the scratch holds values x 2^-7
       CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n_valid), static_cast<int>(m),
                                 static_cast<int>(w.geom.k), &al, wd, CUDA_R_16BF, static_cast<int>(w.geom.k),
                                 x, CUDA_R_16BF, static_cast<int>(ldx), &beta, y, CUDA_R_16BF,
