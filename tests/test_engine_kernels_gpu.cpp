@@ -133,6 +133,37 @@ TEST(GpuKernels, FlashAttentionPrefillThroughput) {
   CUDA_CHECK(cudaEventDestroy(b));
 }
 
+// Inputs of a scan over t tokens as Mamba-2 sees them, BF16 bits and the floats the reference sees: x, B, C;
+// dt after softplus in (0.001, 0.1]; A = -exp(a_log) in [-16, -1] as Mamba-2 initializes it; D in [0, 1).
+struct ScanInputs {
+  std::pair<std::vector<uint16_t>, std::vector<float>> x, b, c, dt;
+  std::vector<float> a_log, a, d;
+};
+ScanInputs random_scan_inputs(const cpu::SsmShape& s, int t, std::mt19937& rng) {
+  const size_t xw = static_cast<size_t>(s.heads) * s.head_dim, bw = static_cast<size_t>(s.groups) * s.state;
+  ScanInputs in;
+  in.x = random_bf16(t * xw, 1.0f, rng);
+  in.b = random_bf16(t * bw, 0.5f, rng);
+  in.c = random_bf16(t * bw, 0.5f, rng);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  auto& [dtr, dtf] = in.dt;
+  dtr.resize(static_cast<size_t>(t) * s.heads);
+  dtf.resize(dtr.size());
+  for (size_t i = 0; i < dtr.size(); ++i) {
+    dtr[i] = bf16_from_f32_rne(0.001f + 0.099f * u(rng));
+    dtf[i] = bf16_to_f32(dtr[i]);
+  }
+  in.a_log.resize(static_cast<size_t>(s.heads));
+  in.a.resize(in.a_log.size());
+  in.d.resize(in.a_log.size());
+  for (size_t h = 0; h < in.a_log.size(); ++h) {
+    in.a_log[h] = std::log(1.0f + 15.0f * u(rng));
+    in.a[h] = -std::exp(in.a_log[h]);
+    in.d[h] = u(rng);
+  }
+  return in;
+}
+
 // The chunked SSD scan on the GPU against the CPU's token-by-token recurrence, from a non-zero state, over
 // sequences longer than one segment (2048 tokens) and chunk sizes that leave a partial last chunk; the state
 // after the last token must agree too.
@@ -148,24 +179,14 @@ TEST(GpuKernels, ChunkedSsdScanMatchesSequentialRecurrence) {
     const cpu::SsmShape& s = cs.s;
     const int t = cs.t;
     ASSERT_TRUE(ssd_chunked_supported(s, cs.chunk));
-    const size_t xw = static_cast<size_t>(s.heads) * s.head_dim, bw = static_cast<size_t>(s.groups) * s.state;
-    const auto [xr, xf] = random_bf16(t * xw, 1.0f, rng);
-    const auto [br, bf] = random_bf16(t * bw, 0.5f, rng);
-    const auto [cr, cf] = random_bf16(t * bw, 0.5f, rng);
-    // dt after softplus: (0.001, 0.1]; A = -exp(a_log) in [-16, -1] as Mamba-2 initializes it.
+    const size_t xw = static_cast<size_t>(s.heads) * s.head_dim;
+    const ScanInputs in = random_scan_inputs(s, t, rng);
+    const auto& [xr, xf] = in.x;
+    const auto& [br, bf] = in.b;
+    const auto& [cr, cf] = in.c;
+    const auto& [dtr, dtf] = in.dt;
+    const std::vector<float>&a_log = in.a_log, &a = in.a, &dvec = in.d;
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
-    std::vector<uint16_t> dtr(static_cast<size_t>(t) * s.heads);
-    std::vector<float> dtf(dtr.size());
-    for (size_t i = 0; i < dtr.size(); ++i) {
-      dtr[i] = bf16_from_f32_rne(0.001f + 0.099f * u(rng));
-      dtf[i] = bf16_to_f32(dtr[i]);
-    }
-    std::vector<float> a_log(static_cast<size_t>(s.heads)), a(a_log.size()), dvec(a_log.size());
-    for (size_t h = 0; h < a_log.size(); ++h) {
-      a_log[h] = std::log(1.0f + 15.0f * u(rng));
-      a[h] = -std::exp(a_log[h]);
-      dvec[h] = u(rng);
-    }
     std::vector<float> state(static_cast<size_t>(s.heads) * s.head_dim * s.state);
     for (auto& v : state) v = 0.3f * (u(rng) - 0.5f);
     std::vector<float> ref_state = state, ref(t * xw);
@@ -236,22 +257,13 @@ TEST(GpuKernels, BatchedChunkedScanMatchesPerSequenceRecurrence) {
     const int t = std::accumulate(rows.begin(), rows.end(), 0);
     const size_t xw = static_cast<size_t>(s.heads) * s.head_dim, bw = static_cast<size_t>(s.groups) * s.state,
                  sn = xw * s.state;
-    const auto [xr, xf] = random_bf16(t * xw, 1.0f, rng);
-    const auto [br, bf] = random_bf16(t * bw, 0.5f, rng);
-    const auto [cr, cf] = random_bf16(t * bw, 0.5f, rng);
+    const ScanInputs in = random_scan_inputs(s, t, rng);
+    const auto& [xr, xf] = in.x;
+    const auto& [br, bf] = in.b;
+    const auto& [cr, cf] = in.c;
+    const auto& [dtr, dtf] = in.dt;
+    const std::vector<float>&a_log = in.a_log, &a = in.a, &dvec = in.d;
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
-    std::vector<uint16_t> dtr(static_cast<size_t>(t) * s.heads);
-    std::vector<float> dtf(dtr.size());
-    for (size_t i = 0; i < dtr.size(); ++i) {
-      dtr[i] = bf16_from_f32_rne(0.001f + 0.099f * u(rng));
-      dtf[i] = bf16_to_f32(dtr[i]);
-    }
-    std::vector<float> a_log(static_cast<size_t>(s.heads)), a(a_log.size()), dvec(a_log.size());
-    for (size_t h = 0; h < a_log.size(); ++h) {
-      a_log[h] = std::log(1.0f + 15.0f * u(rng));
-      a[h] = -std::exp(a_log[h]);
-      dvec[h] = u(rng);
-    }
     std::vector<float> states(rows.size() * sn);
     for (auto& v : states) v = 0.3f * (u(rng) - 0.5f);
     // The reference: each prompt on its own rows, from its own state.

@@ -344,9 +344,14 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   CUDA_CHECK_LAUNCH();
 }
 
-void launch_group(const bf16* x, const bf16* b, const bf16* c, const bf16* dt, const float* a_log,
-                  const float* dvec, const Dims& d, int nseq, float* state, void* workspace, bf16* y,
-                  cudaStream_t stream) {
+void launch_group(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_raw* c_raw, const bf16_raw* dt_raw,
+                  const float* a_log, const float* dvec, const Dims& d, int nseq, float* state,
+                  void* workspace, bf16_raw* y_raw, cudaStream_t stream) {
+  const auto* x = reinterpret_cast<const bf16*>(x_raw);
+  const auto* b = reinterpret_cast<const bf16*>(b_raw);
+  const auto* c = reinterpret_cast<const bf16*>(c_raw);
+  const auto* dt = reinterpret_cast<const bf16*>(dt_raw);
+  auto* y = reinterpret_cast<bf16*>(y_raw);
   if (d.hp <= 32)
     launch_group_as<4, 2>(x, b, c, dt, a_log, dvec, d, nseq, state, workspace, y, stream);
   else if (d.hp <= 64)
@@ -380,24 +385,24 @@ size_t ssd_workspace_bytes_chunks(int64_t chunks, const cpu::SsmShape& s, int ch
   return static_cast<size_t>(floats) * sizeof(float);
 }
 
-void ssd_chunked_scan(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_raw* c_raw,
-                      const bf16_raw* dt_raw, const float* a_log, const float* dvec, int t,
-                      const cpu::SsmShape& s, int chunk, float* state, bf16_raw* y_raw, void* workspace,
-                      cudaStream_t stream) {
+namespace {
+void require_chunked_supported(const cpu::SsmShape& s, int chunk) {
   if (!ssd_chunked_supported(s, chunk))
     throw Error("chunked SSD scan: state " + std::to_string(s.state) + ", head_dim " +
                 std::to_string(s.head_dim) + ", chunk " + std::to_string(chunk) + " not supported");
-  const auto* x = reinterpret_cast<const bf16*>(x_raw);
-  const auto* b = reinterpret_cast<const bf16*>(b_raw);
-  const auto* c = reinterpret_cast<const bf16*>(c_raw);
-  const auto* dt = reinterpret_cast<const bf16*>(dt_raw);
-  auto* y = reinterpret_cast<bf16*>(y_raw);
+}
+}  // namespace
+
+void ssd_chunked_scan(const bf16_raw* x, const bf16_raw* b, const bf16_raw* c, const bf16_raw* dt,
+                      const float* a_log, const float* dvec, int t, const cpu::SsmShape& s, int chunk,
+                      float* state, bf16_raw* y, void* workspace, cudaStream_t stream) {
+  require_chunked_supported(s, chunk);
   const int seg = std::max(chunk, kSegTokens / chunk * chunk);
   const int64_t xw = int64_t{s.heads} * s.head_dim, bw = int64_t{s.groups} * s.state;
   for (int t0 = 0; t0 < t; t0 += seg) {
     Dims d{std::min(seg, t - t0), s.heads, s.head_dim, s.state, s.groups, chunk, 0};
     d.chunks = (d.t + chunk - 1) / chunk;
-    const bf16 *xs = x + t0 * xw, *bs = b + t0 * bw, *cs = c + t0 * bw, *dts = dt + int64_t{t0} * s.heads;
+    const bf16_raw *xs = x + t0 * xw, *bs = b + t0 * bw, *cs = c + t0 * bw, *dts = dt + int64_t{t0} * s.heads;
     launch_group(xs, bs, cs, dts, a_log, dvec, d, 1, state, workspace, y + t0 * xw, stream);
   }
 }
@@ -432,18 +437,11 @@ SsdBatchPlan plan_ssd_batch(std::span<const int> rows, int chunk, int group_chun
   return p;
 }
 
-void ssd_chunked_scan_batch(const bf16_raw* x_raw, const bf16_raw* b_raw, const bf16_raw* c_raw,
-                            const bf16_raw* dt_raw, const float* a_log, const float* dvec,
-                            const SsdBatchPlan& p, std::span<float* const> states, const cpu::SsmShape& s,
-                            int chunk, bf16_raw* y_raw, void* workspace, cudaStream_t stream) {
-  if (!ssd_chunked_supported(s, chunk))
-    throw Error("chunked SSD scan: state " + std::to_string(s.state) + ", head_dim " +
-                std::to_string(s.head_dim) + ", chunk " + std::to_string(chunk) + " not supported");
-  const auto* x = reinterpret_cast<const bf16*>(x_raw);
-  const auto* b = reinterpret_cast<const bf16*>(b_raw);
-  const auto* c = reinterpret_cast<const bf16*>(c_raw);
-  const auto* dt = reinterpret_cast<const bf16*>(dt_raw);
-  auto* y = reinterpret_cast<bf16*>(y_raw);
+void ssd_chunked_scan_batch(const bf16_raw* x, const bf16_raw* b, const bf16_raw* c, const bf16_raw* dt,
+                            const float* a_log, const float* dvec, const SsdBatchPlan& p,
+                            std::span<float* const> states, const cpu::SsmShape& s, int chunk, bf16_raw* y,
+                            void* workspace, cudaStream_t stream) {
+  require_chunked_supported(s, chunk);
   for (const auto& g : p.groups) {
     Dims d{0, s.heads, s.head_dim, s.state, s.groups, chunk, g.chunk_end - g.chunk_begin};
     const int nseq = g.seq_end - g.seq_begin;
