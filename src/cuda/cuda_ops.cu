@@ -651,6 +651,35 @@ void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, s
   launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
 }
 
+void CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
+                                 std::span<const int> rows, size_t layer, int nh, int nkv, int hd,
+                                 const RopeConfig* rope, Tensor& out) {
+  if (!flash_attention_supported(hd)) {  // the CUDA-core kernels, one prompt at a time
+    int64_t row0 = 0;
+    for (size_t i = 0; i < states.size(); ++i) {
+      Tensor qs = this->rows(q, row0, rows[i]), os = this->rows(out, row0, rows[i]);
+      attention(qs, this->rows(k, row0, rows[i]), this->rows(v, row0, rows[i]), *states[i], layer, nh, nkv,
+                hd, rope, os);
+      row0 += rows[i];
+    }
+    return;
+  }
+  OpTimer timer_(this, "attention");
+  std::vector<FlashSeq> seqs;
+  int64_t row0 = 0;
+  for (size_t i = 0; i < states.size(); ++i) {
+    State& s = *states[i];
+    Tensor qs = this->rows(q, row0, rows[i]);
+    rope_kv_append(qs, this->rows(k, row0, rows[i]), this->rows(v, row0, rows[i]), nh, nkv, hd, rope,
+                   s.pos_dev.as<int>(), nullptr, s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(),
+                   nullptr, nullptr);
+    seqs.push_back(
+        {row0, s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(), s.pos_dev.as<int>(), rows[i]});
+    row0 += rows[i];
+  }
+  flash_attention_prefill_batch(q.data, seqs, nh, nkv, hd, out.data, stream_);
+}
+
 int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
   if (attn_splits_ > 0) return std::min(attn_splits_, kAttnMaxSplits);
   // About two blocks per SM (rounded down: at batch 32, 256 blocks of one split decode 2% faster than two

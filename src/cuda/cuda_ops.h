@@ -132,6 +132,11 @@ class CudaOps {
   void ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                 const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                 cpu::SsmShape shape, int chunk, Tensor& y);
+  // Batched prefill: attention of several prompts whose rows (rows[i] for states[i]) follow each other in q,
+  // k, v and out: RoPE and the cache append per prompt, then one tensor-core attention launch for all.
+  void attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
+                          std::span<const int> rows, size_t layer, int nh, int nkv, int hd,
+                          const RopeConfig* rope, Tensor& out);
   // Batched prefill: the scan of several prompts whose rows (rows[i] for states[i]) follow each other in x,
   // b, c, dt and y, in one chunked-scan launch group per ~2048 tokens instead of launches per prompt.
   void ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <span>
 
 #include "cuda/nvfp4_gemm.h"  // bf16_raw
 
@@ -18,5 +19,19 @@ bool flash_attention_supported(int head_dim);
 void flash_attention_prefill(const bf16_raw* q, const bf16_raw* kcache, const bf16_raw* vcache,
                              const int* pos0, int t, int nh, int nkv, int hd, bf16_raw* out,
                              cudaStream_t stream);
+
+// Batched prefill: several sequences' new rows, one after another in q and out ([sum of rows, nh, hd]), each
+// with its own cache and position, in one launch per kFlashMaxSeqs sequences (the table rides in the kernel
+// parameters). Same math per sequence as flash_attention_prefill.
+struct FlashSeq {
+  int64_t row0;  // the sequence's first row in q / out
+  const bf16_raw* kc;
+  const bf16_raw* vc;
+  const int* pos0;  // on the device: the position of its first new row
+  int rows;
+};
+constexpr int kFlashMaxSeqs = 64;
+void flash_attention_prefill_batch(const bf16_raw* q, std::span<const FlashSeq> seqs, int nh, int nkv, int hd,
+                                   bf16_raw* out, cudaStream_t stream);
 
 }  // namespace fp4lab

@@ -6,6 +6,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -44,16 +45,18 @@ __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t st
   }
 }
 
+// Query block qb (rows qb * 64 ..) of head blockIdx.y of one sequence: q and out point at its first row.
 template <int HD>
-__global__ void __launch_bounds__(kFaWarps * 32)
-    flash_prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-                         const int* __restrict__ pos0p, int t, int nh, int nkv, bf16* __restrict__ out) {
+__device__ __forceinline__ void flash_prefill_block(const bf16* __restrict__ q, const bf16* __restrict__ kc,
+                                                    const bf16* __restrict__ vc,
+                                                    const int* __restrict__ pos0p, int t, int nh, int nkv,
+                                                    bf16* __restrict__ out, int qb) {
   extern __shared__ __align__(16) unsigned char fa_smem[];
   constexpr int LD = kLd<HD>;
   bf16* sq = reinterpret_cast<bf16*>(fa_smem);
   bf16* sk = sq + kFaRows * LD;      // [2][kFaKeys][LD]: double-buffered K
   bf16* sv = sk + 2 * kFaKeys * LD;  // [2][kFaKeys][LD]: double-buffered V
-  const int qb = blockIdx.x, h = blockIdx.y, kh = h / (nh / nkv);
+  const int h = blockIdx.y, kh = h / (nh / nkv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int pos0 = *pos0p;
   const int64_t qstride = static_cast<int64_t>(nh) * HD, kstride = static_cast<int64_t>(nkv) * HD;
@@ -182,17 +185,63 @@ __global__ void __launch_bounds__(kFaWarps * 32)
 }
 
 template <int HD>
+__global__ void __launch_bounds__(kFaWarps * 32)
+    flash_prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                         const int* __restrict__ pos0p, int t, int nh, int nkv, bf16* __restrict__ out) {
+  flash_prefill_block<HD>(q, kc, vc, pos0p, t, nh, nkv, out, blockIdx.x);
+}
+
+// Several sequences in one launch (batched prefill): blockIdx.z picks the sequence from the table, which
+// rides in the kernel parameters; blocks past a shorter sequence's last query block return at once.
+struct FaGroup {
+  FlashSeq seq[kFlashMaxSeqs];
+};
+template <int HD>
+__global__ void __launch_bounds__(kFaWarps * 32)
+    flash_prefill_batch_kernel(const bf16* __restrict__ q, const __grid_constant__ FaGroup g, int nh, int nkv,
+                               bf16* __restrict__ out) {
+  const FlashSeq& sq = g.seq[blockIdx.z];
+  if (static_cast<int>(blockIdx.x) * kFaRows >= sq.rows) return;
+  const int64_t off = sq.row0 * nh * HD;
+  flash_prefill_block<HD>(q + off, reinterpret_cast<const bf16*>(sq.kc), reinterpret_cast<const bf16*>(sq.vc),
+                          sq.pos0, sq.rows, nh, nkv, out + off, blockIdx.x);
+}
+
+template <int HD>
+constexpr size_t kFaSmem = static_cast<size_t>(kFaRows + 4 * kFaKeys) * kLd<HD> * sizeof(bf16);
+
+template <int HD>
 void launch(const bf16_raw* q, const bf16_raw* kc, const bf16_raw* vc, const int* pos0, int t, int nh,
             int nkv, bf16_raw* out, cudaStream_t stream) {
-  const size_t smem = static_cast<size_t>(kFaRows + 4 * kFaKeys) * kLd<HD> * sizeof(bf16);
   // Set at every launch (cheap, and per device: tensor-parallel ranks launch on several).
   CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)));
+                                  static_cast<int>(kFaSmem<HD>)));
   const dim3 grid(static_cast<unsigned>((t + kFaRows - 1) / kFaRows), static_cast<unsigned>(nh));
-  flash_prefill_kernel<HD><<<grid, kFaWarps * 32, smem, stream>>>(
+  flash_prefill_kernel<HD><<<grid, kFaWarps * 32, kFaSmem<HD>, stream>>>(
       reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(kc), reinterpret_cast<const bf16*>(vc),
       pos0, t, nh, nkv, reinterpret_cast<bf16*>(out));
   CUDA_CHECK_LAUNCH();
+}
+
+template <int HD>
+void launch_batch(const bf16_raw* q, std::span<const FlashSeq> seqs, int nh, int nkv, bf16_raw* out,
+                  cudaStream_t stream) {
+  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_batch_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kFaSmem<HD>)));
+  for (size_t s0 = 0; s0 < seqs.size(); s0 += kFlashMaxSeqs) {
+    FaGroup g{};
+    const size_t n = std::min<size_t>(kFlashMaxSeqs, seqs.size() - s0);
+    int most = 1;
+    for (size_t i = 0; i < n; ++i) {
+      g.seq[i] = seqs[s0 + i];
+      most = std::max(most, g.seq[i].rows);
+    }
+    const dim3 grid(static_cast<unsigned>((most + kFaRows - 1) / kFaRows), static_cast<unsigned>(nh),
+                    static_cast<unsigned>(n));
+    flash_prefill_batch_kernel<HD><<<grid, kFaWarps * 32, kFaSmem<HD>, stream>>>(
+        reinterpret_cast<const bf16*>(q), g, nh, nkv, reinterpret_cast<bf16*>(out));
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace
@@ -211,6 +260,20 @@ void flash_attention_prefill(const bf16_raw* q, const bf16_raw* kcache, const bf
       return launch<64>(q, kcache, vcache, pos0, t, nh, nkv, out, stream);
     case 128:
       return launch<128>(q, kcache, vcache, pos0, t, nh, nkv, out, stream);
+    default:
+      throw Error("flash attention: head_dim " + std::to_string(hd) + " is not supported");
+  }
+}
+
+void flash_attention_prefill_batch(const bf16_raw* q, std::span<const FlashSeq> seqs, int nh, int nkv, int hd,
+                                   bf16_raw* out, cudaStream_t stream) {
+  switch (hd) {
+    case 32:
+      return launch_batch<32>(q, seqs, nh, nkv, out, stream);
+    case 64:
+      return launch_batch<64>(q, seqs, nh, nkv, out, stream);
+    case 128:
+      return launch_batch<128>(q, seqs, nh, nkv, out, stream);
     default:
       throw Error("flash attention: head_dim " + std::to_string(hd) + " is not supported");
   }

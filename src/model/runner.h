@@ -146,6 +146,7 @@ class Runner {
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
   // Backends that scan several prompts' rows in one go (batched prefill on the GPU).
   static constexpr bool kSegmentScan = requires { &Ops::ssm_scan_segments; };
+  static constexpr bool kSegmentAttention = requires { &Ops::attention_segments; };
   // Only decode steps (one row per sequence) qualify: a batched prefill runs the per-sequence ops per prompt.
   bool batched(const std::vector<Segment>& segs) const {
     if constexpr (kBatchedOps)
@@ -277,12 +278,20 @@ class Runner {
         reduce_partial(out);
         return;
       }
-    per_sequence(
-        segs, {&a},
-        [&](State& s, Tensor& qs, Tensor& ks, Tensor& vs, Tensor& as) {
-          ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, as);
-        },
-        q, k, v, a);
+    if constexpr (kSegmentAttention)
+      if (segs.size() > 1) {  // a batched prefill: one attention launch for every prompt
+        std::vector<State*> states;
+        std::vector<int> rows;
+        for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
+        ops_.attention_segments(q, k, v, states, rows, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, a);
+      }
+    if (!kSegmentAttention || segs.size() == 1)
+      per_sequence(
+          segs, {&a},
+          [&](State& s, Tensor& qs, Tensor& ks, Tensor& vs, Tensor& as) {
+            ops_.attention(qs, ks, vs, s, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, as);
+          },
+          q, k, v, a);
     ops_.linear(a, L.o, out);
     reduce_partial(out);
   }
