@@ -381,6 +381,53 @@ TEST(GpuKernels, Conv1dPrefillMatchesCpu) {
   }
 }
 
+// The batched-prefill form: 70 sequences (two launches) of 1 to 300 rows, each with its own state (rows
+// shorter than the window shift it), for kernel sizes 4 and 2, against the CPU per sequence.
+TEST(GpuKernels, BatchedConv1dPrefillMatchesCpuPerSequence) {
+  REQUIRE_GPU();
+  std::mt19937 rng(21);
+  const int ch = 200, n = 70;
+  for (const int kernel : {4, 2}) {
+    const int hist = kernel - 1;
+    std::uniform_int_distribution<int> rows_d(1, 300);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    std::vector<float> w(static_cast<size_t>(ch) * kernel), bias(ch);
+    for (auto* v : {&w, &bias})
+      for (auto& e : *v) e = nd(rng);
+    std::vector<int> rows;
+    for (int i = 0; i < n; ++i) rows.push_back(i < 3 ? i + 1 : rows_d(rng));  // 1, 2, 3: inside the window
+    const int t = std::accumulate(rows.begin(), rows.end(), 0);
+    const auto [xr, xf] = random_bf16(static_cast<size_t>(t) * ch, 1.0f, rng);
+    std::vector<float> states(static_cast<size_t>(n) * ch * hist);
+    for (auto& e : states) e = nd(rng);
+    std::vector<float> ref(xf.size()), ref_states = states;
+    std::vector<ConvSeq> seqs;
+    DeviceBuffer din = to_device(xr), dw = to_device(w), dbias = to_device(bias), dst = to_device(states),
+                 dout(xr.size() * 2);
+    size_t row0 = 0;
+    for (int i = 0; i < n; ++i) {
+      const size_t r = static_cast<size_t>(rows[static_cast<size_t>(i)]),
+                   so = static_cast<size_t>(i) * ch * hist;
+      std::vector<float> x(xf.begin() + row0 * ch, xf.begin() + (row0 + r) * ch);
+      std::vector<float> st(ref_states.begin() + so, ref_states.begin() + so + ch * hist);
+      cpu::causal_conv1d_silu(x, static_cast<int>(r), ch, kernel, w, bias, st);
+      std::copy(x.begin(), x.end(), ref.begin() + row0 * ch);
+      std::copy(st.begin(), st.end(), ref_states.begin() + so);
+      seqs.push_back({static_cast<int64_t>(row0), static_cast<int>(r), dst.as<float>() + so});
+      row0 += r;
+    }
+    causal_conv1d_silu_prefill_batch(din.as<bf16_raw>(), seqs, ch, kernel, dw.as<float>(), dbias.as<float>(),
+                                     dout.as<bf16_raw>(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto out = to_host<uint16_t>(dout, xr.size());
+    double err = 0;
+    for (size_t i = 0; i < ref.size(); ++i)
+      err = std::max(err, double(std::fabs(bf16_to_f32(out[i]) - ref[i])));
+    EXPECT_LT(err, 0.02) << "kernel " << kernel;
+    EXPECT_EQ(to_host<float>(dst, states.size()), ref_states) << "kernel " << kernel;
+  }
+}
+
 // q | k | v in one decode launch gives, bit for bit, what each weight gives alone under the same plan (the
 // group is one launch of the same kernel over the weights' row tiles, each with its own tensor scale).
 TEST(GpuKernels, GroupedDecodeGemmEqualsSeparateCalls) {

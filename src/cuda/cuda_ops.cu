@@ -550,6 +550,18 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
   if (const auto f = fused_bf16_.find(w[0]); f != fused_bf16_.end()) {
     if (!std::equal(w.begin(), w.end(), f->second.members.begin(), f->second.members.end()))
       throw Error("internal: a fused BF16 projection was called with other members");
+    if (x.rows > 32) {
+      // Prompts: one cuBLAS call per member on its rows of the joined weight, straight into its output. At
+      // this M each call is a full-size GEMM, and the column copies below cost more than the extra launches
+      // (Llama-8B, 4096 rows: 37 ms of copies per forward). Decode batches keep the joined call, which
+      // measured faster there (kernel-notes #48).
+      OpTimer timer_(this, "linear.bf16");
+      for (size_t i = 0; i < w.size(); ++i)
+        cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows,
+                         f->second.w.as<bf16_raw>() + f->second.offsets[i] * f->second.k, y[i]->cols,
+                         f->second.k, y[i]->data, stream_);
+      return;
+    }
     Tensor all = alloc(x.rows, f->second.n_total);
     {
       OpTimer timer_(this, "linear.bf16");
@@ -787,6 +799,24 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
                 reinterpret_cast<const bf16*>(xbc.data), int64_t{ch}, reinterpret_cast<bf16*>(xbc.data),
                 int64_t{ch}, static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
                 b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
+}
+
+void CudaOps::conv1d_silu_segments(Tensor& xbc, std::span<State* const> states, std::span<const int> rows,
+                                   size_t layer, int kernel, const std::vector<float>& w,
+                                   const std::vector<float>& b) {
+  OpTimer timer_(this, "mamba.conv1d");
+  if (kernel > 8)
+    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
+  std::vector<ConvSeq> seqs;
+  int64_t row0 = 0;
+  for (size_t i = 0; i < states.size(); ++i) {
+    seqs.push_back({row0, rows[i], states[i]->conv[layer].as<float>()});
+    row0 += rows[i];
+  }
+  Tensor out = alloc(xbc.rows, xbc.cols);
+  causal_conv1d_silu_prefill_batch(xbc.data, seqs, static_cast<int>(xbc.cols), kernel, dev_f32(w),
+                                   b.empty() ? nullptr : dev_f32(b), out.data, stream_);
+  xbc.data = out.data;
 }
 
 void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,

@@ -137,6 +137,11 @@ class CudaOps {
   void attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
                           std::span<const int> rows, size_t layer, int nh, int nkv, int hd,
                           const RopeConfig* rope, Tensor& out);
+  // Batched prefill: the conv1d + SiLU of several prompts' rows of xbc (rows[i] for states[i]) in one launch
+  // (xbc then points at the output, as causal_conv1d_silu leaves it).
+  void conv1d_silu_segments(Tensor& xbc, std::span<State* const> states, std::span<const int> rows,
+                            size_t layer, int kernel, const std::vector<float>& w,
+                            const std::vector<float>& b);
   // Batched prefill: the scan of several prompts whose rows (rows[i] for states[i]) follow each other in x,
   // b, c, dt and y, in one chunked-scan launch group per ~2048 tokens instead of launches per prompt.
   void ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,

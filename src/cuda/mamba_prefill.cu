@@ -291,31 +291,59 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One thread per (token, channel): the kernel taps read the inputs (or, before the first token, the state).
-__global__ void conv1d_prefill_kernel(const bf16* in, int t, int ch, int kernel, const float* w,
-                                      const float* bias, const float* state, bf16* out) {
-  const int hist = kernel - 1;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < static_cast<int64_t>(t) * ch;
-       idx += int64_t{gridDim.x} * blockDim.x) {
-    const int i = static_cast<int>(idx / ch), c = static_cast<int>(idx % ch);
-    float acc = bias ? bias[c] : 0.0f;
-    for (int k = 0; k < kernel; ++k) {
-      const int src = i - hist + k;
-      const float v = src >= 0 ? ld(in + static_cast<int64_t>(src) * ch + c) : state[c * hist + hist + src];
-      acc += w[c * kernel + k] * v;
-    }
-    out[idx] = __float2bfloat16_rn(silu(acc));
+// One thread per (channel, run of kConvRun tokens) of one sequence (blockIdx.z picks it from the table): the
+// last K - 1 inputs slide through registers, so each input is read once per run and each output costs K FMAs
+// (one thread per output with the taps re-read took 17 µs per 128 tokens x 12288 channels on the H200). Taps
+// before the sequence's first token come from its rolling state.
+constexpr int kConvRun = 16;
+struct ConvGroup {
+  ConvSeq seq[kConvMaxSeqs];
+};
+template <int K>
+__global__ void __launch_bounds__(kThreads)
+    conv1d_prefill_kernel(const bf16* __restrict__ in, int ch, const float* __restrict__ w,
+                          const float* __restrict__ bias, const __grid_constant__ ConvGroup g,
+                          bf16* __restrict__ out) {
+  constexpr int H = K - 1;
+  const ConvSeq& sq = g.seq[blockIdx.z];
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, i0 = blockIdx.y * kConvRun;
+  if (c >= ch || i0 >= sq.rows) return;
+  float wk[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) wk[k] = w[c * K + k];
+  const float b0 = bias ? bias[c] : 0.0f;
+  const bf16* src = in + sq.row0 * ch + c;
+  bf16* dst = out + sq.row0 * ch + c;
+  float win[H > 0 ? H : 1];
+#pragma unroll
+  for (int j = 0; j < H; ++j) {
+    const int i = i0 - H + j;
+    win[j] = i >= 0 ? ld(src + static_cast<int64_t>(i) * ch) : sq.state[c * H + H + i];
+  }
+  const int n = min(kConvRun, sq.rows - i0);
+  for (int r = 0; r < n; ++r) {
+    const float x = ld(src + static_cast<int64_t>(i0 + r) * ch);
+    float acc = b0 + wk[H] * x;
+#pragma unroll
+    for (int j = 0; j < H; ++j) acc += wk[j] * win[j];
+    dst[static_cast<int64_t>(i0 + r) * ch] = __float2bfloat16_rn(silu(acc));
+#pragma unroll
+    for (int j = 0; j + 1 < H; ++j) win[j] = win[j + 1];
+    if constexpr (H > 0) win[H - 1] = x;
   }
 }
 
-// After the outputs: the state becomes the last kernel - 1 inputs of (old state ++ new tokens), oldest first.
-// Entry j reads old entry t + j > j, so walking j upwards in one thread is safe in place.
-__global__ void conv1d_state_kernel(const bf16* in, int t, int ch, int hist, float* state) {
+// After the outputs: each sequence's state becomes the last kernel - 1 inputs of (old state ++ its new
+// tokens), oldest first. Entry j reads old entry rows + j > j, so walking j upwards in one thread is safe in
+// place.
+__global__ void conv1d_state_kernel(const bf16* in, int ch, int hist, const __grid_constant__ ConvGroup g) {
+  const ConvSeq& sq = g.seq[blockIdx.y];
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= ch) return;
+  const int t = sq.rows;
   for (int j = 0; j < hist; ++j)
-    state[c * hist + j] =
-        t + j < hist ? state[c * hist + t + j] : ld(in + static_cast<int64_t>(t + j - hist) * ch + c);
+    sq.state[c * hist + j] =
+        t + j < hist ? sq.state[c * hist + t + j] : ld(in + (sq.row0 + t + j - hist) * int64_t{ch} + c);
 }
 
 unsigned grid_for(int64_t n) {
@@ -459,12 +487,67 @@ void ssd_chunked_scan_batch(const bf16_raw* x, const bf16_raw* b, const bf16_raw
 
 void causal_conv1d_silu_prefill(const bf16_raw* in, int t, int ch, int kernel, const float* w,
                                 const float* bias, float* state, bf16_raw* out, cudaStream_t stream) {
-  conv1d_prefill_kernel<<<grid_for(int64_t{t} * ch), kThreads, 0, stream>>>(
-      reinterpret_cast<const bf16*>(in), t, ch, kernel, w, bias, state, reinterpret_cast<bf16*>(out));
+  const ConvSeq one{0, t, state};
+  causal_conv1d_silu_prefill_batch(in, std::span(&one, 1), ch, kernel, w, bias, out, stream);
+}
+
+namespace {
+template <int K>
+void launch_conv(const bf16* in, const ConvGroup& g, int n, int most, int ch, const float* w,
+                 const float* bias, bf16* out, cudaStream_t stream) {
+  const dim3 grid((ch + kThreads - 1) / kThreads, static_cast<unsigned>((most + kConvRun - 1) / kConvRun),
+                  static_cast<unsigned>(n));
+  conv1d_prefill_kernel<K><<<grid, kThreads, 0, stream>>>(in, ch, w, bias, g, out);
   CUDA_CHECK_LAUNCH();
-  conv1d_state_kernel<<<(ch + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-      reinterpret_cast<const bf16*>(in), t, ch, kernel - 1, state);
-  CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void causal_conv1d_silu_prefill_batch(const bf16_raw* in_raw, std::span<const ConvSeq> seqs, int ch,
+                                      int kernel, const float* w, const float* bias, bf16_raw* out_raw,
+                                      cudaStream_t stream) {
+  if (kernel < 1 || kernel > 8) throw Error("conv1d: kernel " + std::to_string(kernel) + " is not in 1..8");
+  const auto* in = reinterpret_cast<const bf16*>(in_raw);
+  auto* out = reinterpret_cast<bf16*>(out_raw);
+  for (size_t s0 = 0; s0 < seqs.size(); s0 += kConvMaxSeqs) {
+    ConvGroup g{};
+    const int n = static_cast<int>(std::min<size_t>(kConvMaxSeqs, seqs.size() - s0));
+    int most = 1;
+    for (int i = 0; i < n; ++i) {
+      g.seq[i] = seqs[s0 + static_cast<size_t>(i)];
+      most = std::max(most, g.seq[i].rows);
+    }
+    switch (kernel) {
+      case 1:
+        launch_conv<1>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 2:
+        launch_conv<2>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 3:
+        launch_conv<3>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 4:
+        launch_conv<4>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 5:
+        launch_conv<5>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 6:
+        launch_conv<6>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      case 7:
+        launch_conv<7>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+      default:
+        launch_conv<8>(in, g, n, most, ch, w, bias, out, stream);
+        break;
+    }
+    if (kernel > 1) {
+      conv1d_state_kernel<<<dim3((ch + kThreads - 1) / kThreads, static_cast<unsigned>(n)), kThreads, 0,
+                            stream>>>(in, ch, kernel - 1, g);
+      CUDA_CHECK_LAUNCH();
+    }
+  }
 }
 
 }  // namespace fp4lab

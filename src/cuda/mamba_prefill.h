@@ -56,4 +56,16 @@ void ssd_chunked_scan_batch(const bf16_raw* x, const bf16_raw* b, const bf16_raw
 void causal_conv1d_silu_prefill(const bf16_raw* in, int t, int ch, int kernel, const float* w,
                                 const float* bias, float* state, bf16_raw* out, cudaStream_t stream);
 
+// Batched prefill: several sequences' rows one after another in in / out ([sum of rows, ch]), each with its
+// own rolling state [ch, kernel - 1], in launches of up to kConvMaxSeqs sequences (the table rides in the
+// kernel parameters). Same result per sequence as causal_conv1d_silu_prefill.
+struct ConvSeq {
+  int64_t row0;  // the sequence's first row in in / out
+  int rows;
+  float* state;
+};
+constexpr int kConvMaxSeqs = 64;
+void causal_conv1d_silu_prefill_batch(const bf16_raw* in, std::span<const ConvSeq> seqs, int ch, int kernel,
+                                      const float* w, const float* bias, bf16_raw* out, cudaStream_t stream);
+
 }  // namespace fp4lab

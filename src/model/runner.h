@@ -144,8 +144,10 @@ class Runner {
   // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
-  // Backends that scan several prompts' rows in one go (batched prefill on the GPU).
-  static constexpr bool kSegmentScan = requires { &Ops::ssm_scan_segments; };
+  // Backends that run a batched prefill's per-prompt ops (attention; Mamba conv and scan) for all prompts in
+  // one go (the GPU); the others loop over the prompts.
+  static constexpr bool kSegmentMamba = requires { &Ops::ssm_scan_segments; }
+  &&requires { &Ops::conv1d_silu_segments; };
   static constexpr bool kSegmentAttention = requires { &Ops::attention_segments; };
   // Only decode steps (one row per sequence) qualify: a batched prefill runs the per-sequence ops per prompt.
   bool batched(const std::vector<Segment>& segs) const {
@@ -318,24 +320,28 @@ class Runner {
     if (!batched(segs)) {
       Tensor xbc = ops_.alloc(t, cd);
       ops_.columns(proj, di, xbc);
-      per_sequence(
-          segs, {&xbc},
-          [&](State& s, Tensor& xs) {
-            ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b);
-          },
-          xbc);
+      // A batched prefill's segments go through one conv and one scan launch on backends that have them.
+      std::vector<State*> states;
+      std::vector<int> rows;
+      for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
+      if constexpr (kSegmentMamba)
+        if (segs.size() > 1)
+          ops_.conv1d_silu_segments(xbc, states, rows, li, c.conv_kernel, L.conv_w, L.conv_b);
+      if (!kSegmentMamba || segs.size() == 1)
+        per_sequence(
+            segs, {&xbc},
+            [&](State& s, Tensor& xs) {
+              ops_.causal_conv1d_silu(xs, s, li, c.conv_kernel, L.conv_w, L.conv_b);
+            },
+            xbc);
       Tensor x = ops_.alloc(t, di), b = ops_.alloc(t, gn), cc = ops_.alloc(t, gn);
       ops_.columns(xbc, 0, x);
       ops_.columns(xbc, di, b);
       ops_.columns(xbc, di + gn, cc);
-      if constexpr (kSegmentScan)
-        if (segs.size() > 1) {  // a batched prefill: one scan over every prompt's chunks
-          std::vector<State*> states;
-          std::vector<int> rows;
-          for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
+      if constexpr (kSegmentMamba)
+        if (segs.size() > 1)
           ops_.ssm_scan_segments(x, b, cc, dt, L.a_log, L.d, states, rows, li, shape, c.chunk_size, y);
-        }
-      if (!kSegmentScan || segs.size() == 1)
+      if (!kSegmentMamba || segs.size() == 1)
         per_sequence(
             segs, {&y},
             [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
