@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -203,6 +204,22 @@ ScanInputs random_scan_inputs(const cpu::SsmShape& s, int t, std::mt19937& rng) 
   return in;
 }
 
+// A scan's largest errors against its reference: output y (BF16) and final state(s), with the largest
+// reference magnitudes they are judged against: {y err, y max, state err, state max}.
+std::array<double, 4> scan_errors(const std::vector<uint16_t>& y, const std::vector<float>& ref,
+                                  const std::vector<float>& st, const std::vector<float>& ref_st) {
+  std::array<double, 4> e{};
+  for (size_t i = 0; i < ref.size(); ++i) {
+    e[1] = std::max(e[1], double(std::fabs(ref[i])));
+    e[0] = std::max(e[0], double(std::fabs(bf16_to_f32(y[i]) - ref[i])));
+  }
+  for (size_t i = 0; i < st.size(); ++i) {
+    e[3] = std::max(e[3], double(std::fabs(ref_st[i])));
+    e[2] = std::max(e[2], double(std::fabs(st[i] - ref_st[i])));
+  }
+  return e;
+}
+
 // The chunked SSD scan on the GPU against the CPU's token-by-token recurrence, from a non-zero state, over
 // sequences longer than one segment (2048 tokens) and chunk sizes that leave a partial last chunk; the state
 // after the last token must agree too.
@@ -240,15 +257,7 @@ TEST(GpuKernels, ChunkedSsdScanMatchesSequentialRecurrence) {
     CUDA_CHECK(cudaDeviceSynchronize());
     const auto y = to_host<uint16_t>(dy, t * xw);
     const auto st = to_host<float>(dst, state.size());
-    double ymax = 0, yerr = 0, smax = 0, serr = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      ymax = std::max(ymax, double(std::fabs(ref[i])));
-      yerr = std::max(yerr, double(std::fabs(bf16_to_f32(y[i]) - ref[i])));
-    }
-    for (size_t i = 0; i < st.size(); ++i) {
-      smax = std::max(smax, double(std::fabs(ref_state[i])));
-      serr = std::max(serr, double(std::fabs(st[i] - ref_state[i])));
-    }
+    const auto [yerr, ymax, serr, smax] = scan_errors(y, ref, st, ref_state);
     // y is BF16 (relative rounding 2^-8); the state stays FP32 (sums in another order).
     EXPECT_LE(yerr, 0.01 * ymax) << "chunk " << cs.chunk << " t " << t << " head_dim " << s.head_dim;
     EXPECT_LE(serr, 1e-4 * smax + 1e-6) << "chunk " << cs.chunk << " t " << t;
@@ -334,15 +343,7 @@ TEST(GpuKernels, BatchedChunkedScanMatchesPerSequenceRecurrence) {
     CUDA_CHECK(cudaDeviceSynchronize());
     const auto y = to_host<uint16_t>(dy, t * xw);
     const auto st = to_host<float>(dst, states.size());
-    double ymax = 0, yerr = 0, smax = 0, serr = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      ymax = std::max(ymax, double(std::fabs(ref[i])));
-      yerr = std::max(yerr, double(std::fabs(bf16_to_f32(y[i]) - ref[i])));
-    }
-    for (size_t i = 0; i < st.size(); ++i) {
-      smax = std::max(smax, double(std::fabs(ref_states[i])));
-      serr = std::max(serr, double(std::fabs(st[i] - ref_states[i])));
-    }
+    const auto [yerr, ymax, serr, smax] = scan_errors(y, ref, st, ref_states);
     EXPECT_LE(yerr, 0.01 * ymax) << "chunk " << chunk;
     EXPECT_LE(serr, 1e-4 * smax + 1e-6) << "chunk " << chunk;
     std::printf(
