@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
+#include "cuda/ptx.cuh"
 
 namespace fp4lab {
 
@@ -291,6 +292,117 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The same output on tensor cores (mma.sync m16n8k16, BF16 operands, FP32 accumulation), for head_dim HP and
+// state sizes that are multiples of 16: 4 warps x 16 rows of the 64-row slice, HP / 8 column tiles each. The
+// two products are the intra-kernel GEMMs of the FP32 form: C . S_in^T (S_in rounded to BF16 on its way into
+// shared memory) and the decay-masked C.B (computed in FP32, rounded to BF16) times the chunk's x. The state
+// itself stays FP32 (chunk_state and the state pass are unchanged); only y, a BF16 output, sees the rounding.
+constexpr int kOutWarps = 4;
+template <int HP>
+constexpr size_t kChunkOutSmem = (64 * (kMaxChunk + 8) + HP * (kMaxState + 8) + kMaxChunk * (HP + 8)) * 2;
+template <int HP>
+__global__ void __launch_bounds__(kOutWarps * 32)
+    ssd_chunk_out_mma_kernel(const bf16* x, const bf16* c, const bf16* dt, const float* dvec,
+                             const __grid_constant__ Dims d, const float* lc, const float* sc,
+                             const float* cb, bf16* y) {
+  constexpr int LDA = kMaxChunk + 8, LDS = kMaxState + 8, LDX = HP + 8;  // padded rows: no bank conflicts
+  extern __shared__ __align__(16) unsigned char out_smem[];
+  bf16* sA = reinterpret_cast<bf16*>(out_smem);  // [64][LDA]: C rows, then the masked C.B rows
+  bf16* sS = sA + 64 * LDA;                      // [HP][LDS]: S_in, row p holds state entries n
+  bf16* sX = sS + HP * LDS;                      // [kMaxChunk][LDX]: x rows of the chunk
+  __shared__ float lcs[kMaxChunk], dts[kMaxChunk];
+  const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg(), rb = blockIdx.z * 64;
+  const int2 sp = d.span(ci);
+  const int i0 = sp.x, q = sp.y;
+  if (rb >= q) return;
+  const int64_t xw = static_cast<int64_t>(d.heads) * HP, bw = static_cast<int64_t>(d.groups) * d.ns;
+  const int rows = min(64, q - rb), jmax = rb + rows, j16 = (jmax + 15) / 16 * 16;
+  const int tid = threadIdx.x, nthr = kOutWarps * 32;
+  for (int i = tid; i < q; i += nthr) {
+    lcs[i] = lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i];
+    dts[i] = ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h);
+  }
+  // C rows of the slice (zero past the chunk), pairs of BF16 at a time.
+  const int np2 = d.ns / 2;
+  for (int e = tid; e < 64 * np2; e += nthr) {
+    const int r = e / np2, n = (e % np2) * 2;
+    uint32_t v = 0;
+    if (r < rows)
+      v = *reinterpret_cast<const uint32_t*>(c + static_cast<int64_t>(i0 + rb + r) * bw +
+                                             static_cast<int64_t>(g) * d.ns + n);
+    *reinterpret_cast<uint32_t*>(sA + r * LDA + n) = v;
+  }
+  const float* sin = sc + (static_cast<int64_t>(h) * d.chunks + ci) * HP * d.ns;
+  for (int e = tid; e < HP * np2; e += nthr) {
+    const int p = e / np2, n = (e % np2) * 2;
+    const float2 v = *reinterpret_cast<const float2*>(sin + static_cast<int64_t>(p) * d.ns + n);
+    *reinterpret_cast<__nv_bfloat162*>(sS + p * LDS + n) = __floats2bfloat162_rn(v.x, v.y);
+  }
+  for (int e = tid; e < j16 * (HP / 2);
+       e += nthr) {  // rows past the keys are zeros: 0 x garbage could be NaN
+    const int j = e / (HP / 2), p = (e % (HP / 2)) * 2;
+    uint32_t v = 0;
+    if (j < jmax)
+      v = *reinterpret_cast<const uint32_t*>(x + static_cast<int64_t>(i0 + j) * xw +
+                                             static_cast<int64_t>(h) * HP + p);
+    *reinterpret_cast<uint32_t*>(sX + j * LDX + p) = v;
+  }
+  __syncthreads();
+  const int warp = tid / 32, lane = tid % 32, mi = lane / 8;
+  float acc1[HP / 8][4] = {}, acc2[HP / 8][4] = {};
+  for (int ks = 0; ks < d.ns / 16; ++ks) {  // C . S_in^T over the state
+    uint32_t a[4];
+    ptx::ldmatrix_x4(a, ptx::smem_addr(sA + (warp * 16 + lane % 16) * LDA + ks * 16 + (lane / 16) * 8));
+#pragma unroll
+    for (int np = 0; np < HP / 16; ++np) {
+      uint32_t b[4];
+      ptx::ldmatrix_x4(
+          b, ptx::smem_addr(sS + (np * 16 + (mi / 2) * 8 + lane % 8) * LDS + ks * 16 + (mi % 2) * 8));
+      ptx::mma_bf16_16816(acc1[2 * np], a, b[0], b[1]);
+      ptx::mma_bf16_16816(acc1[2 * np + 1], a, b[2], b[3]);
+    }
+  }
+  __syncthreads();  // sA is rewritten with the masked C.B rows
+  const float* cbg = cb + (static_cast<int64_t>(g) * d.chunks + ci) * d.chunk * d.chunk;
+  for (int e = tid; e < 64 * j16; e += nthr) {
+    const int r = e / j16, j = e % j16, i = rb + r;
+    const float m = r < rows && j <= i ? cbg[i * d.chunk + j] * __expf(lcs[i] - lcs[j]) * dts[j] : 0.0f;
+    sA[r * LDA + j] = __float2bfloat16_rn(m);
+  }
+  __syncthreads();
+  // Causal: this warp's rows see keys below rb + warp * 16 + 16 only.
+  const int kk_end = min(j16, rb + warp * 16 + 16) / 16;
+  for (int kk = 0; kk < kk_end; ++kk) {
+    uint32_t a[4];
+    ptx::ldmatrix_x4(a, ptx::smem_addr(sA + (warp * 16 + lane % 16) * LDA + kk * 16 + (lane / 16) * 8));
+#pragma unroll
+    for (int dp = 0; dp < HP / 16; ++dp) {
+      uint32_t b[4];
+      ptx::ldmatrix_x4_trans(
+          b, ptx::smem_addr(sX + (kk * 16 + (mi % 2) * 8 + lane % 8) * LDX + dp * 16 + (mi / 2) * 8));
+      ptx::mma_bf16_16816(acc2[2 * dp], a, b[0], b[1]);
+      ptx::mma_bf16_16816(acc2[2 * dp + 1], a, b[2], b[3]);
+    }
+  }
+  const float dh = dvec[h];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = warp * 16 + lane / 4 + half * 8;
+    if (r >= rows) continue;
+    const int i = rb + r;
+    const float f = __expf(lcs[i]);
+    const int64_t row = static_cast<int64_t>(i0 + i) * xw + static_cast<int64_t>(h) * HP;
+#pragma unroll
+    for (int nt = 0; nt < HP / 8; ++nt) {
+      const int p = nt * 8 + (lane % 4) * 2;
+      const __nv_bfloat162 xv = *reinterpret_cast<const __nv_bfloat162*>(x + row + p);
+      const float v0 = acc1[nt][half * 2] * f + acc2[nt][half * 2] + dh * __low2float(xv);
+      const float v1 = acc1[nt][half * 2 + 1] * f + acc2[nt][half * 2 + 1] + dh * __high2float(xv);
+      *reinterpret_cast<__nv_bfloat162*>(y + row + p) = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+}
+
 // One thread per (channel, run of kConvRun tokens) of one sequence (blockIdx.z picks it from the table): the
 // last K - 1 inputs slide through registers, so each input is read once per run and each output costs K FMAs
 // (one thread per output with the taps re-read took 17 µs per 128 tokens x 12288 channels on the H200). Taps
@@ -367,8 +479,28 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   ssd_state_pass_kernel<<<dim3(grid_for(int64_t{d.heads} * d.hp * d.ns), static_cast<unsigned>(nseq)),
                           kThreads, 0, stream>>>(d, lc, sc, state);
   CUDA_CHECK_LAUNCH();
-  ssd_chunk_out_kernel<KP><<<dim3(d.chunks, d.heads, (d.chunk + 63) / 64), kThreads, 0, stream>>>(
-      x, c, dt, dvec, d, lc, sc, cb, y);
+  const dim3 out_grid(d.chunks, d.heads, (d.chunk + 63) / 64);
+  auto mma_out = [&](auto kernel, size_t smem) {
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<out_grid, kOutWarps * 32, smem, stream>>>(x, c, dt, dvec, d, lc, sc, cb, y);
+  };
+  // The tensor-core form where the shapes allow it (16-multiples; BF16 pairs need even offsets).
+  const bool mma_ok = d.ns % 16 == 0 && d.chunk <= kMaxChunk && reinterpret_cast<uintptr_t>(c) % 4 == 0 &&
+                      reinterpret_cast<uintptr_t>(x) % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 4 == 0 &&
+                      (d.groups * d.ns) % 2 == 0;
+  if (mma_ok && d.hp == 16)
+    mma_out(ssd_chunk_out_mma_kernel<16>, kChunkOutSmem<16>);
+  else if (mma_ok && d.hp == 32)
+    mma_out(ssd_chunk_out_mma_kernel<32>, kChunkOutSmem<32>);
+  else if (mma_ok && d.hp == 64)
+    mma_out(ssd_chunk_out_mma_kernel<64>, kChunkOutSmem<64>);
+  else if (mma_ok && d.hp == 80)
+    mma_out(ssd_chunk_out_mma_kernel<80>, kChunkOutSmem<80>);
+  else if (mma_ok && d.hp == 128)
+    mma_out(ssd_chunk_out_mma_kernel<128>, kChunkOutSmem<128>);
+  else
+    ssd_chunk_out_kernel<KP><<<out_grid, kThreads, 0, stream>>>(x, c, dt, dvec, d, lc, sc, cb, y);
   CUDA_CHECK_LAUNCH();
 }
 
