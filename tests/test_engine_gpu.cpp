@@ -74,6 +74,20 @@ TeacherForced teacher_forced(const std::string& name, QuantMode mode) {
   return r;
 }
 
+// Runs f(name, quantization, model, golden prompt) for the tiny Llama, Qwen3 and Nemotron-H models, each in
+// BF16 and NVFP4, on the GPU.
+template <class F>
+void for_each_tiny_model(F&& f) {
+  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"})
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+      const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
+      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+      CudaOps ops;
+      CudaModel model(load_weights(dir, q), ops);
+      f(m, q, model, prompt);
+    }
+}
+
 }  // namespace
 
 TEST(GpuEngine, Bf16TeacherForcedAgainstGoldens) {
@@ -120,96 +134,85 @@ TEST(GpuEngine, PrefillThenDecodeEqualsFullPrefill) {
 TEST(GpuEngine, BatchedDecodeOfDifferentLengthsEqualsSingleSteps) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
-    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
-      const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
-      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
-      CudaOps ops;
-      CudaModel model(load_weights(dir, q), ops);
-      const size_t V = static_cast<size_t>(model.config().vocab_size);
-      // 20 sequences (an M that takes the tensor-core GEMM path), lengths 5..24.
-      const int B = 20;
-      std::vector<CudaModel::State> solo, batched;
-      std::vector<CudaModel::State*> ptrs;
-      std::vector<int> toks;
-      for (int j = 0; j < B; ++j) {
-        solo.push_back(model.new_sequence(64));
-        batched.push_back(model.new_sequence(64));
-        const auto pre = std::span<const int>(prompt).first(static_cast<size_t>(5 + j));
-        model.forward(solo.back(), pre, false);
-        model.forward(batched.back(), pre, false);
-        toks.push_back(prompt[static_cast<size_t>(5 + j)]);
-      }
-      for (auto& s : batched) ptrs.push_back(&s);
-      for (int step = 0; step < 3; ++step) {
-        const auto out = model.decode_batch(ptrs, toks);
-        ASSERT_EQ(out.size(), B * V);
-        for (int j = 0; j < B; ++j) {
-          const int one[1] = {toks[static_cast<size_t>(j)]};
-          const auto ref = model.forward(solo[static_cast<size_t>(j)], one, false);
-          float md = 0, mx = 0;
-          for (size_t v = 0; v < V; ++v) {
-            md = std::max(md, std::fabs(out[static_cast<size_t>(j) * V + v] - ref[v]));
-            mx = std::max(mx, std::fabs(ref[v]));
-          }
-          // Other GEMM variants for M = 20 than for M = 1: BF16 rounding-level differences only.
-          EXPECT_LE(md, 0.05f * mx + 0.05f)
-              << m << " " << quant_mode_name(q) << " row " << j << " step " << step;
-        }
-        for (int j = 0; j < B; ++j)
-          toks[static_cast<size_t>(j)] = (toks[static_cast<size_t>(j)] + 7 * j + 1) % 64;
-      }
+  for_each_tiny_model([](const char* m, QuantMode q, CudaModel& model, const std::vector<int>& prompt) {
+    const size_t V = static_cast<size_t>(model.config().vocab_size);
+    // 20 sequences (an M that takes the tensor-core GEMM path), lengths 5..24.
+    const int B = 20;
+    std::vector<CudaModel::State> solo, batched;
+    std::vector<CudaModel::State*> ptrs;
+    std::vector<int> toks;
+    for (int j = 0; j < B; ++j) {
+      solo.push_back(model.new_sequence(64));
+      batched.push_back(model.new_sequence(64));
+      const auto pre = std::span<const int>(prompt).first(static_cast<size_t>(5 + j));
+      model.forward(solo.back(), pre, false);
+      model.forward(batched.back(), pre, false);
+      toks.push_back(prompt[static_cast<size_t>(5 + j)]);
     }
-  }
+    for (auto& s : batched) ptrs.push_back(&s);
+    for (int step = 0; step < 3; ++step) {
+      const auto out = model.decode_batch(ptrs, toks);
+      ASSERT_EQ(out.size(), B * V);
+      for (int j = 0; j < B; ++j) {
+        const int one[1] = {toks[static_cast<size_t>(j)]};
+        const auto ref = model.forward(solo[static_cast<size_t>(j)], one, false);
+        float md = 0, mx = 0;
+        for (size_t v = 0; v < V; ++v) {
+          md = std::max(md, std::fabs(out[static_cast<size_t>(j) * V + v] - ref[v]));
+          mx = std::max(mx, std::fabs(ref[v]));
+        }
+        // Other GEMM variants for M = 20 than for M = 1: BF16 rounding-level differences only.
+        EXPECT_LE(md, 0.05f * mx + 0.05f)
+            << m << " " << quant_mode_name(q) << " row " << j << " step " << step;
+      }
+      for (int j = 0; j < B; ++j)
+        toks[static_cast<size_t>(j)] = (toks[static_cast<size_t>(j)] + 7 * j + 1) % 64;
+    }
+  });
 }
 
 // Prompts of different lengths prefilled in one forward (their rows as one GEMM batch, attention / conv /
-// scan per prompt, the last rows gathered): each prompt's logits and its next decode step match the same
-// prompt prefilled alone, to BF16 rounding (the GEMMs run other variants at the joined M).
+// scan for all prompts in one launch each, the last rows gathered): each prompt's logits and its next decode
+// step match the same prompt prefilled alone, to BF16 rounding (the GEMMs run other variants at the joined
+// M).
 TEST(GpuEngine, BatchedPrefillEqualsOnePromptAtATime) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  for (const char* m : {"tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
-    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
-      const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
-      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
-      CudaOps ops;
-      CudaModel model(load_weights(dir, q), ops);
-      const size_t V = static_cast<size_t>(model.config().vocab_size);
-      const std::vector<size_t> lens{prompt.size() - 1, 1, 17, 5, 33 % prompt.size() + 1};
-      std::vector<CudaModel::State> solo, joined;
-      std::vector<CudaModel::State*> ptrs;
-      std::vector<std::vector<int>> prompts;
-      std::vector<std::vector<float>> ref;
-      for (size_t L : lens) {
-        prompts.emplace_back(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(L));
-        solo.push_back(model.new_sequence(64));
-        joined.push_back(model.new_sequence(64));
-        ref.push_back(model.forward(solo.back(), prompts.back(), false));
-      }
-      for (auto& st : joined) ptrs.push_back(&st);
-      auto check = [&](const std::vector<float>& out, const char* what) {
-        ASSERT_EQ(out.size(), lens.size() * V);
-        for (size_t j = 0; j < lens.size(); ++j) {
-          float md = 0, mx = 0;
-          for (size_t v = 0; v < V; ++v) {
-            md = std::max(md, std::fabs(out[j * V + v] - ref[j][v]));
-            mx = std::max(mx, std::fabs(ref[j][v]));
-          }
-          EXPECT_LE(md, 0.05f * mx + 0.05f)
-              << m << " " << quant_mode_name(q) << " " << what << ", prompt " << j;
-        }
-      };
-      check(model.prefill_batch(ptrs, prompts), "batched prefill");
-      std::vector<int> toks;
-      for (size_t j = 0; j < lens.size(); ++j) {
-        toks.push_back(prompt[lens[j]]);
-        const int one[1] = {toks.back()};
-        ref[j] = model.forward(solo[j], one, false);
-      }
-      check(model.decode_batch(ptrs, toks), "decode step after it");
+  for_each_tiny_model([](const char* m, QuantMode q, CudaModel& model, const std::vector<int>& prompt) {
+    const size_t V = static_cast<size_t>(model.config().vocab_size);
+    const std::vector<size_t> lens{prompt.size() - 1, 1, 17, 5, 33 % prompt.size() + 1};
+    std::vector<CudaModel::State> solo, joined;
+    std::vector<CudaModel::State*> ptrs;
+    std::vector<std::vector<int>> prompts;
+    std::vector<std::vector<float>> ref;
+    for (size_t L : lens) {
+      prompts.emplace_back(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(L));
+      solo.push_back(model.new_sequence(64));
+      joined.push_back(model.new_sequence(64));
+      ref.push_back(model.forward(solo.back(), prompts.back(), false));
     }
-  }
+    for (auto& st : joined) ptrs.push_back(&st);
+    auto check = [&](const std::vector<float>& out, const char* what) {
+      ASSERT_EQ(out.size(), lens.size() * V);
+      for (size_t j = 0; j < lens.size(); ++j) {
+        float md = 0, mx = 0;
+        for (size_t v = 0; v < V; ++v) {
+          md = std::max(md, std::fabs(out[j * V + v] - ref[j][v]));
+          mx = std::max(mx, std::fabs(ref[j][v]));
+        }
+        EXPECT_LE(md, 0.05f * mx + 0.05f)
+            << m << " " << quant_mode_name(q) << " " << what << ", prompt " << j;
+      }
+    };
+    check(model.prefill_batch(ptrs, prompts), "batched prefill");
+    std::vector<int> toks;
+    for (size_t j = 0; j < lens.size(); ++j) {
+      toks.push_back(prompt[lens[j]]);
+      const int one[1] = {toks.back()};
+      ref[j] = model.forward(solo[j], one, false);
+    }
+    check(model.decode_batch(ptrs, toks), "decode step after it");
+  });
 }
 
 // Programmatic dependent launch lets each decode kernel start while the previous one drains; a kernel that

@@ -663,19 +663,10 @@ void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, s
   launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
 }
 
-void CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
+bool CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
                                  std::span<const int> rows, size_t layer, int nh, int nkv, int hd,
                                  const RopeConfig* rope, Tensor& out) {
-  if (!flash_attention_supported(hd)) {  // the CUDA-core kernels, one prompt at a time
-    int64_t row0 = 0;
-    for (size_t i = 0; i < states.size(); ++i) {
-      Tensor qs = this->rows(q, row0, rows[i]), os = this->rows(out, row0, rows[i]);
-      attention(qs, this->rows(k, row0, rows[i]), this->rows(v, row0, rows[i]), *states[i], layer, nh, nkv,
-                hd, rope, os);
-      row0 += rows[i];
-    }
-    return;
-  }
+  if (!flash_attention_supported(hd)) return false;  // the runner loops over the prompts
   OpTimer timer_(this, "attention");
   std::vector<FlashSeq> seqs;
   int64_t row0 = 0;
@@ -690,6 +681,7 @@ void CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, st
     row0 += rows[i];
   }
   flash_attention_prefill_batch(q.data, seqs, nh, nkv, hd, out.data, stream_);
+  return true;
 }
 
 int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
@@ -805,8 +797,6 @@ void CudaOps::conv1d_silu_segments(Tensor& xbc, std::span<State* const> states, 
                                    size_t layer, int kernel, const std::vector<float>& w,
                                    const std::vector<float>& b) {
   OpTimer timer_(this, "mamba.conv1d");
-  if (kernel > 8)
-    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
   std::vector<ConvSeq> seqs;
   int64_t row0 = 0;
   for (size_t i = 0; i < states.size(); ++i) {
@@ -842,20 +832,11 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
                 s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
 }
 
-void CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+bool CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                                 const std::vector<float>& a_log, const std::vector<float>& d,
                                 std::span<State* const> states, std::span<const int> rows, size_t layer,
                                 cpu::SsmShape sh, int chunk, Tensor& y) {
-  if (!ssd_chunked_supported(sh, chunk)) {  // the sequential scan, one launch per prompt
-    int64_t row0 = 0;
-    for (size_t i = 0; i < states.size(); ++i) {
-      Tensor ys = this->rows(y, row0, rows[i]);
-      ssm_scan(this->rows(x, row0, rows[i]), this->rows(b, row0, rows[i]), this->rows(c, row0, rows[i]),
-               this->rows(dt, row0, rows[i]), a_log, d, *states[i], layer, sh, chunk, ys);
-      row0 += rows[i];
-    }
-    return;
-  }
+  if (!ssd_chunked_supported(sh, chunk)) return false;  // the runner loops over the prompts
   OpTimer timer_(this, "mamba.ssm_scan");
   const SsdBatchPlan plan = plan_ssd_batch(rows, chunk, ssd_group_chunks(chunk));
   int64_t most = 0;
@@ -865,6 +846,7 @@ void CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& 
   for (State* s : states) st.push_back(s->ssm[layer].as<float>());
   ssd_chunked_scan_batch(x.data, b.data, c.data, dt.data, dev_f32(a_log), dev_f32(d), plan, st, sh, chunk,
                          y.data, ssd_ws_.ptr, stream_);
+  return true;
 }
 
 void CudaOps::all_reduce(Tensor& t) {

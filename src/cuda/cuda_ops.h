@@ -133,8 +133,9 @@ class CudaOps {
                 const std::vector<float>& a_log, const std::vector<float>& d, State& s, size_t layer,
                 cpu::SsmShape shape, int chunk, Tensor& y);
   // Batched prefill: attention of several prompts whose rows (rows[i] for states[i]) follow each other in q,
-  // k, v and out: RoPE and the cache append per prompt, then one tensor-core attention launch for all.
-  void attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
+  // k, v and out: RoPE and the cache append per prompt, then one tensor-core attention launch for all. False
+  // (nothing done) for a head_dim the tensor-core kernel does not take.
+  bool attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
                           std::span<const int> rows, size_t layer, int nh, int nkv, int hd,
                           const RopeConfig* rope, Tensor& out);
   // Batched prefill: the conv1d + SiLU of several prompts' rows of xbc (rows[i] for states[i]) in one launch
@@ -143,8 +144,9 @@ class CudaOps {
                             size_t layer, int kernel, const std::vector<float>& w,
                             const std::vector<float>& b);
   // Batched prefill: the scan of several prompts whose rows (rows[i] for states[i]) follow each other in x,
-  // b, c, dt and y, in one chunked-scan launch group per ~2048 tokens instead of launches per prompt.
-  void ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
+  // b, c, dt and y, in one chunked-scan launch group per ~2048 tokens instead of launches per prompt. False
+  // (nothing done) for shapes the chunked scan does not take.
+  bool ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
                          const std::vector<float>& a_log, const std::vector<float>& d,
                          std::span<State* const> states, std::span<const int> rows, size_t layer,
                          cpu::SsmShape shape, int chunk, Tensor& y);

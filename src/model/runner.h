@@ -145,10 +145,23 @@ class Runner {
   // sequences; the others (the CPU reference) loop over sequences.
   static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
   // Backends that run a batched prefill's per-prompt ops (attention; Mamba conv and scan) for all prompts in
-  // one go (the GPU); the others loop over the prompts.
-  static constexpr bool kSegmentMamba = requires { &Ops::ssm_scan_segments; }
-  &&requires { &Ops::conv1d_silu_segments; };
-  static constexpr bool kSegmentAttention = requires { &Ops::attention_segments; };
+  // one go (the GPU); the others loop over the prompts. Attention and scan may decline a shape (false): the
+  // loop then runs them.
+  static constexpr bool kSegmentOps = requires {
+    &Ops::attention_segments;
+    &Ops::conv1d_silu_segments;
+    &Ops::ssm_scan_segments;
+  };
+  // The segments' states and row counts, as the *_segments ops take them.
+  struct SegmentTables {
+    std::vector<State*> states;
+    std::vector<int> rows;
+  };
+  static SegmentTables segment_tables(const std::vector<Segment>& segs) {
+    SegmentTables tb;
+    for (const auto& sg : segs) tb.states.push_back(sg.state), tb.rows.push_back(sg.rows);
+    return tb;
+  }
   // Only decode steps (one row per sequence) qualify: a batched prefill runs the per-sequence ops per prompt.
   bool batched(const std::vector<Segment>& segs) const {
     if constexpr (kBatchedOps)
@@ -235,7 +248,7 @@ class Runner {
     // output added; a batched prefill's last rows are gathered first (one row copy per prompt).
     const bool gather = !all_logits && segs.size() > 1 && static_cast<int>(segs.size()) != t;
     const int rows = all_logits ? t : static_cast<int>(segs.size());
-    Tensor last = ops_.rows(x, t - rows, rows), olast = ops_.rows(o, t - rows, rows);
+    Tensor last, olast;
     if (gather) {
       last = ops_.alloc_residual(rows, c.hidden_size);
       olast = ops_.alloc(rows, c.hidden_size);
@@ -244,6 +257,9 @@ class Runner {
         ops_.write_rows(last, i, ops_.rows(x, r, 1));
         if (pending) ops_.write_rows(olast, i, ops_.rows(o, r, 1));
       }
+    } else {
+      last = ops_.rows(x, t - rows, rows);
+      if (pending) olast = ops_.rows(o, t - rows, rows);
     }
     Tensor hn = ops_.alloc(rows, c.hidden_size);
     if (pending)
@@ -280,14 +296,14 @@ class Runner {
         reduce_partial(out);
         return;
       }
-    if constexpr (kSegmentAttention)
+    bool done = false;
+    if constexpr (kSegmentOps)
       if (segs.size() > 1) {  // a batched prefill: one attention launch for every prompt
-        std::vector<State*> states;
-        std::vector<int> rows;
-        for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
-        ops_.attention_segments(q, k, v, states, rows, li, c.num_heads, c.num_kv_heads, c.head_dim, rp, a);
+        const SegmentTables tb = segment_tables(segs);
+        done = ops_.attention_segments(q, k, v, tb.states, tb.rows, li, c.num_heads, c.num_kv_heads,
+                                       c.head_dim, rp, a);
       }
-    if (!kSegmentAttention || segs.size() == 1)
+    if (!done)
       per_sequence(
           segs, {&a},
           [&](State& s, Tensor& qs, Tensor& ks, Tensor& vs, Tensor& as) {
@@ -321,13 +337,11 @@ class Runner {
       Tensor xbc = ops_.alloc(t, cd);
       ops_.columns(proj, di, xbc);
       // A batched prefill's segments go through one conv and one scan launch on backends that have them.
-      std::vector<State*> states;
-      std::vector<int> rows;
-      for (const auto& sg : segs) states.push_back(sg.state), rows.push_back(sg.rows);
-      if constexpr (kSegmentMamba)
-        if (segs.size() > 1)
-          ops_.conv1d_silu_segments(xbc, states, rows, li, c.conv_kernel, L.conv_w, L.conv_b);
-      if (!kSegmentMamba || segs.size() == 1)
+      const bool joined = kSegmentOps && segs.size() > 1;
+      const SegmentTables tb = joined ? segment_tables(segs) : SegmentTables{};
+      if constexpr (kSegmentOps)
+        if (joined) ops_.conv1d_silu_segments(xbc, tb.states, tb.rows, li, c.conv_kernel, L.conv_w, L.conv_b);
+      if (!joined)
         per_sequence(
             segs, {&xbc},
             [&](State& s, Tensor& xs) {
@@ -338,10 +352,12 @@ class Runner {
       ops_.columns(xbc, 0, x);
       ops_.columns(xbc, di, b);
       ops_.columns(xbc, di + gn, cc);
-      if constexpr (kSegmentMamba)
-        if (segs.size() > 1)
-          ops_.ssm_scan_segments(x, b, cc, dt, L.a_log, L.d, states, rows, li, shape, c.chunk_size, y);
-      if (!kSegmentMamba || segs.size() == 1)
+      bool scanned = false;
+      if constexpr (kSegmentOps)
+        if (joined)
+          scanned = ops_.ssm_scan_segments(x, b, cc, dt, L.a_log, L.d, tb.states, tb.rows, li, shape,
+                                           c.chunk_size, y);
+      if (!scanned)
         per_sequence(
             segs, {&y},
             [&](State& s, Tensor& xs, Tensor& bs, Tensor& cs, Tensor& dts, Tensor& ys) {
