@@ -230,8 +230,10 @@ TEST(GpuKernels, ChunkedSsdScanMatchesSequentialRecurrence) {
     cpu::SsmShape s;
     int chunk, t;
   };
-  for (const Case cs : {Case{{8, 16, 32, 2}, 16, 2100}, Case{{8, 16, 32, 2}, 64, 2500},
-                        Case{{4, 24, 64, 1}, 128, 700}, Case{{16, 80, 128, 2}, 128, 600}}) {
+  // The first three take the FP32 chunk_state, the last two the tensor-core one (state size 128).
+  for (const Case cs :
+       {Case{{8, 16, 32, 2}, 16, 2100}, Case{{8, 16, 32, 2}, 64, 2500}, Case{{4, 24, 64, 1}, 128, 700},
+        Case{{8, 64, 128, 2}, 64, 900}, Case{{16, 80, 128, 2}, 128, 600}}) {
     const cpu::SsmShape& s = cs.s;
     const int t = cs.t;
     ASSERT_TRUE(ssd_chunked_supported(s, cs.chunk));
@@ -600,6 +602,65 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
   }
   EXPECT_FALSE(gqa_attention_supported(8, 8, 8));
   EXPECT_FALSE(gqa_attention_supported(12, 4, 128));  // 3 query heads per KV head: the per-head kernel runs
+}
+
+// The gated RMSNorm of the Mamba mixer against cpu::gated_rmsnorm: Nemotron-H's 8 groups of 1280 (the
+// 16-byte form), and groups of 12 (the strided form), z read in place from wider rows.
+TEST(GpuKernels, GatedRmsNormMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(41);
+  for (const auto& [width, groups] : {std::pair<int64_t, int>{10240, 8}, {48, 4}}) {
+    const int64_t rows = 5, zcols = width + 24;
+    const auto [yraw, yf] = random_bf16(static_cast<size_t>(rows * width), 1.0f, rng);
+    const auto [zraw, zf] = random_bf16(static_cast<size_t>(rows * zcols), 1.0f, rng);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> w(static_cast<size_t>(width));
+    for (auto& v : w) v = 1.0f + 0.1f * d(rng);
+    CudaOps ops;
+    ops.begin_forward();
+    CudaOps::Tensor y = ops.alloc(rows, width), z = ops.alloc(rows, zcols);
+    CUDA_CHECK(cudaMemcpy(y.data, yraw.data(), yraw.size() * 2, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(z.data, zraw.data(), zraw.size() * 2, cudaMemcpyHostToDevice));
+    ops.gated_rmsnorm(y, z, 8, w, groups, 1e-5f);  // z: columns 8 .. 8 + width of each row
+    ops.synchronize();
+    std::vector<uint16_t> got(yraw.size());
+    CUDA_CHECK(cudaMemcpy(got.data(), y.data, got.size() * 2, cudaMemcpyDeviceToHost));
+    double err = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> yr(yf.begin() + r * width, yf.begin() + (r + 1) * width),
+          zr(zf.begin() + r * zcols + 8, zf.begin() + r * zcols + 8 + width);
+      cpu::gated_rmsnorm(yr, zr, w, groups, 1e-5f);
+      for (int64_t i = 0; i < width; ++i)
+        err = std::max(err, std::fabs(bf16_to_f32(got[static_cast<size_t>(r * width + i)]) -
+                                      yr[static_cast<size_t>(i)]) /
+                                (1.0 + std::fabs(yr[static_cast<size_t>(i)])));
+    }
+    EXPECT_LT(err, 1e-2) << "width " << width << ", " << groups << " groups";  // BF16 rounding of y
+  }
+}
+
+// CudaOps::columns (the Mamba prefill's z | xBC | dt and x | B | C splits) against the host: 16-byte units
+// where the range allows, single elements where it does not, and more rows than one grid dimension holds.
+TEST(GpuKernels, ColumnCopyMatchesHostAtAlignedAndOddRanges) {
+  REQUIRE_GPU();
+  std::mt19937 rng(37);
+  const int64_t rows = 70000, cols = 40;
+  const auto src_host = random_bf16(static_cast<size_t>(rows * cols), 1.0f, rng).first;
+  for (const auto& [col0, width] : {std::pair<int64_t, int64_t>{8, 24}, {0, 40}, {3, 5}, {16, 8}, {33, 7}}) {
+    CudaOps ops;
+    ops.begin_forward();
+    CudaOps::Tensor src = ops.alloc(rows, cols), dst = ops.alloc(rows, width);
+    CUDA_CHECK(cudaMemcpy(src.data, src_host.data(), src_host.size() * 2, cudaMemcpyHostToDevice));
+    ops.columns(src, col0, dst);
+    ops.synchronize();
+    std::vector<uint16_t> got(static_cast<size_t>(rows * width));
+    CUDA_CHECK(cudaMemcpy(got.data(), dst.data, got.size() * 2, cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < width; ++j)
+        bad += got[static_cast<size_t>(r * width + j)] != src_host[static_cast<size_t>(r * cols + col0 + j)];
+    EXPECT_EQ(bad, 0u) << "columns [" << col0 << ", " << col0 + width << ")";
+  }
 }
 
 // The fused residual add + RMSNorm on rows from 64 to 16384 wide (the kernel's launch grows to 1024 threads

@@ -20,6 +20,12 @@
 
 namespace fp4lab {
 
+namespace {
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+}  // namespace
+
 using namespace dev;
 
 struct CudaOps::OpTimer {
@@ -597,8 +603,12 @@ void CudaOps::launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::ve
                              Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
   const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
-  launch_kernel(rmsnorm_kernel, static_cast<unsigned>(x.rows), threads, 0, stream_, x.data, x.f32,
-                reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps, reinterpret_cast<bf16*>(y.data));
+  // 16-byte accesses where a row is whole 8-value units that one block's threads cover.
+  const bool vec = x.cols % 8 == 0 && x.cols / 8 <= 1024 && aligned16(x.data) && aligned16(y.data) &&
+                   (!add || aligned16(add));
+  launch_kernel(vec ? rmsnorm8_kernel : rmsnorm_kernel, static_cast<unsigned>(x.rows), threads, 0, stream_,
+                x.data, x.f32, reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps,
+                reinterpret_cast<bf16*>(y.data));
 }
 
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
@@ -742,6 +752,13 @@ void CudaOps::add(Tensor& x, const Tensor& y) {
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
   OpTimer timer_(this, "elementwise");
+  const int64_t n = g.rows * g.cols;
+  if (n % 8 == 0 && aligned16(g.data) && aligned16(u.data) && aligned16(o.data)) {
+    launch_kernel(silu_mul8_kernel, grid_1d(n / 8, 256), 256, 0, stream_,
+                  reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
+                  reinterpret_cast<bf16*>(o.data), n / 8);
+    return;
+  }
   launch_kernel(silu_mul_kernel, grid_1d(g.rows * g.cols, 256), 256, 0, stream_,
                 reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
                 reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
@@ -749,6 +766,11 @@ void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
 
 void CudaOps::relu2(Tensor& x) {
   OpTimer timer_(this, "elementwise");
+  if ((x.rows * x.cols) % 8 == 0 && aligned16(x.data)) {
+    launch_kernel(relu2_8_kernel, grid_1d(x.rows * x.cols / 8, 256), 256, 0, stream_,
+                  reinterpret_cast<bf16*>(x.data), x.rows * x.cols / 8);
+    return;
+  }
   launch_kernel(relu2_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, reinterpret_cast<bf16*>(x.data),
                 x.rows * x.cols);
 }
@@ -760,9 +782,22 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
     return;
   }
   OpTimer timer_(this, "split");
-  launch_kernel(columns_kernel, grid_1d(dst.rows * dst.cols, 256), 256, 0, stream_,
-                reinterpret_cast<const bf16*>(src.data), src.rows, src.cols, col0,
-                reinterpret_cast<bf16*>(dst.data), dst.cols);
+  if (src.f32 || dst.f32 || dst.rows != src.rows || col0 < 0 || col0 + dst.cols > src.cols)
+    throw Error("internal: columns copies a BF16 column range of a tensor into one of its rows");
+  // 16-byte units where every row's range starts and ends on them (the Mamba splits and the joined
+  // projections do): one element per thread with a 64-bit division each ran at a fifth of the copy rate.
+  const bool vec = src.cols % 8 == 0 && col0 % 8 == 0 && dst.cols % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(src.data) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(dst.data) % 16 == 0;
+  const int64_t unit = vec ? 8 : 1, width = dst.cols / unit;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)),
+                  static_cast<unsigned>(std::min<int64_t>(dst.rows, 65535)));
+  if (vec)
+    launch_kernel(columns16_kernel, grid, 256, 0, stream_, reinterpret_cast<const uint4*>(src.data), src.rows,
+                  src.cols / 8, col0 / 8, reinterpret_cast<uint4*>(dst.data), width);
+  else
+    launch_kernel(columns_kernel, grid, 256, 0, stream_, reinterpret_cast<const bf16*>(src.data), src.rows,
+                  src.cols, col0, reinterpret_cast<bf16*>(dst.data), width);
 }
 
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
@@ -948,9 +983,19 @@ void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const
   OpTimer timer_(this, "mamba.gated_norm");
   if (z_src.f32 || z_src.rows != y.rows || z_col + y.cols > z_src.cols)
     throw Error("internal: gated_rmsnorm reads z from BF16 columns of a tensor of y's rows");
+  const int64_t gs = groups > 0 ? y.cols / groups : 0;
+  const bf16_raw* z = z_src.data + z_col;
+  // 16-byte accesses where the group, the rows and z's columns allow them (Nemotron-H: 1280-wide groups).
+  if (gs % 8 == 0 && gs / 8 <= 1024 && y.cols % 8 == 0 && z_src.cols % 8 == 0 && aligned16(y.data) &&
+      aligned16(z)) {
+    launch_kernel(gated_rmsnorm8_kernel, static_cast<unsigned>(y.rows * groups),
+                  static_cast<int>((gs / 8 + 31) / 32 * 32), 0, stream_, reinterpret_cast<bf16*>(y.data),
+                  reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w), y.cols, groups, eps);
+    return;
+  }
   launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(y.rows * groups), 256, 0, stream_,
-                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z_src.data + z_col),
-                z_src.cols, dev_f32(w), y.cols, groups, eps);
+                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w),
+                y.cols, groups, eps);
 }
 
 }  // namespace fp4lab

@@ -89,6 +89,38 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
+// rmsnorm_kernel for rows of width / 8 <= blockDim.x 16-byte units (width a multiple of 8): each thread's 8
+// values are consecutive, so x, add, w and y move in 16-byte accesses (the strided form made 2-byte ones and
+// ran at about half the copy rate on prompt-sized rows). Same arithmetic; the sum is taken in another order.
+__global__ void __launch_bounds__(1024)
+    rmsnorm8_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps, bf16* y) {
+  const int64_t base = blockIdx.x * width, i = threadIdx.x * int64_t{8};
+  const bool in = i < width;
+  float v[8] = {}, a[8] = {}, wv[8] = {};
+  if (in) load8(w + i, wv);  // constants before the programmatic-launch wait (kernel-notes #43)
+  ptx::griddep_enter();
+  if (in) {
+    if (x_f32)
+      load8(static_cast<const float*>(x) + base + i, v);
+    else
+      load8(static_cast<const bf16*>(x) + base + i, v);
+    if (add) load8(add + base + i, a);
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    v[e] += a[e];
+    ss += v[e] * v[e];
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(width) + eps);
+  if (!in) return;
+  if (add) store8(static_cast<float*>(x) + base + i, v);
+  float o[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) o[e] = wv[e] * (v[e] * inv);
+  store8(y + base + i, o);
+}
+
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n) {
   ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -101,6 +133,35 @@ __global__ void add_kernel(bf16* x, const bf16* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     x[i] = __float2bfloat16_rn(ld(x + i) + ld(y + i));
+}
+
+// n8 units of 8 consecutive elements, 16-byte accesses.
+__global__ void silu_mul8_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n8) {
+  ptx::griddep_enter();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float gv[8], uv[8];
+    load8(g + 8 * i, gv);
+    load8(u + 8 * i, uv);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) gv[e] = silu(gv[e]) * uv[e];
+    store8(o + 8 * i, gv);
+  }
+}
+
+__global__ void relu2_8_kernel(bf16* x, int64_t n8) {
+  ptx::griddep_enter();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float v[8];
+    load8(x + 8 * i, v);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      v[e] = fmaxf(v[e], 0.0f);
+      v[e] *= v[e];
+    }
+    store8(x + 8 * i, v);
+  }
 }
 
 __global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n) {
@@ -119,12 +180,22 @@ __global__ void relu2_kernel(bf16* x, int64_t n) {
   }
 }
 
+template <class T>
+__device__ __forceinline__ void copy_columns(const T* src, int64_t rows, int64_t scols, int64_t col0, T* dst,
+                                             int64_t dcols) {
+  ptx::griddep_enter();
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < dcols;
+         j += int64_t{gridDim.x} * blockDim.x)
+      dst[r * dcols + j] = src[r * scols + col0 + j];
+}
 __global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
                                int64_t dcols) {
-  ptx::griddep_enter();
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * dcols;
-       i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] = src[(i / dcols) * scols + col0 + i % dcols];
+  copy_columns(src, rows, scols, col0, dst, dcols);
+}
+__global__ void columns16_kernel(const uint4* src, int64_t rows, int64_t scols, int64_t col0, uint4* dst,
+                                 int64_t dcols) {
+  copy_columns(src, rows, scols, col0, dst, dcols);
 }
 
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n) {

@@ -39,10 +39,19 @@ __global__ void __launch_bounds__(1024)
     rmsnorm_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps, bf16* y);
 __global__ void add_f32_kernel(float* x, const bf16* y, int64_t n);
 __global__ void add_kernel(bf16* x, const bf16* y, int64_t n);
+__global__ void __launch_bounds__(1024)
+    rmsnorm8_kernel(void* x, bool x_f32, const bf16* add, const float* w, int64_t width, float eps, bf16* y);
 __global__ void silu_mul_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n);
 __global__ void relu2_kernel(bf16* x, int64_t n);
+// The same on n8 units of 8 consecutive elements (16-byte aligned).
+__global__ void silu_mul8_kernel(const bf16* g, const bf16* u, bf16* o, int64_t n8);
+__global__ void relu2_8_kernel(bf16* x, int64_t n8);
+// Columns [col0, col0 + dcols) of every row, in BF16 elements or (columns16_kernel) in 16-byte units of 8
+// where the offsets and widths allow: blockIdx.y walks the rows, so no per-element division.
 __global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int64_t col0, bf16* dst,
                                int64_t dcols);
+__global__ void columns16_kernel(const uint4* src, int64_t rows, int64_t scols, int64_t col0, uint4* dst,
+                                 int64_t dcols);
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n);
 __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out);
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst);
@@ -69,5 +78,8 @@ __global__ void __launch_bounds__(kSsmStepWarps * 32)
                           float* const* state_tab, bf16* y);
 __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width,
                                      int groups, float eps);
+__global__ void __launch_bounds__(1024)
+    gated_rmsnorm8_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width, int groups,
+                          float eps);
 
 }  // namespace fp4lab

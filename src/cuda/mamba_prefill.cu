@@ -1,7 +1,8 @@
 // Mamba-2 prefill across tokens: the chunked SSD scan (as in mamba_ssm's ssd_combined: chunk cumsum, chunk
-// states, state passing, chunk outputs) and the causal conv1d, on CUDA cores with FP32 math. The old
-// warp-per-row scan walks every token of a row in sequence; here only the state pass between chunks is
-// sequential (t / chunk steps), the rest are small matrix products per (chunk, head).
+// states, state passing, chunk outputs) and the causal conv1d. The old warp-per-row scan walks every token of
+// a row in sequence; here only the state pass between chunks is sequential (t / chunk steps), the rest are
+// small matrix products per (chunk, head): on tensor cores where the shapes allow (chunk_state and chunk_out,
+// FP32 accumulation), FP32 CUDA-core forms otherwise.
 #include "cuda/mamba_prefill.h"
 
 #include <cuda_bf16.h>
@@ -39,9 +40,45 @@ struct Dims {
   }
 };
 
+// The workspace's lc part, rounded up to whole 16-byte units so that sc after it is aligned for float4.
+int64_t lc_floats(int64_t heads, int64_t chunks, int64_t chunk) {
+  return (heads * chunks * chunk + 3) / 4 * 4;
+}
+
 // Per (chunk, head): the cumulative log-decay inside the chunk (lc), and the chunk's own contribution to the
 // state at its end, sc[p][n] = sum_j exp(lc[last] - lc[j]) dt_j x_j[p] B_j[n] (a [P x q] . [q x N] product).
 // TP: head_dim rows per warp (>= head_dim / 8), fixed at compile time so no FMA slot goes to padding.
+// Warp 0 of a chunk_state block: the inclusive scan of dt * A over the chunk's q tokens (each lane over
+// kMaxChunk / 32 consecutive tokens), into shared lcs and the workspace lc.
+__device__ __forceinline__ void chunk_log_decay(const bf16* dt, const float* a_log, const Dims& d, int ci,
+                                                int h, int i0, int q, float* lcs, float* lc) {
+  const float a = -__expf(a_log[h]);
+  constexpr int kPer = kMaxChunk / 32;
+  const int lane = threadIdx.x;
+  float v[kPer], run = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = lane * kPer + k;
+    run += i < q ? ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h) * a : 0.0f;
+    v[k] = run;
+  }
+  float before = run;  // exclusive prefix of the lane totals
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const float other = __shfl_up_sync(0xffffffffu, before, o);
+    if (lane >= o) before += other;
+  }
+  before -= run;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = lane * kPer + k;
+    if (i < q) {
+      lcs[i] = before + v[k];
+      lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i] = before + v[k];
+    }
+  }
+}
+
 template <int TP>
 __global__ void __launch_bounds__(kThreads)
     ssd_chunk_state_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log,
@@ -53,34 +90,7 @@ __global__ void __launch_bounds__(kThreads)
   const int2 sp = d.span(ci);
   const int i0 = sp.x, q = sp.y;
   const int64_t xw = static_cast<int64_t>(d.heads) * d.hp, bw = static_cast<int64_t>(d.groups) * d.ns;
-  if (threadIdx.x <
-      32) {  // warp 0: inclusive scan of dt * A, each lane over kMaxChunk / 32 consecutive tokens
-    const float a = -__expf(a_log[h]);
-    constexpr int kPer = kMaxChunk / 32;
-    const int lane = threadIdx.x;
-    float v[kPer], run = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const int i = lane * kPer + k;
-      run += i < q ? ld(dt + static_cast<int64_t>(i0 + i) * d.heads + h) * a : 0.0f;
-      v[k] = run;
-    }
-    float before = run;  // exclusive prefix of the lane totals
-#pragma unroll
-    for (int o = 1; o < 32; o *= 2) {
-      const float other = __shfl_up_sync(0xffffffffu, before, o);
-      if (lane >= o) before += other;
-    }
-    before -= run;
-#pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      const int i = lane * kPer + k;
-      if (i < q) {
-        lcs[i] = before + v[k];
-        lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + i] = before + v[k];
-      }
-    }
-  }
+  if (threadIdx.x < 32) chunk_log_decay(dt, a_log, d, ci, h, i0, q, lcs, lc);
   __syncthreads();
   const float last = lcs[q - 1];
   const int n0 = (threadIdx.x % 32) * 4, pb = threadIdx.x / 32;
@@ -123,13 +133,107 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// chunk_state on tensor cores (head_dim HP of 16 .. 128, state size 128): the same
+// [P x q] . [q x N] product as mma.sync m16n8k16 with FP32 accumulation. B is BF16 already (exact); the
+// weighted x (w_j x_j[p], FP32) is split into a BF16 high part and a BF16 remainder and both are multiplied,
+// so each product keeps ~16 significant bits, FP32-level for the state it feeds (one rounding of the whole
+// operand to BF16 would have put 2^-9 errors into the state that every later token reads). 8 warps, each 16
+// of the 128 state columns and all HP rows (4 warps, 32 columns each, ran 313 us per 2048-token group with
+// only 8 warps per SM to hide the fills' latency).
+constexpr int kStateWarps = 8;
+template <int HP>
+constexpr size_t kChunkStateSmem = (2 * HP * (kMaxChunk + 8) + kMaxChunk * (kMaxState + 8)) * 2;
+template <int HP>
+__global__ void __launch_bounds__(kStateWarps * 32)
+    ssd_chunk_state_mma_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log,
+                               const __grid_constant__ Dims d, float* lc, float* sc) {
+  constexpr int LDA = kMaxChunk + 8, LDB = kMaxState + 8, MT = HP / 16;  // padded rows: no bank conflicts
+  extern __shared__ __align__(16) unsigned char state_smem[];
+  bf16* sHi = reinterpret_cast<bf16*>(state_smem);  // [HP][LDA]: row p holds w_j x_j[p] over j, high part
+  bf16* sLo = sHi + HP * LDA;                       // [HP][LDA]: its remainder
+  bf16* sB = sLo + HP * LDA;                        // [kMaxChunk][LDB]: B rows of the chunk
+  __shared__ float lcs[kMaxChunk], ws[kMaxChunk];
+  const int ci = blockIdx.x, h = blockIdx.y, g = h / d.hpg();
+  const int2 sp = d.span(ci);
+  const int i0 = sp.x, q = sp.y, q16 = (q + 15) / 16 * 16;
+  const int64_t xw = static_cast<int64_t>(d.heads) * HP, bw = static_cast<int64_t>(d.groups) * d.ns;
+  const int tid = threadIdx.x, nthr = kStateWarps * 32;
+  if (tid < 32) chunk_log_decay(dt, a_log, d, ci, h, i0, q, lcs, lc);
+  __syncthreads();
+  const float last = lcs[q - 1];
+  for (int j = tid; j < q; j += nthr)
+    ws[j] = __expf(last - lcs[j]) * ld(dt + static_cast<int64_t>(i0 + j) * d.heads + h);
+  __syncthreads();
+  // Rows past the chunk's tokens are zeros on both sides (0 x garbage could be NaN).
+  for (int e = tid; e < q16 * (HP / 2); e += nthr) {
+    const int j = e / (HP / 2), p = (e % (HP / 2)) * 2;
+    float v0 = 0.0f, v1 = 0.0f;
+    if (j < q) {
+      const __nv_bfloat162 xv = *reinterpret_cast<const __nv_bfloat162*>(
+          x + static_cast<int64_t>(i0 + j) * xw + int64_t{h} * HP + p);
+      v0 = ws[j] * __low2float(xv);
+      v1 = ws[j] * __high2float(xv);
+    }
+    const bf16 h0 = __float2bfloat16_rn(v0), h1 = __float2bfloat16_rn(v1);
+    sHi[p * LDA + j] = h0;
+    sHi[(p + 1) * LDA + j] = h1;
+    sLo[p * LDA + j] = __float2bfloat16_rn(v0 - __bfloat162float(h0));
+    sLo[(p + 1) * LDA + j] = __float2bfloat16_rn(v1 - __bfloat162float(h1));
+  }
+  const int np2 = d.ns / 2;
+  for (int e = tid; e < q16 * np2; e += nthr) {
+    const int j = e / np2, n = (e % np2) * 2;
+    uint32_t v = 0;
+    if (j < q)
+      v = *reinterpret_cast<const uint32_t*>(b + static_cast<int64_t>(i0 + j) * bw + int64_t{g} * d.ns + n);
+    *reinterpret_cast<uint32_t*>(sB + j * LDB + n) = v;
+  }
+  __syncthreads();
+  const int warp = tid / 32, lane = tid % 32, mi = lane / 8;
+  const int n0 = warp * 16;  // this warp's 16 state columns (the state size is 128)
+  float acc[MT][2][4] = {};
+  for (int ks = 0; ks < q16 / 16; ++ks) {
+    uint32_t bf[4];
+    ptx::ldmatrix_x4_trans(
+        bf, ptx::smem_addr(sB + (ks * 16 + (mi % 2) * 8 + lane % 8) * LDB + n0 + (mi / 2) * 8));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t ah[4], al[4];
+      const int off = (mt * 16 + lane % 16) * LDA + ks * 16 + (lane / 16) * 8;
+      ptx::ldmatrix_x4(ah, ptx::smem_addr(sHi + off));
+      ptx::ldmatrix_x4(al, ptx::smem_addr(sLo + off));
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        ptx::mma_bf16_16816(acc[mt][nt], ah, bf[2 * nt], bf[2 * nt + 1]);
+        ptx::mma_bf16_16816(acc[mt][nt], al, bf[2 * nt], bf[2 * nt + 1]);
+      }
+    }
+  }
+  float* out = sc + (static_cast<int64_t>(h) * d.chunks + ci) * HP * d.ns;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int p = mt * 16 + lane / 4 + half * 8, n = n0 + nt * 8 + (lane % 4) * 2;
+        *reinterpret_cast<float2*>(out + static_cast<int64_t>(p) * d.ns + n) =
+            make_float2(acc[mt][nt][half * 2], acc[mt][nt][half * 2 + 1]);
+      }
+}
+
 // Sequential over a sequence's chunks, parallel over every state entry (and, batched, over the sequences:
 // blockIdx.y): sc[chunk] becomes the state entering that chunk; the state ends as the state after the
 // sequence's last token of the group.
+// Four consecutive entries per thread (float4; the state size is a multiple of 4). A thread's chunk
+// contributions and decays, kPassChunks at a time, are all loaded before the chain that uses them (they do
+// not depend on it), so the chain is arithmetic: loading them one step at a time cost a memory round trip per
+// chunk (ncu, H200: 875 us per layer for a 2048-token prompt's 16 chunks).
+constexpr int kPassChunks = 16;
 __global__ void ssd_state_pass_kernel(const __grid_constant__ Dims d, const float* lc, float* sc,
                                       float* state) {
   const int64_t pn = static_cast<int64_t>(d.hp) * d.ns;
-  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t idx = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) * 4;
   if (idx >= d.heads * pn) return;
   const int h = static_cast<int>(idx / pn);
   const int64_t rem = idx % pn;
@@ -139,15 +243,29 @@ __global__ void ssd_state_pass_kernel(const __grid_constant__ Dims d, const floa
     c1 = d.seqs[blockIdx.y].y;
     state = d.states[blockIdx.y];
   }
-  float run = state[idx];
-  for (int ci = c0; ci < c1; ++ci) {
-    float* s = sc + (static_cast<int64_t>(h) * d.chunks + ci) * pn + rem;
-    const float own = *s;
-    *s = run;
-    const int q = d.span(ci).y;
-    run = run * __expf(lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + q - 1]) + own;
+  float4 run = *reinterpret_cast<const float4*>(state + idx);
+  for (int cb = c0; cb < c1; cb += kPassChunks) {
+    const int n = min(kPassChunks, c1 - cb);
+    float4 own[kPassChunks];
+    float decay[kPassChunks];
+#pragma unroll
+    for (int k = 0; k < kPassChunks; ++k)
+      if (k < n) {
+        const int ci = cb + k;
+        own[k] = *reinterpret_cast<const float4*>(sc + (static_cast<int64_t>(h) * d.chunks + ci) * pn + rem);
+        decay[k] = __expf(lc[(static_cast<int64_t>(h) * d.chunks + ci) * d.chunk + d.span(ci).y - 1]);
+      }
+#pragma unroll
+    for (int k = 0; k < kPassChunks; ++k)
+      if (k < n) {
+        *reinterpret_cast<float4*>(sc + (static_cast<int64_t>(h) * d.chunks + cb + k) * pn + rem) = run;
+        run.x = run.x * decay[k] + own[k].x;
+        run.y = run.y * decay[k] + own[k].y;
+        run.z = run.z * decay[k] + own[k].z;
+        run.w = run.w * decay[k] + own[k].w;
+      }
   }
-  state[idx] = run;
+  *reinterpret_cast<float4*>(state + idx) = run;
 }
 
 // Per (chunk, group): C_i . B_j for every pair of the chunk, shared by the group's heads.
@@ -296,7 +414,8 @@ __global__ void __launch_bounds__(kThreads)
 // state sizes that are multiples of 16: 4 warps x 16 rows of the 64-row slice, HP / 8 column tiles each. The
 // two products are the intra-kernel GEMMs of the FP32 form: C . S_in^T (S_in rounded to BF16 on its way into
 // shared memory) and the decay-masked C.B (computed in FP32, rounded to BF16) times the chunk's x. The state
-// itself stays FP32 (chunk_state and the state pass are unchanged); only y, a BF16 output, sees the rounding.
+// itself stays FP32 (the state pass, and chunk_state's split operands); only y, a BF16 output, sees the
+// rounding.
 constexpr int kOutWarps = 4;
 template <int HP>
 constexpr size_t kChunkOutSmem = (64 * (kMaxChunk + 8) + HP * (kMaxState + 8) + kMaxChunk * (HP + 8)) * 2;
@@ -470,13 +589,32 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
                      const float* dvec, const Dims& d, int nseq, float* state, void* workspace, bf16* y,
                      cudaStream_t stream) {
   float* lc = static_cast<float*>(workspace);
-  float* sc = lc + int64_t{d.heads} * d.chunks * d.chunk;
+  float* sc = lc + lc_floats(d.heads, d.chunks, d.chunk);  // 16-byte aligned: the state pass reads float4
   float* cb = sc + int64_t{d.heads} * d.chunks * d.hp * d.ns;
-  ssd_chunk_state_kernel<TP><<<dim3(d.chunks, d.heads), kThreads, 0, stream>>>(x, b, dt, a_log, d, lc, sc);
+  // The tensor-core chunk_state where the shapes allow it (state size 128: a 16-column slice per warp).
+  auto mma_state = [&](auto kernel, size_t smem) {
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<dim3(d.chunks, d.heads), kStateWarps * 32, smem, stream>>>(x, b, dt, a_log, d, lc, sc);
+  };
+  const bool state_mma = d.ns == 128 && d.chunk <= kMaxChunk && reinterpret_cast<uintptr_t>(x) % 4 == 0 &&
+                         reinterpret_cast<uintptr_t>(b) % 4 == 0;
+  if (state_mma && d.hp == 16)
+    mma_state(ssd_chunk_state_mma_kernel<16>, kChunkStateSmem<16>);
+  else if (state_mma && d.hp == 32)
+    mma_state(ssd_chunk_state_mma_kernel<32>, kChunkStateSmem<32>);
+  else if (state_mma && d.hp == 64)
+    mma_state(ssd_chunk_state_mma_kernel<64>, kChunkStateSmem<64>);
+  else if (state_mma && d.hp == 80)
+    mma_state(ssd_chunk_state_mma_kernel<80>, kChunkStateSmem<80>);
+  else if (state_mma && d.hp == 128)
+    mma_state(ssd_chunk_state_mma_kernel<128>, kChunkStateSmem<128>);
+  else
+    ssd_chunk_state_kernel<TP><<<dim3(d.chunks, d.heads), kThreads, 0, stream>>>(x, b, dt, a_log, d, lc, sc);
   CUDA_CHECK_LAUNCH();
   ssd_cb_kernel<<<dim3(d.chunks, d.groups), kThreads, 0, stream>>>(b, c, d, cb);
   CUDA_CHECK_LAUNCH();
-  ssd_state_pass_kernel<<<dim3(grid_for(int64_t{d.heads} * d.hp * d.ns), static_cast<unsigned>(nseq)),
+  ssd_state_pass_kernel<<<dim3(grid_for(int64_t{d.heads} * d.hp * d.ns / 4), static_cast<unsigned>(nseq)),
                           kThreads, 0, stream>>>(d, lc, sc, state);
   CUDA_CHECK_LAUNCH();
   const dim3 out_grid(d.chunks, d.heads, (d.chunk + 63) / 64);
@@ -539,7 +677,7 @@ int ssd_group_chunks(int chunk) {
 }
 
 size_t ssd_workspace_bytes_chunks(int64_t chunks, const cpu::SsmShape& s, int chunk) {
-  const int64_t floats = int64_t{s.heads} * chunks * chunk                   // lc
+  const int64_t floats = lc_floats(s.heads, chunks, chunk)                   // lc
                          + int64_t{s.heads} * chunks * s.head_dim * s.state  // sc
                          + int64_t{s.groups} * chunks * chunk * chunk;       // cb
   return static_cast<size_t>(floats) * sizeof(float);
