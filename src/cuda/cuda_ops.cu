@@ -786,9 +786,8 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
     throw Error("internal: columns copies a BF16 column range of a tensor into one of its rows");
   // 16-byte units where every row's range starts and ends on them (the Mamba splits and the joined
   // projections do): one element per thread with a 64-bit division each ran at a fifth of the copy rate.
-  const bool vec = src.cols % 8 == 0 && col0 % 8 == 0 && dst.cols % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(src.data) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(dst.data) % 16 == 0;
+  const bool vec =
+      src.cols % 8 == 0 && col0 % 8 == 0 && dst.cols % 8 == 0 && aligned16(src.data) && aligned16(dst.data);
   const int64_t unit = vec ? 8 : 1, width = dst.cols / unit;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)),
                   static_cast<unsigned>(std::min<int64_t>(dst.rows, 65535)));

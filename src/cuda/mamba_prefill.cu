@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "cuda/check.h"
@@ -45,9 +46,6 @@ int64_t lc_floats(int64_t heads, int64_t chunks, int64_t chunk) {
   return (heads * chunks * chunk + 3) / 4 * 4;
 }
 
-// Per (chunk, head): the cumulative log-decay inside the chunk (lc), and the chunk's own contribution to the
-// state at its end, sc[p][n] = sum_j exp(lc[last] - lc[j]) dt_j x_j[p] B_j[n] (a [P x q] . [q x N] product).
-// TP: head_dim rows per warp (>= head_dim / 8), fixed at compile time so no FMA slot goes to padding.
 // Warp 0 of a chunk_state block: the inclusive scan of dt * A over the chunk's q tokens (each lane over
 // kMaxChunk / 32 consecutive tokens), into shared lcs and the workspace lc.
 __device__ __forceinline__ void chunk_log_decay(const bf16* dt, const float* a_log, const Dims& d, int ci,
@@ -79,6 +77,9 @@ __device__ __forceinline__ void chunk_log_decay(const bf16* dt, const float* a_l
   }
 }
 
+// Per (chunk, head): the cumulative log-decay inside the chunk (lc), and the chunk's own contribution to the
+// state at its end, sc[p][n] = sum_j exp(lc[last] - lc[j]) dt_j x_j[p] B_j[n] (a [P x q] . [q x N] product).
+// TP: head_dim rows per warp (>= head_dim / 8), fixed at compile time so no FMA slot goes to padding.
 template <int TP>
 __global__ void __launch_bounds__(kThreads)
     ssd_chunk_state_kernel(const bf16* x, const bf16* b, const bf16* dt, const float* a_log,
@@ -581,6 +582,26 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>((n + kThreads - 1) / kThreads);
 }
 
+// Calls f(std::integral_constant<int, HP>) for the head dims the tensor-core kernels are built for; false for
+// the others (the FP32 kernels run them).
+template <class F>
+bool with_mma_head_dim(int hp, F&& f) {
+  switch (hp) {
+    case 16:
+      return f(std::integral_constant<int, 16>{}), true;
+    case 32:
+      return f(std::integral_constant<int, 32>{}), true;
+    case 64:
+      return f(std::integral_constant<int, 64>{}), true;
+    case 80:
+      return f(std::integral_constant<int, 80>{}), true;
+    case 128:
+      return f(std::integral_constant<int, 128>{}), true;
+    default:
+      return false;
+  }
+}
+
 // The four kernels of one launch group; x / b / c / dt / y point at the group's first token row (one
 // sequence) or at row 0 (batched: the tables hold absolute rows). The per-thread tile widths are the
 // smallest instantiated ones that cover head_dim (80 for Nemotron-H: 10 and 5).
@@ -599,17 +620,9 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   };
   const bool state_mma = d.ns == 128 && d.chunk <= kMaxChunk && reinterpret_cast<uintptr_t>(x) % 4 == 0 &&
                          reinterpret_cast<uintptr_t>(b) % 4 == 0;
-  if (state_mma && d.hp == 16)
-    mma_state(ssd_chunk_state_mma_kernel<16>, kChunkStateSmem<16>);
-  else if (state_mma && d.hp == 32)
-    mma_state(ssd_chunk_state_mma_kernel<32>, kChunkStateSmem<32>);
-  else if (state_mma && d.hp == 64)
-    mma_state(ssd_chunk_state_mma_kernel<64>, kChunkStateSmem<64>);
-  else if (state_mma && d.hp == 80)
-    mma_state(ssd_chunk_state_mma_kernel<80>, kChunkStateSmem<80>);
-  else if (state_mma && d.hp == 128)
-    mma_state(ssd_chunk_state_mma_kernel<128>, kChunkStateSmem<128>);
-  else
+  if (!state_mma || !with_mma_head_dim(d.hp, [&](auto hp) {
+        mma_state(ssd_chunk_state_mma_kernel<hp.value>, kChunkStateSmem<hp.value>);
+      }))
     ssd_chunk_state_kernel<TP><<<dim3(d.chunks, d.heads), kThreads, 0, stream>>>(x, b, dt, a_log, d, lc, sc);
   CUDA_CHECK_LAUNCH();
   ssd_cb_kernel<<<dim3(d.chunks, d.groups), kThreads, 0, stream>>>(b, c, d, cb);
@@ -627,17 +640,9 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   const bool mma_ok = d.ns % 16 == 0 && d.chunk <= kMaxChunk && reinterpret_cast<uintptr_t>(c) % 4 == 0 &&
                       reinterpret_cast<uintptr_t>(x) % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 4 == 0 &&
                       (d.groups * d.ns) % 2 == 0;
-  if (mma_ok && d.hp == 16)
-    mma_out(ssd_chunk_out_mma_kernel<16>, kChunkOutSmem<16>);
-  else if (mma_ok && d.hp == 32)
-    mma_out(ssd_chunk_out_mma_kernel<32>, kChunkOutSmem<32>);
-  else if (mma_ok && d.hp == 64)
-    mma_out(ssd_chunk_out_mma_kernel<64>, kChunkOutSmem<64>);
-  else if (mma_ok && d.hp == 80)
-    mma_out(ssd_chunk_out_mma_kernel<80>, kChunkOutSmem<80>);
-  else if (mma_ok && d.hp == 128)
-    mma_out(ssd_chunk_out_mma_kernel<128>, kChunkOutSmem<128>);
-  else
+  if (!mma_ok || !with_mma_head_dim(d.hp, [&](auto hp) {
+        mma_out(ssd_chunk_out_mma_kernel<hp.value>, kChunkOutSmem<hp.value>);
+      }))
     ssd_chunk_out_kernel<KP><<<out_grid, kThreads, 0, stream>>>(x, c, dt, dvec, d, lc, sc, cb, y);
   CUDA_CHECK_LAUNCH();
 }
