@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "common/error.h"
 #include "cuda/check.h"
@@ -582,24 +583,16 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>((n + kThreads - 1) / kThreads);
 }
 
-// Calls f(std::integral_constant<int, HP>) for the head dims the tensor-core kernels are built for; false for
-// the others (the FP32 kernels run them).
+// Calls f(std::integral_constant<int, V>) for the V of Vs equal to v (the values a kernel template is built
+// for); false, calling nothing, for any other v.
+template <int... Vs, class F>
+bool with_value(int v, F&& f) {
+  return ((v == Vs ? (f(std::integral_constant<int, Vs>{}), true) : false) || ...);
+}
+// The head dims the tensor-core kernels are built for (the FP32 kernels run the others).
 template <class F>
 bool with_mma_head_dim(int hp, F&& f) {
-  switch (hp) {
-    case 16:
-      return f(std::integral_constant<int, 16>{}), true;
-    case 32:
-      return f(std::integral_constant<int, 32>{}), true;
-    case 64:
-      return f(std::integral_constant<int, 64>{}), true;
-    case 80:
-      return f(std::integral_constant<int, 80>{}), true;
-    case 128:
-      return f(std::integral_constant<int, 128>{}), true;
-    default:
-      return false;
-  }
+  return with_value<16, 32, 64, 80, 128>(hp, std::forward<F>(f));
 }
 
 // The four kernels of one launch group; x / b / c / dt / y point at the group's first token row (one
@@ -791,32 +784,9 @@ void causal_conv1d_silu_prefill_batch(const bf16_raw* in_raw, std::span<const Co
       g.seq[i] = seqs[s0 + static_cast<size_t>(i)];
       most = std::max(most, g.seq[i].rows);
     }
-    switch (kernel) {
-      case 1:
-        launch_conv<1>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 2:
-        launch_conv<2>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 3:
-        launch_conv<3>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 4:
-        launch_conv<4>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 5:
-        launch_conv<5>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 6:
-        launch_conv<6>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      case 7:
-        launch_conv<7>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-      default:
-        launch_conv<8>(in, g, n, most, ch, w, bias, out, stream);
-        break;
-    }
+    with_value<1, 2, 3, 4, 5, 6, 7, 8>(kernel, [&](auto k) {  // 1..8, checked above
+      launch_conv<k.value>(in, g, n, most, ch, w, bias, out, stream);
+    });
     if (kernel > 1) {
       conv1d_state_kernel<<<dim3((ch + kThreads - 1) / kThreads, static_cast<unsigned>(n)), kThreads, 0,
                             stream>>>(in, ch, kernel - 1, g);
