@@ -17,6 +17,7 @@
 #include "cuda/attention_decode.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/flash_attention.h"
+#include "cuda/mamba_decode_step.h"
 #include "cuda/mamba_prefill.h"
 #include "cuda/nvfp4_gemm.h"
 #include "format/nvfp4.h"
@@ -636,6 +637,140 @@ TEST(GpuKernels, GatedRmsNormMatchesCpu) {
                                 (1.0 + std::fabs(yr[static_cast<size_t>(i)])));
     }
     EXPECT_LT(err, 1e-2) << "width " << width << ", " << groups << " groups";  // BF16 rounding of y
+  }
+}
+
+// The two-kernel Mamba decode step against its CPU twin, cpu::mamba_decode_step: y and both states, for one
+// sequence (its own state pointers) and for a batch (pointer tables); Nemotron-H's shape, tiny-nemotron-h's
+// (state 16: half the lanes idle), and one with conv kernel 2 and a clamped dt. Then the same step through
+// the four separate kernels must give the same bits.
+TEST(GpuKernels, MambaDecodeStepMatchesCpuAndSeparateKernels) {
+  REQUIRE_GPU();
+  struct Case {
+    cpu::SsmShape sh;
+    int kernel, rows;
+    float dt_hi;
+  };
+  const Case cases[] = {{{128, 80, 128, 8}, 4, 1, 1e9f},
+                        {{128, 80, 128, 8}, 4, 3, 1e9f},
+                        {{8, 16, 16, 2}, 4, 2, 1e9f},
+                        {{16, 64, 64, 4}, 2, 2, 0.05f}};
+  std::mt19937 rng(77);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  auto normal = [&](size_t n, float sd, float mean = 0.0f) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = mean + sd * nd(rng);
+    return v;
+  };
+  for (const Case& cs : cases) {
+    const cpu::SsmShape& sh = cs.sh;
+    const size_t di = static_cast<size_t>(sh.heads) * sh.head_dim,
+                 gn = static_cast<size_t>(sh.groups) * sh.state, cd = di + 2 * gn, pc = di + cd + sh.heads,
+                 hist = static_cast<size_t>(cs.kernel - 1);
+    const auto [praw, pf] = random_bf16(cs.rows * pc, 1.0f, rng);
+    const std::vector<float> conv_w = normal(cd * cs.kernel, 0.5f), conv_b = normal(cd, 0.2f),
+                             dt_bias = normal(sh.heads, 0.5f, -2.0f), d = normal(sh.heads, 1.0f),
+                             norm = normal(di, 0.1f, 1.0f);
+    std::vector<float> a_log(static_cast<size_t>(sh.heads));
+    for (auto& v : a_log) v = std::log(1.0f + 15.0f * std::fabs(nd(rng)));
+    cpu::MambaStepWeights mw{conv_w, conv_b, dt_bias, a_log, d, norm, cs.kernel, 0.0f, cs.dt_hi, 1e-5f, sh};
+    std::vector<std::vector<float>> conv0, ssm0, conv_ref, ssm_ref, y_ref;
+    std::vector<DeviceBuffer> conv_dev, ssm_dev;
+    std::vector<float*> conv_ptr, ssm_ptr;
+    for (int r = 0; r < cs.rows; ++r) {
+      conv0.push_back(normal(cd * hist, 1.0f));
+      ssm0.push_back(normal(di * sh.state, 0.5f));
+      conv_ref.push_back(conv0.back());
+      ssm_ref.push_back(ssm0.back());
+      y_ref.emplace_back(di);
+      cpu::mamba_decode_step(std::span<const float>(pf).subspan(r * pc, pc), mw, conv_ref.back(),
+                             ssm_ref.back(), y_ref.back());
+      conv_dev.push_back(to_device(conv0.back()));
+      ssm_dev.push_back(to_device(ssm0.back()));
+      conv_ptr.push_back(conv_dev.back().as<float>());
+      ssm_ptr.push_back(ssm_dev.back().as<float>());
+    }
+    const DeviceBuffer proj = to_device(praw), y = DeviceBuffer(cs.rows * di * 2), cw = to_device(conv_w),
+                       cb = to_device(conv_b), dtb = to_device(dt_bias), al = to_device(a_log),
+                       dd = to_device(d), nw = to_device(norm), ctab = to_device(conv_ptr),
+                       stab = to_device(ssm_ptr);
+    MambaStepArgs a;
+    a.proj = proj.as<bf16_raw>();
+    a.proj_ld = static_cast<int64_t>(pc);
+    a.rows = cs.rows;
+    a.conv_w = cw.as<float>();
+    a.conv_b = cb.as<float>();
+    a.kernel = cs.kernel;
+    a.dt_bias = dtb.as<float>();
+    a.dt_hi = cs.dt_hi;
+    a.a_log = al.as<float>();
+    a.d = dd.as<float>();
+    a.norm = nw.as<float>();
+    a.shape = sh;
+    if (cs.rows == 1) {
+      a.conv_one = conv_ptr[0];
+      a.ssm_one = ssm_ptr[0];
+    } else {
+      a.conv_tab = ctab.as<float*>();
+      a.ssm_tab = stab.as<float*>();
+    }
+    a.y = y.as<bf16_raw>();
+    ASSERT_TRUE(mamba_decode_step_supported(a));
+    mamba_decode_step(a, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = to_host<uint16_t>(y, cs.rows * di);
+    double y_err = 0, y_range = 0, conv_err = 0, ssm_err = 0, ssm_range = 0;
+    for (int r = 0; r < cs.rows; ++r) {
+      for (size_t i = 0; i < di; ++i) {
+        y_err = std::max<double>(y_err, std::fabs(bf16_to_f32(got[r * di + i]) - y_ref[r][i]));
+        y_range = std::max<double>(y_range, std::fabs(y_ref[r][i]));
+      }
+      const auto cg = to_host<float>(conv_dev[r], cd * hist), sg = to_host<float>(ssm_dev[r], di * sh.state);
+      for (size_t i = 0; i < cg.size(); ++i)
+        conv_err = std::max<double>(conv_err, std::fabs(cg[i] - conv_ref[r][i]));
+      for (size_t i = 0; i < sg.size(); ++i) {
+        ssm_err = std::max<double>(ssm_err, std::fabs(sg[i] - ssm_ref[r][i]));
+        ssm_range = std::max<double>(ssm_range, std::fabs(ssm_ref[r][i]));
+      }
+    }
+    const std::string what = std::to_string(sh.heads) + " heads of " + std::to_string(sh.head_dim) +
+                             ", state " + std::to_string(sh.state) + ", " + std::to_string(cs.rows) + " rows";
+    std::printf("  %s: y error %.2e of %.2f, SSM state %.2e of %.2f, conv state %.1e\n", what.c_str(), y_err,
+                y_range, ssm_err, ssm_range, conv_err);
+    // The conv state is the inputs (exact); y and the state carry the BF16 roundings of dt and the conv
+    // output that the separate kernels make too.
+    EXPECT_EQ(conv_err, 0.0) << what;
+    EXPECT_LT(y_err, 0.02 * y_range) << what;
+    EXPECT_LT(ssm_err, 0.01 * ssm_range) << what;
+
+    if (cs.rows != 1) continue;
+    // The four separate kernels on the same input and states, as the runner calls them at batch 1.
+    CudaOps ops;
+    ops.begin_forward();
+    CudaOps::State st;
+    st.conv.push_back(to_device(conv0[0]));
+    st.ssm.push_back(to_device(ssm0[0]));
+    CudaOps::Tensor tp = ops.alloc(1, static_cast<int64_t>(pc)), dt = ops.alloc(1, sh.heads),
+                    ty = ops.alloc(1, static_cast<int64_t>(di)), xbc{1, static_cast<int64_t>(cd)},
+                    x{1, static_cast<int64_t>(di)}, b{1, static_cast<int64_t>(gn)},
+                    c{1, static_cast<int64_t>(gn)};
+    CUDA_CHECK(cudaMemcpy(tp.data, praw.data(), pc * 2, cudaMemcpyHostToDevice));
+    ops.softplus_dt(tp, static_cast<int64_t>(di + cd), dt_bias, 0.0f, cs.dt_hi, dt);
+    ops.columns(tp, static_cast<int64_t>(di), xbc);
+    ops.causal_conv1d_silu(xbc, st, 0, cs.kernel, conv_w, conv_b);
+    ops.columns(xbc, 0, x);
+    ops.columns(xbc, static_cast<int64_t>(di), b);
+    ops.columns(xbc, static_cast<int64_t>(di + gn), c);
+    ops.ssm_scan(x, b, c, dt, a_log, d, st, 0, sh, 16, ty);
+    ops.gated_rmsnorm(ty, tp, 0, norm, sh.groups, 1e-5f);
+    ops.synchronize();
+    std::vector<uint16_t> sep(di);
+    CUDA_CHECK(cudaMemcpy(sep.data(), ty.data, di * 2, cudaMemcpyDeviceToHost));
+    size_t y_diff = 0;
+    for (size_t i = 0; i < di; ++i) y_diff += sep[i] != got[i];
+    EXPECT_EQ(y_diff, 0u) << what << ": y differs from the separate kernels'";
+    EXPECT_EQ(to_host<float>(st.ssm[0], di * sh.state), to_host<float>(ssm_dev[0], di * sh.state)) << what;
+    EXPECT_EQ(to_host<float>(st.conv[0], cd * hist), to_host<float>(conv_dev[0], cd * hist)) << what;
   }
 }
 

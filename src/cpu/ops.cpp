@@ -232,4 +232,25 @@ void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const
   }
 }
 
+void mamba_decode_step(std::span<const float> proj, const MambaStepWeights& w, std::span<float> conv_state,
+                       std::span<float> ssm_state, std::span<float> y) {
+  const SsmShape& s = w.shape;
+  const size_t di = static_cast<size_t>(s.heads) * s.head_dim, gn = static_cast<size_t>(s.groups) * s.state,
+               cd = di + 2 * gn, nh = static_cast<size_t>(s.heads);
+  if (proj.size() < di + cd + nh || y.size() != di || w.norm.size() != di)
+    throw Error("mamba_decode_step: proj must hold z | xBC | dt of one row and y d_inner values");
+  std::vector<float> xbc(proj.begin() + static_cast<ptrdiff_t>(di),
+                         proj.begin() + static_cast<ptrdiff_t>(di + cd));
+  causal_conv1d_silu(xbc, 1, static_cast<int>(cd), w.kernel, w.conv_w, w.conv_b, conv_state);
+  std::vector<float> dt(nh), a(nh);
+  for (size_t h = 0; h < nh; ++h) {
+    dt[h] = std::clamp(softplus(proj[di + cd + h] + w.dt_bias[h]), w.dt_lo, w.dt_hi);
+    a[h] = -std::exp(w.a_log[h]);
+  }
+  const std::span<const float> xs(xbc);
+  ssm_scan_sequential(xs.subspan(0, di), xs.subspan(di, gn), xs.subspan(di + gn, gn), dt, a, w.d, 1, s,
+                      ssm_state, y);
+  gated_rmsnorm(y, proj.subspan(0, di), w.norm, s.groups, w.eps);
+}
+
 }  // namespace fp4lab::cpu

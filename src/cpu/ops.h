@@ -57,4 +57,20 @@ void gated_rmsnorm(std::span<float> y, std::span<const float> z, std::span<const
 
 float softplus(float x);
 
+// One new token of the Mamba-2 mixer between in_proj and out_proj, for one sequence: proj is one row of the
+// in_proj output, z [d_inner] | xBC [conv_dim] | dt [heads]; y [d_inner] = gated_rmsnorm(ssm step(conv1d +
+// SiLU of xBC, clamp(softplus(dt + dt_bias))), z). conv_state [conv_dim, kernel - 1] and ssm_state [heads,
+// head_dim, state] advance by the token. This composition of the ops above is the spec of the CUDA
+// backend's one-kernel form (cuda/mamba_decode_step.h).
+struct MambaStepWeights {
+  std::span<const float> conv_w, conv_b;     // [conv_dim, kernel], [conv_dim] (may be empty)
+  std::span<const float> dt_bias, a_log, d;  // [heads]
+  std::span<const float> norm;               // [d_inner]
+  int kernel = 4;
+  float dt_lo = 0.0f, dt_hi = 0.0f, eps = 1e-5f;
+  SsmShape shape{};
+};
+void mamba_decode_step(std::span<const float> proj, const MambaStepWeights& w, std::span<float> conv_state,
+                       std::span<float> ssm_state, std::span<float> y);
+
 }  // namespace fp4lab::cpu

@@ -10,6 +10,7 @@
 #include "cuda/baseline_gemm.h"
 #include "cuda/check.h"
 #include "cuda/flash_attention.h"
+#include "cuda/mamba_decode_step.h"
 #include "cuda/mamba_prefill.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/engine_kernels.cuh"
@@ -995,6 +996,42 @@ void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const
   launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(y.rows * groups), 256, 0, stream_,
                 reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w),
                 y.cols, groups, eps);
+}
+
+bool CudaOps::mamba_decode_step(const Tensor& proj, State* one, size_t layer, const LayerWeights& L,
+                                const ModelConfig& c, Tensor& y) {
+  if (!fused_mamba_) return false;
+  if (proj.f32 || y.f32 || proj.rows != y.rows || proj.cols != c.mamba_in_proj_dim() ||
+      y.cols != c.mamba_d_inner() || (one && proj.rows != 1) ||
+      (!one && proj.rows != static_cast<int64_t>(batch_size_)))
+    throw Error("internal: mamba_decode_step takes one in_proj row per sequence of the step");
+  MambaStepArgs a;
+  a.proj = proj.data;
+  a.proj_ld = proj.cols;
+  a.rows = static_cast<int>(proj.rows);
+  a.kernel = c.conv_kernel;
+  a.dt_lo = c.time_step_limit_min;
+  a.dt_hi = c.time_step_limit_max;
+  a.eps = c.norm_eps;
+  a.shape = {c.mamba_num_heads, c.mamba_head_dim, c.ssm_state_size, c.n_groups};
+  a.y = y.data;
+  if (!mamba_decode_step_supported(a)) return false;
+  OpTimer timer_(this, "mamba.step");
+  a.conv_w = dev_f32(L.conv_w);
+  a.conv_b = L.conv_b.empty() ? nullptr : dev_f32(L.conv_b);
+  a.dt_bias = dev_f32(L.dt_bias);
+  a.a_log = dev_f32(L.a_log);
+  a.d = dev_f32(L.d);
+  a.norm = dev_f32(L.gated_norm);
+  if (one) {
+    a.conv_one = one->conv[layer].as<float>();
+    a.ssm_one = one->ssm[layer].as<float>();
+  } else {
+    a.conv_tab = reinterpret_cast<float* const*>(batch_table(layer, 0));
+    a.ssm_tab = reinterpret_cast<float* const*>(batch_table(layer, 1));
+  }
+  fp4lab::mamba_decode_step(a, stream_);
+  return true;
 }
 
 }  // namespace fp4lab

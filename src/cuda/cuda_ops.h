@@ -150,6 +150,12 @@ class CudaOps {
                          const std::vector<float>& a_log, const std::vector<float>& d,
                          std::span<State* const> states, std::span<const int> rows, size_t layer,
                          cpu::SsmShape shape, int chunk, Tensor& y);
+  // A decode step (one new row per sequence) of the Mamba mixer between in_proj and out_proj in two launches
+  // instead of four (cuda/mamba_decode_step.h): one is the sequence of a one-row step, null for the batch of
+  // begin_batch. False (nothing done) for shapes it does not take, or with set_fused_mamba(false).
+  bool mamba_decode_step(const Tensor& proj, State* one, size_t layer, const LayerWeights& L,
+                         const ModelConfig& c, Tensor& y);
+  void set_fused_mamba(bool on) { fused_mamba_ = on; }
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);
@@ -203,6 +209,7 @@ class CudaOps {
   size_t batch_size_ = 0, batch_layers_ = 0;
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
+  bool fused_mamba_ = true;
   DeviceBuffer attn_part_;
   DeviceBuffer attn_done_;  // int per (row, KV head): finished splits of the GQA decode attention
   DeviceBuffer ssd_ws_;     // chunked-scan scratch (prefill only)  // split attention partials: FP32

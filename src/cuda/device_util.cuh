@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace fp4lab::dev {
 
@@ -56,6 +57,13 @@ __device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
 
 __device__ __forceinline__ float ldx(const void* p, int64_t i, bool f32) {
   return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
+}
+
+// Host side: calls f(std::integral_constant<int, V>) for the V of Vs equal to v (the values a kernel template
+// is built for); false, calling nothing, for any other v.
+template <int... Vs, class F>
+bool with_value(int v, F&& f) {
+  return ((v == Vs ? (f(std::integral_constant<int, Vs>{}), true) : false) || ...);
 }
 
 }  // namespace fp4lab::dev

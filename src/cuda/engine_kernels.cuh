@@ -29,6 +29,11 @@ constexpr int kGqaWarps = 8;
 constexpr int kScanWarps = 8;
 constexpr int kScanMaxPerLane = 8;
 constexpr int kSsmStepWarps = 8;
+// The two-kernel Mamba decode step (mamba_decode_step.h): 16 state rows per block of 8 warps, state <= 128.
+constexpr int kMambaStepRows = 16;
+constexpr int kMambaStepWarps = 8;
+constexpr int kMambaStepMaxPerLane = 4;
+constexpr int kMaxConvKernel = 8;
 
 // elementwise_kernels.cu
 __global__ void embed_kernel(const int* tokens, int t, const bf16* table, int64_t first, int64_t rows,

@@ -2,6 +2,8 @@
 // the sequential selective scan (one warp per state row), the batched one-token state update and the gated
 // RMSNorm. Long prompts run the chunked forms in mamba_prefill.cu. CPU twins: src/cpu/ops.cpp.
 #include "cuda/engine_kernels.cuh"
+#include "cuda/mamba_decode_step.h"
+#include "common/error.h"
 
 #include <cmath>
 
@@ -172,10 +174,12 @@ __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, int64_t z_ld, const
 
 // gated_rmsnorm_kernel for groups of gs / 8 <= blockDim.x 16-byte units (gs, z_ld multiples of 8): each
 // thread's 8 values are consecutive, so y, z and w move in 16-byte accesses (the strided form's 2-byte ones
-// ran at a quarter of the copy rate on prompt-sized inputs).
-__global__ void __launch_bounds__(1024)
-    gated_rmsnorm8_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width, int groups,
-                          float eps) {
+// ran at a quarter of the copy rate on prompt-sized inputs). Block (row, group) = blockIdx.x; also the norm
+// of the two-kernel decode step (mamba_step_norm_kernel).
+template <class AfterWait>
+__device__ __forceinline__ void gated_rmsnorm8_block(bf16* y, const bf16* z, int64_t z_ld, const float* w,
+                                                     int64_t width, int groups, float eps,
+                                                     AfterWait&& after_wait) {
   const int64_t row = blockIdx.x / groups, g = blockIdx.x % groups, gs = width / groups;
   const int64_t i = threadIdx.x * int64_t{8};
   const bool in = i < gs;
@@ -184,6 +188,7 @@ __global__ void __launch_bounds__(1024)
   float v[8] = {}, zv[8] = {}, wv[8] = {};
   if (in) load8(w + g * gs + i, wv);  // constants before the programmatic-launch wait (kernel-notes #43)
   ptx::griddep_enter();
+  after_wait();  // the caller's own work, whose loads then fly with these
   if (in) {
     load8(yr + i, v);
     load8(zr + i, zv);
@@ -195,10 +200,159 @@ __global__ void __launch_bounds__(1024)
     ss += v[e] * v[e];
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(gs) + eps);
-  if (!in) return;
+  if (in) {
 #pragma unroll
-  for (int e = 0; e < 8; ++e) v[e] = wv[e] * (v[e] * inv);
-  store8(yr + i, v);
+    for (int e = 0; e < 8; ++e) v[e] = wv[e] * (v[e] * inv);
+    store8(yr + i, v);
+  }
+}
+
+__global__ void __launch_bounds__(1024)
+    gated_rmsnorm8_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width, int groups,
+                          float eps) {
+  gated_rmsnorm8_block(y, z, z_ld, w, width, groups, eps, [] {});
+}
+
+namespace {
+
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+}  // namespace
+
+// Kernel 1 of the decode step (mamba_decode_step.h): a block per (16 state rows of one head, sequence).
+// Before the programmatic-launch wait, all that does not depend on in_proj: the block's state rows (this
+// kernel wrote them a step ago; every kernel between then and the previous one has completed by the time this
+// one starts), and each conv channel's bias + taps . history (thread t < 2 state: the group's B | C channel
+// t; t < 16: the x channel of row t). After it, one round trip for the token's inputs. Values are rounded to
+// BF16 where the separate kernels store BF16 (conv output, dt, y), and summed in their order: the results are
+// theirs bit for bit.
+template <int NPL>
+__global__ void __launch_bounds__(kMambaStepWarps * 32)
+    mamba_step_scan_kernel(const __grid_constant__ MambaStepArgs p) {
+  constexpr int kRowsPerWarp = kMambaStepRows / kMambaStepWarps;
+  __shared__ float s_bc[2 * 32 * NPL];  // conv + SiLU of the group's B | C
+  __shared__ float s_x[kMambaStepRows];
+  __shared__ float s_dt;
+  const int hp = p.shape.head_dim, ns = p.shape.state, K = p.kernel, hist = K - 1;
+  const int64_t row0 = int64_t{blockIdx.x} * kMambaStepRows;  // rows h * hp + p, one head (hp % 16 == 0)
+  const int h = static_cast<int>(row0 / hp), g = h / (p.shape.heads / p.shape.groups), seq = blockIdx.y;
+  const int64_t di = int64_t{p.shape.heads} * hp, gn = int64_t{p.shape.groups} * ns;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  float* conv_st = p.conv_tab ? p.conv_tab[seq] : p.conv_one;
+  // Row 2 warp + i, entry n = lane + 32 j at rows[i * ns + 32 j].
+  float* rows = (p.ssm_tab ? p.ssm_tab[seq] : p.ssm_one) + (row0 + warp * kRowsPerWarp) * ns + lane;
+  float S[kRowsPerWarp][NPL];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i)
+#pragma unroll
+    for (int j = 0; j < NPL; ++j) S[i][j] = lane + 32 * j < ns ? rows[i * ns + 32 * j] : 0.0f;
+  const bool bc = tid < 2 * ns, xs = tid < kMambaStepRows;
+  const int64_t c_bc = tid < ns ? di + int64_t{g} * ns + tid : di + gn + int64_t{g} * ns + (tid - ns);
+  const int64_t c_x = row0 + tid;
+  float acc_bc = 0.0f, wl_bc = 0.0f, acc_x = 0.0f, wl_x = 0.0f, win_x[kMaxConvKernel] = {};
+  if (bc) {
+    acc_bc = p.conv_b ? p.conv_b[c_bc] : 0.0f;
+    for (int j = 0; j < hist; ++j) acc_bc += p.conv_w[c_bc * K + j] * conv_st[c_bc * hist + j];
+    wl_bc = p.conv_w[c_bc * K + hist];
+  }
+  if (xs) {
+    acc_x = p.conv_b ? p.conv_b[c_x] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < kMaxConvKernel - 1; ++j)
+      if (j < hist) {
+        win_x[j] = conv_st[c_x * hist + j];
+        acc_x += p.conv_w[c_x * K + j] * win_x[j];
+      }
+    wl_x = p.conv_w[c_x * K + hist];
+  }
+  const float a = -__expf(p.a_log[h]), dh = p.d[h], dtb = p.dt_bias[h];
+  ptx::griddep_enter();
+
+  const bf16* pr = reinterpret_cast<const bf16*>(p.proj) + int64_t{seq} * p.proj_ld;
+  if (bc) s_bc[tid] = round_bf16(silu(acc_bc + wl_bc * ld(pr + di + c_bc)));
+  if (xs) {
+    const float v = ld(pr + di + c_x);
+    s_x[tid] = round_bf16(silu(acc_x + wl_x * v));
+    // The x channels' conv state: this block's alone (B and C move on in kernel 2, once every block has
+    // read them).
+#pragma unroll
+    for (int j = 0; j < kMaxConvKernel - 1; ++j)
+      if (j < hist) conv_st[c_x * hist + j] = j + 1 < hist ? win_x[j + 1] : v;
+  }
+  if (tid == 0) {
+    const float v = ld(pr + di + 2 * gn + di + h) + dtb;  // dt: after z and xBC
+    const float sp = v > 20.0f ? v : log1pf(__expf(v));
+    s_dt = round_bf16(fminf(fmaxf(sp, p.dt_lo), p.dt_hi));
+  }
+  __syncthreads();
+
+  const float dt = s_dt, decay = __expf(dt * a);
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const int r = warp * kRowsPerWarp + i;
+    const float xv = s_x[r], dx = dt * xv;
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NPL; ++j) {
+      const int n = lane + 32 * j;
+      if (n < ns) {
+        S[i][j] = S[i][j] * decay + dx * s_bc[n];
+        rows[i * ns + 32 * j] = S[i][j];
+        acc += S[i][j] * s_bc[ns + n];
+      }
+    }
+    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0)
+      reinterpret_cast<bf16*>(p.y)[int64_t{seq} * di + row0 + r] = __float2bfloat16_rn(acc + dh * xv);
+  }
+}
+
+// Kernel 2 of the decode step: block (sequence, group) moves the group's B and C conv states on by the token
+// (right after the wait, so that its loads fly with the norm's), then runs the group's gated norm
+// (gated_rmsnorm8_block).
+__global__ void __launch_bounds__(1024) mamba_step_norm_kernel(const __grid_constant__ MambaStepArgs p) {
+  const int64_t di = int64_t{p.shape.heads} * p.shape.head_dim, gn = int64_t{p.shape.groups} * p.shape.state;
+  const bf16* proj = reinterpret_cast<const bf16*>(p.proj);
+  const int seq = blockIdx.x / p.shape.groups, g = blockIdx.x % p.shape.groups, ns = p.shape.state;
+  const int hist = p.kernel - 1;
+  gated_rmsnorm8_block(reinterpret_cast<bf16*>(p.y), proj, p.proj_ld, p.norm, di, p.shape.groups, p.eps, [&] {
+    if (hist == 0) return;
+    float* conv_st = p.conv_tab ? p.conv_tab[seq] : p.conv_one;
+    const bf16* in = proj + int64_t{seq} * p.proj_ld + di;
+    for (int t = threadIdx.x; t < 2 * ns; t += blockDim.x) {
+      const int64_t c = t < ns ? di + int64_t{g} * ns + t : di + gn + int64_t{g} * ns + (t - ns);
+      float* st = conv_st + c * hist;
+      for (int j = 0; j + 1 < hist; ++j) st[j] = st[j + 1];
+      st[hist - 1] = ld(in + c);
+    }
+  });
+}
+
+bool mamba_decode_step_supported(const MambaStepArgs& a) {
+  const cpu::SsmShape& s = a.shape;
+  if (s.groups <= 0 || s.heads <= 0 || s.heads % s.groups != 0) return false;
+  const int64_t gs = int64_t{s.heads} * s.head_dim / s.groups;
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  return s.head_dim % kMambaStepRows == 0 && s.state >= 1 && s.state <= 32 * kMambaStepMaxPerLane &&
+         a.kernel >= 1 && a.kernel <= kMaxConvKernel && gs % 8 == 0 && gs / 8 <= 1024 && a.proj_ld % 8 == 0 &&
+         aligned(a.proj) && aligned(a.y) && a.rows >= 1 && a.rows <= 65535;
+}
+
+void mamba_decode_step(const MambaStepArgs& a, cudaStream_t stream) {
+  if (!mamba_decode_step_supported(a) || (a.rows > 1 && (!a.conv_tab || !a.ssm_tab)) ||
+      (!a.conv_tab && (!a.conv_one || !a.ssm_one)))
+    throw Error("internal: mamba_decode_step called for a shape or buffers it does not take");
+  const int64_t di = int64_t{a.shape.heads} * a.shape.head_dim, gs = di / a.shape.groups;
+  const int npl = a.shape.state <= 32 ? 1 : a.shape.state <= 64 ? 2 : 4;
+  with_value<1, 2, 4>(npl, [&](auto v) {
+    launch_kernel(mamba_step_scan_kernel<v()>,
+                  dim3(static_cast<unsigned>(di / kMambaStepRows), static_cast<unsigned>(a.rows)),
+                  kMambaStepWarps * 32, 0, stream, a);
+  });
+  launch_kernel(mamba_step_norm_kernel, static_cast<unsigned>(a.rows * a.shape.groups),
+                static_cast<int>((gs / 8 + 31) / 32 * 32), 0, stream, a);
 }
 
 }  // namespace fp4lab

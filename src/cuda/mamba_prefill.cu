@@ -583,12 +583,6 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>((n + kThreads - 1) / kThreads);
 }
 
-// Calls f(std::integral_constant<int, V>) for the V of Vs equal to v (the values a kernel template is built
-// for); false, calling nothing, for any other v.
-template <int... Vs, class F>
-bool with_value(int v, F&& f) {
-  return ((v == Vs ? (f(std::integral_constant<int, Vs>{}), true) : false) || ...);
-}
 // The head dims the tensor-core kernels are built for (the FP32 kernels run the others).
 template <class F>
 bool with_mma_head_dim(int hp, F&& f) {

@@ -20,6 +20,7 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
   auto configure = [&](CudaOps& ops) {
     ops.set_attention_splits(o.attn_splits);
     ops.set_profile(o.profile);
+    ops.set_fused_mamba(o.fused_mamba);
   };
   if (o.tp == 1) {
     CudaOps ops(0, o.graphs);

@@ -5,11 +5,12 @@
 namespace fp4lab {
 
 struct CudaRunOptions {
-  int tp = 1;            // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
-  bool graphs = true;    // capture single-sequence decode steps in CUDA graphs
-  int attn_splits = 0;   // decode attention splits (0: automatic)
-  bool profile = false;  // per-op-class event timing (turns graphs off)
-  bool pdl = true;       // programmatic dependent launch of the decode kernels (sm_90+)
+  int tp = 1;               // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
+  bool graphs = true;       // capture single-sequence decode steps in CUDA graphs
+  int attn_splits = 0;      // decode attention splits (0: automatic)
+  bool profile = false;     // per-op-class event timing (turns graphs off)
+  bool pdl = true;          // programmatic dependent launch of the decode kernels (sm_90+)
+  bool fused_mamba = true;  // the Mamba decode step in two kernels instead of four
 };
 
 }  // namespace fp4lab

@@ -152,6 +152,9 @@ class Runner {
     &Ops::conv1d_silu_segments;
     &Ops::ssm_scan_segments;
   };
+  // Backends with a one-kernel Mamba decode step (Ops::mamba_decode_step; the GPU from sm_90 on), which may
+  // decline a shape or device (false): the separate ops run then.
+  static constexpr bool kMambaStep = requires { &Ops::mamba_decode_step; };
   // The segments' states and row counts, as the *_segments ops take them.
   struct SegmentTables {
     std::vector<State*> states;
@@ -317,13 +320,30 @@ class Runner {
   void mamba(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& h, int t,
              Tensor& out) {
     const ModelConfig& c = w_.config;
-    const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads,
-              gn = c.n_groups * c.ssm_state_size;
+    // in_proj output columns: z [d_inner] | xBC [conv_dim] | dt [heads]
     Tensor proj = ops_.alloc(t, c.mamba_in_proj_dim());
     ops_.linear(h, L.in_proj, proj);
+    Tensor y = ops_.alloc(t, c.mamba_d_inner());
+    // One new token per sequence (decode): backends with a one-kernel step run conv, dt, the state update and
+    // the gated norm in one launch where they can (false: the separate ops below).
+    bool stepped = false;
+    if constexpr (kMambaStep)
+      if (segs.size() == 1 ? t == 1 : batched(segs))
+        stepped = ops_.mamba_decode_step(proj, segs.size() == 1 ? segs[0].state : nullptr, li, L, c, y);
+    if (!stepped) mamba_ops(L, li, segs, proj, t, y);
+    ops_.linear(y, L.out_proj, out);
+    reduce_partial(out);
+  }
+
+  // The Mamba mixer between in_proj (proj: z | xBC | dt) and out_proj as separate ops: softplus(dt), conv1d +
+  // SiLU, the scan (chunked for prompts) and the gated norm into y.
+  void mamba_ops(const LayerWeights& L, size_t li, const std::vector<Segment>& segs, const Tensor& proj,
+                 int t, Tensor& y) {
+    const ModelConfig& c = w_.config;
+    const int di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_num_heads,
+              gn = c.n_groups * c.ssm_state_size;
     const cpu::SsmShape shape{nh, c.mamba_head_dim, c.ssm_state_size, c.n_groups};
-    // in_proj output columns: z [d_inner] | xBC [conv_dim] | dt [heads]
-    Tensor dt = ops_.alloc(t, nh), y = ops_.alloc(t, di);
+    Tensor dt = ops_.alloc(t, nh);
     ops_.softplus_dt(proj, di + cd, L.dt_bias, c.time_step_limit_min, c.time_step_limit_max, dt);
     if constexpr (kBatchedOps)
       if (batched(segs)) {
@@ -366,8 +386,6 @@ class Runner {
             x, b, cc, dt, y);
     }
     ops_.gated_rmsnorm(y, proj, 0, L.gated_norm, c.n_groups, c.norm_eps);  // z: proj's first d_inner columns
-    ops_.linear(y, L.out_proj, out);
-    reduce_partial(out);
   }
 
   ModelWeights w_;

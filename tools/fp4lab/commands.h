@@ -39,13 +39,15 @@ void run_environment(nlohmann::json& doc, bool cuda);
 void add_hub_options(CLI::App& app, HubOptions& o);
 std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
-// The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits, --no-pdl), and
+// The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits, --no-pdl,
+// --no-fused-mamba), and
 // their echo in a results document's options.
 struct CudaCliOptions {
   int tp = 1;
   bool no_graphs = false;
   int attn_splits = 0;
   bool no_pdl = false;
+  bool no_fused_mamba = false;
 };
 void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);

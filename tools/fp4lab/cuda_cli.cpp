@@ -17,6 +17,9 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
   app.add_flag("--no-pdl", o.no_pdl,
                "cuda: launch decode kernels without programmatic dependent launch (sm_90+: by default each "
                "kernel starts while the previous one drains)");
+  app.add_flag("--no-fused-mamba", o.no_fused_mamba,
+               "cuda: run a Mamba decode step as four kernels (conv1d, dt, state update, gated norm) instead "
+               "of two");
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
@@ -24,6 +27,7 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["no_graphs"] = o.no_graphs;
   options["attn_splits"] = o.attn_splits;
   options["pdl"] = !o.no_pdl;
+  options["fused_mamba"] = !o.no_fused_mamba;
 }
 
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
@@ -33,6 +37,7 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   r.attn_splits = o.attn_splits;
   r.profile = profile;
   r.pdl = !o.no_pdl;
+  r.fused_mamba = !o.no_fused_mamba;
   return r;
 }
 
