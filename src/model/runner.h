@@ -152,8 +152,8 @@ class Runner {
     &Ops::conv1d_silu_segments;
     &Ops::ssm_scan_segments;
   };
-  // Backends with a one-kernel Mamba decode step (Ops::mamba_decode_step; the GPU from sm_90 on), which may
-  // decline a shape or device (false): the separate ops run then.
+  // Backends with a fused Mamba decode step (Ops::mamba_decode_step: the GPU, two kernels instead of four),
+  // which may decline a shape (false): the separate ops run then.
   static constexpr bool kMambaStep = requires { &Ops::mamba_decode_step; };
   // The segments' states and row counts, as the *_segments ops take them.
   struct SegmentTables {
@@ -324,8 +324,8 @@ class Runner {
     Tensor proj = ops_.alloc(t, c.mamba_in_proj_dim());
     ops_.linear(h, L.in_proj, proj);
     Tensor y = ops_.alloc(t, c.mamba_d_inner());
-    // One new token per sequence (decode): backends with a one-kernel step run conv, dt, the state update and
-    // the gated norm in one launch where they can (false: the separate ops below).
+    // One new token per sequence (decode): backends with a fused step run conv, dt, the state update and the
+    // gated norm in it where they can (false: the separate ops below).
     bool stepped = false;
     if constexpr (kMambaStep)
       if (segs.size() == 1 ? t == 1 : batched(segs))
