@@ -219,7 +219,7 @@ TEST(GpuEngine, BatchedPrefillEqualsOnePromptAtATime) {
 // touched its inputs before griddep_wait would race. With it on and off, graph-replayed and eager single
 // steps and batched steps must give the same bits (the kernels and their order are the same). On GPUs before
 // sm_90 both runs take the same path and the test passes trivially.
-// The same holds for the Mamba decode step in two kernels and in four (--no-fused-mamba).
+// The same holds for the fused decode kernels and the separate ones (--no-fused-mamba, --no-fused-rope).
 TEST(GpuEngine, ProgrammaticLaunchIsBitIdentical) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
@@ -230,10 +230,11 @@ TEST(GpuEngine, ProgrammaticLaunchIsBitIdentical) {
     for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
       const std::string dir = fp4lab::test::shared_dir() + "/models/" + m;
       const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
-      auto run = [&](bool pdl, bool graphs, bool fused_mamba = true) {
+      auto run = [&](bool pdl, bool graphs, bool fused = true) {
         set_programmatic_launch(pdl);
         CudaOps ops(0, graphs);
-        ops.set_fused_mamba(fused_mamba);
+        ops.set_fused_mamba(fused);
+        ops.set_fused_rope(fused);
         CudaModel model(load_weights(dir, q), ops);
         std::vector<float> all;
         auto s = model.new_sequence(96);
@@ -265,13 +266,13 @@ TEST(GpuEngine, ProgrammaticLaunchIsBitIdentical) {
         size_t diff = 0;
         for (size_t i = 0; i < off.size(); ++i) diff += std::memcmp(&off[i], &on[i], sizeof(float)) != 0;
         EXPECT_EQ(diff, 0u) << m << " " << quant_mode_name(q) << (graphs ? " graphs" : " eager");
-        if (std::string(m) != "tiny-nemotron-h") continue;
-        // The two-kernel Mamba decode step against the four separate kernels, at batch 1 and batched.
-        const auto four = run(true, graphs, false);
+        // The fused decode kernels (the two-kernel Mamba step, RoPE and the cache append inside attention)
+        // against the separate ones, at batch 1 and batched.
+        const auto apart = run(true, graphs, false);
         diff = 0;
-        for (size_t i = 0; i < four.size(); ++i) diff += std::memcmp(&four[i], &on[i], sizeof(float)) != 0;
+        for (size_t i = 0; i < apart.size(); ++i) diff += std::memcmp(&apart[i], &on[i], sizeof(float)) != 0;
         EXPECT_EQ(diff, 0u) << m << " " << quant_mode_name(q) << (graphs ? " graphs" : " eager")
-                            << ": the Mamba decode step in two kernels and in four";
+                            << ": fused decode kernels against separate ones";
       }
     }
   }

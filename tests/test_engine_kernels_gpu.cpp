@@ -605,6 +605,63 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
   EXPECT_FALSE(gqa_attention_supported(12, 4, 128));  // 3 query heads per KV head: the per-head kernel runs
 }
 
+// Decode attention that does RoPE and the KV-cache append itself (CudaOps::set_fused_rope) against the
+// separate rope_kv_append kernel then attention: the same output and caches, bit for bit, with Llama-3 RoPE
+// and without RoPE (Nemotron-H), at context lengths that put the new key in the first, a middle and the
+// last split.
+TEST(GpuKernels, DecodeAttentionRotatesAndAppendsItself) {
+  REQUIRE_GPU();
+  std::mt19937 rng(23);
+  struct Case {
+    int hd, nh, nkv, len;
+    bool rope;
+  };
+  RopeConfig llama3;
+  llama3.type = "llama3";
+  llama3.theta = 500000.0f;
+  llama3.factor = 8.0f;
+  for (const Case c : {Case{128, 32, 8, 300, true}, Case{128, 40, 8, 1000, false}, Case{64, 40, 8, 17, true},
+                       Case{32, 4, 2, 1, true}, Case{128, 32, 8, 4097, true}}) {
+    const int cap = c.len + 8;
+    const auto [qraw, qf] = random_bf16(static_cast<size_t>(c.nh) * c.hd, 1.0f, rng);
+    const auto [kraw, kf] = random_bf16(static_cast<size_t>(c.nkv) * c.hd, 1.0f, rng);
+    const auto [vraw, vf] = random_bf16(static_cast<size_t>(c.nkv) * c.hd, 1.0f, rng);
+    const auto [kc0, kcf] = random_bf16(static_cast<size_t>(cap) * c.nkv * c.hd, 1.0f, rng);
+    const auto [vc0, vcf] = random_bf16(static_cast<size_t>(cap) * c.nkv * c.hd, 1.0f, rng);
+    std::vector<std::vector<uint16_t>> outs, kcs, vcs;
+    for (bool fused : {false, true}) {
+      CudaOps ops;
+      ops.set_fused_rope(fused);
+      ops.begin_forward();
+      CudaOps::State st;
+      st.capacity = cap;
+      st.pos = c.len - 1;
+      st.pos_dev = to_device(std::vector<int>{c.len - 1});
+      st.k.push_back(to_device(kc0));
+      st.v.push_back(to_device(vc0));
+      CudaOps::Tensor q = ops.alloc(1, int64_t{c.nh} * c.hd), k = ops.alloc(1, int64_t{c.nkv} * c.hd),
+                      v = ops.alloc(1, int64_t{c.nkv} * c.hd), out = ops.alloc(1, int64_t{c.nh} * c.hd);
+      CUDA_CHECK(cudaMemcpy(q.data, qraw.data(), qraw.size() * 2, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(k.data, kraw.data(), kraw.size() * 2, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(v.data, vraw.data(), vraw.size() * 2, cudaMemcpyHostToDevice));
+      ops.attention(q, k, v, st, 0, c.nh, c.nkv, c.hd, c.rope ? &llama3 : nullptr, out);
+      ops.synchronize();
+      std::vector<uint16_t> o(qraw.size());
+      CUDA_CHECK(cudaMemcpy(o.data(), out.data, o.size() * 2, cudaMemcpyDeviceToHost));
+      outs.push_back(o);
+      kcs.push_back(to_host<uint16_t>(st.k[0], kc0.size()));
+      vcs.push_back(to_host<uint16_t>(st.v[0], vc0.size()));
+    }
+    const std::string what = "hd " + std::to_string(c.hd) + ", " + std::to_string(c.nh) + " / " +
+                             std::to_string(c.nkv) + " heads, " + std::to_string(c.len) + " keys" +
+                             (c.rope ? ", RoPE" : "");
+    EXPECT_EQ(outs[1], outs[0]) << what;
+    EXPECT_EQ(kcs[1], kcs[0]) << what;
+    EXPECT_EQ(vcs[1], vcs[0]) << what;
+    EXPECT_NE(kcs[0], kc0) << what << ": the new key was not written";
+  }
+}
+
 // The gated RMSNorm of the Mamba mixer against cpu::gated_rmsnorm: Nemotron-H's 8 groups of 1280 (the
 // 16-byte form), and groups of 12 (the strided form), z read in place from wider rows.
 TEST(GpuKernels, GatedRmsNormMatchesCpu) {

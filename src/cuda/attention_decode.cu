@@ -12,6 +12,13 @@ namespace fp4lab {
 
 using namespace dev;
 
+// Rotary embedding of the pair (a, b) = (x[f], x[f + hd/2]) by the angle whose cosine and sine are (cs, sn),
+// with the roundings pinned (explicit products and fused multiply-adds), so that every kernel that rotates
+// gets the same bits.
+__device__ __forceinline__ float2 rope_pair(float a, float b, float cs, float sn) {
+  return make_float2(__fmaf_rn(a, cs, -__fmul_rn(b, sn)), __fmaf_rn(b, cs, __fmul_rn(a, sn)));
+}
+
 // The first step of attention for t new rows: RoPE on q (in place) and k, and k, v appended to the KV
 // cache, in one launch (three before). One sequence: row tt sits at position *pos_one + tt, caches kc/vc.
 // Batched decode (pos_tab set): row tt is one token of sequence tt, with its own position and caches.
@@ -44,8 +51,8 @@ __global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int
     if (inv_freq) {
       float sn, cs;
       sincosf(static_cast<float>(pos) * inv_freq[f], &sn, &cs);
-      const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-      a = ra, b = rb;
+      const float2 r = rope_pair(a, b, cs, sn);
+      a = r.x, b = r.y;
     }
     bf16* dst = is_q ? q + (static_cast<int64_t>(tt) * nh + slot) * hd
                      : (pos_tab ? kc_tab[tt] : kc_one) + static_cast<int64_t>(pos) * kv_row +
@@ -60,7 +67,7 @@ __global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int
 // sizes are whole multiples of `step` keys, so every warp starts on its own group.
 struct DecodeSpan {
   const bf16 *kc, *vc;
-  int lo, hi;
+  int lo, hi, pos;  // pos: the newest key's position (the new token's)
 };
 template <bool kBatched>
 __device__ __forceinline__ DecodeSpan decode_span(int tt, const bf16* kc_one, const bf16* vc_one,
@@ -70,7 +77,8 @@ __device__ __forceinline__ DecodeSpan decode_span(int tt, const bf16* kc_one, co
   const int split = blockIdx.y, splits = gridDim.y;
   const int per_split = (len + splits * step - 1) / (splits * step) * step;
   const int lo = split * per_split;
-  return {kBatched ? kc_tab[tt] : kc_one, kBatched ? vc_tab[tt] : vc_one, lo, min(len, lo + per_split)};
+  return {kBatched ? kc_tab[tt] : kc_one, kBatched ? vc_tab[tt] : vc_one, lo, min(len, lo + per_split),
+          len - 1};
 }
 
 // One block per (query token, head, split). Each warp walks a strided subset of the block's keys with an
@@ -90,7 +98,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const int tt = blockIdx.x / nh, h = blockIdx.x % nh, kh = h / (nh / nkv);
   const int split = blockIdx.y, splits = gridDim.y;
   constexpr int kGroup = kAttnWarps * kAttnUnroll;
-  const auto [kc, vc, lo, hi] =
+  [[maybe_unused]] const auto [kc, vc, lo, hi, newest] =
       decode_span<kBatched>(tt, kc_one, vc_one, kc_tab, vc_tab, pos_one, pos_tab, kGroup);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int per_lane = (hd + 31) / 32;
@@ -183,11 +191,17 @@ __device__ __forceinline__ float merge_splits(const float* base, int splits, int
 // lane, HD / 8 lanes per key, 32 / (HD / 8) keys per warp at a time). Each key group keeps its own online
 // softmax per head; a warp's groups are merged by shuffles, then the warps through shared memory. Same
 // outputs and split partials as attention_kernel.
+// With knew / vnew (decode, one new row per query token): the first step of attention is done here instead
+// of by rope_kv_append_kernel, one launch fewer per layer. q is then not rotated yet: each block rotates the
+// rows of its heads as it loads them (inv_freq; null: no RoPE), and the block whose split holds the new
+// position rotates the new k and writes it and v into the caches before it reads them. Same bits as the two
+// kernels (rope_pair, the same BF16 roundings).
 template <int HD, int G, bool kBatched>
 __global__ void __launch_bounds__(kGqaWarps * 32)
     attention_gqa_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv,
                          const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
-                         const int* const* pos_tab, float* part, int* done) {
+                         const int* const* pos_tab, float* part, int* done, const bf16* knew,
+                         const bf16* vnew, const float* inv_freq) {
   ptx::griddep_enter();
   // Two keys per lane in flight per iteration (four measured slower: the longer key step leaves splits
   // uneven or empty at short contexts, kernel-notes #32).
@@ -195,26 +209,89 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   const int tt = blockIdx.x / nkv, kh = blockIdx.x % nkv;
   const int split = blockIdx.y, splits = gridDim.y;
   constexpr int kStep = kGroups * kUnroll;
-  const auto [kc, vc, lo, hi] =
+  const auto [kc, vc, lo, hi, pos] =
       decode_span<kBatched>(tt, kc_one, vc_one, kc_tab, vc_tab, pos_one, pos_tab, kStep);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gi = warp * kKpw + lane / kLpk, dl = lane % kLpk;  // key group, and this lane's 8 dims
+  const int64_t kstride = static_cast<int64_t>(nkv) * HD;
+  constexpr int kHalf = HD / 2, kFreqRegs = (kHalf + 31) / 32;
+  const bool rope = knew && inv_freq;
+  // RoPE angles of the new position: lane l of every warp holds frequencies f = l + 32 r (8 per lane would be
+  // needed otherwise; the lanes fetch theirs by shuffles).
+  float cs_f[kFreqRegs] = {}, sn_f[kFreqRegs] = {};
+  if (rope)
+#pragma unroll
+    for (int r = 0; r < kFreqRegs; ++r)
+      if (lane + 32 * r < kHalf)
+        sincosf(static_cast<float>(pos) * inv_freq[lane + 32 * r], &sn_f[r], &cs_f[r]);
+  // The block whose split holds the new position writes the new k (rotated) and v into the caches before its
+  // loop reads them: thread e < HD / 2 pair e of k, HD / 2 <= e < HD pair e - HD / 2 of v, loaded here so
+  // that the loads fly with q's.
+  const bool owner = knew && lo <= pos && pos < hi;  // block-uniform
+  const int e_pair = threadIdx.x % kHalf;
+  float na = 0.0f, nb = 0.0f;
+  if (owner && threadIdx.x < HD) {
+    const bf16* src = (threadIdx.x < kHalf ? knew : vnew) + static_cast<int64_t>(tt) * kstride + kh * HD;
+    na = ld(src + e_pair), nb = ld(src + e_pair + kHalf);
+  }
   const float scale = rsqrtf(static_cast<float>(HD));
   float qv[G][8], acc[G][8], m[G], l[G];
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const uint4 raw =
-        *reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(tt) * nh + kh * G + g) * HD + dl * 8);
-    const bf16* e = reinterpret_cast<const bf16*>(&raw);
+  // This lane's 8 dims d = 8 dl + i and, to rotate them, the 8 they pair with (d +- HD / 2).
+  const bool first_half = dl * 8 < kHalf;
+  float cs8[8], sn8[8];
+  if (rope)
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      qv[g][i] = __bfloat162float(e[i]) * scale;
+      const int f = (dl * 8 + i) % kHalf;
+#pragma unroll
+      for (int r = 0; r < kFreqRegs; ++r) {
+        const float c = __shfl_sync(0xffffffffu, cs_f[r], f % 32),
+                    sn = __shfl_sync(0xffffffffu, sn_f[r], f % 32);
+        if (f / 32 == r) cs8[i] = c, sn8[i] = sn;
+      }
+    }
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const bf16* qh = q + (static_cast<int64_t>(tt) * nh + kh * G + g) * HD;
+    const uint4 raw = *reinterpret_cast<const uint4*>(qh + dl * 8);
+    const bf16* e = reinterpret_cast<const bf16*>(&raw);
+    float x[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] = __bfloat162float(e[i]);
+    if (rope) {
+      const uint4 rawp = *reinterpret_cast<const uint4*>(qh + (first_half ? dl * 8 + kHalf : dl * 8 - kHalf));
+      const bf16* ep = reinterpret_cast<const bf16*>(&rawp);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float p = __bfloat162float(ep[i]);
+        const float2 r = first_half ? rope_pair(x[i], p, cs8[i], sn8[i]) : rope_pair(p, x[i], cs8[i], sn8[i]);
+        x[i] = __bfloat162float(__float2bfloat16_rn(first_half ? r.x : r.y));  // as rope_kv_append stores it
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      qv[g][i] = x[i] * scale;
       acc[g][i] = 0.0f;
     }
     m[g] = -INFINITY;
     l[g] = 0.0f;
   }
-  const int64_t kstride = static_cast<int64_t>(nkv) * HD;
+  if (owner) {
+    if (threadIdx.x < HD) {
+      if (threadIdx.x < kHalf && inv_freq) {
+        float c = cs_f[0], sn = sn_f[0];  // frequency e_pair = lane + 32 warp: this lane's register `warp`
+#pragma unroll
+        for (int r = 1; r < kFreqRegs; ++r)
+          if (warp == r) c = cs_f[r], sn = sn_f[r];
+        const float2 rot = rope_pair(na, nb, c, sn);
+        na = rot.x, nb = rot.y;
+      }
+      bf16* cache = const_cast<bf16*>(threadIdx.x < kHalf ? kc : vc) + pos * kstride + kh * HD;
+      cache[e_pair] = __float2bfloat16_rn(na);
+      cache[e_pair + kHalf] = __float2bfloat16_rn(nb);
+    }
+    __syncthreads();  // the block's own global stores are visible to its threads after the barrier
+  }
   const bf16* kbase = kc + static_cast<int64_t>(kh) * HD + dl * 8;
   const bf16* vbase = vc + static_cast<int64_t>(kh) * HD + dl * 8;
   // Warp-uniform trip count: the shuffles below need every lane.
@@ -363,16 +440,20 @@ struct GqaArgs {
   const int* const* pos_tab;
   float* part;
   int* done;
+  const bf16 *knew, *vnew;  // fused RoPE + cache append (GqaAppend), or null
+  const float* inv_freq;
 };
 
 template <int HD, int G>
 void launch_gqa(dim3 grid, cudaStream_t stream, const GqaArgs& a) {
   if (a.kc_tab)
     launch_kernel(attention_gqa_kernel<HD, G, true>, grid, kGqaWarps * 32, 0, stream, a.q, nullptr, nullptr,
-                  a.nh, a.nkv, nullptr, a.out, a.kc_tab, a.vc_tab, a.pos_tab, a.part, a.done);
+                  a.nh, a.nkv, nullptr, a.out, a.kc_tab, a.vc_tab, a.pos_tab, a.part, a.done, a.knew, a.vnew,
+                  a.inv_freq);
   else
     launch_kernel(attention_gqa_kernel<HD, G, false>, grid, kGqaWarps * 32, 0, stream, a.q, a.kc, a.vc, a.nh,
-                  a.nkv, a.pos_one, a.out, nullptr, nullptr, nullptr, a.part, a.done);
+                  a.nkv, a.pos_one, a.out, nullptr, nullptr, nullptr, a.part, a.done, a.knew, a.vnew,
+                  a.inv_freq);
 }
 
 // Query heads per KV head as a template argument: the per-head accumulators live in registers.
@@ -440,7 +521,7 @@ void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw,
                           const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
                           bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
                           const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part,
-                          int* done) {
+                          int* done, const GqaAppend* append) {
   const GqaArgs a{reinterpret_cast<const bf16*>(q_raw),
                   reinterpret_cast<const bf16*>(kc_raw),
                   reinterpret_cast<const bf16*>(vc_raw),
@@ -452,7 +533,10 @@ void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw,
                   reinterpret_cast<const bf16* const*>(vc_tab_raw),
                   pos_tab,
                   part,
-                  done};
+                  done,
+                  append ? reinterpret_cast<const bf16*>(append->k) : nullptr,
+                  append ? reinterpret_cast<const bf16*>(append->v) : nullptr,
+                  append ? append->inv_freq : nullptr};
   const int g = nh / nkv;
   const bool ok = hd == 128  ? launch_gqa_hd<128>(g, grid, stream, a)
                   : hd == 64 ? launch_gqa_hd<64>(g, grid, stream, a)

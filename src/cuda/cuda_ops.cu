@@ -665,6 +665,13 @@ void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, s
   OpTimer timer_(this, "attention");
   bf16_raw* kc = s.k[layer].as<bf16_raw>();
   bf16_raw* vc = s.v[layer].as<bf16_raw>();
+  // Decode: RoPE and the cache append inside the GQA attention kernel where it runs.
+  if (q.rows == 1 && fused_rope_ && gqa_attention_supported(nh, nkv, hd)) {
+    const GqaAppend app = append_args(k, v, hd, rope);
+    launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out,
+                     &app);
+    return;
+  }
   rope_kv_append(q, k, v, nh, nkv, hd, rope, s.pos_dev.as<int>(), nullptr, kc, vc, nullptr, nullptr);
   if (q.rows > 1 && flash_attention_supported(hd)) {  // prefill on tensor cores
     flash_attention_prefill(q.data, kc, vc, s.pos_dev.as<int>(), static_cast<int>(q.rows), nh, nkv, hd,
@@ -672,6 +679,11 @@ void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, s
     return;
   }
   launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
+}
+
+GqaAppend CudaOps::append_args(const Tensor& k, const Tensor& v, int hd, const RopeConfig* rope) {
+  if (rope) set_rope(hd, *rope);
+  return {k.data, v.data, rope ? inv_freq_.as<float>() : nullptr};
 }
 
 bool CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, std::span<State* const> states,
@@ -708,12 +720,15 @@ int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
 
 void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
                                const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
-                               const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out) {
+                               const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out,
+                               const GqaAppend* append) {
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
   const int64_t qh = q.rows * nh;
   // Decode (one query row per sequence) takes the GQA kernel where it applies; its blocks are per KV head.
   const bool gqa = (q.rows == 1 || kc_tab) && gqa_attention_supported(nh, nkv, hd);
+  if (append && !gqa)
+    throw Error("internal: RoPE and the cache append run inside the GQA decode kernel only");
   const int splits = attention_splits(gqa ? q.rows * nkv : qh, max_len);
   float* part = nullptr;
   if (splits > 1) {
@@ -732,7 +747,8 @@ void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_r
       done = attn_done_.as<int>();
     }
     launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), stream_,
-                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part, done);
+                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part, done,
+                         append);
     return;
   }
   launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, q.data, kc,
@@ -935,6 +951,11 @@ void CudaOps::attention_batch(Tensor& q, const Tensor& k, const Tensor& v, size_
       reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_);
   const auto kc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 2));
   const auto vc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 3));
+  if (fused_rope_ && gqa_attention_supported(nh, nkv, hd)) {
+    const GqaAppend app = append_args(k, v, hd, rope);
+    launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out, &app);
+    return;
+  }
   rope_kv_append(q, k, v, nh, nkv, hd, rope, nullptr, pos, nullptr, nullptr, kc, vc);
   launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out);
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/attention_decode.h"
 #include "cuda/nvfp4_gemm.h"
 #include "engine/ops.h"
 #include "cpu/ops.h"
@@ -156,6 +157,8 @@ class CudaOps {
   bool mamba_decode_step(const Tensor& proj, State* one, size_t layer, const LayerWeights& L,
                          const ModelConfig& c, Tensor& y);
   void set_fused_mamba(bool on) { fused_mamba_ = on; }
+  // Decode attention does RoPE and the KV-cache append itself (GQA kernel) instead of a kernel before it.
+  void set_fused_rope(bool on) { fused_rope_ = on; }
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);
@@ -210,14 +213,18 @@ class CudaOps {
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
   bool fused_mamba_ = true;
+  bool fused_rope_ = true;
   DeviceBuffer attn_part_;
   DeviceBuffer attn_done_;  // int per (row, KV head): finished splits of the GQA decode attention
   DeviceBuffer ssd_ws_;     // chunked-scan scratch (prefill only)  // split attention partials: FP32
                             // [query_heads, splits, head_dim + 2]
   // One sequence (kc, vc, pos_one) or a batch (the per-step tables); max_len bounds the visible keys.
+  // append: RoPE and the cache append of decode inside the GQA kernel (rope_kv_append not run before).
   void launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
                         const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
-                        const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out);
+                        const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out,
+                        const GqaAppend* append = nullptr);
+  GqaAppend append_args(const Tensor& k, const Tensor& v, int hd, const RopeConfig* rope);
   struct DevLinear {
     bool nvfp4 = false;
     Nvfp4DeviceWeight fp4;

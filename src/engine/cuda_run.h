@@ -21,6 +21,7 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
     ops.set_attention_splits(o.attn_splits);
     ops.set_profile(o.profile);
     ops.set_fused_mamba(o.fused_mamba);
+    ops.set_fused_rope(o.fused_rope);
   };
   if (o.tp == 1) {
     CudaOps ops(0, o.graphs);

@@ -11,6 +11,7 @@ struct CudaRunOptions {
   bool profile = false;     // per-op-class event timing (turns graphs off)
   bool pdl = true;          // programmatic dependent launch of the decode kernels (sm_90+)
   bool fused_mamba = true;  // the Mamba decode step in two kernels instead of four
+  bool fused_rope = true;   // RoPE and the KV-cache append inside decode attention
 };
 
 }  // namespace fp4lab

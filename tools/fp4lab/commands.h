@@ -40,7 +40,7 @@ void add_hub_options(CLI::App& app, HubOptions& o);
 std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
 // The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits, --no-pdl,
-// --no-fused-mamba), and
+// --no-fused-mamba, --no-fused-rope), and
 // their echo in a results document's options.
 struct CudaCliOptions {
   int tp = 1;
@@ -48,6 +48,7 @@ struct CudaCliOptions {
   int attn_splits = 0;
   bool no_pdl = false;
   bool no_fused_mamba = false;
+  bool no_fused_rope = false;
 };
 void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);

@@ -20,6 +20,9 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
   app.add_flag("--no-fused-mamba", o.no_fused_mamba,
                "cuda: run a Mamba decode step as four kernels (conv1d, dt, state update, gated norm) instead "
                "of two");
+  app.add_flag("--no-fused-rope", o.no_fused_rope,
+               "cuda: run RoPE and the KV-cache append of a decode step in a kernel of their own instead of "
+               "inside the decode attention kernel");
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
@@ -28,6 +31,7 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["attn_splits"] = o.attn_splits;
   options["pdl"] = !o.no_pdl;
   options["fused_mamba"] = !o.no_fused_mamba;
+  options["fused_rope"] = !o.no_fused_rope;
 }
 
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
@@ -38,6 +42,7 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   r.profile = profile;
   r.pdl = !o.no_pdl;
   r.fused_mamba = !o.no_fused_mamba;
+  r.fused_rope = !o.no_fused_rope;
   return r;
 }
 
