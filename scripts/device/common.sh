@@ -24,3 +24,13 @@ gen_decode() {
   $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
   echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
 }
+# sanitize FILTER TOOL...: compute-sanitizer with each tool over the tests matching FILTER (unless SANITIZE=0),
+# full reports under $OUT, the summary line printed.
+sanitize() {
+  [ "${SANITIZE:-1}" = 1 ] || return 0
+  local filter=$1 tool; shift
+  for tool in "$@"; do
+    compute-sanitizer --tool $tool ./build/tests/fp4lab_tests --gtest_filter="$filter" >"$OUT/sanitize-$tool.txt" 2>&1
+    echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.txt" | tail -1)"
+  done
+}

@@ -5,13 +5,7 @@
 # NVFP4 batch-1 step under ncu both ways.
 source "$(dirname "$0")/common.sh"
 card_and_gpu_tests
-if [ "${SANITIZE:-1}" = 1 ]; then
-  for tool in memcheck synccheck; do
-    compute-sanitizer --tool $tool ./build/tests/fp4lab_tests --gtest_filter='GpuKernels.MambaDecodeStep*' \
-      >"$OUT/sanitize-$tool.txt" 2>&1
-    echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize-$tool.txt" | tail -1)"
-  done
-fi
+sanitize 'GpuKernels.MambaDecodeStep*' memcheck synccheck
 B8=(); for i in $(seq 1 8); do B8+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
 M=preset:nemotron-nano-9b-v2
 run() {  # label, args...

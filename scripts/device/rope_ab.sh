@@ -5,13 +5,7 @@
 # greedy ids compared, then (NCU=1) the Llama NVFP4 batch-1 step under ncu both ways.
 source "$(dirname "$0")/common.sh"
 card_and_gpu_tests
-if [ "${SANITIZE:-1}" = 1 ]; then
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool ./build/tests/fp4lab_tests --gtest_filter='GpuKernels.DecodeAttentionRotates*' \
-      >"$OUT/sanitize-$tool.txt" 2>&1
-    echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.txt" | tail -1)"
-  done
-fi
+sanitize 'GpuKernels.DecodeAttentionRotates*' memcheck racecheck
 run() {  # label, args...
   local label=$1; shift
   for mode in "" --no-fused-rope; do
