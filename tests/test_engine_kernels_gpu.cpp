@@ -607,8 +607,8 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
 
 // Decode attention that does RoPE and the KV-cache append itself (CudaOps::set_fused_rope) against the
 // separate rope_kv_append kernel then attention: the same output and caches, bit for bit, with Llama-3 RoPE
-// and without RoPE (Nemotron-H), at context lengths that put the new key in the first, a middle and the
-// last split.
+// and without RoPE (Nemotron-H), at context lengths from 1 key (one split) to 4097 (the automatic split
+// count, the new key in the last split).
 TEST(GpuKernels, DecodeAttentionRotatesAndAppendsItself) {
   REQUIRE_GPU();
   std::mt19937 rng(23);

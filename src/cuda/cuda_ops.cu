@@ -21,12 +21,6 @@
 
 namespace fp4lab {
 
-namespace {
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-}  // namespace
-
 using namespace dev;
 
 struct CudaOps::OpTimer {
@@ -1004,13 +998,11 @@ void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const
   OpTimer timer_(this, "mamba.gated_norm");
   if (z_src.f32 || z_src.rows != y.rows || z_col + y.cols > z_src.cols)
     throw Error("internal: gated_rmsnorm reads z from BF16 columns of a tensor of y's rows");
-  const int64_t gs = groups > 0 ? y.cols / groups : 0;
   const bf16_raw* z = z_src.data + z_col;
   // 16-byte accesses where the group, the rows and z's columns allow them (Nemotron-H: 1280-wide groups).
-  if (gs % 8 == 0 && gs / 8 <= 1024 && y.cols % 8 == 0 && z_src.cols % 8 == 0 && aligned16(y.data) &&
-      aligned16(z)) {
+  if (gated_rmsnorm8_fits(y.cols, groups, z_src.cols, y.data, z)) {
     launch_kernel(gated_rmsnorm8_kernel, static_cast<unsigned>(y.rows * groups),
-                  static_cast<int>((gs / 8 + 31) / 32 * 32), 0, stream_, reinterpret_cast<bf16*>(y.data),
+                  gated_rmsnorm8_threads(y.cols, groups), 0, stream_, reinterpret_cast<bf16*>(y.data),
                   reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w), y.cols, groups, eps);
     return;
   }

@@ -59,6 +59,11 @@ __device__ __forceinline__ float ldx(const void* p, int64_t i, bool f32) {
   return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
 }
 
+// Host side: whether p allows 16-byte accesses (the 8-value forms of the kernels).
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // Host side: calls f(std::integral_constant<int, V>) for the V of Vs equal to v (the values a kernel template
 // is built for); false, calling nothing, for any other v.
 template <int... Vs, class F>

@@ -86,5 +86,9 @@ __global__ void gated_rmsnorm_kernel(bf16* y, const bf16* z, int64_t z_ld, const
 __global__ void __launch_bounds__(1024)
     gated_rmsnorm8_kernel(bf16* y, const bf16* z, int64_t z_ld, const float* w, int64_t width, int groups,
                           float eps);
+// Host side: whether gated_rmsnorm8_kernel (and the decode step's norm) takes rows of `width` in `groups`,
+// y [rows, width] and z (rows z_ld apart), and the block size it runs with.
+bool gated_rmsnorm8_fits(int64_t width, int groups, int64_t z_ld, const void* y, const void* z);
+int gated_rmsnorm8_threads(int64_t width, int groups);
 
 }  // namespace fp4lab

@@ -214,10 +214,25 @@ __global__ void __launch_bounds__(1024)
   gated_rmsnorm8_block(y, z, z_ld, w, width, groups, eps, [] {});
 }
 
+bool gated_rmsnorm8_fits(int64_t width, int groups, int64_t z_ld, const void* y, const void* z) {
+  if (groups <= 0) return false;
+  const int64_t gs = width / groups;
+  return gs % 8 == 0 && gs / 8 <= 1024 && width % 8 == 0 && z_ld % 8 == 0 && aligned16(y) && aligned16(z);
+}
+
+int gated_rmsnorm8_threads(int64_t width, int groups) {
+  return static_cast<int>((width / groups / 8 + 31) / 32 * 32);
+}
+
 namespace {
 
 __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// The conv channel of group g's B (t < ns) or C (t - ns) entry: xBC is x [di] | B [gn] | C [gn].
+__device__ __forceinline__ int64_t bc_channel(int t, int ns, int g, int64_t di, int64_t gn) {
+  return t < ns ? di + int64_t{g} * ns + t : di + gn + int64_t{g} * ns + (t - ns);
 }
 
 }  // namespace
@@ -250,7 +265,7 @@ __global__ void __launch_bounds__(kMambaStepWarps * 32)
 #pragma unroll
     for (int j = 0; j < NPL; ++j) S[i][j] = lane + 32 * j < ns ? rows[i * ns + 32 * j] : 0.0f;
   const bool bc = tid < 2 * ns, xs = tid < kMambaStepRows;
-  const int64_t c_bc = tid < ns ? di + int64_t{g} * ns + tid : di + gn + int64_t{g} * ns + (tid - ns);
+  const int64_t c_bc = bc_channel(tid, ns, g, di, gn);
   const int64_t c_x = row0 + tid;
   float acc_bc = 0.0f, wl_bc = 0.0f, acc_x = 0.0f, wl_x = 0.0f, win_x[kMaxConvKernel] = {};
   if (bc) {
@@ -323,7 +338,7 @@ __global__ void __launch_bounds__(1024) mamba_step_norm_kernel(const __grid_cons
     float* conv_st = p.conv_tab ? p.conv_tab[seq] : p.conv_one;
     const bf16* in = proj + int64_t{seq} * p.proj_ld + di;
     for (int t = threadIdx.x; t < 2 * ns; t += blockDim.x) {
-      const int64_t c = t < ns ? di + int64_t{g} * ns + t : di + gn + int64_t{g} * ns + (t - ns);
+      const int64_t c = bc_channel(t, ns, g, di, gn);
       float* st = conv_st + c * hist;
       for (int j = 0; j + 1 < hist; ++j) st[j] = st[j + 1];
       st[hist - 1] = ld(in + c);
@@ -334,18 +349,17 @@ __global__ void __launch_bounds__(1024) mamba_step_norm_kernel(const __grid_cons
 bool mamba_decode_step_supported(const MambaStepArgs& a) {
   const cpu::SsmShape& s = a.shape;
   if (s.groups <= 0 || s.heads <= 0 || s.heads % s.groups != 0) return false;
-  const int64_t gs = int64_t{s.heads} * s.head_dim / s.groups;
-  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const int64_t di = int64_t{s.heads} * s.head_dim;
   return s.head_dim % kMambaStepRows == 0 && s.state >= 1 && s.state <= 32 * kMambaStepMaxPerLane &&
-         a.kernel >= 1 && a.kernel <= kMaxConvKernel && gs % 8 == 0 && gs / 8 <= 1024 && a.proj_ld % 8 == 0 &&
-         aligned(a.proj) && aligned(a.y) && a.rows >= 1 && a.rows <= 65535;
+         a.kernel >= 1 && a.kernel <= kMaxConvKernel &&
+         gated_rmsnorm8_fits(di, s.groups, a.proj_ld, a.y, a.proj) && a.rows >= 1 && a.rows <= 65535;
 }
 
 void mamba_decode_step(const MambaStepArgs& a, cudaStream_t stream) {
   if (!mamba_decode_step_supported(a) || (a.rows > 1 && (!a.conv_tab || !a.ssm_tab)) ||
       (!a.conv_tab && (!a.conv_one || !a.ssm_one)))
     throw Error("internal: mamba_decode_step called for a shape or buffers it does not take");
-  const int64_t di = int64_t{a.shape.heads} * a.shape.head_dim, gs = di / a.shape.groups;
+  const int64_t di = int64_t{a.shape.heads} * a.shape.head_dim;
   const int npl = a.shape.state <= 32 ? 1 : a.shape.state <= 64 ? 2 : 4;
   with_value<1, 2, 4>(npl, [&](auto v) {
     launch_kernel(mamba_step_scan_kernel<v()>,
@@ -353,7 +367,7 @@ void mamba_decode_step(const MambaStepArgs& a, cudaStream_t stream) {
                   kMambaStepWarps * 32, 0, stream, a);
   });
   launch_kernel(mamba_step_norm_kernel, static_cast<unsigned>(a.rows * a.shape.groups),
-                static_cast<int>((gs / 8 + 31) / 32 * 32), 0, stream, a);
+                gated_rmsnorm8_threads(di, a.shape.groups), 0, stream, a);
 }
 
 }  // namespace fp4lab
