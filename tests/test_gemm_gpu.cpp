@@ -124,6 +124,7 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
         if (m <= 32) plans.push_back({W4A16Variant::Decode32, 1, rows, 4});
         if (m <= 64 && rows == 16) plans.push_back({W4A16Variant::Decode64, 1, rows});
         if (m <= 8) plans.push_back({W4A16Variant::Decode8, 1, rows, 16});
+        if (m <= 8 && rows == 16) plans.push_back({W4A16Variant::Decode8, 1, rows, 10});
         if (m <= 16 && rows == 16) plans.push_back({W4A16Variant::Decode16, 1, rows, 16});
       }
       for (int rows : {64, 128})

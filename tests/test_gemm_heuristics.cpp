@@ -38,7 +38,12 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(choose_w4a16_plan(24, 4480, 4480, 132).rows_per_block, 16);
   // 16 warps per block only for narrow layers with a long K, at decode8 sizes.
   EXPECT_EQ(choose_w4a16_plan(1, 4096, 14336, 132).decode_warps, 16);
-  EXPECT_EQ(choose_w4a16_plan(8, 4480, 10240, 132).decode_warps, 16);
+  EXPECT_EQ(choose_w4a16_plan(8, 4096, 10240, 132).decode_warps, 16);
+  // Past two tiles per SM (280 on 132), 10 warps: three blocks per SM hold every tile in one wave.
+  EXPECT_EQ(choose_w4a16_plan(8, 4480, 10240, 132).decode_warps, 10);
+  EXPECT_EQ(choose_w4a16_plan(1, 4480, 15680, 132).decode_warps, 10);
+  EXPECT_EQ(w4a16_plan_suffix(choose_w4a16_plan(1, 4480, 15680, 132)), "/w10");
+  EXPECT_EQ(choose_w4a16_plan(1, 6400, 15680, 132).decode_warps, 8);  // 400 tiles: past three per SM
   EXPECT_EQ(choose_w4a16_plan(1, 4096, 4096, 132).decode_warps, 8);
   EXPECT_EQ(choose_w4a16_plan(1, 28672, 4096, 132).decode_warps, 8);
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 15680, 132).decode_warps, 8);

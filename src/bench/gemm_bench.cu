@@ -295,6 +295,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                   {"variant", w4a16_variant_name(plan.variant)},
                   {"splits", plan.splits},
                   {"rows_per_block", plan.rows_per_block},
+                  {"plan", std::string(w4a16_variant_name(plan.variant)) + w4a16_plan_suffix(plan)},
                   {"nvfp4_us", t4},
                   {"weight_gbs", gbs},
                   {"pct_copy", 100.0 * gbs / copy_gbs},

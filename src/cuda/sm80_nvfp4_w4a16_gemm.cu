@@ -85,8 +85,10 @@ constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / 
 // them between row tiles, which halves the X traffic per weight byte. PF chunks per warp are in flight in
 // registers. Tried and measured slower or no faster (kernel-notes #13-#16, #35, #40): deeper register or
 // cp.async shared-memory pipelines, X staged in shared memory, other load cache policies, a persistent grid,
-// the weights bulk-copied (cp.async.bulk) into a shared-memory ring. What made it faster was fewer
-// instructions per chunk (#41): the kernel is bound by issue, not by the loads in flight.
+// the weights bulk-copied (cp.async.bulk) into a shared-memory ring, the weights prefetched into L2 by the
+// kernel before (#67), stream-K runs over one wave (#68). What made it faster was fewer instructions per
+// chunk (#41): the kernel is bound by issue, not by the loads in flight; and the number of warps per block
+// set so that the tiles fit the resident blocks in as few waves as they can (#30, #69).
 // Up to three weights of one K that read the same X (q | k | v, gate | up) in one launch: the blocks are laid
 // out weight after weight, each block working for the weight whose range holds its index. A single weight is
 // a group of one.
@@ -697,6 +699,12 @@ void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
                       cudaStream_t stream) {
   if (p.decode_warps == 4) {
     launch_decode<NT, RA, 4>(x, m, ldx, t, stream);
+  } else if (p.decode_warps == 10) {
+    // 10 warps: three resident blocks per SM at the 64-register budget (kDecodeMinBlocks), one tile each.
+    if constexpr (RA * NT == 1)
+      launch_decode<NT, RA, 10>(x, m, ldx, t, stream);
+    else
+      throw Error("nvfp4 gemm: 10 decode warps take one row x token tile per block");
   } else if (p.decode_warps == 16) {
     // 16 warps: the cross-warp reduction buffer holds 16 x RA x NT x 4 x 32 floats (<= 32 KB here).
     if constexpr (RA * NT <= 4)
@@ -711,8 +719,8 @@ void launch_decode_ra(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t 
 template <int NT>
 void launch_decode_nt(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t,
                       cudaStream_t stream) {
-  if (p.decode_warps != 4 && p.decode_warps != 8 && p.decode_warps != 16)
-    throw Error("nvfp4 gemm: decode_warps must be 4, 8 or 16");
+  if (p.decode_warps != 4 && p.decode_warps != 8 && p.decode_warps != 10 && p.decode_warps != 16)
+    throw Error("nvfp4 gemm: decode_warps must be 4, 8, 10 or 16");
   if constexpr (NT >= 8) {  // the cross-warp reduction buffer of two row tiles would exceed 48 KB
     if (p.rows_per_block != 16) throw Error("nvfp4 gemm: decode64 takes 16 weight rows per block");
     launch_decode_ra<NT, 1>(p, x, m, ldx, t, stream);

@@ -35,6 +35,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
       p.variant == W4A16Variant::Decode32 || p.variant == W4A16Variant::Decode64) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
+    if (p.decode_warps == 10) s += "/w10";
     if (p.decode_warps == 16) s += "/w16";
   }
   if (p.variant == W4A16Variant::Xs32) s += "/r" + std::to_string(p.rows_per_block);
@@ -86,12 +87,15 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
     p.rows_per_block = 128;
     return p;
   }
-  // Few row tiles and a long K (Llama mlp.down 4096 x 14336, Nemotron mamba.out and mlp.down): 256-280
-  // blocks of 8 warps leave the SMs with too few loads in flight; 16 warps per block (each taking half the
-  // k-chunks) measured 24% / 9% / 11% faster at M = 1 and 4 (H200, kernel-notes #30). Wide layers and short
-  // K lose with 16 (fewer resident blocks, two iterations or less per warp).
+  // Few row tiles and a long K (Llama mlp.down 4096 x 14336): 256 blocks of 8 warps leave the SMs with too
+  // few loads in flight; 16 warps per block (each taking half the k-chunks; two blocks per SM) measured 24%
+  // faster at M = 1 and 4 (H200, kernel-notes #30). Past two tiles per SM (Nemotron mamba.out and mlp.down:
+  // 280 tiles on 132 SMs), 16-warp blocks leave 16 blocks for a second wave on a few SMs; 10 warps (three
+  // resident blocks per SM) take them all in one: 13.2 -> 11.1 us and 17.3 -> 15.8 us (kernel-notes #69).
+  // Wide layers and short K lose with either (fewer resident blocks, two iterations or less per warp).
   const int64_t row_tiles = (n + 15) / 16;
-  if (m <= 8 && 4 * row_tiles <= 9 * int64_t{sm_count} && k >= 8192) p.decode_warps = 16;
+  if (m <= 8 && k >= 8192 && row_tiles <= 3 * int64_t{sm_count})
+    p.decode_warps = row_tiles <= 2 * int64_t{sm_count} ? 16 : 10;
   return p;
 }
 

@@ -24,7 +24,7 @@ struct W4A16Plan {
   int splits = 1;  // K split across blocks (reduced in the kernel by the last block of each tile)
   // Weight rows per block: 16 or 32 for the decode variants (32 shares X loads), 64 or 128 for xs32.
   int rows_per_block = 16;
-  int decode_warps = 8;  // decode variants: warps splitting K inside a block (4, 8 or 16)
+  int decode_warps = 8;  // decode variants: warps splitting K inside a block (4, 8, 10 or 16; 10: one tile)
 };
 
 // The knobs that differ from the variant's defaults, as printed after its name: "/s3", "/r32", "/w4".

@@ -475,7 +475,7 @@ Action add_bench(CLI::App& app) {
   g->add_option("--rows-per-block", o->rows_per_block,
                 "with a forced decode variant: 16 or 32 weight rows per block (xs32: 64 or 128)");
   g->add_option("--decode-warps", o->decode_warps,
-                "with a forced decode variant: warps per block (4, 8 or 16)");
+                "with a forced decode variant: warps per block (4, 8, 10 or 16; 10: one row tile)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_flag("!--no-pdl", o->pdl,
