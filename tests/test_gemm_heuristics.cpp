@@ -45,7 +45,12 @@ TEST(GemmHeuristics, VariantByBatch) {
   EXPECT_EQ(w4a16_plan_suffix(choose_w4a16_plan(1, 4480, 15680, 132)), "/w10");
   EXPECT_EQ(choose_w4a16_plan(1, 6400, 15680, 132).decode_warps, 8);  // 400 tiles: past three per SM
   EXPECT_EQ(choose_w4a16_plan(1, 4096, 4096, 132).decode_warps, 8);
-  EXPECT_EQ(choose_w4a16_plan(1, 28672, 4096, 132).decode_warps, 8);
+  // Four row tiles per SM or more at K < 8192: 4 warps (eight blocks per SM); fewer tiles keep 8.
+  EXPECT_EQ(choose_w4a16_plan(1, 28672, 4096, 132).decode_warps, 4);
+  EXPECT_EQ(choose_w4a16_plan(8, 15680, 4480, 132).decode_warps, 4);
+  EXPECT_EQ(w4a16_plan_suffix(choose_w4a16_plan(1, 22656, 4480, 132)), "/w4");
+  EXPECT_EQ(choose_w4a16_plan(1, 7168, 4480, 132).decode_warps, 8);   // 448 tiles: 3.4 per SM
+  EXPECT_EQ(choose_w4a16_plan(9, 28672, 4096, 132).decode_warps, 8);  // decode16
   EXPECT_EQ(choose_w4a16_plan(1, 22656, 15680, 132).decode_warps, 8);
   EXPECT_EQ(choose_w4a16_plan(9, 4096, 14336, 132).decode_warps, 8);
 }

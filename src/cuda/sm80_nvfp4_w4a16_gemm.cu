@@ -88,7 +88,7 @@ constexpr int kDecodeMinBlocks = NT* RA == 1                             ? 32 / 
 // the weights bulk-copied (cp.async.bulk) into a shared-memory ring, the weights prefetched into L2 by the
 // kernel before (#67), stream-K runs over one wave (#68). What made it faster was fewer instructions per
 // chunk (#41): the kernel is bound by issue, not by the loads in flight; and the number of warps per block
-// set so that the tiles fit the resident blocks in as few waves as they can (#30, #69).
+// set so that the tiles fit the resident blocks in as few waves as they can (#30, #69, #70).
 // Up to three weights of one K that read the same X (q | k | v, gate | up) in one launch: the blocks are laid
 // out weight after weight, each block working for the weight whose range holds its index. A single weight is
 // a group of one.

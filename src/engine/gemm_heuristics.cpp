@@ -96,6 +96,13 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   const int64_t row_tiles = (n + 15) / 16;
   if (m <= 8 && k >= 8192 && row_tiles <= 3 * int64_t{sm_count})
     p.decode_warps = row_tiles <= 2 * int64_t{sm_count} ? 16 : 10;
+  // The wide layers (four row tiles per SM or more; measured at K = 4096-4480): 4-warp blocks, eight resident
+  // per SM, each warp with twice the chunks of an 8-warp block's warps, the last wave in smaller pieces.
+  // H200, M = 1, us, 4 against 8 warps: Llama gate_up 28672 x 4096 20.1 / 22.1, Nemotron mamba.in 22656 x
+  // 4480 19.4 / 20.4, mlp.up 15680 x 4480 13.2 / 14.4; at 2.9-3.4 tiles per SM 8 stays (Nemotron 7168 x
+  // 4480: 8.2 / 7.9; Llama 6144 x 4096: 6.8 / 7.1), at 1.9 too (4096 x 4096: 6.1 / 5.0) (kernel-notes #70).
+  else if (m <= 8 && k < 8192 && row_tiles >= 4 * int64_t{sm_count})
+    p.decode_warps = 4;
   return p;
 }
 
