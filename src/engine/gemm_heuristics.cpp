@@ -92,7 +92,7 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   // faster at M = 1 and 4 (H200, kernel-notes #30). Past two tiles per SM (Nemotron mamba.out and mlp.down:
   // 280 tiles on 132 SMs), 16-warp blocks leave 16 blocks for a second wave on a few SMs; 10 warps (three
   // resident blocks per SM) take them all in one: 13.2 -> 11.1 us and 17.3 -> 15.8 us (kernel-notes #69).
-  // Wide layers and short K lose with either (fewer resident blocks, two iterations or less per warp).
+  // Wider layers and short K lose with either (fewer resident blocks, two iterations or less per warp).
   const int64_t row_tiles = (n + 15) / 16;
   if (m <= 8 && k >= 8192 && row_tiles <= 3 * int64_t{sm_count})
     p.decode_warps = row_tiles <= 2 * int64_t{sm_count} ? 16 : 10;
@@ -100,7 +100,8 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   // per SM, each warp with twice the chunks of an 8-warp block's warps, the last wave in smaller pieces.
   // H200, M = 1, us, 4 against 8 warps: Llama gate_up 28672 x 4096 20.1 / 22.1, Nemotron mamba.in 22656 x
   // 4480 19.4 / 20.4, mlp.up 15680 x 4480 13.2 / 14.4; at 2.9-3.4 tiles per SM 8 stays (Nemotron 7168 x
-  // 4480: 8.2 / 7.9; Llama 6144 x 4096: 6.8 / 7.1), at 1.9 too (4096 x 4096: 6.1 / 5.0) (kernel-notes #70).
+  // 4480: 8.2 / 7.9; Llama 6144 x 4096: 6.8 / 7.1, inside the spread), at 1.9 too (4096 x 4096: 6.1 / 5.0)
+  // (kernel-notes #70).
   else if (m <= 8 && k < 8192 && row_tiles >= 4 * int64_t{sm_count})
     p.decode_warps = 4;
   return p;
