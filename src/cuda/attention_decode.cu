@@ -265,7 +265,7 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
       for (int i = 0; i < 8; ++i) {
         const float p = __bfloat162float(ep[i]);
         const float2 r = first_half ? rope_pair(x[i], p, cs8[i], sn8[i]) : rope_pair(p, x[i], cs8[i], sn8[i]);
-        x[i] = __bfloat162float(__float2bfloat16_rn(first_half ? r.x : r.y));  // as rope_kv_append stores it
+        x[i] = round_bf16(first_half ? r.x : r.y);  // as rope_kv_append stores it
       }
     }
 #pragma unroll

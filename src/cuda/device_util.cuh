@@ -15,6 +15,14 @@ __device__ __forceinline__ float ld(const bf16* p) {
 __device__ __forceinline__ float silu(float v) {
   return v / (1.0f + __expf(-v));
 }
+// Mamba's dt: softplus(v) (linear past 20), clamped to [lo, hi].
+__device__ __forceinline__ float softplus_clamped(float v, float lo, float hi) {
+  return fminf(fmaxf(v > 20.0f ? v : log1pf(__expf(v)), lo), hi);
+}
+// v rounded to BF16 and back: where a fused kernel keeps in registers what the separate kernels store.
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
 
 // Block-wide sum for blockDim.x <= 1024 (multiple of 32).
 __device__ inline float block_sum(float v) {

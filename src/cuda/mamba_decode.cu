@@ -21,8 +21,7 @@ __global__ void softplus_dt_kernel(const bf16* proj, int64_t rows, int64_t pcols
   ptx::griddep_enter();
   for (int64_t i = i0; i < rows * nh; i += int64_t{gridDim.x} * blockDim.x) {
     const float v = ld(proj + (i / nh) * pcols + col0 + i % nh) + (i == i0 ? b0 : bias[i % nh]);
-    const float sp = v > 20.0f ? v : log1pf(__expf(v));
-    dt[i] = __float2bfloat16_rn(fminf(fmaxf(sp, lo), hi));
+    dt[i] = __float2bfloat16_rn(softplus_clamped(v, lo, hi));
   }
 }
 
@@ -226,10 +225,6 @@ int gated_rmsnorm8_threads(int64_t width, int groups) {
 
 namespace {
 
-__device__ __forceinline__ float round_bf16(float v) {
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
-
 // The conv channel of group g's B (t < ns) or C (t - ns) entry: xBC is x [di] | B [gn] | C [gn].
 __device__ __forceinline__ int64_t bc_channel(int t, int ns, int g, int64_t di, int64_t gn) {
   return t < ns ? di + int64_t{g} * ns + t : di + gn + int64_t{g} * ns + (t - ns);
@@ -299,8 +294,7 @@ __global__ void __launch_bounds__(kMambaStepWarps * 32)
   }
   if (tid == 0) {
     const float v = ld(pr + di + 2 * gn + di + h) + dtb;  // dt: after z and xBC
-    const float sp = v > 20.0f ? v : log1pf(__expf(v));
-    s_dt = round_bf16(fminf(fmaxf(sp, p.dt_lo), p.dt_hi));
+    s_dt = round_bf16(softplus_clamped(v, p.dt_lo, p.dt_hi));
   }
   __syncthreads();
 
