@@ -608,7 +608,10 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
 // Decode attention that does RoPE and the KV-cache append itself (CudaOps::set_fused_rope) against the
 // separate rope_kv_append kernel then attention: the same output and caches, bit for bit, with Llama-3 RoPE
 // and without RoPE (Nemotron-H), at context lengths from 1 key (one split) to 4097 (the automatic split
-// count, the new key in the last split).
+// count, the new key in the last split). The first key step of a split is loaded before the
+// programmatic-launch wait, so the new key's row must come from this step's data, not the cache: 17 and 260
+// keys put it in the first step of a split (the only one and the fifth of eight), 300, 1000 and 4097 in a
+// later step.
 TEST(GpuKernels, DecodeAttentionRotatesAndAppendsItself) {
   REQUIRE_GPU();
   std::mt19937 rng(23);
@@ -621,7 +624,8 @@ TEST(GpuKernels, DecodeAttentionRotatesAndAppendsItself) {
   llama3.theta = 500000.0f;
   llama3.factor = 8.0f;
   for (const Case c : {Case{128, 32, 8, 300, true}, Case{128, 40, 8, 1000, false}, Case{64, 40, 8, 17, true},
-                       Case{32, 4, 2, 1, true}, Case{128, 32, 8, 4097, true}}) {
+                       Case{32, 4, 2, 1, true}, Case{128, 32, 8, 4097, true}, Case{128, 32, 8, 260, true},
+                       Case{128, 40, 8, 260, false}}) {
     const int cap = c.len + 8;
     const auto [qraw, qf] = random_bf16(static_cast<size_t>(c.nh) * c.hd, 1.0f, rng);
     const auto [kraw, kf] = random_bf16(static_cast<size_t>(c.nkv) * c.hd, 1.0f, rng);

@@ -4,7 +4,7 @@
 # kernel name, for the Llama-8B and Nemotron presets in NVFP4 and BF16 at batch 1. NCU_FLAGS: extra ncu
 # options; "--cache-control none --clock-control none" keeps the caches warm and the card at its own clocks
 # (ncu's defaults flush the caches before every kernel and lock the base clock, which inflates short kernels).
-# GEN_ARGS: extra `generate` flags (e.g. --no-fused-norm).
+# GEN_ARGS: extra `generate` flags (e.g. --no-fused-norm). BIN: the binary (default build/fp4lab).
 source "$(dirname "$0")/common.sh"
 SPECS=${SPECS:-"llama-3.1-8b:nvfp4 nemotron-nano-9b-v2:nvfp4 llama-3.1-8b:bf16 nemotron-nano-9b-v2:bf16"}
 for spec in $SPECS; do
@@ -12,7 +12,7 @@ for spec in $SPECS; do
   set -- $spec
   f="$OUT/ncu-$1-$2.csv"
   ncu ${NCU_FLAGS:-} --metrics gpu__time_duration.sum --csv --graph-profiling node --log-file "$f" \
-    ./build/fp4lab generate --backend cuda --greedy --model preset:$1 --quant $2 --prompt-ids "$(prompt 128)" \
+    ${BIN:-./build/fp4lab} generate --backend cuda --greedy --model preset:$1 --quant $2 --prompt-ids "$(prompt 128)" \
     --max-new-tokens 5 ${GEN_ARGS:-} >/dev/null 2>"$OUT/ncu.err"
   echo "== $1 $2 ${GEN_ARGS:-} rc=$? (per decode step: the last 3 forwards / 3)"
   python3 - "$f" <<'PY'

@@ -197,12 +197,11 @@ __device__ __forceinline__ float merge_splits(const float* base, int splits, int
 // position rotates the new k and writes it and v into the caches before it reads them. Same bits as the two
 // kernels (rope_pair, the same BF16 roundings).
 template <int HD, int G, bool kBatched>
-__global__ void __launch_bounds__(kGqaWarps * 32)
+__global__ void __launch_bounds__(kGqaWarps * 32, G <= 5 ? 2 : 1)
     attention_gqa_kernel(const bf16* q, const bf16* kc_one, const bf16* vc_one, int nh, int nkv,
                          const int* pos_one, bf16* out, const bf16* const* kc_tab, const bf16* const* vc_tab,
                          const int* const* pos_tab, float* part, int* done, const bf16* knew,
                          const bf16* vnew, const float* inv_freq) {
-  ptx::griddep_enter();
   // Two keys per lane in flight per iteration (four measured slower: the longer key step leaves splits
   // uneven or empty at short contexts, kernel-notes #32).
   constexpr int kLpk = HD / 8, kKpw = 32 / kLpk, kGroups = kGqaWarps * kKpw, kUnroll = 2;
@@ -216,6 +215,24 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   const int64_t kstride = static_cast<int64_t>(nkv) * HD;
   constexpr int kHalf = HD / 2, kFreqRegs = (kHalf + 31) / 32;
   const bool rope = knew && inv_freq;
+  // Everything up to the programmatic-launch wait reads only what the kernel before this one (the q|k|v
+  // projection, or the RoPE / append kernel) does not write: the position (moved on at the end of the
+  // previous step), the RoPE frequencies, and the cache rows of the first key step except the newest
+  // position's, which is this step's. So the position's round trip, the first K/V loads from DRAM and the
+  // sines overlap that kernel's tail.
+  const bf16* kbase = kc + static_cast<int64_t>(kh) * HD + dl * 8;
+  const bf16* vbase = vc + static_cast<int64_t>(kh) * HD + dl * 8;
+  uint4 kr[kUnroll], vr[kUnroll];
+  const auto load_kv = [&](int j0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + gi + u * kGroups;
+      const bool ok = j < hi;
+      kr[u] = ok ? *reinterpret_cast<const uint4*>(kbase + j * kstride) : make_uint4(0, 0, 0, 0);
+      vr[u] = ok ? *reinterpret_cast<const uint4*>(vbase + j * kstride) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load_kv(lo);
   // RoPE angles of the new position: lane l of every warp holds frequencies f = l + 32 r (8 per lane would be
   // needed otherwise; the lanes fetch theirs by shuffles).
   float cs_f[kFreqRegs] = {}, sn_f[kFreqRegs] = {};
@@ -224,10 +241,12 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     for (int r = 0; r < kFreqRegs; ++r)
       if (lane + 32 * r < kHalf)
         sincosf(static_cast<float>(pos) * inv_freq[lane + 32 * r], &sn_f[r], &cs_f[r]);
+  ptx::griddep_enter();
   // The block whose split holds the new position writes the new k (rotated) and v into the caches before its
   // loop reads them: thread e < HD / 2 pair e of k, HD / 2 <= e < HD pair e - HD / 2 of v, loaded here so
   // that the loads fly with q's.
   const bool owner = knew && lo <= pos && pos < hi;  // block-uniform
+  __shared__ __align__(16) bf16 sm_new[2][HD];       // the new k (rotated) and v, as written to the caches
   const int e_pair = threadIdx.x % kHalf;
   float na = 0.0f, nb = 0.0f;
   if (owner && threadIdx.x < HD) {
@@ -287,23 +306,30 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
         na = rot.x, nb = rot.y;
       }
       bf16* cache = const_cast<bf16*>(threadIdx.x < kHalf ? kc : vc) + pos * kstride + kh * HD;
-      cache[e_pair] = __float2bfloat16_rn(na);
-      cache[e_pair + kHalf] = __float2bfloat16_rn(nb);
+      const bf16 a = __float2bfloat16_rn(na), b = __float2bfloat16_rn(nb);
+      cache[e_pair] = a;
+      cache[e_pair + kHalf] = b;
+      sm_new[threadIdx.x / kHalf][e_pair] = a;
+      sm_new[threadIdx.x / kHalf][e_pair + kHalf] = b;
     }
     __syncthreads();  // the block's own global stores are visible to its threads after the barrier
   }
-  const bf16* kbase = kc + static_cast<int64_t>(kh) * HD + dl * 8;
-  const bf16* vbase = vc + static_cast<int64_t>(kh) * HD + dl * 8;
+  // The newest position's row was prefetched stale: the owner block takes it from the copy it just made in
+  // shared memory; without the fused append, the kernel before this one wrote it, so it is read again.
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+    if (lo + gi + u * kGroups == pos) {
+      if (owner) {
+        kr[u] = *reinterpret_cast<const uint4*>(&sm_new[0][dl * 8]);
+        vr[u] = *reinterpret_cast<const uint4*>(&sm_new[1][dl * 8]);
+      } else if (!knew) {
+        kr[u] = *reinterpret_cast<const uint4*>(kbase + pos * kstride);
+        vr[u] = *reinterpret_cast<const uint4*>(vbase + pos * kstride);
+      }
+    }
   // Warp-uniform trip count: the shuffles below need every lane.
   for (int j0 = lo; j0 < hi; j0 += kStep) {
-    uint4 kr[kUnroll], vr[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + gi + u * kGroups;
-      const bool ok = j < hi;
-      kr[u] = ok ? *reinterpret_cast<const uint4*>(kbase + j * kstride) : make_uint4(0, 0, 0, 0);
-      vr[u] = ok ? *reinterpret_cast<const uint4*>(vbase + j * kstride) : make_uint4(0, 0, 0, 0);
-    }
+    if (j0 != lo) load_kv(j0);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const bool ok = j0 + gi + u * kGroups < hi;
@@ -397,10 +423,26 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  // The same arithmetic as merge_splits, staged: the splits' (max, sum) of the G heads into shared memory
-  // first (one round trip), then each output's accumulators.
+  // The same arithmetic as merge_splits, staged so that the partials cost one round trip to L2 per kBatch
+  // splits (the loop over splits had one per split: each load waited behind the previous one's FMA): the
+  // first batch of accumulators is loaded with the splits' (max, sum) pairs, before their factors exist.
+  constexpr int kThreads = kGqaWarps * 32, kElems = (G * HD + kThreads - 1) / kThreads;
+  constexpr int kBatch = kElems > 2 ? 4 : 8;  // within the register budget of two blocks per SM up to G = 5
+  float pv[kElems][kBatch];
+  const auto load_batch = [&](int s0) {
+#pragma unroll
+    for (int k = 0; k < kElems; ++k) {
+      const int e = threadIdx.x + k * kThreads;
+      const int64_t qi = static_cast<int64_t>(tt) * nh + kh * G + e / HD;
+#pragma unroll
+      for (int c = 0; c < kBatch; ++c)
+        pv[k][c] =
+            e < G * HD && s0 + c < splits ? __ldcg(part + (qi * splits + s0 + c) * (HD + 2) + e % HD) : 0.0f;
+    }
+  };
+  load_batch(0);
   __shared__ float sm_ms[G][kAttnMaxSplits], sm_f[G][kAttnMaxSplits], sm_gl[G];
-  for (int i = threadIdx.x; i < G * splits; i += kGqaWarps * 32) {
+  for (int i = threadIdx.x; i < G * splits; i += kThreads) {
     const int64_t qi = static_cast<int64_t>(tt) * nh + kh * G + i / splits;
     sm_ms[i / splits][i % splits] = __ldcg(part + (qi * splits + i % splits) * (HD + 2) + HD);
     sm_f[i / splits][i % splits] = __ldcg(part + (qi * splits + i % splits) * (HD + 2) + HD + 1);
@@ -419,13 +461,22 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     sm_gl[g] = gl;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < G * HD; e += kGqaWarps * 32) {
-    const int g = e / HD, d = e % HD;
-    const int64_t qi = static_cast<int64_t>(tt) * nh + kh * G + g;
-    float v = 0.0f;
-    for (int sp = 0; sp < splits; ++sp)
-      if (sm_ms[g][sp] != -INFINITY) v += __ldcg(part + (qi * splits + sp) * (HD + 2) + d) * sm_f[g][sp];
-    out[qi * HD + d] = __float2bfloat16_rn(v / sm_gl[g]);
+  float v[kElems] = {};
+  for (int s0 = 0; s0 < splits; s0 += kBatch) {
+    if (s0 > 0) load_batch(s0);
+#pragma unroll
+    for (int k = 0; k < kElems; ++k) {
+      const int g = min((threadIdx.x + k * kThreads) / HD, G - 1);
+#pragma unroll
+      for (int c = 0; c < kBatch; ++c)  // splits in order: the same sum as merge_splits
+        if (s0 + c < splits && sm_ms[g][s0 + c] != -INFINITY) v[k] += pv[k][c] * sm_f[g][s0 + c];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kElems; ++k) {
+    const int e = threadIdx.x + k * kThreads;
+    if (e < G * HD)
+      out[(static_cast<int64_t>(tt) * nh + kh * G) * HD + e] = __float2bfloat16_rn(v[k] / sm_gl[e / HD]);
   }
 }
 
