@@ -4,9 +4,11 @@
 #include <cmath>
 #include <random>
 
+#include "common/error.h"
 #include "cpu/linear_ref.h"
 #include "cpu/nvfp4_repack_ref.h"
 #include "cuda/baseline_gemm.h"
+#include "cuda/bf16_gemv.h"
 #include "gpu_util.h"
 
 using namespace fp4lab;
@@ -192,6 +194,61 @@ TEST(GpuNvfp4, W4A4EmulationMatchesReference) {
   nvfp4_w4a16_gemm(xq.as<bf16_raw>(), m, k, w, dy.as<bf16_raw>(), n, act_ts, ws, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   expect_close(to_host<uint16_t>(dy, static_cast<size_t>(m * n)), p, "w4a4 emulation");
+}
+
+// The engine's BF16 GEMV (decode rows, bf16_gemv.h) against the CPU reference on random data: Nemotron-H's
+// attention projections, K not a multiple of the 1024-wide step of a warp's loop, N not a multiple of a
+// block's rows (8) or of a warp's (2), every M up to the limit. Same bound as the W4A16 kernels (FP32 sums,
+// one BF16 rounding); every output written.
+TEST(GpuBf16, GemvMatchesCpuReference) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t m, n, k;
+  };
+  uint64_t seed = 71;
+  for (const Case c : {Case{1, 7168, 4480}, Case{4, 4480, 5120}, Case{2, 37, 264}, Case{3, 5, 8},
+                       Case{1, 17, 4104}, Case{4, 1, 1032}}) {
+    ASSERT_TRUE(
+        bf16_gemv_supported(c.m, c.k, c.k, reinterpret_cast<void*>(256), reinterpret_cast<void*>(256)));
+    std::mt19937_64 rng(seed++);
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    Problem p{c.m, c.n, c.k, {}, {}, {}, {}};
+    std::vector<uint16_t> wb(static_cast<size_t>(c.n * c.k));
+    std::vector<float> wf(wb.size());
+    for (size_t i = 0; i < wb.size(); ++i)
+      wb[i] = bf16_from_f32_rne(0.02f * g(rng)), wf[i] = bf16_to_f32(wb[i]);
+    p.xb.resize(static_cast<size_t>(c.m * c.k));
+    p.x.resize(p.xb.size());
+    for (size_t i = 0; i < p.xb.size(); ++i)
+      p.xb[i] = bf16_from_f32_rne(g(rng)), p.x[i] = bf16_to_f32(p.xb[i]);
+    p.ref.resize(static_cast<size_t>(c.m * c.n));
+    linear_f32_ref(p.x, c.m, c.k, wf, c.n, p.ref);
+    auto dx = to_device(p.xb);
+    auto dw = to_device(wb);
+    DeviceBuffer dy(static_cast<size_t>(c.m * c.n * 2));
+    for (int split : {1, 2, 4}) {
+      CUDA_CHECK(cudaMemset(dy.ptr, 0xFF, dy.bytes));
+      bf16_gemv(dx.as<bf16_raw>(), c.m, c.k, dw.as<bf16_raw>(), c.n, c.k, dy.as<bf16_raw>(), c.n, split,
+                nullptr);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      expect_close(to_host<uint16_t>(dy, static_cast<size_t>(c.m * c.n)), p,
+                   "bf16 gemv m " + std::to_string(c.m) + " n " + std::to_string(c.n) + " k " +
+                       std::to_string(c.k) + " split " + std::to_string(split));
+    }
+  }
+  EXPECT_FALSE(bf16_gemv_supported(5, 64, 64, nullptr, nullptr));  // more rows than the kernel takes
+  EXPECT_FALSE(bf16_gemv_supported(1, 12, 12, nullptr, nullptr));  // K not a multiple of 8
+  EXPECT_THROW(bf16_gemv(nullptr, 1, 12, nullptr, 4, 12, nullptr, 4, 1, nullptr), Error);
+}
+
+// The GEMV's K-split rule on the shapes measured for it (H200, 132 SMs; kernel-notes #71): host code, runs
+// without a GPU.
+TEST(Bf16Gemv, SplitRuleOnMeasuredShapes) {
+  EXPECT_EQ(bf16_gemv_split(22656, 4480, 132), 1);  // many rows: more warps would only queue
+  EXPECT_EQ(bf16_gemv_split(7168, 4480, 132),
+            2);  // 560 chunks a row: 5 / 3 / 2 steps, four warps in 2 rounds
+  EXPECT_EQ(bf16_gemv_split(6144, 4096, 132), 4);   // 512 chunks: one step each of four warps
+  EXPECT_EQ(bf16_gemv_split(4480, 10240, 132), 4);  // few rows, long K
 }
 
 TEST(GpuNvfp4, CublasBaselinesRun) {

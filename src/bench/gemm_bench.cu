@@ -9,6 +9,7 @@
 
 #include "bench/gemm_bench.h"
 #include "cuda/baseline_gemm.h"
+#include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/random_fill.h"
@@ -183,9 +184,10 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"pdl", o.pdl}};
   out["rows"] = json::array();
 
-  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %7s %7s\n", "shape", "N", "K", "M",
-              "variant", "nvfp4 us", "GB/s", "%copy", "%read", "TFLOP/s", "bf16 us", "fp8 us", "xBF16",
-              "xFP8");
+  // bf16 us: cuBLAS; gemv us: the engine's BF16 GEMV (bf16_gemv.h), at M <= 4.
+  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %9s %7s %7s\n", "shape", "N", "K", "M",
+              "variant", "nvfp4 us", "GB/s", "%copy", "%read", "TFLOP/s", "bf16 us", "gemv us", "fp8 us",
+              "xBF16", "xFP8");
   const int sms_total = prop.multiProcessorCount;
   int shape_i = 0;
   const bool progress = isatty(STDERR_FILENO);  // a progress line only where a person watches
@@ -260,7 +262,19 @@ json run_gemm_bench(const GemmBenchOptions& o) {
             nvfp4_w4a16_gemm(x.as<bf16_raw>(), m, k, w4[i % c4], y.as<bf16_raw>(), n, 1.0f, ws, s, &plan);
           },
           o, s);
-      double t16 = NAN, t8 = NAN;
+      double t16 = NAN, t8 = NAN, tg = NAN;
+      json gemv_splits = json::object();  // the GEMV with each K split, the automatic one in the table
+      if (o.baselines && bf16_gemv_supported(m, k, k, x.ptr, w16[0].ptr))
+        for (int split : {1, 2, 4}) {
+          const double t = time_us(
+              [&](int i) {
+                bf16_gemv(x.as<bf16_raw>(), m, k, w16[i % c16].as<bf16_raw>(), n, k, y.as<bf16_raw>(), n,
+                          split, s);
+              },
+              o, s);
+          gemv_splits[std::to_string(split)] = t;
+          if (split == bf16_gemv_split(n, k, sms_total)) tg = t;
+        }
       if (o.baselines) {
         t16 = time_us(
             [&](int i) {
@@ -283,10 +297,10 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
       if (progress) std::fprintf(stderr, "\r%80s\r", "");
       std::printf(
-          "%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %6.1f%% %8.1f %9.2f %9.2f %6.2fx %6.2fx\n",
+          "%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %6.1f%% %8.1f %9.2f %9.2f %9.2f %6.2fx %6.2fx\n",
           sh.name.c_str(), static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
           (std::string(w4a16_variant_name(plan.variant)) + w4a16_plan_suffix(plan)).c_str(), t4, gbs,
-          100.0 * gbs / copy_gbs, 100.0 * t_read / t4, tflops, t16, t8, t16 / t4, t8 / t4);
+          100.0 * gbs / copy_gbs, 100.0 * t_read / t4, tflops, t16, tg, t8, t16 / t4, t8 / t4);
       std::fflush(stdout);
       json row = {{"shape", sh.name},
                   {"n", n},
@@ -303,6 +317,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                   {"pct_read_ref", 100.0 * t_read / t4},
                   {"tflops", tflops}};
       if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
+      if (!std::isnan(tg)) row["bf16_gemv_us"] = tg, row["bf16_gemv_us_by_split"] = gemv_splits;
       if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;
       out["rows"].push_back(row);
     }

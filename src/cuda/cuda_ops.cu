@@ -8,6 +8,7 @@
 
 #include "cpu/ops.h"
 #include "cuda/baseline_gemm.h"
+#include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
 #include "cuda/flash_attention.h"
 #include "cuda/mamba_decode_step.h"
@@ -506,6 +507,14 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int6
                 static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_, x.fdata());
 }
 
+void CudaOps::bf16_matmul(const bf16_raw* x, int64_t m, int64_t k, const bf16_raw* w, int64_t n,
+                          bf16_raw* y) {
+  if (m <= bf16_gemv_rows_ && bf16_gemv_supported(m, k, k, x, w))
+    bf16_gemv(x, m, k, w, n, k, y, n, bf16_gemv_split(n, k, ws_.sm_count()), stream_);
+  else
+    cublas_bf16_gemm(ws_.cublas_handle(), x, m, w, n, k, y, stream_);
+}
+
 void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   auto it = linears_.find(&w);
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
@@ -514,7 +523,7 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   if (d.nvfp4)
     nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
   else
-    cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, d.bf16.as<bf16_raw>(), d.n, d.k, y.data, stream_);
+    bf16_matmul(x.data, x.rows, d.k, d.bf16.as<bf16_raw>(), d.n, y.data);
   if (d.bias.ptr) {
     launch_kernel(bias_kernel, grid_1d(y.rows * y.cols, 256), 256, 0, stream_,
                   reinterpret_cast<bf16*>(y.data), d.bias.as<float>(), y.rows, y.cols);
@@ -566,8 +575,7 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
     Tensor all = alloc(x.rows, f->second.n_total);
     {
       OpTimer timer_(this, "linear.bf16");
-      cublas_bf16_gemm(ws_.cublas_handle(), x.data, x.rows, f->second.w.as<bf16_raw>(), f->second.n_total,
-                       f->second.k, all.data, stream_);
+      bf16_matmul(x.data, x.rows, f->second.k, f->second.w.as<bf16_raw>(), f->second.n_total, all.data);
     }
     // One row: the members' outputs become views of it; more rows: copied out column block by block.
     for (size_t i = 0; i < w.size(); ++i) columns(all, f->second.offsets[i], *y[i]);

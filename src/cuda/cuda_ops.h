@@ -12,6 +12,7 @@
 
 #include "cuda/attention_decode.h"
 #include "cuda/nvfp4_gemm.h"
+#include "engine/cuda_run_options.h"
 #include "engine/ops.h"
 #include "cpu/ops.h"
 #include "model/runner.h"
@@ -159,6 +160,8 @@ class CudaOps {
   void set_fused_mamba(bool on) { fused_mamba_ = on; }
   // Decode attention does RoPE and the KV-cache append itself (GQA kernel) instead of a kernel before it.
   void set_fused_rope(bool on) { fused_rope_ = on; }
+  // BF16 linear layers with at most this many rows run bf16_gemv (cuda/bf16_gemv.h) instead of cuBLAS.
+  void set_bf16_gemv_rows(int rows) { bf16_gemv_rows_ = rows; }
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);
@@ -213,7 +216,10 @@ class CudaOps {
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
   bool fused_mamba_ = true;
+  // Y[m, n] = X[m, k] . W[n, k]^T in BF16: the GEMV up to bf16_gemv_rows_ rows, cuBLAS otherwise.
+  void bf16_matmul(const bf16_raw* x, int64_t m, int64_t k, const bf16_raw* w, int64_t n, bf16_raw* y);
   bool fused_rope_ = true;
+  int bf16_gemv_rows_ = kDefaultBf16GemvRows;
   DeviceBuffer attn_part_;
   DeviceBuffer attn_done_;  // int per (row, KV head): finished splits of the GQA decode attention
   DeviceBuffer ssd_ws_;     // chunked-scan scratch (prefill only)  // split attention partials: FP32

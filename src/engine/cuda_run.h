@@ -22,6 +22,7 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
     ops.set_profile(o.profile);
     ops.set_fused_mamba(o.fused_mamba);
     ops.set_fused_rope(o.fused_rope);
+    ops.set_bf16_gemv_rows(o.bf16_gemv_rows);
   };
   if (o.tp == 1) {
     CudaOps ops(0, o.graphs);

@@ -49,6 +49,7 @@ struct CudaCliOptions {
   bool no_pdl = false;
   bool no_fused_mamba = false;
   bool no_fused_rope = false;
+  int bf16_gemv_rows = kDefaultBf16GemvRows;
 };
 void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);

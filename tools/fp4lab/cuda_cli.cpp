@@ -23,6 +23,10 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
   app.add_flag("--no-fused-rope", o.no_fused_rope,
                "cuda: run RoPE and the KV-cache append of a decode step in a kernel of their own instead of "
                "inside the decode attention kernel");
+  app.add_option("--bf16-gemv-rows", o.bf16_gemv_rows,
+                 "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
+                 "cuBLAS; 0 = cuBLAS always")
+      ->check(CLI::Range(0, 4));
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
@@ -32,6 +36,7 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["pdl"] = !o.no_pdl;
   options["fused_mamba"] = !o.no_fused_mamba;
   options["fused_rope"] = !o.no_fused_rope;
+  options["bf16_gemv_rows"] = o.bf16_gemv_rows;
 }
 
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
@@ -43,6 +48,7 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   r.pdl = !o.no_pdl;
   r.fused_mamba = !o.no_fused_mamba;
   r.fused_rope = !o.no_fused_rope;
+  r.bf16_gemv_rows = o.bf16_gemv_rows;
   return r;
 }
 
