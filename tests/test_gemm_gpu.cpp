@@ -235,10 +235,21 @@ TEST(GpuBf16, GemvMatchesCpuReference) {
                    "bf16 gemv m " + std::to_string(c.m) + " n " + std::to_string(c.n) + " k " +
                        std::to_string(c.k) + " split " + std::to_string(split));
     }
+    // FP32 outputs (the lm_head's logits): the sums before the BF16 rounding, so within 1e-4 relative.
+    DeviceBuffer df(static_cast<size_t>(c.m * c.n * 4));
+    bf16_gemv(dx.as<bf16_raw>(), c.m, c.k, dw.as<bf16_raw>(), c.n, c.k, df.as<float>(), c.n,
+              bf16_gemv_split(c.n, c.k, 132), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto f = to_host<float>(df, static_cast<size_t>(c.m * c.n));
+    double worst = 0;
+    for (size_t i = 0; i < f.size(); ++i)
+      worst = std::max(worst, std::fabs(double(f[i]) - p.ref[i]) / (std::fabs(p.ref[i]) + 1e-2));
+    EXPECT_LT(worst, 1e-4) << "fp32 output, n " << c.n << " k " << c.k;
   }
   EXPECT_FALSE(bf16_gemv_supported(5, 64, 64, nullptr, nullptr));  // more rows than the kernel takes
   EXPECT_FALSE(bf16_gemv_supported(1, 12, 12, nullptr, nullptr));  // K not a multiple of 8
-  EXPECT_THROW(bf16_gemv(nullptr, 1, 12, nullptr, 4, 12, nullptr, 4, 1, nullptr), Error);
+  EXPECT_THROW(bf16_gemv(nullptr, 1, 12, nullptr, 4, 12, static_cast<bf16_raw*>(nullptr), 4, 1, nullptr),
+               Error);
 }
 
 // The GEMV's K-split rule on the shapes measured for it (H200, 132 SMs; kernel-notes #71): host code, runs

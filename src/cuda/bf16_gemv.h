@@ -22,5 +22,8 @@ int bf16_gemv_split(int64_t n, int64_t k, int sm_count);
 // measurements). Launched with programmatic dependent launch (the first weight loads come before the wait).
 void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k,
                bf16_raw* y, int64_t ldy, int split, cudaStream_t stream);
+// The same with FP32 outputs (the BF16 lm_head's logits).
+void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, float* y,
+               int64_t ldy, int split, cudaStream_t stream);
 
 }  // namespace fp4lab

@@ -131,6 +131,9 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
     linear(h, head, l);
     launch_kernel(bf16_to_f32_kernel, grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_,
                   reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
+  } else if (h.rows <= bf16_gemv_rows_ && bf16_gemv_supported(h.rows, d.k, h.cols, h.data, d.bf16.ptr)) {
+    bf16_gemv(h.data, h.rows, h.cols, d.bf16.as<bf16_raw>(), d.n, d.k, logits_dev_.as<float>(), d.n,
+              bf16_gemv_split(d.n, d.k, ws_.sm_count()), stream_);
   } else {
     // BF16 x BF16 with an FP32 result.
     auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/error.h"
 #include "cuda/bf16_gemv.h"
@@ -30,10 +31,10 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x, float acc)
   return acc;
 }
 
-template <int M, int S>
+template <int M, int S, class OutT>
 __global__ void __launch_bounds__(kGroups* S * 32)
     bf16_gemv_kernel(const bf16_raw* __restrict__ x, int64_t ldx, const bf16_raw* __restrict__ w, int n,
-                     int k, bf16_raw* __restrict__ y, int64_t ldy) {
+                     int k, OutT* __restrict__ y, int64_t ldy) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = warp / S, part = warp % S;
   const int row0 = (blockIdx.x * kGroups + group) * kRows;
@@ -93,31 +94,34 @@ __global__ void __launch_bounds__(kGroups* S * 32)
       float v = acc[r][m];
 #pragma unroll
       for (int p = 1; p < S; ++p) v += sm_part[group][r][m][p];
-      if (row0 + r < n) {
+      if (row0 + r >= n) continue;
+      if constexpr (std::is_same_v<OutT, float>) {
+        y[m * ldy + row0 + r] = v;
+      } else {
         const __nv_bfloat16 b = __float2bfloat16_rn(v);
         y[m * ldy + row0 + r] = *reinterpret_cast<const bf16_raw*>(&b);
       }
     }
 }
 
-template <int M, int S>
-void launch(const bf16_raw* x, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, bf16_raw* y, int64_t ldy,
+template <int M, int S, class OutT>
+void launch(const bf16_raw* x, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, OutT* y, int64_t ldy,
             cudaStream_t stream) {
   const int64_t blocks = (n + kGroups * kRows - 1) / (kGroups * kRows);
-  launch_kernel(bf16_gemv_kernel<M, S>, dim3(static_cast<unsigned>(blocks)), kGroups * S * 32, 0, stream, x,
-                ldx, w, static_cast<int>(n), static_cast<int>(k), y, ldy);
+  launch_kernel(bf16_gemv_kernel<M, S, OutT>, dim3(static_cast<unsigned>(blocks)), kGroups * S * 32, 0,
+                stream, x, ldx, w, static_cast<int>(n), static_cast<int>(k), y, ldy);
 }
 
-template <int M>
-void launch_split(int split, const bf16_raw* x, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k,
-                  bf16_raw* y, int64_t ldy, cudaStream_t stream) {
+template <int M, class OutT>
+void launch_split(int split, const bf16_raw* x, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, OutT* y,
+                  int64_t ldy, cudaStream_t stream) {
   switch (split) {
     case 1:
-      return launch<M, 1>(x, ldx, w, n, k, y, ldy, stream);
+      return launch<M, 1, OutT>(x, ldx, w, n, k, y, ldy, stream);
     case 2:
-      return launch<M, 2>(x, ldx, w, n, k, y, ldy, stream);
+      return launch<M, 2, OutT>(x, ldx, w, n, k, y, ldy, stream);
     default:
-      return launch<M, 4>(x, ldx, w, n, k, y, ldy, stream);
+      return launch<M, 4, OutT>(x, ldx, w, n, k, y, ldy, stream);
   }
 }
 
@@ -146,22 +150,35 @@ int bf16_gemv_split(int64_t n, int64_t k, int sm_count) {
   return best;
 }
 
-void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k,
-               bf16_raw* y, int64_t ldy, int split, cudaStream_t stream) {
+namespace {
+template <class OutT>
+void gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, OutT* y,
+          int64_t ldy, int split, cudaStream_t stream) {
   if (!bf16_gemv_supported(m, k, ldx, x, w) || n < 1 || n > INT32_MAX || k > INT32_MAX ||
       (split != 1 && split != 2 && split != 4))
     throw Error("internal: bf16_gemv called with an unsupported shape (m " + std::to_string(m) + ", n " +
                 std::to_string(n) + ", k " + std::to_string(k) + ", split " + std::to_string(split) + ")");
   switch (m) {
     case 1:
-      return launch_split<1>(split, x, ldx, w, n, k, y, ldy, stream);
+      return launch_split<1, OutT>(split, x, ldx, w, n, k, y, ldy, stream);
     case 2:
-      return launch_split<2>(split, x, ldx, w, n, k, y, ldy, stream);
+      return launch_split<2, OutT>(split, x, ldx, w, n, k, y, ldy, stream);
     case 3:
-      return launch_split<3>(split, x, ldx, w, n, k, y, ldy, stream);
+      return launch_split<3, OutT>(split, x, ldx, w, n, k, y, ldy, stream);
     default:
-      return launch_split<4>(split, x, ldx, w, n, k, y, ldy, stream);
+      return launch_split<4, OutT>(split, x, ldx, w, n, k, y, ldy, stream);
   }
+}
+
+}  // namespace
+
+void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k,
+               bf16_raw* y, int64_t ldy, int split, cudaStream_t stream) {
+  gemv(x, m, ldx, w, n, k, y, ldy, split, stream);
+}
+void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k, float* y,
+               int64_t ldy, int split, cudaStream_t stream) {
+  gemv(x, m, ldx, w, n, k, y, ldy, split, stream);
 }
 
 }  // namespace fp4lab
