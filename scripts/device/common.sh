@@ -34,3 +34,16 @@ sanitize() {
     echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.txt" | tail -1)"
   done
 }
+# medians FILE: the median decode tok/s per (case, variant) of the gen_decode lines "CASE VARIANT rc=0 decode:
+# ... (X tok/s)" in FILE, with every run listed.
+medians() {
+  python3 - "$1" <<'PY'
+import re, sys, statistics, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+) (\S+) rc=0 decode: .*\(([\d.]+) tok/s\)", line)
+    if m: runs[(m.group(1), m.group(2))].append(float(m.group(3)))
+for (c, b), v in sorted(runs.items()):
+    print(f"{c:9s} {b:14s} median {statistics.median(v):8.1f} tok/s  runs {' '.join(f'{x:.1f}' for x in v)}")
+PY
+}

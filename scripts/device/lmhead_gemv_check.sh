@@ -18,12 +18,4 @@ for rep in $(seq 1 ${REPS:-4}); do
       --prompt-ids "$(prompt 128)" --max-new-tokens 256 --bf16-gemv-rows $rows
   done
 done | tee -a "$R" >/dev/null
-python3 - "$R" <<'PY'
-import re, sys, statistics, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    m = re.match(r"(\S+) (\S+) rc=0 decode: .*\(([\d.]+) tok/s\)", line)
-    if m: runs[(m.group(1), m.group(2))].append(float(m.group(3)))
-for (c, b), v in sorted(runs.items()):
-    print(f"{c:9s} {b:7s} median {statistics.median(v):8.1f} tok/s  runs {' '.join(f'{x:.1f}' for x in v)}")
-PY
+medians "$R"

@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(kGroups* S * 32)
   // No kernel writes the weights: their first loads overlap the previous kernel's tail.
   load_w(0);
   ptx::griddep_enter();
-  float acc[kRows][M] = {};
+  float acc[kRows * M] = {};  // row r, token m at r * M + m
   for (int c0 = 0; c0 < chunks; c0 += kStep) {
     if (c0 != 0) load_w(c0);
     uint4 xv[kUnroll][M];
@@ -72,29 +72,24 @@ __global__ void __launch_bounds__(kGroups* S * 32)
 #pragma unroll
       for (int r = 0; r < kRows; ++r)
 #pragma unroll
-        for (int m = 0; m < M; ++m) acc[r][m] = dot8(wv[u][r], xv[u][m], acc[r][m]);
+        for (int m = 0; m < M; ++m) acc[r * M + m] = dot8(wv[u][r], xv[u][m], acc[r * M + m]);
   }
-  __shared__ float sm_part[kGroups][kRows][M][S];
+  __shared__ float sm_part[kGroups][kRows * M][S];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
+  for (int i = 0; i < kRows * M; ++i) {
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float v = acc[r][m];
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-      acc[r][m] = v;
-      if (S > 1 && lane == 0) sm_part[group][r][m][part] = v;
-    }
+    for (int o = 16; o > 0; o /= 2) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], o);
+    if (S > 1 && lane == 0) sm_part[group][i][part] = acc[i];
+  }
   if constexpr (S > 1) __syncthreads();
   if (part != 0 || lane != 0) return;
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
+  for (int i = 0; i < kRows * M; ++i) {
+    const int r = i / M, m = i % M;
+    float v = acc[i];
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float v = acc[r][m];
-#pragma unroll
-      for (int p = 1; p < S; ++p) v += sm_part[group][r][m][p];
-      if (row0 + r >= n) continue;
+    for (int p = 1; p < S; ++p) v += sm_part[group][i][p];
+    if (row0 + r < n) {
       if constexpr (std::is_same_v<OutT, float>) {
         y[m * ldy + row0 + r] = v;
       } else {
@@ -102,6 +97,7 @@ __global__ void __launch_bounds__(kGroups* S * 32)
         y[m * ldy + row0 + r] = *reinterpret_cast<const bf16_raw*>(&b);
       }
     }
+  }
 }
 
 template <int M, int S, class OutT>
