@@ -7,11 +7,11 @@
 
 #include <cstdint>
 
+#include "engine/cuda_run_options.h"  // kBf16GemvMaxRows
+
 namespace fp4lab {
 
 using bf16_raw = uint16_t;
-
-constexpr int64_t kBf16GemvMaxRows = 4;
 
 // Shapes the kernel takes: 1 <= m <= kBf16GemvMaxRows, k a multiple of 8 (16-byte rows), x, w 16-byte
 // aligned with ldx a multiple of 8.

@@ -131,9 +131,9 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
     linear(h, head, l);
     launch_kernel(bf16_to_f32_kernel, grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_,
                   reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
-  } else if (h.rows <= bf16_gemv_rows_ && bf16_gemv_supported(h.rows, d.k, h.cols, h.data, d.bf16.ptr)) {
-    bf16_gemv(h.data, h.rows, h.cols, d.bf16.as<bf16_raw>(), d.n, d.k, logits_dev_.as<float>(), d.n,
-              bf16_gemv_split(d.n, d.k, ws_.sm_count()), stream_);
+  } else if (const int split = bf16_gemv_split_for(h.rows, d.n, d.k, h.cols, h.data, d.bf16.ptr)) {
+    bf16_gemv(h.data, h.rows, h.cols, d.bf16.as<bf16_raw>(), d.n, d.k, logits_dev_.as<float>(), d.n, split,
+              stream_);
   } else {
     // BF16 x BF16 with an FP32 result.
     auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());
@@ -510,10 +510,15 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int6
                 static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_, x.fdata());
 }
 
+int CudaOps::bf16_gemv_split_for(int64_t m, int64_t n, int64_t k, int64_t ldx, const void* x, const void* w) {
+  return m <= bf16_gemv_rows_ && bf16_gemv_supported(m, k, ldx, x, w) ? bf16_gemv_split(n, k, ws_.sm_count())
+                                                                      : 0;
+}
+
 void CudaOps::bf16_matmul(const bf16_raw* x, int64_t m, int64_t k, const bf16_raw* w, int64_t n,
                           bf16_raw* y) {
-  if (m <= bf16_gemv_rows_ && bf16_gemv_supported(m, k, k, x, w))
-    bf16_gemv(x, m, k, w, n, k, y, n, bf16_gemv_split(n, k, ws_.sm_count()), stream_);
+  if (const int split = bf16_gemv_split_for(m, n, k, k, x, w))
+    bf16_gemv(x, m, k, w, n, k, y, n, split, stream_);
   else
     cublas_bf16_gemm(ws_.cublas_handle(), x, m, w, n, k, y, stream_);
 }

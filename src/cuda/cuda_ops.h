@@ -216,6 +216,9 @@ class CudaOps {
   int batch_max_capacity_ = 0;
   int attn_splits_ = 0;
   bool fused_mamba_ = true;
+  // The K split the BF16 GEMV runs this product with, or 0 where cuBLAS does (more than bf16_gemv_rows_ rows,
+  // or a shape the GEMV does not take).
+  int bf16_gemv_split_for(int64_t m, int64_t n, int64_t k, int64_t ldx, const void* x, const void* w);
   // Y[m, n] = X[m, k] . W[n, k]^T in BF16: the GEMV up to bf16_gemv_rows_ rows, cuBLAS otherwise.
   void bf16_matmul(const bf16_raw* x, int64_t m, int64_t k, const bf16_raw* w, int64_t n, bf16_raw* y);
   bool fused_rope_ = true;

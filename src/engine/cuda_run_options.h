@@ -4,8 +4,10 @@
 
 namespace fp4lab {
 
-// BF16 linear layers with at most this many rows run the engine's GEMV instead of cuBLAS (0: cuBLAS always).
-// The GEMV takes up to 4 rows (cuda/bf16_gemv.h); kernel-notes #71 has the measurements behind the default.
+// BF16 linear layers with at most this many rows run the engine's GEMV (cuda/bf16_gemv.h) instead of cuBLAS
+// (0: cuBLAS always). The GEMV takes up to kBf16GemvMaxRows; kernel-notes #71 has the measurements behind
+// the default.
+constexpr int kBf16GemvMaxRows = 4;
 constexpr int kDefaultBf16GemvRows = 2;
 
 struct CudaRunOptions {

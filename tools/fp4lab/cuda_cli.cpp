@@ -26,7 +26,7 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
   app.add_option("--bf16-gemv-rows", o.bf16_gemv_rows,
                  "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
                  "cuBLAS; 0 = cuBLAS always")
-      ->check(CLI::Range(0, 4));
+      ->check(CLI::Range(0, kBf16GemvMaxRows));
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
