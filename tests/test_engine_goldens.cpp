@@ -4,9 +4,13 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
+#include <map>
+#include <numeric>
 #include <random>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/ops.h"
 #include "engine/generate.h"
 #include "eval/metrics.h"
 #include "io/safetensors.h"
@@ -238,6 +242,69 @@ TEST(Generate, SamplingIsSeededAndRespectsTopK) {
   for (uint64_t s = 0; s < 20; ++s) EXPECT_EQ(sample_token(logits, o, s), 1);
   o.greedy = true;
   EXPECT_EQ(sample_token(logits, o, 1), 1);
+}
+
+// Greedy decoding's argmax (the spec of the device kernel): the first maximum, NaN skipped, -inf counted, 0
+// when every entry is NaN.
+TEST(Generate, ArgmaxTakesTheFirstMaximumAndSkipsNan) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(cpu::argmax(std::vector<float>{1.0f, nan, 3.0f, 3.0f, -inf}), 2);
+  EXPECT_EQ(cpu::argmax(std::vector<float>{nan, -inf, -inf}), 1);
+  EXPECT_EQ(cpu::argmax(std::vector<float>{nan, nan}), 0);
+  EXPECT_EQ(cpu::argmax(std::vector<float>{nan, -1.0f}), 1);
+  EXPECT_EQ(cpu::argmax(std::vector<float>{inf, 0.0f, inf}), 0);
+  const SamplingOptions greedy;
+  EXPECT_EQ(sample_token(std::vector<float>{nan, 2.0f, 5.0f, 5.0f}, greedy, 0), 2);
+}
+
+// The sampler against its definition on a 1000-id vocabulary: softmax(logits / T), cut to the top_k and then
+// to the smallest most-likely set whose mass reaches top_p, renormalized. 20000 draws (one seed each): every
+// draw inside the allowed set, and each of the most likely ids drawn at its probability within 5 sigma.
+TEST(Generate, SamplingFollowsTheTruncatedSoftmax) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> logits(1000);
+  for (auto& l : logits) l = nd(rng);
+  logits[17] = std::numeric_limits<float>::quiet_NaN();  // never drawn
+  std::vector<int> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::erase(order, 17);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  struct Case {
+    int top_k;
+    float top_p;
+  };
+  for (const Case c : {Case{0, 1.0f}, Case{10, 1.0f}, Case{0, 0.5f}, Case{40, 0.9f}}) {
+    const float temp = 0.7f;
+    size_t keep = c.top_k > 0 ? size_t(c.top_k) : order.size();
+    std::vector<double> w(keep);
+    double sum = 0;
+    for (size_t i = 0; i < keep; ++i)
+      sum += (w[i] = std::exp((logits[size_t(order[i])] - logits[size_t(order[0])]) / temp));
+    if (c.top_p < 1.0f) {
+      double acc = 0;
+      size_t i = 0;
+      while (i < keep && (acc += w[i] / sum) < c.top_p) ++i;
+      keep = std::min(keep, i + 1);
+      sum = std::accumulate(w.begin(), w.begin() + std::ptrdiff_t(keep), 0.0);
+    }
+    std::map<int, double> want;
+    for (size_t i = 0; i < keep; ++i) want[order[i]] = w[i] / sum;
+    const SamplingOptions o{false, temp, c.top_k, c.top_p, 0};
+    const int draws = 20000;
+    std::map<int, int> got;
+    for (int s = 0; s < draws; ++s) {
+      const int t = sample_token(logits, o, uint64_t(s) * 7919 + 1);
+      ASSERT_TRUE(want.count(t)) << "id " << t << " outside the allowed set (top_k " << c.top_k << ", top_p "
+                                 << c.top_p << ")";
+      ++got[t];
+    }
+    for (size_t i = 0; i < std::min<size_t>(5, keep); ++i) {
+      const double pr = want[order[i]], sd = std::sqrt(pr * (1 - pr) / draws);
+      EXPECT_NEAR(double(got[order[i]]) / draws, pr, 5 * sd + 1e-9)
+          << "rank " << i << " (top_k " << c.top_k << ", top_p " << c.top_p << ")";
+    }
+  }
 }
 
 TEST(Generate, CliGeneratesGoldenIds) {

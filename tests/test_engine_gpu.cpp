@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/ops.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
@@ -305,6 +306,32 @@ TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
   for (size_t j = 0; j < 9; ++j) {
     const auto row = logits.begin() + static_cast<ptrdiff_t>(j * V);
     EXPECT_EQ(ids[j], std::max_element(row, row + static_cast<ptrdiff_t>(V)) - row) << "row " << j;
+  }
+}
+
+// One greedy sequence: its steps go through the captured graph ending in the device argmax (an eager first
+// step, the capture, then replays) and must pick the host argmax of the logits step at every step; a logits
+// step in between (step 6) makes the sequence re-capture both ways.
+TEST(GpuEngine, GreedyGraphStepMatchesHostArgmaxOfLogits) {
+  REQUIRE_GPU();
+  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
+  for (const char* name : {"tiny-llama", "tiny-nemotron-h"}) {
+    const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
+    const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+    CudaOps ops;
+    CudaModel model(load_weights(dir, QuantMode::NVFP4), ops);
+    auto a = model.new_sequence(64), b = model.new_sequence(64);
+    int tok = cpu::argmax(model.forward(a, prompt, false));
+    ASSERT_EQ(cpu::argmax(model.forward(b, prompt, false)), tok);
+    CudaModel::State* pb[] = {&b};
+    for (int step = 0; step < 10; ++step) {
+      const int in = tok;
+      const int want = cpu::argmax(model.forward(a, std::span<const int>(&in, 1), false));
+      const int got = step == 6 ? cpu::argmax(model.forward(b, std::span<const int>(&in, 1), false))
+                                : model.decode_batch_greedy(pb, std::span<const int>(&in, 1)).at(0);
+      EXPECT_EQ(got, want) << name << ", step " << step;
+      tok = want;
+    }
   }
 }
 

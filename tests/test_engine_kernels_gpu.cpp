@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <tuple>
@@ -14,6 +15,7 @@
 
 #include "common/hd.h"
 #include "cpu/ops.h"
+#include "cuda/argmax.h"
 #include "cuda/attention_decode.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/flash_attention.h"
@@ -899,5 +901,63 @@ TEST(GpuKernels, AddRmsNormMatchesCpuAtEveryWidth) {
     }
     EXPECT_EQ(ex, 0.0) << "residual written back, width " << width;  // the same FP32 add
     EXPECT_LT(ey, 1e-2) << "normalized output, width " << width;     // BF16 rounding of y
+  }
+}
+
+// Greedy decoding's device argmax against cpu::argmax: random logits with the maximum planted twice (the
+// first index wins), NaNs (never win), a row of -inf and NaN only (the first -inf), the maximum in the last
+// entry, an all-NaN row (0), widths from one logit to past a 128K vocabulary (one part, many parts, a ragged
+// last part; odd widths take the scalar loads), and a second launch on the same workspace (the split counters
+// must be back at zero).
+TEST(GpuKernels, ArgmaxRowsMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(31);
+  std::normal_distribution<float> d(0.0f, 4.0f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const int64_t cols : {1, 7, 1000, 4096, 4097, 128256, 131075}) {
+    for (const int64_t rows : {1, 5, 33}) {
+      std::vector<float> l(static_cast<size_t>(rows * cols));
+      for (auto& v : l) v = d(rng);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = l.data() + r * cols;
+        std::uniform_int_distribution<int64_t> pick(0, cols - 1);
+        const int64_t a = pick(rng), b = pick(rng);
+        switch (r % 4) {
+          case 0:  // a tie for the maximum: the smaller index wins
+            row[a] = row[b] = 100.0f;
+            break;
+          case 1:  // NaNs, one of them above everything
+            row[a] = nan;
+            row[(a + cols / 2) % cols] = nan;
+            row[b] = 50.0f;
+            break;
+          case 2:
+            row[cols - 1] = 99.0f;
+            break;
+          default:
+            if (r == 3)
+              for (int64_t i = 0; i < cols; ++i) row[i] = i % 3 ? -inf : nan;
+            if (r == 7)
+              for (int64_t i = 0; i < cols; ++i) row[i] = nan;
+        }
+      }
+      const int parts = argmax_parts(cols);
+      const DeviceBuffer dl = to_device(l);
+      DeviceBuffer pv(static_cast<size_t>(rows * parts) * 4), pi(static_cast<size_t>(rows * parts) * 8),
+          done(static_cast<size_t>(rows) * 4), out(static_cast<size_t>(rows) * 4);
+      CUDA_CHECK(cudaMemset(done.ptr, 0, done.bytes));
+      for (int launch = 0; launch < 2; ++launch) {
+        CUDA_CHECK(cudaMemset(out.ptr, 0xff, out.bytes));
+        launch_argmax_rows(dl.as<float>(), rows, cols, pv.as<float>(), pi.as<int64_t>(), done.as<int>(),
+                           out.as<int>(), nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        const auto got = to_host<int>(out, static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_EQ(got[static_cast<size_t>(r)],
+                    cpu::argmax(std::span<const float>(l).subspan(static_cast<size_t>(r * cols),
+                                                                  static_cast<size_t>(cols))))
+              << "cols " << cols << ", rows " << rows << ", row " << r << ", launch " << launch;
+      }
+    }
   }
 }

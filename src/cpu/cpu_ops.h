@@ -79,15 +79,18 @@ class CpuOps {
   std::vector<int> fetch_argmax() {
     const int64_t n = static_cast<int64_t>(logits_.size()) / std::max<int64_t>(1, logits_cols_);
     std::vector<int> ids;
-    for (int64_t r = 0; r < n; ++r) {
-      const auto b = logits_.begin() + r * logits_cols_;
-      ids.push_back(static_cast<int>(std::max_element(b, b + logits_cols_) - b));
-    }
+    for (int64_t r = 0; r < n; ++r)
+      ids.push_back(cpu::argmax(std::span<const float>(logits_).subspan(static_cast<size_t>(r * logits_cols_),
+                                                                        static_cast<size_t>(logits_cols_))));
     return ids;
   }
   bool graphs_enabled() const { return false; }
   template <class F>
   std::vector<float> run_decode_graph(State&, int, F&&) {
+    throw Error("internal: the CPU backend has no graphs");
+  }
+  template <class F>
+  std::vector<int> run_decode_graph_argmax(State&, int, F&&) {
     throw Error("internal: the CPU backend has no graphs");
   }
   // table: rows for ids [first_id, first_id + rows); other ids get zeros (vocab-parallel shards).

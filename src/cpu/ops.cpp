@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 #include "common/error.h"
@@ -86,6 +87,14 @@ void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::sp
       }
     }
   }
+}
+
+int argmax(std::span<const float> row) {
+  float best = -std::numeric_limits<float>::infinity();
+  size_t bi = row.size();
+  for (size_t i = 0; i < row.size(); ++i)
+    if (!std::isnan(row[i]) && (row[i] > best || bi == row.size())) best = row[i], bi = i;
+  return bi < row.size() ? static_cast<int>(bi) : 0;
 }
 
 void silu_mul(std::span<const float> g, std::span<const float> u, std::span<float> o) {

@@ -23,6 +23,10 @@ void rope_apply(std::span<float> x, int heads, int head_dim, std::span<const int
 void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::span<const float> kcache,
                std::span<const float> vcache, int pos0, std::span<float> out);
 
+// Index of the first maximum of a row of logits, NaN entries skipped (-inf counts); 0 when all are NaN
+// (greedy decoding; the CUDA twin is argmax_rows_kernel).
+int argmax(std::span<const float> row);
+
 void silu_mul(std::span<const float> gate, std::span<const float> up, std::span<float> out);
 
 // Vocab-parallel logits: `gathered` holds every rank's [rows, shard] block in rank order (rank r

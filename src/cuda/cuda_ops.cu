@@ -69,6 +69,7 @@ CudaOps::CudaOps(int device, bool graphs) : device_(device), graphs_(graphs) {
 CudaOps::~CudaOps() {
   if (pinned_tokens_) cudaFreeHost(pinned_tokens_);
   if (pinned_logits_) cudaFreeHost(pinned_logits_);
+  if (pinned_ids_) cudaFreeHost(pinned_ids_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -105,19 +106,34 @@ void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
 void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   logits_on_device(h, head);
   OpTimer timer_(this, "argmax");
-  const int rows = static_cast<int>(logits_rows_);
-  ensure_device(argmax_dev_, static_cast<size_t>(rows) * 4, "the argmax buffer");
-  if (argmax_host_.size() < static_cast<size_t>(rows)) argmax_host_.resize(static_cast<size_t>(rows));
-  launch_kernel(argmax_rows_kernel, static_cast<unsigned>(rows), 1024, 0, stream_, logits_dev_.as<float>(),
-                logits_cols_, argmax_dev_.as<int>());
-  CUDA_CHECK(cudaMemcpyAsync(argmax_host_.data(), argmax_dev_.ptr, static_cast<size_t>(rows) * 4,
-                             cudaMemcpyDeviceToHost, stream_));
+  const int64_t rows = logits_rows_, parts = argmax_parts(logits_cols_);
+  // [rows] ids, [rows] split counters (zero between launches), [rows * parts] values, then indices.
+  const size_t ids_bytes = static_cast<size_t>(rows) * 4, parts_bytes = static_cast<size_t>(rows * parts);
+  const size_t bytes = 2 * ids_bytes + parts_bytes * 4 + parts_bytes * 8 + 8;
+  const void* before = argmax_dev_.ptr;
+  ensure_device(argmax_dev_, bytes, "the argmax buffer");
+  if (argmax_dev_.ptr != before) CUDA_CHECK(cudaMemsetAsync(argmax_dev_.ptr, 0, argmax_dev_.bytes, stream_));
+  auto* base = static_cast<uint8_t*>(argmax_dev_.ptr);
+  int* ids = reinterpret_cast<int*>(base);
+  int* done = reinterpret_cast<int*>(base + ids_bytes);
+  auto* part_i = reinterpret_cast<int64_t*>(base + (2 * ids_bytes + 7) / 8 * 8);
+  auto* part_v = reinterpret_cast<float*>(part_i + parts_bytes);
+  launch_argmax_rows(logits_dev_.as<float>(), rows, logits_cols_, part_v, part_i, done, ids, stream_);
+  // Pinned, so that the copy can sit in a captured decode step.
+  if (rows > pinned_ids_cap_) {
+    invalidate_graphs("the pinned argmax buffer");
+    synchronize();
+    if (pinned_ids_) CUDA_CHECK(cudaFreeHost(pinned_ids_));
+    CUDA_CHECK(cudaMallocHost(&pinned_ids_, ids_bytes));
+    pinned_ids_cap_ = rows;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(pinned_ids_, ids, ids_bytes, cudaMemcpyDeviceToHost, stream_));
 }
 
 std::vector<int> CudaOps::fetch_argmax() {
   synchronize();
   if (profile_) prof_collect();
-  return std::vector<int>(argmax_host_.begin(), argmax_host_.begin() + logits_rows_);
+  return std::vector<int>(pinned_ids_, pinned_ids_ + logits_rows_);
 }
 
 size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
@@ -205,11 +221,10 @@ void CudaOps::capture(State& s, const std::function<void()>& body) {
   s.graph = std::move(e);
 }
 
-std::vector<float> CudaOps::replay(State& s, int token) {
+void CudaOps::replay(State& s, int token) {
   pinned_tokens_[0] = token;
   CUDA_CHECK(cudaGraphLaunch(s.graph.exec, stream_));
   s.pos += 1;
-  return fetch_logits();
 }
 
 void CudaOps::synchronize() {

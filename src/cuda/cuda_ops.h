@@ -31,11 +31,15 @@ class CudaOps {
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
     uint64_t arena_gen = 0;
+    bool argmax = false;  // the step ends with the ids (argmax_async), not the logits
     GraphExec() = default;
-    GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen) { o.exec = nullptr; }
+    GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen), argmax(o.argmax) {
+      o.exec = nullptr;
+    }
     GraphExec& operator=(GraphExec&& o) noexcept {
       std::swap(exec, o.exec);
       std::swap(arena_gen, o.arena_gen);
+      std::swap(argmax, o.argmax);
       return *this;
     }
     ~GraphExec() {
@@ -46,7 +50,7 @@ class CudaOps {
     int pos = 0, capacity = 0;
     DeviceBuffer pos_dev;  // int: the position on the device, so a captured step reads it at replay
     GraphExec graph;
-    bool warmed = false;
+    int warmed = -1;  // the kind of step (0: logits, 1: ids) last run eagerly to size the buffers; -1: none
     std::vector<DeviceBuffer> k, v;  // per attention layer: BF16 [capacity, kv_heads * head_dim]
     std::vector<DeviceBuffer> conv;  // per Mamba layer: FP32 [conv_dim, kernel - 1]
     std::vector<DeviceBuffer> ssm;   // per Mamba layer: FP32 [heads, head_dim, state]
@@ -66,18 +70,17 @@ class CudaOps {
   int state_capacity(const State& s) const { return s.capacity; }
   void advance(State& s, int t);
   bool graphs_enabled() const { return graphs_; }
+  // The decode step of one sequence through its captured graph: the logits, or (greedy) only the argmax id,
+  // so that a step copies 4 bytes to the host instead of the whole vocabulary's logits.
   template <class F>
   std::vector<float> run_decode_graph(State& s, int token, F&& body) {
-    if (!s.graph.exec || s.graph.arena_gen != graph_gen()) {
-      if (!s.warmed) {  // first step eagerly: sizes the arena and every workspace the capture will reuse
-        s.warmed = true;
-        body();
-        return fetch_logits();
-      }
-      begin_forward();
-      capture(s, [&] { body(); });
-    }
-    return replay(s, token);
+    decode_graph_step(s, token, false, body);
+    return fetch_logits();
+  }
+  template <class F>
+  std::vector<int> run_decode_graph_argmax(State& s, int token, F&& body) {
+    decode_graph_step(s, token, true, body);
+    return fetch_argmax();
   }
   void logits_async(const Tensor& h, const LinearWeight& head);
   std::vector<float> fetch_logits();
@@ -205,8 +208,7 @@ class CudaOps {
   void launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
                       Tensor& y);
   size_t logits_on_device(const Tensor& h, const LinearWeight& head);  // FP32 [rows, vocab] in logits_dev_
-  DeviceBuffer argmax_dev_;
-  std::vector<int> argmax_host_;
+  DeviceBuffer argmax_dev_;  // ids, split counters and per-part maxima of argmax_async
   void** batch_table(size_t layer, int kind) const;  // kind: 0 conv, 1 ssm, 2 k, 3 v
   void* tp_comm_ = nullptr;
   int tp_rank_ = 0, tp_ = 1;
@@ -257,7 +259,22 @@ class CudaOps {
   void invalidate_graphs(const char* what);
   void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
   uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }
-  std::vector<float> replay(State& s, int token);
+  template <class F>
+  void decode_graph_step(State& s, int token, bool argmax, F&& body) {
+    if (!s.graph.exec || s.graph.arena_gen != graph_gen() || s.graph.argmax != argmax) {
+      // The first step of a kind runs eagerly: it sizes the arena and every workspace the capture reuses.
+      if (s.warmed != static_cast<int>(argmax)) {
+        s.warmed = static_cast<int>(argmax);
+        body();
+        return;
+      }
+      begin_forward();
+      capture(s, [&] { body(); });
+      s.graph.argmax = argmax;
+    }
+    replay(s, token);
+  }
+  void replay(State& s, int token);
   void ensure_pinned(size_t logits_elems);
   void synchronize_if_not_capturing();
 
@@ -280,6 +297,8 @@ class CudaOps {
   float* pinned_logits_ = nullptr;  // host-pinned FP32 logits
   DeviceBuffer logits_dev_;         // FP32 [rows, vocab]
   size_t pinned_logits_cap_ = 0;
+  int* pinned_ids_ = nullptr;  // host-pinned argmax ids [rows]
+  int64_t pinned_ids_cap_ = 0;
   int64_t logits_rows_ = 0, logits_cols_ = 0;
   DeviceBuffer cublas_ws_;
   cudaStream_t stream_ = nullptr;

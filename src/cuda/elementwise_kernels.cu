@@ -2,6 +2,7 @@
 // src/cpu/ops.cpp and CpuOps.
 #include "cuda/engine_kernels.cuh"
 
+#include <algorithm>
 #include <cmath>
 
 namespace fp4lab {
@@ -207,36 +208,82 @@ __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n)
 
 // Greedy decoding on the device: one block per row, the first index of the maximum (as std::max_element), so
 // only B ids cross PCIe instead of B x vocab FP32 logits.
-__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out) {
-  ptx::griddep_enter();
-  const float* row = logits + blockIdx.x * cols;
-  float best = -INFINITY;
-  int64_t bi = cols;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    const float v = row[i];
-    if (v > best || (v == best && i < bi)) best = v, bi = i;
-  }
-  for (int o = 16; o > 0; o /= 2) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
-  }
-  __shared__ float sv[32];
-  __shared__ int64_t si[32];
+// (value, index) of the running maximum: the larger value wins, the smaller index among equals (the start,
+// (-inf, cols), loses to any -inf); NaN never compares greater or equal, so NaNs are skipped (cpu::argmax).
+__device__ __forceinline__ void argmax_take(float& best, int64_t& bi, float v, int64_t i) {
+  if (v > best || (v == best && i < bi)) best = v, bi = i;
+}
+
+// The block's (value, index) maximum, valid in thread 0.
+__device__ __forceinline__ void argmax_block(float& best, int64_t& bi) {
+  for (int o = 16; o > 0; o /= 2)
+    argmax_take(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
+  __shared__ float sv[kArgmaxThreads / 32];
+  __shared__ int64_t si[kArgmaxThreads / 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) sv[warp] = best, si[warp] = bi;
   __syncthreads();
-  if (warp == 0) {
-    best = lane < static_cast<int>(blockDim.x / 32) ? sv[lane] : -INFINITY;
-    bi = lane < static_cast<int>(blockDim.x / 32) ? si[lane] : cols;
-    for (int o = 16; o > 0; o /= 2) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+  if (threadIdx.x == 0)
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) argmax_take(best, bi, sv[w], si[w]);
+}
+
+// Row argmax in two levels, in one launch: block (p, r) reduces part p of row r (a contiguous run of whole
+// 4-element units) to a (value, index) pair; the last part of a row to finish (done[r] counts, left at zero
+// for the next launch) reduces the row's pairs in part order. One block per row (the first form) streamed a
+// 128K-entry vocabulary through one SM: several microseconds per decode step.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_rows_kernel(const float* logits, int64_t cols, float* part_v, int64_t* part_i, int* done,
+                       int* out) {
+  ptx::griddep_enter();
+  const int p = blockIdx.x, parts = gridDim.x, r = blockIdx.y;
+  const float* row = logits + r * cols;
+  const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4, lo = p * per, hi = min(cols, lo + per);
+  float best = -INFINITY;
+  int64_t bi = cols;
+  // 16-byte loads where the row allows (cols % 4 == 0 keeps every row 16-byte aligned), four in flight.
+  if (cols % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+    for (int64_t u = lo / 4 + threadIdx.x; u < hi / 4; u += kArgmaxThreads) {
+      const float4 v = __ldcg(r4 + u);
+      argmax_take(best, bi, v.x, 4 * u);
+      argmax_take(best, bi, v.y, 4 * u + 1);
+      argmax_take(best, bi, v.z, 4 * u + 2);
+      argmax_take(best, bi, v.w, 4 * u + 3);
     }
-    // All -inf or NaN rows fall back to index 0, as max_element does when nothing compares greater.
-    if (lane == 0) out[blockIdx.x] = bi < cols ? static_cast<int>(bi) : 0;
+  } else {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += kArgmaxThreads) argmax_take(best, bi, __ldcg(row + i), i);
   }
+  argmax_block(best, bi);
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    part_v[r * parts + p] = best;
+    part_i[r * parts + p] = bi;
+    __threadfence();
+    last = atomicAdd(&done[r], 1) == parts - 1;
+    if (last) done[r] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  best = -INFINITY;
+  bi = cols;
+  for (int q = threadIdx.x; q < parts; q += kArgmaxThreads)
+    argmax_take(best, bi, __ldcg(part_v + r * parts + q), __ldcg(part_i + r * parts + q));
+  argmax_block(best, bi);
+  // All-NaN rows fall back to index 0, as cpu::argmax does.
+  if (threadIdx.x == 0) out[r] = bi < cols ? static_cast<int>(bi) : 0;
+}
+
+int argmax_parts(int64_t cols) {
+  return static_cast<int>(
+      std::clamp<int64_t>((cols + kArgmaxPerBlock - 1) / kArgmaxPerBlock, 1, kArgmaxMaxParts));
+}
+
+void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, float* part_v, int64_t* part_i,
+                        int* done, int* out, cudaStream_t stream) {
+  launch_kernel(argmax_rows_kernel,
+                dim3(static_cast<unsigned>(argmax_parts(cols)), static_cast<unsigned>(rows)), kArgmaxThreads,
+                0, stream, logits, cols, part_v, part_i, done, out);
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {

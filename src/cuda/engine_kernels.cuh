@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cuda/argmax.h"
 #include "cuda/attention_decode.h"
 #include "cuda/device_util.cuh"
 #include "cuda/launch.h"
@@ -58,7 +59,6 @@ __global__ void columns_kernel(const bf16* src, int64_t rows, int64_t scols, int
 __global__ void columns16_kernel(const uint4* src, int64_t rows, int64_t scols, int64_t col0, uint4* dst,
                                  int64_t dcols);
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n);
-__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* logits, int64_t cols, int* out);
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst);
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst);
 // attention_decode.cu

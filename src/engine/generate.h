@@ -143,8 +143,9 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       toks.push_back(r.new_ids[a.prompt].back());
     }
     const auto t0 = clock::now();
-    // Greedy batches take the argmax where the logits are; a single sequence keeps its captured graph step.
-    const bool ids_only = greedy && active.size() > 1;
+    // Greedy steps take the argmax where the logits are (a single sequence inside its captured graph step),
+    // so only the ids come back; sampling needs the logits on the host.
+    const bool ids_only = greedy;
     std::vector<float> logits;
     std::vector<int> ids;
     if (ids_only)

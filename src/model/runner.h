@@ -107,6 +107,8 @@ class Runner {
   // only the ids come back.
   std::vector<int> decode_batch_greedy(std::span<State* const> states, std::span<const int> tokens) {
     const auto segs = batch_segments(states, tokens);
+    if (segs.size() == 1 && ops_.graphs_enabled())
+      return ops_.run_decode_graph_argmax(*states[0], tokens[0], [&] { body(segs, tokens, false, true); });
     body(segs, tokens, false, true);
     return ops_.fetch_argmax();
   }
