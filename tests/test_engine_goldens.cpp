@@ -144,6 +144,24 @@ void check_model(const std::string& name) {
   const auto r_solo = generate(model, prompts, solo);
   EXPECT_EQ(ids_one, r_solo.new_ids) << name;
   EXPECT_EQ(r_solo.prefill_passes, 3) << name;
+  // Sampling, drawn where the logits are (no truncation: decode_batch_sampled) or on the host (top-k /
+  // top-p), gives each prompt the same ids alone or batched (the draws are seeded per prompt and step), and
+  // the ids of the first form are those of sample_token on the logits of one-by-one steps.
+  for (const SamplingOptions so :
+       {SamplingOptions{false, 0.8f, 0, 1.0f, 11}, SamplingOptions{false, 0.8f, 5, 0.9f, 11}}) {
+    GenerateOptions s1 = one, s2 = two;
+    s1.sampling = s2.sampling = so;
+    const auto ids = generate(model, prompts, s1).new_ids;
+    EXPECT_EQ(ids, generate(model, prompts, s2).new_ids) << name << " top_k " << so.top_k;
+    auto st = model.new_sequence(static_cast<int>(prompts[0].size()) + 8);
+    auto lg = model.forward(st, prompts[0], false);
+    std::vector<int> manual;
+    for (int step = 0; step < one.max_new_tokens; ++step) {
+      manual.push_back(sample_token(lg, so, so.seed * 1000003ull + static_cast<uint64_t>(step)));
+      lg = model.forward(st, std::span<const int>(&manual.back(), 1), false);
+    }
+    EXPECT_EQ(ids[0], manual) << name << " top_k " << so.top_k;
+  }
 }
 
 }  // namespace

@@ -311,7 +311,8 @@ TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
 
 // One greedy sequence: its steps go through the captured graph ending in the device argmax (an eager first
 // step, the capture, then replays) and must pick the host argmax of the logits step at every step; a logits
-// step in between (step 6) makes the sequence re-capture both ways.
+// step in between (step 6) makes the sequence re-capture both ways. Then sampled steps through the same graph
+// (a temperature and a seed per replay).
 TEST(GpuEngine, GreedyGraphStepMatchesHostArgmaxOfLogits) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
@@ -330,6 +331,20 @@ TEST(GpuEngine, GreedyGraphStepMatchesHostArgmaxOfLogits) {
       const int got = step == 6 ? cpu::argmax(model.forward(b, std::span<const int>(&in, 1), false))
                                 : model.decode_batch_greedy(pb, std::span<const int>(&in, 1)).at(0);
       EXPECT_EQ(got, want) << name << ", step " << step;
+      tok = want;
+    }
+    // Sampling without top-k / top-p: the graph step draws on the device what cpu::sample_gumbel draws from
+    // the logits step's output with the same seed.
+    for (int step = 0; step < 6; ++step) {
+      const int in = tok;
+      const uint64_t seed = 977 * step + 5;
+      const float temp = 0.8f;
+      const int want = cpu::sample_gumbel(model.forward(a, std::span<const int>(&in, 1), false), temp, seed);
+      const int got = model
+                          .decode_batch_sampled(pb, std::span<const int>(&in, 1), temp,
+                                                std::span<const uint64_t>(&seed, 1))
+                          .at(0);
+      EXPECT_EQ(got, want) << name << ", sampled step " << step;
       tok = want;
     }
   }

@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "common/hd.h"
+#include "common/random.h"
 #include "cpu/ops.h"
 #include "cuda/argmax.h"
 #include "cuda/attention_decode.h"
@@ -907,8 +909,9 @@ TEST(GpuKernels, AddRmsNormMatchesCpuAtEveryWidth) {
 // Greedy decoding's device argmax against cpu::argmax: random logits with the maximum planted twice (the
 // first index wins), NaNs (never win), a row of -inf and NaN only (the first -inf), the maximum in the last
 // entry, an all-NaN row (0), widths from one logit to past a 128K vocabulary (one part, many parts, a ragged
-// last part; odd widths take the scalar loads), and a second launch on the same workspace (the split counters
-// must be back at zero).
+// last part; odd widths take the scalar loads), and three launches on the same workspace (the split counters
+// must be back at zero): without a pick, with temperature 0, and sampling at temperature 0.7 (Gumbel-max)
+// against cpu::sample_gumbel.
 TEST(GpuKernels, ArgmaxRowsMatchesCpu) {
   REQUIRE_GPU();
   std::mt19937 rng(31);
@@ -946,17 +949,42 @@ TEST(GpuKernels, ArgmaxRowsMatchesCpu) {
       DeviceBuffer pv(static_cast<size_t>(rows * parts) * 4), pi(static_cast<size_t>(rows * parts) * 8),
           done(static_cast<size_t>(rows) * 4), out(static_cast<size_t>(rows) * 4);
       CUDA_CHECK(cudaMemset(done.ptr, 0, done.bytes));
-      for (int launch = 0; launch < 2; ++launch) {
+      // The pick: none (argmax), temperature 0 (argmax), then a Gumbel-max sample at 0.7 with a seed per row.
+      std::vector<uint8_t> pick(argmax_pick_bytes(rows));
+      auto* ph = reinterpret_cast<ArgmaxPick*>(pick.data());
+      std::vector<uint64_t> seeds(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) seeds[static_cast<size_t>(r)] = 1000003ull * r + 7 + cols;
+      std::memcpy(ph + 1, seeds.data(), seeds.size() * 8);
+      for (int launch = 0; launch < 3; ++launch) {
+        ph->temperature = launch == 2 ? 0.7f : 0.0f;
+        const DeviceBuffer dpick = to_device(pick);
         CUDA_CHECK(cudaMemset(out.ptr, 0xff, out.bytes));
-        launch_argmax_rows(dl.as<float>(), rows, cols, pv.as<float>(), pi.as<int64_t>(), done.as<int>(),
-                           out.as<int>(), nullptr);
+        launch_argmax_rows(dl.as<float>(), rows, cols, launch == 0 ? nullptr : dpick.as<ArgmaxPick>(),
+                           pv.as<float>(), pi.as<int64_t>(), done.as<int>(), out.as<int>(), nullptr);
         CUDA_CHECK(cudaDeviceSynchronize());
         const auto got = to_host<int>(out, static_cast<size_t>(rows));
-        for (int64_t r = 0; r < rows; ++r)
-          ASSERT_EQ(got[static_cast<size_t>(r)],
-                    cpu::argmax(std::span<const float>(l).subspan(static_cast<size_t>(r * cols),
-                                                                  static_cast<size_t>(cols))))
-              << "cols " << cols << ", rows " << rows << ", row " << r << ", launch " << launch;
+        for (int64_t r = 0; r < rows; ++r) {
+          const auto row =
+              std::span<const float>(l).subspan(static_cast<size_t>(r * cols), static_cast<size_t>(cols));
+          const int g = got[static_cast<size_t>(r)];
+          if (launch < 2) {
+            ASSERT_EQ(g, cpu::argmax(row))
+                << "cols " << cols << ", rows " << rows << ", row " << r << ", launch " << launch;
+            continue;
+          }
+          // The device's logf may differ from the host's in the last bit: a different id is accepted only
+          // where the two ids' scores tie to that precision.
+          const int want = cpu::sample_gumbel(row, 0.7f, seeds[static_cast<size_t>(r)]);
+          const auto sc = [&](int i) {
+            return std::isnan(row[static_cast<size_t>(i)])
+                       ? -INFINITY
+                       : row[static_cast<size_t>(i)] / 0.7f + gumbel_noise(seeds[static_cast<size_t>(r)], i);
+          };
+          ASSERT_TRUE(g == want || (g >= 0 && g < cols &&
+                                    std::fabs(sc(g) - sc(want)) <= 1e-5f * (1 + std::fabs(sc(want)))))
+              << "sampled: cols " << cols << ", rows " << rows << ", row " << r << ": " << g << " vs "
+              << want;
+        }
       }
     }
   }

@@ -1,6 +1,7 @@
 // Counter-based random numbers usable on host and device: any element is reproducible from (seed, index), so
 // a preset's weights are the same whichever backend generates them.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "common/hd.h"
@@ -23,6 +24,15 @@ FP4LAB_HD float random_normalish(uint64_t seed, uint64_t i, float sigma, uint64_
   float v = (s - 2.0f) * 1.7320508f * sigma;  // variance of the sum of 4 U(0,1) is 1/3
   if (outlier_every && hash_u32(seed ^ 0xabcdefull, i) % outlier_every == 0) v *= 50.0f;
   return v;
+}
+
+// Gumbel noise of element i under seed: -log(-log(u)), u = (24 random bits + 1/2) / 2^24, strictly inside
+// (0, 1). A sample of softmax(l / T) is the argmax of l / T + noise (the Gumbel-max trick): no sort and no
+// normalization, and every backend draws the same noise from (seed, i) (logf may differ in the last bit
+// between host and device).
+FP4LAB_HD float gumbel_noise(uint64_t seed, uint64_t i) {
+  const float u = (static_cast<float>(hash_u32(seed, i) >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  return -logf(-logf(u));
 }
 
 }  // namespace fp4lab

@@ -79,10 +79,18 @@ class CpuOps {
   std::vector<int> fetch_argmax() {
     const int64_t n = static_cast<int64_t>(logits_.size()) / std::max<int64_t>(1, logits_cols_);
     std::vector<int> ids;
-    for (int64_t r = 0; r < n; ++r)
-      ids.push_back(cpu::argmax(std::span<const float>(logits_).subspan(static_cast<size_t>(r * logits_cols_),
-                                                                        static_cast<size_t>(logits_cols_))));
+    for (int64_t r = 0; r < n; ++r) {
+      const auto row = std::span<const float>(logits_).subspan(static_cast<size_t>(r * logits_cols_),
+                                                               static_cast<size_t>(logits_cols_));
+      ids.push_back(pick_temperature_ > 0.0f
+                        ? cpu::sample_gumbel(row, pick_temperature_, pick_seeds_.at(static_cast<size_t>(r)))
+                        : cpu::argmax(row));
+    }
     return ids;
+  }
+  void set_pick(float temperature, std::span<const uint64_t> seeds) {
+    pick_temperature_ = temperature;
+    pick_seeds_.assign(seeds.begin(), seeds.end());
   }
   bool graphs_enabled() const { return false; }
   template <class F>
@@ -174,6 +182,8 @@ class CpuOps {
   std::vector<float> inv_freq_;
   std::vector<float> logits_;
   int64_t logits_cols_ = 1;
+  float pick_temperature_ = 0.0f;     // set_pick: 0 argmax, > 0 Gumbel-max sample per row
+  std::vector<uint64_t> pick_seeds_;  // [rows]
   std::map<const LinearWeight*, float>* calib_ = nullptr;
 };
 

@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "common/error.h"
+#include "common/random.h"
 
 namespace fp4lab::cpu {
 
@@ -94,6 +95,17 @@ int argmax(std::span<const float> row) {
   size_t bi = row.size();
   for (size_t i = 0; i < row.size(); ++i)
     if (!std::isnan(row[i]) && (row[i] > best || bi == row.size())) best = row[i], bi = i;
+  return bi < row.size() ? static_cast<int>(bi) : 0;
+}
+
+int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed) {
+  float best = 0.0f;
+  size_t bi = row.size();
+  for (size_t i = 0; i < row.size(); ++i) {
+    if (std::isnan(row[i])) continue;
+    const float s = row[i] / temperature + gumbel_noise(seed, i);
+    if (s > best || bi == row.size()) best = s, bi = i;
+  }
   return bi < row.size() ? static_cast<int>(bi) : 0;
 }
 

@@ -26,6 +26,9 @@ void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::sp
 // Index of the first maximum of a row of logits, NaN entries skipped (-inf counts); 0 when all are NaN
 // (greedy decoding; the CUDA twin is argmax_rows_kernel).
 int argmax(std::span<const float> row);
+// A sample of softmax(row / temperature) (temperature > 0) by the Gumbel-max trick: cpu::argmax of
+// row / temperature + gumbel_noise(seed, i). The CUDA twin is argmax_rows_kernel with a temperature.
+int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed);
 
 void silu_mul(std::span<const float> gate, std::span<const float> up, std::span<float> out);
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace fp4lab {
@@ -11,9 +12,21 @@ constexpr int kArgmaxThreads = 256, kArgmaxPerBlock = 4096, kArgmaxMaxParts = 25
 // Blocks per row: one per kArgmaxPerBlock logits, at most kArgmaxMaxParts.
 int argmax_parts(int64_t cols);
 
-// logits [rows, cols] (device) -> out[rows]. Workspace (device): part_v / part_i [rows * argmax_parts(cols)],
-// done[rows] zeroed before the first launch (each launch leaves it at zero again).
-void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, float* part_v, int64_t* part_i,
-                        int* done, int* out, cudaStream_t stream);
+// What the kernel picks, read on the device at run time: temperature 0 the argmax (greedy), > 0 a sample of
+// softmax(logits / temperature) per row by the Gumbel-max trick with that row's seed (cpu::sample_gumbel).
+// Laid out as this header, then the seeds [rows] (argmax_pick_bytes(rows) in all).
+struct alignas(8) ArgmaxPick {
+  float temperature;
+  uint32_t unused;
+};
+inline size_t argmax_pick_bytes(int64_t rows) {
+  return sizeof(ArgmaxPick) + static_cast<size_t>(rows) * sizeof(uint64_t);
+}
+
+// logits [rows, cols] (device) -> out[rows]; pick (device) may be null (argmax). Workspace (device): part_v /
+// part_i [rows * argmax_parts(cols)], done[rows] zeroed before the first launch (each launch leaves it at
+// zero).
+void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, const ArgmaxPick* pick,
+                        float* part_v, int64_t* part_i, int* done, int* out, cudaStream_t stream);
 
 }  // namespace fp4lab

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "cpu/ops.h"
 #include "cuda/baseline_gemm.h"
@@ -70,6 +71,7 @@ CudaOps::~CudaOps() {
   if (pinned_tokens_) cudaFreeHost(pinned_tokens_);
   if (pinned_logits_) cudaFreeHost(pinned_logits_);
   if (pinned_ids_) cudaFreeHost(pinned_ids_);
+  if (pinned_pick_) cudaFreeHost(pinned_pick_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -118,7 +120,12 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   int* done = reinterpret_cast<int*>(base + ids_bytes);
   auto* part_i = reinterpret_cast<int64_t*>(base + (2 * ids_bytes + 7) / 8 * 8);
   auto* part_v = reinterpret_cast<float*>(part_i + parts_bytes);
-  launch_argmax_rows(logits_dev_.as<float>(), rows, logits_cols_, part_v, part_i, done, ids, stream_);
+  ensure_pick(rows);
+  ensure_device(pick_dev_, argmax_pick_bytes(rows), "the sampling parameters");
+  CUDA_CHECK(
+      cudaMemcpyAsync(pick_dev_.ptr, pinned_pick_, argmax_pick_bytes(rows), cudaMemcpyHostToDevice, stream_));
+  launch_argmax_rows(logits_dev_.as<float>(), rows, logits_cols_, pick_dev_.as<ArgmaxPick>(), part_v, part_i,
+                     done, ids, stream_);
   // Pinned, so that the copy can sit in a captured decode step.
   if (rows > pinned_ids_cap_) {
     invalidate_graphs("the pinned argmax buffer");
@@ -128,6 +135,25 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
     pinned_ids_cap_ = rows;
   }
   CUDA_CHECK(cudaMemcpyAsync(pinned_ids_, ids, ids_bytes, cudaMemcpyDeviceToHost, stream_));
+}
+
+void CudaOps::ensure_pick(int64_t rows) {
+  if (rows <= pinned_pick_rows_) return;
+  invalidate_graphs("the pinned sampling parameters");
+  synchronize();  // a copy from the old buffer may still be in flight
+  if (pinned_pick_) CUDA_CHECK(cudaFreeHost(pinned_pick_));
+  CUDA_CHECK(cudaMallocHost(&pinned_pick_, argmax_pick_bytes(rows)));
+  std::memset(pinned_pick_, 0, argmax_pick_bytes(rows));  // temperature 0 (argmax) until set_pick
+  pinned_pick_rows_ = rows;
+}
+
+void CudaOps::set_pick(float temperature, std::span<const uint64_t> seeds) {
+  if (temperature > 0.0f && seeds.empty())
+    throw Error("internal: sampling on the device needs a seed per row");
+  ensure_pick(std::max<int64_t>(1, static_cast<int64_t>(seeds.size())));
+  auto* h = static_cast<ArgmaxPick*>(pinned_pick_);
+  h->temperature = temperature;
+  std::copy(seeds.begin(), seeds.end(), reinterpret_cast<uint64_t*>(h + 1));
 }
 
 std::vector<int> CudaOps::fetch_argmax() {

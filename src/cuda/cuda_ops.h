@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -84,8 +85,13 @@ class CudaOps {
   }
   void logits_async(const Tensor& h, const LinearWeight& head);
   std::vector<float> fetch_logits();
-  // Greedy steps: the argmax of each row computed on the device, only the ids copied back.
+  // Greedy steps: the argmax of each row computed on the device, only the ids copied back; after set_pick
+  // with a temperature, a sample of each row's softmax instead (Gumbel-max, no top-k / top-p).
   void argmax_async(const Tensor& h, const LinearWeight& head);
+  // What the next argmax_async picks: temperature 0 the argmax, > 0 a sample per row with seeds[row]. Written
+  // to pinned memory that the step copies to the device (inside a captured graph too), so each replay takes
+  // the values set before it; call between steps.
+  void set_pick(float temperature, std::span<const uint64_t> seeds);
   std::vector<int> fetch_argmax();
   void begin_forward();
   void synchronize();
@@ -299,6 +305,10 @@ class CudaOps {
   size_t pinned_logits_cap_ = 0;
   int* pinned_ids_ = nullptr;  // host-pinned argmax ids [rows]
   int64_t pinned_ids_cap_ = 0;
+  void* pinned_pick_ = nullptr;  // host-pinned ArgmaxPick and seeds [rows] (set_pick)
+  int64_t pinned_pick_rows_ = 0;
+  DeviceBuffer pick_dev_;  // its device copy, made by each step
+  void ensure_pick(int64_t rows);
   int64_t logits_rows_ = 0, logits_cols_ = 0;
   DeviceBuffer cublas_ws_;
   cudaStream_t stream_ = nullptr;

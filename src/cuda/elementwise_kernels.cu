@@ -2,6 +2,8 @@
 // src/cpu/ops.cpp and CpuOps.
 #include "cuda/engine_kernels.cuh"
 
+#include "common/random.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -231,13 +233,20 @@ __device__ __forceinline__ void argmax_block(float& best, int64_t& bi) {
 // 4-element units) to a (value, index) pair; the last part of a row to finish (done[r] counts, left at zero
 // for the next launch) reduces the row's pairs in part order. One block per row (the first form) streamed a
 // 128K-entry vocabulary through one SM: several microseconds per decode step.
+// pick (device, may be null): a temperature > 0 turns the argmax into a sample of softmax(row / temperature)
+// by the Gumbel-max trick, row r's noise drawn from its seed (cpu::sample_gumbel); 0 keeps the argmax.
+// Read on the device, so a captured decode step samples with each replay's own seed.
 __global__ void __launch_bounds__(kArgmaxThreads)
-    argmax_rows_kernel(const float* logits, int64_t cols, float* part_v, int64_t* part_i, int* done,
-                       int* out) {
+    argmax_rows_kernel(const float* logits, int64_t cols, const ArgmaxPick* pick, float* part_v,
+                       int64_t* part_i, int* done, int* out) {
   ptx::griddep_enter();
   const int p = blockIdx.x, parts = gridDim.x, r = blockIdx.y;
   const float* row = logits + r * cols;
   const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4, lo = p * per, hi = min(cols, lo + per);
+  const float temp = pick ? pick->temperature : 0.0f;
+  const uint64_t seed = temp > 0.0f ? reinterpret_cast<const uint64_t*>(pick + 1)[r] : 0;
+  // The score of entry i: the logit, or logit / T + noise (NaN stays NaN and is skipped).
+  const auto score = [&](float l, int64_t i) { return temp > 0.0f ? l / temp + gumbel_noise(seed, i) : l; };
   float best = -INFINITY;
   int64_t bi = cols;
   // 16-byte loads where the row allows (cols % 4 == 0 keeps every row 16-byte aligned), four in flight.
@@ -245,13 +254,14 @@ __global__ void __launch_bounds__(kArgmaxThreads)
     const float4* r4 = reinterpret_cast<const float4*>(row);
     for (int64_t u = lo / 4 + threadIdx.x; u < hi / 4; u += kArgmaxThreads) {
       const float4 v = __ldcg(r4 + u);
-      argmax_take(best, bi, v.x, 4 * u);
-      argmax_take(best, bi, v.y, 4 * u + 1);
-      argmax_take(best, bi, v.z, 4 * u + 2);
-      argmax_take(best, bi, v.w, 4 * u + 3);
+      argmax_take(best, bi, score(v.x, 4 * u), 4 * u);
+      argmax_take(best, bi, score(v.y, 4 * u + 1), 4 * u + 1);
+      argmax_take(best, bi, score(v.z, 4 * u + 2), 4 * u + 2);
+      argmax_take(best, bi, score(v.w, 4 * u + 3), 4 * u + 3);
     }
   } else {
-    for (int64_t i = lo + threadIdx.x; i < hi; i += kArgmaxThreads) argmax_take(best, bi, __ldcg(row + i), i);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += kArgmaxThreads)
+      argmax_take(best, bi, score(__ldcg(row + i), i), i);
   }
   argmax_block(best, bi);
   __shared__ bool last;
@@ -279,11 +289,11 @@ int argmax_parts(int64_t cols) {
       std::clamp<int64_t>((cols + kArgmaxPerBlock - 1) / kArgmaxPerBlock, 1, kArgmaxMaxParts));
 }
 
-void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, float* part_v, int64_t* part_i,
-                        int* done, int* out, cudaStream_t stream) {
+void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, const ArgmaxPick* pick,
+                        float* part_v, int64_t* part_i, int* done, int* out, cudaStream_t stream) {
   launch_kernel(argmax_rows_kernel,
                 dim3(static_cast<unsigned>(argmax_parts(cols)), static_cast<unsigned>(rows)), kArgmaxThreads,
-                0, stream, logits, cols, part_v, part_i, done, out);
+                0, stream, logits, cols, pick, part_v, part_i, done, out);
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst) {

@@ -17,6 +17,7 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
   if (o.greedy || o.temperature <= 0.0f) return cpu::argmax(logits);
   const size_t v = logits.size();
   if (v == 0) throw Error("sampling from an empty row of logits");
+  if (sample_on_device(o)) return cpu::sample_gumbel(logits, o.temperature, step_seed);
   // Every step here is linear in the vocabulary or works on the few candidates: a full sort of a 128K
   // vocabulary (the first form) cost tens of milliseconds per token on the host. NaN logits rank below
   // everything and get no weight.
@@ -37,7 +38,7 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
     return ka > kb || (ka == kb && a < b);
   };
   // Candidates: the top_k (the k-th largest logit found by selection on the values, then the ids above it and
-  // as many tied ones as fit, in id order), sorted; without top_k every id, in id order.
+  // as many tied ones as fit, in id order), sorted; without top_k (top_p only) every id, in id order.
   idx.clear();
   if (o.top_k > 0 && static_cast<size_t>(o.top_k) < v) {
     const size_t k = static_cast<size_t>(o.top_k);

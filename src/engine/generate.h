@@ -53,7 +53,14 @@ struct GenerateResult {
   double decode_tok_s() const { return decode_s > 0 ? generated_tokens / decode_s : 0; }
 };
 
+// One token from a row of logits: the argmax (greedy or temperature <= 0), else a sample of softmax(logits /
+// temperature) cut to the top_k and then to the smallest set holding top_p of the mass. Without top_k and
+// top_p the draw is cpu::sample_gumbel, which the CUDA backend computes on the device with the same seed.
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
+// Whether a sampled step can be drawn where the logits are (no top-k / top-p truncation).
+inline bool sample_on_device(const SamplingOptions& o) {
+  return !o.greedy && o.temperature > 0.0f && o.top_k <= 0 && o.top_p >= 1.0f;
+}
 
 // Model: a Runner<Ops>. Prompts are admitted up to max_batch at a time (continuous batching): the prompts
 // admitted together are prefilled in passes of up to prefill_tokens tokens (one forward each), then every
@@ -88,10 +95,13 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     if (!more && o.on_finish) o.on_finish(b, r);
     return more;
   };
+  // Each (prompt, step) draws with its own seed, wherever the draw happens.
+  auto step_seed = [&](size_t b, int step) {
+    return o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step);
+  };
   auto take = [&](size_t b, int step, std::span<const float> logits) {
     return take_id(b, step,
-                   sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling,
-                                o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step)));
+                   sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling, step_seed(b, step)));
   };
   size_t next = 0;
   while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
@@ -143,14 +153,19 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       toks.push_back(r.new_ids[a.prompt].back());
     }
     const auto t0 = clock::now();
-    // Greedy steps take the argmax where the logits are (a single sequence inside its captured graph step),
-    // so only the ids come back; sampling needs the logits on the host.
-    const bool ids_only = greedy;
+    // Greedy steps, and sampling without top-k / top-p (the Gumbel-max trick), pick the ids where the logits
+    // are (a single sequence inside its captured graph step), so only the ids come back; top-k / top-p
+    // sampling needs the logits on the host.
+    const bool ids_only = greedy || sample_on_device(o.sampling);
     std::vector<float> logits;
     std::vector<int> ids;
-    if (ids_only)
+    if (greedy) {
       ids = model.decode_batch_greedy(states, toks);
-    else
+    } else if (ids_only) {
+      std::vector<uint64_t> seeds;
+      for (const auto& a : active) seeds.push_back(step_seed(a.prompt, a.step));
+      ids = model.decode_batch_sampled(states, toks, o.sampling.temperature, seeds);
+    } else
       logits = active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
     std::vector<Active> still;
     for (size_t i = 0; i < active.size(); ++i) {

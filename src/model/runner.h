@@ -106,11 +106,15 @@ class Runner {
   // The same step for greedy decoding: the argmax per sequence is taken where the logits are (on the GPU), so
   // only the ids come back.
   std::vector<int> decode_batch_greedy(std::span<State* const> states, std::span<const int> tokens) {
-    const auto segs = batch_segments(states, tokens);
-    if (segs.size() == 1 && ops_.graphs_enabled())
-      return ops_.run_decode_graph_argmax(*states[0], tokens[0], [&] { body(segs, tokens, false, true); });
-    body(segs, tokens, false, true);
-    return ops_.fetch_argmax();
+    return decode_ids(states, tokens, 0.0f, {});
+  }
+  // The same step sampling softmax(logits / temperature) where the logits are (no top-k / top-p: the
+  // Gumbel-max trick needs no sort), with seeds[i] for sequence i (cpu::sample_gumbel).
+  std::vector<int> decode_batch_sampled(std::span<State* const> states, std::span<const int> tokens,
+                                        float temperature, std::span<const uint64_t> seeds) {
+    if (!(temperature > 0.0f) || seeds.size() != states.size())
+      throw Error("decode_batch_sampled: a positive temperature and one seed per sequence are needed");
+    return decode_ids(states, tokens, temperature, seeds);
   }
 
  private:
@@ -119,6 +123,16 @@ class Runner {
     State* state;
     int row0, rows;
   };
+
+  std::vector<int> decode_ids(std::span<State* const> states, std::span<const int> tokens, float temperature,
+                              std::span<const uint64_t> seeds) {
+    const auto segs = batch_segments(states, tokens);
+    ops_.set_pick(temperature, seeds);
+    if (segs.size() == 1 && ops_.graphs_enabled())
+      return ops_.run_decode_graph_argmax(*states[0], tokens[0], [&] { body(segs, tokens, false, true); });
+    body(segs, tokens, false, true);
+    return ops_.fetch_argmax();
+  }
 
   std::vector<Segment> batch_segments(std::span<State* const> states, std::span<const int> tokens) {
     const ModelConfig& c = w_.config;
