@@ -137,6 +137,9 @@ void check_model(const std::string& name) {
   const auto ids_one = generate(model, prompts, one).new_ids;
   const auto r_two = generate(model, prompts, two);
   EXPECT_EQ(ids_one, r_two.new_ids) << name;
+  // Decode throughput counts the tokens of decode steps: each prompt's first came from its prefill.
+  EXPECT_EQ(r_two.generated_tokens, 15) << name;
+  EXPECT_EQ(r_two.decode_tokens, 12) << name;
   // The two first prompts were prefilled in one pass, the third in a pass of its own when a slot freed.
   EXPECT_EQ(r_two.prefill_passes, 2) << name;
   GenerateOptions solo = two;

@@ -43,6 +43,9 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<std::vector<int>> new_ids;  // per prompt
   int prompt_tokens = 0, generated_tokens = 0;
+  // Tokens produced by decode steps: each prompt's first token comes from its prefill, so decode throughput
+  // counts the others (generated_tokens / decode_s overstated it by one token per sequence).
+  int decode_tokens = 0;
   double prefill_s = 0, decode_s = 0;
   // Per prompt: from its admission until its first token is known. Prompts admitted together wait for the
   // prefill passes before theirs, so a batch's TTFT is what its last prompt waits, not one prompt's prefill.
@@ -50,7 +53,7 @@ struct GenerateResult {
   int prefill_passes = 0;      // forwards that prefilled prompts (fewer than prompts when batched)
   std::vector<double> tpot_s;  // every decode step (time per output token after the first)
   double prefill_tok_s() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
-  double decode_tok_s() const { return decode_s > 0 ? generated_tokens / decode_s : 0; }
+  double decode_tok_s() const { return decode_s > 0 ? decode_tokens / decode_s : 0; }
 };
 
 // One token from a row of logits: the argmax (greedy or temperature <= 0), else a sample of softmax(logits /
@@ -167,6 +170,7 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       ids = model.decode_batch_sampled(states, toks, o.sampling.temperature, seeds);
     } else
       logits = active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
+    r.decode_tokens += static_cast<int>(active.size());
     std::vector<Active> still;
     for (size_t i = 0; i < active.size(); ++i) {
       auto& a = active[i];

@@ -169,7 +169,7 @@ Action add_generate(CLI::App& app) {
                  o->model.c_str(), quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load_s);
     std::fprintf(
         stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
-        r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.generated_tokens, r.decode_s, r.decode_tok_s());
+        r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.decode_tokens, r.decode_s, r.decode_tok_s());
     if (!o->json_out.empty()) {
       json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
                 {"options",
@@ -195,6 +195,7 @@ Action add_generate(CLI::App& app) {
                   {"prefill_s", r.prefill_s},
                   {"prefill_passes", r.prefill_passes},
                   {"decode_s", r.decode_s},
+                  {"decode_tokens", r.decode_tokens},
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};
       echo_cuda_run_options(j["options"], o->cuda);
