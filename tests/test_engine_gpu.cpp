@@ -10,6 +10,7 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
+#include "engine/generate.h"
 #include "model/tensor_parallel.h"
 #include "eval/metrics.h"
 #include "gpu_util.h"
@@ -346,6 +347,22 @@ TEST(GpuEngine, GreedyGraphStepMatchesHostArgmaxOfLogits) {
                           .at(0);
       EXPECT_EQ(got, want) << name << ", sampled step " << step;
       tok = want;
+    }
+    // Top-k sampling: the graph step's candidates are cpu::top_logits of the logits step's output, so the
+    // draw is sample_token's.
+    for (int step = 0; step < 6; ++step) {
+      const int in = tok;
+      const SamplingOptions so{false, 0.8f, 40, step % 2 ? 0.9f : 1.0f, 3};
+      const auto logits = model.forward(a, std::span<const int>(&in, 1), false);
+      const auto want = cpu::top_logits(logits, cpu::kTopLogits);
+      const auto got = model.decode_batch_top(pb, std::span<const int>(&in, 1)).at(0);
+      ASSERT_EQ(got.size(), want.size()) << name << ", top-k step " << step;
+      for (size_t j = 0; j < want.size(); ++j)
+        ASSERT_TRUE(got[j].id == want[j].id && got[j].key == want[j].key)
+            << name << ", top-k step " << step << ", rank " << j;
+      EXPECT_EQ(sample_top(got, so, 77 + step), sample_token(logits, so, 77 + step))
+          << name << ", step " << step;
+      tok = want[0].id;
     }
   }
 }

@@ -989,3 +989,40 @@ TEST(GpuKernels, ArgmaxRowsMatchesCpu) {
     }
   }
 }
+
+// Top-k sampling's device candidates against cpu::top_logits: the per-part bitonic sort and the host merge
+// give each row's kTopLogits largest logits in (key descending, id ascending) order, exactly, with ties (the
+// smaller ids first; -0 and +0 tie), NaN (as -inf), -inf, rows shorter than kTopLogits and widths of one to
+// several parts.
+TEST(GpuKernels, TopLogitsRowsMatchCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(37);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const int64_t cols : {7, 100, 4096, 4097, 128256, 131075}) {
+    const int64_t rows = 3;
+    std::vector<float> l(static_cast<size_t>(rows * cols));
+    for (auto& v : l) v = std::round(d(rng) * 4.0f) / 4.0f;  // coarse values: many ties
+    for (int64_t i = 0; i < cols; i += 13) l[static_cast<size_t>(i)] = nan;
+    for (int64_t i = 5; i < cols; i += 17) l[static_cast<size_t>(cols + i)] = -inf;
+    const int parts = argmax_parts(cols);
+    ASSERT_TRUE(top_logits_supported(cols));
+    const DeviceBuffer dl = to_device(l);
+    DeviceBuffer out(static_cast<size_t>(rows * parts) * cpu::kTopLogits * 8);
+    launch_top_logits_rows(dl.as<float>(), rows, cols, out.as<uint64_t>(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto words = to_host<uint64_t>(out, static_cast<size_t>(rows * parts) * cpu::kTopLogits);
+    for (int64_t r = 0; r < rows; ++r) {
+      const size_t per_row = static_cast<size_t>(parts) * cpu::kTopLogits;
+      const auto got = top_logits_merge(words.data() + r * per_row, per_row);
+      const auto want = cpu::top_logits(
+          std::span<const float>(l).subspan(static_cast<size_t>(r * cols), static_cast<size_t>(cols)),
+          cpu::kTopLogits);
+      ASSERT_EQ(got.size(), want.size()) << "cols " << cols << ", row " << r;
+      for (size_t j = 0; j < want.size(); ++j) {
+        ASSERT_EQ(got[j].id, want[j].id) << "cols " << cols << ", row " << r << ", rank " << j;
+        ASSERT_EQ(got[j].key, want[j].key) << "cols " << cols << ", row " << r << ", rank " << j;  // -0 == +0
+      }
+    }
+  }
+}

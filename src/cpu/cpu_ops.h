@@ -88,6 +88,17 @@ class CpuOps {
     }
     return ids;
   }
+  void top_logits_async(const Tensor& h, const LinearWeight& head) { logits_async(h, head); }
+  std::vector<std::vector<cpu::TopLogit>> fetch_top_logits() {
+    const int64_t n = static_cast<int64_t>(logits_.size()) / std::max<int64_t>(1, logits_cols_);
+    std::vector<std::vector<cpu::TopLogit>> out;
+    for (int64_t r = 0; r < n; ++r)
+      out.push_back(
+          cpu::top_logits(std::span<const float>(logits_).subspan(static_cast<size_t>(r * logits_cols_),
+                                                                  static_cast<size_t>(logits_cols_)),
+                          cpu::kTopLogits));
+    return out;
+  }
   void set_pick(float temperature, std::span<const uint64_t> seeds) {
     pick_temperature_ = temperature;
     pick_seeds_.assign(seeds.begin(), seeds.end());
@@ -99,6 +110,10 @@ class CpuOps {
   }
   template <class F>
   std::vector<int> run_decode_graph_argmax(State&, int, F&&) {
+    throw Error("internal: the CPU backend has no graphs");
+  }
+  template <class F>
+  std::vector<std::vector<cpu::TopLogit>> run_decode_graph_top(State&, int, F&&) {
     throw Error("internal: the CPU backend has no graphs");
   }
   // table: rows for ids [first_id, first_id + rows); other ids get zeros (vocab-parallel shards).

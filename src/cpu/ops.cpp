@@ -98,6 +98,20 @@ int argmax(std::span<const float> row) {
   return bi < row.size() ? static_cast<int>(bi) : 0;
 }
 
+std::vector<TopLogit> top_logits(std::span<const float> row, int c) {
+  const auto key = [&](size_t i) {
+    return std::isnan(row[i]) ? -std::numeric_limits<float>::infinity() : row[i];
+  };
+  std::vector<TopLogit> all(row.size());
+  for (size_t i = 0; i < row.size(); ++i) all[i] = {key(i), static_cast<int>(i)};
+  const size_t n = std::min(row.size(), static_cast<size_t>(std::max(c, 0)));
+  std::partial_sort(
+      all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n), all.end(),
+      [](const TopLogit& a, const TopLogit& b) { return a.key > b.key || (a.key == b.key && a.id < b.id); });
+  all.resize(n);
+  return all;
+}
+
 int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed) {
   float best = 0.0f;
   size_t bi = row.size();

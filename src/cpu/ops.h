@@ -26,6 +26,19 @@ void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::sp
 // Index of the first maximum of a row of logits, NaN entries skipped (-inf counts); 0 when all are NaN
 // (greedy decoding; the CUDA twin is argmax_rows_kernel).
 int argmax(std::span<const float> row);
+// A logit and its id in the order sampling ranks them: the larger logit first, the smaller id among equal
+// ones, NaN as -inf.
+struct TopLogit {
+  float key;
+  int id;
+};
+// How many of a row's largest logits a sampled step brings back from where the logits are, for top_k up to
+// it.
+constexpr int kTopLogits = 64;
+// The min(c, row size) largest of a row, in that order (the CUDA twin: top_logits_rows_kernel's parts,
+// merged).
+std::vector<TopLogit> top_logits(std::span<const float> row, int c);
+
 // A sample of softmax(row / temperature) (temperature > 0) by the Gumbel-max trick: cpu::argmax of
 // row / temperature + gumbel_noise(seed, i). The CUDA twin is argmax_rows_kernel with a temperature.
 int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed);

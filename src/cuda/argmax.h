@@ -4,6 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+
+#include "cpu/ops.h"
 
 namespace fp4lab {
 
@@ -28,5 +31,15 @@ inline size_t argmax_pick_bytes(int64_t rows) {
 // zero).
 void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, const ArgmaxPick* pick,
                         float* part_v, int64_t* part_i, int* done, int* out, cudaStream_t stream);
+
+// Sampling with top-k: the kTopLogits (cpu/ops.h) largest logits of each part of argmax_parts(cols) parts of
+// a row, as sortable words (orderable key bits << 32 | ~id; 0: none), in descending order within a part; the
+// host merges a row's parts (top_logits_merge). Parts of up to kArgmaxPerBlock logits: rows of up to
+// kArgmaxPerBlock * kArgmaxMaxParts.
+bool top_logits_supported(int64_t cols);
+void launch_top_logits_rows(const float* logits, int64_t rows, int64_t cols, uint64_t* out,
+                            cudaStream_t stream);
+// One row's parts (n words, host memory) merged: its cpu::kTopLogits largest logits in cpu::TopLogit order.
+std::vector<cpu::TopLogit> top_logits_merge(const uint64_t* words, size_t n);
 
 }  // namespace fp4lab

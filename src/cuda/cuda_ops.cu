@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "cpu/ops.h"
+#include "cuda/argmax.h"
 #include "cuda/baseline_gemm.h"
 #include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
@@ -72,6 +74,7 @@ CudaOps::~CudaOps() {
   if (pinned_logits_) cudaFreeHost(pinned_logits_);
   if (pinned_ids_) cudaFreeHost(pinned_ids_);
   if (pinned_pick_) cudaFreeHost(pinned_pick_);
+  if (pinned_top_) cudaFreeHost(pinned_top_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -154,6 +157,36 @@ void CudaOps::set_pick(float temperature, std::span<const uint64_t> seeds) {
   auto* h = static_cast<ArgmaxPick*>(pinned_pick_);
   h->temperature = temperature;
   std::copy(seeds.begin(), seeds.end(), reinterpret_cast<uint64_t*>(h + 1));
+}
+
+void CudaOps::top_logits_async(const Tensor& h, const LinearWeight& head) {
+  logits_on_device(h, head);
+  OpTimer timer_(this, "top_logits");
+  if (!top_logits_supported(logits_cols_))
+    throw Error("sampling with top-k on the device: a vocabulary of " + std::to_string(logits_cols_) +
+                " is more than it handles (" + std::to_string(int64_t{kArgmaxPerBlock} * kArgmaxMaxParts) +
+                ")");
+  const size_t words = static_cast<size_t>(logits_rows_ * argmax_parts(logits_cols_)) * cpu::kTopLogits;
+  ensure_device(top_dev_, words * 8, "the top-k candidates");
+  if (words > pinned_top_cap_) {
+    invalidate_graphs("the pinned top-k candidates");
+    synchronize();
+    if (pinned_top_) CUDA_CHECK(cudaFreeHost(pinned_top_));
+    CUDA_CHECK(cudaMallocHost(&pinned_top_, words * 8));
+    pinned_top_cap_ = words;
+  }
+  launch_top_logits_rows(logits_dev_.as<float>(), logits_rows_, logits_cols_, top_dev_.as<uint64_t>(),
+                         stream_);
+  CUDA_CHECK(cudaMemcpyAsync(pinned_top_, top_dev_.ptr, words * 8, cudaMemcpyDeviceToHost, stream_));
+}
+
+std::vector<std::vector<cpu::TopLogit>> CudaOps::fetch_top_logits() {
+  synchronize();
+  if (profile_) prof_collect();
+  const size_t per_row = static_cast<size_t>(argmax_parts(logits_cols_)) * cpu::kTopLogits;
+  std::vector<std::vector<cpu::TopLogit>> out(static_cast<size_t>(logits_rows_));
+  for (size_t r = 0; r < out.size(); ++r) out[r] = top_logits_merge(pinned_top_ + r * per_row, per_row);
+  return out;
 }
 
 std::vector<int> CudaOps::fetch_argmax() {

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cuda/attention_decode.h"
 #include "cuda/nvfp4_gemm.h"
 #include "engine/cuda_run_options.h"
 #include "engine/ops.h"
-#include "cpu/ops.h"
 #include "model/runner.h"
 
 namespace fp4lab {
@@ -32,15 +32,15 @@ class CudaOps {
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
     uint64_t arena_gen = 0;
-    bool argmax = false;  // the step ends with the ids (argmax_async), not the logits
+    int kind = 0;  // what the step ends with: kLogits, kIds (argmax_async) or kTop (top_logits_async)
     GraphExec() = default;
-    GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen), argmax(o.argmax) {
+    GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen), kind(o.kind) {
       o.exec = nullptr;
     }
     GraphExec& operator=(GraphExec&& o) noexcept {
       std::swap(exec, o.exec);
       std::swap(arena_gen, o.arena_gen);
-      std::swap(argmax, o.argmax);
+      std::swap(kind, o.kind);
       return *this;
     }
     ~GraphExec() {
@@ -51,7 +51,7 @@ class CudaOps {
     int pos = 0, capacity = 0;
     DeviceBuffer pos_dev;  // int: the position on the device, so a captured step reads it at replay
     GraphExec graph;
-    int warmed = -1;  // the kind of step (0: logits, 1: ids) last run eagerly to size the buffers; -1: none
+    int warmed = -1;                 // the kind of step last run eagerly to size the buffers; -1: none
     std::vector<DeviceBuffer> k, v;  // per attention layer: BF16 [capacity, kv_heads * head_dim]
     std::vector<DeviceBuffer> conv;  // per Mamba layer: FP32 [conv_dim, kernel - 1]
     std::vector<DeviceBuffer> ssm;   // per Mamba layer: FP32 [heads, head_dim, state]
@@ -73,15 +73,21 @@ class CudaOps {
   bool graphs_enabled() const { return graphs_; }
   // The decode step of one sequence through its captured graph: the logits, or (greedy) only the argmax id,
   // so that a step copies 4 bytes to the host instead of the whole vocabulary's logits.
+  static constexpr int kLogits = 0, kIds = 1, kTop = 2;
   template <class F>
   std::vector<float> run_decode_graph(State& s, int token, F&& body) {
-    decode_graph_step(s, token, false, body);
+    decode_graph_step(s, token, kLogits, body);
     return fetch_logits();
   }
   template <class F>
   std::vector<int> run_decode_graph_argmax(State& s, int token, F&& body) {
-    decode_graph_step(s, token, true, body);
+    decode_graph_step(s, token, kIds, body);
     return fetch_argmax();
+  }
+  template <class F>
+  std::vector<std::vector<cpu::TopLogit>> run_decode_graph_top(State& s, int token, F&& body) {
+    decode_graph_step(s, token, kTop, body);
+    return fetch_top_logits();
   }
   void logits_async(const Tensor& h, const LinearWeight& head);
   std::vector<float> fetch_logits();
@@ -93,6 +99,10 @@ class CudaOps {
   // the values set before it; call between steps.
   void set_pick(float temperature, std::span<const uint64_t> seeds);
   std::vector<int> fetch_argmax();
+  // Sampling with top-k: each row's cpu::kTopLogits largest logits, found on the device (per-part candidates,
+  // about 16 KB per row to the host, merged there) instead of copying the logits.
+  void top_logits_async(const Tensor& h, const LinearWeight& head);
+  std::vector<std::vector<cpu::TopLogit>> fetch_top_logits();
   void begin_forward();
   void synchronize();
   cudaStream_t stream() const { return stream_; }
@@ -266,17 +276,17 @@ class CudaOps {
   void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
   uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }
   template <class F>
-  void decode_graph_step(State& s, int token, bool argmax, F&& body) {
-    if (!s.graph.exec || s.graph.arena_gen != graph_gen() || s.graph.argmax != argmax) {
+  void decode_graph_step(State& s, int token, int kind, F&& body) {
+    if (!s.graph.exec || s.graph.arena_gen != graph_gen() || s.graph.kind != kind) {
       // The first step of a kind runs eagerly: it sizes the arena and every workspace the capture reuses.
-      if (s.warmed != static_cast<int>(argmax)) {
-        s.warmed = static_cast<int>(argmax);
+      if (s.warmed != kind) {
+        s.warmed = kind;
         body();
         return;
       }
       begin_forward();
       capture(s, [&] { body(); });
-      s.graph.argmax = argmax;
+      s.graph.kind = kind;
     }
     replay(s, token);
   }
@@ -307,7 +317,10 @@ class CudaOps {
   int64_t pinned_ids_cap_ = 0;
   void* pinned_pick_ = nullptr;  // host-pinned ArgmaxPick and seeds [rows] (set_pick)
   int64_t pinned_pick_rows_ = 0;
-  DeviceBuffer pick_dev_;  // its device copy, made by each step
+  DeviceBuffer pick_dev_;           // its device copy, made by each step
+  DeviceBuffer top_dev_;            // top_logits_async: [rows][parts][cpu::kTopLogits] sortable words
+  uint64_t* pinned_top_ = nullptr;  // their host-pinned copy
+  size_t pinned_top_cap_ = 0;       // words
   void ensure_pick(int64_t rows);
   int64_t logits_rows_ = 0, logits_cols_ = 0;
   DeviceBuffer cublas_ws_;

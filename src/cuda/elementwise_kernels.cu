@@ -3,9 +3,13 @@
 #include "cuda/engine_kernels.cuh"
 
 #include "common/random.h"
+#include "cpu/ops.h"
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
+#include <functional>
+#include <cstring>
 
 namespace fp4lab {
 
@@ -282,6 +286,71 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   argmax_block(best, bi);
   // All-NaN rows fall back to index 0, as cpu::argmax does.
   if (threadIdx.x == 0) out[r] = bi < cols ? static_cast<int>(bi) : 0;
+}
+
+// A logit as a word whose unsigned order is (key descending, id ascending) when sorted descending: the key's
+// bits made orderable (NaN as -inf, -0 as +0: equal keys must tie, so the ids decide) above the id's
+// complement. Never 0.
+__device__ __forceinline__ uint64_t top_word(float l, int64_t i) {
+  const uint32_t b = __float_as_uint(isnan(l) ? -INFINITY : (l == 0.0f ? 0.0f : l));
+  const uint32_t ord = (b & 0x80000000u) ? ~b : b | 0x80000000u;
+  return (static_cast<uint64_t>(ord) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+
+// Block (p, r): part p of row r (as argmax_rows_kernel cuts it) bitonic-sorted in shared memory, its first
+// kTopLogits words written out. ~80 compare-exchange stages over 4096 words per block; one launch per step.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    top_logits_rows_kernel(const float* logits, int64_t cols, uint64_t* out) {
+  ptx::griddep_enter();
+  constexpr int kN = kArgmaxPerBlock;
+  __shared__ uint64_t w[kN];
+  const int p = blockIdx.x, parts = gridDim.x, r = blockIdx.y;
+  const float* row = logits + r * cols;
+  const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4, lo = p * per, hi = min(cols, lo + per);
+  for (int j = threadIdx.x; j < kN; j += kArgmaxThreads) {
+    const int64_t i = lo + j;
+    w[j] = i < hi ? top_word(__ldcg(row + i), i) : 0;
+  }
+  __syncthreads();
+  for (int size = 2; size <= kN; size *= 2)
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      for (int j = threadIdx.x; j < kN / 2; j += kArgmaxThreads) {
+        const int a = 2 * j - (j & (stride - 1)), b = a + stride;  // pair (a, b), a's bit `stride` clear
+        const bool desc = (a & size) == 0;
+        const uint64_t x = w[a], y = w[b];
+        if ((x < y) == desc) w[a] = y, w[b] = x;
+      }
+      __syncthreads();
+    }
+  for (int j = threadIdx.x; j < cpu::kTopLogits; j += kArgmaxThreads)
+    out[(static_cast<int64_t>(r) * parts + p) * cpu::kTopLogits + j] = w[j];
+}
+
+std::vector<cpu::TopLogit> top_logits_merge(const uint64_t* words, size_t n) {
+  // Every part holds its own top kTopLogits, so the row's are among them: the largest words of all parts.
+  std::vector<uint64_t> w(words, words + n);
+  const size_t c = std::min<size_t>(cpu::kTopLogits, w.size());
+  std::partial_sort(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(c), w.end(), std::greater<>());
+  std::vector<cpu::TopLogit> out;
+  for (size_t j = 0; j < c && w[j] != 0; ++j) {
+    const uint32_t ord = static_cast<uint32_t>(w[j] >> 32);
+    const uint32_t bits = (ord & 0x80000000u) ? ord & 0x7fffffffu : ~ord;
+    float key;
+    std::memcpy(&key, &bits, 4);
+    out.push_back({key, static_cast<int>(0xffffffffu - static_cast<uint32_t>(w[j]))});
+  }
+  return out;
+}
+
+bool top_logits_supported(int64_t cols) {
+  return cols > 0 && static_cast<int64_t>(argmax_parts(cols)) * kArgmaxPerBlock >= cols;
+}
+
+void launch_top_logits_rows(const float* logits, int64_t rows, int64_t cols, uint64_t* out,
+                            cudaStream_t stream) {
+  launch_kernel(top_logits_rows_kernel,
+                dim3(static_cast<unsigned>(argmax_parts(cols)), static_cast<unsigned>(rows)), kArgmaxThreads,
+                0, stream, logits, cols, out);
 }
 
 int argmax_parts(int64_t cols) {

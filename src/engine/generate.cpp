@@ -13,6 +13,35 @@
 
 namespace fp4lab {
 
+int sample_top(std::span<const cpu::TopLogit> top, const SamplingOptions& o, uint64_t step_seed) {
+  if (top.empty()) throw Error("sampling from an empty candidate list");
+  const size_t k = o.top_k > 0 ? std::min(top.size(), static_cast<size_t>(o.top_k)) : top.size();
+  const float mx = top[0].key;
+  if (mx == -std::numeric_limits<float>::infinity()) return top[0].id;  // nothing to weigh
+  thread_local std::vector<float> w;
+  w.resize(k);
+  double sum = 0;
+  for (size_t i = 0; i < k; ++i) sum += (w[i] = std::exp((top[i].key - mx) / o.temperature));
+  size_t keep = k;
+  if (o.top_p < 1.0f) {
+    // The fewest most likely candidates whose mass reaches top_p: a prefix, the candidates being sorted.
+    double acc = 0;
+    size_t i = 0;
+    while (i + 1 < keep && (acc += w[i]) < o.top_p * sum) ++i;
+    keep = i + 1;
+    sum = std::accumulate(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+  }
+  // One uniform draw over the kept mass, walked in candidate order.
+  std::mt19937_64 rng(step_seed);
+  const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  double acc = 0;
+  for (size_t i = 0; i < keep; ++i)
+    if ((acc += w[i]) > u) return top[i].id;
+  for (size_t i = keep; i-- > 0;)  // rounding left u at the very top: the last candidate with weight
+    if (w[i] > 0) return top[i].id;
+  return top[0].id;
+}
+
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed) {
   if (o.greedy || o.temperature <= 0.0f) return cpu::argmax(logits);
   const size_t v = logits.size();
@@ -52,7 +81,6 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
       }
     }
-    if (mx == kNegInf) return cpu::argmax(logits);  // nothing to weigh
     // Every value above the threshold is in the heap: the ids tied at it fill what is left of k.
     const float thr = heap.front();
     size_t ties =
@@ -62,6 +90,10 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
       if (x > thr || (x == thr && ties > 0 && ties--)) idx.push_back(static_cast<int>(i));
     }
     std::sort(idx.begin(), idx.end(), before);
+    thread_local std::vector<cpu::TopLogit> top;
+    top.clear();
+    for (int i : idx) top.push_back({key(static_cast<size_t>(i)), i});
+    return sample_top(top, o, step_seed);
   } else {
     for (size_t i = 0; i < v; ++i) mx = std::max(mx, key(i));
     if (mx == kNegInf) return cpu::argmax(logits);  // nothing to weigh
@@ -73,15 +105,9 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
   double sum = 0;
   for (size_t i = 0; i < idx.size(); ++i) sum += (w[i] = weight(idx[i]));
   size_t keep = idx.size();
-  if (o.top_p < 1.0f && o.top_k > 0 && static_cast<size_t>(o.top_k) < v) {
-    // The fewest most likely candidates whose mass reaches top_p: the top_k are sorted, so a prefix.
-    double acc = 0;
-    size_t i = 0;
-    while (i + 1 < keep && (acc += w[i]) < o.top_p * sum) ++i;
-    keep = i + 1;
-    sum = std::accumulate(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
-  } else if (o.top_p < 1.0f) {
-    // The same over the whole vocabulary, without sorting it (a nucleus of flat logits holds most of it):
+  if (o.top_p < 1.0f) {
+    // The fewest most likely ids whose mass reaches top_p, over the whole vocabulary without sorting it (a
+    // nucleus of flat logits holds most of it):
     // a histogram of the keys in kBins bins of (max - key) / T, the mass of each bin, the bin where the
     // cumulative mass from the top reaches top_p; every id in the bins above is in, and only the ids of that
     // bin are sorted to find where it stops. Ids in lower bins have strictly larger keys, so the set is the

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "common/error.h"
+#include "cpu/ops.h"
 
 namespace fp4lab {
 
@@ -60,6 +61,9 @@ struct GenerateResult {
 // temperature) cut to the top_k and then to the smallest set holding top_p of the mass. Without top_k and
 // top_p the draw is cpu::sample_gumbel, which the CUDA backend computes on the device with the same seed.
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
+// The top_k path of sample_token given the candidates in cpu::TopLogit order (at least min(top_k, vocab) of
+// them): softmax(key / temperature) over the first top_k, cut to top_p, one seeded draw.
+int sample_top(std::span<const cpu::TopLogit> top, const SamplingOptions& o, uint64_t step_seed);
 // Whether a sampled step can be drawn where the logits are (no top-k / top-p truncation).
 inline bool sample_on_device(const SamplingOptions& o) {
   return !o.greedy && o.temperature > 0.0f && o.top_k <= 0 && o.top_p >= 1.0f;
@@ -159,11 +163,19 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     // Greedy steps, and sampling without top-k / top-p (the Gumbel-max trick), pick the ids where the logits
     // are (a single sequence inside its captured graph step), so only the ids come back; top-k / top-p
     // sampling needs the logits on the host.
-    const bool ids_only = greedy || sample_on_device(o.sampling);
+    // Top-k sampling (k up to cpu::kTopLogits) brings back only each row's largest logits and draws from them
+    // here (sample_top, the same draw as sample_token's).
+    const bool top_only = !greedy && !sample_on_device(o.sampling) && o.sampling.top_k > 0 &&
+                          o.sampling.top_k <= cpu::kTopLogits && o.sampling.top_k < vocab;
+    const bool ids_only = greedy || sample_on_device(o.sampling) || top_only;
     std::vector<float> logits;
     std::vector<int> ids;
     if (greedy) {
       ids = model.decode_batch_greedy(states, toks);
+    } else if (top_only) {
+      const auto tops = model.decode_batch_top(states, toks);
+      for (size_t i = 0; i < active.size(); ++i)
+        ids.push_back(sample_top(tops[i], o.sampling, step_seed(active[i].prompt, active[i].step)));
     } else if (ids_only) {
       std::vector<uint64_t> seeds;
       for (const auto& a : active) seeds.push_back(step_seed(a.prompt, a.step));

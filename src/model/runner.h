@@ -11,10 +11,14 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu/ops.h"
 #include "engine/ops.h"
 #include "model/weights.h"
 
 namespace fp4lab {
+
+// What a forward step hands back: the logits, the argmax (or Gumbel-max sample) ids, or the top logits.
+enum class StepOut { Logits, Ids, Top };
 
 template <class Ops>
 class Runner {
@@ -116,6 +120,17 @@ class Runner {
       throw Error("decode_batch_sampled: a positive temperature and one seed per sequence are needed");
     return decode_ids(states, tokens, temperature, seeds);
   }
+  // The same step for sampling with top-k (up to cpu::kTopLogits): each sequence's cpu::kTopLogits largest
+  // logits in cpu::TopLogit order, found where the logits are (sample_top draws from them).
+  std::vector<std::vector<cpu::TopLogit>> decode_batch_top(std::span<State* const> states,
+                                                           std::span<const int> tokens) {
+    const auto segs = batch_segments(states, tokens);
+    if (segs.size() == 1 && ops_.graphs_enabled())
+      return ops_.run_decode_graph_top(*states[0], tokens[0],
+                                       [&] { body(segs, tokens, false, StepOut::Top); });
+    body(segs, tokens, false, StepOut::Top);
+    return ops_.fetch_top_logits();
+  }
 
  private:
   // Rows [row0, row0 + rows) of the activations belong to one sequence and its state.
@@ -129,8 +144,9 @@ class Runner {
     const auto segs = batch_segments(states, tokens);
     ops_.set_pick(temperature, seeds);
     if (segs.size() == 1 && ops_.graphs_enabled())
-      return ops_.run_decode_graph_argmax(*states[0], tokens[0], [&] { body(segs, tokens, false, true); });
-    body(segs, tokens, false, true);
+      return ops_.run_decode_graph_argmax(*states[0], tokens[0],
+                                          [&] { body(segs, tokens, false, StepOut::Ids); });
+    body(segs, tokens, false, StepOut::Ids);
     return ops_.fetch_argmax();
   }
 
@@ -211,7 +227,7 @@ class Runner {
   // Enqueues the whole forward; the logits are fetched afterwards (fetch_logits), so a backend can capture
   // it. With several segments (batched decode) every row's logits are kept, one per sequence.
   void body(const std::vector<Segment>& segs, std::span<const int> tokens, bool all_logits,
-            bool argmax = false) {
+            StepOut out = StepOut::Logits) {
     const ModelConfig& c = w_.config;
     const int t = static_cast<int>(tokens.size());
     ops_.begin_forward();
@@ -287,8 +303,10 @@ class Runner {
       ops_.rmsnorm(last, w_.final_norm, c.norm_eps, hn);
     // FP32 logits: BF16 would round near-ties away. Under vocab parallelism the backend gathers every rank's
     // share, so each rank sees the whole row.
-    if (argmax)
+    if (out == StepOut::Ids)
       ops_.argmax_async(hn, w_.lm_head);
+    else if (out == StepOut::Top)
+      ops_.top_logits_async(hn, w_.lm_head);
     else
       ops_.logits_async(hn, w_.lm_head);
   }
