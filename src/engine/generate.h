@@ -160,11 +160,10 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
       toks.push_back(r.new_ids[a.prompt].back());
     }
     const auto t0 = clock::now();
-    // Greedy steps, and sampling without top-k / top-p (the Gumbel-max trick), pick the ids where the logits
-    // are (a single sequence inside its captured graph step), so only the ids come back; top-k / top-p
-    // sampling needs the logits on the host.
-    // Top-k sampling (k up to cpu::kTopLogits) brings back only each row's largest logits and draws from them
-    // here (sample_top, the same draw as sample_token's).
+    // Greedy steps and sampling without top-k / top-p (the Gumbel-max trick) pick the ids where the logits
+    // are (a single sequence inside its captured graph step), so only the ids come back; top-k sampling (k up
+    // to cpu::kTopLogits, with or without top-p) brings back each row's largest logits and draws from them
+    // here (sample_top, sample_token's own draw); only top-p alone needs the logits on the host.
     const bool top_only = !greedy && !sample_on_device(o.sampling) && o.sampling.top_k > 0 &&
                           o.sampling.top_k <= cpu::kTopLogits && o.sampling.top_k < vocab;
     const bool ids_only = greedy || sample_on_device(o.sampling) || top_only;
