@@ -92,19 +92,21 @@ void CudaOps::ensure_device(DeviceBuffer& b, size_t bytes, const char* what) {
   b = DeviceBuffer(bytes);
 }
 
-void CudaOps::ensure_pinned(size_t n) {
-  if (n > pinned_logits_cap_) {
-    invalidate_graphs("the pinned logits buffer");
-    synchronize();  // a copy into the old buffer may still be in flight
-    if (pinned_logits_) CUDA_CHECK(cudaFreeHost(pinned_logits_));
-    CUDA_CHECK(cudaMallocHost(&pinned_logits_, n * 4));
-    pinned_logits_cap_ = n;
-  }
+template <class T>
+bool CudaOps::ensure_pinned(T*& p, size_t& cap, size_t n, const char* what) {
+  if (n <= cap) return false;
+  invalidate_graphs(what);
+  synchronize();  // a copy from or into the old buffer may still be in flight
+  if (p) CUDA_CHECK(cudaFreeHost(p));
+  p = nullptr;
+  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&p), n * sizeof(T)));
+  cap = n;
+  return true;
 }
 
 void CudaOps::logits_async(const Tensor& h, const LinearWeight& head) {
   const size_t n = logits_on_device(h, head);
-  ensure_pinned(n);
+  ensure_pinned(pinned_logits_, pinned_logits_cap_, n, "the pinned logits buffer");
   CUDA_CHECK(cudaMemcpyAsync(pinned_logits_, logits_dev_.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
 }
 
@@ -130,31 +132,21 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   launch_argmax_rows(logits_dev_.as<float>(), rows, logits_cols_, pick_dev_.as<ArgmaxPick>(), part_v, part_i,
                      done, ids, stream_);
   // Pinned, so that the copy can sit in a captured decode step.
-  if (rows > pinned_ids_cap_) {
-    invalidate_graphs("the pinned argmax buffer");
-    synchronize();
-    if (pinned_ids_) CUDA_CHECK(cudaFreeHost(pinned_ids_));
-    CUDA_CHECK(cudaMallocHost(&pinned_ids_, ids_bytes));
-    pinned_ids_cap_ = rows;
-  }
+  ensure_pinned(pinned_ids_, pinned_ids_cap_, static_cast<size_t>(rows), "the pinned argmax buffer");
   CUDA_CHECK(cudaMemcpyAsync(pinned_ids_, ids, ids_bytes, cudaMemcpyDeviceToHost, stream_));
 }
 
 void CudaOps::ensure_pick(int64_t rows) {
-  if (rows <= pinned_pick_rows_) return;
-  invalidate_graphs("the pinned sampling parameters");
-  synchronize();  // a copy from the old buffer may still be in flight
-  if (pinned_pick_) CUDA_CHECK(cudaFreeHost(pinned_pick_));
-  CUDA_CHECK(cudaMallocHost(&pinned_pick_, argmax_pick_bytes(rows)));
-  std::memset(pinned_pick_, 0, argmax_pick_bytes(rows));  // temperature 0 (argmax) until set_pick
-  pinned_pick_rows_ = rows;
+  const size_t words = argmax_pick_bytes(rows) / 8;
+  if (ensure_pinned(pinned_pick_, pinned_pick_cap_, words, "the pinned sampling parameters"))
+    std::memset(pinned_pick_, 0, words * 8);  // temperature 0 (argmax) until set_pick
 }
 
 void CudaOps::set_pick(float temperature, std::span<const uint64_t> seeds) {
   if (temperature > 0.0f && seeds.empty())
     throw Error("internal: sampling on the device needs a seed per row");
   ensure_pick(std::max<int64_t>(1, static_cast<int64_t>(seeds.size())));
-  auto* h = static_cast<ArgmaxPick*>(pinned_pick_);
+  auto* h = reinterpret_cast<ArgmaxPick*>(pinned_pick_);
   h->temperature = temperature;
   std::copy(seeds.begin(), seeds.end(), reinterpret_cast<uint64_t*>(h + 1));
 }
@@ -168,13 +160,7 @@ void CudaOps::top_logits_async(const Tensor& h, const LinearWeight& head) {
                 ")");
   const size_t words = static_cast<size_t>(logits_rows_ * argmax_parts(logits_cols_)) * cpu::kTopLogits;
   ensure_device(top_dev_, words * 8, "the top-k candidates");
-  if (words > pinned_top_cap_) {
-    invalidate_graphs("the pinned top-k candidates");
-    synchronize();
-    if (pinned_top_) CUDA_CHECK(cudaFreeHost(pinned_top_));
-    CUDA_CHECK(cudaMallocHost(&pinned_top_, words * 8));
-    pinned_top_cap_ = words;
-  }
+  ensure_pinned(pinned_top_, pinned_top_cap_, words, "the pinned top-k candidates");
   launch_top_logits_rows(logits_dev_.as<float>(), logits_rows_, logits_cols_, top_dev_.as<uint64_t>(),
                          stream_);
   CUDA_CHECK(cudaMemcpyAsync(pinned_top_, top_dev_.ptr, words * 8, cudaMemcpyDeviceToHost, stream_));
@@ -567,15 +553,8 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
 void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int64_t first_id, Tensor& x) {
   OpTimer timer_(this, "embed");
   ensure_device(tokens_, tokens.size() * 4, "the token buffer");
-  if (tokens.size() > pinned_tokens_cap_) {
-    invalidate_graphs("the pinned token buffer");
-    synchronize();  // the previous copy may still read the old buffer
-    if (pinned_tokens_) CUDA_CHECK(cudaFreeHost(pinned_tokens_));
-    CUDA_CHECK(cudaMallocHost(&pinned_tokens_, tokens.size() * 4));
-    pinned_tokens_cap_ = tokens.size();
-  } else {
+  if (!ensure_pinned(pinned_tokens_, pinned_tokens_cap_, tokens.size(), "the pinned token buffer"))
     synchronize_if_not_capturing();
-  }
   std::copy(tokens.begin(), tokens.end(), pinned_tokens_);
   CUDA_CHECK(
       cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,7 +33,7 @@ class CudaOps {
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
     uint64_t arena_gen = 0;
-    int kind = 0;  // what the step ends with: kLogits, kIds (argmax_async) or kTop (top_logits_async)
+    StepOut kind = StepOut::Logits;  // what the step ends with
     GraphExec() = default;
     GraphExec(GraphExec&& o) noexcept : exec(o.exec), arena_gen(o.arena_gen), kind(o.kind) {
       o.exec = nullptr;
@@ -51,7 +52,7 @@ class CudaOps {
     int pos = 0, capacity = 0;
     DeviceBuffer pos_dev;  // int: the position on the device, so a captured step reads it at replay
     GraphExec graph;
-    int warmed = -1;                 // the kind of step last run eagerly to size the buffers; -1: none
+    std::optional<StepOut> warmed;   // the kind of step last run eagerly to size the buffers
     std::vector<DeviceBuffer> k, v;  // per attention layer: BF16 [capacity, kv_heads * head_dim]
     std::vector<DeviceBuffer> conv;  // per Mamba layer: FP32 [conv_dim, kernel - 1]
     std::vector<DeviceBuffer> ssm;   // per Mamba layer: FP32 [heads, head_dim, state]
@@ -73,20 +74,19 @@ class CudaOps {
   bool graphs_enabled() const { return graphs_; }
   // The decode step of one sequence through its captured graph: the logits, or (greedy) only the argmax id,
   // so that a step copies 4 bytes to the host instead of the whole vocabulary's logits.
-  static constexpr int kLogits = 0, kIds = 1, kTop = 2;
   template <class F>
   std::vector<float> run_decode_graph(State& s, int token, F&& body) {
-    decode_graph_step(s, token, kLogits, body);
+    decode_graph_step(s, token, StepOut::Logits, body);
     return fetch_logits();
   }
   template <class F>
   std::vector<int> run_decode_graph_argmax(State& s, int token, F&& body) {
-    decode_graph_step(s, token, kIds, body);
+    decode_graph_step(s, token, StepOut::Ids, body);
     return fetch_argmax();
   }
   template <class F>
   std::vector<std::vector<cpu::TopLogit>> run_decode_graph_top(State& s, int token, F&& body) {
-    decode_graph_step(s, token, kTop, body);
+    decode_graph_step(s, token, StepOut::Top, body);
     return fetch_top_logits();
   }
   void logits_async(const Tensor& h, const LinearWeight& head);
@@ -276,7 +276,7 @@ class CudaOps {
   void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
   uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }
   template <class F>
-  void decode_graph_step(State& s, int token, int kind, F&& body) {
+  void decode_graph_step(State& s, int token, StepOut kind, F&& body) {
     if (!s.graph.exec || s.graph.arena_gen != graph_gen() || s.graph.kind != kind) {
       // The first step of a kind runs eagerly: it sizes the arena and every workspace the capture reuses.
       if (s.warmed != kind) {
@@ -291,7 +291,11 @@ class CudaOps {
     replay(s, token);
   }
   void replay(State& s, int token);
-  void ensure_pinned(size_t logits_elems);
+  // Grows a host-pinned buffer to n elements of T. Captured steps hold its address (growing it re-captures
+  // them) and copies may still use the old one (growing waits for them). True when it was reallocated: the
+  // contents are then undefined.
+  template <class T>
+  bool ensure_pinned(T*& p, size_t& cap, size_t n, const char* what);
   void synchronize_if_not_capturing();
 
   struct OpTimer;
@@ -314,13 +318,13 @@ class CudaOps {
   DeviceBuffer logits_dev_;         // FP32 [rows, vocab]
   size_t pinned_logits_cap_ = 0;
   int* pinned_ids_ = nullptr;  // host-pinned argmax ids [rows]
-  int64_t pinned_ids_cap_ = 0;
-  void* pinned_pick_ = nullptr;  // host-pinned ArgmaxPick and seeds [rows] (set_pick)
-  int64_t pinned_pick_rows_ = 0;
-  DeviceBuffer pick_dev_;           // its device copy, made by each step
-  DeviceBuffer top_dev_;            // top_logits_async: [rows][parts][cpu::kTopLogits] sortable words
-  uint64_t* pinned_top_ = nullptr;  // their host-pinned copy
-  size_t pinned_top_cap_ = 0;       // words
+  size_t pinned_ids_cap_ = 0;
+  uint64_t* pinned_pick_ = nullptr;  // host-pinned ArgmaxPick (one word) and seeds [rows] (set_pick)
+  size_t pinned_pick_cap_ = 0;       // words
+  DeviceBuffer pick_dev_;            // its device copy, made by each step
+  DeviceBuffer top_dev_;             // top_logits_async: [rows][parts][cpu::kTopLogits] sortable words
+  uint64_t* pinned_top_ = nullptr;   // their host-pinned copy
+  size_t pinned_top_cap_ = 0;        // words
   void ensure_pick(int64_t rows);
   int64_t logits_rows_ = 0, logits_cols_ = 0;
   DeviceBuffer cublas_ws_;
