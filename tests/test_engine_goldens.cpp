@@ -278,6 +278,31 @@ TEST(Generate, ArgmaxTakesTheFirstMaximumAndSkipsNan) {
   EXPECT_EQ(sample_token(std::vector<float>{nan, 2.0f, 5.0f, 5.0f}, greedy, 0), 2);
 }
 
+// cpu::top_logits (the spec of the device candidates, and the host sampler's top-k) against a full sort:
+// coarse values for many ties (the smaller ids first, -0 tied with +0), NaN as -inf, k from 1 to past the
+// row.
+TEST(Generate, TopLogitsAreTheLargestInOrder) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> row(3000);
+  for (auto& x : row) x = std::round(nd(rng) * 2.0f) / 2.0f;
+  for (size_t i = 0; i < row.size(); i += 37) row[i] = std::numeric_limits<float>::quiet_NaN();
+  row[5] = -0.0f;
+  std::vector<cpu::TopLogit> all;
+  for (size_t i = 0; i < row.size(); ++i)
+    all.push_back(
+        {std::isnan(row[i]) ? -std::numeric_limits<float>::infinity() : row[i], static_cast<int>(i)});
+  std::sort(all.begin(), all.end(), [](const cpu::TopLogit& a, const cpu::TopLogit& b) {
+    return a.key > b.key || (a.key == b.key && a.id < b.id);
+  });
+  for (const int k : {1, 7, 64, 2999, 3000, 5000}) {
+    const auto got = cpu::top_logits(row, k);
+    ASSERT_EQ(got.size(), std::min<size_t>(k, row.size())) << "k " << k;
+    for (size_t j = 0; j < got.size(); ++j)
+      ASSERT_TRUE(got[j].id == all[j].id && got[j].key == all[j].key) << "k " << k << ", rank " << j;
+  }
+}
+
 // The sampler against its definition on a 1000-id vocabulary: softmax(logits / T), cut to the top_k and then
 // to the smallest most-likely set whose mass reaches top_p, renormalized. 20000 draws (one seed each): every
 // draw inside the allowed set, and each of the most likely ids drawn at its probability within 5 sigma.

@@ -47,9 +47,11 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
   const size_t v = logits.size();
   if (v == 0) throw Error("sampling from an empty row of logits");
   if (sample_on_device(o)) return cpu::sample_gumbel(logits, o.temperature, step_seed);
-  // Every step here is a pass over the vocabulary (two for top-k) or works on the few candidates: a full sort
-  // of a 128K vocabulary (the first form) cost tens of milliseconds per token on the host. NaN logits rank
-  // below everything and get no weight.
+  // The top_k largest by a selection, not a sort of the vocabulary (a full sort of 128K ids, the first form,
+  // cost tens of milliseconds per token on the host).
+  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < v)
+    return sample_top(cpu::top_logits(logits, o.top_k), o, step_seed);
+  // top_p alone: every id a candidate, in id order. NaN logits rank below everything and get no weight.
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const auto key = [&](size_t i) { return std::isnan(logits[i]) ? kNegInf : logits[i]; };
   // Descending logit, ties by id: a strict order, so the draw does not depend on how the library sorts.
@@ -58,48 +60,13 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
     return ka > kb || (ka == kb && a < b);
   };
   // Scratch kept between calls: a fresh 0.5 MB vector per token costs its page faults and zeroing again.
-  thread_local std::vector<float> w, heap, kept_w;
+  thread_local std::vector<float> w, kept_w;
   thread_local std::vector<int> idx;
-  idx.clear();
   float mx = kNegInf;
-  // Candidates: the top_k (the k-th largest logit found in the same pass as the maximum, then the ids above
-  // it and as many tied ones as fit, in id order), sorted; without top_k (top_p only) every id, in id order.
-  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < v) {
-    const size_t k = static_cast<size_t>(o.top_k);
-    // The k largest values in a min-heap: nth_element on a copy of the values took ~1.5 ms for 128K logits
-    // (its partitions mispredict on random data); the heap's comparisons mostly fail and predict well.
-    heap.clear();
-    for (size_t i = 0; i < v; ++i) {
-      const float x = key(i);
-      mx = std::max(mx, x);
-      if (heap.size() < k) {
-        heap.push_back(x);
-        std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      } else if (x > heap.front()) {
-        std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-        heap.back() = x;
-        std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      }
-    }
-    // Every value above the threshold is in the heap: the ids tied at it fill what is left of k.
-    const float thr = heap.front();
-    size_t ties =
-        k - static_cast<size_t>(std::count_if(heap.begin(), heap.end(), [&](float x) { return x > thr; }));
-    for (size_t i = 0; i < v; ++i) {
-      const float x = key(i);
-      if (x > thr || (x == thr && ties > 0 && ties--)) idx.push_back(static_cast<int>(i));
-    }
-    std::sort(idx.begin(), idx.end(), before);
-    thread_local std::vector<cpu::TopLogit> top;
-    top.clear();
-    for (int i : idx) top.push_back({key(static_cast<size_t>(i)), i});
-    return sample_top(top, o, step_seed);
-  } else {
-    for (size_t i = 0; i < v; ++i) mx = std::max(mx, key(i));
-    if (mx == kNegInf) return cpu::argmax(logits);  // nothing to weigh
-    idx.resize(v);
-    std::iota(idx.begin(), idx.end(), 0);
-  }
+  for (size_t i = 0; i < v; ++i) mx = std::max(mx, key(i));
+  if (mx == kNegInf) return cpu::argmax(logits);  // nothing to weigh
+  idx.resize(v);
+  std::iota(idx.begin(), idx.end(), 0);
   const auto weight = [&](int i) { return std::exp((key(static_cast<size_t>(i)) - mx) / o.temperature); };
   w.resize(idx.size());  // the candidates' weights, in idx order
   double sum = 0;
