@@ -2,14 +2,14 @@
 // src/cpu/ops.cpp and CpuOps.
 #include "cuda/engine_kernels.cuh"
 
-#include "common/random.h"
-#include "cpu/ops.h"
-
 #include <algorithm>
 #include <cmath>
-#include <vector>
-#include <functional>
 #include <cstring>
+#include <functional>
+#include <vector>
+
+#include "common/random.h"
+#include "cpu/ops.h"
 
 namespace fp4lab {
 
@@ -212,8 +212,6 @@ __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n)
     y[i] = __float2bfloat16_rn(ld(y + i) + bias[i % n]);
 }
 
-// Greedy decoding on the device: one block per row, the first index of the maximum (as std::max_element), so
-// only B ids cross PCIe instead of B x vocab FP32 logits.
 // (value, index) of the running maximum: the larger value wins, the smaller index among equals (the start,
 // (-inf, cols), loses to any -inf); NaN never compares greater or equal, so NaNs are skipped (cpu::argmax).
 __device__ __forceinline__ void argmax_take(float& best, int64_t& bi, float v, int64_t i) {
@@ -233,6 +231,15 @@ __device__ __forceinline__ void argmax_block(float& best, int64_t& bi) {
     for (int w = 1; w < kArgmaxThreads / 32; ++w) argmax_take(best, bi, sv[w], si[w]);
 }
 
+// The logits [lo, hi) of part p of a row of cols split into parts: contiguous runs of whole 4-element units
+// (a part of argmax_rows_kernel and top_logits_rows_kernel alike).
+__device__ __forceinline__ void row_part(int64_t cols, int p, int parts, int64_t& lo, int64_t& hi) {
+  const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4;
+  lo = p * per;
+  hi = min(cols, lo + per);
+}
+
+// Greedy decoding on the device, so that only the ids cross PCIe, not the rows of FP32 logits.
 // Row argmax in two levels, in one launch: block (p, r) reduces part p of row r (a contiguous run of whole
 // 4-element units) to a (value, index) pair; the last part of a row to finish (done[r] counts, left at zero
 // for the next launch) reduces the row's pairs in part order. One block per row (the first form) streamed a
@@ -246,7 +253,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   ptx::griddep_enter();
   const int p = blockIdx.x, parts = gridDim.x, r = blockIdx.y;
   const float* row = logits + r * cols;
-  const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4, lo = p * per, hi = min(cols, lo + per);
+  int64_t lo, hi;
+  row_part(cols, p, parts, lo, hi);
   const float temp = pick ? pick->temperature : 0.0f;
   const uint64_t seed = temp > 0.0f ? reinterpret_cast<const uint64_t*>(pick + 1)[r] : 0;
   // The score of entry i: the logit, or logit / T + noise (NaN stays NaN and is skipped).
@@ -306,7 +314,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   __shared__ uint64_t w[kN];
   const int p = blockIdx.x, parts = gridDim.x, r = blockIdx.y;
   const float* row = logits + r * cols;
-  const int64_t per = (cols + 4LL * parts - 1) / (4LL * parts) * 4, lo = p * per, hi = min(cols, lo + per);
+  int64_t lo, hi;
+  row_part(cols, p, parts, lo, hi);
   for (int j = threadIdx.x; j < kN; j += kArgmaxThreads) {
     const int64_t i = lo + j;
     w[j] = i < hi ? top_word(__ldcg(row + i), i) : 0;
