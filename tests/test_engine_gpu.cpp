@@ -313,7 +313,7 @@ TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
 // One greedy sequence: its steps go through the captured graph ending in the device argmax (an eager first
 // step, the capture, then replays) and must pick the host argmax of the logits step at every step; a logits
 // step in between (step 6) makes the sequence re-capture both ways. Then sampled steps through the same graph
-// (a temperature and a seed per replay).
+// (a temperature and a seed per replay), and top-k steps through the graph that ends in the candidates.
 TEST(GpuEngine, GreedyGraphStepMatchesHostArgmaxOfLogits) {
   REQUIRE_GPU();
   if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
