@@ -1,4 +1,4 @@
-// Arbitrary bytes through the real tokenizers of ../shared/tokenizers: invalid UTF-8 is a clean
+// Arbitrary bytes through the real tokenizers of tests/data/tokenizers: invalid UTF-8 is a clean
 // fp4lab::Error; valid text must encode to in-vocabulary ids that decode back to the same text (byte-level
 // tokenizers are lossless; the SentencePiece-style one may only differ by the leading space its decoder
 // strips).
@@ -16,8 +16,8 @@ namespace {
 struct Loaded {
   std::unique_ptr<fp4lab::Tokenizer> gpt2, qwen2, mistral;
   Loaded() {
-    const std::string dir = FP4LAB_SHARED_DIR "/tokenizers/";
-    if (!std::filesystem::exists(dir)) return;  // no ../shared: nothing to fuzz against
+    // A missing tokenizer throws here and stops the fuzzer: no silent run against nothing.
+    const std::string dir = FP4LAB_TEST_DATA_DIR "/tokenizers/";
     gpt2 = std::make_unique<fp4lab::Tokenizer>(fp4lab::Tokenizer::from_dir(dir + "gpt2"));
     qwen2 = std::make_unique<fp4lab::Tokenizer>(fp4lab::Tokenizer::from_dir(dir + "qwen2"));
     mistral = std::make_unique<fp4lab::Tokenizer>(fp4lab::Tokenizer::from_dir(dir + "mistral-v1"));

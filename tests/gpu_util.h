@@ -6,6 +6,7 @@
 
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
+#include "cuda/tensor_parallel.h"
 #include "engine/gpu_info.h"
 
 namespace fp4lab::test {
@@ -15,8 +16,13 @@ inline bool gpu_available() {
   return ok;
 }
 
+// The only two reasons a test may skip; scripts/test.sh fails a run that skips for any other.
 #define REQUIRE_GPU() \
   if (!::fp4lab::test::gpu_available()) GTEST_SKIP() << "skipped: no GPU"
+#define REQUIRE_GPUS(n)                                            \
+  REQUIRE_GPU();                                                   \
+  if (::fp4lab::visible_gpu_count() < (n))                         \
+  GTEST_SKIP() << "skipped: fewer GPUs than the test needs (" << (n) << ")"
 
 template <class T>
 DeviceBuffer to_device(const std::vector<T>& v) {

@@ -9,8 +9,7 @@
 using namespace fp4lab;
 
 TEST(ModelConfig, SharedModelsParse) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string m = fp4lab::test::shared_dir() + "/models/";
+  const std::string m = fp4lab::test::data_dir() + "/models/";
   auto n = load_model_config(m + "tiny-nemotron-h");
   EXPECT_EQ(n.arch, Arch::NemotronH);
   EXPECT_EQ(n.layer_pattern(), "M*-M-");

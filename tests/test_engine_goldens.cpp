@@ -1,4 +1,4 @@
-// The CPU float32 engine against HF transformers goldens (../shared/models), plus the Mamba-2 scan
+// The CPU float32 engine against HF transformers goldens (tests/data/models), plus the Mamba-2 scan
 // identities.
 #include <gtest/gtest.h>
 
@@ -37,8 +37,7 @@ Golden read_golden(const std::string& dir) {
 }
 
 void check_model(const std::string& name) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
+  const std::string dir = fp4lab::test::data_dir() + "/models/" + name;
   const Golden g = read_golden(dir);
   CpuOps be;
   Model model(load_weights(dir, QuantMode::Auto), be);
@@ -183,8 +182,7 @@ TEST(EngineGoldens, TinyNemotronH) {
 }
 
 TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string dir = fp4lab::test::shared_dir() + "/models/stories260k";
+  const std::string dir = fp4lab::test::data_dir() + "/models/stories260k";
   const Golden g = read_golden(dir);
   CpuOps be;
   Model model(load_weights(dir, QuantMode::NVFP4), be);
@@ -354,12 +352,11 @@ TEST(Generate, SamplingFollowsTheTruncatedSoftmax) {
 }
 
 TEST(Generate, CliGeneratesGoldenIds) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const auto r = fp4lab::test::run_fp4lab("generate --model " + fp4lab::test::shared_dir() +
+  const auto r = fp4lab::test::run_fp4lab("generate --model " + fp4lab::test::data_dir() +
                                           "/models/stories260k --prompt-ids 1 --max-new-tokens 8 --greedy");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("new ids: 461 461 401 401 401 461 378 455"), std::string::npos) << r.out;
-  const auto bad = fp4lab::test::run_fp4lab("generate --model " + fp4lab::test::shared_dir() +
+  const auto bad = fp4lab::test::run_fp4lab("generate --model " + fp4lab::test::data_dir() +
                                             "/models/stories260k --prompt-ids 1,99999 --max-new-tokens 2");
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.out.find("outside the vocabulary"), std::string::npos) << bad.out;
@@ -373,8 +370,7 @@ TEST(Generate, PresetRunsOnCpu) {
 }
 
 TEST(EvalPpl, Stories260kBf16AgainstNvfp4) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string dir = fp4lab::test::shared_dir() + "/models/stories260k";
+  const std::string dir = fp4lab::test::data_dir() + "/models/stories260k";
   const Golden g = read_golden(dir);
   fp4lab::test::TempDir d;
   {

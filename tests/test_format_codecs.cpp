@@ -156,8 +156,4 @@ TEST(CodecSweep, E2M1DecodeMatchesToolkit) {
   }
 }
 
-#else
-TEST(CodecSweep, SkippedWithoutToolkit) {
-  GTEST_SKIP() << "skipped: CUDA toolkit headers not found";
-}
-#endif
+#endif  // without the toolkit these sweeps are not built (the CPU-only build has no oracle for them)

@@ -18,11 +18,9 @@ using namespace fp4lab;
 
 namespace {
 
-const std::string kData = std::string(FP4LAB_SHARED_DIR) + "/data/gsm8k";
+const std::string kData = fp4lab::test::data_dir() + "/gsm8k";
 
 TEST(PythonRandom, MatchesCPythonSampleForEveryQuestion) {
-  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
-    GTEST_SKIP() << "skipped: ../shared not present";
   const auto golden = read_json_file(kData + "/fewshot5_seed1234.json")["indices"];
   const auto ours = gsm8k_fewshot_indices(1319, 7473);
   ASSERT_EQ(golden.size(), ours.size());
@@ -41,8 +39,6 @@ TEST(PythonRandom, KnownStreams) {
 }
 
 TEST(Gsm8k, PromptsAreByteIdenticalToLmEval) {
-  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
-    GTEST_SKIP() << "skipped: ../shared not present";
   const auto test = read_gsm8k_jsonl(kData + "/test.jsonl");
   const auto train = read_gsm8k_jsonl(kData + "/train.jsonl");
   ASSERT_EQ(test.size(), 1319u);
@@ -127,13 +123,11 @@ TEST(Gsm8k, StatisticsAsLmEvalAndMcNemar) {
 }
 
 TEST(Gsm8k, WholePipelineOnCpuResumes) {
-  if (!fp4lab::test::have_shared("data/gsm8k") || !fp4lab::test::have_shared("tokenizers"))
-    GTEST_SKIP() << "skipped: ../shared not present";
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("fp4lab_gsm8k_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const std::string base = std::string(FP4LAB_BINARY) + " eval gsm8k --model preset:tiny --tokenizer " +
-                           FP4LAB_SHARED_DIR + "/tokenizers/mistral-v1 --data " + kData +
+                           fp4lab::test::data_dir() + "/tokenizers/mistral-v1 --data " + kData +
                            " --max-new-tokens 4 --threads 2 --no-db --records " + (dir / "r.jsonl").string() +
                            " --json " + (dir / "out.json").string();
   ASSERT_EQ(std::system((base + " --limit 1 > /dev/null 2>&1").c_str()), 0);

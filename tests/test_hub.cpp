@@ -1,4 +1,4 @@
-// Hub ids against a stand-in Hub on 127.0.0.1 (tests/hub_standin.py serving ../shared/models/tiny-llama):
+// Hub ids against a stand-in Hub on 127.0.0.1 (tests/hub_standin.py serving tests/data/models/tiny-llama):
 // cache layout as huggingface_hub's, reuse of such a cache, resume after a cut or killed download, retries on
 // 429/5xx, 404/401, a corrupted blob, the disk-space check, offline mode, and the GSM8K data fetch with its
 // checksum.
@@ -33,15 +33,14 @@ class StandinHub : public ::testing::Test {
   test::TempDir dir;
   pid_t pid = -1;
   std::string endpoint;
-  std::string model = test::shared_dir() + "/models/tiny-llama";
+  std::string model = test::data_dir() + "/models/tiny-llama";
 
   void SetUp() override {
-    if (!test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
     const std::string port_file = dir.str("port");
     pid = fork();
     if (pid == 0) {
       const std::string script = std::string(FP4LAB_SOURCE_DIR) + "/tests/hub_standin.py";
-      const std::string data = test::shared_dir() + "/data/gsm8k";
+      const std::string data = test::data_dir() + "/gsm8k";
       execlp("python3", "python3", script.c_str(), model.c_str(), data.c_str(), port_file.c_str(),
              dir.str("log.jsonl").c_str(), static_cast<char*>(nullptr));
       _exit(127);
@@ -256,7 +255,7 @@ TEST_F(StandinHub, Gsm8kDataFetchIsChecksummed) {
   EXPECT_FALSE(fs::exists(bad));
   EXPECT_FALSE(fs::exists(bad + ".incomplete"));
   // The CLI path: `eval gsm8k` without --data fetches into the cache and runs.
-  const auto r = test::run_fp4lab("eval gsm8k --model preset:tiny --tokenizer " + test::shared_dir() +
+  const auto r = test::run_fp4lab("eval gsm8k --model preset:tiny --tokenizer " + test::data_dir() +
                                   "/tokenizers/mistral-v1 --limit 1 --max-new-tokens 2 --no-db --cache-dir " +
                                   dir.str("cache") + " --data-url " + endpoint + "/data");
   EXPECT_EQ(r.status, 0) << r.out;

@@ -14,14 +14,12 @@
 #include "test_util.h"
 
 using namespace fp4lab;
-using fp4lab::test::have_shared;
 using fp4lab::test::run_fp4lab;
-using fp4lab::test::shared_dir;
+using fp4lab::test::data_dir;
 using fp4lab::test::TempDir;
 
 TEST(Inspect, TinyNemotronHPattern) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const auto r = run_fp4lab("inspect " + shared_dir() + "/models/tiny-nemotron-h --layers");
+  const auto r = run_fp4lab("inspect " + data_dir() + "/models/tiny-nemotron-h --layers");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("nemotron_h, 5 layers, pattern M*-M-"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("backbone.layers.0.mixer.in_proj"), std::string::npos);
@@ -29,9 +27,8 @@ TEST(Inspect, TinyNemotronHPattern) {
 }
 
 TEST(Inspect, EverySharedModel) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   for (const char* m : {"stories260k", "tiny-llama", "tiny-qwen3", "tiny-nemotron-h"}) {
-    const std::string dir = shared_dir() + "/models/" + m;
+    const std::string dir = data_dir() + "/models/" + m;
     const auto store = TensorStore::open_dir(dir);
     const auto s = summarize_checkpoint(dir, store);
     // Every tensor of the checkpoint is accounted for by the parameter count.
@@ -42,8 +39,7 @@ TEST(Inspect, EverySharedModel) {
 }
 
 TEST(Inspect, Stories260kKNotMultipleOf16) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string dir = shared_dir() + "/models/stories260k";
+  const std::string dir = data_dir() + "/models/stories260k";
   const auto store = TensorStore::open_dir(dir);
   const auto s = summarize_checkpoint(dir, store);
   int k172 = 0;
@@ -59,9 +55,8 @@ TEST(Inspect, Stories260kKNotMultipleOf16) {
 }
 
 TEST(Inspect, QuantizedCheckpointRoundTrip) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   TempDir d;
-  const std::string in = shared_dir() + "/models/tiny-llama";
+  const std::string in = data_dir() + "/models/tiny-llama";
   const auto rep = quantize_checkpoint_nvfp4(in, d.str(), {});
   EXPECT_EQ(rep.quantized, 14);  // 7 linears x 2 layers; lm_head excluded
   const auto store = TensorStore::open_dir(d.str());
@@ -101,9 +96,8 @@ TEST(Inspect, QuantizedCheckpointRoundTrip) {
 }
 
 TEST(Inspect, Nvfp4ShapeMismatchIsReported) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   TempDir d;
-  quantize_checkpoint_nvfp4(shared_dir() + "/models/tiny-llama", d.str(), {});
+  quantize_checkpoint_nvfp4(data_dir() + "/models/tiny-llama", d.str(), {});
   // Rewrite one block-scale tensor with a wrong shape.
   const auto store = TensorStore::open_dir(d.str());
   SafetensorsWriter w;
@@ -134,9 +128,8 @@ TEST(Inspect, NemotronPresetBytesPerToken) {
 }
 
 TEST(Quantize, CliWritesACheckpointTheEngineLoads) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   TempDir d;
-  auto r = run_fp4lab("quantize --in " + shared_dir() + "/models/tiny-nemotron-h --out " + d.str("q"));
+  auto r = run_fp4lab("quantize --in " + data_dir() + "/models/tiny-nemotron-h --out " + d.str("q"));
   ASSERT_EQ(r.status, 0) << r.out;
   // Nemotron-H defaults: Mamba and MLP linears NVFP4 (8), attention and lm_head kept.
   EXPECT_NE(r.out.find("8 linear layers NVFP4"), std::string::npos) << r.out;
@@ -152,9 +145,8 @@ TEST(Quantize, CliWritesACheckpointTheEngineLoads) {
 }
 
 TEST(Quantize, CalibrationWritesInputScalesFromActivationMaxima) {
-  if (!have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   TempDir d;
-  const std::string in = shared_dir() + "/models/tiny-llama";
+  const std::string in = data_dir() + "/models/tiny-llama";
   const std::vector<int> ids{1, 17, 42, 99, 5, 250, 3, 77, 12, 8};
   {
     std::ofstream f(d.str("calib.ids"));

@@ -65,8 +65,8 @@ TEST(Report, MergesMachinesAndRendersInChromium) {
   EXPECT_EQ(from_db.size(), 1u);
   EXPECT_THROW(load_result_docs({d.str("nope.json")}), Error);
 
-  if (run("command -v chromium").empty())
-    GTEST_SKIP() << "skipped: chromium not installed (scripts/install-deps.sh --test)";
+  ASSERT_FALSE(run("command -v chromium").empty())
+      << "chromium not installed: scripts/install-deps.sh --test installs it";
   const std::string flags =
       "chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,3000 ";
   const std::string dom = run(flags + "--dump-dom file://" + d.str("rep/report.html"));

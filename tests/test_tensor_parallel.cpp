@@ -172,10 +172,9 @@ std::vector<float> run_ranks(const ModelWeights& full, int tp, const std::vector
 }
 
 TEST(TensorParallel, CpuRanksReproduceTheUnsplitModel) {
-  if (!fp4lab::test::have_shared()) GTEST_SKIP() << "skipped: ../shared not present";
   for (const char* name : {"tiny-llama", "tiny-nemotron-h"})
     for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
-      const std::string dir = fp4lab::test::shared_dir() + "/models/" + name;
+      const std::string dir = fp4lab::test::data_dir() + "/models/" + name;
       const ModelWeights full = load_weights(dir, q);
       std::vector<int> prompt;
       for (int i = 0; i < 24; ++i) prompt.push_back((i * 37 + 11) % full.config.vocab_size);

@@ -1,4 +1,4 @@
-// Tokenizers against the goldens in ../shared/tokenizers (ids from the Rust tokenizers library): every line
+// Tokenizers against the goldens in tests/data/tokenizers (ids from the Rust tokenizers library): every line
 // must encode to exactly the golden ids and decode to the golden text.
 #include <gtest/gtest.h>
 
@@ -17,7 +17,7 @@ using namespace fp4lab;
 
 namespace {
 
-const std::string kShared = FP4LAB_SHARED_DIR;
+const std::string kData = fp4lab::test::data_dir();
 
 struct GoldenRow {
   std::string text, decoded;
@@ -25,7 +25,7 @@ struct GoldenRow {
 };
 
 std::vector<GoldenRow> read_golden(const std::string& name) {
-  std::ifstream f(kShared + "/tokenizers/" + name + "/golden.jsonl");
+  std::ifstream f(kData + "/tokenizers/" + name + "/golden.jsonl");
   std::vector<GoldenRow> rows;
   std::string line;
   while (std::getline(f, line)) {
@@ -39,8 +39,7 @@ std::vector<GoldenRow> read_golden(const std::string& name) {
 class TokenizerGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerGolden, EncodesAndDecodesEveryLineExactly) {
-  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
-  const std::string dir = kShared + "/tokenizers/" + GetParam();
+  const std::string dir = kData + "/tokenizers/" + GetParam();
   const auto rows = read_golden(GetParam());
   ASSERT_EQ(rows.size(), 213u);
   const Tokenizer tok = Tokenizer::from_dir(dir);
@@ -65,15 +64,13 @@ TEST_P(TokenizerGolden, EncodesAndDecodesEveryLineExactly) {
 INSTANTIATE_TEST_SUITE_P(Shared, TokenizerGolden, ::testing::Values("gpt2", "qwen2", "mistral-v1"));
 
 TEST(Tokenizer, EncodeSpeedOnGsm8kText) {
-  if (!fp4lab::test::have_shared("data/gsm8k")) GTEST_SKIP() << "skipped: ../shared not present";
-  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   // The bar is 20 MB/s on one core; the figure is printed so docs/perf can quote it. Debug and
   // sanitizer builds are far slower, so only a very low floor is asserted here.
-  std::ifstream f(kShared + "/data/gsm8k/test.jsonl");
+  std::ifstream f(kData + "/gsm8k/test.jsonl");
   std::string text, line;
   while (std::getline(f, line)) text += json::parse(line)["question"].get<std::string>() + "\n";
   for (const char* name : {"gpt2", "qwen2", "mistral-v1"}) {
-    const Tokenizer tok = Tokenizer::from_dir(kShared + "/tokenizers/" + name);
+    const Tokenizer tok = Tokenizer::from_dir(kData + "/tokenizers/" + name);
     (void)tok.encode(text.substr(0, 4096));  // warm the word cache as a long run would
     std::vector<std::string> lines;
     std::istringstream in(text);
@@ -95,8 +92,7 @@ TEST(Tokenizer, EncodeSpeedOnGsm8kText) {
 }
 
 TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
-  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
-  const Tokenizer tok = Tokenizer::from_dir(kShared + "/tokenizers/gpt2");
+  const Tokenizer tok = Tokenizer::from_dir(kData + "/tokenizers/gpt2");
   EXPECT_THROW(tok.encode(std::string("abc\xff")), Error);
   EXPECT_THROW(tok.encode(std::string("\xc0\xaf")), Error);  // overlong '/'
   EXPECT_EQ(tok.decode(std::vector<int>{1 << 20, 31373, -1}),
@@ -120,9 +116,8 @@ TEST(Tokenizer, RejectsInvalidUtf8AndBadFiles) {
 }
 
 TEST(Tokenizer, VocabMergesFormatMatchesTokenizerJson) {
-  if (!fp4lab::test::have_shared("tokenizers")) GTEST_SKIP() << "skipped: ../shared not present";
   // Build a GPT-2 vocab.json + merges.txt pair from the shared tokenizer.json and check both load the same.
-  const std::string text = read_text_file(kShared + "/tokenizers/gpt2/tokenizer.json");
+  const std::string text = read_text_file(kData + "/tokenizers/gpt2/tokenizer.json");
   const auto j = json::parse(text);
   std::string merges = "#version: 0.2\n";
   for (const auto& m : j["model"]["merges"])

@@ -6,14 +6,10 @@
 
 namespace fp4lab::test {
 
-inline std::string shared_dir() {
-  return FP4LAB_SHARED_DIR;
-}
-inline bool have_shared() {
-  return std::filesystem::exists(shared_dir() + "/models");
-}
-inline bool have_shared(const std::string& sub) {
-  return std::filesystem::exists(shared_dir() + "/" + sub);
+// The repository's test data (tests/data, provenance in its README.md). Nothing is skipped when a file is
+// missing: the test that reads it fails on the open, and TestData.EveryFileMatchesItsChecksum names it.
+inline std::string data_dir() {
+  return FP4LAB_TEST_DATA_DIR;
 }
 
 struct CmdResult {

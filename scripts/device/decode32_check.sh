@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on the lent GPU machine with a carried build/ and .shared/: every GPU test, then the decode kernel with
+# Run on the lent GPU machine with a carried build/: every GPU test, then the decode kernel with
 # four token tiles (decode32) against the 32-token mma.sync tile at M = 17..32 on the model shapes, then the
 # batch sweeps of both presets. Full output under $OUT.
 source "$(dirname "$0")/common.sh"

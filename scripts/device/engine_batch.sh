@@ -2,9 +2,6 @@
 # Run on the lent GPU machine with a carried build/: engine GPU tests (incl. batched decode), the Nemotron preset
 # at several batch sizes, and a timed GSM8K slice through the whole pipeline. Full logs go to $OUT.
 source "$(dirname "$0")/common.sh"
-[ -d ../shared/models ] || cp -r .shared/models ../shared/
-[ -d ../shared/tokenizers ] || cp -r .shared/tokenizers ../shared/
-[ -d ../shared/data ] || cp -r .shared/data ../shared/
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 if [ "${TESTS:-1}" = 1 ]; then
   ./build/tests/fp4lab_tests --gtest_filter='GpuEngine.*' >"$OUT/enginetests.log" 2>&1
@@ -19,7 +16,7 @@ done
 if [ "${GSM:-1}" = 1 ]; then
   for q in ${GSM_QUANTS:-nvfp4 bf16}; do
     ./build/fp4lab eval gsm8k --model preset:nemotron-nano-9b-v2 --backend cuda --quant "$q" \
-      --tokenizer ../shared/tokenizers/mistral-v1 --data ../shared/data/gsm8k --limit "${GSM_LIMIT:-128}" \
+      --tokenizer tests/data/tokenizers/mistral-v1 --data tests/data/gsm8k --limit "${GSM_LIMIT:-128}" \
       --batch "${GSM_BATCH:-64}" --no-db --json "$OUT/gsm8k_$q.json" >"$OUT/gsm8k_$q.txt" 2>"$OUT/gsm8k_$q.err"
     echo "gsm8k $q rc=$?"; tail -2 "$OUT/gsm8k_$q.txt"; tail -c 300 "$OUT/gsm8k_$q.err"; echo
   done

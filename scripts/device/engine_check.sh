@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on a lent GPU machine (two GPUs for the TP part) with a carried build/ and .shared/: every GPU test,
+# Run on a lent GPU machine (two GPUs for the TP part) with a carried build/: every GPU test,
 # compute-sanitizer memcheck of the engine kernels, batch sweeps of the Nemotron and Llama presets, a
 # 2048-token prefill bench, long-context Llama, and tensor-parallel decode of the 70B preset with its per-op
 # profile. Full logs and JSON under $OUT (few files: the device tool returns a limited number).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on the lent GPU machine with a carried build/ and .shared/: every GPU test, compute-sanitizer memcheck of the
+# Run on the lent GPU machine with a carried build/: every GPU test, compute-sanitizer memcheck of the
 # GEMM and batched-decode tests, the GEMM benchmark on the model shapes (with the read-ceiling column), and the
 # Nemotron and Llama preset batch sweeps with the per-op profile. Full logs and JSON under $OUT.
 source "$(dirname "$0")/common.sh"

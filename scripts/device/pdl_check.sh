@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on a lent GPU machine with a carried build/ and .shared/: every GPU test (among them the PDL on/off
+# Run on a lent GPU machine with a carried build/: every GPU test (among them the PDL on/off
 # bit-identity test), then batch-1 and batch-32 decode of the Llama-8B and Nemotron presets with programmatic
 # dependent launch on and off (--no-pdl), and the decode GEMV alone both ways. Full logs under $OUT.
 source "$(dirname "$0")/common.sh"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on the lent GPU machine with a carried build/ and .shared/: the engine-kernel and engine GPU tests, then
+# Run on the lent GPU machine with a carried build/: the engine-kernel and engine GPU tests, then
 # where prefill and batch-1 decode time goes (generate --profile) on the Nemotron and Llama presets, the
 # tensor-core prefill's TTFT at 2K/8K prompts, and batch-1 decode with the given attention splits (SPLITS).
 source "$(dirname "$0")/common.sh"

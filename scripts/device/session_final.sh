@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on a lent two-GPU machine with a carried build/ and .shared/: every GPU test, memcheck of the newest
+# Run on a lent two-GPU machine with a carried build/: every GPU test, memcheck of the newest
 # kernels, batch sweeps of both presets, where Nemotron's batch-1 decode time goes, and the 70B preset at TP=1
 # and TP=2. Full output under $OUT.
 source "$(dirname "$0")/common.sh"

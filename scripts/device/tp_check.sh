@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run on a lent multi-GPU machine with a carried build/ and .shared/: every GPU test (the TP=1/TP=2 ones
+# Run on a lent multi-GPU machine with a carried build/: every GPU test (the TP=1/TP=2 ones
 # included), then tensor-parallel decode of the Llama-3.3-70B preset (TP=1 vs TP=2, batch 1 and 32, graphs on
 # and off) and bench --tp on the 8B-class presets. Full logs and JSON under $OUT.
 source "$(dirname "$0")/common.sh"
