@@ -10,7 +10,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    const auto j = fp4lab::parse_json_untrusted({reinterpret_cast<const char*>(data), size}, "config.json");
+    const auto j = fp4lab::parse_json_config({reinterpret_cast<const char*>(data), size}, "config.json");
     const auto c = fp4lab::parse_model_config(j, "config.json");
     if (static_cast<int>(c.layers.size()) != c.num_layers) std::abort();
     if (c.num_layers <= 4096) (void)fp4lab::linear_layers(c);

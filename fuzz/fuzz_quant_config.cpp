@@ -13,11 +13,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     fp4lab::json hfq, cfg;
     try {
-      hfq = fp4lab::parse_json_untrusted(a, "hf_quant_config.json");
+      hfq = fp4lab::parse_json_config(a, "hf_quant_config.json");
     } catch (const fp4lab::Error&) {
     }
     try {
-      cfg = fp4lab::parse_json_untrusted(b, "config.json");
+      cfg = fp4lab::parse_json_config(b, "config.json");
     } catch (const fp4lab::Error&) {
     }
     const auto q = fp4lab::parse_quant_config(hfq, cfg, "fuzz");

@@ -15,6 +15,7 @@
 #include "eval/metrics.h"
 #include "gpu_util.h"
 #include "io/safetensors.h"
+#include "model/export.h"
 #include "test_util.h"
 
 using namespace fp4lab;
@@ -387,6 +388,40 @@ static std::vector<float> tp_logits(const ModelWeights& full, const std::vector<
     });
   }
   return out;
+}
+
+// The real loading path against the preset it was exported from: a checkpoint streamed from its files (BF16
+// copied as stored, NVFP4 codes as stored, or the BF16 export quantized on the GPU at load) gives the preset's
+// logits bit for bit, and so does the host path of the same checkpoint.
+TEST(GpuEngine, ExportedCheckpointsStreamToThePresetsLogits) {
+  REQUIRE_GPU();
+  std::vector<int> prompt;
+  for (int i = 0; i < 12; ++i) prompt.push_back(1 + i * 37);
+  for (const char* preset : {"tiny", "tiny-nemotron-h"}) {
+    fp4lab::test::TempDir d;
+    ExportOptions eo;
+    eo.seed = 9;
+    eo.shard_bytes = 400000;
+    eo.quant = QuantMode::BF16;
+    export_preset(preset, d.str("bf16"), eo);
+    eo.quant = QuantMode::NVFP4;
+    export_preset(preset, d.str("nvfp4"), eo);
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+      const std::string what = std::string(preset) + " " + quant_mode_name(q);
+      const std::string dir = d.str(q == QuantMode::BF16 ? "bf16" : "nvfp4");
+      const std::vector<float> want = tp_logits(synthetic_weights(preset, q, 9, false), prompt, 0, true);
+      const ModelWeights streamed = load_weights(dir, QuantMode::Auto, WeightHome::Device);
+      ASSERT_TRUE(streamed.streamed()) << what;
+      EXPECT_EQ(tp_logits(streamed, prompt, 0, true), want) << what << ": streamed checkpoint vs preset";
+      EXPECT_EQ(tp_logits(load_weights(dir, QuantMode::Auto, WeightHome::Host), prompt, 0, true), want)
+          << what << ": host-path checkpoint vs preset";
+    }
+    const ModelWeights at_load = load_weights(d.str("bf16"), QuantMode::NVFP4, WeightHome::Device);
+    ASSERT_TRUE(at_load.streamed());
+    EXPECT_EQ(tp_logits(at_load, prompt, 0, true),
+              tp_logits(load_weights(d.str("nvfp4"), QuantMode::Auto, WeightHome::Device), prompt, 0, true))
+        << preset << ": BF16 quantized on the GPU at load vs the NVFP4 export";
+  }
 }
 
 // Every (model, quantization, graphs) case of the tensor-parallel checks.

@@ -329,5 +329,13 @@ TEST(ResultsDb, BenchDocumentFollowsTheDocumentedSchema) {
         continue;  // nested in gpu_before/after, or top-level GPU-run fields
       EXPECT_TRUE(m.contains(k)) << "documented measurement field missing: " << k;
     }
+    const size_t lp = doc.find("The `load` object of each measurement");
+    ASSERT_NE(lp, std::string::npos);
+    const std::string load_para = doc.substr(lp, doc.find("\n\n", lp) - lp);
+    for (const auto& k : backticked(load_para))
+      if (k.find('_') != std::string::npos && k.find(' ') == std::string::npos) {
+        EXPECT_TRUE(m["load"].contains(k)) << "documented load field missing: " << k;
+      }
+    EXPECT_EQ(m["load"]["cache"], "preset");
   }
 }

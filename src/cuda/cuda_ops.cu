@@ -286,10 +286,45 @@ const float* CudaOps::dev_f32(const std::vector<float>& host) {
   return (f32_[host.data()] = std::move(b)).as<float>();
 }
 
-CudaOps::PackedNvfp4 CudaOps::packed_nvfp4(const LinearWeight& lw, uint64_t gen_seed, bool synthetic) {
+void CudaOps::bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up) {
+  const int64_t n = t.numel();
+  if (dst.bytes != static_cast<size_t>(n) * 2) throw Error("internal: " + t.name + " has the wrong device size");
+  if (t.dtype == DType::BF16) {
+    up.copy(t, dst.ptr);
+    return;
+  }
+  DeviceBuffer raw(t.nbytes());
+  up.copy(t, raw.ptr);
+  if (t.dtype == DType::F32)
+    launch_kernel(f32_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, raw.as<float>(), n, dst.as<bf16>());
+  else if (t.dtype == DType::F16)
+    launch_kernel(f16_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, raw.as<__half>(), n, dst.as<bf16>());
+  else
+    throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) + ", expected BF16/F16/F32");
+  // raw is freed on return: the conversion must have read it.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src) {
+  DeviceBuffer out(static_cast<size_t>(lw.n * lw.k * 2));
+  if (src.synthetic) {
+    fill_random_bf16(out.as<uint16_t>(), lw.n * lw.k, gen_seed, 0.02f, 0, stream_);
+  } else if (lw.stored) {
+    bf16_from_stored(*lw.stored, out, *src.up);
+  } else {
+    DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
+    CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
+    launch_kernel(f32_to_bf16_kernel, grid_1d(lw.n * lw.k, 256), 256, 0, stream_, f.as<float>(), lw.n * lw.k,
+                  out.as<bf16>());
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  return out;
+}
+
+CudaOps::PackedNvfp4 CudaOps::stored_nvfp4(const LinearWeight& lw, WeightUploader* up) {
   PackedNvfp4 p;
   if (lw.nvfp4) {
-    // Exactly the host's NVFP4 codes and scales (checkpoint or quantized at load).
+    // Exactly the host's NVFP4 codes and scales (checkpoint or quantized at load on the host).
     p.packed = DeviceBuffer(lw.nvfp4->packed.size());
     p.scales = DeviceBuffer(lw.nvfp4->block_scales.size());
     CUDA_CHECK(cudaMemcpyAsync(p.packed.ptr, lw.nvfp4->packed.data(), p.packed.bytes, cudaMemcpyHostToDevice,
@@ -297,51 +332,69 @@ CudaOps::PackedNvfp4 CudaOps::packed_nvfp4(const LinearWeight& lw, uint64_t gen_
     CUDA_CHECK(cudaMemcpyAsync(p.scales.ptr, lw.nvfp4->block_scales.data(), p.scales.bytes,
                                cudaMemcpyHostToDevice, stream_));
     p.tensor_scale = lw.nvfp4->tensor_scale;
-  } else {
-    // Quantized on the device from the BF16 source (presets: generated from the seed): same codec as the
-    // host, per-tensor amax scale.
-    DeviceBuffer src = bf16_source(lw, gen_seed, synthetic);
-    p.packed = DeviceBuffer(static_cast<size_t>(lw.n * lw.k / 2));
-    p.scales = DeviceBuffer(static_cast<size_t>(lw.n * lw.k / 16));
-    DeviceBuffer ts(4);
-    nvfp4_quantize_act(src.as<bf16_raw>(), lw.n, lw.k, p.packed.as<uint8_t>(), p.scales.as<uint8_t>(),
-                       ts.as<float>(), true, stream_);
-    CUDA_CHECK(cudaMemcpyAsync(&p.tensor_scale, ts.ptr, 4, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return p;
   }
+  // The checkpoint's codes as stored (plan_linears checked their shapes against the config).
+  p.packed = DeviceBuffer(lw.stored->nbytes());
+  p.scales = DeviceBuffer(lw.stored_scales->nbytes());
+  up->copy(*lw.stored, p.packed.ptr);
+  up->copy(*lw.stored_scales, p.scales.ptr);
+  p.tensor_scale = lw.stored_tensor_scale;
+  return p;
+}
+
+CudaOps::PackedNvfp4 CudaOps::quantize_nvfp4(const DeviceBuffer& src, int64_t n, int64_t k, float tensor_scale) {
+  PackedNvfp4 p;
+  p.packed = DeviceBuffer(static_cast<size_t>(n * k / 2));
+  p.scales = DeviceBuffer(static_cast<size_t>(n * k / 16));
+  DeviceBuffer ts(4);
+  CUDA_CHECK(cudaMemcpyAsync(ts.ptr, &tensor_scale, 4, cudaMemcpyHostToDevice, stream_));
+  nvfp4_quantize_act(src.as<bf16_raw>(), n, k, p.packed.as<uint8_t>(), p.scales.as<uint8_t>(), ts.as<float>(),
+                     false, stream_);
+  p.tensor_scale = tensor_scale;
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   return p;
 }
 
-DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, bool synthetic) {
-  DeviceBuffer src(static_cast<size_t>(lw.n * lw.k * 2));
-  if (synthetic) {
-    fill_random_bf16(src.as<uint16_t>(), lw.n * lw.k, gen_seed, 0.02f, 0, stream_);
-  } else {
-    DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
-    CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    launch_kernel(f32_to_bf16_kernel, grid_1d(lw.n * lw.k, 256), 256, 0, stream_, f.as<float>(), lw.n * lw.k,
-                  src.as<bf16>());
+void CudaOps::place_nvfp4(const LinearWeight& lw, PackedNvfp4 p) {
+  if (const auto pr = swiglu_pair_.find(&lw); pr != swiglu_pair_.end()) {
+    swiglu_pending_[&lw] = std::move(p);
+    const auto [g, u] = pr->second;
+    if (!swiglu_pending_.count(g) || !swiglu_pending_.count(u)) return;
+    const PackedNvfp4 &pg = swiglu_pending_[g], &pu = swiglu_pending_[u];
+    FusedSwiglu f;
+    f.w = nvfp4_repack_swiglu_pair_device(pg.packed.as<uint8_t>(), pg.scales.as<uint8_t>(),
+                                          pu.packed.as<uint8_t>(), pu.scales.as<uint8_t>(), g->n, g->k, stream_);
+    f.gate_scale = pg.tensor_scale;
+    f.up_scale = pu.tensor_scale;
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    weight_bytes_ += f.w.bytes();
+    swiglu_[g] = std::move(f);
+    swiglu_pending_.erase(g);
+    swiglu_pending_.erase(u);
+    return;
   }
-  return src;
-}
-
-void CudaOps::upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed,
-                            bool synthetic) {
   DevLinear d;
   d.n = lw.n;
   d.k = lw.k;
-  d.nvfp4 = plan.nvfp4;
-  if (d.nvfp4) {
-    const PackedNvfp4 p = packed_nvfp4(lw, gen_seed, synthetic);
-    d.fp4 = nvfp4_repack_device(p.packed.as<uint8_t>(), p.scales.as<uint8_t>(), lw.n, lw.k, p.tensor_scale,
-                                stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    weight_bytes_ += d.fp4.bytes();
-  } else {
-    d.bf16 = bf16_source(lw, gen_seed, synthetic);
-    weight_bytes_ += d.bf16.bytes;
+  d.nvfp4 = true;
+  d.fp4 = nvfp4_repack_device(p.packed.as<uint8_t>(), p.scales.as<uint8_t>(), lw.n, lw.k, p.tensor_scale, stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  weight_bytes_ += d.fp4.bytes();
+  if (!lw.bias.empty()) {
+    d.bias = DeviceBuffer(lw.bias.size() * 4);
+    CUDA_CHECK(cudaMemcpyAsync(d.bias.ptr, lw.bias.data(), d.bias.bytes, cudaMemcpyHostToDevice, stream_));
   }
+  linears_[&lw] = std::move(d);
+}
+
+void CudaOps::place_bf16(const LinearWeight& lw, DeviceBuffer bf16) {
+  DevLinear d;
+  d.n = lw.n;
+  d.k = lw.k;
+  d.bf16 = std::move(bf16);
+  weight_bytes_ += d.bf16.bytes;
   if (!lw.bias.empty()) {
     d.bias = DeviceBuffer(lw.bias.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(d.bias.ptr, lw.bias.data(), d.bias.bytes, cudaMemcpyHostToDevice, stream_));
@@ -355,7 +408,6 @@ void CudaOps::prepare(const ModelWeights& w) {
   vocab_ = c.vocab_size;
   vocab_rows_ = w.vocab_rows();
   vocab_parallel_ = w.vocab_parallel();
-  const bool synth = w.synthetic && !w.materialized;
   // Plan: weights as they will sit on the GPU, against the free memory, before allocating.
   double need = 2.0 * vocab_rows_ * c.hidden_size;
   for (const auto& p : w.plans) {
@@ -369,9 +421,26 @@ void CudaOps::prepare(const ModelWeights& w) {
                 " GB of weights on the GPU (plus ~1 GB of "
                 "workspace) but only " +
                 std::to_string(free_b / 1e9).substr(0, 5) + " GB are free");
+  WeightSource src;
+  src.synthetic = w.synthetic && !w.materialized;
+  std::unique_ptr<WeightUploader> uploader;
+  if (w.streamed()) {
+    uploader = std::make_unique<WeightUploader>(stream_);
+    uploader->prefetch(w.store->files());
+    uint64_t total = w.embed_stored ? w.embed_stored->nbytes() : 0;
+    for (const auto& p : w.plans) {
+      const LinearWeight& lw = linear_weight(w, p.spec);
+      total += (lw.stored ? lw.stored->nbytes() : 0) + (lw.stored_scales ? lw.stored_scales->nbytes() : 0);
+    }
+    uploader->show_progress(total, w.source);
+    src.up = uploader.get();
+  }
   embed_ = DeviceBuffer(static_cast<size_t>(vocab_rows_) * c.hidden_size * 2);
-  if (synth) {
-    fill_random_bf16(embed_.as<uint16_t>(), vocab_rows_ * c.hidden_size, w.seed * 7 + 1, 0.02f, 0, stream_);
+  if (src.synthetic) {
+    fill_random_bf16(embed_.as<uint16_t>(), vocab_rows_ * c.hidden_size, preset_embed_seed(w.seed), 0.02f, 0,
+                     stream_);
+  } else if (w.embed_stored) {
+    bf16_from_stored(*w.embed_stored, embed_, *src.up);
   } else {
     DeviceBuffer f(w.embed.size() * 4);
     CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
@@ -381,39 +450,32 @@ void CudaOps::prepare(const ModelWeights& w) {
   }
   weight_bytes_ += embed_.bytes;
   // Llama-style MLPs with NVFP4 gate and up: one weight, rows interleaved by 8, so the decode GEMV applies
-  // SwiGLU in its epilogue (linear_swiglu). Members are uploaded in plan order (the preset seeds stay as
-  // they were) and joined when both are on the device.
+  // SwiGLU in its epilogue (linear_swiglu); place_nvfp4 joins the pair once both are on the device.
   std::map<const LinearWeight*, bool> nvfp4_plan;
   for (const auto& p : w.plans) nvfp4_plan[&linear_weight(w, p.spec)] = p.nvfp4;
-  std::map<const LinearWeight*, std::pair<const LinearWeight*, const LinearWeight*>> swiglu_pair;
   for (const auto& L : w.layers) {
     const LinearWeight &g = L.gate, &u = L.up;
     if (nvfp4_plan[&g] && nvfp4_plan[&u] && g.n == u.n && g.k == u.k && g.n % 8 == 0 && g.n > 0 &&
         g.bias.empty() && u.bias.empty())
-      swiglu_pair[&g] = swiglu_pair[&u] = {&g, &u};
+      swiglu_pair_[&g] = swiglu_pair_[&u] = {&g, &u};
   }
-  std::map<const LinearWeight*, PackedNvfp4> pending;
-  uint64_t gen = w.seed * 1000003ull + 17;
-  for (const auto& p : w.plans) {
+  // NVFP4 layers quantized here from BF16 values (presets, BF16 checkpoints with --quant nvfp4) share one
+  // tensor scale per ModelOpt fusion group (q/k/v, gate/up), as the host recipe and ModelOpt do: a group is
+  // quantized once all its members' BF16 values are on the device.
+  const auto from_bf16 = [](const LinearWeight& lw) { return !lw.nvfp4 && !lw.stored_scales; };
+  std::map<std::string, size_t> group_size;
+  for (const auto& p : w.plans)
+    if (p.nvfp4 && from_bf16(linear_weight(w, p.spec))) ++group_size[fused_scale_group(p.spec)];
+  struct Waiting {
+    const LinearWeight* lw;
+    DeviceBuffer src;
+  };
+  std::map<std::string, std::vector<Waiting>> waiting;
+  DeviceBuffer amax_dev(4);
+  const std::vector<uint64_t> seeds = preset_linear_seeds(w);
+  for (size_t i = 0; i < w.plans.size(); ++i) {
+    const LinearPlan& p = w.plans[i];
     const LinearWeight* lw = &linear_weight(w, p.spec);
-    if (const auto pr = swiglu_pair.find(lw); pr != swiglu_pair.end()) {
-      pending[lw] = packed_nvfp4(*lw, ++gen, synth);
-      const auto [g, u] = pr->second;
-      if (pending.count(g) && pending.count(u)) {
-        const PackedNvfp4 &pg = pending[g], &pu = pending[u];
-        FusedSwiglu f;
-        f.w = nvfp4_repack_swiglu_pair_device(pg.packed.as<uint8_t>(), pg.scales.as<uint8_t>(),
-                                              pu.packed.as<uint8_t>(), pu.scales.as<uint8_t>(), g->n, g->k,
-                                              stream_);
-        f.gate_scale = pg.tensor_scale;
-        f.up_scale = pu.tensor_scale;
-        weight_bytes_ += f.w.bytes();
-        swiglu_[g] = std::move(f);
-        pending.erase(g);
-        pending.erase(u);
-      }
-      continue;
-    }
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
       DevLinear d;
       d.n = vocab_rows_;
@@ -423,8 +485,37 @@ void CudaOps::prepare(const ModelWeights& w) {
       linears_[lw] = std::move(d);
       continue;
     }
-    upload_linear(*lw, p, ++gen, synth);
+    if (!p.nvfp4) {
+      place_bf16(*lw, bf16_source(*lw, seeds[i], src));
+      continue;
+    }
+    if (!from_bf16(*lw)) {
+      place_nvfp4(*lw, stored_nvfp4(*lw, src.up));
+      continue;
+    }
+    const std::string g = fused_scale_group(p.spec);
+    auto& members = waiting[g];
+    members.push_back({lw, bf16_source(*lw, seeds[i], src)});
+    if (members.size() < group_size[g]) continue;
+    float amax = 0.0f;
+    for (const auto& m : members) {
+      float a = 0.0f;
+      amax_bf16(m.src.as<bf16_raw>(), m.lw->n * m.lw->k, amax_dev.as<float>(), stream_);
+      CUDA_CHECK(cudaMemcpyAsync(&a, amax_dev.ptr, 4, cudaMemcpyDeviceToHost, stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      amax = std::max(amax, a);
+    }
+    const float ts = nvfp4_tensor_scale(amax);
+    for (auto& m : members) {
+      PackedNvfp4 q = quantize_nvfp4(m.src, m.lw->n, m.lw->k, ts);
+      m.src = DeviceBuffer();
+      place_nvfp4(*m.lw, std::move(q));
+    }
+    waiting.erase(g);
   }
+  if (!waiting.empty() || !swiglu_pending_.empty())
+    throw Error("internal: prepare left NVFP4 layers unplaced (fusion group or gate/up pair incomplete)");
+  uploader.reset();  // every copy has been issued; its destructor waits for them
   for (const auto& L : w.layers) {
     for (const auto* v : {&L.norm, &L.post_norm, &L.q_norm, &L.k_norm, &L.conv_w, &L.conv_b, &L.a_log, &L.d,
                           &L.dt_bias, &L.gated_norm})

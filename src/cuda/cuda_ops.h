@@ -15,6 +15,7 @@
 #include "cpu/ops.h"
 #include "cuda/attention_decode.h"
 #include "cuda/nvfp4_gemm.h"
+#include "cuda/weight_upload.h"
 #include "engine/cuda_run_options.h"
 #include "engine/ops.h"
 #include "model/runner.h"
@@ -260,13 +261,28 @@ class CudaOps {
     int64_t n = 0, k = 0;
   };
   const float* dev_f32(const std::vector<float>& host);  // uploaded small tensors, keyed by host pointer
-  void upload_linear(const LinearWeight& lw, const LinearPlan& plan, uint64_t gen_seed, bool synthetic);
   struct PackedNvfp4 {
     DeviceBuffer packed, scales;  // ModelOpt layout: U8 [n, k/2], E4M3 [n, k/16]
     float tensor_scale = 0.0f;
   };
-  PackedNvfp4 packed_nvfp4(const LinearWeight& lw, uint64_t gen_seed, bool synthetic);
-  DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, bool synthetic);  // BF16 [n, k]
+  // Where prepare takes values from: generated from the seed (presets without host tensors), the mapped
+  // checkpoint through `up` (streamed loads), or the host's float32 tensors.
+  struct WeightSource {
+    bool synthetic = false;
+    WeightUploader* up = nullptr;
+  };
+  DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src);  // BF16 [n, k]
+  // A stored float tensor (BF16 copied as is, F16/F32 converted on the device) into dst, BF16 [numel].
+  void bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up);
+  // The NVFP4 codes a checkpoint (or the host's quantization) already holds, copied as stored.
+  PackedNvfp4 stored_nvfp4(const LinearWeight& lw, WeightUploader* up);
+  // Quantizes BF16 [n, k] on the device with a given tensor scale (nvfp4_quantize_ref's codec).
+  PackedNvfp4 quantize_nvfp4(const DeviceBuffer& src, int64_t n, int64_t k, float tensor_scale);
+  // Places an NVFP4 weight: joined with its gate/up partner (swiglu_) or repacked alone (linears_).
+  void place_nvfp4(const LinearWeight& lw, PackedNvfp4 p);
+  void place_bf16(const LinearWeight& lw, DeviceBuffer bf16);
+  std::map<const LinearWeight*, std::pair<const LinearWeight*, const LinearWeight*>> swiglu_pair_;
+  std::map<const LinearWeight*, PackedNvfp4> swiglu_pending_;
 
   void capture(State& s, const std::function<void()>& body);
   // Captured graphs hold the device and pinned pointers of this backend's buffers: a buffer reallocated

@@ -388,4 +388,11 @@ __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
     dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+__global__ void f16_to_bf16_kernel(const __half* src, int64_t n, bf16* dst) {
+  ptx::griddep_enter();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = __float2bfloat16_rn(__half2float(src[i]));
+}
+
 }  // namespace fp4lab

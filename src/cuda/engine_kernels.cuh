@@ -4,6 +4,7 @@
 // prefill kernels have their own headers (flash_attention.h, mamba_prefill.h).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -61,6 +62,7 @@ __global__ void columns16_kernel(const uint4* src, int64_t rows, int64_t scols, 
 __global__ void bias_kernel(bf16* y, const float* bias, int64_t rows, int64_t n);
 __global__ void bf16_to_f32_kernel(const bf16* src, int64_t n, float* dst);
 __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst);
+__global__ void f16_to_bf16_kernel(const __half* src, int64_t n, bf16* dst);
 // attention_decode.cu
 __global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int t, int nh, int nkv, int hd,
                                       const float* inv_freq, const int* pos_one, const int* const* pos_tab,

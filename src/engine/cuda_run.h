@@ -31,6 +31,9 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
     fn(m, ops, 0);
     return;
   }
+  // Tensor-parallel shards are cut from host tensors (shard_for_tensor_parallel); a streamed checkpoint is
+  // read again into them.
+  if (full.streamed()) full = load_weights(full.source, full.quant, WeightHome::Host);
   run_tensor_parallel(o.tp, o.graphs, [&](int rank, CudaOps& ops) {
     configure(ops);
     CudaModel m(shard_for_tensor_parallel(full, rank, o.tp), ops);

@@ -1,6 +1,9 @@
 #include "io/json_util.h"
 
+#include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "common/error.h"
@@ -35,6 +38,102 @@ json parse_json_untrusted(std::string_view text, const std::string& what) {
   }
 }
 
+namespace {
+
+// Bare non-finite literals are rewritten as JSON strings "\\u0000fp4lab:<literal>" before parsing and turned into
+// numbers after; the leading NUL keeps them apart from any string a config file means to hold.
+constexpr std::string_view kLiteral[] = {"NaN", "Infinity", "-Infinity"};
+constexpr std::string_view kMarkerText = "\\u0000fp4lab:";          // in JSON text
+constexpr std::string_view kMarkerValue{"\0fp4lab:", 8};  // once parsed
+
+std::optional<double> nonfinite_value(std::string_view s) {
+  if (s == "NaN" || s == "nan" || s == "NAN") return std::numeric_limits<double>::quiet_NaN();
+  if (s == "Infinity" || s == "inf" || s == "+inf" || s == "INF") return std::numeric_limits<double>::infinity();
+  if (s == "-Infinity" || s == "-inf" || s == "-INF") return -std::numeric_limits<double>::infinity();
+  return std::nullopt;
+}
+
+void restore_nonfinite(json& j, const std::string& what) {
+  if (j.is_string()) {
+    const std::string& s = j.get_ref<const std::string&>();
+    if (s.size() > kMarkerValue.size() && std::string_view(s).substr(0, kMarkerValue.size()) == kMarkerValue)
+      if (const auto d = nonfinite_value(std::string_view(s).substr(kMarkerValue.size()))) j = *d;
+  } else if (j.is_object()) {
+    // transformers 5 writes a non-finite float as {"__float__": "Infinity"}.
+    if (j.size() == 1 && j.contains("__float__")) {
+      const json& v = j["__float__"];
+      const auto d = v.is_string() ? nonfinite_value(v.get<std::string>()) : std::nullopt;
+      if (!d && !v.is_number()) throw Error(what + ": '__float__' must hold NaN, Infinity, -Infinity or a number");
+      j = d ? *d : v.get<double>();
+      return;
+    }
+    for (auto& [k, v] : j.items()) restore_nonfinite(v, what);
+  } else if (j.is_array()) {
+    for (auto& v : j) restore_nonfinite(v, what);
+  }
+}
+
+}  // namespace
+
+json parse_json_config(std::string_view text, const std::string& what) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_str = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_str) {
+      out.push_back(c);
+      if (c == '\\' && i + 1 < text.size())
+        out.push_back(text[++i]);
+      else if (c == '"')
+        in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    bool replaced = false;
+    for (size_t k = 0; k < 3 && !replaced; ++k)
+      if (text.substr(i, kLiteral[k].size()) == kLiteral[k]) {
+        out += '"';
+        out += kMarkerText;
+        out += kLiteral[k];
+        out += '"';
+        i += kLiteral[k].size() - 1;
+        replaced = true;
+      }
+    if (!replaced) out.push_back(c);
+  }
+  json j = parse_json_untrusted(out, what);
+  restore_nonfinite(j, what);
+  return j;
+}
+
+json read_json_config_file(const std::string& path) {
+  return parse_json_config(read_text_file(path), path);
+}
+
+std::string dump_json_config(const json& j, int indent) {
+  json copy = j;
+  bool any = false;
+  auto mark = [&](auto&& self, json& v) -> void {
+    if (v.is_number_float() && !std::isfinite(v.get<double>())) {
+      const double d = v.get<double>();
+      v = std::string(kMarkerValue) + std::string(kLiteral[std::isnan(d) ? 0 : d > 0 ? 1 : 2]);
+      any = true;
+    } else if (v.is_structured()) {
+      for (auto& e : v) self(self, e);
+    }
+  };
+  mark(mark, copy);
+  std::string s = copy.dump(indent);
+  if (!any) return s;
+  for (size_t k = 0; k < 3; ++k) {
+    const std::string quoted = "\"" + std::string(kMarkerText) + std::string(kLiteral[k]) + "\"";
+    for (size_t p = s.find(quoted); p != std::string::npos; p = s.find(quoted, p))
+      s.replace(p, quoted.size(), kLiteral[k]);
+  }
+  return s;
+}
+
 std::optional<int64_t> json_int_field(const json& obj, const std::string& key, int64_t lo, int64_t hi) {
   if (!obj.is_object()) return std::nullopt;
   const auto it = obj.find(key);
@@ -65,6 +164,25 @@ std::string read_text_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) throw Error(path + ": read error");
   return ss.str();
+}
+
+void write_text_file(const std::string& path, std::string_view text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw Error(tmp + ": cannot create file");
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.flush();
+    if (!f) {
+      f.close();
+      std::remove(tmp.c_str());
+      throw Error(path + ": write failed (disk full?)");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot replace the file");
+  }
 }
 
 json read_json_file(const std::string& path) {

@@ -16,8 +16,21 @@ constexpr int kMaxJsonDepth = 128;
 // Throws fp4lab::Error("<what>: <reason>") on malformed input or nesting deeper than kMaxJsonDepth.
 json parse_json_untrusted(std::string_view text, const std::string& what);
 json read_json_file(const std::string& path);
+
+// Configuration files (config.json, hf_quant_config.json, generation_config.json, tokenizer_config.json) as
+// Python writes them: json.dump's bare NaN, Infinity and -Infinity (NVIDIA's Nemotron-H configs carry
+// "time_step_limit": [0.0, Infinity]) and transformers 5's {"__float__": "Infinity"} become float numbers;
+// otherwise as parse_json_untrusted.
+json parse_json_config(std::string_view text, const std::string& what);
+json read_json_config_file(const std::string& path);
+// The inverse for configs fp4lab writes: non-finite numbers as Python's bare literals (nlohmann would write
+// null, which turns an unbounded limit into a missing one), everything else as j.dump(indent).
+std::string dump_json_config(const json& j, int indent = 2);
 // A whole file as bytes; throws fp4lab::Error("<path>: cannot open file") when it cannot be read.
 std::string read_text_file(const std::string& path);
+// Writes path.tmp, then renames it over path: a failed write (disk full, no permission) throws naming the file
+// and leaves any previous file as it was.
+void write_text_file(const std::string& path, std::string_view text);
 
 // obj[key] as an integer when it is a JSON number in [lo, hi] (a float is truncated, as nlohmann's conversion
 // does); std::nullopt when obj is not an object, the key is absent, or the value is not a number or out of

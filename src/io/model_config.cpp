@@ -1,5 +1,6 @@
 #include "io/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "common/error.h"
@@ -195,7 +196,11 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
     if (j.contains("time_step_limit") && j["time_step_limit"].is_array() &&
         j["time_step_limit"].size() == 2) {
       c.time_step_limit_min = r.get_float(json{{"v", j["time_step_limit"][0]}}, "v", 0.0f);
-      c.time_step_limit_max = r.get_float(json{{"v", j["time_step_limit"][1]}}, "v", 1e30f);
+      c.time_step_limit_max =
+          r.get_float(json{{"v", j["time_step_limit"][1]}}, "v", std::numeric_limits<float>::infinity());
+      if (std::isnan(c.time_step_limit_min) || std::isnan(c.time_step_limit_max) ||
+          c.time_step_limit_min > c.time_step_limit_max)
+        throw r.fail("time_step_limit", "must be [min, max] with min <= max");
     }
     if (c.n_groups == 0 || c.mamba_num_heads % c.n_groups != 0)
       throw Error(source + ": mamba_num_heads must be a multiple of n_groups");
@@ -253,7 +258,63 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
 ModelConfig load_model_config(const std::string& dir) {
   const auto p = (std::filesystem::path(dir) / "config.json").string();
   if (!std::filesystem::exists(p)) throw Error(dir + ": config.json not found");
-  return parse_model_config(read_json_file(p), p);
+  return parse_model_config(read_json_config_file(p), p);
+}
+
+}  // namespace fp4lab
+
+namespace fp4lab {
+
+json model_config_to_json(const ModelConfig& c) {
+  json j;
+  const char* arch = c.arch == Arch::NemotronH ? "NemotronHForCausalLM"
+                     : c.arch == Arch::Qwen3   ? "Qwen3ForCausalLM"
+                     : c.arch == Arch::Mistral ? "MistralForCausalLM"
+                                               : "LlamaForCausalLM";
+  j["architectures"] = {arch};
+  j["model_type"] = c.model_type.empty() ? arch_name(c.arch) : c.model_type;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_position;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["attention_bias"] = c.attention_bias;
+  j["mlp_bias"] = c.mlp_bias;
+  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
+  if (c.eos_ids.size() == 1) j["eos_token_id"] = c.eos_ids[0];
+  if (c.eos_ids.size() > 1) j["eos_token_id"] = c.eos_ids;
+  j["torch_dtype"] = "bfloat16";
+  if (c.arch == Arch::NemotronH) {
+    j["layer_norm_epsilon"] = c.norm_eps;
+    j["mlp_hidden_act"] = c.hidden_act;
+    j["mamba_num_heads"] = c.mamba_num_heads;
+    j["mamba_head_dim"] = c.mamba_head_dim;
+    j["ssm_state_size"] = c.ssm_state_size;
+    j["n_groups"] = c.n_groups;
+    j["conv_kernel"] = c.conv_kernel;
+    j["chunk_size"] = c.chunk_size;
+    j["use_conv_bias"] = c.use_conv_bias;
+    j["mamba_proj_bias"] = c.mamba_proj_bias;
+    j["time_step_limit"] = {c.time_step_limit_min, c.time_step_limit_max};
+    j["hybrid_override_pattern"] = c.layer_pattern();
+  } else {
+    j["rms_norm_eps"] = c.norm_eps;
+    j["hidden_act"] = c.hidden_act;
+    j["rope_theta"] = c.rope.theta;
+    if (c.rope.type != "default") {
+      j["rope_scaling"] = {{"rope_type", c.rope.type}, {"factor", c.rope.factor}};
+      if (c.rope.type == "llama3") {
+        j["rope_scaling"]["low_freq_factor"] = c.rope.low_freq_factor;
+        j["rope_scaling"]["high_freq_factor"] = c.rope.high_freq_factor;
+        j["rope_scaling"]["original_max_position_embeddings"] = c.rope.original_max_position;
+      }
+    }
+  }
+  return j;
 }
 
 }  // namespace fp4lab

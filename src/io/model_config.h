@@ -1,6 +1,7 @@
 // config.json of the supported architectures, in both the newer (rope_parameters, layers_block_type) and
 // the classic (rope_theta/rope_scaling, hybrid_override_pattern) forms.
 #pragma once
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,8 @@ struct ModelConfig {
   int chunk_size = 0;
   bool use_conv_bias = true;
   bool mamba_proj_bias = false;
-  float time_step_limit_min = 0.0f;
-  float time_step_limit_max = 1e30f;
+  float time_step_limit_min = 0.0f;  // dt clamp; transformers' default is (0, inf)
+  float time_step_limit_max = std::numeric_limits<float>::infinity();
 
   int mamba_d_inner() const { return mamba_num_heads * mamba_head_dim; }
   int mamba_conv_dim() const { return mamba_d_inner() + 2 * n_groups * ssm_state_size; }
@@ -67,5 +68,9 @@ struct ModelConfig {
 
 ModelConfig parse_model_config(const json& j, const std::string& source);
 ModelConfig load_model_config(const std::string& dir);
+// A Hugging Face config.json for c (architectures, model_type and the keys parse_model_config reads, in the
+// classic and the newer spellings where both exist); parse_model_config reads it back to c. Non-finite
+// numbers (time_step_limit) are kept: write it with dump_json_config.
+json model_config_to_json(const ModelConfig& c);
 
 }  // namespace fp4lab

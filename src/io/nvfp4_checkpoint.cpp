@@ -35,6 +35,26 @@ std::vector<uint8_t> to_bf16_bytes(const std::vector<float>& x) {
 
 }  // namespace
 
+void write_modelopt_configs(const std::string& out_dir, json config, const std::vector<std::string>& excluded,
+                            bool calibrated) {
+  const std::string algo = calibrated ? "NVFP4" : "W4A16_NVFP4";
+  const json producer = {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}};
+  const json hfq = {{"producer", producer},
+                    {"quantization",
+                     {{"quant_algo", algo},
+                      {"kv_cache_quant_algo", nullptr},
+                      {"group_size", 16},
+                      {"exclude_modules", excluded}}}};
+  write_text_file((fs::path(out_dir) / "hf_quant_config.json").string(), hfq.dump(2) + "\n");
+  config["quantization_config"] = {{"quant_method", "modelopt"},
+                                   {"quant_algo", algo},
+                                   {"group_size", 16},
+                                   {"ignore", excluded},
+                                   {"producer", producer}};
+  config["torch_dtype"] = "bfloat16";
+  write_text_file((fs::path(out_dir) / "config.json").string(), dump_json_config(config) + "\n");
+}
+
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
                                          const QuantizeOptions& opt) {
   const ModelConfig cfg = load_model_config(in_dir);
@@ -102,23 +122,9 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   std::vector<std::string> excluded_names;
   for (const auto& s : specs)
     if (!quantized.count(s.name)) excluded_names.push_back(s.name);
-  const std::string algo = calibrated ? "NVFP4" : "W4A16_NVFP4";
   rep.calibrated = calibrated;
-  json hfq = {{"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}},
-              {"quantization",
-               {{"quant_algo", algo},
-                {"kv_cache_quant_algo", nullptr},
-                {"group_size", 16},
-                {"exclude_modules", excluded_names}}}};
-  std::ofstream(fs::path(out_dir) / "hf_quant_config.json") << hfq.dump(2) << "\n";
-  json cj = read_json_file((fs::path(in_dir) / "config.json").string());
-  cj["quantization_config"] = {{"quant_method", "modelopt"},
-                               {"quant_algo", algo},
-                               {"group_size", 16},
-                               {"ignore", excluded_names},
-                               {"producer", {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}}}};
-  cj["torch_dtype"] = "bfloat16";
-  std::ofstream(fs::path(out_dir) / "config.json") << cj.dump(2) << "\n";
+  write_modelopt_configs(out_dir, read_json_config_file((fs::path(in_dir) / "config.json").string()),
+                         excluded_names, calibrated);
   return rep;
 }
 

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "io/json_util.h"
+
 namespace fp4lab {
 
 struct QuantizeOptions {
@@ -18,6 +20,11 @@ struct QuantizeReport {
   bool calibrated = false;
   double bytes_in = 0, bytes_out = 0;
 };
+
+// hf_quant_config.json and config.json (config plus its quantization_config) of a weight-only W4A16_NVFP4
+// (calibrated: NVFP4) ModelOpt checkpoint whose linear layers other than `excluded` are NVFP4.
+void write_modelopt_configs(const std::string& out_dir, json config, const std::vector<std::string>& excluded,
+                            bool calibrated);
 
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
                                          const QuantizeOptions& opt);

@@ -218,8 +218,8 @@ QuantConfig load_quant_config(const std::string& dir) {
   json hfq, cfg;
   const auto hp = fs::path(dir) / "hf_quant_config.json";
   const auto cp = fs::path(dir) / "config.json";
-  if (fs::exists(hp)) hfq = read_json_file(hp.string());
-  if (fs::exists(cp)) cfg = read_json_file(cp.string());
+  if (fs::exists(hp)) hfq = read_json_config_file(hp.string());
+  if (fs::exists(cp)) cfg = read_json_config_file(cp.string());
   return parse_quant_config(hfq, cfg, dir);
 }
 

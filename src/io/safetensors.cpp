@@ -135,7 +135,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     : path_(path), map_(std::make_unique<MappedFile>(path)) {
   auto h = parse_safetensors_header(map_->bytes(), path);
   const uint8_t* data = map_->bytes().data() + 8 + h.header_len;
-  for (auto& t : h.tensors) t.data = data + t.begin;
+  for (auto& t : h.tensors) {
+    t.data = data + t.begin;
+    t.file_offset = 8 + h.header_len + t.begin;
+  }
   tensors_ = std::move(h.tensors);
   metadata_ = std::move(h.metadata);
 }
@@ -262,6 +265,30 @@ void SafetensorsWriter::write(const std::string& path) const {
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw Error(path + ": cannot rename from " + tmp + " (" + ec.message() + ")");
+}
+
+double page_cache_fraction(const std::vector<std::string>& files) {
+  uint64_t pages = 0, resident = 0;
+  const long psz = ::sysconf(_SC_PAGESIZE);
+  for (const auto& f : files) {
+    const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) {
+        const size_t n = (static_cast<size_t>(st.st_size) + psz - 1) / psz;
+        std::vector<unsigned char> vec(n);
+        if (::mincore(p, static_cast<size_t>(st.st_size), vec.data()) == 0) {
+          pages += n;
+          for (unsigned char v : vec) resident += v & 1;
+        }
+        ::munmap(p, static_cast<size_t>(st.st_size));
+      }
+    }
+    ::close(fd);
+  }
+  return pages ? static_cast<double>(resident) / pages : 0.0;
 }
 
 std::vector<float> tensor_to_f32(const TensorView& t) {

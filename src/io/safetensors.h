@@ -19,7 +19,8 @@ struct TensorView {
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;  // offsets into the data section
   const uint8_t* data = nullptr;
-  std::string file;  // which shard holds it (for messages)
+  std::string file;          // which shard holds it
+  uint64_t file_offset = 0;  // where its bytes start in that file (for readers that pread instead of mapping)
 
   uint64_t nbytes() const { return end - begin; }
   int64_t numel() const;
@@ -99,6 +100,10 @@ class SafetensorsWriter {
   std::vector<Pending> tensors_;
   std::map<std::string, std::string> metadata_;
 };
+
+// The fraction of these files' bytes resident in the page cache (mincore), 0 for no bytes: tells a cold load
+// from a warm one.
+double page_cache_fraction(const std::vector<std::string>& files);
 
 // Helpers to read a tensor as float32 whatever its floating dtype (F32, F16, BF16, F8_E4M3).
 std::vector<float> tensor_to_f32(const TensorView& t);

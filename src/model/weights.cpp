@@ -66,9 +66,26 @@ float scalar_f32(const TensorStore& st, const std::string& name) {
   return tensor_to_f32(st.get(name))[0];
 }
 
+// A float tensor of the given shape left in the mapped file (streamed loads).
+const TensorView* float_view(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
+  const TensorView& t = st.get(name);
+  int64_t want = 1;
+  for (auto d : shape) want *= d;
+  if (t.numel() != want)
+    throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected " +
+                std::to_string(want));
+  if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32)
+    throw Error(t.file + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) + ", expected BF16/F16/F32");
+  return &t;
+}
+
+bool is_nvfp4_storage(WeightStorage s) {
+  return s == WeightStorage::NVFP4_ModelOpt || s == WeightStorage::NVFP4_CompressedTensors;
+}
+
 }  // namespace
 
-ModelWeights load_weights(const std::string& dir, QuantMode mode) {
+ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome home) {
   ModelWeights mw;
   mw.source = dir;
   mw.quant = mode;
@@ -78,36 +95,59 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
   if (q.algo == QuantAlgo::Unsupported)
     throw Error(dir + ": quantization '" + q.raw_algo +
                 "' is not supported (NVFP4, W4A16_NVFP4, MIXED_PRECISION)");
-  const TensorStore st = TensorStore::open_dir(dir);
+  auto store = std::make_shared<const TensorStore>(TensorStore::open_dir(dir));
+  const TensorStore& st = *store;
   mw.plans = plan_linears(c, q, &st, mode);
+  // Streaming copies stored BF16/F16/F32 and NVFP4 bytes; a layer that must be converted on the host first (an
+  // NVFP4 layer run in BF16, an FP8 layer) takes the whole load to the host path.
+  for (const auto& p : mw.plans) {
+    const bool float_stored = p.storage == WeightStorage::BF16 || p.storage == WeightStorage::F16 ||
+                              p.storage == WeightStorage::F32;
+    if (!(float_stored || (is_nvfp4_storage(p.storage) && p.nvfp4))) home = WeightHome::Host;
+  }
+  const bool streamed = home == WeightHome::Device;
   size_layers(mw);
   const ArchNames names = arch_names(c);
   const int64_t H = c.hidden_size;
-  mw.embed = get_f32(st, names.embed, {c.vocab_size, H});
+  if (streamed) {
+    mw.store = store;
+    mw.materialized = false;
+    mw.embed_stored = float_view(st, names.embed, {c.vocab_size, H});
+  } else {
+    mw.embed = get_f32(st, names.embed, {c.vocab_size, H});
+  }
   mw.final_norm = get_f32(st, names.final_norm, {H});
   for (const auto& p : mw.plans) {
     LinearWeight* lw = &linear_weight(mw, p.spec);
     lw->n = p.spec.n;
     lw->k = p.spec.k;
     if (p.spec.role == "lm_head" && c.tie_embeddings) {
-      lw->w = mw.embed;
+      if (!streamed) lw->w = mw.embed;
       continue;
     }
-    if (p.storage == WeightStorage::NVFP4_ModelOpt || p.storage == WeightStorage::NVFP4_CompressedTensors) {
-      Nvfp4Tensor t;
-      t.rows = p.spec.n;
-      t.cols = p.spec.k;
+    if (is_nvfp4_storage(p.storage)) {
       const bool ct = p.storage == WeightStorage::NVFP4_CompressedTensors;
       const TensorView& pk = st.get(p.spec.name + (ct ? ".weight_packed" : ".weight"));
       const TensorView& sc = st.get(p.spec.name + ".weight_scale");
-      t.packed.assign(pk.data, pk.data + pk.nbytes());
-      t.block_scales.assign(sc.data, sc.data + sc.nbytes());
-      t.tensor_scale =
-          ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
-             : scalar_f32(st, p.spec.name + ".weight_scale_2");
-      lw->w.resize(static_cast<size_t>(t.rows * t.cols));
-      nvfp4_dequantize_ref(t, lw->w);
-      lw->nvfp4 = std::move(t);
+      const float ts = ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
+                          : scalar_f32(st, p.spec.name + ".weight_scale_2");
+      if (streamed) {
+        lw->stored = &pk;
+        lw->stored_scales = &sc;
+        lw->stored_tensor_scale = ts;
+      } else {
+        Nvfp4Tensor t;
+        t.rows = p.spec.n;
+        t.cols = p.spec.k;
+        t.packed.assign(pk.data, pk.data + pk.nbytes());
+        t.block_scales.assign(sc.data, sc.data + sc.nbytes());
+        t.tensor_scale = ts;
+        lw->w.resize(static_cast<size_t>(t.rows * t.cols));
+        nvfp4_dequantize_ref(t, lw->w);
+        lw->nvfp4 = std::move(t);
+      }
+    } else if (streamed) {
+      lw->stored = float_view(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
     } else {
       lw->w = get_f32(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
     }
@@ -141,7 +181,8 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode) {
       }
     }
   }
-  finalize_linears(mw, mode == QuantMode::BF16);
+  // Streamed: the GPU backend quantizes or converts on the device (the same recipe as finalize_linears).
+  if (!streamed) finalize_linears(mw, mode == QuantMode::BF16);
   return mw;
 }
 
@@ -162,6 +203,18 @@ LinearWeight& linear_weight(ModelWeights& mw, const LinearSpec& s) {
 
 const LinearWeight& linear_weight(const ModelWeights& w, const LinearSpec& s) {
   return linear_weight(const_cast<ModelWeights&>(w), s);
+}
+
+uint64_t preset_embed_seed(uint64_t seed) {
+  return seed * 7 + 1;
+}
+
+std::vector<uint64_t> preset_linear_seeds(const ModelWeights& w) {
+  std::vector<uint64_t> out;
+  uint64_t gen = w.seed * 1000003ull + 17;
+  for (const auto& p : w.plans)
+    out.push_back(p.spec.role == "lm_head" && w.config.tie_embeddings ? 0 : ++gen);
+  return out;
 }
 
 void set_linear_shapes(ModelWeights& mw) {
@@ -196,10 +249,12 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   mw.materialized = materialize;
   set_linear_shapes(mw);
   uint64_t stream = seed * 1000003ull;
+  // Every value is BF16-representable, as a preset is "stored" in BF16: the CPU backend, the GPU's on-device
+  // generation (fill_random_bf16) and an exported checkpoint (`fp4lab export`) hold the same weights.
   auto gauss = [&](size_t n, float sigma) {
     std::vector<float> v(n);
     const uint64_t s = ++stream;
-    for (size_t i = 0; i < n; ++i) v[i] = random_normalish(s, i, sigma, 0);  // the GPU fill's generator
+    for (size_t i = 0; i < n; ++i) v[i] = bf16_to_f32(bf16_from_f32_rne(random_normalish(s, i, sigma, 0)));
     return v;
   };
   const int64_t H = c.hidden_size;
@@ -218,7 +273,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
       L.conv_b.assign(static_cast<size_t>(c.mamba_conv_dim()), 0.0f);
       L.a_log.resize(static_cast<size_t>(nh));
       for (int h = 0; h < nh; ++h)
-        L.a_log[static_cast<size_t>(h)] = std::log(1.0f + 15.0f * h / std::max(1, nh - 1));
+        L.a_log[static_cast<size_t>(h)] =
+            bf16_to_f32(bf16_from_f32_rne(std::log(1.0f + 15.0f * h / std::max(1, nh - 1))));
       L.d.assign(static_cast<size_t>(nh), 1.0f);
       L.dt_bias.assign(static_cast<size_t>(nh), -2.0f);
       L.gated_norm.assign(static_cast<size_t>(c.mamba_d_inner()), 1.0f);
@@ -232,11 +288,10 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   return mw;
 }
 
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool materialize_presets,
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool host_copy,
                         int preset_vocab_override) {
-  if (is_preset_ref(model))
-    return synthetic_weights(model, mode, seed, materialize_presets, preset_vocab_override);
-  return load_weights(model, mode);
+  if (is_preset_ref(model)) return synthetic_weights(model, mode, seed, host_copy, preset_vocab_override);
+  return load_weights(model, mode, host_copy ? WeightHome::Host : WeightHome::Device);
 }
 
 }  // namespace fp4lab

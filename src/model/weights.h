@@ -1,14 +1,17 @@
 // Model weights as the engine runs them, independent of where they came from (checkpoint or preset).
-// Float32 on the host: the CPU backend computes with them directly; a GPU backend uploads them in its own
-// formats (BF16, or NVFP4 re-quantized bit-exactly from the `nvfp4` tensors).
+// Float32 on the host for the CPU backend, which computes with them directly. A GPU backend takes either
+// those, or (streamed checkpoints) the stored tensors left in the mapped files, which it copies to the device
+// in their stored dtype: the host then holds only the small tensors (norms, Mamba parameters, biases).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "format/nvfp4.h"
 #include "io/model_config.h"
+#include "io/safetensors.h"
 #include "model/layout.h"
 
 namespace fp4lab {
@@ -18,6 +21,10 @@ struct LinearWeight {
   std::vector<float> w;              // [n, k] float32 (exactly the dequantized values when nvfp4)
   std::optional<Nvfp4Tensor> nvfp4;  // set when the layer runs as NVFP4
   std::vector<float> bias;           // [n] or empty
+  // Streamed checkpoints (ModelWeights::store): the stored tensors, `w` and `nvfp4` left empty.
+  const TensorView* stored = nullptr;         // BF16/F16/F32 [n, k], or NVFP4 packed U8 [n, k/2]
+  const TensorView* stored_scales = nullptr;  // NVFP4 block scales E4M3 [n, k/16]; null for a float weight
+  float stored_tensor_scale = 0.0f;           // NVFP4 per-tensor scale (weight_scale_2)
 };
 
 struct LayerWeights {
@@ -52,14 +59,25 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<LinearPlan> plans;  // per linear layer: NVFP4 or not, and why
   bool synthetic = false;         // a preset: values come from `seed`
-  bool materialized = true;  // host tensors filled (false: shapes only; a GPU backend generates on device)
+  bool materialized = true;  // host tensors filled (false: shapes only; a GPU backend generates on device or
+                             // streams from `store`)
   uint64_t seed = 0;
+  // Set for a checkpoint loaded without host copies: the mapped files the stored views point into.
+  std::shared_ptr<const TensorStore> store;
+  const TensorView* embed_stored = nullptr;  // [vocab, hidden] in its stored float dtype
+  bool streamed() const { return store != nullptr; }
 };
+
+// Where the large tensors of a checkpoint go at load: float32 host copies (the CPU backend, tensor-parallel
+// sharding) or left in the mapped files for a GPU backend to copy as stored.
+enum class WeightHome { Host, Device };
 
 // Loads a checkpoint directory. NVFP4 tensors are dequantized exactly; with QuantMode::NVFP4, float linear
 // layers are quantized at load with the ModelOpt recipe (fused q/k/v and gate/up share a tensor scale);
 // QuantMode::BF16 rounds every linear weight to BF16 (the precision a BF16 engine computes with).
-ModelWeights load_weights(const std::string& dir, QuantMode mode);
+// WeightHome::Device keeps the large tensors in the mapped files (falls back to Host for --quant bf16 on an
+// NVFP4 checkpoint, whose dequantization runs on the host).
+ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome home = WeightHome::Host);
 
 // Synthetic weights for a preset, generated deterministically from seed (realistic scales: N(0, 0.02)
 // linears, unit norms, Mamba A in [1, 16]). materialize = false leaves the tensors empty (shapes and plans
@@ -69,9 +87,16 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode);
 ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64_t seed,
                                bool materialize = true, int vocab_override = 0);
 
-// Either of the above from a --model string ("preset:NAME" or a directory).
-ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed,
-                        bool materialize_presets = true, int preset_vocab_override = 0);
+// Either of the above from a --model string ("preset:NAME" or a directory). host_copy = false is what a GPU
+// backend asks for: presets generated on the device, checkpoints streamed from their files.
+ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed, bool host_copy = true,
+                        int preset_vocab_override = 0);
+
+// The seeds a GPU backend generates a preset's large tensors from (fill_random_bf16): the embedding, and one
+// per plan in plan order (0 for a tied lm_head, which copies the embedding). `fp4lab export` writes the same
+// values, so an exported preset loads to the weights the preset runs with.
+uint64_t preset_embed_seed(uint64_t seed);
+std::vector<uint64_t> preset_linear_seeds(const ModelWeights& w);
 
 // The weight a linear-layer spec (role, layer) refers to.
 LinearWeight& linear_weight(ModelWeights& w, const LinearSpec& s);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "engine/load_stats.h"
 #include "common/error.h"
 #include "common/interrupt.h"
 #include "cpu/cpu_ops.h"
@@ -79,6 +80,7 @@ struct QuantResult {
   DecodeBytes bytes;                 // per decode step, by kind (weights, embedding, KV, SSM state) and FLOPs
   std::map<std::string, double> op_ms;  // --profile: GPU time per op class in one extra, untimed run
   int nvfp4_layers = 0, linear_layers = 0;
+  LoadStats load;  // loading the model onto the backend, before the repetitions
 };
 
 template <class M>
@@ -225,6 +227,7 @@ json run_model_bench(const ModelBenchOpts& o) {
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
     if (backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
+      LoadMeter meter(model_path);
       ModelWeights full = load_model(model_path, mode, o.seed, false);
       fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
@@ -232,7 +235,11 @@ json run_model_bench(const ModelBenchOpts& o) {
       run_cuda_model(std::move(full), cuda_run_options(o.cuda), [&](CudaModel& m, CudaOps& ops, int rank) {
         QuantResult scratch;
         QuantResult& mine = rank == 0 ? qr : scratch;
-        if (rank == 0) qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
+        if (rank == 0) {
+          qr.load = meter.finish();
+          qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
+          std::fprintf(stderr, "%s: %s\n", qs.c_str(), qr.load.summary().c_str());
+        }
         run_reps(m, o, mine, [&] { ops.synchronize(); });
         if (o.profile && !interrupted()) {
           // Events around every op (graphs off) distort the timing, so the breakdown comes
@@ -248,7 +255,9 @@ json run_model_bench(const ModelBenchOpts& o) {
 #endif
     } else {
       CpuOps ops;
+      LoadMeter meter(model_path);
       Model m(load_model(model_path, mode, o.seed), ops);
+      qr.load = meter.finish();
       fill_meta(m.weights());
       double wb = 0;
       for (const auto& p : m.weights().plans)
@@ -322,7 +331,8 @@ json run_model_bench(const ModelBenchOpts& o) {
                       {"allreduces", r.bytes.allreduces},
                       {"allreduce_bytes_per_seq", r.bytes.allreduce_bytes},
                       {"allgather_bytes_per_seq", r.bytes.allgather_bytes}}},
-                    {"op_ms", r.op_ms}});
+                    {"op_ms", r.op_ms},
+                    {"load", r.load.to_json()}});
   }
   out["measurements"] = meas;
   // The plain-language verdict: how close decode is to the memory roofline, and why NVFP4 gains what it

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "engine/load_stats.h"
 #include "common/error.h"
 #include "cpu/cpu_ops.h"
 #if FP4LAB_HAVE_CUDA
@@ -113,14 +114,15 @@ Action add_generate(CLI::App& app) {
     g.max_batch = o->batch;
     g.prefill_tokens = o->prefill_tokens;
     g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
-    auto t0 = std::chrono::steady_clock::now();
+    const std::string model_path = resolve_model_arg(o->model, o->hub);
+    LoadMeter meter(model_path);
+    LoadStats load;
     GenerateResult r;
     int nfp4 = 0;
     size_t nlin = 0;
     std::string backend_name;
-    double load_s = 0;
     auto run = [&](auto& model) {
-      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      load = meter.finish();
       for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
       nlin = model.weights().plans.size();
       backend_name = model.ops().name();
@@ -130,7 +132,7 @@ Action add_generate(CLI::App& app) {
 #if FP4LAB_HAVE_CUDA
       std::mutex mu;
       std::map<std::string, double> prof;
-      run_cuda_model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed, false),
+      run_cuda_model(load_model(model_path, mode, o->seed, false),
                      cuda_run_options(o->cuda, o->profile), [&](CudaModel& model, CudaOps& ops, int rank) {
                        if (rank != 0) {
                          (void)generate(model, prompts, g);
@@ -157,7 +159,7 @@ Action add_generate(CLI::App& app) {
 #endif
     } else {
       CpuOps ops(o->threads);
-      Model model(load_model(resolve_model_arg(o->model, o->hub), mode, o->seed), ops);
+      Model model(load_model(model_path, mode, o->seed), ops);
       run(model);
     }
     for (size_t b = 0; b < r.new_ids.size(); ++b) {
@@ -165,8 +167,8 @@ Action add_generate(CLI::App& app) {
       for (int id : r.new_ids[b]) std::printf(" %d", id);
       std::printf("\n");
     }
-    std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, load %.2f s\n",
-                 o->model.c_str(), quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load_s);
+    std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, %s\n", o->model.c_str(),
+                 quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load.summary().c_str());
     std::fprintf(
         stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
         r.prompt_tokens, r.prefill_s, r.prefill_tok_s(), r.decode_tokens, r.decode_s, r.decode_tok_s());
@@ -191,7 +193,8 @@ Action add_generate(CLI::App& app) {
                 {"new_ids", r.new_ids},
                 {"nvfp4_linear_layers", nfp4},
                 {"timing",
-                 {{"load_s", load_s},
+                 {{"load_s", load.seconds},
+                  {"load", load.to_json()},
                   {"prefill_s", r.prefill_s},
                   {"prefill_passes", r.prefill_passes},
                   {"decode_s", r.decode_s},

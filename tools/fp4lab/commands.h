@@ -21,6 +21,7 @@ Action add_generate(CLI::App& app);
 Action add_results(CLI::App& app);
 Action add_explain(CLI::App& app);
 Action add_quantize(CLI::App& app);
+Action add_export(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_report(CLI::App& app);

@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   reg("tokenize", "Encode JSONL text to token ids with a Hugging Face tokenizer (or --decode)",
       fp4lab::cli::add_tokenize);
   reg("quantize", "Write a ModelOpt-layout NVFP4 checkpoint from a BF16 one", fp4lab::cli::add_quantize);
+  reg("export", "Write a preset as a Hugging Face checkpoint (BF16 or ModelOpt NVFP4, sharded)",
+      fp4lab::cli::add_export);
   reg("report", "Markdown + HTML report with gnuplot charts from results of one or many machines",
       fp4lab::cli::add_report);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
