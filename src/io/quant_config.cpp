@@ -119,6 +119,7 @@ void parse_modelopt(const json& q, QuantConfig& c, const std::string& src) {
       else if (v.is_string())
         a = v.get<std::string>();
       c.per_layer[it.key()] = algo_from_string(a);
+      c.per_layer_raw[it.key()] = a;
     }
   }
   if (c.algo == QuantAlgo::NVFP4 || c.algo == QuantAlgo::W4A16_NVFP4) {
@@ -139,6 +140,10 @@ void parse_compressed_tensors(const json& q, QuantConfig& c, const std::string& 
       constexpr int64_t kMax = INT32_MAX;
       const bool fp4 = json_int_field(w, "num_bits", 0, kMax) == 4 && w.contains("type") &&
                        w["type"] == "float" && json_int_field(w, "group_size", 0, kMax) == 16;
+      // FP8 weights (E4M3) with a per-tensor or per-channel weight_scale ("float-quantized"); the activation
+      // side (static or dynamic) does not change the weights' values.
+      const bool fp8 = json_int_field(w, "num_bits", 0, kMax) == 8 && w.contains("type") && w["type"] == "float";
+      if (fp8) c.algo = QuantAlgo::FP8;
       if (!fp4) continue;
       const bool act4 =
           g.contains("input_activations") && json_int_field(g["input_activations"], "num_bits", 0, kMax) == 4;
@@ -173,6 +178,12 @@ QuantAlgo QuantConfig::algo_for(const std::string& layer, std::string* matched_e
     return it == per_layer.end() ? QuantAlgo::None : it->second;
   }
   return algo;
+}
+
+std::string QuantConfig::raw_algo_for(const std::string& layer) const {
+  if (algo == QuantAlgo::MixedPrecision)
+    if (auto it = per_layer_raw.find(layer); it != per_layer_raw.end()) return it->second;
+  return raw_algo;
 }
 
 QuantConfig parse_quant_config(const json& hfq, const json& config, const std::string& dir) {

@@ -24,7 +24,8 @@ struct QuantConfig {
   std::string kv_cache_algo;  // "FP8" or empty
   int group_size = 16;
   std::vector<std::string> exclude;            // wildcard patterns ('*', '?') or "re:<regex>"
-  std::map<std::string, QuantAlgo> per_layer;  // MIXED_PRECISION: layer prefix -> algo
+  std::map<std::string, QuantAlgo> per_layer;      // MIXED_PRECISION: layer prefix -> algo
+  std::map<std::string, std::string> per_layer_raw;  // and the algo as written
 
   bool is_nvfp4() const {
     return algo == QuantAlgo::NVFP4 || algo == QuantAlgo::W4A16_NVFP4 || algo == QuantAlgo::MixedPrecision;
@@ -32,6 +33,8 @@ struct QuantConfig {
   // The algorithm that applies to one linear layer (prefix without ".weight"), and the exclude pattern that
   // removed it from quantization, if any.
   QuantAlgo algo_for(const std::string& layer, std::string* matched_exclude = nullptr) const;
+  // The algorithm's name as the config writes it for that layer (for messages).
+  std::string raw_algo_for(const std::string& layer) const;
 };
 
 // Either json may be null. hf_quant_config.json wins where both speak.

@@ -131,7 +131,18 @@ WeightStorage detect_storage(const LinearSpec& l, const TensorStore& st) {
   }
   if (!w) return WeightStorage::Missing;
   if (w->dtype == DType::U8 && st.find(l.name + ".weight_scale")) return WeightStorage::NVFP4_ModelOpt;
-  if (w->dtype == DType::F8_E4M3) return WeightStorage::FP8;
+  if (w->dtype == DType::F8_E4M3) {
+    // ModelOpt and compressed-tensors FP8 scale the E4M3 codes by weight_scale (per tensor or per output
+    // channel). DeepSeek-style 128x128 block scales (weight_scale_inv) are another format: refused by name
+    // rather than read as unscaled values.
+    if (st.find(l.name + ".weight_scale_inv"))
+      throw Error(st.source() + ": '" + w->name +
+                  "' is FP8 with block scales (weight_scale_inv), a format fp4lab does not read");
+    if (!st.find(l.name + ".weight_scale"))
+      throw Error(st.source() + ": '" + w->name + "' is FP8 (E4M3) but '" + l.name +
+                  ".weight_scale' is missing: its values cannot be known");
+    return WeightStorage::FP8;
+  }
   if (w->dtype == DType::BF16) return WeightStorage::BF16;
   if (w->dtype == DType::F16) return WeightStorage::F16;
   if (w->dtype == DType::F32) return WeightStorage::F32;
@@ -179,6 +190,14 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
         check_scalar(*st, spec.name + ".weight_global_scale");
       } else {
         const TensorView& w = st->get(spec.name + ".weight");
+        if (p.storage == WeightStorage::FP8) {
+          const TensorView& sc = st->get(spec.name + ".weight_scale");
+          if ((sc.dtype != DType::F32 && sc.dtype != DType::BF16 && sc.dtype != DType::F16) ||
+              (sc.numel() != 1 && sc.numel() != spec.n))
+            throw Error(st->source() + ": '" + sc.name + "' must hold one float (per tensor) or " +
+                        std::to_string(spec.n) + " (per output channel), got " + dtype_name(sc.dtype) + " " +
+                        shape_str(sc.shape));
+        }
         if (w.shape != std::vector<int64_t>{spec.n, spec.k})
           throw Error(st->source() + ": '" + w.name + "' has shape " + shape_str(w.shape) +
                       ", config implies " + shape_str({spec.n, spec.k}));
@@ -188,13 +207,20 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
     }
     const bool stored_fp4 =
         p.storage == WeightStorage::NVFP4_ModelOpt || p.storage == WeightStorage::NVFP4_CompressedTensors;
+    // A quantization config that names a format fp4lab cannot read for this layer: stop, whatever the bytes
+    // (SmoothQuant or AWQ weights, say, are wrong without their activation scales). Otherwise the stored dtype
+    // decides: ModelOpt FP8 configs that do not list lm_head in exclude_modules still store it in BF16.
+    if (st && q.algo_for(spec.name) == QuantAlgo::Unsupported)
+      throw Error(q.source + ": layer '" + spec.name + "' is quantized as '" + q.raw_algo_for(spec.name) +
+                  "', a format fp4lab does not read (NVFP4, W4A16_NVFP4, FP8, or unquantized)");
+
     std::string matched;
     if (spec.k % 16 != 0) {
       p.nvfp4 = false;
       p.reason = "K=" + std::to_string(spec.k) + " is not a multiple of 16";
     } else if (mode == QuantMode::BF16) {
       p.nvfp4 = false;
-      p.reason = stored_fp4 ? "--quant bf16: dequantized at load" : "--quant bf16";
+      p.reason = stored_fp4 || p.storage == WeightStorage::FP8 ? "--quant bf16: dequantized at load" : "--quant bf16";
     } else if (stored_fp4) {
       p.nvfp4 = true;
       p.reason = "checkpoint stores NVFP4";
@@ -212,6 +238,11 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
       p.nvfp4 = !ex;
       p.reason =
           ex ? "default exclusion '" + matched + "'" : "--quant nvfp4: quantized at load (ModelOpt recipe)";
+    } else if (p.storage == WeightStorage::FP8) {  // Auto
+      p.nvfp4 = false;
+      const bool per_channel = st->get(spec.name + ".weight_scale").numel() > 1;
+      p.reason = std::string("checkpoint stores FP8 (E4M3, per-") + (per_channel ? "channel" : "tensor") +
+                 " scale): dequantized at load, runs in BF16";
     } else {  // Auto on a non-FP4 tensor
       p.nvfp4 = false;
       if (q.is_nvfp4() && q.algo_for(spec.name, &matched) == QuantAlgo::None && !matched.empty())

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/random.h"
+#include "format/e4m3.h"
 #include "io/safetensors.h"
 #include "model/presets.h"
 
@@ -79,6 +80,20 @@ const TensorView* float_view(const TensorStore& st, const std::string& name, std
   return &t;
 }
 
+// An FP8 (E4M3) weight times its weight_scale, one value per tensor or per output row: the exact values
+// ModelOpt and compressed-tensors mean (plan_linears checked the scale's shape).
+std::vector<float> fp8_dequantized(const TensorStore& st, const LinearSpec& s) {
+  const TensorView& w = st.get(s.name + ".weight");
+  const std::vector<float> scale = tensor_to_f32(st.get(s.name + ".weight_scale"));
+  std::vector<float> out(static_cast<size_t>(s.n * s.k));
+  for (int64_t r = 0; r < s.n; ++r) {
+    const float sc = scale.size() == 1 ? scale[0] : scale[static_cast<size_t>(r)];
+    for (int64_t c = 0; c < s.k; ++c)
+      out[static_cast<size_t>(r * s.k + c)] = e4m3_decode(w.data[r * s.k + c]) * sc;
+  }
+  return out;
+}
+
 bool is_nvfp4_storage(WeightStorage s) {
   return s == WeightStorage::NVFP4_ModelOpt || s == WeightStorage::NVFP4_CompressedTensors;
 }
@@ -94,7 +109,7 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
   const QuantConfig q = load_quant_config(dir);
   if (q.algo == QuantAlgo::Unsupported)
     throw Error(dir + ": quantization '" + q.raw_algo +
-                "' is not supported (NVFP4, W4A16_NVFP4, MIXED_PRECISION)");
+                "' is not supported (NVFP4, W4A16_NVFP4, FP8, MIXED_PRECISION)");
   auto store = std::make_shared<const TensorStore>(TensorStore::open_dir(dir));
   const TensorStore& st = *store;
   mw.plans = plan_linears(c, q, &st, mode);
@@ -146,6 +161,8 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
         nvfp4_dequantize_ref(t, lw->w);
         lw->nvfp4 = std::move(t);
       }
+    } else if (p.storage == WeightStorage::FP8) {
+      lw->w = fp8_dequantized(st, p.spec);
     } else if (streamed) {
       lw->stored = float_view(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
     } else {
