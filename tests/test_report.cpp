@@ -87,3 +87,31 @@ TEST(Report, MergesMachinesAndRendersInChromium) {
 }
 
 }  // namespace
+
+// Result files come from other machines: their labels reach the gnuplot scripts only as inert text. A GPU name
+// with a newline, quotes, a backslash, a backquote and system() calls must not run anything.
+TEST(Report, LabelsFromResultFilesCannotRunCommands) {
+  test::TempDir d;
+  json doc = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/bench-nemotron-b32-h100.json");
+  const std::string marker = d.str("pwned");
+  doc["gpu"]["name"] = "H100'\nsystem('touch " + marker + "')\nset output '" + marker + "2'\n\"`touch " + marker +
+                       "3`\\";
+  doc["options"]["model"] = "m\nsystem(\"touch " + marker + "4\")";
+  doc["measurements"][0]["quant"] = "bf16'\n!touch " + marker + "5\n";
+  write_text_file(d.str("evil.json"), doc.dump());
+  const auto rep = test::run_fp4lab("report " + d.str("evil.json") + " --out " + d.str("rep"));
+  ASSERT_EQ(rep.status, 0) << rep.out;
+  for (const char* suffix : {"", "2", "3", "4", "5"})
+    EXPECT_FALSE(fs::exists(marker + suffix)) << "a label ran a command: " << marker + suffix;
+  for (const auto& e : fs::directory_iterator(d.str("rep/charts")))
+    if (e.path().extension() == ".gp") {
+      const std::string gp = slurp(e.path());
+      std::istringstream in(gp);
+      std::string line;
+      while (std::getline(in, line)) {
+        EXPECT_NE(line.rfind("system", 0), 0u) << e.path() << ": " << line;
+        EXPECT_NE(line.rfind("!", 0), 0u) << e.path() << ": " << line;
+      }
+      EXPECT_EQ(gp.find('`'), std::string::npos) << e.path();
+    }
+}

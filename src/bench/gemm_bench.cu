@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "bench/gemm_bench.h"
+#include "io/json_util.h"
 #include "cuda/baseline_gemm.h"
 #include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
@@ -324,9 +325,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   }
   CUDA_CHECK(cudaStreamDestroy(s));
   if (!o.json_out.empty()) {
-    std::ofstream f(o.json_out);
-    if (!f) throw Error(o.json_out + ": cannot write");
-    f << out.dump(2) << "\n";
+    write_text_file(o.json_out, out.dump(2) + "\n");
   }
   return out;
 }

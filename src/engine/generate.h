@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <span>
 
 #include "common/error.h"
@@ -39,6 +40,9 @@ struct GenerateOptions {
   std::function<void(size_t, const GenerateResult&)> on_finish;
   // Checked before admitting each new prompt: true stops admitting (the active ones finish). Ctrl-C uses it.
   std::function<bool()> cancelled;
+  // A prompt plus max_new_tokens past the model's max_position_embeddings is an error unless this is set:
+  // positions beyond the trained range give RoPE angles and attention spans the model never saw.
+  bool beyond_context = false;
 };
 
 struct GenerateResult {
@@ -81,6 +85,12 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
   GenerateResult r;
   r.new_ids.resize(prompts.size());
   const int vocab = model.config().vocab_size;
+  const int64_t context = model.config().max_position;
+  for (size_t b = 0; b < prompts.size() && !o.beyond_context; ++b)
+    if (static_cast<int64_t>(prompts[b].size()) + o.max_new_tokens > context)
+      throw Error("prompt " + std::to_string(b) + " has " + std::to_string(prompts[b].size()) + " tokens; with " +
+                  std::to_string(o.max_new_tokens) + " new ones it passes the model's context of " +
+                  std::to_string(context) + " (max_position_embeddings); --beyond-context runs it anyway");
   const size_t max_batch = static_cast<size_t>(std::max(1, o.max_batch));
   struct Active {
     size_t prompt;
@@ -107,8 +117,15 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
     return o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step);
   };
   auto take = [&](size_t b, int step, std::span<const float> logits) {
-    return take_id(b, step,
-                   sample_token(logits.first(static_cast<size_t>(vocab)), o.sampling, step_seed(b, step)));
+    const auto row = logits.first(static_cast<size_t>(vocab));
+    const int id = sample_token(row, o.sampling, step_seed(b, step));
+    // A row of NaN logits (NaN/Inf weights, a broken scale) would otherwise decode token 0 forever, exit 0.
+    // The drawn id's own logit tells it at no extra pass over the row (the argmax skips NaN, so a NaN pick
+    // means the whole row is).
+    if (std::isnan(row[static_cast<size_t>(id)]))
+      throw Error("prompt " + std::to_string(b) + ", new token " + std::to_string(step) +
+                  ": the logits are NaN (non-finite weights or scales in the model?)");
+    return take_id(b, step, id);
   };
   size_t next = 0;
   while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {

@@ -362,6 +362,10 @@ std::string hub_resolve_model(const std::string& id, const HubOptions& opt) {
       if (!(ref >> commit))
         throw Error("offline: " + id + " is not in the cache (" + rdir.string() + "/refs/" + r.revision +
                     " missing); run once without --offline / HF_HUB_OFFLINE to download it");
+      // A ref holds a commit hash; anything else (a path such as ../../elsewhere) would lead out of the cache.
+      if (!is_commit(commit))
+        throw Error(rdir.string() + "/refs/" + r.revision + ": holds '" + commit.substr(0, 80) +
+                    "', not a commit hash");
     }
     const fs::path snap = rdir / "snapshots" / commit;
     const auto miss = snapshot_missing(snap);
@@ -418,8 +422,7 @@ std::string hub_resolve_model(const std::string& id, const HubOptions& opt) {
   fs::create_directories(rdir / "refs");
   fs::create_directories(snap);
   if (!is_commit(r.revision)) {
-    std::ofstream ref(rdir / "refs" / r.revision);
-    ref << commit;
+    write_text_file((rdir / "refs" / r.revision).string(), commit);
   }
   std::vector<HubFile> todo;
   uint64_t need = 0;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -108,7 +109,8 @@ json parse_json_config(std::string_view text, const std::string& what) {
 }
 
 json read_json_config_file(const std::string& path) {
-  return parse_json_config(read_text_file(path), path);
+  // Real configs are a few KB (the largest hf_quant_config.json exclude lists, ~100 KB).
+  return parse_json_config(read_text_file(path, 16u << 20), path);
 }
 
 std::string dump_json_config(const json& j, int indent) {
@@ -157,7 +159,15 @@ std::optional<int64_t> json_int_field(const json& obj, const std::string& key, i
   return std::nullopt;
 }
 
-std::string read_text_file(const std::string& path) {
+std::string read_text_file(const std::string& path, uint64_t max_bytes) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st)) throw Error(path + ": cannot open file");
+  if (!std::filesystem::is_regular_file(st)) throw Error(path + ": not a regular file");
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > max_bytes)
+    throw Error(path + ": " + std::to_string(size >> 20) + " MiB, more than the " + std::to_string(max_bytes >> 20) +
+                " MiB such a file may have");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open file");
   std::ostringstream ss;
@@ -185,8 +195,28 @@ void write_text_file(const std::string& path, std::string_view text) {
   }
 }
 
+void check_output_dir(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path o = fs::weakly_canonical(fs::absolute(out), ec);
+  auto inside = [](const fs::path& a, const fs::path& b) {  // a is b or below it
+    auto ai = a.begin(), bi = b.begin();
+    for (; bi != b.end(); ++ai, ++bi)
+      if (ai == a.end() || *ai != *bi) return false;
+    return true;
+  };
+  for (const auto& in : inputs) {
+    const fs::path i = fs::weakly_canonical(fs::absolute(in), ec);
+    if (inside(o, i) || inside(i, o))
+      throw Error("--out " + out + " is, or is inside, or holds the input " + in +
+                  ": writing there would destroy the input");
+  }
+  if (!force && fs::is_directory(o, ec) && !fs::is_empty(o, ec))
+    throw Error("--out " + out + " already holds files (--force writes into it, replacing the checkpoint's)");
+}
+
 json read_json_file(const std::string& path) {
-  return parse_json_untrusted(read_text_file(path), path);
+  return parse_json_untrusted(read_text_file(path, 1u << 30), path);
 }
 
 }  // namespace fp4lab

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace fp4lab {
 
@@ -26,11 +27,16 @@ json read_json_config_file(const std::string& path);
 // The inverse for configs fp4lab writes: non-finite numbers as Python's bare literals (nlohmann would write
 // null, which turns an unbounded limit into a missing one), everything else as j.dump(indent).
 std::string dump_json_config(const json& j, int indent = 2);
-// A whole file as bytes; throws fp4lab::Error("<path>: cannot open file") when it cannot be read.
-std::string read_text_file(const std::string& path);
+// A whole regular file of at most max_bytes as bytes; throws fp4lab::Error naming the path when it cannot be
+// read, is not a regular file (a FIFO or a device would block or never end) or is larger.
+std::string read_text_file(const std::string& path, uint64_t max_bytes = uint64_t{1} << 32);
 // Writes path.tmp, then renames it over path: a failed write (disk full, no permission) throws naming the file
 // and leaves any previous file as it was.
 void write_text_file(const std::string& path, std::string_view text);
+// An output directory a command may write a checkpoint into: never one of the inputs, inside one or holding
+// one (the output would destroy what it is made from), and, unless force, not a directory that already holds
+// files. Throws naming both paths.
+void check_output_dir(const std::string& out, const std::vector<std::string>& inputs, bool force);
 
 // obj[key] as an integer when it is a JSON number in [lo, hi] (a float is truncated, as nlohmann's conversion
 // does); std::nullopt when obj is not an object, the key is absent, or the value is not a number or out of

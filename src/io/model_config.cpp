@@ -164,11 +164,16 @@ static ModelConfig parse_model_config_impl(const json& j, const std::string& sou
   if (c.num_heads == 0 || c.hidden_size == 0 || c.vocab_size == 0)
     throw Error(source + ": hidden_size, num_attention_heads and vocab_size must be positive");
   c.head_dim = r.get_int("head_dim", c.hidden_size / c.num_heads);
+  if (c.num_layers == 0) throw r.fail("num_hidden_layers", "must be at least 1");
+  if (c.head_dim == 0) throw r.fail("head_dim", "must be positive");
+  if (c.max_position == 0) throw r.fail("max_position_embeddings", "must be positive");
   if (c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0)
     throw Error(source + ": num_attention_heads (" + std::to_string(c.num_heads) +
                 ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
   c.norm_eps = r.get_float(j, c.arch == Arch::NemotronH ? "layer_norm_epsilon" : "rms_norm_eps",
                            r.get_float(j, "rms_norm_eps", 1e-5f));
+  if (!(c.norm_eps > 0.0f) || !std::isfinite(c.norm_eps))
+    throw r.fail(c.arch == Arch::NemotronH ? "layer_norm_epsilon" : "rms_norm_eps", "must be a positive number");
   c.tie_embeddings = r.get_bool("tie_word_embeddings", c.arch != Arch::NemotronH);
   c.attention_bias = r.get_bool("attention_bias", false);
   c.mlp_bias = r.get_bool("mlp_bias", false);

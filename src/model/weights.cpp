@@ -50,6 +50,16 @@ void size_layers(ModelWeights& mw) {
     mw.layers[static_cast<size_t>(i)].kind = mw.config.layers[static_cast<size_t>(i)];
 }
 
+// Weights, norms and scales are checked as they are read: a NaN or Inf in a checkpoint otherwise decodes
+// token 0 forever with exit 0. (Streamed large tensors are not read on the host and are not scanned.)
+std::vector<float> finite_or_throw(std::vector<float> v, const TensorStore& st, const std::string& name) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw Error(st.source() + ": tensor '" + name + "' holds " + (std::isnan(v[i]) ? "NaN" : "Inf") +
+                  " at element " + std::to_string(i));
+  return v;
+}
+
 std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
   const TensorView& t = st.get(name);
   int64_t want = 1;
@@ -60,11 +70,11 @@ std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::
     throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected [" +
                 s + "]");
   }
-  return tensor_to_f32(t);
+  return finite_or_throw(tensor_to_f32(t), st, name);
 }
 
 float scalar_f32(const TensorStore& st, const std::string& name) {
-  return tensor_to_f32(st.get(name))[0];
+  return finite_or_throw(tensor_to_f32(st.get(name)), st, name)[0];
 }
 
 // A float tensor of the given shape left in the mapped file (streamed loads).
@@ -84,7 +94,8 @@ const TensorView* float_view(const TensorStore& st, const std::string& name, std
 // ModelOpt and compressed-tensors mean (plan_linears checked the scale's shape).
 std::vector<float> fp8_dequantized(const TensorStore& st, const LinearSpec& s) {
   const TensorView& w = st.get(s.name + ".weight");
-  const std::vector<float> scale = tensor_to_f32(st.get(s.name + ".weight_scale"));
+  const std::vector<float> scale =
+      finite_or_throw(tensor_to_f32(st.get(s.name + ".weight_scale")), st, s.name + ".weight_scale");
   std::vector<float> out(static_cast<size_t>(s.n * s.k));
   for (int64_t r = 0; r < s.n; ++r) {
     const float sc = scale.size() == 1 ? scale[0] : scale[static_cast<size_t>(r)];
@@ -159,6 +170,7 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
         t.tensor_scale = ts;
         lw->w.resize(static_cast<size_t>(t.rows * t.cols));
         nvfp4_dequantize_ref(t, lw->w);
+        lw->w = finite_or_throw(std::move(lw->w), st, sc.name + " (NVFP4 block scales)");
         lw->nvfp4 = std::move(t);
       }
     } else if (p.storage == WeightStorage::FP8) {
@@ -168,7 +180,8 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
     } else {
       lw->w = get_f32(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
     }
-    if (const TensorView* b = st.find(p.spec.name + ".bias")) lw->bias = tensor_to_f32(*b);
+    if (const TensorView* b = st.find(p.spec.name + ".bias"))
+      lw->bias = finite_or_throw(tensor_to_f32(*b), st, b->name);
   }
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights& L = mw.layers[static_cast<size_t>(i)];

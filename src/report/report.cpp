@@ -63,10 +63,22 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
-// gnuplot strings are single-quoted; labels come from user files, so quotes are dropped.
-std::string gq(std::string s) {
-  s.erase(std::remove(s.begin(), s.end(), '\''), s.end());
-  return "'" + s + "'";
+// Text from result files (GPU names, models, quantizations) is untrusted: a newline inside a gnuplot string
+// ends the command and starts another (gnuplot's system() runs shell commands), a quote ends the string, a
+// backquote is command substitution. Only printable characters other than those stay (UTF-8 bytes too).
+std::string plot_text(std::string s) {
+  s.erase(std::remove_if(s.begin(), s.end(),
+                         [](char ch) {
+                           const auto u = static_cast<unsigned char>(ch);
+                           return u < 0x20 || u == 0x7f || ch == '\'' || ch == '"' || ch == '`' || ch == '\\';
+                         }),
+          s.end());
+  return s;
+}
+
+// A gnuplot single-quoted string of untrusted text.
+std::string gq(const std::string& s) {
+  return "'" + plot_text(s) + "'";
 }
 
 struct Chart {
@@ -80,10 +92,9 @@ struct Chart {
 void render(const Chart& c, const fs::path& dir) {
   const fs::path dat = dir / (c.name + ".dat"), gp = dir / (c.name + ".gp");
   {
-    std::ofstream f(dat);
+    std::ostringstream f;
     for (size_t r = 0; r < c.rows.size(); ++r) {
-      std::string label = c.rows[r].first;
-      std::replace(label.begin(), label.end(), '"', '\'');
+      const std::string label = plot_text(c.rows[r].first);
       if (c.lines)
         f << label;  // numeric x (batch size)
       else
@@ -94,8 +105,9 @@ void render(const Chart& c, const fs::path& dir) {
       }
       f << '\n';
     }
+    write_text_file(dat.string(), f.str());
   }
-  std::ofstream g(gp);
+  std::ostringstream g;
   g << "set datafile separator whitespace\nset title " << gq(c.title) << "\nset ylabel " << gq(c.ylabel)
     << "\nset grid ytics\nset key outside bottom center horizontal\nset yrange [0:*]\n";
   if (c.lines) {
@@ -123,7 +135,7 @@ void render(const Chart& c, const fs::path& dir) {
   };
   plot("svg size 900,480 dynamic font 'sans,12' background rgb 'white'", dir / (c.name + ".svg"));
   plot("pngcairo size 900,480 font 'sans,10' background rgb 'white'", dir / (c.name + ".png"));
-  g.close();
+  write_text_file(gp.string(), g.str());
   const std::string cmd = "gnuplot " + gq(gp.string()) + " 2>" + gq((dir / (c.name + ".log")).string());
   if (std::system(cmd.c_str()) != 0)
     throw Error("gnuplot failed on " + gp.string() + " (see " + (dir / (c.name + ".log")).string() +
@@ -498,20 +510,19 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
   }
   ro.markdown = (out / "report.md").string();
   ro.html = (out / "report.html").string();
-  std::ofstream(ro.markdown) << md;
-  std::ofstream h(ro.html);
-  h << "<!doctype html><html><head><meta charset=\"utf-8\"><title>fp4lab report</title><style>"
+  write_text_file(ro.markdown, md);
+  write_text_file(ro.html, "<!doctype html><html><head><meta charset=\"utf-8\"><title>fp4lab report</title><style>"
        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
-       "figure{margin:1.5em 0}svg{max-width:100%;height:auto}</style></head><body><h1>fp4lab report</h1>"
-    << body
-    << "<p id=\"chart-check\">charts not checked</p><script>"
+       "figure{margin:1.5em 0}svg{max-width:100%;height:auto}</style></head><body><h1>fp4lab report</h1>" +
+                                 body +
+                                 "<p id=\"chart-check\">charts not checked</p><script>"
        // Every chart must have rendered: a figure whose SVG has a non-empty box.
        "const figs=[...document.querySelectorAll('figure.chart')];"
        "const ok=figs.filter(f=>{const s=f.querySelector('svg');if(!s)return false;const b=s.getBBox();"
        "return b.width>0&&b.height>0;}).length;"
        "document.getElementById('chart-check').textContent='charts-ok '+ok+'/'+figs.length;"
-       "</script></body></html>\n";
+       "</script></body></html>\n");
   return ro;
 }
 

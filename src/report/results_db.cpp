@@ -73,7 +73,7 @@ ResultsDb::ResultsDb(const std::string& path) : path_(path) {
     db_ = nullptr;
     throw Error(path + ": cannot open results database (" + msg + ")");
   }
-  sqlite3_busy_timeout(db_, 5000);
+  sqlite3_busy_timeout(db_, 30000);
   exec("PRAGMA foreign_keys = ON;");
   migrate();
 }
@@ -97,22 +97,32 @@ int ResultsDb::schema_version() {
 }
 
 void ResultsDb::migrate() {
-  const int v = schema_version();
-  if (v > kSchemaVersion)
-    throw Error(path_ + ": results database schema version " + std::to_string(v) +
-                " is newer than this fp4lab (" + std::to_string(kSchemaVersion) + ")");
-  for (int i = v; i < kSchemaVersion; ++i) {
-    // Each migration and its version bump commit together.
-    exec("BEGIN IMMEDIATE;");
-    try {
+  if (schema_version() == kSchemaVersion) return;
+  // Several processes may open a new database at once: the version is read again under the write lock, so
+  // only one of them runs each migration and the others see its result.
+  exec("BEGIN IMMEDIATE;");
+  try {
+    const int v = schema_version();
+    if (v > kSchemaVersion)
+      throw Error(path_ + ": results database schema version " + std::to_string(v) +
+                  " is newer than this fp4lab (" + std::to_string(kSchemaVersion) + ")");
+    // The migrations and the version bump commit together.
+    for (int i = v; i < kSchemaVersion; ++i) {
       exec(kMigrations[i]);
       exec("PRAGMA user_version = " + std::to_string(i + 1) + ";");
-      exec("COMMIT;");
-    } catch (...) {
-      sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
-      throw;
     }
+    exec("COMMIT;");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
+    throw;
   }
+}
+
+void ResultsDb::check_writable() {
+  // A write transaction that changes nothing: a read-only file or directory, or a lock held past the busy
+  // timeout, fails here, before a long run, instead of after it.
+  exec("BEGIN IMMEDIATE;");
+  sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
 }
 
 int64_t ResultsDb::insert_run(const json& doc, bool fail_after_run_row) {

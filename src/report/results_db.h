@@ -20,6 +20,9 @@ class ResultsDb {
   ResultsDb& operator=(const ResultsDb&) = delete;
 
   int schema_version();
+  // Throws naming the file when a run could not be stored (read-only file or directory, held lock): called
+  // before a long run so that it does not end with its results lost.
+  void check_writable();
   // Stores a bench document (schema fp4lab.bench/1) atomically; returns the run id. fail_after_run_row exists
   // for the test that an interrupted insert leaves nothing behind.
   int64_t insert_run(const json& doc, bool fail_after_run_row = false);

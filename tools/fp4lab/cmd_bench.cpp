@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "io/json_util.h"
 #include "engine/load_stats.h"
 #include "common/error.h"
 #include "common/interrupt.h"
@@ -41,6 +42,7 @@ struct ModelBenchOpts {
   std::vector<std::string> quants{"bf16", "nvfp4"};
   int input_len = 128, output_len = 256, batch = 1, warmup = 1, reps = 3;
   int prefill_tokens = GenerateOptions{}.prefill_tokens;
+  bool beyond_context = false;
   uint64_t seed = 0;
   std::string json_out;
   CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
@@ -89,11 +91,13 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
   std::vector<std::vector<int>> prompts(static_cast<size_t>(o.batch));
   for (int b = 0; b < o.batch; ++b)
     for (int i = 0; i < o.input_len; ++i)
-      prompts[static_cast<size_t>(b)].push_back((i * 7919 + b * 104729 + 13) % c.vocab_size);
+      prompts[static_cast<size_t>(b)].push_back(
+          static_cast<int>((int64_t{i} * 7919 + int64_t{b} * 104729 + 13) % c.vocab_size));
   GenerateOptions g;
   g.max_new_tokens = o.output_len;  // no stop ids: every run produces exactly output_len tokens
   g.max_batch = o.batch;            // all prompts decode together, one batched forward per step
   g.prefill_tokens = o.prefill_tokens;
+  g.beyond_context = o.beyond_context;
   for (int w = 0; w < o.warmup; ++w) {
     GenerateOptions gw = g;
     gw.max_new_tokens = std::min(8, o.output_len);
@@ -116,6 +120,7 @@ void run_reps(M& model, const ModelBenchOpts& o, QuantResult& qr, const std::fun
 }
 
 json run_model_bench(const ModelBenchOpts& o) {
+  if (!o.no_db) ResultsDb(o.db).check_writable();  // before the run, not after it
   const GpuQuery q = query_gpus();
   std::string backend = o.backend;
   if (backend == "auto") backend = q.ok ? "cuda" : "cpu";
@@ -167,6 +172,7 @@ json run_model_bench(const ModelBenchOpts& o) {
                     {"output_len", o.output_len},
                     {"batch", o.batch},
                     {"prefill_tokens", o.prefill_tokens},
+                    {"beyond_context", o.beyond_context},
                     {"warmup", o.warmup},
                     {"reps", o.reps},
                     {"seed", o.seed},
@@ -380,16 +386,15 @@ json run_model_bench(const ModelBenchOpts& o) {
     for (const auto& [v, k] : sorted)
       std::printf("  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
   }
+  // The JSON first: a database that fails at the end still leaves the run's document.
+  if (!o.json_out.empty()) {
+    write_text_file(o.json_out, out.dump(2) + "\n");
+    std::fprintf(stderr, "results written to %s\n", o.json_out.c_str());
+  }
   if (!o.no_db) {
     ResultsDb db(o.db);
     const int64_t id = db.insert_run(out);
     std::fprintf(stderr, "stored as run %lld in %s\n", static_cast<long long>(id), o.db.c_str());
-  }
-  if (!o.json_out.empty()) {
-    std::ofstream f(o.json_out);
-    if (!f) throw Error(o.json_out + ": cannot write");
-    f << out.dump(2) << "\n";
-    std::fprintf(stderr, "results written to %s\n", o.json_out.c_str());
   }
   return out;
 }
@@ -426,9 +431,7 @@ int run_bench_or_sweep(const ModelBenchOpts& mo) {
     std::printf(" %8.2fx\n", dec.size() > 1 && dec[0] > 0 ? dec.back() / dec[0] : 1.0);
   }
   if (!mo.json_out.empty()) {
-    std::ofstream f(mo.json_out);
-    if (!f) throw Error(mo.json_out + ": cannot write");
-    f << sweep.dump(2) << "\n";
+    write_text_file(mo.json_out, sweep.dump(2) + "\n");
     std::fprintf(stderr, "sweep written to %s\n", mo.json_out.c_str());
   }
   return interrupted() ? 130 : 0;
@@ -450,6 +453,7 @@ Action add_bench(CLI::App& app) {
   app.add_option("--batch", mo->batch, "prompts per repetition, decoded together (batched decode)")
       ->check(CLI::Range(1, 4096));
   add_prefill_tokens_option(app, mo->prefill_tokens);
+  add_beyond_context_option(app, mo->beyond_context);
   app.add_option("--warmup", mo->warmup, "warm-up runs (excluded)");
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", mo->seed, "seed for preset weights");

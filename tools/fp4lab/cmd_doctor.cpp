@@ -76,9 +76,7 @@ Action add_doctor(CLI::App& app) {
       }
     }
     if (!json_out->empty()) {
-      std::ofstream f(*json_out);
-      if (!f) throw Error(*json_out + ": cannot write");
-      f << j.dump(2) << "\n";
+      write_text_file(*json_out, j.dump(2) + "\n");
     }
     return 0;
   };

@@ -102,9 +102,7 @@ Action add_eval(CLI::App& app) {
                 {"kl_p99", m.kl_p99},
                 {"top1_agreement", m.top1_agreement}};
       echo_cuda_run_options(j["options"], o->cuda);
-      std::ofstream f(o->json_out);
-      if (!f) throw Error(o->json_out + ": cannot write");
-      f << j.dump(2) << "\n";
+      write_text_file(o->json_out, j.dump(2) + "\n");
     }
     return 0;
   };

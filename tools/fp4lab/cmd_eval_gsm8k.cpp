@@ -36,6 +36,7 @@ struct Gsm8kOpts {
                      db = ResultsDb::default_path();
   int limit = 0, max_new = 256, threads = 0, batch = 1;
   int prefill_tokens = GenerateOptions{}.prefill_tokens;
+  bool beyond_context = false;
   CudaCliOptions cuda;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
@@ -104,6 +105,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   app.add_option("--batch", o->batch, "sequences decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   add_prefill_tokens_option(app, o->prefill_tokens);
+  add_beyond_context_option(app, o->beyond_context);
   app.add_flag("--add-bos", o->add_bos, "prepend the BOS token (lm-eval's default adds no special tokens)");
   app.add_option("--seed", o->seed, "seed of preset weights");
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
@@ -139,13 +141,19 @@ Action add_eval_gsm8k(CLI::App& app) {
     if (o->records.empty() && !o->json_out.empty()) o->records = o->json_out + ".records.jsonl";
     const json key = record_key(*o, tok);
     std::map<size_t, json> done;
+    bool needs_newline = false;
     if (!o->records.empty() && fs::exists(o->records)) {
       std::ifstream in(o->records);
       std::string line;
       size_t lineno = 0;
+      uint64_t keep = 0;  // bytes of the records file that hold whole lines
       while (std::getline(in, line)) {
         ++lineno;
-        if (line.empty()) continue;
+        const bool whole = !in.eof();  // the line ended with its newline
+        if (line.empty()) {
+          keep += whole;
+          continue;
+        }
         json r;
         try {
           r = parse_json_untrusted(line, o->records);
@@ -153,6 +161,8 @@ Action add_eval_gsm8k(CLI::App& app) {
           if (in.peek() == EOF) break;  // a line cut by an interrupted write: redo that question
           throw;
         }
+        keep += line.size() + (whole ? 1 : 0);
+        needs_newline = !whole;
         if (lineno == 1) {
           if (!r.contains("key") || r["key"] != key)
             throw Error(o->records + ": written with other options (" +
@@ -160,6 +170,13 @@ Action add_eval_gsm8k(CLI::App& app) {
           continue;
         }
         done[r.at("id").get<size_t>()] = r;
+      }
+      in.close();
+      // A torn last line (a kill or a full disk mid-write) is cut, so the next record starts on a line of
+      // its own; a last record that lost only its newline gets it back before the next.
+      if (keep < fs::file_size(o->records)) {
+        std::fprintf(stderr, "gsm8k: cutting a torn last line from %s\n", o->records.c_str());
+        fs::resize_file(o->records, keep);
       }
       std::fprintf(stderr, "gsm8k: resuming, %zu of %zu questions already in %s\n", done.size(), n,
                    o->records.c_str());
@@ -170,6 +187,8 @@ Action add_eval_gsm8k(CLI::App& app) {
       rec.open(o->records, std::ios::app);
       if (!rec) throw Error(o->records + ": cannot write");
       if (fresh) rec << json{{"key", key}}.dump() << "\n" << std::flush;
+      if (needs_newline) rec << "\n" << std::flush;
+      if (!rec) throw Error(o->records + ": write failed (disk full?)");
     }
 
     auto stops = gsm8k_stop_strings(task);
@@ -202,7 +221,8 @@ Action add_eval_gsm8k(CLI::App& app) {
                       {"chat", false},
                       {"fewshot_seed", 1234},
                       {"batch", o->batch},
-                      {"prefill_tokens", o->prefill_tokens}};
+                      {"prefill_tokens", o->prefill_tokens},
+                      {"beyond_context", o->beyond_context}};
     echo_cuda_run_options(doc["options"], o->cuda);
     doc["tokenizer"] = tok.describe();
 
@@ -256,6 +276,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       }
       g.max_batch = o->batch;
       g.prefill_tokens = o->prefill_tokens;
+      g.beyond_context = o->beyond_context;
       // Under tensor parallelism the ranks must admit the same prompts: a Ctrl-C seen by one rank only would
       // split them, so the run goes on to the end (a second Ctrl-C exits).
       if (o->cuda.tp == 1) g.cancelled = [] { return interrupted(); };
@@ -272,7 +293,10 @@ Action add_eval_gsm8k(CLI::App& app) {
                   {"target", target},
                   {"extracted", {{"strict-match", sc.strict}, {"flexible-extract", sc.flexible}}},
                   {"correct", {{"strict-match", sc.strict_ok}, {"flexible-extract", sc.flexible_ok}}}};
-        if (rec) rec << r.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+        if (rec.is_open()) {
+          rec << r.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+          if (!rec) throw Error(o->records + ": write failed (disk full?); the records so far are kept");
+        }
         done[i] = std::move(r);
         strict_ok += sc.strict_ok;
         flex_ok += sc.flexible_ok;
@@ -360,9 +384,7 @@ Action add_eval_gsm8k(CLI::App& app) {
                      {"generated_tokens", generated_tokens}};
     doc["records"] = records;
     if (!o->json_out.empty()) {
-      std::ofstream f(o->json_out);
-      if (!f) throw Error(o->json_out + ": cannot write");
-      f << doc.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
+      write_text_file(o->json_out, doc.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
     }
     if (!o->no_db && complete) {
       ResultsDb db(o->db);

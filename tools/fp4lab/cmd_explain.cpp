@@ -23,7 +23,8 @@ Action add_explain(CLI::App& app) {
   app.add_option("--gpu", o->gpus, "GPU names from the datasheet table (default: all)")->delimiter(',');
   app.add_option("--model", o->model, "checkpoint directory or preset:NAME");
   app.add_option("--batch", o->batch, "sequences decoded together")->check(CLI::Range(1, 4096));
-  app.add_option("--context", o->context, "average tokens in the KV cache during decode");
+  app.add_option("--context", o->context, "average tokens in the KV cache during decode")
+      ->check(CLI::Range(0, 1 << 24));
   app.add_option("--tp", o->tp,
                  "tensor parallelism over N GPUs of the kind (Megatron split, all-reduces charged)")
       ->check(CLI::Range(1, 64));

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "io/json_util.h"
 #include "model/export.h"
 
 namespace fp4lab::cli {
@@ -17,6 +18,7 @@ Action add_export(CLI::App& app) {
     uint64_t seed = 0;
     double shard_gb = 5.0;
     int threads = 0;
+    bool force = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--model", o->model, "preset:NAME (fp4lab inspect lists the presets)")->required();
@@ -26,8 +28,10 @@ Action add_export(CLI::App& app) {
   app.add_option("--seed", o->seed, "the preset's weights seed (as --seed of bench and generate)");
   app.add_option("--shard-gb", o->shard_gb, "largest shard in GB (10^9 bytes)")->check(CLI::Range(1e-4, 1e6));
   app.add_option("--threads", o->threads, "generation threads (0: all cores)")->check(CLI::Range(0, 4096));
+  app.add_flag("--force", o->force, "write into a non-empty --out directory");
   return [o]() {
     if (!o->model.starts_with("preset:")) throw Error("export: --model must be preset:NAME");
+    check_output_dir(o->out, {}, o->force);
     ExportOptions e;
     e.quant = o->quant == "nvfp4" ? QuantMode::NVFP4 : QuantMode::BF16;
     e.seed = o->seed;

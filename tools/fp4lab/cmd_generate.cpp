@@ -36,6 +36,7 @@ struct GenOpts {
   int threads = 0;
   int batch = 1;
   int prefill_tokens = GenerateOptions{}.prefill_tokens;
+  bool beyond_context = false;
   std::string json_out;
   bool profile = false;
   CudaCliOptions cuda;  // --tp, --no-graphs, --attn-splits
@@ -90,15 +91,16 @@ Action add_generate(CLI::App& app) {
   app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")
       ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--greedy", o->greedy, "argmax decoding");
-  app.add_option("--temperature", o->temperature, "sampling temperature");
+  app.add_option("--temperature", o->temperature, "sampling temperature")->check(finite_range(0.0, 1e6));
   app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: off)");
-  app.add_option("--top-p", o->top_p, "nucleus sampling mass (1: off)");
+  app.add_option("--top-p", o->top_p, "nucleus sampling mass (1: off)")->check(finite_range(0.0, 1.0));
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");
   app.add_option("--batch", o->batch, "prompts decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   add_prefill_tokens_option(app, o->prefill_tokens);
+  add_beyond_context_option(app, o->beyond_context);
   app.add_option("--json", o->json_out, "write ids, timing and every option as JSON");
   add_hub_options(app, o->hub);
   app.add_flag("--profile", o->profile, "cuda: time every op class with events (disables CUDA graphs)");
@@ -113,6 +115,7 @@ Action add_generate(CLI::App& app) {
     g.stop_ids = o->stop_ids;
     g.max_batch = o->batch;
     g.prefill_tokens = o->prefill_tokens;
+    g.beyond_context = o->beyond_context;
     g.sampling = {o->greedy, o->temperature, o->top_k, o->top_p, o->seed};
     const std::string model_path = resolve_model_arg(o->model, o->hub);
     LoadMeter meter(model_path);
@@ -188,6 +191,7 @@ Action add_generate(CLI::App& app) {
                   {"threads", o->threads},
                   {"batch", o->batch},
                   {"prefill_tokens", o->prefill_tokens},
+                  {"beyond_context", o->beyond_context},
                   {"profile", o->profile}}},
                 {"prompts", prompts},
                 {"new_ids", r.new_ids},
@@ -202,9 +206,7 @@ Action add_generate(CLI::App& app) {
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};
       echo_cuda_run_options(j["options"], o->cuda);
-      std::ofstream f(o->json_out);
-      if (!f) throw Error(o->json_out + ": cannot write");
-      f << j.dump(2) << "\n";
+      write_text_file(o->json_out, j.dump(2) + "\n");
     }
     return 0;
   };

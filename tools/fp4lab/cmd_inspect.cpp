@@ -2,6 +2,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "io/json_util.h"
 #include "common/error.h"
 #include "model/inspect.h"
 #include "model/presets.h"
@@ -137,9 +138,7 @@ Action add_inspect(CLI::App& app) {
     }
     print_summary(s, store.get(), *o);
     if (!o->json_out.empty()) {
-      std::ofstream f(o->json_out);
-      if (!f) throw Error(o->json_out + ": cannot write");
-      f << s.to_json(true, store.get()).dump(2) << "\n";
+      write_text_file(o->json_out, s.to_json(true, store.get()).dump(2) + "\n");
     }
     return 0;
   };

@@ -60,6 +60,7 @@ Action add_quantize(CLI::App& app) {
     std::string in, out, calib, tokenizer;
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
+    bool force = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--in", o->in, "BF16/F16/F32 checkpoint directory")->required();
@@ -74,7 +75,9 @@ Action add_quantize(CLI::App& app) {
   app.add_option("--calib-tokens", o->calib_tokens, "at most this many calibration tokens")
       ->check(CLI::Range(1, 1 << 24));
   app.add_option("--threads", o->threads, "CPU threads for the calibration forward (0: all cores)");
+  app.add_flag("--force", o->force, "write into a non-empty --out directory");
   return [o]() {
+    check_output_dir(o->out, {o->in}, o->force);
     QuantizeOptions q;
     q.exclude = o->exclude;
     int calib_n = 0;

@@ -2,6 +2,7 @@
 #include <fstream>
 
 #include "commands.h"
+#include "io/json_util.h"
 #include "common/error.h"
 #include "report/results_db.h"
 
@@ -43,9 +44,7 @@ Action add_results(CLI::App& app) {
       if (o->out.empty()) {
         std::fputs(text.c_str(), stdout);
       } else {
-        std::ofstream f(o->out);
-        if (!f) throw Error(o->out + ": cannot write");
-        f << text;
+        write_text_file(o->out, text);
       }
     }
     return 0;

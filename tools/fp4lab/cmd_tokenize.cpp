@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include "commands.h"
@@ -31,12 +32,10 @@ Action add_tokenize(CLI::App& app) {
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
     std::ifstream in(o->jsonl);
     if (!in) throw Error(o->jsonl + ": cannot open");
-    std::ofstream file;
-    if (!o->out.empty()) {
-      file.open(o->out);
-      if (!file) throw Error(o->out + ": cannot write");
-    }
-    std::ostream& out = o->out.empty() ? std::cout : file;
+    // --out collects the lines and replaces the file only once all are written (write_text_file): a failure
+    // leaves the previous file as it was.
+    std::ostringstream buffer;
+    std::ostream& out = o->out.empty() ? static_cast<std::ostream&>(std::cout) : buffer;
     std::string line;
     size_t lineno = 0, bytes = 0, tokens = 0;
     double work_s = 0;
@@ -72,6 +71,9 @@ Action add_tokenize(CLI::App& app) {
       work_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       out << r.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
     }
+    if (!o->out.empty()) write_text_file(o->out, buffer.str());
+    std::cout.flush();
+    if (!std::cout) throw Error("standard output: write failed");
     std::fprintf(stderr, "fp4lab tokenize: %zu lines, %zu tokens (%s), loaded in %.2f s", lineno, tokens,
                  tok.describe().c_str(), load_s);
     if (!o->decode && work_s > 0) std::fprintf(stderr, ", encode %.1f MB/s", bytes / work_s / 1e6);

@@ -69,6 +69,32 @@ inline void add_prefill_tokens_option(CLI::App& app, int& v) {
       ->check(CLI::Range(0, 1 << 24));
 }
 
+// --beyond-context (GenerateOptions::beyond_context): run prompts whose tokens plus the new ones pass the
+// model's max_position_embeddings instead of stopping with an error. Echoed as "beyond_context".
+inline void add_beyond_context_option(CLI::App& app, bool& v) {
+  app.add_flag("--beyond-context", v,
+               "allow a prompt plus its new tokens past the model's max_position_embeddings (positions the "
+               "model was not trained on)");
+}
+
+// A number in [lo, hi] that is not NaN (CLI::Range accepts NaN, for which every comparison is false).
+inline CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(s, &used);
+          if (used != s.size()) return "not a number: " + s;
+        } catch (const std::exception&) {
+          return "not a number: " + s;
+        }
+        if (!(v >= lo && v <= hi)) return "value " + s + " is not in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+        return std::string();
+      },
+      "FINITE in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
 // A file of such ids.

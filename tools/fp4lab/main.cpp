@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <new>
 
@@ -39,6 +40,17 @@ int main(int argc, char** argv) {
       if (sub->parsed()) return act();
   } catch (const fp4lab::Error& e) {
     std::fprintf(stderr, "fp4lab: error: %s\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Its what() is the library's own wording ("filesystem error: ..."); the path and the reason suffice.
+    std::fprintf(stderr, "fp4lab: error: %s: %s\n", e.path1().string().c_str(), e.code().message().c_str());
+    return 1;
+  } catch (const nlohmann::json::exception& e) {
+    // "[json.exception.type_error.302] type must be number, but is string" -> the part after the tag.
+    const std::string w = e.what();
+    const size_t at = w.find("] ");
+    std::fprintf(stderr, "fp4lab: error: malformed input: %s\n",
+                 (at == std::string::npos ? w : w.substr(at + 2)).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "fp4lab: error: out of host memory\n");
