@@ -115,3 +115,34 @@ TEST(Report, LabelsFromResultFilesCannotRunCommands) {
       EXPECT_EQ(gp.find('`'), std::string::npos) << e.path();
     }
 }
+
+// Fields of the wrong type in a result file are one error naming the file and the field.
+TEST(Report, MalformedResultFilesNameTheField) {
+  test::TempDir d;
+  const json good = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/bench-nemotron-b32-h100.json");
+  auto expect_error = [&](json doc, const std::string& field) {
+    write_text_file(d.str("bad.json"), doc.dump());
+    const auto r = test::run_fp4lab("report " + d.str("bad.json") + " --out " + d.str("rep"));
+    EXPECT_NE(r.status, 0) << field;
+    EXPECT_NE(r.out.find("bad.json: field '" + field + "'"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("json.exception"), std::string::npos) << r.out;
+  };
+  json doc = good;
+  doc["measurements"][0]["tokens_per_s"] = {"fast"};
+  expect_error(doc, "measurements[0].tokens_per_s");
+  doc = good;
+  doc["gpu"]["name"] = 42;
+  expect_error(doc, "gpu.name");
+  doc = good;
+  doc["measurements"][1]["quant"] = json::object();
+  expect_error(doc, "measurements[1].quant");
+  doc = good;
+  doc["options"]["batch"] = "32";
+  expect_error(doc, "options.batch");
+  doc = good;
+  doc["schema"] = 3;
+  write_text_file(d.str("bad.json"), doc.dump());
+  const auto r = test::run_fp4lab("report " + d.str("bad.json") + " --out " + d.str("rep"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("without a schema string"), std::string::npos) << r.out;
+}

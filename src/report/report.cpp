@@ -191,9 +191,68 @@ struct Table {
 
 }  // namespace
 
+namespace {
+
+// Result documents come from other machines: the fields the report reads are checked against
+// docs/results-schema.md before anything uses them, so a wrong type is one error naming the file and the
+// field, not a library exception halfway through the report.
+void validate_doc(const json& d, const std::string& src) {
+  auto fail = [&](const std::string& field, const char* want) {
+    throw Error(src + ": field '" + field + "' must be " + want + " (docs/results-schema.md)");
+  };
+  auto number = [&](const json& o, const std::string& k, const std::string& where) {
+    if (o.contains(k) && !o[k].is_null() && !o[k].is_number()) fail(where + k, "a number");
+  };
+  auto text = [&](const json& o, const std::string& k, const std::string& where) {
+    if (o.contains(k) && !o[k].is_null() && !o[k].is_string()) fail(where + k, "a string");
+  };
+  if (!d.is_object()) fail("(document)", "an object");
+  if (!d.contains("options") || !d["options"].is_object()) fail("options", "an object");
+  const json& opt = d["options"];
+  for (const char* k : {"model", "backend", "task", "tokenizer", "data"}) text(opt, k, "options.");
+  for (const char* k : {"batch", "input_len", "output_len", "reps", "limit", "tp"}) number(opt, k, "options.");
+  if (d.contains("gpu") && !d["gpu"].is_null()) {
+    if (!d["gpu"].is_object()) fail("gpu", "an object or null");
+    for (const char* k : {"name", "compute_capability", "nvfp4_path"}) text(d["gpu"], k, "gpu.");
+    for (const char* k : {"memory_bytes", "peak_bandwidth_gbs", "sm_count", "driver", "cuda_runtime"})
+      number(d["gpu"], k, "gpu.");
+  }
+  for (const char* k : {"copy_bandwidth_gbs", "bf16_tflops", "gpu_count"}) number(d, k, "");
+  text(d, "interconnect", "");
+  if (is_bench(d)) {
+    if (!d.contains("measurements") || !d["measurements"].is_array()) fail("measurements", "a list");
+    for (size_t i = 0; i < d["measurements"].size(); ++i) {
+      const json& m = d["measurements"][i];
+      const std::string at = "measurements[" + std::to_string(i) + "].";
+      if (!m.is_object()) fail(at, "an object");
+      if (!m.contains("quant") || !m["quant"].is_string()) fail(at + "quant", "a string");
+      for (const char* k : {"tokens_per_s", "total_s", "prefill_tok_s", "decode_tok_s"}) {
+        if (!m.contains(k)) continue;
+        if (!m[k].is_array()) fail(at + k, "a list of numbers");
+        for (const auto& v : m[k])
+          if (!v.is_number()) fail(at + k, "a list of numbers");
+      }
+      for (const auto& [k, v] : m.items())
+        if (k != "quant" && !v.is_array() && !v.is_object() && !v.is_null() && !v.is_number() && !v.is_boolean())
+          fail(at + k, "a number");
+      for (const char* k : {"op_ms", "decode_step"})
+        if (m.contains(k) && !m[k].is_null()) {
+          if (!m[k].is_object()) fail(at + k, "an object of numbers");
+          for (const auto& [kk, v] : m[k].items())
+            if (!v.is_number()) fail(at + k + "." + kk, "a number");
+        }
+    }
+  } else if (d.contains("summary") && !d["summary"].is_object()) {
+    fail("summary", "an object");
+  }
+}
+
+}  // namespace
+
 std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
   std::vector<json> docs;
   auto add = [&](const json& j, const std::string& src) {
+    const size_t first = docs.size();
     if (j.is_array()) {
       for (const auto& x : j) docs.push_back(x);
     } else if (j.is_object() && j.contains("runs") && j["runs"].is_array()) {
@@ -203,12 +262,22 @@ std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
     } else {
       throw Error(src + ": not an fp4lab results document");
     }
+    for (size_t i = first; i < docs.size(); ++i) {
+      if (!docs[i].is_object() || !docs[i].contains("schema") || !docs[i]["schema"].is_string())
+        throw Error(src + ": a results document without a schema string");
+      if (!(is_bench(docs[i]) || is_gsm8k(docs[i])))
+        throw Error(src + ": a results document with an unknown schema (" +
+                    docs[i]["schema"].get<std::string>() + ")");
+      validate_doc(docs[i], src);
+    }
   };
   for (const auto& p : paths) {
     if (!fs::exists(p)) throw Error(p + ": no such file");
     if (fs::path(p).extension() == ".db") {
       ResultsDb db(p);
-      for (const auto& r : db.list_runs()) docs.push_back(db.get_run(r.id));
+      json runs = json::array();
+      for (const auto& r : db.list_runs()) runs.push_back(db.get_run(r.id));
+      add(runs, p);
     } else {
       add(read_json_file(p), p);
     }
