@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "cpu/cpu_ops.h"
 #include "cpu/ops.h"
@@ -19,6 +20,7 @@
 #include "test_util.h"
 
 using namespace fp4lab;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -421,6 +423,39 @@ TEST(GpuEngine, ExportedCheckpointsStreamToThePresetsLogits) {
     EXPECT_EQ(tp_logits(at_load, prompt, 0, true),
               tp_logits(load_weights(d.str("nvfp4"), QuantMode::Auto, WeightHome::Device), prompt, 0, true))
         << preset << ": BF16 quantized on the GPU at load vs the NVFP4 export";
+  }
+}
+
+// A NaN or an Inf in a large tensor streamed to the GPU (never read on the host) stops the load naming it.
+TEST(GpuEngine, StreamedNonFiniteWeightsAreRefused) {
+  REQUIRE_GPU();
+  fp4lab::test::TempDir d;
+  ExportOptions eo;
+  eo.quant = QuantMode::BF16;
+  export_preset("tiny", d.str("ok"), eo);
+  const TensorStore st = TensorStore::open_dir(d.str("ok"));
+  for (const auto& [target, bits] : {std::pair{std::string("model.layers.2.mlp.down_proj.weight"), uint16_t{0x7fc0}},
+                                     std::pair{std::string("model.embed_tokens.weight"), uint16_t{0xff80}}}) {
+    const std::string dir = d.str("bad");
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy_file(d.str("ok/config.json"), dir + "/config.json");
+    SafetensorsWriter w;
+    for (const auto& [name, t] : st.all()) {
+      std::vector<uint8_t> b(t->data, t->data + t->nbytes());
+      if (name == target) std::memcpy(b.data() + 2 * 1234, &bits, 2);
+      w.add(name, t->dtype, t->shape, std::move(b));
+    }
+    w.write(dir + "/model.safetensors");
+    const ModelWeights mw = load_weights(dir, QuantMode::Auto, WeightHome::Device);
+    ASSERT_TRUE(mw.streamed());
+    try {
+      CudaOps ops(0, true);
+      CudaModel m(ModelWeights(mw), ops);
+      ADD_FAILURE() << target << ": a non-finite value was loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + target + "' holds 1 non-finite"), std::string::npos) << e.what();
+    }
   }
 }
 

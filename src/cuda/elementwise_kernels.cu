@@ -388,6 +388,15 @@ __global__ void f32_to_bf16_kernel(const float* src, int64_t n, bf16* dst) {
     dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+__global__ void count_nonfinite_bf16_kernel(const uint16_t* x, int64_t n, unsigned int* count) {
+  unsigned int c = 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    c += (x[i] & 0x7f80u) == 0x7f80u;  // exponent all ones: Inf or NaN
+  for (int o = 16; o > 0; o /= 2) c += __shfl_xor_sync(0xffffffffu, c, o);
+  if (threadIdx.x % 32 == 0 && c) atomicAdd(count, c);
+}
+
 __global__ void f16_to_bf16_kernel(const __half* src, int64_t n, bf16* dst) {
   ptx::griddep_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
