@@ -23,7 +23,7 @@ using fp4lab::test::TempDir;
 namespace {
 
 float preset_value(uint64_t seed, int64_t i) {
-  return bf16_to_f32(bf16_from_f32_rne(random_normalish(seed, static_cast<uint64_t>(i), 0.02f, 0)));
+  return bf16_to_f32(random_bf16_word(seed, static_cast<uint64_t>(i), 0.02f));
 }
 
 }  // namespace

@@ -163,14 +163,9 @@ TEST(Fp8, UnreadableFormatsAreRefusedByName) {
   };
   // An FP8 weight whose scale is missing.
   write_fixture(d.str("a"), d.str("a-twin"), layers, false, tiny_llama_config(), json());
-  {
-    const TensorStore st = TensorStore::open_dir(d.str("a"));
-    SafetensorsWriter w;
-    for (const auto& [name, t] : st.all())
-      if (!name.ends_with("q_proj.weight_scale"))
-        w.add(name, t->dtype, t->shape, std::vector<uint8_t>(t->data, t->data + t->nbytes()));
-    w.write(d.str("a/model.safetensors"));
-  }
+  fp4lab::test::rewrite_tensors(d.str("a"), d.str("a/model.safetensors"), [](const std::string& name, auto&) {
+    return !name.ends_with("q_proj.weight_scale");
+  });
   EXPECT_NE(err(d.str("a")).find("weight_scale' is missing"), std::string::npos) << err(d.str("a"));
   // A per-layer algorithm fp4lab does not read (SmoothQuant INT8 in a MIXED_PRECISION config).
   write_fixture(d.str("b"), d.str("b-twin"), {}, false, tiny_llama_config(),

@@ -202,17 +202,13 @@ TEST(Robustness, AHubRefCannotLeadOutOfTheCache) {
 TEST(Robustness, NonFiniteWeightsAndScalesAreRefusedAtLoad) {
   TempDir d;
   const std::string src = fp4lab::test::data_dir() + "/models/tiny-llama";
-  const TensorStore st = TensorStore::open_dir(src);
   auto poisoned = [&](const std::string& dir, const std::string& tensor, float value) {
     fs::create_directories(dir);
     fs::copy_file(src + "/config.json", dir + "/config.json");
-    SafetensorsWriter w;
-    for (const auto& [name, t] : st.all()) {
-      std::vector<uint8_t> b(t->data, t->data + t->nbytes());
+    fp4lab::test::rewrite_tensors(src, dir + "/model.safetensors", [&](const std::string& name, auto& b) {
       if (name == tensor) std::memcpy(b.data() + 4, &value, 4);  // element 1 (F32)
-      w.add(name, t->dtype, t->shape, std::move(b));
-    }
-    w.write(dir + "/model.safetensors");
+      return true;
+    });
   };
   poisoned(d.str("nan"), "model.layers.1.input_layernorm.weight", std::nanf(""));
   auto r = run_fp4lab("generate --model " + d.str("nan") + " --prompt-ids 1,2 --max-new-tokens 2");
@@ -225,17 +221,11 @@ TEST(Robustness, NonFiniteWeightsAndScalesAreRefusedAtLoad) {
   // A NaN tensor scale in an NVFP4 checkpoint.
   r = run_fp4lab("quantize --in " + src + " --out " + d.str("q"));
   ASSERT_EQ(r.status, 0) << r.out;
-  const TensorStore q = TensorStore::open_dir(d.str("q"));
-  SafetensorsWriter w;
-  for (const auto& [name, t] : q.all()) {
-    std::vector<uint8_t> b(t->data, t->data + t->nbytes());
-    if (name == "model.layers.0.mlp.down_proj.weight_scale_2") {
-      const float nan = std::nanf("");
-      std::memcpy(b.data(), &nan, 4);
-    }
-    w.add(name, t->dtype, t->shape, std::move(b));
-  }
-  w.write(d.str("q/model.safetensors"));
+  fp4lab::test::rewrite_tensors(d.str("q"), d.str("q/model.safetensors"), [](const std::string& name, auto& b) {
+    const float nan = std::nanf("");
+    if (name == "model.layers.0.mlp.down_proj.weight_scale_2") std::memcpy(b.data(), &nan, 4);
+    return true;
+  });
   r = run_fp4lab("generate --model " + d.str("q") + " --prompt-ids 1,2 --max-new-tokens 2");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("weight_scale_2' holds NaN"), std::string::npos) << r.out;

@@ -2,7 +2,11 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
+
+#include "io/safetensors.h"
 
 namespace fp4lab::test {
 
@@ -10,6 +14,19 @@ namespace fp4lab::test {
 // missing: the test that reads it fails on the open, and TestData.EveryFileMatchesItsChecksum names it.
 inline std::string data_dir() {
   return FP4LAB_TEST_DATA_DIR;
+}
+
+// Writes out_file with the tensors of the checkpoint in src_dir, each passed through edit(name, bytes) first
+// (false leaves the tensor out): the tests' way to make a checkpoint with one thing wrong in it.
+inline void rewrite_tensors(const std::string& src_dir, const std::string& out_file,
+                            const std::function<bool(const std::string&, std::vector<uint8_t>&)>& edit) {
+  const TensorStore st = TensorStore::open_dir(src_dir);
+  SafetensorsWriter w;
+  for (const auto& [name, t] : st.all()) {
+    std::vector<uint8_t> b(t->data, t->data + t->nbytes());
+    if (edit(name, b)) w.add(name, t->dtype, t->shape, std::move(b));
+  }
+  w.write(out_file);
 }
 
 struct CmdResult {

@@ -26,6 +26,12 @@ FP4LAB_HD float random_normalish(uint64_t seed, uint64_t i, float sigma, uint64_
   return v;
 }
 
+// Element i of the BF16 tensor fill_random_bf16 writes: the one definition of a preset's stored values, which
+// the GPU generates, the host reproduces and `fp4lab export` writes.
+FP4LAB_HD uint16_t random_bf16_word(uint64_t seed, uint64_t i, float sigma, uint64_t outlier_every = 0) {
+  return bf16_from_f32_rne(random_normalish(seed, i, sigma, outlier_every));
+}
+
 // Gumbel noise of element i under seed: -log(-log(u)), u = (24 random bits + 1/2) / 2^24, strictly inside
 // (0, 1). A sample of softmax(l / T) is the argmax of l / T + noise (the Gumbel-max trick): no sort and no
 // normalization, and every backend draws the same noise from (seed, i) (logf may differ in the last bit

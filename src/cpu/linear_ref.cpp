@@ -5,29 +5,17 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/parallel.h"
 
 namespace fp4lab {
 
-namespace {
-template <class F>
-void parallel_rows(int64_t n, int threads, F&& f) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  threads = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n)));
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      for (int64_t i = t; i < n; i += threads) f(i);
-    });
-  for (auto& th : pool) th.join();
-}
-}  // namespace
 
 void linear_f32_ref(std::span<const float> x, int64_t m, int64_t k, std::span<const float> w, int64_t n,
                     std::span<float> y, int threads) {
   if (static_cast<int64_t>(x.size()) != m * k || static_cast<int64_t>(w.size()) != n * k ||
       static_cast<int64_t>(y.size()) != m * n)
     throw Error("linear_f32_ref: shape mismatch");
-  parallel_rows(n, threads, [&](int64_t j) {
+  parallel_parts(n, threads, [&](int64_t j) {
     const float* wr = w.data() + j * k;
     for (int64_t i = 0; i < m; ++i) {
       const float* xr = x.data() + i * k;

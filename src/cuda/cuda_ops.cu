@@ -328,13 +328,18 @@ DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, con
   } else if (lw.stored) {
     bf16_from_stored(*lw.stored, out, *src.up);
   } else {
-    DeviceBuffer f(static_cast<size_t>(lw.n * lw.k * 4));
-    CUDA_CHECK(cudaMemcpyAsync(f.ptr, lw.w.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    launch_kernel(f32_to_bf16_kernel, grid_1d(lw.n * lw.k, 256), 256, 0, stream_, f.as<float>(), lw.n * lw.k,
-                  out.as<bf16>());
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    bf16_from_host(lw.w, out);
   }
   return out;
+}
+
+void CudaOps::bf16_from_host(const std::vector<float>& host, DeviceBuffer& dst) {
+  const int64_t n = static_cast<int64_t>(host.size());
+  if (dst.bytes != host.size() * 2) throw Error("internal: a host tensor has the wrong device size");
+  DeviceBuffer f(host.size() * 4);
+  CUDA_CHECK(cudaMemcpyAsync(f.ptr, host.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
+  launch_kernel(f32_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, f.as<float>(), n, dst.as<bf16>());
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // f is freed on return
 }
 
 CudaOps::PackedNvfp4 CudaOps::stored_nvfp4(const LinearWeight& lw, WeightUploader* up) {
@@ -458,11 +463,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   } else if (w.embed_stored) {
     bf16_from_stored(*w.embed_stored, embed_, *src.up);
   } else {
-    DeviceBuffer f(w.embed.size() * 4);
-    CUDA_CHECK(cudaMemcpyAsync(f.ptr, w.embed.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-    launch_kernel(f32_to_bf16_kernel, grid_1d(static_cast<int64_t>(w.embed.size()), 256), 256, 0, stream_,
-                  f.as<float>(), static_cast<int64_t>(w.embed.size()), embed_.as<bf16>());
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    bf16_from_host(w.embed, embed_);
   }
   weight_bytes_ += embed_.bytes;
   // Llama-style MLPs with NVFP4 gate and up: one weight, rows interleaved by 8, so the decode GEMV applies

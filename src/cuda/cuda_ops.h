@@ -274,6 +274,8 @@ class CudaOps {
   DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src);  // BF16 [n, k]
   // A stored float tensor (BF16 copied as is, F16/F32 converted on the device) into dst, BF16 [numel].
   void bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up);
+  // Host float32 values rounded to BF16 into dst (BF16 [host.size()]).
+  void bf16_from_host(const std::vector<float>& host, DeviceBuffer& dst);
   // Throws naming t when the BF16 values on the device hold a NaN or Inf.
   void require_finite(const DeviceBuffer& bf16_values, const TensorView& t);
   // The NVFP4 codes a checkpoint (or the host's quantization) already holds, copied as stored.

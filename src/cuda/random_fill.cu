@@ -7,7 +7,7 @@ namespace {
 __global__ void fill_kernel(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] = bf16_from_f32_rne(random_normalish(seed, static_cast<uint64_t>(i), sigma, outlier_every));
+    dst[i] = random_bf16_word(seed, static_cast<uint64_t>(i), sigma, outlier_every);
 }
 }  // namespace
 

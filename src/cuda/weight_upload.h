@@ -31,7 +31,6 @@ class WeightUploader {
   void copy(const TensorView& t, void* dst);
   // Hints the kernel to read these files ahead, in file order (cold loads), on a background thread.
   void prefetch(const std::vector<std::string>& files);
-  uint64_t bytes_copied() const { return bytes_; }
   // Shows progress on stderr against this total once a load has taken more than two seconds.
   void show_progress(uint64_t total_bytes, std::string label);
 

@@ -1,7 +1,6 @@
 #include "model/export.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/hd.h"
+#include "common/parallel.h"
 #include "common/random.h"
 #include "format/nvfp4.h"
 #include "io/json_util.h"
@@ -32,20 +32,6 @@ struct Entry {
   std::function<std::vector<uint8_t>()> make;
 };
 
-// f(part) for part in [0, parts), spread over up to `threads` threads.
-template <class F>
-void parallel_parts(int64_t parts, int threads, F&& f) {
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t p; (p = next++) < parts;) f(p);
-  };
-  const int64_t nt = std::min<int64_t>(threads, parts);
-  if (nt <= 1) return work();
-  std::vector<std::thread> pool;
-  for (int64_t t = 0; t < nt; ++t) pool.emplace_back(work);
-  for (auto& th : pool) th.join();
-}
-
 // f(begin, end) over [0, n) in pieces of 1M elements, in parallel.
 template <class F>
 void parallel_for(int64_t n, int threads, F&& f) {
@@ -59,7 +45,7 @@ std::vector<uint8_t> random_bf16_bytes(uint64_t seed, int64_t n, int threads) {
   std::vector<uint8_t> out(static_cast<size_t>(n) * 2);
   parallel_for(n, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const uint16_t h = bf16_from_f32_rne(random_normalish(seed, static_cast<uint64_t>(i), 0.02f, 0));
+      const uint16_t h = random_bf16_word(seed, static_cast<uint64_t>(i), 0.02f);
       std::memcpy(out.data() + 2 * i, &h, 2);
     }
   });
@@ -70,8 +56,7 @@ std::vector<float> random_bf16_values(uint64_t seed, int64_t n, int threads) {
   std::vector<float> out(static_cast<size_t>(n));
   parallel_for(n, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
-      out[static_cast<size_t>(i)] =
-          bf16_to_f32(bf16_from_f32_rne(random_normalish(seed, static_cast<uint64_t>(i), 0.02f, 0)));
+      out[static_cast<size_t>(i)] = bf16_to_f32(random_bf16_word(seed, static_cast<uint64_t>(i), 0.02f));
   });
   return out;
 }

@@ -60,7 +60,8 @@ std::vector<float> finite_or_throw(std::vector<float> v, const TensorStore& st, 
   return v;
 }
 
-std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
+// The tensor `name`, which must hold the elements of `shape` (its own shape may differ: [n] vs [n, 1]).
+const TensorView& sized_tensor(const TensorStore& st, const std::string& name, const std::vector<int64_t>& shape) {
   const TensorView& t = st.get(name);
   int64_t want = 1;
   for (auto d : shape) want *= d;
@@ -70,7 +71,11 @@ std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::
     throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected [" +
                 s + "]");
   }
-  return finite_or_throw(tensor_to_f32(t), st, name);
+  return t;
+}
+
+std::vector<float> get_f32(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
+  return finite_or_throw(tensor_to_f32(sized_tensor(st, name, shape)), st, name);
 }
 
 float scalar_f32(const TensorStore& st, const std::string& name) {
@@ -79,12 +84,7 @@ float scalar_f32(const TensorStore& st, const std::string& name) {
 
 // A float tensor of the given shape left in the mapped file (streamed loads).
 const TensorView* float_view(const TensorStore& st, const std::string& name, std::vector<int64_t> shape) {
-  const TensorView& t = st.get(name);
-  int64_t want = 1;
-  for (auto d : shape) want *= d;
-  if (t.numel() != want)
-    throw Error(st.source() + ": '" + name + "' has " + std::to_string(t.numel()) + " elements, expected " +
-                std::to_string(want));
+  const TensorView& t = sized_tensor(st, name, shape);
   if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32)
     throw Error(t.file + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) + ", expected BF16/F16/F32");
   return &t;
@@ -284,7 +284,7 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   auto gauss = [&](size_t n, float sigma) {
     std::vector<float> v(n);
     const uint64_t s = ++stream;
-    for (size_t i = 0; i < n; ++i) v[i] = bf16_to_f32(bf16_from_f32_rne(random_normalish(s, i, sigma, 0)));
+    for (size_t i = 0; i < n; ++i) v[i] = bf16_to_f32(random_bf16_word(s, i, sigma));
     return v;
   };
   const int64_t H = c.hidden_size;
