@@ -125,3 +125,15 @@ TEST(Export, CliWritesACheckpointThatGeneratesLikeItsQuantizedTwin) {
   EXPECT_NE(run_fp4lab("export --model " + d.str("n") + " --out " + d.str("x")).status, 0);
   EXPECT_NE(run_fp4lab("export --model preset:nope --out " + d.str("x")).status, 0);
 }
+
+// Which loads stream: an F32 checkpoint run in BF16 does (converted on the GPU); the same checkpoint quantized
+// at load does not, so that its NVFP4 codes come from the stored F32 values, as on the CPU backend.
+TEST(Export, F32CheckpointsQuantizedAtLoadTakeTheHostPath) {
+  const std::string f32 = fp4lab::test::data_dir() + "/models/tiny-llama";  // F32 weights
+  EXPECT_TRUE(load_weights(f32, QuantMode::Auto, WeightHome::Device).streamed());
+  EXPECT_TRUE(load_weights(f32, QuantMode::BF16, WeightHome::Device).streamed());
+  const ModelWeights q = load_weights(f32, QuantMode::NVFP4, WeightHome::Device);
+  EXPECT_FALSE(q.streamed());
+  EXPECT_EQ(q.plans[0].nvfp4, true);
+  ASSERT_TRUE(linear_weight(q, q.plans[0].spec).nvfp4.has_value());
+}

@@ -124,12 +124,16 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
   auto store = std::make_shared<const TensorStore>(TensorStore::open_dir(dir));
   const TensorStore& st = *store;
   mw.plans = plan_linears(c, q, &st, mode);
-  // Streaming copies stored BF16/F16/F32 and NVFP4 bytes; a layer that must be converted on the host first (an
-  // NVFP4 layer run in BF16, an FP8 layer) takes the whole load to the host path.
+  // Streaming copies stored bytes: BF16 (run as is or quantized on the GPU), F16/F32 run in BF16 (converted
+  // on the GPU), NVFP4 run as stored. A layer that needs the host takes the whole load to the host path: an
+  // NVFP4 layer run in BF16 (dequantized), an FP8 layer (scaled), and an F16/F32 layer quantized at load,
+  // whose codes come from its stored values (as on the CPU backend and in `fp4lab quantize`), not from their
+  // BF16 rounding.
   for (const auto& p : mw.plans) {
-    const bool float_stored = p.storage == WeightStorage::BF16 || p.storage == WeightStorage::F16 ||
-                              p.storage == WeightStorage::F32;
-    if (!(float_stored || (is_nvfp4_storage(p.storage) && p.nvfp4))) home = WeightHome::Host;
+    const bool f16_f32 = p.storage == WeightStorage::F16 || p.storage == WeightStorage::F32;
+    const bool streams = is_nvfp4_storage(p.storage) ? p.nvfp4
+                                                     : p.storage == WeightStorage::BF16 || (f16_f32 && !p.nvfp4);
+    if (!streams) home = WeightHome::Host;
   }
   const bool streamed = home == WeightHome::Device;
   size_layers(mw);
