@@ -263,13 +263,13 @@ TEST(Generate, SamplingIsSeededAndRespectsTopK) {
   EXPECT_EQ(sample_token(logits, o, 1), 1);
 }
 
-// Greedy decoding's argmax (the spec of the device kernel): the first maximum, NaN skipped, -inf counted, 0
-// when every entry is NaN.
+// Greedy decoding's argmax (the spec of the device kernel): the first maximum, NaN skipped, -inf counted, no id
+// (cpu::kNoId) when every entry is NaN.
 TEST(Generate, ArgmaxTakesTheFirstMaximumAndSkipsNan) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   EXPECT_EQ(cpu::argmax(std::vector<float>{1.0f, nan, 3.0f, 3.0f, -inf}), 2);
   EXPECT_EQ(cpu::argmax(std::vector<float>{nan, -inf, -inf}), 1);
-  EXPECT_EQ(cpu::argmax(std::vector<float>{nan, nan}), 0);
+  EXPECT_EQ(cpu::argmax(std::vector<float>{nan, nan}), cpu::kNoId);
   EXPECT_EQ(cpu::argmax(std::vector<float>{nan, -1.0f}), 1);
   EXPECT_EQ(cpu::argmax(std::vector<float>{inf, 0.0f, inf}), 0);
   const SamplingOptions greedy;
@@ -396,4 +396,55 @@ TEST(EvalPpl, Stories260kBf16AgainstNvfp4) {
   const json s = read_json_file(d.str("s.json"));
   EXPECT_EQ(s["top1_agreement"], 1.0);
   EXPECT_LT(s["kl_mean"].get<double>(), 1e-9);
+}
+
+namespace {
+// A model whose prompt logits are fine and whose every decode step gives a row of NaN, through each way a
+// step can come back: ids picked where the logits are (greedy, Gumbel-max), top-k candidates, whole rows.
+struct NanStepModel {
+  using State = int;
+  ModelConfig c;
+  NanStepModel() {
+    c.vocab_size = 4;
+    c.max_position = 64;
+  }
+  const ModelConfig& config() const { return c; }
+  State new_sequence(int) { return 0; }
+  static std::vector<float> nan_row() { return std::vector<float>(4, std::nanf("")); }
+  // The prompt's forward (the first on a sequence) is fine, each later one a decode step.
+  std::vector<float> forward(State& s, std::span<const int>, bool) {
+    return s++ == 0 ? std::vector<float>{0.0f, 2.0f, 1.0f, 0.5f} : nan_row();
+  }
+  std::vector<float> prefill_batch(std::span<State* const>, const std::vector<std::vector<int>>&) { return {}; }
+  std::vector<int> decode_batch_greedy(std::span<State* const>, std::span<const int>) {
+    return {cpu::argmax(nan_row())};
+  }
+  std::vector<int> decode_batch_sampled(std::span<State* const>, std::span<const int>, float t,
+                                        std::span<const uint64_t> seeds) {
+    return {cpu::sample_gumbel(nan_row(), t, seeds[0])};
+  }
+  std::vector<std::vector<cpu::TopLogit>> decode_batch_top(std::span<State* const>, std::span<const int>) {
+    return {cpu::top_logits(nan_row(), cpu::kTopLogits)};
+  }
+  std::vector<float> decode_batch(std::span<State* const>, std::span<const int>) { return nan_row(); }
+};
+}  // namespace
+
+// A decode step whose logits are all NaN stops generation with an error naming the prompt and the step, on
+// every path a step's token can take (an id picked on the device used to come back as token 0, exit 0).
+TEST(Generate, NanStepLogitsStopWithAnErrorOnEveryPath) {
+  for (const SamplingOptions s : {SamplingOptions{true, 1.0f, 0, 1.0f, 1}, SamplingOptions{false, 0.8f, 0, 1.0f, 1},
+                                  SamplingOptions{false, 0.8f, 2, 1.0f, 1}, SamplingOptions{false, 0.8f, 0, 0.5f, 1}}) {
+    NanStepModel m;
+    GenerateOptions o;
+    o.max_new_tokens = 4;
+    o.sampling = s;
+    try {
+      generate(m, {{1, 2}}, o);
+      ADD_FAILURE() << "no error; greedy " << s.greedy << ", top_k " << s.top_k << ", top_p " << s.top_p;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("prompt 0, new token 1: the logits are NaN"), std::string::npos)
+          << e.what();
+    }
+  }
 }

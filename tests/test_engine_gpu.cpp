@@ -426,21 +426,34 @@ TEST(GpuEngine, ExportedCheckpointsStreamToThePresetsLogits) {
   }
 }
 
-// A NaN or an Inf in a large tensor streamed to the GPU (never read on the host) stops the load naming it.
+// A NaN or an Inf in a large tensor streamed to the GPU (never read on the host) stops the load naming it: a
+// BF16 linear weight (NaN), the embedding (-Inf), and an NVFP4 block scale (E4M3 NaN, 0x7f).
 TEST(GpuEngine, StreamedNonFiniteWeightsAreRefused) {
   REQUIRE_GPU();
   fp4lab::test::TempDir d;
   ExportOptions eo;
   eo.quant = QuantMode::BF16;
-  export_preset("tiny", d.str("ok"), eo);
-  for (const auto& [target, bits] : {std::pair{std::string("model.layers.2.mlp.down_proj.weight"), uint16_t{0x7fc0}},
-                                     std::pair{std::string("model.embed_tokens.weight"), uint16_t{0xff80}}}) {
+  export_preset("tiny", d.str("bf16"), eo);
+  eo.quant = QuantMode::NVFP4;
+  export_preset("tiny", d.str("nvfp4"), eo);
+  struct Poison {
+    std::string src, target;
+    size_t at;
+    std::vector<uint8_t> bytes;
+  };
+  const std::vector<Poison> cases = {
+      {"bf16", "model.layers.2.mlp.down_proj.weight", 2 * 1234, {0xc0, 0x7f}},
+      {"bf16", "model.embed_tokens.weight", 2 * 1234, {0x80, 0xff}},
+      {"nvfp4", "model.layers.2.mlp.down_proj.weight_scale", 77, {0x7f}},
+  };
+  for (const auto& c : cases) {
     const std::string dir = d.str("bad");
     fs::remove_all(dir);
     fs::create_directories(dir);
-    fs::copy_file(d.str("ok/config.json"), dir + "/config.json");
-    fp4lab::test::rewrite_tensors(d.str("ok"), dir + "/model.safetensors", [&](const std::string& name, auto& b) {
-      if (name == target) std::memcpy(b.data() + 2 * 1234, &bits, 2);
+    for (const auto& f : fs::directory_iterator(d.str(c.src)))
+      if (f.path().extension() == ".json") fs::copy_file(f.path(), dir + "/" + f.path().filename().string());
+    fp4lab::test::rewrite_tensors(d.str(c.src), dir + "/model.safetensors", [&](const std::string& name, auto& b) {
+      if (name == c.target) std::memcpy(b.data() + c.at, c.bytes.data(), c.bytes.size());
       return true;
     });
     const ModelWeights mw = load_weights(dir, QuantMode::Auto, WeightHome::Device);
@@ -448,9 +461,10 @@ TEST(GpuEngine, StreamedNonFiniteWeightsAreRefused) {
     try {
       CudaOps ops(0, true);
       CudaModel m(ModelWeights(mw), ops);
-      ADD_FAILURE() << target << ": a non-finite value was loaded";
+      ADD_FAILURE() << c.target << ": a non-finite value was loaded";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("'" + target + "' holds 1 non-finite"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'" + c.target + "' holds 1 non-finite"), std::string::npos)
+          << e.what();
     }
   }
 }

@@ -908,7 +908,7 @@ TEST(GpuKernels, AddRmsNormMatchesCpuAtEveryWidth) {
 
 // Greedy decoding's device argmax against cpu::argmax: random logits with the maximum planted twice (the
 // first index wins), NaNs (never win), a row of -inf and NaN only (the first -inf), the maximum in the last
-// entry, an all-NaN row (0), widths from one logit to past a 128K vocabulary (one part, many parts, a ragged
+// entry, an all-NaN row (cpu::kNoId), widths from one logit to past a 128K vocabulary (one part, many parts, a ragged
 // last part; odd widths take the scalar loads), and three launches on the same workspace (the split counters
 // must be back at zero): without a pick, with temperature 0, and sampling at temperature 0.7 (Gumbel-max)
 // against cpu::sample_gumbel.

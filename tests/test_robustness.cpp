@@ -230,3 +230,27 @@ TEST(Robustness, NonFiniteWeightsAndScalesAreRefusedAtLoad) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("weight_scale_2' holds NaN"), std::string::npos) << r.out;
 }
+
+// Finite weights can still overflow: a final norm of 3e38 makes every logit a sum of +inf and -inf terms,
+// NaN. Greedy decoding, a Gumbel-max sample and a top-k sample each stop with an error naming the prompt and
+// the step (each once picked token 0 forever with exit 0).
+TEST(Robustness, NanLogitsStopGenerationNamingTheStep) {
+  TempDir d;
+  const std::string src = fp4lab::test::data_dir() + "/models/tiny-llama";
+  fs::create_directories(d.str("m"));
+  fs::copy_file(src + "/config.json", d.str("m/config.json"));
+  fp4lab::test::rewrite_tensors(src, d.str("m/model.safetensors"), [](const std::string& name, auto& b) {
+    if (name == "model.norm.weight")
+      for (size_t i = 0; i + 4 <= b.size(); i += 4) {
+        const float big = 3e38f;
+        std::memcpy(b.data() + i, &big, 4);
+      }
+    return true;
+  });
+  for (const std::string sampling : {"--greedy", "--temperature 0.8", "--temperature 0.8 --top-k 5"}) {
+    const auto r = run_fp4lab("generate --model " + d.str("m") + " --prompt-ids 1,2,3 --max-new-tokens 4 " +
+                              sampling);
+    EXPECT_NE(r.status, 0) << sampling;
+    EXPECT_NE(r.out.find("prompt 0, new token 0: the logits are NaN"), std::string::npos) << sampling << r.out;
+  }
+}

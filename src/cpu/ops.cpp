@@ -96,7 +96,7 @@ int argmax(std::span<const float> row) {
   size_t bi = row.size();
   for (size_t i = 0; i < row.size(); ++i)
     if (!std::isnan(row[i]) && (row[i] > best || bi == row.size())) best = row[i], bi = i;
-  return bi < row.size() ? static_cast<int>(bi) : 0;
+  return bi < row.size() ? static_cast<int>(bi) : kNoId;
 }
 
 std::vector<TopLogit> top_logits(std::span<const float> row, int c) {
@@ -145,7 +145,7 @@ int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed) 
     const float s = row[i] / temperature + gumbel_noise(seed, i);
     if (s > best || bi == row.size()) best = s, bi = i;
   }
-  return bi < row.size() ? static_cast<int>(bi) : 0;
+  return bi < row.size() ? static_cast<int>(bi) : kNoId;
 }
 
 void silu_mul(std::span<const float> g, std::span<const float> u, std::span<float> o) {

@@ -291,7 +291,7 @@ void CudaOps::bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUpl
   if (dst.bytes != static_cast<size_t>(n) * 2) throw Error("internal: " + t.name + " has the wrong device size");
   if (t.dtype == DType::BF16) {
     up.copy(t, dst.ptr);
-    require_finite(dst, t);
+    require_finite(dst, DType::BF16, t);
     return;
   }
   DeviceBuffer raw(t.nbytes());
@@ -303,17 +303,26 @@ void CudaOps::bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUpl
   else
     throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) + ", expected BF16/F16/F32");
   // raw is freed on return: the conversion must have read it (require_finite synchronizes).
-  require_finite(dst, t);
+  require_finite(dst, DType::BF16, t);
 }
 
-void CudaOps::require_finite(const DeviceBuffer& bf16_values, const TensorView& t) {
+void CudaOps::require_finite(const DeviceBuffer& values, DType dtype, const TensorView& t) {
   // Large tensors streamed to the GPU are never read on the host: a NaN or Inf in them would otherwise
-  // decode token 0 forever with exit 0. One extra pass over the tensor on the device (~6 ms for 17 GB).
-  const int64_t n = static_cast<int64_t>(bf16_values.bytes / 2);
+  // decode garbage or stop at the first step with no tensor named. One extra pass over the tensor on the
+  // device (~6 ms for 17 GB).
   DeviceBuffer count(4);
   CUDA_CHECK(cudaMemsetAsync(count.ptr, 0, 4, stream_));
-  launch_kernel(count_nonfinite_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, bf16_values.as<uint16_t>(), n,
-                count.as<unsigned int>());
+  if (dtype == DType::BF16) {
+    const int64_t n = static_cast<int64_t>(values.bytes / 2);
+    launch_kernel(count_nonfinite_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, values.as<uint16_t>(), n,
+                  count.as<unsigned int>());
+  } else if (dtype == DType::F8_E4M3) {
+    const int64_t n = static_cast<int64_t>(values.bytes);
+    launch_kernel(count_nan_e4m3_kernel, grid_1d(n, 256), 256, 0, stream_, values.as<uint8_t>(), n,
+                  count.as<unsigned int>());
+  } else {
+    throw Error("internal: no finiteness scan for " + std::string(dtype_name(dtype)));
+  }
   unsigned int bad = 0;
   CUDA_CHECK(cudaMemcpyAsync(&bad, count.ptr, 4, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -361,6 +370,7 @@ CudaOps::PackedNvfp4 CudaOps::stored_nvfp4(const LinearWeight& lw, WeightUploade
   p.scales = DeviceBuffer(lw.stored_scales->nbytes());
   up->copy(*lw.stored, p.packed.ptr);
   up->copy(*lw.stored_scales, p.scales.ptr);
+  require_finite(p.scales, DType::F8_E4M3, *lw.stored_scales);  // E2M1 codes have no NaN; the scales do
   p.tensor_scale = lw.stored_tensor_scale;
   return p;
 }

@@ -276,8 +276,8 @@ class CudaOps {
   void bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up);
   // Host float32 values rounded to BF16 into dst (BF16 [host.size()]).
   void bf16_from_host(const std::vector<float>& host, DeviceBuffer& dst);
-  // Throws naming t when the BF16 values on the device hold a NaN or Inf.
-  void require_finite(const DeviceBuffer& bf16_values, const TensorView& t);
+  // Throws naming t when the values on the device (BF16, or E4M3 block scales) hold a NaN or Inf.
+  void require_finite(const DeviceBuffer& values, DType dtype, const TensorView& t);
   // The NVFP4 codes a checkpoint (or the host's quantization) already holds, copied as stored.
   PackedNvfp4 stored_nvfp4(const LinearWeight& lw, WeightUploader* up);
   // Quantizes BF16 [n, k] on the device with a given tensor scale (nvfp4_quantize_ref's codec).

@@ -292,8 +292,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   for (int q = threadIdx.x; q < parts; q += kArgmaxThreads)
     argmax_take(best, bi, __ldcg(part_v + r * parts + q), __ldcg(part_i + r * parts + q));
   argmax_block(best, bi);
-  // All-NaN rows fall back to index 0, as cpu::argmax does.
-  if (threadIdx.x == 0) out[r] = bi < cols ? static_cast<int>(bi) : 0;
+  // An all-NaN row has no id (cpu::kNoId, as cpu::argmax).
+  if (threadIdx.x == 0) out[r] = bi < cols ? static_cast<int>(bi) : cpu::kNoId;
 }
 
 // A logit as a word whose unsigned order is (key descending, id ascending) when sorted descending: the key's
@@ -393,6 +393,15 @@ __global__ void count_nonfinite_bf16_kernel(const uint16_t* x, int64_t n, unsign
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     c += (x[i] & 0x7f80u) == 0x7f80u;  // exponent all ones: Inf or NaN
+  for (int o = 16; o > 0; o /= 2) c += __shfl_xor_sync(0xffffffffu, c, o);
+  if (threadIdx.x % 32 == 0 && c) atomicAdd(count, c);
+}
+
+__global__ void count_nan_e4m3_kernel(const uint8_t* x, int64_t n, unsigned int* count) {
+  unsigned int c = 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    c += (x[i] & 0x7fu) == 0x7fu;
   for (int o = 16; o > 0; o /= 2) c += __shfl_xor_sync(0xffffffffu, c, o);
   if (threadIdx.x % 32 == 0 && c) atomicAdd(count, c);
 }

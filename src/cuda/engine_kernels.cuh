@@ -66,6 +66,8 @@ __global__ void f16_to_bf16_kernel(const __half* src, int64_t n, bf16* dst);
 // Adds the count of Inf/NaN values among x[0, n) (BF16 bit patterns) to *count; cpu twin: a host scan with
 // std::isfinite (weights.cpp finite_or_throw).
 __global__ void count_nonfinite_bf16_kernel(const uint16_t* x, int64_t n, unsigned int* count);
+// The same for E4M3 bytes (NVFP4 block scales), whose only non-finite pattern is NaN (S.1111.111).
+__global__ void count_nan_e4m3_kernel(const uint8_t* x, int64_t n, unsigned int* count);
 // attention_decode.cu
 __global__ void rope_kv_append_kernel(bf16* q, const bf16* k, const bf16* v, int t, int nh, int nkv, int hd,
                                       const float* inv_freq, const int* pos_one, const int* const* pos_tab,

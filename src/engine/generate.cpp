@@ -17,7 +17,7 @@ int sample_top(std::span<const cpu::TopLogit> top, const SamplingOptions& o, uin
   if (top.empty()) throw Error("sampling from an empty candidate list");
   const size_t k = o.top_k > 0 ? std::min(top.size(), static_cast<size_t>(o.top_k)) : top.size();
   const float mx = top[0].key;
-  if (mx == -std::numeric_limits<float>::infinity()) return top[0].id;  // nothing to weigh
+  if (mx == -std::numeric_limits<float>::infinity()) return cpu::kNoId;  // nothing has weight: NaN/-inf only
   thread_local std::vector<float> w;
   w.resize(k);
   double sum = 0;
@@ -64,7 +64,7 @@ int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64
   thread_local std::vector<int> idx;
   float mx = kNegInf;
   for (size_t i = 0; i < v; ++i) mx = std::max(mx, key(i));
-  if (mx == kNegInf) return cpu::argmax(logits);  // nothing to weigh
+  if (mx == kNegInf) return cpu::kNoId;  // nothing has weight: NaN/-inf only
   idx.resize(v);
   std::iota(idx.begin(), idx.end(), 0);
   const auto weight = [&](int i) { return std::exp((key(static_cast<size_t>(i)) - mx) / o.temperature); };

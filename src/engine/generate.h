@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <span>
 
 #include "common/error.h"
@@ -64,6 +63,7 @@ struct GenerateResult {
 // One token from a row of logits: the argmax (greedy or temperature <= 0), else a sample of softmax(logits /
 // temperature) cut to the top_k and then to the smallest set holding top_p of the mass. Without top_k and
 // top_p the draw is cpu::sample_gumbel, which the CUDA backend computes on the device with the same seed.
+// cpu::kNoId when the row has nothing to pick (NaN only; for a sample, nothing above -inf).
 int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
 // The top_k path of sample_token given the candidates in cpu::TopLogit order (at least min(top_k, vocab) of
 // them): softmax(key / temperature) over the first top_k, cut to top_p, one seeded draw.
@@ -105,6 +105,11 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
   const bool greedy = o.sampling.greedy || o.sampling.temperature <= 0.0f;
   // Appends a chosen token; false when that sequence is finished.
   auto take_id = [&](size_t b, int step, int tok) {
+    // A row of NaN logits (an overflow, a broken scale) leaves nothing to pick; decoding token 0 forever with
+    // exit 0, as it once did, hid it.
+    if (tok == cpu::kNoId)
+      throw Error("prompt " + std::to_string(b) + ", new token " + std::to_string(step) +
+                  ": the logits are NaN (non-finite weights or scales in the model, or an overflow)");
     r.new_ids[b].push_back(tok);
     ++r.generated_tokens;
     const bool more = std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) == o.stop_ids.end() &&
@@ -118,14 +123,7 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
   };
   auto take = [&](size_t b, int step, std::span<const float> logits) {
     const auto row = logits.first(static_cast<size_t>(vocab));
-    const int id = sample_token(row, o.sampling, step_seed(b, step));
-    // A row of NaN logits (NaN/Inf weights, a broken scale) would otherwise decode token 0 forever, exit 0.
-    // The drawn id's own logit tells it at no extra pass over the row (the argmax skips NaN, so a NaN pick
-    // means the whole row is).
-    if (std::isnan(row[static_cast<size_t>(id)]))
-      throw Error("prompt " + std::to_string(b) + ", new token " + std::to_string(step) +
-                  ": the logits are NaN (non-finite weights or scales in the model?)");
-    return take_id(b, step, id);
+    return take_id(b, step, sample_token(row, o.sampling, step_seed(b, step)));
   };
   size_t next = 0;
   while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
