@@ -11,6 +11,7 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
+#include "engine/cuda_run.h"
 #include "engine/generate.h"
 #include "model/tensor_parallel.h"
 #include "eval/metrics.h"
@@ -467,6 +468,115 @@ TEST(GpuEngine, StreamedNonFiniteWeightsAreRefused) {
           << e.what();
     }
   }
+}
+
+// The memory plan against what a run held (continuous batching of three prompts, prefill and decode, both
+// architectures, BF16 and NVFP4, the embedding on the GPU and in pinned host memory): fp4lab's buffers never
+// peak above the plan, the activation arena never grows past the plan's reservation, and the plan is not far
+// above the peak. The embedding on the host gives the same tokens.
+TEST(GpuEngine, MemoryPlanCoversTheMeasuredPeak) {
+  REQUIRE_GPU();
+  for (const char* name : {"tiny-llama", "tiny-nemotron-h"})
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+      const std::string dir = fp4lab::test::data_dir() + "/models/" + name;
+      const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+      const std::vector<std::vector<int>> prompts(3, prompt);
+      GenerateOptions g;
+      g.max_new_tokens = 16;
+      g.max_batch = 3;
+      g.stop_ids = {};
+      std::vector<std::vector<int>> want;
+      for (const EmbeddingPlace e : {EmbeddingPlace::Gpu, EmbeddingPlace::Host}) {
+        const std::string what = std::string(name) + " " + quant_mode_name(q) + " embedding " + embedding_place_name(e);
+        CudaRunOptions ro;
+        ro.embedding = e;
+        ro.shape = memory_shape_for(std::vector<int>(3, static_cast<int>(prompt.size())), g.max_new_tokens,
+                                    g.max_batch, g.prefill_tokens);
+        MemoryReport rep;
+        ro.report = &rep;
+        std::vector<std::vector<int>> ids;
+        run_cuda_model(load_weights(dir, q, WeightHome::Device), ro,
+                       [&](CudaModel& m, CudaOps&, int) { ids = generate(m, prompts, g).new_ids; });
+        EXPECT_EQ(rep.fit.embedding_on_host, e == EmbeddingPlace::Host) << what;
+        EXPECT_GT(rep.buffers_peak, 0u) << what;
+        EXPECT_LE(rep.buffers_peak, rep.fit.plan.buffers_peak()) << what;
+        EXPECT_EQ(rep.arena_growths, 0) << what;
+        EXPECT_LE(rep.fit.plan.buffers_peak(), 2 * rep.buffers_peak + (16ull << 20)) << what;
+        if (want.empty())
+          want = ids;
+        else
+          EXPECT_EQ(ids, want) << what;
+      }
+    }
+}
+
+// --lm-head nvfp4 on the GPU against the CPU backend with the same lm_head: a tied one (stories260k, quantized
+// from the embedding), an untied one read on the host (tiny-llama, F32), and a preset's, generated and
+// quantized on the device. Same codes on both sides, so the logits differ only by BF16 activations.
+TEST(GpuEngine, Nvfp4LmHeadMatchesTheCpu) {
+  REQUIRE_GPU();
+  for (const std::string model : {"stories260k", "tiny-llama", "preset:tiny"}) {
+    const bool preset = model.rfind("preset:", 0) == 0;
+    const std::string src = preset ? model : fp4lab::test::data_dir() + "/models/" + model;
+    const std::vector<int> seq = {1, 5, 9, 33, 70, 12, 8, 100, 3, 44};
+    CpuOps cops;
+    Model cpu(with_lm_head(load_model(src, QuantMode::BF16, 7, true), LmHeadMode::NVFP4), cops);
+    ASSERT_TRUE(cpu.weights().lm_head.nvfp4) << model;
+    auto cs = cpu.new_sequence(static_cast<int>(seq.size()));
+    const auto want = cpu.forward(cs, seq, true);
+    CudaRunOptions ro;
+    ro.lm_head = LmHeadMode::NVFP4;
+    ro.shape.tokens_per_sequence = ro.shape.forward_tokens = ro.shape.logits_rows = static_cast<int>(seq.size());
+    MemoryReport rep;
+    ro.report = &rep;
+    std::vector<float> got;
+    run_cuda_model(load_model(src, QuantMode::BF16, 7, false), ro, [&](CudaModel& m, CudaOps&, int) {
+      auto s = m.new_sequence(static_cast<int>(seq.size()));
+      got = m.forward(s, seq, true);
+    });
+    ASSERT_EQ(got.size(), want.size()) << model;
+    const size_t V = want.size() / seq.size();
+    double kl = 0;
+    int agree = 0;
+    for (size_t p = 0; p < seq.size(); ++p) {
+      const auto a = std::span<const float>(want).subspan(p * V, V), b = std::span<const float>(got).subspan(p * V, V);
+      kl += kl_divergence(a, b);
+      agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+    }
+    EXPECT_LT(kl / seq.size(), 2e-3) << model;
+    EXPECT_GE(agree, static_cast<int>(seq.size()) - 1) << model;
+    bool head_fp4 = false;
+    for (const auto& i : rep.fit.plan.weights) head_fp4 = head_fp4 || i.name == "lm_head, NVFP4";
+    EXPECT_TRUE(head_fp4) << model;
+  }
+}
+
+// A limit below what the context needs is refused before anything loads, and a buffer past the cap is one
+// line naming the cap, never an out-of-memory crash.
+TEST(GpuEngine, GpuMemoryLimitIsOneClearError) {
+  REQUIRE_GPU();
+  const std::string dir = fp4lab::test::data_dir() + "/models/tiny-llama";
+  CudaRunOptions ro;
+  ro.gpu_memory_limit = 8ull << 20;
+  ro.shape.tokens_per_sequence = 64;
+  try {
+    run_cuda_model(load_weights(dir, QuantMode::Auto, WeightHome::Device), ro, [](CudaModel&, CudaOps&, int) {});
+    ADD_FAILURE() << "an 8 MiB limit was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(m.find("over the limit of 8 MiB") != std::string::npos ||
+                m.find("leaves nothing beside the CUDA context") != std::string::npos)
+        << m;
+  }
+  set_device_memory_cap(1ull << 20, "a test cap");
+  try {
+    DeviceBuffer b(4ull << 20);
+    ADD_FAILURE() << "a buffer past the cap was allocated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GPU memory limit: 4 MiB more"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(a test cap)"), std::string::npos) << e.what();
+  }
+  set_device_memory_cap(0, "");
 }
 
 // Every (model, quantization, graphs) case of the tensor-parallel checks.

@@ -48,6 +48,9 @@ class CpuOps {
   bool supports(Op) const { return true; }
   void prepare(const ModelWeights& w);
   void begin_forward() {}
+  // Scratch scopes (the CUDA backend's arena); a CPU tensor owns its storage.
+  int arena_mark() const { return 0; }
+  void arena_rewind(int) const {}
   State new_state(const ModelConfig& c, int max_tokens) const;
   int state_pos(const State& s) const { return s.pos; }
   int state_capacity(const State& s) const { return s.capacity; }

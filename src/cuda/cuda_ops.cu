@@ -440,7 +440,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   vocab_rows_ = w.vocab_rows();
   vocab_parallel_ = w.vocab_parallel();
   // Plan: weights as they will sit on the GPU, against the free memory, before allocating.
-  double need = 2.0 * vocab_rows_ * c.hidden_size;
+  double need = embedding_on_host_ ? 0.0 : 2.0 * vocab_rows_ * c.hidden_size;
   for (const auto& p : w.plans) {
     if (p.spec.role == "lm_head" && c.tie_embeddings) continue;
     need += p.nvfp4 ? p.spec.n * p.spec.k * 0.5625 : 2.0 * p.spec.n * p.spec.k;
@@ -466,7 +466,10 @@ void CudaOps::prepare(const ModelWeights& w) {
     uploader->show_progress(total, w.source);
     src.up = uploader.get();
   }
-  embed_ = DeviceBuffer(static_cast<size_t>(vocab_rows_) * c.hidden_size * 2);
+  // On the host (mapped, pinned), the embedding costs the GPU nothing; a decode step gathers its rows over
+  // PCIe (hidden x 2 bytes per token).
+  const size_t embed_bytes = static_cast<size_t>(vocab_rows_) * c.hidden_size * 2;
+  embed_ = embedding_on_host_ ? DeviceBuffer::host_mapped(embed_bytes) : DeviceBuffer(embed_bytes);
   if (src.synthetic) {
     fill_random_bf16(embed_.as<uint16_t>(), vocab_rows_ * c.hidden_size, preset_embed_seed(w.seed), 0.02f, 0,
                      stream_);
@@ -475,7 +478,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   } else {
     bf16_from_host(w.embed, embed_);
   }
-  weight_bytes_ += embed_.bytes;
+  if (!embedding_on_host_) weight_bytes_ += embed_.bytes;
   // Llama-style MLPs with NVFP4 gate and up: one weight, rows interleaved by 8, so the decode GEMV applies
   // SwiGLU in its epilogue (linear_swiglu); place_nvfp4 joins the pair once both are on the device.
   std::map<const LinearWeight*, bool> nvfp4_plan;
@@ -503,17 +506,25 @@ void CudaOps::prepare(const ModelWeights& w) {
   for (size_t i = 0; i < w.plans.size(); ++i) {
     const LinearPlan& p = w.plans[i];
     const LinearWeight* lw = &linear_weight(w, p.spec);
-    if (p.spec.role == "lm_head" && c.tie_embeddings) {
+    const bool tied = p.spec.role == "lm_head" && c.tie_embeddings;
+    // A tied lm_head's source is the embedding (already on the device or the host).
+    const auto source = [&] {
+      if (!tied) return bf16_source(*lw, seeds[i], src);
+      DeviceBuffer b(embed_.bytes);
+      CUDA_CHECK(cudaMemcpyAsync(b.ptr, embed_.ptr, embed_.bytes, cudaMemcpyDefault, stream_));
+      return b;
+    };
+    if (tied && !p.nvfp4) {
       DevLinear d;
       d.n = vocab_rows_;
       d.k = c.hidden_size;
-      d.bf16 = DeviceBuffer(embed_.bytes);
-      CUDA_CHECK(cudaMemcpyAsync(d.bf16.ptr, embed_.ptr, embed_.bytes, cudaMemcpyDeviceToDevice, stream_));
+      d.bf16 = source();
+      weight_bytes_ += d.bf16.bytes;
       linears_[lw] = std::move(d);
       continue;
     }
     if (!p.nvfp4) {
-      place_bf16(*lw, bf16_source(*lw, seeds[i], src));
+      place_bf16(*lw, source());
       continue;
     }
     if (!from_bf16(*lw)) {
@@ -522,7 +533,7 @@ void CudaOps::prepare(const ModelWeights& w) {
     }
     const std::string g = fused_scale_group(p.spec);
     auto& members = waiting[g];
-    members.push_back({lw, bf16_source(*lw, seeds[i], src)});
+    members.push_back({lw, source()});
     if (members.size() < group_size[g]) continue;
     float amax = 0.0f;
     for (const auto& m : members) {
@@ -628,6 +639,21 @@ CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {
   return s;
 }
 
+void CudaOps::reserve_arena(size_t bytes) {
+  if (arena_bytes() >= bytes) return;
+  synchronize();
+  arena_.clear();
+  arena_.emplace_back(bytes);
+  arena_block_ = arena_used_ = 0;
+  ++arena_gen_;
+}
+
+size_t CudaOps::arena_bytes() const {
+  size_t total = 0;
+  for (const auto& b : arena_) total += b.bytes;
+  return total;
+}
+
 void CudaOps::begin_forward() {
   // Several arena blocks were needed last time: replace them by one block of the total size.
   if (arena_.size() > 1) {
@@ -658,6 +684,7 @@ CudaOps::Tensor CudaOps::alloc(int64_t rows, int64_t cols) {
     } else {
       arena_.emplace_back(std::max<size_t>(bytes, 32ull << 20));
       arena_block_ = arena_.size() - 1;
+      if (arena_.size() > 1) ++arena_growths_;
       ++arena_gen_;  // captured graphs that point into the old blocks must be re-captured
     }
     arena_used_ = 0;

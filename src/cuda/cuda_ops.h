@@ -107,10 +107,30 @@ class CudaOps {
   void begin_forward();
   void synchronize();
   cudaStream_t stream() const { return stream_; }
-  size_t weight_bytes() const { return weight_bytes_; }
+  size_t weight_bytes() const { return weight_bytes_; }  // on the GPU
+  // The embedding table in pinned host memory (set before the model is prepared).
+  void set_embedding_on_host(bool on) { embedding_on_host_ = on; }
+  bool embedding_on_host() const { return embedding_on_host_; }
   size_t state_bytes(const ModelConfig& c, int max_tokens) const;
 
   Tensor alloc(int64_t rows, int64_t cols);
+  // A layer's scratch scope: tensors allocated after the mark are dead once the layer's kernels are enqueued
+  // (one stream, run in order), so the next layer reuses their room and the arena holds one layer's scratch
+  // instead of every layer's. Addresses repeat from step to step, as captured graphs need.
+  struct ArenaMark {
+    size_t block, used;
+  };
+  ArenaMark arena_mark() const { return {arena_block_, arena_used_}; }
+  void arena_rewind(ArenaMark m) {
+    arena_block_ = m.block;
+    arena_used_ = m.used;
+  }
+  // Sizes the arena for a forward that needs `bytes` (the memory plan's figure), so that it is one block
+  // from the first step; a forward needing more still grows it.
+  void reserve_arena(size_t bytes);
+  // Bytes the arena holds, and how many times it had to grow past its reservation.
+  size_t arena_bytes() const;
+  int arena_growths() const { return arena_growths_; }
   Tensor alloc_residual(int64_t rows, int64_t cols);
   Tensor rows(const Tensor& x, int64_t from, int64_t n) const {
     return {n, x.cols,
@@ -373,11 +393,13 @@ class CudaOps {
   DeviceBuffer vocab_gather_;        // FP32 [tp, rows, vocab_rows_]: every rank's logits before reordering
   std::vector<DeviceBuffer> arena_;  // activation blocks, reused every forward
   size_t arena_block_ = 0, arena_used_ = 0;
+  int arena_growths_ = 0;
   DeviceBuffer tokens_;  // int [max tokens]
   DeviceBuffer inv_freq_;
   RopeConfig rope_cfg_;
   int rope_dim_ = 0;
   size_t weight_bytes_ = 0;
+  bool embedding_on_host_ = false;
   std::vector<float> synth_norm_ones_;
 };
 

@@ -8,29 +8,13 @@
 #include <span>
 #include <memory>
 
+#include "cuda/device_memory.h"
 #include "engine/gemm_heuristics.h"
 #include "format/nvfp4_tile_layout.h"
 
 namespace fp4lab {
 
 using bf16_raw = uint16_t;
-
-// Owns device memory; frees it on destruction.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr, o.bytes = 0; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(ptr);
-  }
-};
 
 // An NVFP4 weight in the kernels' tile layout, resident on the GPU.
 struct Nvfp4DeviceWeight {

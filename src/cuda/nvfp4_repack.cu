@@ -8,23 +8,6 @@
 
 namespace fp4lab {
 
-DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) {
-  if (n) CUDA_CHECK(cudaMalloc(&ptr, n));
-}
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr) cudaFree(ptr);
-}
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr) cudaFree(ptr);
-    ptr = o.ptr;
-    bytes = o.bytes;
-    o.ptr = nullptr;
-    o.bytes = 0;
-  }
-  return *this;
-}
-
 bool GemmWorkspace::grow(DeviceBuffer& b, size_t bytes) {
   if (b.bytes >= bytes) return false;
   b = DeviceBuffer(bytes);

@@ -94,7 +94,7 @@ void WeightUploader::copy_chunks(const TensorView& t, int fd, uint8_t* dst, uint
     // Copies of several threads interleave on the one stream; each slot's event follows its own copy.
     {
       std::lock_guard<std::mutex> lock(mu_);
-      CUDA_CHECK(cudaMemcpyAsync(dst + off, s->host, len, cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(dst + off, s->host, len, cudaMemcpyDefault, stream_));
       CUDA_CHECK(cudaEventRecord(s->done, stream_));
     }
     release(s);

@@ -1,6 +1,12 @@
 // How a command runs a model on the CUDA backend (run_cuda_model in engine/cuda_run.h). Plain C++, so that
 // the CLI can build it in any build.
 #pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/memory_plan.h"
+#include "model/weights.h"
 
 namespace fp4lab {
 
@@ -9,6 +15,32 @@ namespace fp4lab {
 // the default.
 constexpr int kBf16GemvMaxRows = 4;
 constexpr int kDefaultBf16GemvRows = 2;
+
+// The workload the memory plan sizes the run for (set by the command, which knows its prompts).
+struct MemoryShape {
+  int batch = 1;                // sequences decoded together
+  int tokens_per_sequence = 0;  // the longest prompt plus the new tokens
+  int forward_tokens = 0;       // the most tokens of one forward (a prefill pass)
+  int logits_rows = 0;          // rows scored at once (0: batch; every token for perplexity)
+};
+// prompt lengths and the generate options -> the shape: the longest prompt plus max_new_tokens per
+// sequence; a prefill pass of up to prefill_tokens (a longer prompt alone).
+MemoryShape memory_shape_for(const std::vector<int>& prompt_lengths, int max_new_tokens, int batch,
+                             int prefill_tokens);
+
+// What a run held, against its plan: the plan (and the automatic choices), the limit it ran under, the
+// peak of fp4lab's buffers, and the GPU's used memory at its highest reading less the reading before the
+// process touched CUDA (NVML; 0 where unavailable).
+struct MemoryReport {
+  MemoryFit fit;
+  uint64_t limit = 0;
+  bool limit_from_flag = false;
+  uint64_t buffers_peak = 0;
+  uint64_t process_peak = 0;
+  bool context_measured = false;
+  int arena_growths = 0;
+  std::string summary() const;  // one line for stderr
+};
 
 struct CudaRunOptions {
   int tp = 1;               // GPUs (ranks); > 1 splits the model Megatron-style through NCCL
@@ -19,6 +51,17 @@ struct CudaRunOptions {
   bool fused_mamba = true;  // the Mamba decode step in two kernels instead of four
   bool fused_rope = true;   // RoPE and the KV-cache append inside decode attention
   int bf16_gemv_rows = kDefaultBf16GemvRows;  // BF16 linear layers with up to this many rows: the GEMV
+  // GPU memory: the whole process (context included) stays under the limit (0: the GPU's free memory);
+  // the memory plan is checked against it before loading and fp4lab's buffers are capped at it.
+  uint64_t gpu_memory_limit = 0;
+  EmbeddingPlace embedding = EmbeddingPlace::Auto;
+  // --lm-head as given (the command applies an explicit one at load); Auto lets the plan quantize the lm_head
+  // when nothing else fits.
+  LmHeadMode lm_head = LmHeadMode::Auto;
+  MemoryShape shape;              // the workload, for the plan
+  MemoryReport* report = nullptr;  // filled by run_cuda_model where given
 };
+
+
 
 }  // namespace fp4lab

@@ -16,6 +16,7 @@ struct Nvml {
   int (*power)(Dev, unsigned*) = nullptr;
   int (*reasons)(Dev, unsigned long long*) = nullptr;
   int (*nvlink_state)(Dev, unsigned, int*) = nullptr;  // nvmlDeviceGetNvLinkState: link, NVML_FEATURE_*
+  int (*memory)(Dev, unsigned long long*) = nullptr;   // nvmlDeviceGetMemoryInfo: {total, free, used}
   std::string error;
   bool ok = false;
 };
@@ -38,6 +39,7 @@ const Nvml& nvml() {
     m.temp = reinterpret_cast<int (*)(Dev, int, unsigned*)>(sym("nvmlDeviceGetTemperature"));
     m.power = reinterpret_cast<int (*)(Dev, unsigned*)>(sym("nvmlDeviceGetPowerUsage"));
     m.nvlink_state = reinterpret_cast<int (*)(Dev, unsigned, int*)>(sym("nvmlDeviceGetNvLinkState"));
+    m.memory = reinterpret_cast<int (*)(Dev, unsigned long long*)>(sym("nvmlDeviceGetMemoryInfo"));
     m.reasons = reinterpret_cast<int (*)(Dev, unsigned long long*)>(
         sym("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"));
     if (!m.init || !m.handle || !m.clock || !m.temp) {
@@ -117,5 +119,20 @@ GpuTelemetry read_gpu_telemetry(int index) {
   t.available = true;
   return t;
 }
+
+uint64_t nvml_memory_used(int index) {
+  const Nvml& n = nvml();
+  Dev d = nullptr;
+  unsigned long long m[3] = {0, 0, 0};  // nvmlMemory_t: total, free, used
+  if (!n.ok || !n.memory || n.handle(static_cast<unsigned>(index), &d) != 0 || n.memory(d, m) != 0) return 0;
+  return m[2];
+}
+
+namespace {
+uint64_t g_baseline = 0;
+}
+
+void note_gpu_memory_baseline() { g_baseline = nvml_memory_used(0); }
+uint64_t gpu_memory_baseline() { return g_baseline; }
 
 }  // namespace fp4lab

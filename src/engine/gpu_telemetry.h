@@ -25,4 +25,12 @@ GpuTelemetry read_gpu_telemetry(int index);
 // Active NVLink links of GPU `index` (NVML), or -1 where NVML cannot tell (no driver, no NVLink support).
 int active_nvlinks(int index);
 
+// GPU `index`'s used memory as NVML counts it (every process and the driver's reserve), or 0 without NVML.
+// Read without creating a CUDA context, so a reading taken before the process touches CUDA and one taken
+// later tell what the process holds, context included.
+uint64_t nvml_memory_used(int index);
+// Takes that first reading of GPU 0 (main does, before any command runs CUDA); 0 when NVML is missing.
+void note_gpu_memory_baseline();
+uint64_t gpu_memory_baseline();
+
 }  // namespace fp4lab

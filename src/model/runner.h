@@ -250,6 +250,7 @@ class Runner {
     };
     for (size_t li = 0; li < w_.layers.size(); ++li) {
       const LayerWeights& L = w_.layers[li];
+      const auto scratch = ops_.arena_mark();  // x, h and o outlive the layer; its other tensors do not
       norm(L.norm);
       if (c.arch != Arch::NemotronH) {
         attention(L, li, segs, h, t, true, o);
@@ -270,6 +271,7 @@ class Runner {
         reduce_partial(o);
       }
       pending = true;
+      ops_.arena_rewind(scratch);
     }
     bool advanced = false;
     if constexpr (kBatchedOps)

@@ -220,6 +220,45 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
   return mw;
 }
 
+LmHeadMode parse_lm_head_mode(const std::string& s) {
+  if (s == "auto") return LmHeadMode::Auto;
+  if (s == "bf16") return LmHeadMode::BF16;
+  if (s == "nvfp4") return LmHeadMode::NVFP4;
+  throw Error("--lm-head must be auto, bf16 or nvfp4, got '" + s + "'");
+}
+
+const char* lm_head_mode_name(LmHeadMode m) {
+  return m == LmHeadMode::BF16 ? "bf16" : m == LmHeadMode::NVFP4 ? "nvfp4" : "auto";
+}
+
+void apply_lm_head_mode(ModelWeights& mw, LmHeadMode m) {
+  if (m == LmHeadMode::Auto) return;
+  for (auto& p : mw.plans) {
+    if (p.spec.role != "lm_head") continue;
+    const bool want = m == LmHeadMode::NVFP4;
+    if (p.nvfp4 == want) return;
+    if (want && p.spec.k % 16 != 0)
+      throw Error("--lm-head nvfp4: the hidden size " + std::to_string(p.spec.k) + " is not a multiple of 16");
+    LinearWeight& lw = mw.lm_head;
+    if (!want && lw.stored_scales)
+      throw Error("--lm-head bf16: " + mw.source +
+                  " stores the lm_head in NVFP4; loading it dequantized needs the host path (--tp 1 is not it: "
+                  "use --quant bf16)");
+    p.nvfp4 = want;
+    p.reason = want ? "--lm-head nvfp4: quantized at load (ModelOpt recipe)" : "--lm-head bf16";
+    if (!lw.w.empty()) {
+      if (want) {
+        lw.nvfp4 = nvfp4_quantize_ref(lw.w, lw.n, lw.k, nvfp4_tensor_scale(amax_ref(lw.w)));
+        nvfp4_dequantize_ref(*lw.nvfp4, lw.w);
+      } else {
+        lw.nvfp4.reset();  // lw.w holds the exact dequantized values
+        lw.w = round_bf16(std::move(lw.w));
+      }
+    }
+    return;
+  }
+}
+
 LinearWeight& linear_weight(ModelWeights& mw, const LinearSpec& s) {
   if (s.role == "lm_head") return mw.lm_head;
   LayerWeights& L = mw.layers[static_cast<size_t>(s.layer)];

@@ -98,6 +98,19 @@ ModelWeights load_model(const std::string& model, QuantMode mode, uint64_t seed,
 uint64_t preset_embed_seed(uint64_t seed);
 std::vector<uint64_t> preset_linear_seeds(const ModelWeights& w);
 
+// --lm-head: the lm_head in NVFP4 (quantized at load by the ModelOpt recipe, a tensor scale of its own) or
+// in BF16, whatever the checkpoint or the quant mode chose; Auto leaves the plan. Materialized weights are
+// quantized (or dequantized) here, exactly as at load; for streamed and generated weights the plan tells the
+// GPU backend, which quantizes on the device.
+enum class LmHeadMode { Auto, BF16, NVFP4 };
+LmHeadMode parse_lm_head_mode(const std::string& s);
+const char* lm_head_mode_name(LmHeadMode m);
+void apply_lm_head_mode(ModelWeights& mw, LmHeadMode m);
+inline ModelWeights with_lm_head(ModelWeights mw, LmHeadMode m) {
+  apply_lm_head_mode(mw, m);
+  return mw;
+}
+
 // The weight a linear-layer spec (role, layer) refers to.
 LinearWeight& linear_weight(ModelWeights& w, const LinearSpec& s);
 const LinearWeight& linear_weight(const ModelWeights& w, const LinearSpec& s);

@@ -77,6 +77,10 @@ const std::vector<GpuSpec>& datasheet_gpus() {
       {"B200", 8000, 2250, 10, 0, 180, "NVIDIA DGX B200 / HGX B200 datasheet (per GPU)"},
       {"RTX 4060 Laptop", 256, 45, 8, 9, 8,
        "NVIDIA GeForce RTX 4060 Laptop GPU specifications (approximate tensor rate)"},
+      {"RTX 3060 12GB", 360, 25, 8, 6, 12,
+       "NVIDIA GeForce RTX 3060 specifications (bandwidth); tensor rate approximate: the GA102 whitepaper's "
+       "FP16/FP32-accumulate rate per SM and clock x 28 SMs x 1.78 GHz"},
+      {"RTX 4080", 717, 97, 8, 9, 16, "NVIDIA Ada Lovelace architecture whitepaper (RTX 4080 16GB)"},
       {"RTX 4090", 1008, 165, 8, 9, 24, "NVIDIA Ada Lovelace architecture whitepaper (RTX 4090)"},
       {"RTX 5090", 1792, 210, 12, 0, 32,
        "NVIDIA RTX Blackwell GPU architecture whitepaper (RTX 5090, approximate)"},

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <numeric>
 #include <unistd.h>
 
@@ -83,6 +84,7 @@ struct QuantResult {
   std::map<std::string, double> op_ms;  // --profile: GPU time per op class in one extra, untimed run
   int nvfp4_layers = 0, linear_layers = 0;
   LoadStats load;  // loading the model onto the backend, before the repetitions
+  std::optional<MemoryReport> memory;  // one-GPU CUDA runs: the plan against the peaks
 };
 
 template <class M>
@@ -238,7 +240,12 @@ json run_model_bench(const ModelBenchOpts& o) {
       fill_meta(full);
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      run_cuda_model(std::move(full), cuda_run_options(o.cuda), [&](CudaModel& m, CudaOps& ops, int rank) {
+      CudaRunOptions ro = cuda_run_options(o.cuda);
+      ro.shape = memory_shape_for(std::vector<int>(static_cast<size_t>(o.batch), o.input_len), o.output_len, o.batch,
+                                  o.prefill_tokens);
+      MemoryReport mem;
+      if (o.cuda.tp == 1) ro.report = &mem;
+      run_cuda_model(std::move(full), ro, [&](CudaModel& m, CudaOps& ops, int rank) {
         QuantResult scratch;
         QuantResult& mine = rank == 0 ? qr : scratch;
         if (rank == 0) {
@@ -258,11 +265,15 @@ json run_model_bench(const ModelBenchOpts& o) {
           if (rank == 0) qr.op_ms = ops.profile_ms();
         }
       });
+      if (o.cuda.tp == 1) {
+        qr.memory = mem;
+        std::fprintf(stderr, "%s: %s\n", qs.c_str(), mem.summary().c_str());
+      }
 #endif
     } else {
       CpuOps ops;
       LoadMeter meter(model_path);
-      Model m(load_model(model_path, mode, o.seed), ops);
+      Model m(with_lm_head(load_model(model_path, mode, o.seed), parse_lm_head_mode(o.cuda.lm_head)), ops);
       qr.load = meter.finish();
       fill_meta(m.weights());
       double wb = 0;
@@ -339,6 +350,7 @@ json run_model_bench(const ModelBenchOpts& o) {
                       {"allgather_bytes_per_seq", r.bytes.allgather_bytes}}},
                     {"op_ms", r.op_ms},
                     {"load", r.load.to_json()}});
+    if (r.memory) meas.back()["memory"] = memory_report_json(*r.memory);
   }
   out["measurements"] = meas;
   // The plain-language verdict: how close decode is to the memory roofline, and why NVFP4 gains what it

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "commands.h"
 #include "common/error.h"
@@ -31,6 +32,7 @@ std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
 Action add_eval(CLI::App& app) {
   struct Opts {
     std::string model, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
+    std::string lm_head_b = "auto";
     CudaCliOptions cuda;
   };
   auto o = std::make_shared<Opts>();
@@ -44,6 +46,10 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
   add_cuda_run_options(*ppl, o->cuda);
+  ppl->add_option("--lm-head-b", o->lm_head_b,
+                  "the compared side's lm_head (bf16, nvfp4; auto: as --lm-head), e.g. --quant-a bf16 --quant-b "
+                  "bf16 --lm-head-b nvfp4 measures what quantizing the lm_head alone costs")
+      ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(*ppl, *hub);
@@ -58,11 +64,20 @@ Action add_eval(CLI::App& app) {
     require_cuda_for_tp(o->cuda, o->backend);
     std::vector<float> la, lb;
     int vocab = 0;
+    const LmHeadMode head_a = parse_lm_head_mode(o->cuda.lm_head),
+                     head_b = o->lm_head_b == "auto" ? head_a : parse_lm_head_mode(o->lm_head_b);
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
-      for (auto [q, out] : {std::pair{&o->quant_a, &la}, std::pair{&o->quant_b, &lb}})
-        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), cuda_run_options(o->cuda),
+      for (auto [q, out, head] : {std::tuple{&o->quant_a, &la, head_a}, std::tuple{&o->quant_b, &lb, head_b}})
+        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), [&] {
+                         // Every token scored at once: one forward of the whole sequence, its logits kept.
+                         CudaRunOptions ro = cuda_run_options(o->cuda);
+                         ro.lm_head = head;
+                         ro.shape.tokens_per_sequence = ro.shape.forward_tokens = ro.shape.logits_rows =
+                             static_cast<int>(tokens.size());
+                         return ro;
+                       }(),
                        [&](CudaModel& m, CudaOps&, int rank) {
                          auto l = all_logits(m, tokens);
                          if (rank != 0) return;
@@ -74,19 +89,22 @@ Action add_eval(CLI::App& app) {
 #endif
     } else {
       CpuOps oa, ob;
-      Model a(load_model(path, parse_quant_mode(o->quant_a), 0), oa);
-      Model b(load_model(path, parse_quant_mode(o->quant_b), 0), ob);
+      Model a(with_lm_head(load_model(path, parse_quant_mode(o->quant_a), 0), head_a), oa);
+      Model b(with_lm_head(load_model(path, parse_quant_mode(o->quant_b), 0), head_b), ob);
       vocab = a.config().vocab_size;
       la = all_logits(a, tokens);
       lb = all_logits(b, tokens);
     }
     const PairMetrics m = compare_distributions(la, lb, tokens, vocab);
+    const std::string name_a = o->quant_a + (o->cuda.lm_head == "auto" ? "" : " (lm_head " + o->cuda.lm_head + ")"),
+                      name_b = o->quant_b + (o->lm_head_b == "auto" && o->cuda.lm_head == "auto"
+                                                 ? ""
+                                                 : std::string(" (lm_head ") + lm_head_mode_name(head_b) + ")");
     std::printf("%s on %d next-token positions (%s backend)\n", o->model.c_str(), m.positions,
                 o->backend.c_str());
-    std::printf("perplexity: %s %.4f, %s %.4f\n", o->quant_a.c_str(), m.ppl_a(), o->quant_b.c_str(),
-                m.ppl_b());
-    std::printf("KL(%s || %s): mean %.5f nats, p99 %.5f; top-1 agreement %.4f\n", o->quant_a.c_str(),
-                o->quant_b.c_str(), m.kl_mean, m.kl_p99, m.top1_agreement);
+    std::printf("perplexity: %s %.4f, %s %.4f\n", name_a.c_str(), m.ppl_a(), name_b.c_str(), m.ppl_b());
+    std::printf("KL(%s || %s): mean %.5f nats, p99 %.5f; top-1 agreement %.4f\n", name_a.c_str(), name_b.c_str(),
+                m.kl_mean, m.kl_p99, m.top1_agreement);
     if (!o->json_out.empty()) {
       json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
                 {"options",
@@ -94,7 +112,8 @@ Action add_eval(CLI::App& app) {
                   {"tokens", o->tokens_file},
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},
-                  {"quant_b", o->quant_b}}},
+                  {"quant_b", o->quant_b},
+                  {"lm_head_b", o->lm_head_b}}},
                 {"positions", m.positions},
                 {"ppl_a", m.ppl_a()},
                 {"ppl_b", m.ppl_b()},

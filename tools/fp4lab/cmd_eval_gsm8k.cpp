@@ -329,19 +329,34 @@ Action add_eval_gsm8k(CLI::App& app) {
     double load_s = 0;
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
-      run_cuda_model(load_model(model_path, mode, o->seed, false, preset_vocab), cuda_run_options(o->cuda),
+      // The prompts first (setup needs only the config), so that the memory plan knows their lengths.
+      ModelWeights w = load_model(model_path, mode, o->seed, false, preset_vocab);
+      std::call_once(setup_once, [&] { setup(w.config); });
+      CudaRunOptions ro = cuda_run_options(o->cuda);
+      std::vector<int> lengths;
+      for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()));
+      ro.shape = memory_shape_for(lengths, g.max_new_tokens, g.max_batch, g.prefill_tokens);
+      MemoryReport mem;
+      if (o->cuda.tp == 1) ro.report = &mem;
+      run_cuda_model(std::move(w), ro,
                      [&](CudaModel& model, CudaOps&, int rank) {
                        if (rank == 0)
                          load_s =
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
                        run(model, rank);
                      });
+      if (o->cuda.tp == 1) {
+        std::fprintf(stderr, "%s\n", mem.summary().c_str());
+        doc["memory"] = memory_report_json(mem);
+      }
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
     } else {
       CpuOps ops(o->threads);
-      Model model(load_model(model_path, mode, o->seed, true, preset_vocab), ops);
+      Model model(with_lm_head(load_model(model_path, mode, o->seed, true, preset_vocab),
+                               parse_lm_head_mode(o->cuda.lm_head)),
+                  ops);
       load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       run(model, 0);
     }

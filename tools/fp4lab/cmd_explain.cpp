@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "engine/memory_plan.h"
 #include "engine/nvfp4_path.h"
 #include "model/inspect.h"
 #include "model/presets.h"
@@ -33,6 +34,7 @@ Action add_explain(CLI::App& app) {
   return [o]() {
     ModelConfig c;
     std::vector<LinearPlan> bf16, fp4;
+    int64_t vocab = 0;
     if (is_preset_ref(o->model)) {
       const auto p = find_preset(o->model);
       if (!p) throw Error("unknown preset '" + o->model + "'");
@@ -47,6 +49,29 @@ Action add_explain(CLI::App& app) {
       bf16 = plan_linears(c, s.quant, &store, QuantMode::BF16);
       fp4 = s.nvfp4_plan;
     }
+    vocab = c.vocab_size;
+    // The memory plan of each format at this batch and context on a GPU of `memory_gb` (one GPU of the group
+    // under --tp: its share of the linear weights, the vocabulary split): what fits, and how.
+    auto fit = [&](const std::vector<LinearPlan>& plans, double memory_gb, std::string& how) {
+      MemoryPlanInput in;
+      in.config = c;
+      in.plans = plans;
+      if (o->tp > 1)
+        for (auto& p : in.plans) p.spec.n = (p.spec.n + o->tp - 1) / o->tp;
+      in.vocab_rows = (vocab + o->tp - 1) / o->tp;
+      in.batch = o->batch;
+      in.tokens_per_sequence = in.forward_tokens = static_cast<int>(o->context);
+      in.context_bytes = kContextEstimateBytes;
+      try {
+        const MemoryFit f = fit_memory(in, static_cast<uint64_t>(memory_gb * kUsableFraction * (1ull << 30)),
+                                       EmbeddingPlace::Auto);
+        how = (f.embedding_on_host ? "host emb, " : "") + format_bytes(f.plan.device_peak());
+        return true;
+      } catch (const Error&) {
+        how = "no: " + format_bytes(plan_memory(in).device_peak());
+        return false;
+      }
+    };
     const DecodeBytes b16 = decode_bytes_tp(c, bf16, o->context, o->tp),
                       b4 = decode_bytes_tp(c, fp4, o->context, o->tp);
     const CommSpec* comm = o->tp > 1 ? &comm_spec(o->link) : nullptr;
@@ -67,10 +92,13 @@ Action add_explain(CLI::App& app) {
         o->batch * (b4.kv_cache + b4.ssm_state) / 1e9);
     std::printf(
         "ceiling = batch / max(bytes per step / bandwidth, FLOPs per step / BF16 tensor rate); \"no fit\": "
-        "the "
-        "weights exceed 90%% of the GPU's memory\n\n");
-    std::printf("%-24s %9s %7s  %-12s %12s %12s %8s  %s\n", "GPU", "GB/s", "mem GB", "NVFP4 path",
-                "BF16 tok/s", "NVFP4 tok/s", "ratio", "source");
+        "the memory plan (weights, embedding, lm_head, state for the batch and context, activations, "
+        "workspaces, ~%.1f GiB CUDA context; `fp4lab inspect --memory`) exceeds %.0f%% of the GPU's memory "
+        "even with the embedding in host memory; \"host emb\": it fits with the embedding in pinned host "
+        "memory (--embedding auto does that)\n\n",
+        static_cast<double>(kContextEstimateBytes) / (1ull << 30), 100 * kUsableFraction);
+    std::printf("%-24s %9s %7s  %-12s %12s %12s %8s  %-20s %-20s %s\n", "GPU", "GB/s", "mem GB", "NVFP4 path",
+                "BF16 tok/s", "NVFP4 tok/s", "ratio", "BF16 memory", "NVFP4 memory", "source");
     const std::vector<std::string> archs{"80", "90a", "100a", "120a"};
     for (const auto& g : datasheet_gpus()) {
       if (!o->gpus.empty()) {
@@ -81,11 +109,13 @@ Action add_explain(CLI::App& app) {
       const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, archs);
       const double t16 = roofline_decode_tok_s(b16, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
       const double t4 = roofline_decode_tok_s(b4, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
-      const bool fits16 = b16.weights < g.memory_gb * 1e9 * 0.9, fits4 = b4.weights < g.memory_gb * 1e9 * 0.9;
-      std::printf(
-          "%-24s %9.0f %7.0f  %-12s %12s %12s %7.2fx  %s\n", g.name.c_str(), g.bandwidth_gbs, g.memory_gb,
-          nvfp4_path_name(path.path), fits16 ? std::to_string(static_cast<int>(t16)).c_str() : "no fit",
-          fits4 ? std::to_string(static_cast<int>(t4)).c_str() : "no fit", t4 / t16, g.source.c_str());
+      std::string how16, how4;
+      const bool fits16 = fit(bf16, g.memory_gb, how16), fits4 = fit(fp4, g.memory_gb, how4);
+      std::printf("%-24s %9.0f %7.0f  %-12s %12s %12s %7.2fx  %-20s %-20s %s\n", g.name.c_str(), g.bandwidth_gbs,
+                  g.memory_gb, nvfp4_path_name(path.path),
+                  fits16 ? std::to_string(static_cast<int>(t16)).c_str() : "no fit",
+                  fits4 ? std::to_string(static_cast<int>(t4)).c_str() : "no fit", t4 / t16, how16.c_str(),
+                  how4.c_str(), g.source.c_str());
     }
     for (const auto& n : o->gpus)
       if (!find_gpu_spec(n))

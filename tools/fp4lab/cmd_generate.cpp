@@ -124,6 +124,8 @@ Action add_generate(CLI::App& app) {
     int nfp4 = 0;
     size_t nlin = 0;
     std::string backend_name;
+    MemoryReport mem;
+    bool have_mem = false;
     auto run = [&](auto& model) {
       load = meter.finish();
       for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
@@ -135,8 +137,13 @@ Action add_generate(CLI::App& app) {
 #if FP4LAB_HAVE_CUDA
       std::mutex mu;
       std::map<std::string, double> prof;
+      CudaRunOptions ro = cuda_run_options(o->cuda, o->profile);
+      std::vector<int> lengths;
+      for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()));
+      ro.shape = memory_shape_for(lengths, o->max_new, o->batch, o->prefill_tokens);
+      ro.report = &mem;
       run_cuda_model(load_model(model_path, mode, o->seed, false),
-                     cuda_run_options(o->cuda, o->profile), [&](CudaModel& model, CudaOps& ops, int rank) {
+                     ro, [&](CudaModel& model, CudaOps& ops, int rank) {
                        if (rank != 0) {
                          (void)generate(model, prompts, g);
                          return;
@@ -147,6 +154,8 @@ Action add_generate(CLI::App& app) {
                      });
       if (o->cuda.tp > 1)
         backend_name += " x" + std::to_string(o->cuda.tp) + " (tensor parallel, " + gpu_interconnect() + ")";
+      have_mem = o->cuda.tp == 1;
+      if (have_mem) std::fprintf(stderr, "%s\n", mem.summary().c_str());
       if (o->profile) {
         double total = 0;
         for (const auto& [k, v] : prof) total += v;
@@ -162,7 +171,7 @@ Action add_generate(CLI::App& app) {
 #endif
     } else {
       CpuOps ops(o->threads);
-      Model model(load_model(model_path, mode, o->seed), ops);
+      Model model(with_lm_head(load_model(model_path, mode, o->seed), parse_lm_head_mode(o->cuda.lm_head)), ops);
       run(model);
     }
     for (size_t b = 0; b < r.new_ids.size(); ++b) {
@@ -206,6 +215,7 @@ Action add_generate(CLI::App& app) {
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};
       echo_cuda_run_options(j["options"], o->cuda);
+      if (have_mem) j["memory"] = memory_report_json(mem);
       write_text_file(o->json_out, j.dump(2) + "\n");
     }
     return 0;

@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "io/json_util.h"
 #include "common/error.h"
+#include "engine/memory_plan.h"
 #include "model/inspect.h"
 #include "model/presets.h"
 
@@ -41,7 +42,34 @@ struct InspectOpts {
   bool tensors = false;
   bool layers = false;
   std::string json_out;
+  // --memory: the GPU memory plan of a run of this shape.
+  bool memory = false;
+  std::string quant = "auto";
+  int batch = 1, context = 4096, prefill_tokens = 8192;
+  std::string embedding = "auto", limit;
 };
+
+// The plan of a one-GPU CUDA run (the CUDA context estimated: no GPU is touched), fitted under --gpu-memory-limit
+// where given.
+void print_memory_plan(const ModelSummary& s, const InspectOpts& o) {
+  MemoryPlanInput in;
+  in.config = s.config;
+  in.plans = o.quant == "nvfp4" ? s.nvfp4_plan : s.linears;
+  if (o.quant == "bf16")
+    for (auto& p : in.plans) p.nvfp4 = false;
+  in.vocab_rows = s.config.vocab_size;
+  in.batch = o.batch;
+  in.tokens_per_sequence = o.context;
+  in.forward_tokens = std::max(o.context, std::min(o.prefill_tokens, o.batch * o.context));
+  in.context_bytes = kContextEstimateBytes;
+  const uint64_t limit = o.limit.empty() ? 0 : parse_byte_size(o.limit);
+  std::printf("\nGPU memory plan (--quant %s, batch %d, %d tokens per sequence, %d-token forward; CUDA context "
+              "estimated):\n",
+              o.quant.c_str(), o.batch, o.context, in.forward_tokens);
+  const MemoryFit f = fit_memory(in, limit, parse_embedding_place(o.embedding));
+  std::printf("%s", memory_plan_table(f.plan, limit).c_str());
+  for (const auto& c : f.choices) std::printf("  chosen: %s\n", c.c_str());
+}
 
 void print_summary(const ModelSummary& s, const TensorStore* store, const InspectOpts& o) {
   const ModelConfig& c = s.config;
@@ -118,6 +146,18 @@ Action add_inspect(CLI::App& app) {
   app.add_flag("--tensors", o->tensors, "list every tensor (name, dtype, shape, bytes)");
   app.add_flag("--layers", o->layers, "list every linear layer with its format and the reason");
   app.add_option("--json", o->json_out, "also write the summary as JSON to this file");
+  app.add_flag("--memory", o->memory,
+               "the GPU memory plan of a run (weights by kind, state, activations, workspaces, context) and "
+               "whether it fits --gpu-memory-limit");
+  app.add_option("--quant", o->quant, "with --memory: the run's --quant")
+      ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
+  app.add_option("--batch", o->batch, "with --memory: sequences decoded together")->check(CLI::Range(1, 4096));
+  app.add_option("--context", o->context, "with --memory: tokens per sequence (prompt + new)")
+      ->check(CLI::Range(1, 1 << 24));
+  add_prefill_tokens_option(app, o->prefill_tokens);
+  app.add_option("--embedding", o->embedding, "with --memory: gpu, host or auto")
+      ->check(CLI::IsMember({"auto", "gpu", "host"}));
+  app.add_option("--gpu-memory-limit", o->limit, "with --memory: the limit to fit under, e.g. 7.5GiB");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(app, *hub);
   return [o, hub]() {
@@ -137,6 +177,7 @@ Action add_inspect(CLI::App& app) {
       s = summarize_checkpoint(o->model, *store);
     }
     print_summary(s, store.get(), *o);
+    if (o->memory) print_memory_plan(s, *o);
     if (!o->json_out.empty()) {
       write_text_file(o->json_out, s.to_json(true, store.get()).dump(2) + "\n");
     }

@@ -51,11 +51,16 @@ struct CudaCliOptions {
   bool no_fused_mamba = false;
   bool no_fused_rope = false;
   int bf16_gemv_rows = kDefaultBf16GemvRows;
+  std::string gpu_memory_limit;  // "" = the GPU's free memory
+  std::string embedding = "auto";
+  std::string lm_head = "auto";  // both backends: the CPU path applies it at load too
 };
 void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
 // The run_cuda_model options these flags ask for (profile: the command's own --profile, where it has one).
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
+// A run's memory report as a results document's "memory" object (plan items, choices, limit, peaks).
+nlohmann::json memory_report_json(const MemoryReport& r);
 // --tp > 1 with another backend than cuda is an error naming both.
 void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend);
 

@@ -27,6 +27,27 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
                  "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
                  "cuBLAS; 0 = cuBLAS always")
       ->check(CLI::Range(0, kBf16GemvMaxRows));
+  app.add_option("--gpu-memory-limit", o.gpu_memory_limit,
+                 "cuda: keep the whole process (CUDA context included) under this much GPU memory, e.g. 7.5GiB "
+                 "or 8000MB; the memory plan is checked before loading and fp4lab's buffers are capped (default: "
+                 "the GPU's free memory, not capped)")
+      ->check([](const std::string& s) {
+        try {
+          parse_byte_size(s);
+          return std::string();
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+      });
+  app.add_option("--embedding", o.embedding,
+                 "cuda: where the embedding table lives: gpu, host (pinned host memory, one row per token over "
+                 "PCIe) or auto (the GPU unless the memory plan does not fit)")
+      ->check(CLI::IsMember({"auto", "gpu", "host"}));
+  app.add_option("--lm-head", o.lm_head,
+                 "the lm_head's format: bf16, nvfp4 (quantized at load: a quarter of the bytes, an accuracy "
+                 "cost; docs/memory.md) or auto (as the checkpoint and --quant say; on cuda, NVFP4 only where "
+                 "the memory plan does not fit otherwise)")
+      ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
 }
 
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
@@ -37,6 +58,33 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
   options["fused_mamba"] = !o.no_fused_mamba;
   options["fused_rope"] = !o.no_fused_rope;
   options["bf16_gemv_rows"] = o.bf16_gemv_rows;
+  options["gpu_memory_limit"] = o.gpu_memory_limit.empty() ? nlohmann::json(nullptr)
+                                                           : nlohmann::json(parse_byte_size(o.gpu_memory_limit));
+  options["embedding"] = o.embedding;
+  options["lm_head"] = o.lm_head;
+}
+
+nlohmann::json memory_report_json(const MemoryReport& r) {
+  auto items = [](const std::vector<MemoryItem>& v) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& i : v) a.push_back({{"name", i.name}, {"bytes", i.bytes}, {"on_host", i.on_host}});
+    return a;
+  };
+  return {{"plan",
+           {{"weights", items(r.fit.plan.weights)},
+            {"run", items(r.fit.plan.run)},
+            {"load_transient_bytes", r.fit.plan.load_transient},
+            {"context_bytes", r.fit.plan.context_bytes},
+            {"context_measured", r.context_measured},
+            {"buffers_peak_bytes", r.fit.plan.buffers_peak()},
+            {"device_peak_bytes", r.fit.plan.device_peak()}}},
+          {"choices", r.fit.choices},
+          {"embedding_on_host", r.fit.embedding_on_host},
+          {"limit_bytes", r.limit},
+          {"limit_from_flag", r.limit_from_flag},
+          {"buffers_peak_bytes", r.buffers_peak},
+          {"process_peak_bytes", r.process_peak},
+          {"arena_growths", r.arena_growths}};
 }
 
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
@@ -49,6 +97,9 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   r.fused_mamba = !o.no_fused_mamba;
   r.fused_rope = !o.no_fused_rope;
   r.bf16_gemv_rows = o.bf16_gemv_rows;
+  r.gpu_memory_limit = o.gpu_memory_limit.empty() ? 0 : parse_byte_size(o.gpu_memory_limit);
+  r.embedding = parse_embedding_place(o.embedding);
+  r.lm_head = parse_lm_head_mode(o.lm_head);
   return r;
 }
 

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "engine/gpu_telemetry.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"fp4lab: NVFP4 inference engine and benchmark suite"};
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
   reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);
   reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);
   CLI11_PARSE(app, argc, argv);
+  // The GPU's used memory before this process creates a CUDA context: what a run's memory report subtracts.
+  for (const char* name : {"bench", "generate", "eval"})
+    if (app.got_subcommand(name)) fp4lab::note_gpu_memory_baseline();
   try {
     for (auto& [sub, act] : actions)
       if (sub->parsed()) return act();
