@@ -106,6 +106,28 @@ TEST(MemoryPlan, StateAndActivationsGrowWithTheWorkload) {
   EXPECT_EQ(a.weights_on_gpu(), c.weights_on_gpu());
 }
 
+// Where the embedding on the host is not enough, the prefill budget is halved until the plan fits, never below
+// the longest prompt.
+TEST(MemoryPlan, LowersThePrefillBudgetBeforeTouchingTheLmHead) {
+  MemoryPlanInput in = preset_input("nemotron-nano-9b-v2", QuantMode::NVFP4, 4, 1300);
+  in.forward_tokens = 4400;
+  in.longest_prompt = 1100;
+  MemoryPlanInput small = in, big = in;
+  small.embedding_on_host = big.embedding_on_host = true;
+  small.forward_tokens = 1100;
+  const uint64_t lo = plan_memory(small).device_peak(), hi = plan_memory(big).device_peak();
+  ASSERT_LT(lo, hi);
+  const uint64_t limit = (lo + hi) / 2 + (160ull << 20);
+  const MemoryFit f = fit_memory(in, limit, EmbeddingPlace::Auto, true);
+  EXPECT_TRUE(f.embedding_on_host);
+  EXPECT_FALSE(f.lm_head_nvfp4);
+  EXPECT_LT(f.forward_tokens, 4400);
+  EXPECT_GE(f.forward_tokens, 1100);
+  ASSERT_EQ(f.choices.size(), 2u);
+  EXPECT_NE(f.choices[1].find("prefill passes of at most"), std::string::npos) << f.choices[1];
+  EXPECT_LE(f.plan.device_peak(), limit - plan_headroom(limit));
+}
+
 TEST(MemoryPlan, ShapeFollowsPromptsAndPrefillBudget) {
   const MemoryShape s = memory_shape_for({100, 300, 50}, 64, 2, 256);
   EXPECT_EQ(s.batch, 2);
@@ -113,6 +135,8 @@ TEST(MemoryPlan, ShapeFollowsPromptsAndPrefillBudget) {
   EXPECT_EQ(s.forward_tokens, 300);  // the longest prompt alone beats the 256-token budget
   EXPECT_EQ(memory_shape_for({100, 100, 100, 100}, 8, 4, 8192).forward_tokens, 400);
   EXPECT_EQ(memory_shape_for({100, 100}, 8, 4, 0).forward_tokens, 100);
+  EXPECT_EQ(memory_shape_for({100, 100, 100, 100}, 8, 2, 8192).forward_tokens, 200);  // a batch of 2 at most
+  EXPECT_EQ(s.longest_prompt, 300);
 }
 
 // The commands that print the plan: inspect --memory, and explain's fit column from the same plan.

@@ -330,19 +330,66 @@ void CudaOps::require_finite(const DeviceBuffer& values, DType dtype, const Tens
     throw Error(t.file + ": tensor '" + t.name + "' holds " + std::to_string(bad) + " non-finite values (NaN or Inf)");
 }
 
-DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src) {
-  DeviceBuffer out(static_cast<size_t>(lw.n * lw.k * 2));
+DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src, int64_t r0,
+                                  int64_t r1) {
+  if (r1 < 0) r1 = lw.n;
+  const int64_t rows = r1 - r0;
+  DeviceBuffer out(static_cast<size_t>(rows * lw.k * 2));
   if (src.synthetic) {
-    fill_random_bf16(out.as<uint16_t>(), lw.n * lw.k, gen_seed, 0.02f, 0, stream_);
+    fill_random_bf16(out.as<uint16_t>(), rows * lw.k, gen_seed, 0.02f, 0, stream_, static_cast<uint64_t>(r0 * lw.k));
   } else if (lw.stored) {
-    bf16_from_stored(*lw.stored, out, *src.up);
+    if (r0 == 0 && r1 == lw.n) {
+      bf16_from_stored(*lw.stored, out, *src.up);
+    } else {
+      // The rows' bytes: a view into the same file.
+      TensorView v = *lw.stored;
+      const uint64_t row_bytes = static_cast<uint64_t>(lw.k) * dtype_size(v.dtype), skip = row_bytes * r0;
+      v.begin += skip;
+      v.end = v.begin + row_bytes * rows;
+      v.file_offset += skip;
+      if (v.data) v.data += skip;
+      v.shape = {rows, lw.k};
+      bf16_from_stored(v, out, *src.up);
+    }
   } else {
-    bf16_from_host(lw.w, out);
+    bf16_from_host(std::span<const float>(lw.w).subspan(static_cast<size_t>(r0 * lw.k), static_cast<size_t>(rows * lw.k)),
+                   out);
   }
   return out;
 }
 
-void CudaOps::bf16_from_host(const std::vector<float>& host, DeviceBuffer& dst) {
+CudaOps::PackedNvfp4 CudaOps::quantize_nvfp4_in_chunks(const std::function<DeviceBuffer(int64_t, int64_t)>& rows,
+                                                       int64_t n, int64_t k) {
+  const int64_t per = std::max<int64_t>(1, static_cast<int64_t>(quantize_chunk_bytes_) / (2 * k));
+  DeviceBuffer amax_dev(4);
+  float amax = 0.0f;
+  for (int64_t r0 = 0; r0 < n; r0 += per) {
+    const int64_t r1 = std::min(n, r0 + per);
+    const DeviceBuffer src = rows(r0, r1);
+    float a = 0.0f;
+    amax_bf16(src.as<bf16_raw>(), (r1 - r0) * k, amax_dev.as<float>(), stream_);
+    CUDA_CHECK(cudaMemcpyAsync(&a, amax_dev.ptr, 4, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    amax = std::max(amax, a);
+  }
+  PackedNvfp4 p;
+  p.tensor_scale = nvfp4_tensor_scale(amax);
+  p.packed = DeviceBuffer(static_cast<size_t>(n * k / 2));
+  p.scales = DeviceBuffer(static_cast<size_t>(n * k / 16));
+  DeviceBuffer ts(4);
+  CUDA_CHECK(cudaMemcpyAsync(ts.ptr, &p.tensor_scale, 4, cudaMemcpyHostToDevice, stream_));
+  // Each row's codes and block scales depend only on the row and the tensor scale: chunks quantize alone.
+  for (int64_t r0 = 0; r0 < n; r0 += per) {
+    const int64_t r1 = std::min(n, r0 + per);
+    const DeviceBuffer src = rows(r0, r1);
+    nvfp4_quantize_act(src.as<bf16_raw>(), r1 - r0, k, p.packed.as<uint8_t>() + r0 * k / 2,
+                       p.scales.as<uint8_t>() + r0 * k / 16, ts.as<float>(), false, stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // src is freed at the end of the iteration
+  }
+  return p;
+}
+
+void CudaOps::bf16_from_host(std::span<const float> host, DeviceBuffer& dst) {
   const int64_t n = static_cast<int64_t>(host.size());
   if (dst.bytes != host.size() * 2) throw Error("internal: a host tensor has the wrong device size");
   DeviceBuffer f(host.size() * 4);
@@ -507,13 +554,16 @@ void CudaOps::prepare(const ModelWeights& w) {
     const LinearPlan& p = w.plans[i];
     const LinearWeight* lw = &linear_weight(w, p.spec);
     const bool tied = p.spec.role == "lm_head" && c.tie_embeddings;
-    // A tied lm_head's source is the embedding (already on the device or the host).
-    const auto source = [&] {
-      if (!tied) return bf16_source(*lw, seeds[i], src);
-      DeviceBuffer b(embed_.bytes);
-      CUDA_CHECK(cudaMemcpyAsync(b.ptr, embed_.ptr, embed_.bytes, cudaMemcpyDefault, stream_));
+    // Rows [r0, r1) of the layer's BF16 source; a tied lm_head's is the embedding (on the device or the host).
+    const auto rows = [&](int64_t r0, int64_t r1) {
+      if (!tied) return bf16_source(*lw, seeds[i], src, r0, r1);
+      const size_t row_bytes = static_cast<size_t>(c.hidden_size) * 2;
+      DeviceBuffer b(row_bytes * static_cast<size_t>(r1 - r0));
+      CUDA_CHECK(cudaMemcpyAsync(b.ptr, static_cast<const uint8_t*>(embed_.ptr) + row_bytes * r0, b.bytes,
+                                 cudaMemcpyDefault, stream_));
       return b;
     };
+    const auto source = [&] { return rows(0, tied ? vocab_rows_ : lw->n); };
     if (tied && !p.nvfp4) {
       DevLinear d;
       d.n = vocab_rows_;
@@ -532,6 +582,10 @@ void CudaOps::prepare(const ModelWeights& w) {
       continue;
     }
     const std::string g = fused_scale_group(p.spec);
+    if (group_size[g] == 1 && static_cast<uint64_t>(lw->n * lw->k * 2) > quantize_chunk_bytes_) {
+      place_nvfp4(*lw, quantize_nvfp4_in_chunks(rows, lw->n, lw->k));
+      continue;
+    }
     auto& members = waiting[g];
     members.push_back({lw, source()});
     if (members.size() < group_size[g]) continue;
@@ -594,15 +648,7 @@ void CudaOps::prepare(const ModelWeights& w) {
 }
 
 size_t CudaOps::state_bytes(const ModelConfig& c, int max_tokens) const {
-  size_t b = 0;
-  for (auto k : c.layers) {
-    if (k == LayerKind::Attention || k == LayerKind::Decoder)
-      b += 2ull * max_tokens * c.num_kv_heads * c.head_dim * 2;
-    if (k == LayerKind::Mamba)
-      b += 4ull * (static_cast<size_t>(c.mamba_conv_dim()) * (c.conv_kernel - 1) +
-                   static_cast<size_t>(c.mamba_num_heads) * c.mamba_head_dim * c.ssm_state_size);
-  }
-  return b;
+  return static_cast<size_t>(sequence_state_bytes(c, max_tokens));
 }
 
 CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {

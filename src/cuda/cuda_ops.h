@@ -108,6 +108,9 @@ class CudaOps {
   void synchronize();
   cudaStream_t stream() const { return stream_; }
   size_t weight_bytes() const { return weight_bytes_; }  // on the GPU
+  // Layers alone in their fusion group and larger than this are quantized at load in row chunks of about this
+  // size (kQuantizeChunkBytes; tests lower it to run the chunked path on small models).
+  void set_quantize_chunk_bytes(size_t b) { quantize_chunk_bytes_ = b; }
   // The embedding table in pinned host memory (set before the model is prepared).
   void set_embedding_on_host(bool on) { embedding_on_host_ = on; }
   bool embedding_on_host() const { return embedding_on_host_; }
@@ -291,17 +294,24 @@ class CudaOps {
     bool synthetic = false;
     WeightUploader* up = nullptr;
   };
-  DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src);  // BF16 [n, k]
+  // BF16 [r1 - r0, k]: rows [r0, r1) of the layer's weight (r1 < 0: to the last), generated, copied as stored,
+  // or converted from host floats.
+  DeviceBuffer bf16_source(const LinearWeight& lw, uint64_t gen_seed, const WeightSource& src, int64_t r0 = 0,
+                           int64_t r1 = -1);
   // A stored float tensor (BF16 copied as is, F16/F32 converted on the device) into dst, BF16 [numel].
   void bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up);
   // Host float32 values rounded to BF16 into dst (BF16 [host.size()]).
-  void bf16_from_host(const std::vector<float>& host, DeviceBuffer& dst);
+  void bf16_from_host(std::span<const float> host, DeviceBuffer& dst);
   // Throws naming t when the values on the device (BF16, or E4M3 block scales) hold a NaN or Inf.
   void require_finite(const DeviceBuffer& values, DType dtype, const TensorView& t);
   // The NVFP4 codes a checkpoint (or the host's quantization) already holds, copied as stored.
   PackedNvfp4 stored_nvfp4(const LinearWeight& lw, WeightUploader* up);
   // Quantizes BF16 [n, k] on the device with a given tensor scale (nvfp4_quantize_ref's codec).
   PackedNvfp4 quantize_nvfp4(const DeviceBuffer& src, int64_t n, int64_t k, float tensor_scale);
+  // The same for a layer alone in its group, its BF16 rows made chunk by chunk by rows(r0, r1): an amax pass,
+  // then a pass writing each chunk's codes (kQuantizeChunkBytes of source at a time).
+  PackedNvfp4 quantize_nvfp4_in_chunks(const std::function<DeviceBuffer(int64_t, int64_t)>& rows, int64_t n,
+                                       int64_t k);
   // Places an NVFP4 weight: joined with its gate/up partner (swiglu_) or repacked alone (linears_).
   void place_nvfp4(const LinearWeight& lw, PackedNvfp4 p);
   void place_bf16(const LinearWeight& lw, DeviceBuffer bf16);
@@ -400,6 +410,7 @@ class CudaOps {
   int rope_dim_ = 0;
   size_t weight_bytes_ = 0;
   bool embedding_on_host_ = false;
+  size_t quantize_chunk_bytes_ = kQuantizeChunkBytes;
   std::vector<float> synth_norm_ones_;
 };
 

@@ -9,8 +9,8 @@
 
 namespace fp4lab {
 
-// Fills a BF16 buffer (raw 16-bit words) on the device.
+// Fills a BF16 buffer (raw 16-bit words) on the device with elements [first, first + n) of the sequence.
 void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float sigma, uint64_t outlier_every,
-                      cudaStream_t s);
+                      cudaStream_t s, uint64_t first = 0);
 
 }  // namespace fp4lab

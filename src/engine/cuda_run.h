@@ -48,11 +48,13 @@ class MemoryGuard {
     in.batch = o.shape.batch;
     in.tokens_per_sequence = o.shape.tokens_per_sequence;
     in.forward_tokens = o.shape.forward_tokens;
+    in.longest_prompt = o.shape.longest_prompt;
     in.logits_rows = o.shape.logits_rows;
     in.sm_count = sm;
     in.context_bytes = context;
     rep.fit = fit_memory(in, rep.limit, o.embedding, o.lm_head == LmHeadMode::Auto);
     if (rep.fit.lm_head_nvfp4) apply_lm_head_mode(w, LmHeadMode::NVFP4);
+    if (o.report) *o.report = rep;
     if (rep.limit_from_flag) {
       // Room outside fp4lab's buffers: the context, and the modules, cuBLAS and graphs that load during the run.
       const uint64_t outside = context + kLibrariesBytes;

@@ -21,6 +21,7 @@ struct MemoryShape {
   int batch = 1;                // sequences decoded together
   int tokens_per_sequence = 0;  // the longest prompt plus the new tokens
   int forward_tokens = 0;       // the most tokens of one forward (a prefill pass)
+  int longest_prompt = 0;       // the least a prefill pass can hold
   int logits_rows = 0;          // rows scored at once (0: batch; every token for perplexity)
 };
 // prompt lengths and the generate options -> the shape: the longest prompt plus max_new_tokens per
@@ -30,7 +31,8 @@ MemoryShape memory_shape_for(const std::vector<int>& prompt_lengths, int max_new
 
 // What a run held, against its plan: the plan (and the automatic choices), the limit it ran under, the
 // peak of fp4lab's buffers, and the GPU's used memory at its highest reading less the reading before the
-// process touched CUDA (NVML; 0 where unavailable).
+// process touched CUDA (NVML; 0 where unavailable). Filled once the plan fits (the run reads
+// fit.forward_tokens as its prefill budget) and again when the run ends.
 struct MemoryReport {
   MemoryFit fit;
   uint64_t limit = 0;

@@ -137,11 +137,25 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     if (lp.nvfp4) transient = std::max(transient, 2 * nvfp4_stored_bytes(s.n, s.k));
   }
   for (const auto& [g, b] : bf16_groups) largest_bf16_group = std::max(largest_bf16_group, b);
-  // A quantized-at-load fusion group holds every member's BF16 source until the group's scale is known.
-  std::map<std::string, uint64_t> fp4_groups;
+  // A fusion group quantized at load holds every member's BF16 source until the group's scale is known, and
+  // one member's ModelOpt-layout codes beside them while they are repacked. (A checkpoint that stores NVFP4
+  // has no such group; presets and BF16 checkpoints do, the lm_head under --lm-head nvfp4 among them.)
+  // A layer alone in its group and larger than kQuantizeChunkBytes is quantized in chunks of that size.
+  struct Group {
+    uint64_t src = 0, codes = 0;  // BF16 sources, the largest member's codes
+    int members = 0;
+  };
+  std::map<std::string, Group> fp4_groups;
   for (const auto& lp : in.plans)
-    if (lp.nvfp4) fp4_groups[fused_scale_group(lp.spec)] += u(2 * lp.spec.n * lp.spec.k);
-  for (const auto& [g, b] : fp4_groups) transient = std::max(transient, 2 * b);
+    if (lp.nvfp4 && (lp.storage != WeightStorage::NVFP4_ModelOpt &&
+                     lp.storage != WeightStorage::NVFP4_CompressedTensors)) {
+      Group& g = fp4_groups[fused_scale_group(lp.spec)];
+      g.src += u(2 * lp.spec.n * lp.spec.k);
+      g.codes = std::max(g.codes, nvfp4_stored_bytes(lp.spec.n, lp.spec.k));
+      ++g.members;
+    }
+  for (const auto& [name, g] : fp4_groups)
+    transient = std::max(transient, (g.members == 1 ? std::min(g.src, kQuantizeChunkBytes) : g.src) + g.codes);
   p.load_transient = std::max(transient, largest_bf16_group);
 
   uint64_t small = u(4 * hid);  // final norm
@@ -160,14 +174,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   p.weights.push_back({"norms, conv, SSM parameters (FP32)", small, false});
 
   // Per sequence: KV cache of every attention layer at full capacity, conv and SSM state of every Mamba layer.
-  uint64_t st = 0;
-  for (const auto k : c.layers) {
-    if (k == LayerKind::Attention || k == LayerKind::Decoder)
-      st += 2ull * u(in.tokens_per_sequence) * u(c.num_kv_heads) * u(c.head_dim) * 2;
-    if (k == LayerKind::Mamba)
-      st += 4ull * (u(c.mamba_conv_dim()) * u(c.conv_kernel - 1) +
-                    u(c.mamba_num_heads) * u(c.mamba_head_dim) * u(c.ssm_state_size));
-  }
+  const uint64_t st = sequence_state_bytes(c, std::max(0, in.tokens_per_sequence));
   p.state_per_sequence = st;
   p.run.push_back({"KV cache and SSM state, " + std::to_string(batch) + " x " + format_bytes(st),
                    st * static_cast<uint64_t>(batch), false});
@@ -190,14 +197,20 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // Workspaces: cuBLAS, token ids, the W4A16 GEMMs' (split-K partials, dequantized weight for the large-M
   // variant, gate|up scratch), split decode attention, the chunked SSD scan.
   uint64_t gemm = 0, dequant = 0, partials = 0, swiglu = 0;
-  std::vector<int64_t> ms;
-  for (int64_t m = 1; m <= batch; m = m < 8 ? m + 1 : m * 2) ms.push_back(m);
-  ms.push_back(batch);
-  ms.push_back(fwd);
+  // The rows each layer sees: every decode batch size and the largest forward; the lm_head only the scored
+  // rows.
+  const auto rows_seen = [](int64_t most, int64_t also) {
+    std::vector<int64_t> ms;
+    for (int64_t m = 1; m <= most; m = m < 8 ? m + 1 : m * 2) ms.push_back(m);
+    ms.push_back(most);
+    ms.push_back(also);
+    return ms;
+  };
+  const std::vector<int64_t> layer_ms = rows_seen(batch, fwd), head_ms = rows_seen(logit_rows, logit_rows);
   for (const auto& lp : in.plans) {
     if (!lp.nvfp4) continue;
     const int64_t n16 = (lp.spec.n + 15) / 16 * 16;
-    for (const int64_t m : ms) {
+    for (const int64_t m : lp.spec.role == "lm_head" ? head_ms : layer_ms) {
       const W4A16Plan gp = choose_w4a16_plan(m, n16, lp.spec.k, in.sm_count);
       if (gp.variant == W4A16Variant::DequantBlas) dequant = std::max(dequant, u(2 * n16 * lp.spec.k));
       if (gp.splits > 1) partials = std::max(partials, u(4 * gp.splits * m * n16) + u(4 * n16 * (m + 63) / 64));
@@ -232,6 +245,7 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
   in.embedding_on_host = embedding == EmbeddingPlace::Host;
   f.plan = plan_memory(in);
   f.embedding_on_host = in.embedding_on_host;
+  f.forward_tokens = in.forward_tokens;
   if (f.embedding_on_host) f.choices.push_back("embedding in pinned host memory (--embedding host)");
   if (!limit || f.plan.device_peak() <= room) return f;
   if (embedding == EmbeddingPlace::Auto) {
@@ -241,6 +255,17 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
                         format_bytes(2 * u(in.vocab_rows > 0 ? in.vocab_rows : in.config.vocab_size) *
                                      u(in.config.hidden_size)) +
                         " off the GPU, one row per token over PCIe (--embedding auto; --embedding gpu forbids it)");
+    if (f.plan.device_peak() <= room) return f;
+  }
+  if (in.forward_tokens > std::max(1, in.longest_prompt)) {
+    const int from = in.forward_tokens;
+    while (in.forward_tokens > std::max(1, in.longest_prompt) && f.plan.device_peak() > room) {
+      in.forward_tokens = std::max(std::max(1, in.longest_prompt), in.forward_tokens / 2);
+      f.plan = plan_memory(in);
+    }
+    f.forward_tokens = in.forward_tokens;
+    f.choices.push_back("prefill passes of at most " + std::to_string(in.forward_tokens) + " tokens instead of " +
+                        std::to_string(from) + " (smaller activations and GEMM workspaces; --prefill-tokens)");
     if (f.plan.device_peak() <= room) return f;
   }
   if (may_quantize_lm_head)
@@ -274,7 +299,7 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
                    [](const LinearPlan& lp) { return lp.spec.role == "lm_head" && lp.nvfp4; }))
     help.push_back("--lm-head nvfp4");
   if (in.batch > 1) help.push_back("a smaller --batch");
-  if (in.forward_tokens > 512) help.push_back("a smaller --prefill-tokens");
+  if (in.forward_tokens > std::max(1, in.longest_prompt)) help.push_back("a smaller --prefill-tokens");
   help.push_back("a 4-bit checkpoint or --quant nvfp4");
   help.push_back("a larger --gpu-memory-limit");
   what += "; options: ";
@@ -345,6 +370,7 @@ MemoryShape memory_shape_for(const std::vector<int>& prompt_lengths, int max_new
   m.tokens_per_sequence = static_cast<int>(longest + std::max(0, max_new_tokens));
   // Prompts admitted together share a pass while their tokens fit the budget.
   m.forward_tokens = static_cast<int>(std::max<int64_t>(longest, std::min<int64_t>(std::max(0, prefill_tokens), sum)));
+  m.longest_prompt = static_cast<int>(longest);
   return m;
 }
 

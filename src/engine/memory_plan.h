@@ -27,6 +27,7 @@ struct MemoryPlanInput {
   int batch = 1;             // sequences decoded together
   int tokens_per_sequence = 0;  // prompt + new tokens: each sequence's KV capacity
   int forward_tokens = 0;       // the most tokens one forward holds (a prefill pass)
+  int longest_prompt = 0;       // a prompt is prefilled in one forward: the least forward_tokens can be
   int logits_rows = 0;          // the most rows scored at once (0: batch; eval ppl scores every token)
   bool embedding_on_host = false;
   int sm_count = 132;           // the GEMM heuristic's workspaces depend on it
@@ -62,9 +63,10 @@ MemoryPlan plan_memory(const MemoryPlanInput& in);
 constexpr uint64_t kContextEstimateBytes = 512ull << 20;
 // What the process holds on the GPU beyond the context (as measured right after it is created) and fp4lab's
 // buffers: kernel modules loaded on first use, cuBLAS's own allocations, CUDA graphs. Measured on an H100
-// with CUDA 13, Nemotron-Nano-9B-v2 NVFP4 bench: 351-353 MiB (NVML process peak - buffer peak -
-// context; docs/perf/memory-h100.md).
-constexpr uint64_t kLibrariesBytes = 352ull << 20;
+// with CUDA 13, Nemotron-Nano-9B-v2 NVFP4 (NVML process peak - buffer peak - context;
+// docs/perf/memory-h100.md): 351-353 MiB for bench at batch 1, 476 MiB for GSM8K at batch 4 with 4K-token
+// prefills (more graphs, cuBLAS at prompt sizes). The larger, rounded up.
+constexpr uint64_t kLibrariesBytes = 480ull << 20;
 // Of a GPU's datasheet memory (GiB), what a process can count on for a GPU that is not present: the driver
 // keeps a reserve, and a laptop's display takes its share (an H100 80GB reports 79.2 GiB of 80).
 constexpr double kUsableFraction = 0.94;
@@ -75,13 +77,15 @@ uint64_t plan_headroom(uint64_t limit);
 
 // A plan that fits under `limit` less plan_headroom (device bytes for the whole process), the automatic
 // choices made on the way, or an error naming what does not fit and what would make it fit. In order, each
-// only if the one before does not fit: the embedding in host memory (embedding Auto; no accuracy cost), then
-// the lm_head quantized to NVFP4 at load (may_quantize_lm_head: --lm-head auto; it costs accuracy, measured
-// in docs/memory.md).
+// only if the one before does not fit: the embedding in host memory (embedding Auto; no accuracy cost),
+// smaller prefill passes (halving forward_tokens down to the longest prompt; the run then prefills with
+// that budget: slower prompts, same tokens), then the lm_head quantized to NVFP4 at load
+// (may_quantize_lm_head: --lm-head auto; it costs accuracy, measured in docs/memory.md).
 struct MemoryFit {
   MemoryPlan plan;
   bool embedding_on_host = false;
   bool lm_head_nvfp4 = false;        // the lm_head plan was switched to NVFP4 to fit
+  int forward_tokens = 0;            // the prefill budget the plan fits with (the input's unless lowered)
   std::vector<std::string> choices;  // in words, for the results ("embedding in pinned host memory: ...")
 };
 MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embedding,

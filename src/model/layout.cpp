@@ -107,6 +107,20 @@ std::string fused_scale_group(const LinearSpec& s) {
   return s.name;
 }
 
+uint64_t sequence_state_bytes(const ModelConfig& c, int64_t tokens) {
+  uint64_t b = 0;
+  for (const auto k : c.layers) {
+    if (k == LayerKind::Attention || k == LayerKind::Decoder)
+      b += 2ull * static_cast<uint64_t>(tokens) * static_cast<uint64_t>(c.num_kv_heads) *
+           static_cast<uint64_t>(c.head_dim) * 2;
+    if (k == LayerKind::Mamba)
+      b += 4ull * (static_cast<uint64_t>(c.mamba_conv_dim()) * static_cast<uint64_t>(c.conv_kernel - 1) +
+                   static_cast<uint64_t>(c.mamba_num_heads) * static_cast<uint64_t>(c.mamba_head_dim) *
+                       static_cast<uint64_t>(c.ssm_state_size));
+  }
+  return b;
+}
+
 std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c) {
   std::vector<std::string> ex{"lm_head"};
   if (c.arch == Arch::NemotronH)

@@ -44,6 +44,15 @@ const char* quant_mode_name(QuantMode m);
 
 // Layers that ModelOpt quantizes with one shared tensor scale (q/k/v of a layer, gate/up); others are alone.
 std::string fused_scale_group(const LinearSpec& s);
+// The KV cache (BF16, every attention layer at `tokens` positions) and the conv and SSM state (FP32, every
+// Mamba layer) of one sequence: what a GPU backend allocates for it.
+uint64_t sequence_state_bytes(const ModelConfig& c, int64_t tokens);
+
+// A layer alone in its group whose BF16 source is larger than this is quantized at load on the GPU in row
+// chunks of about this size (two passes: the amax, then the codes) instead of from a whole BF16 copy: an
+// NVFP4 lm_head of a 131K vocabulary would otherwise stage 1.2 GB beside its codes. The memory plan counts
+// the same staging.
+constexpr uint64_t kQuantizeChunkBytes = 256ull << 20;
 
 // Default exclusions when fp4lab quantizes a BF16 checkpoint at load, following ModelOpt's defaults and, for
 // Nemotron-H, NVIDIA's own NVFP4 checkpoints (attention kept in BF16).

@@ -253,11 +253,15 @@ json run_model_bench(const ModelBenchOpts& o) {
           qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
           std::fprintf(stderr, "%s: %s\n", qs.c_str(), qr.load.summary().c_str());
         }
-        run_reps(m, o, mine, [&] { ops.synchronize(); });
+        // The prefill budget the memory plan fits with (lowered only under a limit it would not fit).
+        ModelBenchOpts fitted = o;
+        if (o.cuda.tp == 1 && mem.fit.forward_tokens < ro.shape.forward_tokens)
+          fitted.prefill_tokens = mem.fit.forward_tokens;
+        run_reps(m, fitted, mine, [&] { ops.synchronize(); });
         if (o.profile && !interrupted()) {
           // Events around every op (graphs off) distort the timing, so the breakdown comes
           // from its own run.
-          ModelBenchOpts po = o;
+          ModelBenchOpts po = fitted;
           po.reps = 1;
           po.warmup = 0;
           ops.set_profile(true);

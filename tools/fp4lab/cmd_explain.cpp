@@ -60,12 +60,13 @@ Action add_explain(CLI::App& app) {
         for (auto& p : in.plans) p.spec.n = (p.spec.n + o->tp - 1) / o->tp;
       in.vocab_rows = (vocab + o->tp - 1) / o->tp;
       in.batch = o->batch;
-      in.tokens_per_sequence = in.forward_tokens = static_cast<int>(o->context);
+      in.tokens_per_sequence = in.forward_tokens = in.longest_prompt = static_cast<int>(o->context);
       in.context_bytes = kContextEstimateBytes;
       try {
         const MemoryFit f = fit_memory(in, static_cast<uint64_t>(memory_gb * kUsableFraction * (1ull << 30)),
-                                       EmbeddingPlace::Auto);
-        how = (f.embedding_on_host ? "host emb, " : "") + format_bytes(f.plan.device_peak());
+                                       EmbeddingPlace::Auto, true);
+        how = std::string(f.embedding_on_host ? "host emb, " : "") + (f.lm_head_nvfp4 ? "fp4 head, " : "") +
+              format_bytes(f.plan.device_peak());
         return true;
       } catch (const Error&) {
         how = "no: " + format_bytes(plan_memory(in).device_peak());
@@ -95,7 +96,7 @@ Action add_explain(CLI::App& app) {
         "the memory plan (weights, embedding, lm_head, state for the batch and context, activations, "
         "workspaces, ~%.1f GiB CUDA context; `fp4lab inspect --memory`) exceeds %.0f%% of the GPU's memory "
         "even with the embedding in host memory; \"host emb\": it fits with the embedding in pinned host "
-        "memory (--embedding auto does that)\n\n",
+        "memory (--embedding auto does that); \"fp4 head\": and with the lm_head in NVFP4 (--lm-head auto)\n\n",
         static_cast<double>(kContextEstimateBytes) / (1ull << 30), 100 * kUsableFraction);
     std::printf("%-24s %9s %7s  %-12s %12s %12s %8s  %-20s %-20s %s\n", "GPU", "GB/s", "mem GB", "NVFP4 path",
                 "BF16 tok/s", "NVFP4 tok/s", "ratio", "BF16 memory", "NVFP4 memory", "source");

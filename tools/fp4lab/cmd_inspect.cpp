@@ -46,7 +46,7 @@ struct InspectOpts {
   bool memory = false;
   std::string quant = "auto";
   int batch = 1, context = 4096, prefill_tokens = 8192;
-  std::string embedding = "auto", limit;
+  std::string embedding = "auto", limit, lm_head = "auto";
 };
 
 // The plan of a one-GPU CUDA run (the CUDA context estimated: no GPU is touched), fitted under --gpu-memory-limit
@@ -61,12 +61,16 @@ void print_memory_plan(const ModelSummary& s, const InspectOpts& o) {
   in.batch = o.batch;
   in.tokens_per_sequence = o.context;
   in.forward_tokens = std::max(o.context, std::min(o.prefill_tokens, o.batch * o.context));
+  in.longest_prompt = o.context;  // the whole context may be one prompt
+  if (o.lm_head != "auto")
+    for (auto& p : in.plans)
+      if (p.spec.role == "lm_head") p.nvfp4 = o.lm_head == "nvfp4";
   in.context_bytes = kContextEstimateBytes;
   const uint64_t limit = o.limit.empty() ? 0 : parse_byte_size(o.limit);
   std::printf("\nGPU memory plan (--quant %s, batch %d, %d tokens per sequence, %d-token forward; CUDA context "
               "estimated):\n",
               o.quant.c_str(), o.batch, o.context, in.forward_tokens);
-  const MemoryFit f = fit_memory(in, limit, parse_embedding_place(o.embedding));
+  const MemoryFit f = fit_memory(in, limit, parse_embedding_place(o.embedding), o.lm_head == "auto");
   std::printf("%s", memory_plan_table(f.plan, limit).c_str());
   for (const auto& c : f.choices) std::printf("  chosen: %s\n", c.c_str());
 }
@@ -158,6 +162,8 @@ Action add_inspect(CLI::App& app) {
   app.add_option("--embedding", o->embedding, "with --memory: gpu, host or auto")
       ->check(CLI::IsMember({"auto", "gpu", "host"}));
   app.add_option("--gpu-memory-limit", o->limit, "with --memory: the limit to fit under, e.g. 7.5GiB");
+  app.add_option("--lm-head", o->lm_head, "with --memory: auto, bf16 or nvfp4")
+      ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(app, *hub);
   return [o, hub]() {
