@@ -354,9 +354,21 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
     }
   }
   if (!materialize) return mw;
-  mw.embed = gauss(static_cast<size_t>(c.vocab_size * H), 0.02f);
-  for (const auto& pl : mw.plans)
-    linear_weight(mw, pl.spec).w = gauss(static_cast<size_t>(pl.spec.n * pl.spec.k), 0.02f);
+  // The large tensors from the seeds the GPU generates them from and `fp4lab export` writes them with, so
+  // that a preset holds the same weights on every backend.
+  auto large = [&](size_t n, uint64_t s) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = bf16_to_f32(random_bf16_word(s, i, 0.02f));
+    return v;
+  };
+  mw.embed = large(static_cast<size_t>(c.vocab_size * H), preset_embed_seed(seed));
+  const std::vector<uint64_t> seeds = preset_linear_seeds(mw);
+  for (size_t i = 0; i < mw.plans.size(); ++i) {
+    const LinearSpec& s = mw.plans[i].spec;
+    linear_weight(mw, s).w = s.role == "lm_head" && c.tie_embeddings
+                                 ? mw.embed
+                                 : large(static_cast<size_t>(s.n * s.k), seeds[i]);
+  }
   finalize_linears(mw, true);
   return mw;
 }
