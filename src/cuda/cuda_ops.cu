@@ -361,17 +361,8 @@ DeviceBuffer CudaOps::bf16_source(const LinearWeight& lw, uint64_t gen_seed, con
 CudaOps::PackedNvfp4 CudaOps::quantize_nvfp4_in_chunks(const std::function<DeviceBuffer(int64_t, int64_t)>& rows,
                                                        int64_t n, int64_t k) {
   const int64_t per = std::max<int64_t>(1, static_cast<int64_t>(quantize_chunk_bytes_) / (2 * k));
-  DeviceBuffer amax_dev(4);
   float amax = 0.0f;
-  for (int64_t r0 = 0; r0 < n; r0 += per) {
-    const int64_t r1 = std::min(n, r0 + per);
-    const DeviceBuffer src = rows(r0, r1);
-    float a = 0.0f;
-    amax_bf16(src.as<bf16_raw>(), (r1 - r0) * k, amax_dev.as<float>(), stream_);
-    CUDA_CHECK(cudaMemcpyAsync(&a, amax_dev.ptr, 4, cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    amax = std::max(amax, a);
-  }
+  for (int64_t r0 = 0; r0 < n; r0 += per) amax = std::max(amax, bf16_amax(rows(r0, std::min(n, r0 + per))));
   PackedNvfp4 p;
   p.tensor_scale = nvfp4_tensor_scale(amax);
   p.packed = DeviceBuffer(static_cast<size_t>(n * k / 2));
@@ -387,6 +378,15 @@ CudaOps::PackedNvfp4 CudaOps::quantize_nvfp4_in_chunks(const std::function<Devic
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // src is freed at the end of the iteration
   }
   return p;
+}
+
+float CudaOps::bf16_amax(const DeviceBuffer& bf16_values) {
+  DeviceBuffer dev(4);
+  float a = 0.0f;
+  amax_bf16(bf16_values.as<bf16_raw>(), static_cast<int64_t>(bf16_values.bytes / 2), dev.as<float>(), stream_);
+  CUDA_CHECK(cudaMemcpyAsync(&a, dev.ptr, 4, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return a;
 }
 
 void CudaOps::bf16_from_host(std::span<const float> host, DeviceBuffer& dst) {
@@ -548,7 +548,6 @@ void CudaOps::prepare(const ModelWeights& w) {
     DeviceBuffer src;
   };
   std::map<std::string, std::vector<Waiting>> waiting;
-  DeviceBuffer amax_dev(4);
   const std::vector<uint64_t> seeds = preset_linear_seeds(w);
   for (size_t i = 0; i < w.plans.size(); ++i) {
     const LinearPlan& p = w.plans[i];
@@ -563,7 +562,7 @@ void CudaOps::prepare(const ModelWeights& w) {
                                  cudaMemcpyDefault, stream_));
       return b;
     };
-    const auto source = [&] { return rows(0, tied ? vocab_rows_ : lw->n); };
+    const auto source = [&] { return rows(0, lw->n); };
     if (tied && !p.nvfp4) {
       DevLinear d;
       d.n = vocab_rows_;
@@ -590,13 +589,7 @@ void CudaOps::prepare(const ModelWeights& w) {
     members.push_back({lw, source()});
     if (members.size() < group_size[g]) continue;
     float amax = 0.0f;
-    for (const auto& m : members) {
-      float a = 0.0f;
-      amax_bf16(m.src.as<bf16_raw>(), m.lw->n * m.lw->k, amax_dev.as<float>(), stream_);
-      CUDA_CHECK(cudaMemcpyAsync(&a, amax_dev.ptr, 4, cudaMemcpyDeviceToHost, stream_));
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-      amax = std::max(amax, a);
-    }
+    for (const auto& m : members) amax = std::max(amax, bf16_amax(m.src));
     const float ts = nvfp4_tensor_scale(amax);
     for (auto& m : members) {
       PackedNvfp4 q = quantize_nvfp4(m.src, m.lw->n, m.lw->k, ts);
@@ -686,12 +679,15 @@ CudaOps::State CudaOps::new_state(const ModelConfig& c, int max_tokens) {
 }
 
 void CudaOps::reserve_arena(size_t bytes) {
-  if (arena_bytes() >= bytes) return;
-  synchronize();
+  if (arena_bytes() < bytes) replace_arena(bytes);
+}
+
+void CudaOps::replace_arena(size_t bytes) {
+  synchronize();  // kernels of the last forward may still read the old blocks
   arena_.clear();
   arena_.emplace_back(bytes);
   arena_block_ = arena_used_ = 0;
-  ++arena_gen_;
+  ++arena_gen_;  // captured graphs that point into the old blocks must be re-captured
 }
 
 size_t CudaOps::arena_bytes() const {
@@ -702,14 +698,7 @@ size_t CudaOps::arena_bytes() const {
 
 void CudaOps::begin_forward() {
   // Several arena blocks were needed last time: replace them by one block of the total size.
-  if (arena_.size() > 1) {
-    size_t total = 0;
-    for (const auto& b : arena_) total += b.bytes;
-    synchronize();
-    arena_.clear();
-    arena_.emplace_back(total);
-    ++arena_gen_;
-  }
+  if (arena_.size() > 1) replace_arena(arena_bytes());
   arena_block_ = 0;
   arena_used_ = 0;
 }

@@ -302,6 +302,8 @@ class CudaOps {
   void bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up);
   // Host float32 values rounded to BF16 into dst (BF16 [host.size()]).
   void bf16_from_host(std::span<const float> host, DeviceBuffer& dst);
+  // The largest |value| of BF16 values on the device (waits for it).
+  float bf16_amax(const DeviceBuffer& bf16_values);
   // Throws naming t when the values on the device (BF16, or E4M3 block scales) hold a NaN or Inf.
   void require_finite(const DeviceBuffer& values, DType dtype, const TensorView& t);
   // The NVFP4 codes a checkpoint (or the host's quantization) already holds, copied as stored.
@@ -324,6 +326,8 @@ class CudaOps {
   // is a bug (the eager first step sizes them).
   void invalidate_graphs(const char* what);
   void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
+  // One block of `bytes` in place of the arena's blocks.
+  void replace_arena(size_t bytes);
   uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }
   template <class F>
   void decode_graph_step(State& s, int token, StepOut kind, F&& body) {

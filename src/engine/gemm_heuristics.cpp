@@ -28,11 +28,15 @@ const char* w4a16_variant_name(W4A16Variant v) {
   return "?";
 }
 
+bool is_decode_variant(W4A16Variant v) {
+  return v == W4A16Variant::Decode8 || v == W4A16Variant::Decode16 || v == W4A16Variant::Decode32 ||
+         v == W4A16Variant::Decode64;
+}
+
 std::string w4a16_plan_suffix(const W4A16Plan& p) {
   std::string s;
   if (p.splits > 1) s += "/s" + std::to_string(p.splits);
-  if (p.variant == W4A16Variant::Decode8 || p.variant == W4A16Variant::Decode16 ||
-      p.variant == W4A16Variant::Decode32 || p.variant == W4A16Variant::Decode64) {
+  if (is_decode_variant(p.variant)) {
     if (p.rows_per_block == 32) s += "/r32";
     if (p.decode_warps == 4) s += "/w4";
     if (p.decode_warps == 10) s += "/w10";

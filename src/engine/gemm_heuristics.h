@@ -18,6 +18,8 @@ enum class W4A16Variant {
   DequantBlas,  // dequantize to a BF16 scratch buffer, then cuBLAS (large M, where math dominates)
 };
 const char* w4a16_variant_name(W4A16Variant v);
+// Decode8..Decode64: the warp-per-row-tile kernels (which also apply activations in their epilogue).
+bool is_decode_variant(W4A16Variant v);
 
 struct W4A16Plan {
   W4A16Variant variant = W4A16Variant::Decode8;

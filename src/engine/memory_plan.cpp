@@ -9,6 +9,7 @@
 #include "engine/cuda_run_options.h"
 #include "engine/gemm_heuristics.h"
 #include "format/nvfp4_tile_layout.h"
+#include "model/inspect.h"
 
 namespace fp4lab {
 
@@ -25,7 +26,7 @@ uint64_t nvfp4_tile_bytes(int64_t n, int64_t k) {
 }
 
 // The ModelOpt layout as a checkpoint stores it (and the GPU stages it before the repack).
-uint64_t nvfp4_stored_bytes(int64_t n, int64_t k) { return u(n * k / 2 + n * k / 16); }
+uint64_t nvfp4_stored_bytes(int64_t n, int64_t k) { return static_cast<uint64_t>(nvfp4_weight_bytes(n, k)); }
 
 // Per token, the bytes a layer of each kind allocates in the arena beyond the residual stream (BF16,
 // each allocation the runner or the backend makes inside a layer, summed: they are live together at most).
@@ -76,12 +77,10 @@ EmbeddingPlace parse_embedding_place(const std::string& s) {
 }
 
 uint64_t MemoryPlan::buffers_peak() const {
-  uint64_t w = 0, r = 0;
-  for (const auto& i : weights)
-    if (!i.on_host) w += i.bytes;
+  uint64_t r = 0;
   for (const auto& i : run)
     if (!i.on_host) r += i.bytes;
-  return w + std::max(r, load_transient);
+  return weights_on_gpu() + std::max(r, load_transient);
 }
 
 uint64_t MemoryPlan::device_peak() const { return buffers_peak() + context_bytes + kLibrariesBytes; }
@@ -117,19 +116,15 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   std::map<std::string, uint64_t> bf16_groups;  // q|k|v and gate|up are concatenated at load
   for (const auto& lp : in.plans) {
     const auto& s = lp.spec;
-    const bool tied_head = s.role == "lm_head" && c.tie_embeddings;
     const uint64_t b = lp.nvfp4 ? nvfp4_tile_bytes(s.n, s.k) : u(2 * s.n * s.k);
-    if (s.role == "lm_head") {
+    if (s.role == "lm_head") {  // a tied one is a copy of the embedding, [vocab_rows, hidden] as well
       head = lp.nvfp4 ? nvfp4_tile_bytes(vocab_rows, s.k) : u(2 * vocab_rows * s.k);
       head_fp4 = lp.nvfp4;
-      if (tied_head && !lp.nvfp4) head = u(2 * vocab_rows * hid);
     } else if (lp.nvfp4) {
       fp4 += b;
     } else {
       bf16 += b;
-      if (s.role == "attn.q" || s.role == "attn.k" || s.role == "attn.v" || s.role == "mlp.gate" ||
-          (s.role == "mlp.up" && c.arch != Arch::NemotronH))
-        bf16_groups[fused_scale_group(s)] += b;
+      if (fused_scale_group(s) != s.name) bf16_groups[fused_scale_group(s)] += b;
     }
     // Staging while a stored NVFP4 tensor is placed: the ModelOpt layout before the repack (a gate/up pair:
     // both). F16/F32 checkpoints also stage a tensor's source beside its BF16 copy, which the plan does not
@@ -147,8 +142,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   };
   std::map<std::string, Group> fp4_groups;
   for (const auto& lp : in.plans)
-    if (lp.nvfp4 && (lp.storage != WeightStorage::NVFP4_ModelOpt &&
-                     lp.storage != WeightStorage::NVFP4_CompressedTensors)) {
+    if (lp.nvfp4 && !is_nvfp4_storage(lp.storage)) {
       Group& g = fp4_groups[fused_scale_group(lp.spec)];
       g.src += u(2 * lp.spec.n * lp.spec.k);
       g.codes = std::max(g.codes, nvfp4_stored_bytes(lp.spec.n, lp.spec.k));
@@ -214,9 +208,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
       const W4A16Plan gp = choose_w4a16_plan(m, n16, lp.spec.k, in.sm_count);
       if (gp.variant == W4A16Variant::DequantBlas) dequant = std::max(dequant, u(2 * n16 * lp.spec.k));
       if (gp.splits > 1) partials = std::max(partials, u(4 * gp.splits * m * n16) + u(4 * n16 * (m + 63) / 64));
-      if (lp.spec.role == "mlp.gate" && gp.variant != W4A16Variant::Decode8 &&
-          gp.variant != W4A16Variant::Decode16 && gp.variant != W4A16Variant::Decode32 &&
-          gp.variant != W4A16Variant::Decode64)
+      if (lp.spec.role == "mlp.gate" && !is_decode_variant(gp.variant))
         swiglu = std::max(swiglu, u(2 * m * 2 * lp.spec.n));
     }
   }
@@ -251,9 +243,7 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
   if (embedding == EmbeddingPlace::Auto) {
     in.embedding_on_host = f.embedding_on_host = true;
     f.plan = plan_memory(in);
-    f.choices.push_back("embedding in pinned host memory: " +
-                        format_bytes(2 * u(in.vocab_rows > 0 ? in.vocab_rows : in.config.vocab_size) *
-                                     u(in.config.hidden_size)) +
+    f.choices.push_back("embedding in pinned host memory: " + format_bytes(f.plan.host_pinned()) +
                         " off the GPU, one row per token over PCIe (--embedding auto; --embedding gpu forbids it)");
     if (f.plan.device_peak() <= room) return f;
   }
@@ -264,6 +254,7 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
       f.plan = plan_memory(in);
     }
     f.forward_tokens = in.forward_tokens;
+    f.prefill_lowered = true;
     f.choices.push_back("prefill passes of at most " + std::to_string(in.forward_tokens) + " tokens instead of " +
                         std::to_string(from) + " (smaller activations and GEMM workspaces; --prefill-tokens)");
     if (f.plan.device_peak() <= room) return f;

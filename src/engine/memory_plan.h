@@ -86,6 +86,9 @@ struct MemoryFit {
   bool embedding_on_host = false;
   bool lm_head_nvfp4 = false;        // the lm_head plan was switched to NVFP4 to fit
   int forward_tokens = 0;            // the prefill budget the plan fits with (the input's unless lowered)
+  bool prefill_lowered = false;
+  // The prefill budget a run should use: `asked` unless the plan lowered it to fit.
+  int prefill_tokens(int asked) const { return prefill_lowered ? forward_tokens : asked; }
   std::vector<std::string> choices;  // in words, for the results ("embedding in pinned host memory: ...")
 };
 MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embedding,

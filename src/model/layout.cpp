@@ -219,8 +219,7 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
     } else {
       p.storage = WeightStorage::BF16;  // synthetic preset
     }
-    const bool stored_fp4 =
-        p.storage == WeightStorage::NVFP4_ModelOpt || p.storage == WeightStorage::NVFP4_CompressedTensors;
+    const bool stored_fp4 = is_nvfp4_storage(p.storage);
     // A quantization config that names a format fp4lab cannot read for this layer: stop, whatever the bytes
     // (SmoothQuant or AWQ weights, say, are wrong without their activation scales). Otherwise the stored dtype
     // decides: ModelOpt FP8 configs that do not list lm_head in exclude_modules still store it in BF16.

@@ -31,6 +31,10 @@ std::vector<LinearSpec> linear_layers(const ModelConfig& c);
 
 enum class WeightStorage { BF16, F16, F32, NVFP4_ModelOpt, NVFP4_CompressedTensors, FP8, Missing };
 const char* storage_name(WeightStorage s);
+// The checkpoint stores the layer's NVFP4 codes (either layout).
+inline bool is_nvfp4_storage(WeightStorage s) {
+  return s == WeightStorage::NVFP4_ModelOpt || s == WeightStorage::NVFP4_CompressedTensors;
+}
 
 struct LinearPlan {
   LinearSpec spec;

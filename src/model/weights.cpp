@@ -105,10 +105,6 @@ std::vector<float> fp8_dequantized(const TensorStore& st, const LinearSpec& s) {
   return out;
 }
 
-bool is_nvfp4_storage(WeightStorage s) {
-  return s == WeightStorage::NVFP4_ModelOpt || s == WeightStorage::NVFP4_CompressedTensors;
-}
-
 }  // namespace
 
 ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome home) {

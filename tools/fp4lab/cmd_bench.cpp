@@ -255,8 +255,7 @@ json run_model_bench(const ModelBenchOpts& o) {
         }
         // The prefill budget the memory plan fits with (lowered only under a limit it would not fit).
         ModelBenchOpts fitted = o;
-        if (o.cuda.tp == 1 && mem.fit.forward_tokens < ro.shape.forward_tokens)
-          fitted.prefill_tokens = mem.fit.forward_tokens;
+        fitted.prefill_tokens = mem.fit.prefill_tokens(o.prefill_tokens);
         run_reps(m, fitted, mine, [&] { ops.synchronize(); });
         if (o.profile && !interrupted()) {
           // Events around every op (graphs off) distort the timing, so the breakdown comes

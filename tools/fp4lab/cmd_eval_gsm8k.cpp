@@ -341,8 +341,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       run_cuda_model(std::move(w), ro,
                      [&](CudaModel& model, CudaOps&, int rank) {
                        // The prefill budget the memory plan fits with (lowered only under a limit).
-                       if (o->cuda.tp == 1 && mem.fit.forward_tokens < ro.shape.forward_tokens)
-                         g.prefill_tokens = mem.fit.forward_tokens;
+                       g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
                        if (rank == 0)
                          load_s =
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();

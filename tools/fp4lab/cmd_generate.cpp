@@ -145,8 +145,7 @@ Action add_generate(CLI::App& app) {
       run_cuda_model(load_model(model_path, mode, o->seed, false),
                      ro, [&](CudaModel& model, CudaOps& ops, int rank) {
                        // The prefill budget the memory plan fits with (lowered only under a limit).
-                       if (o->cuda.tp == 1 && mem.fit.forward_tokens < ro.shape.forward_tokens)
-                         g.prefill_tokens = mem.fit.forward_tokens;
+                       g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
                        if (rank != 0) {
                          (void)generate(model, prompts, g);
                          return;
