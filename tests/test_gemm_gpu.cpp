@@ -135,6 +135,11 @@ TEST(GpuNvfp4, GemmEveryVariantAgainstCpuReference) {
            {W4A16Variant::Mma32, W4A16Variant::Mma64, W4A16Variant::Mma128, W4A16Variant::DequantBlas})
         plans.push_back({v, 1});
       plans.push_back({W4A16Variant::Mma64, 3});  // split-K with the in-kernel reduction
+      if (wgmma_supported())
+        for (auto v :
+             {W4A16Variant::Wgmma32, W4A16Variant::Wgmma64, W4A16Variant::Wgmma128, W4A16Variant::Wgmma256})
+          for (int splits : {1, 3})
+            for (int rows : {64, 128}) plans.push_back({v, splits, rows});
       for (const auto& plan : plans) {
         const auto y = run_gemm(p, &plan, ws);
         expect_close(y, p,
@@ -150,6 +155,10 @@ TEST(GpuNvfp4, SplitKIsDeterministic) {
   const auto p = make_problem(40, 256, 4096, 5, false);
   const W4A16Plan plan{W4A16Variant::Mma64, 8};
   EXPECT_EQ(run_gemm(p, &plan, ws), run_gemm(p, &plan, ws));
+  if (wgmma_supported()) {
+    const W4A16Plan wg{W4A16Variant::Wgmma128, 8};
+    EXPECT_EQ(run_gemm(p, &wg, ws), run_gemm(p, &wg, ws));
+  }
 }
 
 TEST(GpuNvfp4, ActivationQuantBitIdenticalToCpu) {

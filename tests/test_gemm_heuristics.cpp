@@ -66,3 +66,22 @@ TEST(GemmHeuristics, SplitKFillsTheGpuAndKeepsDepth) {
   // Short K: at least 4 k-chunks per split.
   EXPECT_LE(choose_w4a16_plan(64, 256, 512, 132).splits, 2);
 }
+
+TEST(GemmHeuristics, SplitsFillTheGpu) {
+  // The mma.sync tiles: about two waves of blocks, at least 4 k-chunks per split (the rule choose_w4a16_plan
+  // always applied to Mma64).
+  EXPECT_EQ(choose_splits(W4A16Variant::Mma64, 64, 15680, 4480, 132), 3);  // 123 blocks
+  EXPECT_EQ(choose_splits(W4A16Variant::Mma64, 64, 22656, 4480, 132), 2);  // 177 blocks
+  EXPECT_EQ(choose_splits(W4A16Variant::Mma64, 64, 4096, 256, 132), 1);    // 4 k-chunks: no room to split
+  // wgmma tiles: at least 8 k-chunks per split; 128 rows per block (two warpgroups) halves the blocks.
+  EXPECT_EQ(choose_splits(W4A16Variant::Wgmma64, 64, 4096, 4096, 132), 5);           // 64 blocks
+  EXPECT_EQ(choose_splits(W4A16Variant::Wgmma64, 64, 4096, 4096, 132, 128), 8);      // 32 blocks, 64 chunks
+  EXPECT_EQ(choose_splits(W4A16Variant::Wgmma256, 4096, 22656, 4480, 132, 128), 1);  // 2832 blocks
+  // Kernels that do not split K.
+  EXPECT_EQ(choose_splits(W4A16Variant::Decode8, 1, 4096, 4096, 132), 1);
+  EXPECT_EQ(choose_splits(W4A16Variant::DequantBlas, 4096, 4096, 4096, 132), 1);
+  // The heuristic never picks a wgmma variant (they run only when forced, until verified).
+  for (int64_t m : {33, 64, 128, 256, 1024, 4096})
+    EXPECT_FALSE(is_wgmma_variant(choose_w4a16_plan(m, 4096, 4096, 132).variant)) << m;
+  EXPECT_EQ(w4a16_plan_suffix({W4A16Variant::Wgmma128, 2, 128}), "/s2/r128");
+}

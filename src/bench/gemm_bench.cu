@@ -86,10 +86,13 @@ double copy_bandwidth_gbs(cudaStream_t s) {
 W4A16Variant parse_variant(const std::string& s) {
   for (auto v : {W4A16Variant::Decode8, W4A16Variant::Decode16, W4A16Variant::Decode32,
                  W4A16Variant::Decode64, W4A16Variant::Xs32, W4A16Variant::Mma32, W4A16Variant::Mma64,
-                 W4A16Variant::Mma128, W4A16Variant::DequantBlas})
+                 W4A16Variant::Mma128, W4A16Variant::Wgmma32, W4A16Variant::Wgmma64, W4A16Variant::Wgmma128,
+                 W4A16Variant::Wgmma256, W4A16Variant::DequantBlas})
     if (s == w4a16_variant_name(v)) return v;
-  throw Error("bench gemm: unknown variant '" + s +
-              "' (decode8, decode16, decode32, decode64, xs32, mma32, mma64, mma128, dequant+cublas)");
+  throw Error(
+      "bench gemm: unknown variant '" + s +
+      "' (decode8, decode16, decode32, decode64, xs32, mma32, mma64, mma128, wgmma32, wgmma64, wgmma128, "
+      "wgmma256, dequant+cublas)");
 }
 
 }  // namespace
@@ -250,9 +253,8 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       int sms = prop.multiProcessorCount;
       W4A16Plan plan = choose_w4a16_plan(m, n, k, sms);
       if (forced) {
-        const int heuristic_splits = plan.splits;
         plan = *forced;
-        plan.splits = o.splits ? o.splits : (w4a16_tile(plan.variant).bn ? heuristic_splits : 1);
+        plan.splits = o.splits ? o.splits : choose_splits(plan.variant, m, n, k, sms, plan.rows_per_block);
       }
       if ((plan.variant == W4A16Variant::Decode8 && m > 8) ||
           (plan.variant == W4A16Variant::Decode16 && m > 16) ||

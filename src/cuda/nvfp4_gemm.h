@@ -46,6 +46,7 @@ class GemmWorkspace {
   int* counters(size_t n, cudaStream_t s);  // zero-initialised, kernels leave them at zero
   bf16_raw* dequant_scratch(size_t elems);  // for the DequantBlas variant
   bf16_raw* swiglu_scratch(size_t elems);   // the interleaved gate|up output where SwiGLU is not fused
+  void* b_image_scratch(size_t bytes);      // X in the wgmma kernels' B-image order
   void* cublas_handle();                    // lazily created cublasHandle_t
   int sm_count();                           // of the current device, queried once
   // Moves on whenever a buffer above is reallocated: captured graphs that used the old one are stale.
@@ -56,7 +57,7 @@ class GemmWorkspace {
  private:
   // Reallocates b when it holds fewer than `bytes` (moving the generation on); true when it did.
   bool grow(DeviceBuffer& b, size_t bytes);
-  DeviceBuffer partials_, counters_, scratch_, swiglu_;
+  DeviceBuffer partials_, counters_, scratch_, swiglu_, b_image_;
   void* cublas_ = nullptr;
   int sm_count_ = 0;
   uint64_t generation_ = 0;
@@ -89,6 +90,16 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
 bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
                             std::span<const Nvfp4DeviceWeight* const> w, std::span<bf16_raw* const> y,
                             std::span<const int64_t> ldy, GemmWorkspace& ws, cudaStream_t stream);
+
+// Hopper (sm_90) with a build that carries the sm_90a target: the Wgmma variants can run. Queried once per
+// device and thread.
+bool wgmma_supported();
+
+// The Wgmma variants of nvfp4_w4a16_gemm (sm90_nvfp4_w4a16_wgmma.cu); alpha already holds the tensor scale
+// and the dequantization bias.
+void nvfp4_w4a16_wgmma(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,
+                       const Nvfp4DeviceWeight& w, bf16_raw* y, int64_t ldy, float alpha, GemmWorkspace& ws,
+                       cudaStream_t stream);
 
 // Dequantizes a tiled weight to BF16 [N, K] (row-major, N padded to 16 rows), the first half of the
 // DequantBlas variant. The values are the weights times 2^-7 without the tensor scale (exact in BF16).

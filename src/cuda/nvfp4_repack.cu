@@ -26,6 +26,10 @@ bf16_raw* GemmWorkspace::swiglu_scratch(size_t elems) {
   grow(swiglu_, elems * 2);
   return swiglu_.as<bf16_raw>();
 }
+void* GemmWorkspace::b_image_scratch(size_t bytes) {
+  grow(b_image_, bytes);
+  return b_image_.ptr;
+}
 bf16_raw* GemmWorkspace::dequant_scratch(size_t elems) {
   grow(scratch_, elems * 2);
   return scratch_.as<bf16_raw>();

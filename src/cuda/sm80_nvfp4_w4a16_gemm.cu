@@ -4,11 +4,7 @@
 // Both kernels compute Y^T = W . X^T on mma.sync.m16n8k16: W is the A operand, dequantized in registers, so
 // the 16-row tile of the instruction is filled by weight rows even when the batch is a single token.
 //
-// Dequantization is exact and costs about 1.5 instructions per weight: a nibble S.EE.M moved to bits 15 and
-// 8..6 of a BF16 word is the E2M1 value times 2^-126 (EE=0 lands on BF16 subnormals, which the BF16 FMA
-// keeps); one BF16 multiply by (block scale x 2^119), looked up in a 256-entry shared table, gives value x
-// scale x 2^-7, exact because E2M1 x E4M3 has at most 6 significant bits. The epilogue multiplies by
-// tensor_scale x 2^7.
+// Dequantization (cuda/nvfp4_dequant.cuh) is exact; the epilogue multiplies by tensor_scale x 2^7.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -19,42 +15,12 @@
 #include "cuda/device_util.cuh"
 #include "cuda/launch.h"
 #include "cuda/nvfp4_gemm.h"
+#include "cuda/nvfp4_dequant.cuh"
 #include "cuda/ptx.cuh"
-#include "format/e4m3.h"
 
 namespace fp4lab {
 
 namespace {
-
-constexpr float kScaleBias = 0x1p119f;   // block scales are stored pre-multiplied by 2^119 in the LUT
-constexpr float kEpilogueBias = 0x1p7f;  // 2^-126 (nibble trick) x 2^119 (LUT) = 2^-7, undone here
-
-// lut[code] = {bf16(scale x 2^119), same}: the pair an A register's two elements (same row) are multiplied
-// by.
-__device__ __forceinline__ void init_scale_lut(uint32_t* lut) {
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-    const float s = e4m3_decode(static_cast<uint8_t>(i)) * kScaleBias;
-    const uint32_t b = __float_as_uint(s) >> 16;  // exact: E4M3 has 4 significant bits
-    lut[i] = b | (b << 16);
-  }
-}
-
-// One k16 step of the A operand: word q (eight codes, bit order of format/nvfp4_tile_layout.h) and the two
-// row scales of this lane. 11 integer instructions + 4 BF16 multiplies for 8 weights.
-__device__ __forceinline__ void dequant_step(uint32_t q, uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
-  constexpr uint32_t kMask = 0x81C081C0u;
-  a[0] = ptx::bf16x2_mul(q & kMask, s_lo);
-  a[1] = ptx::bf16x2_mul((q << 3) & kMask, s_hi);
-  a[2] = ptx::bf16x2_mul((q << 6) & kMask, s_lo);
-  a[3] =
-      ptx::bf16x2_mul(((q << 1) & 0x80008000u) | ((q >> 5) & 0x01000100u) | ((q >> 4) & 0x00C000C0u), s_hi);
-}
-
-// The lane's two block scales (row r0 in the low byte, r0+8 in the high byte) as BF16x2 multipliers.
-__device__ __forceinline__ void scale_pairs(const uint32_t* lut, uint32_t s, uint32_t& lo, uint32_t& hi) {
-  lo = lut[s & 0xffu];
-  hi = lut[(s >> 8) & 0xffu];
-}
 
 // B fragments of the four k16 steps for one token: X[t][16c .. 16c+15] (tile-layout k order), two 16-byte
 // loads; zeros past M or K.
@@ -594,23 +560,7 @@ __global__ void __launch_bounds__(WARPS_N* WARPS_M * 32)
     });
     return;
   }
-  for_each([&](float v, int row, int t) { partials[(static_cast<int64_t>(split) * m + t) * n + row] = v; });
-  __threadfence();
-  __syncthreads();
-  __shared__ int is_last;
-  const int tile_id = blockIdx.y * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[tile_id], 1) == splits - 1;
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  for_each([&](float, int row, int t) {
-    if (row >= n_valid) return;
-    float sum = 0.0f;
-    for (int s2 = 0; s2 < splits; ++s2)
-      sum += __ldcg(&partials[(static_cast<int64_t>(s2) * m + t) * n + row]);
-    y[t * ldy + row] = __float2bfloat16_rn(sum * alpha);
-  });
-  if (threadIdx.x == 0) counters[tile_id] = 0;
+  splitk_finish(for_each, partials, counters, split, splits, m, n, n_valid, alpha, y, ldy);
 }
 
 template <int WARPS_N, int WARPS_M, int RA, int NT, int STAGES, int PF>
@@ -875,6 +825,12 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
       break;
     case W4A16Variant::Mma128:
       launch_mma<4, 2, 2, 8, 4, 2>(x, m, ldx, w, y, ldy, a, p.splits, ws, stream);
+      break;
+    case W4A16Variant::Wgmma32:
+    case W4A16Variant::Wgmma64:
+    case W4A16Variant::Wgmma128:
+    case W4A16Variant::Wgmma256:
+      nvfp4_w4a16_wgmma(p, x, m, ldx, w, y, ldy, a, ws, stream);
       break;
     case W4A16Variant::DequantBlas: {
       bf16_raw* wd = ws.dequant_scratch(static_cast<size_t>(w.geom.n * w.geom.k));

@@ -22,6 +22,14 @@ const char* w4a16_variant_name(W4A16Variant v) {
       return "mma64";
     case W4A16Variant::Mma128:
       return "mma128";
+    case W4A16Variant::Wgmma32:
+      return "wgmma32";
+    case W4A16Variant::Wgmma64:
+      return "wgmma64";
+    case W4A16Variant::Wgmma128:
+      return "wgmma128";
+    case W4A16Variant::Wgmma256:
+      return "wgmma256";
     case W4A16Variant::DequantBlas:
       return "dequant+cublas";
   }
@@ -31,6 +39,11 @@ const char* w4a16_variant_name(W4A16Variant v) {
 bool is_decode_variant(W4A16Variant v) {
   return v == W4A16Variant::Decode8 || v == W4A16Variant::Decode16 || v == W4A16Variant::Decode32 ||
          v == W4A16Variant::Decode64;
+}
+
+bool is_wgmma_variant(W4A16Variant v) {
+  return v == W4A16Variant::Wgmma32 || v == W4A16Variant::Wgmma64 || v == W4A16Variant::Wgmma128 ||
+         v == W4A16Variant::Wgmma256;
 }
 
 std::string w4a16_plan_suffix(const W4A16Plan& p) {
@@ -43,6 +56,7 @@ std::string w4a16_plan_suffix(const W4A16Plan& p) {
     if (p.decode_warps == 16) s += "/w16";
   }
   if (p.variant == W4A16Variant::Xs32) s += "/r" + std::to_string(p.rows_per_block);
+  if (is_wgmma_variant(p.variant) && p.rows_per_block == 128) s += "/r128";
   return s;
 }
 
@@ -64,6 +78,14 @@ GemmTile w4a16_tile(W4A16Variant v) {
       return {128, 64};
     case W4A16Variant::Mma128:
       return {128, 128};
+    case W4A16Variant::Wgmma32:
+      return {64, 32};
+    case W4A16Variant::Wgmma64:
+      return {64, 64};
+    case W4A16Variant::Wgmma128:
+      return {64, 128};
+    case W4A16Variant::Wgmma256:
+      return {64, 256};
     case W4A16Variant::DequantBlas:
       return {0, 0};
   }
@@ -111,7 +133,24 @@ W4A16Plan choose_decode_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   return p;
 }
 
-W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits) {
+int choose_splits(W4A16Variant v, int64_t m, int64_t n, int64_t k, int sm_count, int rows_per_block) {
+  constexpr int kMaxSplits = 16;  // caps the split-K workspace
+  GemmTile t = w4a16_tile(v);
+  if (is_wgmma_variant(v) && rows_per_block == 128) t.bn = 128;
+  if (!t.bn || is_decode_variant(v) || v == W4A16Variant::Xs32) return 1;
+  const int64_t blocks = ((n + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
+  const int64_t kchunks = (k + 63) / 64;
+  // mma.sync tiles: about two waves of blocks, at least 4 k-chunks per split. wgmma tiles (one warpgroup, two
+  // to three resident per SM): about two waves too, at least 8 k-chunks per split so the 6-stage pipeline
+  // fills.
+  const int64_t target = 2 * int64_t{sm_count};
+  const int64_t min_chunks = is_wgmma_variant(v) ? 8 : 4;
+  if (blocks >= target) return 1;
+  const int64_t s = std::min<int64_t>({(target + blocks - 1) / blocks, kchunks / min_chunks, kMaxSplits});
+  return static_cast<int>(std::max<int64_t>(1, s));
+}
+
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   // M <= 32: the decode kernels on every shape. 33 <= M <= 64 on the narrower layers: the decode kernel with
   // eight token tiles beats the mma.sync tiles (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs
   // 88.8; Nemotron attn.o 40.1 vs 51.4, mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it
@@ -133,15 +172,7 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int m
   // goes to the decode kernel, and the 128-row tile never won below M = 256: its few blocks leave most SMs
   // idle).
   p.variant = W4A16Variant::Mma64;
-  const GemmTile t = w4a16_tile(p.variant);
-  const int64_t blocks = ((n + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
-  const int64_t kchunks = (k + 63) / 64;
-  // Fill about two waves of blocks, keeping at least 4 k-chunks per split so the pipeline has depth.
-  if (blocks < 2 * sm_count) {
-    int64_t s = (2 * sm_count + blocks - 1) / blocks;
-    s = std::min<int64_t>({s, kchunks / 4, max_splits});
-    p.splits = static_cast<int>(std::max<int64_t>(1, s));
-  }
+  p.splits = choose_splits(p.variant, m, n, k, sm_count);
   return p;
 }
 

@@ -15,16 +15,22 @@ enum class W4A16Variant {
   Mma32,        // block 128 rows x 32 tokens, X staged in shared memory
   Mma64,        // block 128 rows x 64 tokens
   Mma128,       // block 128 rows x 128 tokens
+  Wgmma32,      // sm_90a: warpgroup MMA, block 64 rows x 32 tokens, X staged as B images in shared memory
+  Wgmma64,      // block 64 rows x 64 tokens
+  Wgmma128,     // block 64 rows x 128 tokens
+  Wgmma256,     // block 64 rows x 256 tokens
   DequantBlas,  // dequantize to a BF16 scratch buffer, then cuBLAS (large M, where math dominates)
 };
 const char* w4a16_variant_name(W4A16Variant v);
 // Decode8..Decode64: the warp-per-row-tile kernels (which also apply activations in their epilogue).
 bool is_decode_variant(W4A16Variant v);
+bool is_wgmma_variant(W4A16Variant v);
 
 struct W4A16Plan {
   W4A16Variant variant = W4A16Variant::Decode8;
   int splits = 1;  // K split across blocks (reduced in the kernel by the last block of each tile)
-  // Weight rows per block: 16 or 32 for the decode variants (32 shares X loads), 64 or 128 for xs32.
+  // Weight rows per block: 16 or 32 for the decode variants (32 shares X loads), 64 or 128 for xs32 and the
+  // wgmma variants (128: two warpgroups share the staged X).
   int rows_per_block = 16;
   int decode_warps = 8;  // decode variants: warps splitting K inside a block (4, 8, 10 or 16; 10: one tile)
 };
@@ -37,8 +43,14 @@ struct GemmTile {
 };
 GemmTile w4a16_tile(W4A16Variant v);
 
-// sm_count: multiprocessors of the GPU; max_splits caps the workspace.
-W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, int max_splits = 16);
+// K splits for a tiled variant (Mma*, Wgmma*) at this shape: enough blocks to fill the GPU while each split
+// keeps a deep pipeline; 1 for the others.
+// rows_per_block: 128 selects the two-warpgroup wgmma block.
+int choose_splits(W4A16Variant v, int64_t m, int64_t n, int64_t k, int sm_count, int rows_per_block = 0);
+
+// sm_count: multiprocessors of the GPU. The Wgmma variants are not picked yet: they run only when forced
+// (`bench gemm --variant`), until they are verified and measured faster (kernel-notes #78).
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count);
 // The decode kernel and its knobs for M rows (Decode64 past 32; past 64 it runs 64 rows per launch). What
 // choose_w4a16_plan picks where it picks a decode kernel, and the plan of the last, shorter launch of a
 // prompt-sized M.

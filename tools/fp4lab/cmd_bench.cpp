@@ -500,6 +500,7 @@ Action add_bench(CLI::App& app) {
   g->add_option(
       "--variant", o->variant,
       "force a W4A16 kernel variant (decode8, decode16, decode32, decode64, xs32, mma32, mma64, mma128, "
+      "wgmma32, wgmma64, wgmma128, wgmma256 (sm_90a), "
       "dequant+cublas)");
   g->add_option("--rows-per-block", o->rows_per_block,
                 "with a forced decode variant: 16 or 32 weight rows per block (xs32: 64 or 128)");
