@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "format/nvfp4.h"
@@ -14,8 +15,8 @@
 #include "test_util.h"
 
 using namespace fp4lab;
-using fp4lab::test::run_fp4lab;
 using fp4lab::test::data_dir;
+using fp4lab::test::run_fp4lab;
 using fp4lab::test::TempDir;
 
 TEST(Inspect, TinyNemotronHPattern) {
@@ -184,4 +185,31 @@ TEST(Quantize, CalibrationWritesInputScalesFromActivationMaxima) {
   EXPECT_EQ(r.out.find("W4A16_NVFP4"), std::string::npos) << r.out;
   r = run_fp4lab("generate --model " + d.str("q") + " --prompt-ids 1,2,3 --max-new-tokens 3 --greedy");
   EXPECT_EQ(r.status, 0) << r.out;
+}
+
+TEST(Quantize, ScaleSearchLowersTheKlAgainstTheFloatModel) {
+  // stories260k (float32 weights) quantized both ways, each compared with the float model on the golden
+  // prompt and continuation by `eval ppl --model-b`: the searched scales must come closer.
+  TempDir d;
+  const std::string in = data_dir() + "/models/stories260k";
+  {
+    const auto g = nlohmann::json::parse(std::ifstream(in + "/golden.json"));
+    std::ofstream f(d.str("tokens.ids"));
+    for (int id : g["prompt_ids"]) f << id << " ";
+    for (int id : g["greedy_new_ids"]) f << id << " ";
+  }
+  auto kl = [&](const std::string& method) {
+    auto r = run_fp4lab("quantize --in " + in + " --out " + d.str(method) + " --method " + method);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find(method + " scales"), std::string::npos) << r.out;
+    r = run_fp4lab("eval ppl --model " + in + " --model-b " + d.str(method) + " --quant-b auto --tokens " +
+                   d.str("tokens.ids"));
+    EXPECT_EQ(r.status, 0) << r.out;
+    const auto at = r.out.find("mean ");
+    EXPECT_NE(at, std::string::npos) << r.out;
+    return at == std::string::npos ? 0.0 : std::stod(r.out.substr(at + 5));
+  };
+  const double rtn = kl("rtn"), search = kl("scale-search");
+  EXPECT_GT(rtn, 0.0);
+  EXPECT_LT(search, rtn);
 }

@@ -213,3 +213,51 @@ TEST(Swizzle128x4, BijectionAndPublishedLayout) {
     EXPECT_EQ(unswizzle128x4(swizzle128x4(rm, s), s), rm);
   }
 }
+
+namespace {
+double block_sq_error(std::span<const float> x, const Nvfp4Tensor& q, int64_t b) {
+  std::vector<float> d(x.size());
+  nvfp4_dequantize_ref(q, d);
+  double e = 0;
+  for (int64_t i = b * 16; i < (b + 1) * 16; ++i) e += double(x[i] - d[i]) * (x[i] - d[i]);
+  return e;
+}
+}  // namespace
+
+TEST(Nvfp4ScaleSearch, NeverWorseThanModelOptPerBlockAndBetterOverall) {
+  std::mt19937 rng(11);
+  for (int dist = 0; dist < 3; ++dist) {
+    const int64_t rows = 64, cols = 256;
+    std::vector<float> x(rows * cols);
+    std::normal_distribution<float> g(0.0f, 0.02f);
+    std::student_t_distribution<float> heavy(3.0f);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : x) v = dist == 0 ? g(rng) : dist == 1 ? 0.01f * heavy(rng) : u(rng);
+    const float ts = nvfp4_tensor_scale(amax_ref(x));
+    const Nvfp4Tensor rtn = nvfp4_quantize_ref(x, rows, cols, ts, Nvfp4ScaleRule::Amax);
+    const Nvfp4Tensor ss = nvfp4_quantize_ref(x, rows, cols, ts, Nvfp4ScaleRule::Search);
+    EXPECT_EQ(rtn.block_scales, nvfp4_quantize_ref(x, rows, cols, ts).block_scales);  // rtn is ModelOpt's
+    double e_rtn = 0, e_ss = 0;
+    for (int64_t b = 0; b < rows * cols / 16; ++b) {
+      const double a = block_sq_error(x, rtn, b), s = block_sq_error(x, ss, b);
+      ASSERT_LE(s, a * (1 + 1e-6) + 1e-30) << "distribution " << dist << " block " << b;
+      e_rtn += a, e_ss += s;
+    }
+    EXPECT_LT(e_ss, 0.95 * e_rtn) << "distribution " << dist;
+    EXPECT_EQ(ss.tensor_scale, ts);
+    EXPECT_EQ(ss.packed.size(), rtn.packed.size());
+  }
+}
+
+TEST(Nvfp4ScaleSearch, FindsTheScaleThatPutsTheMaximumOnFour) {
+  // On the E2M1 grid with scale 1 when the largest value is 4: amax / 6 rounds to 0.625 or 0.6875 and loses
+  // precision; the search finds scale 1.0 and reproduces the block exactly.
+  std::vector<float> x = {4, 3, 2, 1.5f, 1, 0.5f, 0, -4, -3, -2, -1.5f, -1, -0.5f, 4, 3, 2};
+  const Nvfp4Tensor ss = nvfp4_quantize_ref(x, 1, 16, 1.0f, Nvfp4ScaleRule::Search);
+  EXPECT_EQ(e4m3_decode(ss.block_scales[0]), 1.0f);
+  EXPECT_EQ(block_sq_error(x, ss, 0), 0.0);
+  const Nvfp4Tensor rtn = nvfp4_quantize_ref(x, 1, 16, 1.0f, Nvfp4ScaleRule::Amax);
+  EXPECT_GT(block_sq_error(x, rtn, 0), 0.0);
+  EXPECT_EQ(parse_nvfp4_scale_rule("scale-search"), Nvfp4ScaleRule::Search);
+  EXPECT_THROW(parse_nvfp4_scale_rule("gptq"), Error);
+}

@@ -40,6 +40,71 @@ Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
   return t;
 }
 
+const char* nvfp4_scale_rule_name(Nvfp4ScaleRule r) {
+  return r == Nvfp4ScaleRule::Search ? "scale-search" : "rtn";
+}
+
+Nvfp4ScaleRule parse_nvfp4_scale_rule(const std::string& s) {
+  if (s == "rtn") return Nvfp4ScaleRule::Amax;
+  if (s == "scale-search") return Nvfp4ScaleRule::Search;
+  throw Error("unknown NVFP4 quantization method '" + s + "' (rtn, scale-search)");
+}
+
+namespace {
+
+// Squared error of block x under scale code s (elements rounded to nearest, saturating at +-6 x scale).
+float block_error(const float* x, uint8_t s, float tensor_scale) {
+  float err = 0.0f;
+  for (int i = 0; i < kNvfp4Block; ++i) {
+    const float d = x[i] - nvfp4_decode_elem(nvfp4_encode_elem(x[i], s, tensor_scale), s, tensor_scale);
+    err += d * d;
+  }
+  return err;
+}
+
+void quantize_block_search(const float* x, float tensor_scale, uint8_t* packed, uint8_t* scale) {
+  nvfp4_quantize_block(x, tensor_scale, packed, scale);  // ModelOpt's choice, kept unless beaten
+  float amax = 0.0f;
+  for (int i = 0; i < kNvfp4Block; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint8_t c0 = *scale;
+  if (amax == 0.0f || c0 == 0 || !std::isfinite(amax)) return;
+  // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
+  const int lo = std::max(1, c0 - 2);
+  const int hi = std::min(0x7E, e4m3_encode(amax / (4.0f * tensor_scale)) + 1);
+  uint8_t best = c0;
+  float best_err = block_error(x, c0, tensor_scale);
+  for (int c = lo; c <= hi; ++c) {
+    if (c == c0) continue;
+    const float e = block_error(x, static_cast<uint8_t>(c), tensor_scale);
+    if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
+  }
+  if (best == c0) return;
+  *scale = best;
+  for (int i = 0; i < kNvfp4Block / 2; ++i)
+    packed[i] = e2m1_pack(nvfp4_encode_elem(x[2 * i], best, tensor_scale),
+                          nvfp4_encode_elem(x[2 * i + 1], best, tensor_scale));
+}
+
+}  // namespace
+
+Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
+                               Nvfp4ScaleRule rule) {
+  if (rule == Nvfp4ScaleRule::Amax)
+    return nvfp4_quantize_ref(x, rows, cols, std::optional<float>(tensor_scale));
+  check_shape(x, rows, cols, kNvfp4Block, "nvfp4_quantize");
+  Nvfp4Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.tensor_scale = tensor_scale;
+  t.packed.resize(static_cast<size_t>(rows * cols / 2));
+  t.block_scales.resize(static_cast<size_t>(rows * cols / kNvfp4Block));
+  const int64_t nb = rows * cols / kNvfp4Block;
+  for (int64_t b = 0; b < nb; ++b)
+    quantize_block_search(x.data() + b * kNvfp4Block, tensor_scale, t.packed.data() + b * 8,
+                          t.block_scales.data() + b);
+  return t;
+}
+
 void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out) {
   if (static_cast<int64_t>(out.size()) != t.rows * t.cols)
     throw Error("nvfp4_dequantize: output size mismatch");

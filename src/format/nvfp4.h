@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "format/nvfp4_block.h"
@@ -32,6 +33,18 @@ float amax_ref(std::span<const float> x);
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols,
                                std::optional<float> tensor_scale = std::nullopt);
 void nvfp4_dequantize_ref(const Nvfp4Tensor& t, std::span<float> out);
+
+// How a 16-block's E4M3 scale is chosen. Amax: ModelOpt's recipe, block amax / 6 rounded to E4M3 (what every
+// NVFP4 checkpoint published so far uses). Search: the least squared error over the E4M3 scales from two
+// codes below that one up to one code above amax / 4 (where the block's largest value lands on E2M1's 4
+// instead of its 6, as in "Four Over Six", arXiv 2512.02010), each element rounded to nearest under the
+// candidate; ModelOpt's scale wins ties. The layout and the decoding are the same: only the chosen values
+// differ.
+enum class Nvfp4ScaleRule { Amax, Search };
+const char* nvfp4_scale_rule_name(Nvfp4ScaleRule r);
+Nvfp4ScaleRule parse_nvfp4_scale_rule(const std::string& s);  // "rtn" | "scale-search"
+Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
+                               Nvfp4ScaleRule rule);
 // quantize then dequantize ("fake quant") for emulating W4A4 on hardware without FP4 tensor cores.
 void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols,
                           std::optional<float> tensor_scale, std::span<float> out);

@@ -106,7 +106,7 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     const LinearSpec& s = *it->second;
     const auto w = tensor_to_f32(*t);
     const float ts = nvfp4_tensor_scale(group_amax[fused_scale_group(s)]);
-    const Nvfp4Tensor q = nvfp4_quantize_ref(w, s.n, s.k, ts);
+    const Nvfp4Tensor q = nvfp4_quantize_ref(w, s.n, s.k, ts, opt.method);
     out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
     out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);
     out.add(s.name + ".weight_scale_2", DType::F32, {}, f32_bytes(q.tensor_scale));

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "format/nvfp4.h"
 #include "io/json_util.h"
 
 namespace fp4lab {
@@ -13,6 +14,8 @@ struct QuantizeOptions {
   // Calibrated max |input| per linear layer name. Empty: a weight-only W4A16_NVFP4 checkpoint; given: NVFP4
   // (W4A4) with <p>.input_scale = amax / (6 * 448), fused q/k/v and gate/up sharing the max.
   std::map<std::string, float> input_amax;
+  // How block scales are chosen (rtn: ModelOpt's amax / 6, bit-identical to its export).
+  Nvfp4ScaleRule method = Nvfp4ScaleRule::Amax;
 };
 
 struct QuantizeReport {

@@ -31,7 +31,7 @@ std::vector<float> all_logits(M& m, const std::vector<int>& tokens) {
 
 Action add_eval(CLI::App& app) {
   struct Opts {
-    std::string model, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
+    std::string model, model_b, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
     std::string lm_head_b = "auto";
     CudaCliOptions cuda;
   };
@@ -40,15 +40,19 @@ Action add_eval(CLI::App& app) {
   auto* ppl = app.add_subcommand(
       "ppl", "perplexity of two quantizations on a token file, KL(a || b), top-1 agreement");
   ppl->add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  ppl->add_option("--model-b", o->model_b,
+                  "the compared side from another checkpoint (e.g. --model the float original, --model-b a "
+                  "quantized directory, --quant-b auto); default: --model");
   ppl->add_option("--tokens", o->tokens_file, "file of token ids (whitespace or comma separated)")
       ->required();
   ppl->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
   add_cuda_run_options(*ppl, o->cuda);
-  ppl->add_option("--lm-head-b", o->lm_head_b,
-                  "the compared side's lm_head (bf16, nvfp4; auto: as --lm-head), e.g. --quant-a bf16 --quant-b "
-                  "bf16 --lm-head-b nvfp4 measures what quantizing the lm_head alone costs")
+  ppl->add_option(
+         "--lm-head-b", o->lm_head_b,
+         "the compared side's lm_head (bf16, nvfp4; auto: as --lm-head), e.g. --quant-a bf16 --quant-b "
+         "bf16 --lm-head-b nvfp4 measures what quantizing the lm_head alone costs")
       ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
@@ -59,6 +63,7 @@ Action add_eval(CLI::App& app) {
   return [o, gsm, gsm_action, hub]() {
     if (gsm->parsed()) return gsm_action();
     const std::string path = resolve_model_arg(o->model, *hub);
+    const std::string path_b = o->model_b.empty() ? path : resolve_model_arg(o->model_b, *hub);
     const auto tokens = read_token_file(o->tokens_file);
     if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
     require_cuda_for_tp(o->cuda, o->backend);
@@ -69,46 +74,61 @@ Action add_eval(CLI::App& app) {
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
-      for (auto [q, out, head] : {std::tuple{&o->quant_a, &la, head_a}, std::tuple{&o->quant_b, &lb, head_b}})
-        run_cuda_model(load_model(path, parse_quant_mode(*q), 0, false), [&] {
-                         // Every token scored at once: one forward of the whole sequence, its logits kept.
-                         CudaRunOptions ro = cuda_run_options(o->cuda);
-                         ro.lm_head = head;
-                         ro.shape.tokens_per_sequence = ro.shape.forward_tokens = ro.shape.logits_rows =
-                             static_cast<int>(tokens.size());
-                         return ro;
-                       }(),
-                       [&](CudaModel& m, CudaOps&, int rank) {
-                         auto l = all_logits(m, tokens);
-                         if (rank != 0) return;
-                         *out = std::move(l);
-                         vocab = m.config().vocab_size;
-                       });
+      int vocab_a = 0;
+      for (auto [p, q, out, head] :
+           {std::tuple{&path, &o->quant_a, &la, head_a}, std::tuple{&path_b, &o->quant_b, &lb, head_b}}) {
+        run_cuda_model(
+            load_model(*p, parse_quant_mode(*q), 0, false),
+            [&] {
+              // Every token scored at once: one forward of the whole sequence, its logits kept.
+              CudaRunOptions ro = cuda_run_options(o->cuda);
+              ro.lm_head = head;
+              ro.shape.tokens_per_sequence = ro.shape.forward_tokens = ro.shape.logits_rows =
+                  static_cast<int>(tokens.size());
+              return ro;
+            }(),
+            [&](CudaModel& m, CudaOps&, int rank) {
+              auto l = all_logits(m, tokens);
+              if (rank != 0) return;
+              *out = std::move(l);
+              vocab = m.config().vocab_size;
+            });
+        if (!vocab_a) vocab_a = vocab;
+      }
+      if (vocab != vocab_a)
+        throw Error("--model-b has a vocabulary of " + std::to_string(vocab) + ", --model " +
+                    std::to_string(vocab_a) + ": the two do not score the same tokens");
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
     } else {
       CpuOps oa, ob;
       Model a(with_lm_head(load_model(path, parse_quant_mode(o->quant_a), 0), head_a), oa);
-      Model b(with_lm_head(load_model(path, parse_quant_mode(o->quant_b), 0), head_b), ob);
+      Model b(with_lm_head(load_model(path_b, parse_quant_mode(o->quant_b), 0), head_b), ob);
       vocab = a.config().vocab_size;
+      if (b.config().vocab_size != vocab)
+        throw Error("--model-b has a vocabulary of " + std::to_string(b.config().vocab_size) + ", --model " +
+                    std::to_string(vocab) + ": the two do not score the same tokens");
       la = all_logits(a, tokens);
       lb = all_logits(b, tokens);
     }
     const PairMetrics m = compare_distributions(la, lb, tokens, vocab);
-    const std::string name_a = o->quant_a + (o->cuda.lm_head == "auto" ? "" : " (lm_head " + o->cuda.lm_head + ")"),
-                      name_b = o->quant_b + (o->lm_head_b == "auto" && o->cuda.lm_head == "auto"
-                                                 ? ""
-                                                 : std::string(" (lm_head ") + lm_head_mode_name(head_b) + ")");
+    const std::string name_a = o->quant_a +
+                               (o->cuda.lm_head == "auto" ? "" : " (lm_head " + o->cuda.lm_head + ")"),
+                      name_b = (o->model_b.empty() ? "" : "b:") + o->quant_b +
+                               (o->lm_head_b == "auto" && o->cuda.lm_head == "auto"
+                                    ? ""
+                                    : std::string(" (lm_head ") + lm_head_mode_name(head_b) + ")");
     std::printf("%s on %d next-token positions (%s backend)\n", o->model.c_str(), m.positions,
                 o->backend.c_str());
     std::printf("perplexity: %s %.4f, %s %.4f\n", name_a.c_str(), m.ppl_a(), name_b.c_str(), m.ppl_b());
-    std::printf("KL(%s || %s): mean %.5f nats, p99 %.5f; top-1 agreement %.4f\n", name_a.c_str(), name_b.c_str(),
-                m.kl_mean, m.kl_p99, m.top1_agreement);
+    std::printf("KL(%s || %s): mean %.5f nats, p99 %.5f; top-1 agreement %.4f\n", name_a.c_str(),
+                name_b.c_str(), m.kl_mean, m.kl_p99, m.top1_agreement);
     if (!o->json_out.empty()) {
       json j = {{"tool", {{"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}}},
                 {"options",
                  {{"model", o->model},
+                  {"model_b", o->model_b.empty() ? o->model : o->model_b},
                   {"tokens", o->tokens_file},
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},

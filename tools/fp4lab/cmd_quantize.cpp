@@ -57,7 +57,7 @@ std::vector<std::vector<int>> calibration_sequences(const std::string& path, con
 
 Action add_quantize(CLI::App& app) {
   struct Opts {
-    std::string in, out, calib, tokenizer;
+    std::string in, out, calib, tokenizer, method = "rtn";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
     bool force = false;
@@ -75,11 +75,18 @@ Action add_quantize(CLI::App& app) {
   app.add_option("--calib-tokens", o->calib_tokens, "at most this many calibration tokens")
       ->check(CLI::Range(1, 1 << 24));
   app.add_option("--threads", o->threads, "CPU threads for the calibration forward (0: all cores)");
+  app.add_option(
+         "--method", o->method,
+         "block scales: rtn (ModelOpt's amax / 6, bit-identical to its export) or scale-search (the E4M3 "
+         "scale with the least squared error per 16-block; same layout, loads everywhere; "
+         "docs/quantization.md)")
+      ->check(CLI::IsMember({"rtn", "scale-search"}));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
   return [o]() {
     check_output_dir(o->out, {o->in}, o->force);
     QuantizeOptions q;
     q.exclude = o->exclude;
+    q.method = parse_nvfp4_scale_rule(o->method);
     int calib_n = 0;
     if (!o->calib.empty()) {
       const auto seqs =
@@ -100,11 +107,11 @@ Action add_quantize(CLI::App& app) {
     }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
     std::printf(
-        "wrote %s: %d linear layers NVFP4 (%s), %d kept; %s -> %s\n", o->out.c_str(), r.quantized,
+        "wrote %s: %d linear layers NVFP4 (%s, %s scales), %d kept; %s -> %s\n", o->out.c_str(), r.quantized,
         r.calibrated
             ? ("NVFP4 W4A4, input scales from " + std::to_string(calib_n) + " calibration tokens").c_str()
             : "W4A16_NVFP4, weight-only: no --calib",
-        r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
+        o->method.c_str(), r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
     return 0;
   };
 }
