@@ -248,7 +248,8 @@ void launch_wgmma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWe
 
   auto kern = nvfp4_w4a16_wgmma_kernel<BN, WGS, STAGES, PF>;
   const int smem = STAGES * (BN / 8) * kImageBytes + 1024 + STAGES * 8;
-  // Once per device: the call costs tens of microseconds, as much as the GEMM itself at small M.
+  // Once per device: set on every call, it went with a ~35 us floor per call in `bench gemm` (kernel-notes
+  // #78).
   static std::atomic<uint64_t> attr_set{0};
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));

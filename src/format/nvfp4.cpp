@@ -26,18 +26,8 @@ float amax_ref(std::span<const float> x) {
 
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols,
                                std::optional<float> tensor_scale) {
-  check_shape(x, rows, cols, kNvfp4Block, "nvfp4_quantize");
-  Nvfp4Tensor t;
-  t.rows = rows;
-  t.cols = cols;
-  t.tensor_scale = tensor_scale ? *tensor_scale : nvfp4_tensor_scale(amax_ref(x));
-  t.packed.resize(static_cast<size_t>(rows * cols / 2));
-  t.block_scales.resize(static_cast<size_t>(rows * cols / kNvfp4Block));
-  const int64_t nb = rows * cols / kNvfp4Block;
-  for (int64_t b = 0; b < nb; ++b)
-    nvfp4_quantize_block(x.data() + b * kNvfp4Block, t.tensor_scale, t.packed.data() + b * 8,
-                         t.block_scales.data() + b);
-  return t;
+  return nvfp4_quantize_ref(x, rows, cols, tensor_scale ? *tensor_scale : nvfp4_tensor_scale(amax_ref(x)),
+                            Nvfp4ScaleRule::Amax);
 }
 
 const char* nvfp4_scale_rule_name(Nvfp4ScaleRule r) {
@@ -62,35 +52,30 @@ float block_error(const float* x, uint8_t s, float tensor_scale) {
   return err;
 }
 
+// ModelOpt's scale unless a candidate of the search has a strictly smaller error (Nvfp4ScaleRule::Search).
 void quantize_block_search(const float* x, float tensor_scale, uint8_t* packed, uint8_t* scale) {
-  nvfp4_quantize_block(x, tensor_scale, packed, scale);  // ModelOpt's choice, kept unless beaten
-  float amax = 0.0f;
-  for (int i = 0; i < kNvfp4Block; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const uint8_t c0 = *scale;
-  if (amax == 0.0f || c0 == 0 || !std::isfinite(amax)) return;
-  // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
-  const int lo = std::max(1, c0 - 2);
-  const int hi = std::min(0x7E, e4m3_encode(amax / (4.0f * tensor_scale)) + 1);
+  const float amax = nvfp4_block_amax(x);
+  const uint8_t c0 = nvfp4_block_scale(amax, tensor_scale);
   uint8_t best = c0;
-  float best_err = block_error(x, c0, tensor_scale);
-  for (int c = lo; c <= hi; ++c) {
-    if (c == c0) continue;
-    const float e = block_error(x, static_cast<uint8_t>(c), tensor_scale);
-    if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
+  if (amax > 0.0f && c0 != 0 && std::isfinite(amax)) {
+    // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
+    const int lo = std::max(1, c0 - 2);
+    const int hi = std::min(0x7E, e4m3_encode(amax / (4.0f * tensor_scale)) + 1);
+    float best_err = block_error(x, c0, tensor_scale);
+    for (int c = lo; c <= hi; ++c) {
+      if (c == c0) continue;
+      const float e = block_error(x, static_cast<uint8_t>(c), tensor_scale);
+      if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
+    }
   }
-  if (best == c0) return;
   *scale = best;
-  for (int i = 0; i < kNvfp4Block / 2; ++i)
-    packed[i] = e2m1_pack(nvfp4_encode_elem(x[2 * i], best, tensor_scale),
-                          nvfp4_encode_elem(x[2 * i + 1], best, tensor_scale));
+  nvfp4_encode_block(x, best, tensor_scale, packed);
 }
 
 }  // namespace
 
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
                                Nvfp4ScaleRule rule) {
-  if (rule == Nvfp4ScaleRule::Amax)
-    return nvfp4_quantize_ref(x, rows, cols, std::optional<float>(tensor_scale));
   check_shape(x, rows, cols, kNvfp4Block, "nvfp4_quantize");
   Nvfp4Tensor t;
   t.rows = rows;
@@ -99,9 +84,15 @@ Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
   t.packed.resize(static_cast<size_t>(rows * cols / 2));
   t.block_scales.resize(static_cast<size_t>(rows * cols / kNvfp4Block));
   const int64_t nb = rows * cols / kNvfp4Block;
-  for (int64_t b = 0; b < nb; ++b)
-    quantize_block_search(x.data() + b * kNvfp4Block, tensor_scale, t.packed.data() + b * 8,
-                          t.block_scales.data() + b);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x.data() + b * kNvfp4Block;
+    uint8_t* pb = t.packed.data() + b * 8;
+    uint8_t* sb = t.block_scales.data() + b;
+    if (rule == Nvfp4ScaleRule::Search)
+      quantize_block_search(xb, tensor_scale, pb, sb);
+    else
+      nvfp4_quantize_block(xb, tensor_scale, pb, sb);
+  }
   return t;
 }
 

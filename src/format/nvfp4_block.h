@@ -38,18 +38,26 @@ FP4LAB_HD float nvfp4_decode_elem(uint8_t code, uint8_t block_scale, float tenso
   return e2m1_decode(code) * e4m3_decode(block_scale) * tensor_scale;
 }
 
-// Quantizes 16 consecutive values into 8 packed bytes and one scale byte.
-FP4LAB_HD void nvfp4_quantize_block(const float* x, float tensor_scale, uint8_t* packed, uint8_t* scale) {
+FP4LAB_HD float nvfp4_block_amax(const float* x) {
   float amax = 0.0f;
   for (int i = 0; i < kNvfp4Block; ++i) {
     const float a = x[i] < 0 ? -x[i] : x[i];
     amax = a > amax ? a : amax;
   }
-  const uint8_t s = nvfp4_block_scale(amax, tensor_scale);
-  *scale = s;
+  return amax;
+}
+
+// 16 consecutive values into 8 packed bytes under block scale s.
+FP4LAB_HD void nvfp4_encode_block(const float* x, uint8_t s, float tensor_scale, uint8_t* packed) {
   for (int i = 0; i < kNvfp4Block / 2; ++i)
     packed[i] = e2m1_pack(nvfp4_encode_elem(x[2 * i], s, tensor_scale),
                           nvfp4_encode_elem(x[2 * i + 1], s, tensor_scale));
+}
+
+// Quantizes 16 consecutive values into 8 packed bytes and one scale byte.
+FP4LAB_HD void nvfp4_quantize_block(const float* x, float tensor_scale, uint8_t* packed, uint8_t* scale) {
+  *scale = nvfp4_block_scale(nvfp4_block_amax(x), tensor_scale);
+  nvfp4_encode_block(x, *scale, tensor_scale, packed);
 }
 
 // MXFP4 (OCP MX v1.0): shared exponent floor(log2(amax)) - 2 (E2M1's emax), elements RNE with saturation.

@@ -69,6 +69,12 @@ Action add_eval(CLI::App& app) {
     require_cuda_for_tp(o->cuda, o->backend);
     std::vector<float> la, lb;
     int vocab = 0;
+    // The two sides must score the same token ids.
+    auto same_vocab = [](int a, int b) {
+      if (a != b)
+        throw Error("--model-b has a vocabulary of " + std::to_string(b) + ", --model " + std::to_string(a) +
+                    ": the two do not score the same tokens");
+    };
     const LmHeadMode head_a = parse_lm_head_mode(o->cuda.lm_head),
                      head_b = o->lm_head_b == "auto" ? head_a : parse_lm_head_mode(o->lm_head_b);
     if (o->backend == "cuda") {
@@ -95,9 +101,7 @@ Action add_eval(CLI::App& app) {
             });
         if (!vocab_a) vocab_a = vocab;
       }
-      if (vocab != vocab_a)
-        throw Error("--model-b has a vocabulary of " + std::to_string(vocab) + ", --model " +
-                    std::to_string(vocab_a) + ": the two do not score the same tokens");
+      same_vocab(vocab_a, vocab);
 #else
       throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
@@ -106,9 +110,7 @@ Action add_eval(CLI::App& app) {
       Model a(with_lm_head(load_model(path, parse_quant_mode(o->quant_a), 0), head_a), oa);
       Model b(with_lm_head(load_model(path_b, parse_quant_mode(o->quant_b), 0), head_b), ob);
       vocab = a.config().vocab_size;
-      if (b.config().vocab_size != vocab)
-        throw Error("--model-b has a vocabulary of " + std::to_string(b.config().vocab_size) + ", --model " +
-                    std::to_string(vocab) + ": the two do not score the same tokens");
+      same_vocab(vocab, b.config().vocab_size);
       la = all_logits(a, tokens);
       lb = all_logits(b, tokens);
     }
