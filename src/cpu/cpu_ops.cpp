@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/parallel.h"
 #include "cpu/linear_ref.h"
 
 namespace fp4lab {
@@ -77,8 +78,25 @@ void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table,
 
 void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
   if (calib_) {
-    float& a = (*calib_)[&w];
+    float& a = calib_->amax[&w];
     for (float v : x.v) a = std::max(a, std::fabs(v));
+    if (calib_->hessians && (calib_->hessian_only.empty() || calib_->hessian_only.count(&w))) {
+      std::vector<double>& h = calib_->hessian[&w];
+      const int64_t k = w.k;
+      h.resize(static_cast<size_t>(k * k), 0.0);
+      // Lower triangle per row of x, rows of h spread over the threads; mirrored at the end.
+      parallel_parts(k, threads_, [&](int64_t i) {
+        double* hi = h.data() + i * k;
+        for (int64_t r = 0; r < x.rows; ++r) {
+          const float* xr = x.v.data() + r * k;
+          const double xi = xr[i];
+          if (xi == 0.0) continue;
+          for (int64_t j = 0; j <= i; ++j) hi[j] += xi * xr[j];
+        }
+      });
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = i + 1; j < k; ++j) h[i * k + j] = h[j * k + i];
+    }
   }
   // NVFP4 layers hold their exact dequantized values in w.w: the CPU computes W4A16 exactly.
   linear_f32_ref(x.v, x.rows, w.k, w.w, w.n, y.v, threads_);

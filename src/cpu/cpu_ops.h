@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <barrier>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -127,9 +128,14 @@ class CpuOps {
                     std::span<Tensor* const> y) const {
     for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *y[i]);
   }
-  // Activation calibration: while set, every linear records max |input| per weight (ModelOpt's max
-  // calibrator).
-  void set_calibration(std::map<const LinearWeight*, float>* amax) { calib_ = amax; }
+  // Activation calibration: while set, every linear records what its inputs were.
+  struct Calibration {
+    std::map<const LinearWeight*, float> amax;                   // max |input| (ModelOpt's max calibrator)
+    bool hessians = false;                                       // also collect `hessian` (GPTQ's)
+    std::set<const LinearWeight*> hessian_only;                  // non-empty: Hessians of these layers only
+    std::map<const LinearWeight*, std::vector<double>> hessian;  // [k, k]: the sum of x x^T over the inputs
+  };
+  void set_calibration(Calibration* c) { calib_ = c; }
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {
     cpu::rmsnorm(x.v, w, eps, y.v);
   }
@@ -202,7 +208,7 @@ class CpuOps {
   int64_t logits_cols_ = 1;
   float pick_temperature_ = 0.0f;     // set_pick: 0 argmax, > 0 Gumbel-max sample per row
   std::vector<uint64_t> pick_seeds_;  // [rows]
-  std::map<const LinearWeight*, float>* calib_ = nullptr;
+  Calibration* calib_ = nullptr;
 };
 
 using Model = Runner<CpuOps>;

@@ -52,10 +52,13 @@ float block_error(const float* x, uint8_t s, float tensor_scale) {
   return err;
 }
 
+}  // namespace
+
 // ModelOpt's scale unless a candidate of the search has a strictly smaller error (Nvfp4ScaleRule::Search).
-void quantize_block_search(const float* x, float tensor_scale, uint8_t* packed, uint8_t* scale) {
+uint8_t nvfp4_choose_block_scale(const float* x, float tensor_scale, Nvfp4ScaleRule rule) {
   const float amax = nvfp4_block_amax(x);
   const uint8_t c0 = nvfp4_block_scale(amax, tensor_scale);
+  if (rule == Nvfp4ScaleRule::Amax) return c0;
   uint8_t best = c0;
   if (amax > 0.0f && c0 != 0 && std::isfinite(amax)) {
     // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
@@ -68,11 +71,8 @@ void quantize_block_search(const float* x, float tensor_scale, uint8_t* packed, 
       if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
     }
   }
-  *scale = best;
-  nvfp4_encode_block(x, best, tensor_scale, packed);
+  return best;
 }
-
-}  // namespace
 
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
                                Nvfp4ScaleRule rule) {
@@ -88,10 +88,8 @@ Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t c
     const float* xb = x.data() + b * kNvfp4Block;
     uint8_t* pb = t.packed.data() + b * 8;
     uint8_t* sb = t.block_scales.data() + b;
-    if (rule == Nvfp4ScaleRule::Search)
-      quantize_block_search(xb, tensor_scale, pb, sb);
-    else
-      nvfp4_quantize_block(xb, tensor_scale, pb, sb);
+    *sb = nvfp4_choose_block_scale(xb, tensor_scale, rule);
+    nvfp4_encode_block(xb, *sb, tensor_scale, pb);
   }
   return t;
 }

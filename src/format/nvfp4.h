@@ -45,6 +45,8 @@ const char* nvfp4_scale_rule_name(Nvfp4ScaleRule r);
 Nvfp4ScaleRule parse_nvfp4_scale_rule(const std::string& s);  // "rtn" | "scale-search"
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
                                Nvfp4ScaleRule rule);
+// The E4M3 scale code the rule picks for the 16 values at x.
+uint8_t nvfp4_choose_block_scale(const float* x, float tensor_scale, Nvfp4ScaleRule rule);
 // quantize then dequantize ("fake quant") for emulating W4A4 on hardware without FP4 tensor cores.
 void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols,
                           std::optional<float> tensor_scale, std::span<float> out);

@@ -13,7 +13,7 @@
 #include "common/random.h"
 #include "format/nvfp4.h"
 #include "io/json_util.h"
-#include "io/nvfp4_checkpoint.h"
+#include "model/quantize.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
 

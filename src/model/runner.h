@@ -44,6 +44,10 @@ class Runner {
 
   const ModelConfig& config() const { return w_.config; }
   const ModelWeights& weights() const { return w_; }
+  // For a backend that reads the host weights at every call (the CPU reference): changes made here are what
+  // the next forward computes with (sequential GPTQ swaps in each quantized block). A backend that copied
+  // them at construction would not see them.
+  ModelWeights& host_weights_for_update() { return w_; }
   Ops& ops() { return ops_; }
   State new_sequence(int max_tokens) { return ops_.new_state(w_.config, max_tokens); }
 

@@ -6,9 +6,9 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
+#include "engine/calibrate.h"
 #include "io/json_util.h"
-#include "io/nvfp4_checkpoint.h"
+#include "model/quantize.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fp4lab::cli {
@@ -60,6 +60,7 @@ Action add_quantize(CLI::App& app) {
     std::string in, out, calib, tokenizer, method = "rtn";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
+    double damp = 0.01;
     bool force = false;
   };
   auto o = std::make_shared<Opts>();
@@ -77,41 +78,49 @@ Action add_quantize(CLI::App& app) {
   app.add_option("--threads", o->threads, "CPU threads for the calibration forward (0: all cores)");
   app.add_option(
          "--method", o->method,
-         "block scales: rtn (ModelOpt's amax / 6, bit-identical to its export) or scale-search (the E4M3 "
-         "scale with the least squared error per 16-block; same layout, loads everywhere; "
-         "docs/quantization.md)")
-      ->check(CLI::IsMember({"rtn", "scale-search"}));
+         "rtn (ModelOpt's amax / 6 block scales, bit-identical to its export), scale-search (the E4M3 "
+         "scale with the least squared error per 16-block) or gptq (scale-search blocks with GPTQ's error "
+         "compensation from --calib activations); same layout, loads everywhere; docs/quantization.md")
+      ->check(CLI::IsMember({"rtn", "scale-search", "gptq"}));
+  app.add_option("--gptq-damp", o->damp, "gptq: Hessian damping, a fraction of its mean diagonal")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
   return [o]() {
     check_output_dir(o->out, {o->in}, o->force);
     QuantizeOptions q;
     q.exclude = o->exclude;
-    q.method = parse_nvfp4_scale_rule(o->method);
-    int calib_n = 0;
+    const bool gptq = o->method == "gptq";
+    if (gptq && o->calib.empty())
+      throw Error("--method gptq needs --calib (the activations its Hessians come from)");
+    q.method = gptq ? Nvfp4ScaleRule::Search : parse_nvfp4_scale_rule(o->method);
+    CalibrationResult cal;
     if (!o->calib.empty()) {
-      const auto seqs =
-          calibration_sequences(o->calib, o->tokenizer.empty() ? o->in : o->tokenizer, o->calib_tokens);
-      // The float model (as stored) on the CPU reference backend, every linear recording max |input|.
-      std::map<const LinearWeight*, float> amax;
-      CpuOps ops(o->threads);
-      Model m(load_weights(o->in, QuantMode::Auto), ops);
-      ops.set_calibration(&amax);
-      for (const auto& s : seqs) {
-        auto st = m.new_sequence(static_cast<int>(s.size()));
-        m.forward(st, s, false);
-        calib_n += static_cast<int>(s.size());
-      }
-      ops.set_calibration(nullptr);
-      for (const auto& p : m.weights().plans)
-        q.input_amax[p.spec.name] = amax[&linear_weight(m.weights(), p.spec)];
+      CalibrationOptions co;
+      co.exclude = o->exclude;
+      co.threads = o->threads;
+      co.gptq = gptq;
+      co.gptq_options = {o->damp, q.method, o->threads};
+      if (gptq) co.progress = [](int b, int n) { std::fprintf(stderr, "\rgptq: block %d/%d", b + 1, n); };
+      cal = calibrate_checkpoint(
+          o->in,
+          calibration_sequences(o->calib, o->tokenizer.empty() ? o->in : o->tokenizer, o->calib_tokens), co);
+      if (gptq) std::fprintf(stderr, "\n");
+      q.input_amax = cal.input_amax;
+      q.prequantized = std::move(cal.quantized);
     }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
     std::printf(
         "wrote %s: %d linear layers NVFP4 (%s, %s scales), %d kept; %s -> %s\n", o->out.c_str(), r.quantized,
         r.calibrated
-            ? ("NVFP4 W4A4, input scales from " + std::to_string(calib_n) + " calibration tokens").c_str()
+            ? ("NVFP4 W4A4, input scales from " + std::to_string(cal.tokens) + " calibration tokens").c_str()
             : "W4A16_NVFP4, weight-only: no --calib",
-        o->method.c_str(), r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
+        gptq ? "gptq, scale-search" : o->method.c_str(), r.kept, human_bytes(r.bytes_in).c_str(),
+        human_bytes(r.bytes_out).c_str());
+    if (gptq)
+      std::printf(
+          "gptq: output error on the calibration inputs %.4g (round-to-nearest, same scales rule: "
+          "%.4g, %.2fx)\n",
+          cal.gptq_error, cal.rtn_error, cal.rtn_error > 0 ? cal.gptq_error / cal.rtn_error : 0.0);
     return 0;
   };
 }

@@ -1,11 +1,13 @@
 // Writes a ModelOpt-layout NVFP4 checkpoint from a BF16/F16/F32 one (the `fp4lab quantize` back end).
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "format/nvfp4.h"
 #include "io/json_util.h"
+#include "model/layout.h"
 
 namespace fp4lab {
 
@@ -16,7 +18,19 @@ struct QuantizeOptions {
   std::map<std::string, float> input_amax;
   // How block scales are chosen (rtn: ModelOpt's amax / 6, bit-identical to its export).
   Nvfp4ScaleRule method = Nvfp4ScaleRule::Amax;
+  // Layers already quantized elsewhere (GPTQ, engine/calibrate.h), by linear layer name, written as they
+  // are; their tensor scale must be the one this function would use (nvfp4_group_tensor_scales).
+  std::map<std::string, Nvfp4Tensor> prequantized;
 };
+
+// The linear layers quantize_checkpoint_nvfp4 makes NVFP4: every one but the excluded patterns (empty: the
+// architecture's defaults), K not a multiple of 16, and a tied lm_head.
+std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
+                                               const std::vector<std::string>& exclude);
+// Per layer name, the shared tensor scale (weight_scale_2) of its fused group (q/k/v, gate/up: the max of
+// their amax), from `amax_of(spec)`, the layer's max |w|.
+std::map<std::string, float> nvfp4_group_tensor_scales(
+    const std::vector<LinearSpec>& layers, const std::function<float(const LinearSpec&)>& amax_of);
 
 struct QuantizeReport {
   int quantized = 0, kept = 0;

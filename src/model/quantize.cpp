@@ -1,5 +1,6 @@
-#include "io/nvfp4_checkpoint.h"
+#include "model/quantize.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -8,6 +9,7 @@
 #include "common/error.h"
 #include "format/nvfp4.h"
 #include "io/json_util.h"
+#include "io/quant_config.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
 
@@ -55,6 +57,30 @@ void write_modelopt_configs(const std::string& out_dir, json config, const std::
   write_text_file((fs::path(out_dir) / "config.json").string(), dump_json_config(config) + "\n");
 }
 
+std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
+                                               const std::vector<std::string>& exclude) {
+  const std::vector<std::string> ex = exclude.empty() ? default_nvfp4_excludes(cfg) : exclude;
+  std::vector<LinearSpec> out;
+  for (const auto& s : linear_layers(cfg)) {
+    bool skip = s.k % 16 != 0 || (s.role == "lm_head" && cfg.tie_embeddings);
+    for (const auto& e : ex) skip = skip || exclude_matches(e, s.name);
+    if (!skip) out.push_back(s);
+  }
+  return out;
+}
+
+std::map<std::string, float> nvfp4_group_tensor_scales(
+    const std::vector<LinearSpec>& layers, const std::function<float(const LinearSpec&)>& amax_of) {
+  std::map<std::string, float> group;
+  for (const auto& s : layers) {
+    float& g = group[fused_scale_group(s)];
+    g = std::max(g, amax_of(s));
+  }
+  std::map<std::string, float> ts;
+  for (const auto& s : layers) ts[s.name] = nvfp4_tensor_scale(group[fused_scale_group(s)]);
+  return ts;
+}
+
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
                                          const QuantizeOptions& opt) {
   const ModelConfig cfg = load_model_config(in_dir);
@@ -63,22 +89,18 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   if (existing.algo != QuantAlgo::None)
     throw Error(in_dir + ": already quantized (" + quant_algo_name(existing.algo) +
                 "); quantize needs a BF16 checkpoint");
-  const std::vector<std::string> exclude = opt.exclude.empty() ? default_nvfp4_excludes(cfg) : opt.exclude;
   const auto specs = linear_layers(cfg);
+  const auto layers = nvfp4_quantized_layers(cfg, opt.exclude);
+  const auto tensor_scales = nvfp4_group_tensor_scales(
+      layers, [&](const LinearSpec& s) { return amax_ref(tensor_to_f32(st.get(s.name + ".weight"))); });
 
   std::map<std::string, const LinearSpec*> by_weight;
-  std::map<std::string, float> group_amax, group_in_amax;
+  std::map<std::string, float> group_in_amax;
   const bool calibrated = !opt.input_amax.empty();
   std::set<std::string> quantized;
-  for (const auto& s : specs) {
-    bool ex = s.k % 16 != 0;
-    for (const auto& e : exclude) ex = ex || exclude_matches(e, s.name);
-    if (ex || (s.role == "lm_head" && cfg.tie_embeddings)) continue;
+  for (const auto& s : layers) {
     quantized.insert(s.name);
     by_weight[s.name + ".weight"] = &s;
-    const auto w = tensor_to_f32(st.get(s.name + ".weight"));
-    float& g = group_amax[fused_scale_group(s)];
-    g = std::max(g, amax_ref(w));
     if (calibrated) {
       auto a = opt.input_amax.find(s.name);
       if (a == opt.input_amax.end() || !(a->second > 0))
@@ -104,9 +126,15 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
       continue;
     }
     const LinearSpec& s = *it->second;
-    const auto w = tensor_to_f32(*t);
-    const float ts = nvfp4_tensor_scale(group_amax[fused_scale_group(s)]);
-    const Nvfp4Tensor q = nvfp4_quantize_ref(w, s.n, s.k, ts, opt.method);
+    const float ts = tensor_scales.at(s.name);
+    Nvfp4Tensor q;
+    if (const auto pre = opt.prequantized.find(s.name); pre != opt.prequantized.end()) {
+      q = pre->second;
+      if (q.rows != s.n || q.cols != s.k || q.tensor_scale != ts)
+        throw Error("internal: the prequantized " + s.name + " does not match its shape or group scale");
+    } else {
+      q = nvfp4_quantize_ref(tensor_to_f32(*t), s.n, s.k, ts, opt.method);
+    }
     out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
     out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);
     out.add(s.name + ".weight_scale_2", DType::F32, {}, f32_bytes(q.tensor_scale));
