@@ -741,3 +741,37 @@ TEST(GpuEngine, OutOfMemoryPlanIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("GPU memory are free"), std::string::npos) << e.what();
   }
 }
+
+// A prompt-sized NVFP4 prefill with the wgmma kernels (the heuristic's choice past 256 tokens) gives the
+// logits of the mma.sync and decode kernels, and finite ones, on each architecture's layer set (the
+// SwiGLU pair's interleaved scratch, Mamba's in/out projections, attention).
+TEST(GpuEngine, WgmmaPrefillMatchesMmaPrefill) {
+  REQUIRE_GPU();
+  if (!wgmma_supported()) GTEST_SKIP() << "no sm_90a wgmma on this GPU or build";
+  std::vector<int> seq;
+  for (int i = 0; i < 700; ++i) seq.push_back((i * 7919 + 13) % 512);
+  for (const char* m : {"tiny-llama", "tiny-nemotron-h", "tiny-qwen3"}) {
+    const std::string dir = fp4lab::test::data_dir() + "/models/" + m;
+    auto run = [&](bool wgmma) {
+      CudaOps ops;
+      ops.set_wgmma(wgmma);
+      CudaModel model(load_weights(dir, QuantMode::NVFP4), ops);
+      auto s = model.new_sequence(static_cast<int>(seq.size()));
+      return model.forward(s, seq, true);
+    };
+    const auto a = run(true), b = run(false);
+    ASSERT_EQ(a.size(), b.size());
+    float md = 0, mx = 0;
+    size_t nonfinite = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      nonfinite += !std::isfinite(a[i]);
+      md = std::max(md, std::fabs(a[i] - b[i]));
+      mx = std::max(mx, std::fabs(b[i]));
+    }
+    EXPECT_EQ(nonfinite, 0u) << m;
+    // Same math, FP32 accumulation in another order, BF16 activations between the layers.
+    EXPECT_LE(md, 0.05f * mx + 0.05f) << m;
+    std::printf("%s NVFP4 prefill of %zu tokens, wgmma vs mma.sync: max |logit diff| %.4f over max %.3f\n", m,
+                seq.size(), md, mx);
+  }
+}

@@ -308,3 +308,72 @@ TEST(GpuNvfp4, CublasBaselinesRun) {
   }
   EXPECT_LT(std::sqrt(num / den), 0.08);
 }
+
+// The wgmma kernels as the engine calls them: model-sized N and K, prompt-sized M, row strides wider than the
+// operands (ldx > K, ldy > N). Checked against the mma.sync kernel (itself checked against the CPU above) on
+// the same GPU, and for writes outside [M, N).
+TEST(GpuNvfp4, WgmmaMatchesMmaOnStridedModelShapes) {
+  REQUIRE_GPU();
+  if (!wgmma_supported()) GTEST_SKIP() << "no sm_90a wgmma on this GPU or build";
+  GemmWorkspace ws;
+  int sms = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  std::mt19937_64 rng(77);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{6144, 4480}, {4480, 15680}, {2064, 1040}}) {
+    std::vector<float> wf(static_cast<size_t>(n * k));
+    for (auto& v : wf) v = 0.02f * g(rng);
+    const Nvfp4Tensor wq = nvfp4_quantize_ref(wf, n, k);
+    auto dpk = to_device(wq.packed);
+    auto dsc = to_device(wq.block_scales);
+    const auto w = nvfp4_repack_device(dpk.as<uint8_t>(), dsc.as<uint8_t>(), n, k, wq.tensor_scale, nullptr);
+    for (int64_t m : {300, 2048}) {
+      const int64_t ldx = k + 64, ldy = n + 16;
+      std::vector<uint16_t> xb(static_cast<size_t>(m * ldx));
+      for (auto& v : xb) v = bf16_from_f32_rne(g(rng));
+      auto dx = to_device(xb);
+      auto run = [&](const W4A16Plan& plan) {
+        DeviceBuffer dy(static_cast<size_t>(m * ldy * 2));
+        CUDA_CHECK(cudaMemset(dy.ptr, 0xFF, dy.bytes));
+        nvfp4_w4a16_gemm(dx.as<bf16_raw>(), m, ldx, w, dy.as<bf16_raw>(), ldy, 1.0f, ws, nullptr, &plan);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        return to_host<uint16_t>(dy, static_cast<size_t>(m * ldy));
+      };
+      const auto ref = run({W4A16Variant::Mma64, 1});
+      double ss = 0;
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t j = 0; j < n; ++j) ss += std::pow(double(bf16_to_f32(ref[t * ldy + j])), 2);
+      const double rms = std::sqrt(ss / double(m * n));
+      std::vector<W4A16Plan> plans{choose_wgmma_plan(m, n, k, sms)};
+      for (auto v : {W4A16Variant::Wgmma64, W4A16Variant::Wgmma128, W4A16Variant::Wgmma256})
+        for (int rows : {64, 128}) plans.push_back({v, choose_splits(v, m, n, k, sms, rows), rows});
+      for (const auto& plan : plans) {
+        const auto y = run(plan);
+        const std::string what = "M=" + std::to_string(m) + " N=" + std::to_string(n) +
+                                 " K=" + std::to_string(k) + " " + w4a16_variant_name(plan.variant) +
+                                 w4a16_plan_suffix(plan);
+        size_t bad = 0, outside = 0;
+        for (int64_t t = 0; t < m; ++t)
+          for (int64_t j = 0; j < ldy; ++j) {
+            const uint16_t v = y[t * ldy + j];
+            if (j >= n) {
+              outside += v != 0xFFFF;
+              continue;
+            }
+            const double a = bf16_to_f32(v), b = bf16_to_f32(ref[t * ldy + j]);
+            if (!(std::fabs(a - b) <= std::ldexp(1.0, -7) * std::fabs(b) + 2e-3 * rms)) ++bad;
+          }
+        EXPECT_EQ(bad, 0u) << what << ": elements away from the mma.sync kernel's";
+        EXPECT_EQ(outside, 0u) << what << ": writes past N";
+      }
+    }
+  }
+}
+
+// The operand conventions the wgmma kernels are built on, apart from their pipeline: if this fails, the
+// descriptors or the fragment layout are wrong; if only the GEMM tests fail, the staging is.
+TEST(GpuNvfp4, WgmmaOperandConventionsHold) {
+  REQUIRE_GPU();
+  if (!wgmma_supported()) GTEST_SKIP() << "no sm_90a wgmma on this GPU or build";
+  EXPECT_EQ(wgmma_convention_mismatches(), 0);
+}

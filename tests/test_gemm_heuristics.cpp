@@ -85,3 +85,18 @@ TEST(GemmHeuristics, SplitsFillTheGpu) {
     EXPECT_FALSE(is_wgmma_variant(choose_w4a16_plan(m, 4096, 4096, 132).variant)) << m;
   EXPECT_EQ(w4a16_plan_suffix({W4A16Variant::Wgmma128, 2, 128}), "/s2/r128");
 }
+
+TEST(GemmHeuristics, WgmmaOnlyWhereAllowed) {
+  // Not allowed (the default): the mma.sync and dequant + cuBLAS choices stay.
+  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132).variant, W4A16Variant::DequantBlas);
+  // Allowed: prompt-sized M from 256 rows; the decode kernels keep M <= 32 and the narrow layers below 256.
+  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132, true).variant, W4A16Variant::Wgmma256);
+  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132, true).rows_per_block, 128);
+  EXPECT_EQ(choose_w4a16_plan(300, 4480, 4480, 132, true).variant, W4A16Variant::Wgmma128);
+  EXPECT_EQ(choose_w4a16_plan(16, 22656, 4480, 132, true).variant, W4A16Variant::Decode16);
+  EXPECT_EQ(choose_w4a16_plan(128, 4480, 4480, 132, true).variant, W4A16Variant::Decode64);
+  // The B images: M rounded up to the token block, K to the 64-wide chunk, BF16.
+  const W4A16Plan p = choose_wgmma_plan(300, 4480, 4480, 132);
+  EXPECT_EQ(wgmma_b_image_bytes(p, 300, 4480), int64_t{384} * 4480 * 2);
+  EXPECT_EQ(wgmma_b_image_bytes(choose_decode_plan(8, 4480, 4480, 132), 8, 4480), 0);
+}

@@ -168,3 +168,15 @@ TEST(MemoryPlan, InspectAndExplainPrintThePlan) {
     EXPECT_EQ(l.find("no fit", l.find("no fit") + 1), std::string::npos) << l;
   }
 }
+
+// With the wgmma kernels allowed, a prompt-sized forward stages X as B images: the workspace holds the
+// largest (Llama mlp.down: 4096 tokens x K 14336 in BF16) instead of the dequantized weight of dequant +
+// cuBLAS.
+TEST(MemoryPlan, WgmmaWorkspaceHoldsTheLargestBImage) {
+  MemoryPlanInput in = preset_input("llama-3.1-8b", QuantMode::NVFP4, 1, 4096);
+  const uint64_t without = item(plan_memory(in).run, "workspaces");
+  in.wgmma = true;
+  const uint64_t with = item(plan_memory(in).run, "workspaces");
+  EXPECT_GE(with, (32ull << 20) + 4096ull * 14336 * 2);
+  EXPECT_NE(with, without);
+}

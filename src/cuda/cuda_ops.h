@@ -205,6 +205,9 @@ class CudaOps {
   void set_fused_rope(bool on) { fused_rope_ = on; }
   // BF16 linear layers with at most this many rows run bf16_gemv (cuda/bf16_gemv.h) instead of cuBLAS.
   void set_bf16_gemv_rows(int rows) { bf16_gemv_rows_ = rows; }
+  // The NVFP4 GEMM heuristic may pick the wgmma kernels (on an sm_90a build on Hopper; off by default, see
+  // GemmWorkspace::wgmma).
+  void set_wgmma(bool on) { ws_.set_wgmma(on); }
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);

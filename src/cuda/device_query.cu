@@ -1,6 +1,8 @@
 #include <array>
 #include <atomic>
 #include <filesystem>
+#include <map>
+#include <mutex>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
@@ -44,6 +46,20 @@ int current_device_cc_major() {
     CUDA_CHECK(
         cudaDeviceGetAttribute(&major[static_cast<size_t>(dev)], cudaDevAttrComputeCapabilityMajor, dev));
   return major[static_cast<size_t>(dev)];
+}
+
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> set;
+  const std::lock_guard lock(mu);
+  size_t& have = set[{kernel, dev}];
+  if (have >= bytes) return;
+  CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  have = bytes;
 }
 
 bool programmatic_launch_active() {

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
+#include "cuda/launch.h"
 #include "cuda/ptx.cuh"
 
 namespace fp4lab {
@@ -601,8 +602,7 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   float* cb = sc + int64_t{d.heads} * d.chunks * d.hp * d.ns;
   // The tensor-core chunk_state where the shapes allow it (state size 128: a 16-column slice per warp).
   auto mma_state = [&](auto kernel, size_t smem) {
-    CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allow_dynamic_smem(kernel, smem);
     kernel<<<dim3(d.chunks, d.heads), kStateWarps * 32, smem, stream>>>(x, b, dt, a_log, d, lc, sc);
   };
   const bool state_mma = d.ns == 128 && d.chunk <= kMaxChunk && reinterpret_cast<uintptr_t>(x) % 4 == 0 &&
@@ -619,8 +619,7 @@ void launch_group_as(const bf16* x, const bf16* b, const bf16* c, const bf16* dt
   CUDA_CHECK_LAUNCH();
   const dim3 out_grid(d.chunks, d.heads, (d.chunk + 63) / 64);
   auto mma_out = [&](auto kernel, size_t smem) {
-    CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allow_dynamic_smem(kernel, smem);
     kernel<<<out_grid, kOutWarps * 32, smem, stream>>>(x, c, dt, dvec, d, lc, sc, cb, y);
   };
   // The tensor-core form where the shapes allow it (16-multiples; BF16 pairs need even offsets).

@@ -49,6 +49,10 @@ class GemmWorkspace {
   void* b_image_scratch(size_t bytes);      // X in the wgmma kernels' B-image order
   void* cublas_handle();                    // lazily created cublasHandle_t
   int sm_count();                           // of the current device, queried once
+  // Whether the heuristic may pick the Wgmma variants: allowed (set_wgmma) and the GPU and the build can run
+  // them (wgmma_supported). Off by default: the kernels do not yet match the reference (kernel-notes #78).
+  bool wgmma();
+  void set_wgmma(bool allowed) { wgmma_allowed_ = allowed; }
   // Moves on whenever a buffer above is reallocated: captured graphs that used the old one are stale.
   uint64_t generation() const { return generation_; }
 
@@ -60,6 +64,7 @@ class GemmWorkspace {
   DeviceBuffer partials_, counters_, scratch_, swiglu_, b_image_;
   void* cublas_ = nullptr;
   int sm_count_ = 0;
+  bool wgmma_allowed_ = false;
   uint64_t generation_ = 0;
 };
 
@@ -94,6 +99,12 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
 // Hopper (sm_90) with a build that carries the sm_90a target: the Wgmma variants can run. Queried once per
 // device and thread.
 bool wgmma_supported();
+
+// Runs one wgmma on known operands with the operand layouts the Wgmma kernels assume (register A in the
+// mma.sync fragment layout, K-major B without swizzle, LBO 128 along K, SBO 1 KB along N) and returns how
+// many of the 64 x 32 outputs differ from the product (0: the conventions hold on this GPU). Throws where
+// wgmma_supported() is false.
+int wgmma_convention_mismatches();
 
 // The Wgmma variants of nvfp4_w4a16_gemm (sm90_nvfp4_w4a16_wgmma.cu); alpha already holds the tensor scale
 // and the dequantization bias.

@@ -50,6 +50,7 @@ int GemmWorkspace::sm_count() {
   }
   return sm_count_;
 }
+bool GemmWorkspace::wgmma() { return wgmma_allowed_ && wgmma_supported(); }
 GemmWorkspace::~GemmWorkspace() {
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
 }

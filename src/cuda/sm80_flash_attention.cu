@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "cuda/ptx.cuh"
 
 namespace fp4lab {
@@ -213,9 +214,7 @@ constexpr size_t kFaSmem = static_cast<size_t>(kFaRows + 4 * kFaKeys) * kLd<HD> 
 template <int HD>
 void launch(const bf16_raw* q, const bf16_raw* kc, const bf16_raw* vc, const int* pos0, int t, int nh,
             int nkv, bf16_raw* out, cudaStream_t stream) {
-  // Set at every launch (cheap, and per device: tensor-parallel ranks launch on several).
-  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kFaSmem<HD>)));
+  allow_dynamic_smem(flash_prefill_kernel<HD>, kFaSmem<HD>);
   const dim3 grid(static_cast<unsigned>((t + kFaRows - 1) / kFaRows), static_cast<unsigned>(nh));
   flash_prefill_kernel<HD><<<grid, kFaWarps * 32, kFaSmem<HD>, stream>>>(
       reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(kc), reinterpret_cast<const bf16*>(vc),
@@ -226,8 +225,7 @@ void launch(const bf16_raw* q, const bf16_raw* kc, const bf16_raw* vc, const int
 template <int HD>
 void launch_batch(const bf16_raw* q, std::span<const FlashSeq> seqs, int nh, int nkv, bf16_raw* out,
                   cudaStream_t stream) {
-  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_batch_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kFaSmem<HD>)));
+  allow_dynamic_smem(flash_prefill_batch_kernel<HD>, kFaSmem<HD>);
   for (size_t s0 = 0; s0 < seqs.size(); s0 += kFlashMaxSeqs) {
     FaGroup g{};
     const size_t n = std::min<size_t>(kFlashMaxSeqs, seqs.size() - s0);

@@ -569,8 +569,7 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   constexpr int BN = WARPS_N * RA * 16, BM = WARPS_M * NT * 8;
   auto kern = nvfp4_w4a16_mma_kernel<WARPS_N, WARPS_M, RA, NT, STAGES, PF>;
   const int smem = 1024 + STAGES * BM * 128;
-  if (smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  allow_dynamic_smem(kern, smem);
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   dim3 grid(static_cast<unsigned>((w.geom.n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM),
             static_cast<unsigned>(splits));
@@ -636,9 +635,8 @@ void launch_xs(const bf16_raw* x, int64_t m, int64_t ldx, const DecodeTargets& t
   const DecodeGroup g = decode_group(t, WR, blocks);
   auto kern = nvfp4_w4a16_xs_kernel<WR>;
   constexpr int smem = kXsStages * kXsStageBytes;
-  // 48 KB of stages plus the 1 KB scale table: past the default limit, so opted in (per device, like
-  // launch_mma).
-  CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  // 48 KB of stages plus the 1 KB scale table: past the default limit, so opted in.
+  allow_dynamic_smem(kern, smem);
   launch_kernel(kern, static_cast<unsigned>(blocks), WR * 32, smem, stream,
                 reinterpret_cast<const __nv_bfloat16*>(x), static_cast<int>(m),
                 static_cast<int>(t.w[0]->geom.k), ldx, static_cast<int>(t.w[0]->geom.kchunks()), g);
@@ -813,7 +811,7 @@ void nvfp4_w4a16_gemm(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4Devi
   if (ldx < w.geom.k || ldy < w.n_valid || (ldx % 8))
     throw Error("nvfp4 gemm: leading dimensions must cover K/N and keep 16-byte rows (ldx % 8 == 0)");
   if (reinterpret_cast<uintptr_t>(x) % 16) throw Error("nvfp4 gemm: X must be 16-byte aligned");
-  const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
+  const W4A16Plan p = plan ? *plan : choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count(), ws.wgmma());
   const float a = alpha * w.tensor_scale * kEpilogueBias;
   if (launch_decode_variant(p, x, m, ldx, {{&w}, {y}, {ldy}, {a}, 1}, ws.sm_count(), stream)) return;
   switch (p.variant) {
@@ -861,7 +859,7 @@ bool decode_operands_ok(const bf16_raw* x, int64_t ldx, const Nvfp4DeviceWeight&
 bool nvfp4_w4a16_gemm_relu2(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeight& w,
                             bf16_raw* y, int64_t ldy, GemmWorkspace& ws, cudaStream_t stream) {
   if (m <= 0 || !decode_operands_ok(x, ldx, w, ldy)) return false;
-  const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count());
+  const W4A16Plan p = choose_w4a16_plan(m, w.geom.n, w.geom.k, ws.sm_count(), ws.wgmma());
   DecodeTargets t{{&w}, {y}, {ldy}, {w.tensor_scale * kEpilogueBias}, 1, DecodeAct::Relu2};
   return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
@@ -907,7 +905,7 @@ void nvfp4_w4a16_gemm_swiglu(const bf16_raw* x, int64_t m, int64_t ldx, const Nv
   if (gu.n_valid % 16 || gu.tensor_scale != 1.0f || ldy < n)
     throw Error("nvfp4 gemm: the SwiGLU GEMM takes a gate/up pair from nvfp4_repack_swiglu_pair_device");
   if (decode_operands_ok(x, ldx, gu, 2 * n)) {
-    const W4A16Plan p = choose_w4a16_plan(m, gu.geom.n, gu.geom.k, ws.sm_count());
+    const W4A16Plan p = choose_w4a16_plan(m, gu.geom.n, gu.geom.k, ws.sm_count(), ws.wgmma());
     DecodeTargets t{
         {&gu}, {y}, {ldy}, {gate_scale * kEpilogueBias}, 1, DecodeAct::Swiglu, up_scale * kEpilogueBias};
     if (launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream)) return;
@@ -944,7 +942,7 @@ bool nvfp4_w4a16_gemm_group(const bf16_raw* x, int64_t m, int64_t ldx,
     n_total += w[i]->geom.n;
   }
   // The shape the heuristic sees is the group's: one launch over all the rows.
-  const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count());
+  const W4A16Plan p = choose_w4a16_plan(m, n_total, w[0]->geom.k, ws.sm_count(), ws.wgmma());
   return launch_decode_variant(p, x, m, ldx, t, ws.sm_count(), stream);
 }
 

@@ -19,7 +19,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <atomic>
+#include <vector>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
@@ -224,6 +224,52 @@ __global__ void __launch_bounds__(WGS * 128)
 #endif
 }
 
+// One m64n32k16 wgmma on known operands, with the operand conventions the kernel above relies on: A from
+// registers in the mma.sync fragment layout, A[m][k] = (k == m % 16); B K-major without swizzle, core matrix
+// (k half q, token group G) at q * 128 + G * 1024 bytes, token row at 16 (t % 8), k at 2 (k % 8), holding
+// B[k][t] = (k + 16 (t % 8)) * 2^(t / 8) (exact in BF16). Writes D [64][32]; D[m][t] must be B[m % 16][t].
+__global__ void wgmma_convention_kernel(float* d_out) {
+#ifdef FP4LAB_WGMMA_ENABLED
+  __shared__ __align__(1024) __nv_bfloat16 sb[4 * 512];
+  for (int i = threadIdx.x; i < 4 * 512; i += blockDim.x) sb[i] = __float2bfloat16(0.0f);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < 16 * 32; idx += blockDim.x) {
+    const int k = idx / 32, t = idx % 32;
+    const int off = (k / 8) * 128 + (t / 8) * kImageBytes + 16 * (t % 8) + 2 * (k % 8);
+    sb[off / 2] = __float2bfloat16(float(k + 16 * (t % 8)) * float(1 << (t / 8)));
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy stores, read by wgmma
+  __syncthreads();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  auto pair = [](float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  };
+  // Row r's k slots 2c, 2c + 1 (registers 0, 1) and 2c + 8, 2c + 9 (registers 2, 3); rows g and g + 8.
+  auto a_of = [](int r, int k) { return k == r % 16 ? 1.0f : 0.0f; };
+  const uint32_t a[4] = {
+      pair(a_of(g, 2 * c), a_of(g, 2 * c + 1)), pair(a_of(g + 8, 2 * c), a_of(g + 8, 2 * c + 1)),
+      pair(a_of(g, 2 * c + 8), a_of(g, 2 * c + 9)), pair(a_of(g + 8, 2 * c + 8), a_of(g + 8, 2 * c + 9))};
+  float acc[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+  ptx::wgmma_fence();
+  ptx::wgmma_bf16_rs<32>(acc, a, ptx::wgmma_desc(ptx::smem_addr(sb), 128, kImageBytes), 1);
+  ptx::wgmma_commit();
+  ptx::wgmma_wait<0>();
+  ptx::wgmma_fence_operands(acc);
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        d_out[(16 * w + g + 8 * h) * 32 + 8 * i + 2 * c + e] = acc[4 * i + 2 * h + e];
+#else
+  __trap();
+#endif
+}
+
 // Whether this binary carries sm_90a code for the kernel above (set on the device by the probe).
 __global__ void wgmma_probe_kernel(int* out) {
 #ifdef FP4LAB_WGMMA_ENABLED
@@ -248,16 +294,7 @@ void launch_wgmma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWe
 
   auto kern = nvfp4_w4a16_wgmma_kernel<BN, WGS, STAGES, PF>;
   const int smem = STAGES * (BN / 8) * kImageBytes + 1024 + STAGES * 8;
-  // Once per device: set on every call, it went with a ~35 us floor per call in `bench gemm` (kernel-notes
-  // #78).
-  static std::atomic<uint64_t> attr_set{0};
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (!(attr_set.load() & bit)) {
-    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    attr_set |= bit;
-  }
+  allow_dynamic_smem(kern, smem);
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   const dim3 grid(static_cast<unsigned>(tblocks),
                   static_cast<unsigned>((row_tiles + 4 * WGS - 1) / (4 * WGS)),
@@ -293,6 +330,19 @@ bool wgmma_supported() {
     CUDA_CHECK(cudaMemcpy(&available, flag.ptr, sizeof(int), cudaMemcpyDeviceToHost));
   }
   return available;
+}
+
+int wgmma_convention_mismatches() {
+  if (!wgmma_supported()) throw Error("wgmma convention check: needs an sm_90 GPU and the sm_90a target");
+  DeviceBuffer d(64 * 32 * sizeof(float));
+  wgmma_convention_kernel<<<1, 128>>>(d.as<float>());
+  CUDA_CHECK(cudaGetLastError());
+  std::vector<float> h(64 * 32);
+  CUDA_CHECK(cudaMemcpy(h.data(), d.ptr, d.bytes, cudaMemcpyDeviceToHost));
+  int bad = 0;
+  for (int m = 0; m < 64; ++m)
+    for (int t = 0; t < 32; ++t) bad += h[m * 32 + t] != float(m % 16 + 16 * (t % 8)) * float(1 << (t / 8));
+  return bad;
 }
 
 void nvfp4_w4a16_wgmma(const W4A16Plan& p, const bf16_raw* x, int64_t m, int64_t ldx,

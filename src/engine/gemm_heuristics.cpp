@@ -150,7 +150,21 @@ int choose_splits(W4A16Variant v, int64_t m, int64_t n, int64_t k, int sm_count,
   return static_cast<int>(std::max<int64_t>(1, s));
 }
 
-W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
+W4A16Plan choose_wgmma_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
+  W4A16Plan p;
+  p.variant = m >= 1024 ? W4A16Variant::Wgmma256 : m >= 256 ? W4A16Variant::Wgmma128 : W4A16Variant::Wgmma64;
+  p.rows_per_block = m >= 1024 ? 128 : 64;
+  p.splits = choose_splits(p.variant, m, n, k, sm_count, p.rows_per_block);
+  return p;
+}
+
+int64_t wgmma_b_image_bytes(const W4A16Plan& p, int64_t m, int64_t k) {
+  if (!is_wgmma_variant(p.variant)) return 0;
+  const int64_t bm = w4a16_tile(p.variant).bm;
+  return (m + bm - 1) / bm * bm * ((k + 63) / 64 * 64) * 2;
+}
+
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, bool wgmma) {
   // M <= 32: the decode kernels on every shape. 33 <= M <= 64 on the narrower layers: the decode kernel with
   // eight token tiles beats the mma.sync tiles (H200, M = 64: Llama attn.o 23.9 vs 49.4 us, mlp.down 68.3 vs
   // 88.8; Nemotron attn.o 40.1 vs 51.4, mamba.out level, mlp.down 4% slower); on the wide ones (N > 8192) it
@@ -159,6 +173,7 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count) {
   // M = 128: Llama attn.qkv 2 x 23.2 vs 77.7 us, mlp.down 2 x 44.1 vs 147.8; Nemotron mlp.down 2 x 67.4 vs
   // 173.5, mamba.out 2 x 46.4 vs 120.8).
   if (m <= 32 || (m < 256 && n <= 8192)) return choose_decode_plan(m, n, k, sm_count);
+  if (wgmma && m >= 256) return choose_wgmma_plan(m, n, k, sm_count);
   W4A16Plan p;
   if (m >= 256) {
     // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured

@@ -48,9 +48,13 @@ GemmTile w4a16_tile(W4A16Variant v);
 // rows_per_block: 128 selects the two-warpgroup wgmma block.
 int choose_splits(W4A16Variant v, int64_t m, int64_t n, int64_t k, int sm_count, int rows_per_block = 0);
 
-// sm_count: multiprocessors of the GPU. The Wgmma variants are not picked yet: they run only when forced
-// (`bench gemm --variant`), until they are verified and measured faster (kernel-notes #78).
-W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count);
+// sm_count: multiprocessors of the GPU; wgmma: the Wgmma variants can run and may be picked (an sm_90a build
+// on Hopper, allowed by GemmWorkspace::wgmma).
+W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, bool wgmma = false);
+// The Wgmma variant and its knobs for this shape (what choose_w4a16_plan picks where it picks one).
+W4A16Plan choose_wgmma_plan(int64_t m, int64_t n, int64_t k, int sm_count);
+// Bytes of the B images the Wgmma variants stage X in for M tokens and K (X in the tile layout's k order).
+int64_t wgmma_b_image_bytes(const W4A16Plan& p, int64_t m, int64_t k);
 // The decode kernel and its knobs for M rows (Decode64 past 32; past 64 it runs 64 rows per launch). What
 // choose_w4a16_plan picks where it picks a decode kernel, and the plan of the last, shorter launch of a
 // prompt-sized M.

@@ -190,7 +190,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
 
   // Workspaces: cuBLAS, token ids, the W4A16 GEMMs' (split-K partials, dequantized weight for the large-M
   // variant, gate|up scratch), split decode attention, the chunked SSD scan.
-  uint64_t gemm = 0, dequant = 0, partials = 0, swiglu = 0;
+  uint64_t gemm = 0, dequant = 0, partials = 0, swiglu = 0, b_images = 0;
   // The rows each layer sees: every decode batch size and the largest forward; the lm_head only the scored
   // rows.
   const auto rows_seen = [](int64_t most, int64_t also) {
@@ -205,14 +205,15 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     if (!lp.nvfp4) continue;
     const int64_t n16 = (lp.spec.n + 15) / 16 * 16;
     for (const int64_t m : lp.spec.role == "lm_head" ? head_ms : layer_ms) {
-      const W4A16Plan gp = choose_w4a16_plan(m, n16, lp.spec.k, in.sm_count);
+      const W4A16Plan gp = choose_w4a16_plan(m, n16, lp.spec.k, in.sm_count, in.wgmma);
+      b_images = std::max(b_images, u(wgmma_b_image_bytes(gp, m, lp.spec.k)));
       if (gp.variant == W4A16Variant::DequantBlas) dequant = std::max(dequant, u(2 * n16 * lp.spec.k));
       if (gp.splits > 1) partials = std::max(partials, u(4 * gp.splits * m * n16) + u(4 * n16 * (m + 63) / 64));
       if (lp.spec.role == "mlp.gate" && !is_decode_variant(gp.variant))
         swiglu = std::max(swiglu, u(2 * m * 2 * lp.spec.n));
     }
   }
-  gemm = dequant + partials + swiglu;
+  gemm = dequant + partials + swiglu + b_images;
   uint64_t attn = 0;
   if (c.num_heads > 0)
     attn = u(batch) * u(c.num_heads) * 32 * u(c.head_dim + 2) * 4 + u(batch) * u(c.num_kv_heads) * 4;

@@ -31,6 +31,7 @@ struct MemoryPlanInput {
   int logits_rows = 0;          // the most rows scored at once (0: batch; eval ppl scores every token)
   bool embedding_on_host = false;
   int sm_count = 132;           // the GEMM heuristic's workspaces depend on it
+  bool wgmma = false;           // and whether it may pick the Wgmma variants (their B-image scratch)
   uint64_t context_bytes = 0;   // the CUDA context and libraries (measured where the GPU is present)
 };
 
