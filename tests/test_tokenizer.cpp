@@ -11,6 +11,7 @@
 #include "common/utf8.h"
 #include "io/json_util.h"
 #include "test_util.h"
+#include "tokenizer/text_stream.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace fp4lab;
@@ -145,3 +146,59 @@ TEST(Utf8, LossyReplacesMaximalSubparts) {
 }
 
 }  // namespace
+
+// Streamed text: byte-level BPE splits multi-byte characters over tokens; every piece must be whole UTF-8
+// and the pieces must add up to the decoded text.
+TEST(TextStream, PiecesAreWholeCharactersAndAddUpToTheText) {
+  const Tokenizer tok = Tokenizer::from_dir(kData + "/tokenizers/gpt2");
+  const std::string text =
+      "héllo wörld \xE2\x9C\x93 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xF0\x9F\x99\x82 done";
+  const auto ids = tok.encode(text);
+  TextStream s(tok);
+  std::string joined;
+  int held = 0;
+  for (int id : ids) {
+    const std::string piece = s.push(id);
+    held += piece.empty();
+    EXPECT_EQ(utf8_incomplete_tail(piece), 0u) << piece;
+    EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << piece;
+    joined += piece;
+  }
+  joined += s.finish();
+  EXPECT_EQ(joined, text);
+  EXPECT_GT(held, 0);  // the 3- and 4-byte characters span several tokens here
+  EXPECT_EQ(utf8_incomplete_tail("ab\xE6\x97"), 2u);
+  EXPECT_EQ(utf8_incomplete_tail("ab\xE6\x97\xA5"), 0u);
+  EXPECT_EQ(utf8_incomplete_tail("\xF0\x9F\x99"), 3u);
+}
+
+TEST(TextStream, GenerateTakesTextAndPrintsTheTextOfItsIds) {
+  using fp4lab::test::run_fp4lab;
+  fp4lab::test::TempDir d;
+  const std::string model = kData + "/models/tiny-llama", tok = kData + "/tokenizers/gpt2";
+  auto r = run_fp4lab("generate --model " + model + " --tokenizer " + tok +
+                      " --prompt \"in on he re at\" --max-new-tokens 12 --greedy --json " + d.str("t.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const json t = read_json_file(d.str("t.json"));
+  const auto text = t["new_text"][0].get<std::string>();
+  EXPECT_FALSE(text.empty());
+  EXPECT_NE(r.out.find(text + "\n"), std::string::npos) << r.out;  // streamed to stdout
+  EXPECT_EQ(t["new_text"][0], Tokenizer::from_dir(tok).decode(t["new_ids"][0].get<std::vector<int>>(), true));
+  // The same ids as the token-id form of the same prompt.
+  std::string ids;
+  for (int id : t["prompts"][0]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  r = run_fp4lab("generate --model " + model + " --prompt-ids " + ids +
+                 " --max-new-tokens 12 --greedy --json " + d.str("i.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(read_json_file(d.str("i.json"))["new_ids"], t["new_ids"]);
+  // Mixed prompt kinds, a tokenizer-less preset and a model directory without a tokenizer: one clear error.
+  r = run_fp4lab("generate --model " + model + " --prompt-ids 1,2 --prompt hi --tokenizer " + tok);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("not both"), std::string::npos) << r.out;
+  r = run_fp4lab("generate --model " + model + " --prompt hi");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("tokenizer"), std::string::npos) << r.out;
+  r = run_fp4lab("generate --model preset:nemotron-nano-9b-v2 --prompt hi");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("preset has no tokenizer"), std::string::npos) << r.out;
+}

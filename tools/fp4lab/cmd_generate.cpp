@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "commands.h"
@@ -16,6 +17,7 @@
 #endif
 #include "engine/generate.h"
 #include "io/json_util.h"
+#include "tokenizer/text_stream.h"
 
 namespace fp4lab::cli {
 
@@ -26,6 +28,9 @@ struct GenOpts {
   std::string backend = "cpu";
   std::string quant = "auto";
   std::vector<std::string> prompts;  // each "1,2,3"
+  std::vector<std::string> text_prompts, prompt_files;
+  std::string tokenizer;  // "" = the model directory
+  bool add_bos = false, ignore_eos = false;
   int max_new = 32;
   bool greedy = false;
   float temperature = 0.7f;
@@ -86,8 +91,22 @@ Action add_generate(CLI::App& app) {
       ->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
-  app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts")
-      ->required();
+  app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts");
+  app.add_option(
+      "--prompt", o->text_prompts,
+      "prompt text, tokenized with the checkpoint's tokenizer (--tokenizer); repeat for a batch. The "
+      "new text goes to stdout, streamed as it decodes when there is one prompt");
+  app.add_option("--prompt-file", o->prompt_files,
+                 "a file whose whole content is one text prompt; repeatable");
+  app.add_option(
+      "--tokenizer", o->tokenizer,
+      "directory with tokenizer.json (or vocab.json + merges.txt) for text prompts (default: --model)");
+  app.add_flag("--add-bos", o->add_bos,
+               "text prompts: put the model's BOS token first (config.json bos_token_id; Llama and Mistral "
+               "were trained with it, the tokenizer does not add it)");
+  app.add_flag(
+      "--ignore-eos", o->ignore_eos,
+      "text prompts: keep generating past the model's end-of-sequence tokens (by default they stop it)");
   app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")
       ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--greedy", o->greedy, "argmax decoding");
@@ -110,6 +129,26 @@ Action add_generate(CLI::App& app) {
     require_cuda_for_tp(o->cuda, o->backend);
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
+    // Text prompts: tokenized here; the new ids come back as text.
+    std::vector<std::string> texts = o->text_prompts;
+    for (const auto& f : o->prompt_files) texts.push_back(read_text_file(f));
+    const bool text_mode = !texts.empty();
+    if (text_mode && !prompts.empty()) throw Error("give --prompt-ids or --prompt/--prompt-file, not both");
+    if (!text_mode && prompts.empty())
+      throw Error("no prompt: give --prompt TEXT, --prompt-file F or --prompt-ids");
+    if (!text_mode && (o->add_bos || o->ignore_eos || !o->tokenizer.empty()))
+      throw Error("--tokenizer, --add-bos and --ignore-eos apply to text prompts (--prompt, --prompt-file)");
+    std::optional<Tokenizer> tok;
+    if (text_mode) {
+      const std::string dir = o->tokenizer.empty() ? resolve_model_arg(o->model, o->hub) : o->tokenizer;
+      if (dir.starts_with("preset:"))
+        throw Error("a preset has no tokenizer: give --tokenizer DIR for text prompts");
+      tok.emplace(Tokenizer::from_dir(dir));
+      for (const auto& t : texts) {
+        prompts.push_back(tok->encode(t));
+        if (prompts.back().empty() && !o->add_bos) throw Error("a text prompt encodes to no tokens");
+      }
+    }
     GenerateOptions g;
     g.max_new_tokens = o->max_new;
     g.stop_ids = o->stop_ids;
@@ -126,12 +165,35 @@ Action add_generate(CLI::App& app) {
     std::string backend_name;
     MemoryReport mem;
     bool have_mem = false;
+    std::optional<TextStream> stream;
     auto run = [&](auto& model) {
       load = meter.finish();
       for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
       nlin = model.weights().plans.size();
       backend_name = model.ops().name();
-      r = generate(model, prompts, g);
+      GenerateOptions gr = g;
+      if (text_mode) {
+        const ModelConfig& c = model.config();
+        if (o->add_bos) {
+          if (c.bos_id < 0) throw Error("--add-bos: the model's config.json has no bos_token_id");
+          for (auto& p : prompts) p.insert(p.begin(), c.bos_id);
+        }
+        if (!o->ignore_eos) gr.stop_ids.insert(gr.stop_ids.end(), c.eos_ids.begin(), c.eos_ids.end());
+        if (prompts.size() == 1) {
+          // One prompt: its text appears as it decodes.
+          stream.emplace(*tok);
+          gr.should_stop = [&](size_t, const std::vector<int>& ids) {
+            std::string piece;
+            for (size_t k = stream->ids().size(); k < ids.size(); ++k) piece += stream->push(ids[k]);
+            if (!piece.empty()) {
+              std::fwrite(piece.data(), 1, piece.size(), stdout);
+              std::fflush(stdout);
+            }
+            return false;
+          };
+        }
+      }
+      r = generate(model, prompts, gr);
     };
     if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
@@ -139,7 +201,7 @@ Action add_generate(CLI::App& app) {
       std::map<std::string, double> prof;
       CudaRunOptions ro = cuda_run_options(o->cuda, o->profile);
       std::vector<int> lengths;
-      for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()));
+      for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()) + (o->add_bos ? 1 : 0));
       ro.shape = memory_shape_for(lengths, o->max_new, o->batch, o->prefill_tokens);
       ro.report = &mem;
       run_cuda_model(load_model(model_path, mode, o->seed, false),
@@ -176,10 +238,26 @@ Action add_generate(CLI::App& app) {
       Model model(with_lm_head(load_model(model_path, mode, o->seed), parse_lm_head_mode(o->cuda.lm_head)), ops);
       run(model);
     }
-    for (size_t b = 0; b < r.new_ids.size(); ++b) {
-      std::printf("prompt %zu new ids:", b);
-      for (int id : r.new_ids[b]) std::printf(" %d", id);
-      std::printf("\n");
+    std::vector<std::string> new_text;
+    if (text_mode) {
+      for (const auto& ids : r.new_ids) new_text.push_back(tok->decode(ids, true));
+      if (stream) {
+        std::string rest;
+        for (size_t k = stream->ids().size(); k < r.new_ids[0].size(); ++k)
+          rest += stream->push(r.new_ids[0][k]);
+        rest += stream->finish();
+        std::fwrite(rest.data(), 1, rest.size(), stdout);
+        std::printf("\n");
+        std::fflush(stdout);
+      } else {
+        for (size_t b = 0; b < new_text.size(); ++b) std::printf("[prompt %zu] %s\n", b, new_text[b].c_str());
+      }
+    } else {
+      for (size_t b = 0; b < r.new_ids.size(); ++b) {
+        std::printf("prompt %zu new ids:", b);
+        for (int id : r.new_ids[b]) std::printf(" %d", id);
+        std::printf("\n");
+      }
     }
     std::fprintf(stderr, "model %s (%s, %d/%zu linear layers NVFP4), backend %s, %s\n", o->model.c_str(),
                  quant_mode_name(mode), nfp4, nlin, backend_name.c_str(), load.summary().c_str());
@@ -217,6 +295,13 @@ Action add_generate(CLI::App& app) {
                   {"prefill_tok_s", r.prefill_tok_s()},
                   {"decode_tok_s", r.decode_tok_s()}}}};
       echo_cuda_run_options(j["options"], o->cuda);
+      if (text_mode) {
+        j["options"]["prompt_text"] = texts;
+        j["options"]["tokenizer"] = tok->describe();
+        j["options"]["add_bos"] = o->add_bos;
+        j["options"]["ignore_eos"] = o->ignore_eos;
+        j["new_text"] = new_text;
+      }
       if (have_mem) j["memory"] = memory_report_json(mem);
       write_text_file(o->json_out, j.dump(2) + "\n");
     }
