@@ -202,3 +202,27 @@ TEST(TextStream, GenerateTakesTextAndPrintsTheTextOfItsIds) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("preset has no tokenizer"), std::string::npos) << r.out;
 }
+
+TEST(TextStream, EvalPplScoresTextAsItsTokens) {
+  using fp4lab::test::run_fp4lab;
+  fp4lab::test::TempDir d;
+  const std::string model = kData + "/models/tiny-llama", tok = kData + "/tokenizers/gpt2";
+  const std::string text = "in on he re at in on he re at the";
+  std::ofstream(d.str("t.txt")) << text;
+  {
+    std::ofstream ids(d.str("t.ids"));
+    for (int id : Tokenizer::from_dir(tok).encode(text)) ids << id << " ";
+  }
+  const std::string base = "eval ppl --model " + model + " --quant-b nvfp4 ";
+  auto by_text = run_fp4lab(base + "--text " + d.str("t.txt") + " --tokenizer " + tok);
+  auto by_ids = run_fp4lab(base + "--tokens " + d.str("t.ids"));
+  ASSERT_EQ(by_text.status, 0) << by_text.out;
+  ASSERT_EQ(by_ids.status, 0) << by_ids.out;
+  const auto metrics = [](const std::string& out) { return out.substr(out.find("perplexity:")); };
+  EXPECT_EQ(metrics(by_text.out), metrics(by_ids.out));
+  auto r = run_fp4lab(base + "--text " + d.str("t.txt") + " --tokens " + d.str("t.ids"));
+  EXPECT_NE(r.status, 0);
+  r = run_fp4lab(base + "--tokens " + d.str("t.ids") + " --add-bos");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("apply to --text"), std::string::npos) << r.out;
+}

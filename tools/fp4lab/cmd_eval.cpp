@@ -10,6 +10,8 @@
 #include "cpu/cpu_ops.h"
 #include "eval/metrics.h"
 #include "io/json_util.h"
+#include "io/model_config.h"
+#include "tokenizer/tokenizer.h"
 #if FP4LAB_HAVE_CUDA
 #include "engine/cuda_run.h"
 #endif
@@ -33,6 +35,8 @@ Action add_eval(CLI::App& app) {
   struct Opts {
     std::string model, model_b, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
     std::string lm_head_b = "auto";
+    std::string text_file, tokenizer;  // --text: scored tokens from text (tokenizer: default --model)
+    bool add_bos = false;
     CudaCliOptions cuda;
   };
   auto o = std::make_shared<Opts>();
@@ -43,8 +47,14 @@ Action add_eval(CLI::App& app) {
   ppl->add_option("--model-b", o->model_b,
                   "the compared side from another checkpoint (e.g. --model the float original, --model-b a "
                   "quantized directory, --quant-b auto); default: --model");
-  ppl->add_option("--tokens", o->tokens_file, "file of token ids (whitespace or comma separated)")
-      ->required();
+  auto* tokens_opt =
+      ppl->add_option("--tokens", o->tokens_file, "file of token ids (whitespace or comma separated)");
+  auto* text_opt = ppl->add_option("--text", o->text_file,
+                                   "text file scored instead of --tokens, tokenized with --tokenizer");
+  tokens_opt->excludes(text_opt);
+  ppl->add_option("--tokenizer", o->tokenizer,
+                  "with --text: directory with tokenizer.json (default: --model)");
+  ppl->add_flag("--add-bos", o->add_bos, "with --text: put --model's BOS token (config.json) first");
   ppl->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   ppl->add_option("--quant-a", o->quant_a, "reference quantization (auto: as the checkpoint stores it)");
   ppl->add_option("--quant-b", o->quant_b, "compared quantization");
@@ -64,8 +74,24 @@ Action add_eval(CLI::App& app) {
     if (gsm->parsed()) return gsm_action();
     const std::string path = resolve_model_arg(o->model, *hub);
     const std::string path_b = o->model_b.empty() ? path : resolve_model_arg(o->model_b, *hub);
-    const auto tokens = read_token_file(o->tokens_file);
-    if (tokens.size() < 2) throw Error(o->tokens_file + ": need at least 2 tokens");
+    if (o->tokens_file.empty() == o->text_file.empty()) throw Error("eval ppl needs --tokens FILE or --text FILE");
+    if (o->text_file.empty() && (o->add_bos || !o->tokenizer.empty()))
+      throw Error("--tokenizer and --add-bos apply to --text");
+    std::vector<int> tokens;
+    if (!o->tokens_file.empty()) {
+      tokens = read_token_file(o->tokens_file);
+    } else {
+      if (o->tokenizer.empty() && path.starts_with("preset:"))
+        throw Error("a preset has no tokenizer: give --tokenizer DIR with --text");
+      tokens = Tokenizer::from_dir(o->tokenizer.empty() ? path : o->tokenizer).encode(read_text_file(o->text_file));
+      if (o->add_bos) {
+        const int bos = load_model_config(path).bos_id;
+        if (bos < 0) throw Error("--add-bos: " + path + " has no bos_token_id");
+        tokens.insert(tokens.begin(), bos);
+      }
+    }
+    const std::string source = o->tokens_file.empty() ? o->text_file : o->tokens_file;
+    if (tokens.size() < 2) throw Error(source + ": need at least 2 tokens");
     require_cuda_for_tp(o->cuda, o->backend);
     std::vector<float> la, lb;
     int vocab = 0;
@@ -132,6 +158,9 @@ Action add_eval(CLI::App& app) {
                  {{"model", o->model},
                   {"model_b", o->model_b.empty() ? o->model : o->model_b},
                   {"tokens", o->tokens_file},
+                  {"text", o->text_file},
+                  {"tokenizer", o->tokenizer},
+                  {"add_bos", o->add_bos},
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},
                   {"quant_b", o->quant_b},
