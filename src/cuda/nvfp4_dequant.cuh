@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "cuda/nvfp4_gemm.h"
 #include "cuda/ptx.cuh"
 #include "format/e4m3.h"
 
@@ -73,6 +74,18 @@ __device__ __forceinline__ void splitk_finish(ForEach&& for_each, float* __restr
     y[t * ldy + row] = __float2bfloat16_rn(sum * alpha);
   });
   if (threadIdx.x == 0) counters[tile_id] = 0;
+}
+
+// The buffers splitk_finish needs, from the workspace: partials [splits][m][n] and one counter per output
+// tile (tiles: the grid's x * y); null where the kernel does not split K.
+struct SplitKBuffers {
+  float* partials = nullptr;
+  int* counters = nullptr;
+};
+inline SplitKBuffers splitk_buffers(GemmWorkspace& ws, int splits, int64_t m, int64_t n, size_t tiles,
+                                    cudaStream_t stream) {
+  if (splits <= 1) return {};
+  return {ws.partials(static_cast<size_t>(splits) * m * n, stream), ws.counters(tiles, stream)};
 }
 
 }  // namespace

@@ -573,16 +573,13 @@ void launch_mma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWeig
   const int row_tiles = static_cast<int>(w.geom.row_tiles());
   dim3 grid(static_cast<unsigned>((w.geom.n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM),
             static_cast<unsigned>(splits));
-  float* part = nullptr;
-  int* cnt = nullptr;
-  if (splits > 1) {
-    part = ws.partials(static_cast<size_t>(splits) * m * w.geom.n, stream);
-    cnt = ws.counters(static_cast<size_t>(grid.x) * grid.y, stream);
-  }
+  const SplitKBuffers sk =
+      splitk_buffers(ws, splits, m, w.geom.n, static_cast<size_t>(grid.x) * grid.y, stream);
   launch_kernel(kern, grid, WARPS_N * WARPS_M * 32, smem, stream, reinterpret_cast<const __nv_bfloat16*>(x),
                 static_cast<int>(m), static_cast<int>(w.geom.k), ldx, w.weights.as<uint4>(),
                 w.scales.as<uint16_t>(), row_tiles, static_cast<int>(w.geom.kchunks()), alpha,
-                reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
+                reinterpret_cast<__nv_bfloat16*>(y), ldy, sk.partials, sk.counters,
+                static_cast<int>(w.n_valid));
 }
 
 // One weight (count 1) or a group of weights sharing X and K, with their outputs and scales.

@@ -299,15 +299,12 @@ void launch_wgmma(const bf16_raw* x, int64_t m, int64_t ldx, const Nvfp4DeviceWe
   const dim3 grid(static_cast<unsigned>(tblocks),
                   static_cast<unsigned>((row_tiles + 4 * WGS - 1) / (4 * WGS)),
                   static_cast<unsigned>(splits));
-  float* part = nullptr;
-  int* cnt = nullptr;
-  if (splits > 1) {
-    part = ws.partials(static_cast<size_t>(splits) * m * w.geom.n, stream);
-    cnt = ws.counters(static_cast<size_t>(grid.x) * grid.y, stream);
-  }
+  const SplitKBuffers sk =
+      splitk_buffers(ws, splits, m, w.geom.n, static_cast<size_t>(grid.x) * grid.y, stream);
   launch_kernel(kern, grid, WGS * 128, smem, stream, static_cast<const uint8_t*>(xp), groups,
                 static_cast<int>(m), w.weights.as<uint4>(), w.scales.as<uint16_t>(), row_tiles, kchunks,
-                alpha, reinterpret_cast<__nv_bfloat16*>(y), ldy, part, cnt, static_cast<int>(w.n_valid));
+                alpha, reinterpret_cast<__nv_bfloat16*>(y), ldy, sk.partials, sk.counters,
+                static_cast<int>(w.n_valid));
 }
 
 }  // namespace
