@@ -31,6 +31,7 @@ struct GenOpts {
   std::vector<std::string> text_prompts, prompt_files;
   std::string tokenizer;  // "" = the model directory
   bool add_bos = false, ignore_eos = false;
+  ChatCliOptions chat;
   int max_new = 32;
   bool greedy = false;
   float temperature = 0.7f;
@@ -107,6 +108,7 @@ Action add_generate(CLI::App& app) {
   app.add_flag(
       "--ignore-eos", o->ignore_eos,
       "text prompts: keep generating past the model's end-of-sequence tokens (by default they stop it)");
+  add_chat_options(app, o->chat, true);
   app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")
       ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--greedy", o->greedy, "argmax decoding");
@@ -136,14 +138,23 @@ Action add_generate(CLI::App& app) {
     if (text_mode && !prompts.empty()) throw Error("give --prompt-ids or --prompt/--prompt-file, not both");
     if (!text_mode && prompts.empty())
       throw Error("no prompt: give --prompt TEXT, --prompt-file F or --prompt-ids");
-    if (!text_mode && (o->add_bos || o->ignore_eos || !o->tokenizer.empty()))
-      throw Error("--tokenizer, --add-bos and --ignore-eos apply to text prompts (--prompt, --prompt-file)");
+    if (!text_mode && (o->add_bos || o->ignore_eos || !o->tokenizer.empty() || o->chat.chat))
+      throw Error(
+          "--tokenizer, --add-bos, --ignore-eos and --chat apply to text prompts (--prompt, --prompt-file)");
+    if (!o->chat.chat && o->chat.given())
+      throw Error("--system, --chat-template and --chat-var apply to chat prompts: add --chat");
     std::optional<Tokenizer> tok;
     if (text_mode) {
       const std::string dir = o->tokenizer.empty() ? resolve_model_arg(o->model, o->hub) : o->tokenizer;
       if (dir.starts_with("preset:"))
         throw Error("a preset has no tokenizer: give --tokenizer DIR for text prompts");
       tok.emplace(Tokenizer::from_dir(dir));
+      if (o->chat.chat) {
+        // Each prompt is one user turn, rendered as the model was trained to see it (its BOS included).
+        const ChatTemplate ct =
+            ChatTemplate::load(resolve_model_arg(o->model, o->hub), o->tokenizer, o->chat.template_file);
+        for (auto& t : texts) t = ct.render(chat_messages(o->chat, t), chat_render_options(o->chat));
+      }
       for (const auto& t : texts) {
         prompts.push_back(tok->encode(t));
         if (prompts.back().empty() && !o->add_bos) throw Error("a text prompt encodes to no tokens");
@@ -300,6 +311,7 @@ Action add_generate(CLI::App& app) {
         j["options"]["tokenizer"] = tok->describe();
         j["options"]["add_bos"] = o->add_bos;
         j["options"]["ignore_eos"] = o->ignore_eos;
+        echo_chat_options(j["options"], o->chat);
         j["new_text"] = new_text;
       }
       if (have_mem) j["memory"] = memory_report_json(mem);

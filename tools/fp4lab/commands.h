@@ -5,6 +5,7 @@
 
 #include "engine/cuda_run_options.h"
 #include "io/hub.h"
+#include "tokenizer/chat_template.h"
 #include <functional>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,21 @@ Action add_export(CLI::App& app);
 Action add_eval(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_report(CLI::App& app);
+Action add_chat(CLI::App& app);
+
+// Chat-template flags (generate --chat, chat): the template, a system prompt and extra template variables.
+struct ChatCliOptions {
+  bool chat = false;              // generate only: render prompts through the chat template
+  std::string system;             // a system message before the first user turn ("" = none)
+  std::string template_file;      // "" = the checkpoint's (chat_template.jinja or tokenizer_config.json)
+  std::vector<std::string> vars;  // KEY=VALUE template variables (enable_thinking=false)
+  std::string date;               // strftime_now's date, YYYY-MM-DD ("" = today)
+  bool given() const { return !system.empty() || !template_file.empty() || !vars.empty() || !date.empty(); }
+};
+void add_chat_options(CLI::App& app, ChatCliOptions& o, bool with_chat_flag);
+std::vector<ChatMessage> chat_messages(const ChatCliOptions& o, const std::string& user_text);
+ChatRenderOptions chat_render_options(const ChatCliOptions& o);
+void echo_chat_options(nlohmann::json& options, const ChatCliOptions& o);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);

@@ -33,11 +33,14 @@ int main(int argc, char** argv) {
   reg("report", "Markdown + HTML report with gnuplot charts from results of one or many machines",
       fp4lab::cli::add_report);
   reg("results", "The results store: list, show, compare, export", fp4lab::cli::add_results);
-  reg("generate", "Generate tokens from prompt ids (CPU backend)", fp4lab::cli::add_generate);
+  reg("generate", "Generate text or tokens from prompts (text, chat-templated text, or token ids)",
+      fp4lab::cli::add_generate);
+  reg("chat", "Talk to a checkpoint through its chat template (interactive; /reset, /exit)",
+      fp4lab::cli::add_chat);
   reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);
   CLI11_PARSE(app, argc, argv);
   // The GPU's used memory before this process creates a CUDA context: what a run's memory report subtracts.
-  for (const char* name : {"bench", "generate", "eval"})
+  for (const char* name : {"bench", "generate", "eval", "chat"})
     if (app.got_subcommand(name)) fp4lab::note_gpu_memory_baseline();
   try {
     for (auto& [sub, act] : actions)
