@@ -110,3 +110,36 @@ TEST(Nvfp4Gptq, BadShapesAndHessiansAreErrors) {
   const auto q = nvfp4_quantize_gptq(w, 16, 32, 1.0f, h);
   for (uint8_t b : q.packed) EXPECT_EQ(b, 0);
 }
+
+// The searched tensor scale of a fused group: within one E4M3 step of ModelOpt's, never a larger weight error
+// (ModelOpt's is a candidate and wins ties), and on Gaussian weights with outliers a strictly smaller one.
+TEST(Nvfp4Gptq, SearchedTensorScaleLowersTheGroupsWeightError) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> a(96 * 256), b(64 * 256);
+  for (auto& v : a) v = 0.02f * g(rng);
+  for (auto& v : b) v = 0.03f * g(rng);
+  a[77] = 0.9f;  // one outlier sets the group's amax
+  const std::vector<Nvfp4Matrix> group{{a, 96, 256}, {b, 64, 256}};
+  auto error = [&](float ts, Nvfp4ScaleRule rule) {
+    double e = 0;
+    for (const auto& m : group) {
+      const auto q = nvfp4_quantize_ref(m.x, m.rows, m.cols, ts, rule);
+      std::vector<float> d(m.x.size());
+      nvfp4_dequantize_ref(q, d);
+      for (size_t i = 0; i < d.size(); ++i) e += double(d[i] - m.x[i]) * (d[i] - m.x[i]);
+    }
+    return e;
+  };
+  const float ts0 = nvfp4_tensor_scale(0.9f);
+  for (auto rule : {Nvfp4ScaleRule::Amax, Nvfp4ScaleRule::Search}) {
+    const float ts = nvfp4_search_tensor_scale(group, rule);
+    EXPECT_GE(ts, ts0 * 56 / 64) << nvfp4_scale_rule_name(rule);
+    EXPECT_LE(ts, ts0 * 72 / 64) << nvfp4_scale_rule_name(rule);
+    EXPECT_LT(error(ts, rule), error(ts0, rule)) << nvfp4_scale_rule_name(rule);
+  }
+  // All-zero weights keep ModelOpt's scale.
+  std::vector<float> z(16 * 16, 0.0f);
+  EXPECT_EQ(nvfp4_search_tensor_scale(std::vector<Nvfp4Matrix>{{z, 16, 16}}, Nvfp4ScaleRule::Search),
+            nvfp4_tensor_scale(0.0f));
+}

@@ -20,7 +20,7 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
   const TensorStore store = TensorStore::open_dir(dir);
   auto stored = [&](const LinearSpec& s) { return tensor_to_f32(store.get(s.name + ".weight")); };
   const auto scales =
-      nvfp4_group_tensor_scales(layers, [&](const LinearSpec& s) { return amax_ref(stored(s)); });
+      nvfp4_group_tensor_scales(layers, stored, o.search_tensor_scale, o.gptq_options.scale_rule);
 
   CpuOps::Calibration cal;
   auto run = [&] {

@@ -17,6 +17,7 @@ struct CalibrationOptions {
   int threads = 0;                   // CPU threads (0: every core)
   bool gptq = false;
   GptqOptions gptq_options;
+  bool search_tensor_scale = false;  // as QuantizeOptions::search_tensor_scale (GPTQ quantizes under it)
   // Called as each block starts: (block, blocks), for a progress line.
   std::function<void(int, int)> progress;
 };

@@ -116,6 +116,38 @@ float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes) {
   return nvfp4_tensor_scale(m);
 }
 
+float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
+                                int64_t sample_rows) {
+  float amax = 0.0f;
+  for (const auto& m : group) {
+    check_shape(m.x, m.rows, m.cols, kNvfp4Block, "nvfp4_search_tensor_scale");
+    amax = std::max(amax, amax_ref(m.x));
+  }
+  const float ts0 = nvfp4_tensor_scale(amax);
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return ts0;
+  auto error_at = [&](float ts) {
+    double err = 0.0;
+    for (const auto& m : group) {
+      const int64_t step = std::max<int64_t>(1, m.rows / std::max<int64_t>(1, sample_rows));
+      for (int64_t r = 0; r < m.rows; r += step)
+        for (int64_t b = 0; b < m.cols / kNvfp4Block; ++b) {
+          const float* xb = m.x.data() + r * m.cols + b * kNvfp4Block;
+          err += block_error(xb, nvfp4_choose_block_scale(xb, ts, rule), ts);
+        }
+    }
+    return err;
+  };
+  float best = ts0;
+  double best_err = error_at(ts0);
+  for (int i = 56; i <= 72; ++i) {
+    if (i == 64) continue;
+    const float ts = ts0 * (static_cast<float>(i) / 64.0f);
+    const double e = error_at(ts);
+    if (e < best_err) best_err = e, best = ts;
+  }
+  return best;
+}
+
 float nvfp4_global_scale_from_amax(float amax) {
   return kNvfp4ScaleDenom / amax;
 }

@@ -54,6 +54,20 @@ void nvfp4_fake_quant_ref(std::span<const float> x, int64_t rows, int64_t cols,
 // Fused projections (q/k/v, gate/up) share one tensor scale: the max over the shards' amax.
 float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes);
 
+// The tensor scale (weight_scale_2) chosen by the error criterion, for a group of weights that share it
+// (each a [rows, cols] row-major matrix): among ModelOpt's amax / 2688 times f, f = 56/64 .. 72/64 in steps
+// of 1/64, the one whose 16-block scales (picked by `rule`) leave the least squared weight error over the
+// group. Moving the tensor scale moves every block's E4M3 grid (3 mantissa bits: values 1/8 apart in an
+// octave), so f spans one such step each way; below 1 the group's largest block saturates at E4M3's 448.
+// Measured on at most `sample_rows` evenly spaced rows of each matrix (the error sums over independent
+// rows), so an 8B model's search costs a fraction of one quantization. ModelOpt's scale wins ties.
+struct Nvfp4Matrix {
+  std::span<const float> x;
+  int64_t rows, cols;
+};
+float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
+                                int64_t sample_rows = 512);
+
 // compressed-tensors (llm-compressor) store the inverse: global_scale = 2688 / amax, and compute
 // block_scale = e4m3(global_scale * block_amax / 6), x_q = e2m1(x / (block_scale / global_scale)).
 float nvfp4_global_scale_from_amax(float amax);

@@ -70,14 +70,29 @@ std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
 }
 
 std::map<std::string, float> nvfp4_group_tensor_scales(
-    const std::vector<LinearSpec>& layers, const std::function<float(const LinearSpec&)>& amax_of) {
+    const std::vector<LinearSpec>& layers,
+    const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search, Nvfp4ScaleRule rule) {
   std::map<std::string, float> group;
-  for (const auto& s : layers) {
-    float& g = group[fused_scale_group(s)];
-    g = std::max(g, amax_of(s));
+  if (!search) {
+    for (const auto& s : layers) {
+      float& g = group[fused_scale_group(s)];
+      g = std::max(g, amax_ref(weight_of(s)));
+    }
+  } else {
+    // One group at a time: its members' weights are held together while the search runs.
+    std::map<std::string, std::vector<const LinearSpec*>> members;
+    for (const auto& s : layers) members[fused_scale_group(s)].push_back(&s);
+    for (const auto& [g, specs] : members) {
+      std::vector<std::vector<float>> w;
+      std::vector<Nvfp4Matrix> mats;
+      for (const LinearSpec* s : specs) w.push_back(weight_of(*s));
+      for (size_t i = 0; i < specs.size(); ++i) mats.push_back({w[i], specs[i]->n, specs[i]->k});
+      group[g] = nvfp4_search_tensor_scale(mats, rule);
+    }
   }
   std::map<std::string, float> ts;
-  for (const auto& s : layers) ts[s.name] = nvfp4_tensor_scale(group[fused_scale_group(s)]);
+  for (const auto& s : layers)
+    ts[s.name] = search ? group[fused_scale_group(s)] : nvfp4_tensor_scale(group[fused_scale_group(s)]);
   return ts;
 }
 
@@ -92,7 +107,8 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   const auto specs = linear_layers(cfg);
   const auto layers = nvfp4_quantized_layers(cfg, opt.exclude);
   const auto tensor_scales = nvfp4_group_tensor_scales(
-      layers, [&](const LinearSpec& s) { return amax_ref(tensor_to_f32(st.get(s.name + ".weight"))); });
+      layers, [&](const LinearSpec& s) { return tensor_to_f32(st.get(s.name + ".weight")); },
+      opt.search_tensor_scale, opt.method);
 
   std::map<std::string, const LinearSpec*> by_weight;
   std::map<std::string, float> group_in_amax;

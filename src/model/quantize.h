@@ -18,6 +18,9 @@ struct QuantizeOptions {
   std::map<std::string, float> input_amax;
   // How block scales are chosen (rtn: ModelOpt's amax / 6, bit-identical to its export).
   Nvfp4ScaleRule method = Nvfp4ScaleRule::Amax;
+  // The tensor scale: ModelOpt's amax / 2688 (false, bit-identical to its export) or the error-minimizing
+  // one under `method` (nvfp4_search_tensor_scale).
+  bool search_tensor_scale = false;
   // Layers already quantized elsewhere (GPTQ, engine/calibrate.h), by linear layer name, written as they
   // are; their tensor scale must be the one this function would use (nvfp4_group_tensor_scales).
   std::map<std::string, Nvfp4Tensor> prequantized;
@@ -27,10 +30,13 @@ struct QuantizeOptions {
 // architecture's defaults), K not a multiple of 16, and a tied lm_head.
 std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
                                                const std::vector<std::string>& exclude);
-// Per layer name, the shared tensor scale (weight_scale_2) of its fused group (q/k/v, gate/up: the max of
-// their amax), from `amax_of(spec)`, the layer's max |w|.
+// Per layer name, the shared tensor scale (weight_scale_2) of its fused group (q/k/v, gate/up), from
+// `weight_of(spec)`, the layer's [n, k] weights: ModelOpt's (the group's max |w| / 2688), or with `search`
+// the one with the least weight error under `rule` (nvfp4_search_tensor_scale).
 std::map<std::string, float> nvfp4_group_tensor_scales(
-    const std::vector<LinearSpec>& layers, const std::function<float(const LinearSpec&)>& amax_of);
+    const std::vector<LinearSpec>& layers,
+    const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search = false,
+    Nvfp4ScaleRule rule = Nvfp4ScaleRule::Amax);
 
 struct QuantizeReport {
   int quantized = 0, kept = 0;

@@ -57,7 +57,7 @@ std::vector<std::vector<int>> calibration_sequences(const std::string& path, con
 
 Action add_quantize(CLI::App& app) {
   struct Opts {
-    std::string in, out, calib, tokenizer, method = "rtn";
+    std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
     double damp = 0.01;
@@ -82,6 +82,11 @@ Action add_quantize(CLI::App& app) {
          "scale with the least squared error per 16-block) or gptq (scale-search blocks with GPTQ's error "
          "compensation from --calib activations); same layout, loads everywhere; docs/quantization.md")
       ->check(CLI::IsMember({"rtn", "scale-search", "gptq"}));
+  app.add_option(
+         "--global-scale", o->global_scale,
+         "the tensor scale (weight_scale_2) of each fused group: amax (ModelOpt's amax / 2688), search "
+         "(the least weight error under the block-scale rule) or auto (amax for rtn, search otherwise)")
+      ->check(CLI::IsMember({"auto", "amax", "search"}));
   app.add_option("--gptq-damp", o->damp, "gptq: Hessian damping, a fraction of its mean diagonal")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
@@ -93,6 +98,7 @@ Action add_quantize(CLI::App& app) {
     if (gptq && o->calib.empty())
       throw Error("--method gptq needs --calib (the activations its Hessians come from)");
     q.method = gptq ? Nvfp4ScaleRule::Search : parse_nvfp4_scale_rule(o->method);
+    q.search_tensor_scale = o->global_scale == "search" || (o->global_scale == "auto" && o->method != "rtn");
     CalibrationResult cal;
     if (!o->calib.empty()) {
       CalibrationOptions co;
@@ -100,6 +106,7 @@ Action add_quantize(CLI::App& app) {
       co.threads = o->threads;
       co.gptq = gptq;
       co.gptq_options = {o->damp, q.method, o->threads};
+      co.search_tensor_scale = q.search_tensor_scale;
       if (gptq) co.progress = [](int b, int n) { std::fprintf(stderr, "\rgptq: block %d/%d", b + 1, n); };
       cal = calibrate_checkpoint(
           o->in,
@@ -110,12 +117,13 @@ Action add_quantize(CLI::App& app) {
     }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
     std::printf(
-        "wrote %s: %d linear layers NVFP4 (%s, %s scales), %d kept; %s -> %s\n", o->out.c_str(), r.quantized,
+        "wrote %s: %d linear layers NVFP4 (%s, %s block scales, %s global scales), %d kept; %s -> %s\n",
+        o->out.c_str(), r.quantized,
         r.calibrated
             ? ("NVFP4 W4A4, input scales from " + std::to_string(cal.tokens) + " calibration tokens").c_str()
             : "W4A16_NVFP4, weight-only: no --calib",
-        gptq ? "gptq, scale-search" : o->method.c_str(), r.kept, human_bytes(r.bytes_in).c_str(),
-        human_bytes(r.bytes_out).c_str());
+        gptq ? "gptq, scale-search" : o->method.c_str(), q.search_tensor_scale ? "searched" : "amax", r.kept,
+        human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
     if (gptq)
       std::printf(
           "gptq: output error on the calibration inputs %.4g (round-to-nearest, same scales rule: "
