@@ -170,8 +170,9 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     forced = &forced_plan;
     if (is_wgmma_variant(forced_plan.variant))
       std::fprintf(stderr,
-                   "bench gemm: warning: the wgmma variants do not yet match the reference (GpuNvfp4 tests, "
-                   "kernel-notes #78): their times are of a kernel under repair\n");
+                   "bench gemm: warning: the wgmma variants are not yet verified against the reference "
+                   "(GpuNvfp4.WgmmaMatchesMmaAtEveryWidthAndDepth, kernel-notes #80): check before trusting "
+                   "their times\n");
   }
 
   json out;

@@ -50,7 +50,8 @@ class GemmWorkspace {
   void* cublas_handle();                    // lazily created cublasHandle_t
   int sm_count();                           // of the current device, queried once
   // Whether the heuristic may pick the Wgmma variants: allowed (set_wgmma) and the GPU and the build can run
-  // them (wgmma_supported). Off by default: the kernels do not yet match the reference (kernel-notes #78).
+  // them (wgmma_supported). Off by default: the fix of their fault (kernel-notes #80) has not yet run on a
+  // GPU.
   bool wgmma();
   void set_wgmma(bool allowed) { wgmma_allowed_ = allowed; }
   // Moves on whenever a buffer above is reallocated: captured graphs that used the old one are stale.

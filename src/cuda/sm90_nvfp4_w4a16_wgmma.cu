@@ -12,10 +12,10 @@
 // main kernel then copies a block's images of one chunk, contiguous, into a shared-memory stage with one bulk
 // copy.
 //
-// Pipeline per block (one warpgroup, 64 weight rows x BN tokens, K optionally split over blockIdx.z): weight
-// words and scales are loaded PF chunks ahead into registers; B images STAGES - 2 chunks ahead into shared
-// memory; chunk c's A fragments are dequantized into one of two register sets while chunk c - 1's wgmmas
-// run; wgmma.wait_group 1 before a register set or a stage is reused.
+// Pipeline per block (one or two warpgroups, 64 weight rows each x BN tokens, K optionally split over
+// blockIdx.z): weight words and scales are loaded PF chunks ahead into registers, B images STAGES - 2 chunks
+// ahead into shared memory; a chunk's A fragments are dequantized, its four wgmmas issued and waited for
+// (wgmma.wait_group 0: see the comment at the wait for why nothing may run while they are in flight).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -71,7 +71,6 @@ __global__ void __launch_bounds__(WGS * 128)
                              __nv_bfloat16* __restrict__ y, int64_t ldy, float* __restrict__ partials,
                              int* __restrict__ counters, int n_valid) {
 #ifdef FP4LAB_WGMMA_ENABLED
-  static_assert(PF % 2 == 0, "the A register set alternates with the chunk's parity inside a PF group");
   constexpr int kStageBytes = BN / 8 * kImageBytes;
   constexpr int kAcc = BN / 2;
   extern __shared__ __align__(1024) uint8_t smem[];
@@ -126,28 +125,27 @@ __global__ void __launch_bounds__(WGS * 128)
   float acc[kAcc];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
-  uint32_t a[2][4][4];
+  uint32_t a[4][4];  // a chunk's A fragments: four k16 steps
 
   for (int c0 = c_begin; c0 < c_end; c0 += PF) {
 #pragma unroll
     for (int p = 0; p < PF; ++p) {
       const int c = c0 + p;
       if (c < c_end) {
-        // Chunk c - 2's wgmmas are done: its register set (p & 1) and its stage are free. The operand fences
-        // tell the compiler so: without them it may reuse the registers of an A set still being read.
-        ptx::wgmma_wait<1>();
+        // The previous chunk's wgmmas have completed (the wait below): the A registers and its stage are
+        // free.
         ptx::wgmma_fence_operands(acc);
-        ptx::wgmma_fence_operands(a[p & 1]);
+        ptx::wgmma_fence_operands(a);
         uint32_t s_lo, s_hi;
         scale_pairs(lut, sbuf[p], s_lo, s_hi);
         const uint32_t words[4] = {wbuf[p].x, wbuf[p].y, wbuf[p].z, wbuf[p].w};
 #pragma unroll
-        for (int j = 0; j < 4; ++j) dequant_step(words[j], s_lo, s_hi, a[p & 1][j]);
+        for (int j = 0; j < 4; ++j) dequant_step(words[j], s_lo, s_hi, a[j]);
         if (valid && c + PF < c_end) {
           wbuf[p] = ptx::ldg_stream_v4(wp + (c + PF) * 32);
           sbuf[p] = ptx::ldg_stream_u16(sp + (c + PF) * 32);
         }
-        __syncthreads();  // every warp is past chunk c - 2: its stage may be refilled
+        __syncthreads();  // every warp is past chunk c - 1: the stage of chunk c - 2 may be refilled
         const int i = c - c_begin;
         if (threadIdx.x == 0 && c + STAGES - 2 < c_end) load_stage((i + STAGES - 2) % STAGES, c + STAGES - 2);
         ptx::mbar_wait(ptx::smem_addr(&full[i % STAGES]), (i / STAGES) & 1);
@@ -156,15 +154,18 @@ __global__ void __launch_bounds__(WGS * 128)
         ptx::wgmma_fence();
 #pragma unroll
         for (int j = 0; j < 4; ++j)
-          ptx::wgmma_bf16_rs<BN>(acc, a[p & 1][j], ptx::wgmma_desc(stage + j * 256, 128, kImageBytes), 1);
+          ptx::wgmma_bf16_rs<BN>(acc, a[j], ptx::wgmma_desc(stage + j * 256, 128, kImageBytes), 1);
         ptx::wgmma_commit();
+        // This chunk's wgmmas complete before anything else runs. They read A from registers asynchronously,
+        // and ptxas does not keep a register that the PTX shows dead after the issue reserved until the group
+        // completes: from n64 on (more accumulators, more pressure) it gave the A registers of an MMA in
+        // flight to the next chunk's dequantization, and results were wrong where n32 was right (kernel-notes
+        // #80). The overlap of dequantization and MMA now comes from the other blocks on the SM.
+        ptx::wgmma_wait<0>();
       }
     }
   }
-  ptx::wgmma_wait<0>();
   ptx::wgmma_fence_operands(acc);
-  ptx::wgmma_fence_operands(a[0]);
-  ptx::wgmma_fence_operands(a[1]);
 
   // Accumulator (i, h, e) = acc[4i + 2h + e]: weight row tile*16 + lane/4 + 8h, token 8i + 2(lane%4) + e of
   // the block (the mma.sync C layout, repeated over the BN/8 token groups).
