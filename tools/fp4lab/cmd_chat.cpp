@@ -152,10 +152,7 @@ Action add_chat(CLI::App& app) {
   app.add_option("--context", o->context,
                  "tokens a conversation may reach (prompt + reply); sizes GPU memory")
       ->check(CLI::Range(16, 1 << 22));
-  app.add_flag("--greedy", o->greedy, "argmax decoding");
-  app.add_option("--temperature", o->temperature, "sampling temperature")->check(finite_range(0.0, 1e6));
-  app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: off)");
-  app.add_option("--top-p", o->top_p, "nucleus sampling mass (1: off)")->check(finite_range(0.0, 1.0));
+  add_sampling_options(app, o->greedy, o->temperature, o->top_k, o->top_p);
   app.add_option("--seed", o->seed, "sampling seed");
   app.add_option("--threads", o->threads, "cpu backend threads (0: all cores)");
   add_hub_options(app, o->hub);

@@ -111,10 +111,7 @@ Action add_generate(CLI::App& app) {
   add_chat_options(app, o->chat, true);
   app.add_option("--max-new-tokens", o->max_new, "tokens to generate per prompt")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_flag("--greedy", o->greedy, "argmax decoding");
-  app.add_option("--temperature", o->temperature, "sampling temperature")->check(finite_range(0.0, 1e6));
-  app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: off)");
-  app.add_option("--top-p", o->top_p, "nucleus sampling mass (1: off)")->check(finite_range(0.0, 1.0));
+  add_sampling_options(app, o->greedy, o->temperature, o->top_k, o->top_p);
   app.add_option("--seed", o->seed, "seed for sampling and for preset weights");
   app.add_option("--stop-ids", o->stop_ids, "stop at any of these ids")->delimiter(',');
   app.add_option("--threads", o->threads, "CPU threads (0: all cores)");

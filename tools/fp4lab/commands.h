@@ -116,6 +116,14 @@ inline CLI::Validator finite_range(double lo, double hi) {
       "FINITE in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
+// --greedy, --temperature, --top-k, --top-p: the sampling flags of the commands that generate.
+inline void add_sampling_options(CLI::App& app, bool& greedy, float& temperature, int& top_k, float& top_p) {
+  app.add_flag("--greedy", greedy, "argmax decoding");
+  app.add_option("--temperature", temperature, "sampling temperature")->check(finite_range(0.0, 1e6));
+  app.add_option("--top-k", top_k, "keep the k most likely tokens (0: off)");
+  app.add_option("--top-p", top_p, "nucleus sampling mass (1: off)")->check(finite_range(0.0, 1.0));
+}
+
 // Token ids separated by commas and/or whitespace; `what` names the source in the error.
 std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
 // A file of such ids.
