@@ -238,3 +238,22 @@ TEST(ChatTemplate, GenerateChatAndChatAgreeTurnByTurn) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("unknown filter 'nosuchfilter'"), std::string::npos) << r.out;
 }
+
+// --chat-var values are JSON when they parse, text otherwise; --chat-date fixes strftime_now().
+TEST(ChatTemplate, ChatVarsAndDateParse) {
+  auto [k, v] = parse_chat_var("enable_thinking=false");
+  EXPECT_EQ(k, "enable_thinking");
+  EXPECT_EQ(jinja::to_str(v), "False");
+  EXPECT_EQ(jinja::to_str(parse_chat_var("n=3").second), "3");
+  EXPECT_EQ(jinja::to_str(parse_chat_var("s=plain text").second), "plain text");
+  EXPECT_EQ(jinja::to_str(parse_chat_var("l=[1, \"a\"]").second), "[1, 'a']");
+  EXPECT_THROW(parse_chat_var("no-equals"), Error);
+  EXPECT_THROW(parse_chat_var("=x"), Error);
+  const ChatTemplate t("{{ strftime_now('%d %b %Y') }}|{{ x }}", "", "", "t");
+  ChatRenderOptions o;
+  o.date = "2026-07-26";
+  o.extra.push_back(parse_chat_var("x=true"));
+  EXPECT_EQ(t.render({{"user", "hi"}}, o), "26 Jul 2026|True");
+  o.date = "26/07/2026";
+  EXPECT_THROW(t.render({{"user", "hi"}}, o), Error);
+}
