@@ -52,26 +52,34 @@ float block_error(const float* x, uint8_t s, float tensor_scale) {
   return err;
 }
 
+// The rule's scale code for the block, and (when err is given) the block's squared error under it: the
+// search has that error at hand, and the tensor-scale search needs it per block.
+uint8_t pick_block_scale(const float* x, float tensor_scale, Nvfp4ScaleRule rule, float* err) {
+  const float amax = nvfp4_block_amax(x);
+  const uint8_t c0 = nvfp4_block_scale(amax, tensor_scale);
+  if (rule == Nvfp4ScaleRule::Amax || !(amax > 0.0f && c0 != 0 && std::isfinite(amax))) {
+    if (err) *err = block_error(x, c0, tensor_scale);
+    return c0;
+  }
+  uint8_t best = c0;
+  float best_err = block_error(x, c0, tensor_scale);
+  // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
+  const int lo = std::max(1, c0 - 2);
+  const int hi = std::min(0x7E, e4m3_encode(amax / (4.0f * tensor_scale)) + 1);
+  for (int c = lo; c <= hi; ++c) {
+    if (c == c0) continue;
+    const float e = block_error(x, static_cast<uint8_t>(c), tensor_scale);
+    if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
+  }
+  if (err) *err = best_err;
+  return best;
+}
+
 }  // namespace
 
 // ModelOpt's scale unless a candidate of the search has a strictly smaller error (Nvfp4ScaleRule::Search).
 uint8_t nvfp4_choose_block_scale(const float* x, float tensor_scale, Nvfp4ScaleRule rule) {
-  const float amax = nvfp4_block_amax(x);
-  const uint8_t c0 = nvfp4_block_scale(amax, tensor_scale);
-  if (rule == Nvfp4ScaleRule::Amax) return c0;
-  uint8_t best = c0;
-  if (amax > 0.0f && c0 != 0 && std::isfinite(amax)) {
-    // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
-    const int lo = std::max(1, c0 - 2);
-    const int hi = std::min(0x7E, e4m3_encode(amax / (4.0f * tensor_scale)) + 1);
-    float best_err = block_error(x, c0, tensor_scale);
-    for (int c = lo; c <= hi; ++c) {
-      if (c == c0) continue;
-      const float e = block_error(x, static_cast<uint8_t>(c), tensor_scale);
-      if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
-    }
-  }
-  return best;
+  return pick_block_scale(x, tensor_scale, rule, nullptr);
 }
 
 Nvfp4Tensor nvfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float tensor_scale,
@@ -131,8 +139,9 @@ float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRu
       const int64_t step = std::max<int64_t>(1, m.rows / std::max<int64_t>(1, sample_rows));
       for (int64_t r = 0; r < m.rows; r += step)
         for (int64_t b = 0; b < m.cols / kNvfp4Block; ++b) {
-          const float* xb = m.x.data() + r * m.cols + b * kNvfp4Block;
-          err += block_error(xb, nvfp4_choose_block_scale(xb, ts, rule), ts);
+          float e = 0.0f;
+          pick_block_scale(m.x.data() + r * m.cols + b * kNvfp4Block, ts, rule, &e);
+          err += e;
         }
     }
     return err;

@@ -2,24 +2,15 @@
 
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "io/json_util.h"
 
 namespace fp4lab {
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // A special token in tokenizer_config.json: a string, an AddedToken object {"content": ...}, or null.
 std::string token_string(const nlohmann::json& cfg, const char* key) {
@@ -34,11 +25,7 @@ std::string token_string(const nlohmann::json& cfg, const char* key) {
 nlohmann::json read_config(const std::string& dir) {
   const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
   if (dir.empty() || !std::filesystem::exists(path)) return nlohmann::json::object();
-  try {
-    return nlohmann::json::parse(read_text(path.string()));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
-  }
+  return read_json_config_file(path.string());
 }
 
 }  // namespace
@@ -50,16 +37,7 @@ jinja::Value strftime_on(const std::string& date) {
   tm.tm_isdst = -1;
   const std::time_t t = timegm(&tm);  // fills in the weekday and day of the year
   gmtime_r(&t, &tm);
-  auto c = std::make_shared<jinja::Callable>();
-  c->fn = [tm](const jinja::List& args, const jinja::Dict&) -> jinja::Value {
-    const std::string fmt = args.empty() ? "%Y-%m-%d" : jinja::to_str(args[0]);
-    char buf[256];
-    const size_t n = std::strftime(buf, sizeof buf, fmt.c_str(), &tm);
-    return jinja::Value(std::string(buf, n));
-  };
-  jinja::Value v;
-  v.v = c;
-  return v;
+  return jinja::strftime_now_function(tm);
 }
 
 ChatTemplate::ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string what)
@@ -70,7 +48,7 @@ std::optional<ChatTemplate> ChatTemplate::from_dir(const std::string& dir) {
   const std::string bos = token_string(cfg, "bos_token"), eos = token_string(cfg, "eos_token");
   const auto jinja_file = std::filesystem::path(dir) / "chat_template.jinja";
   if (std::filesystem::exists(jinja_file))
-    return ChatTemplate(read_text(jinja_file.string()), bos, eos, jinja_file.string());
+    return ChatTemplate(read_text_file(jinja_file.string()), bos, eos, jinja_file.string());
   if (!cfg.contains("chat_template")) return std::nullopt;
   const auto& ct = cfg["chat_template"];
   const std::string what = (std::filesystem::path(dir) / "tokenizer_config.json").string() + " chat_template";
@@ -88,7 +66,8 @@ std::optional<ChatTemplate> ChatTemplate::from_dir(const std::string& dir) {
 
 ChatTemplate ChatTemplate::from_file(const std::string& path, const std::string& tokenizer_dir) {
   const nlohmann::json cfg = read_config(tokenizer_dir);
-  return ChatTemplate(read_text(path), token_string(cfg, "bos_token"), token_string(cfg, "eos_token"), path);
+  return ChatTemplate(read_text_file(path), token_string(cfg, "bos_token"), token_string(cfg, "eos_token"),
+                      path);
 }
 
 ChatTemplate ChatTemplate::load(const std::string& model_dir, const std::string& tokenizer_dir,
@@ -122,16 +101,9 @@ std::string ChatTemplate::render_value(jinja::Value messages, const ChatRenderOp
                    {"eos_token", jinja::Value(eos_)},
                    {"tools", jinja::Value(jinja::None{})},
                    {"documents", jinja::Value(jinja::None{})}};
-  for (const auto& [k, v] : opt.extra) {
-    bool replaced = false;
-    for (auto& [vk, vv] : vars)
-      if (vk == k) vv = v, replaced = true;
-    if (!replaced) vars.emplace_back(k, v);
-  }
-  if (!opt.date.empty()) {
-    // A per-render global: the template object is shared, so pass the date as a variable that shadows it.
-    vars.emplace_back("strftime_now", strftime_on(opt.date));
-  }
+  for (const auto& [k, v] : opt.extra) jinja::dict_set(vars, k, v);
+  // The template object is shared, so a fixed date comes as a variable that shadows the strftime_now global.
+  if (!opt.date.empty()) jinja::dict_set(vars, "strftime_now", strftime_on(opt.date));
   return tmpl_.render(vars);
 }
 

@@ -25,14 +25,7 @@ struct Scope {
         if (k == n) return &v;
     return nullptr;
   }
-  void set(const std::string& n, Value v) {
-    for (auto& [k, old] : vars)
-      if (k == n) {
-        old = std::move(v);
-        return;
-      }
-    vars.emplace_back(n, std::move(v));
-  }
+  void set(const std::string& n, Value v) { dict_set(vars, n, std::move(v)); }
 };
 
 enum class Flow { Normal, Break, Continue };
@@ -268,9 +261,7 @@ struct Template::Impl {
         for (const auto& a : args)
           if (a.is_dict()) ns->attrs = a.dict();
         for (const auto& [k, v] : kwargs) ns->attrs.emplace_back(k, v);
-        Value r;
-        r.v = ns;
-        return r;
+        return Value(ns);
       }
       if (n == "dict") {
         Dict d;
@@ -279,6 +270,12 @@ struct Template::Impl {
       }
       handled = false;
       return Value();
+    }
+
+    // The arguments of a call, filter or test: e.args[1..] (e.args[0] is the callee or operand) and e.kwargs.
+    void eval_args(const Expr& e, Scope& sc, List& args, Dict& kwargs) {
+      for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i], sc));
+      for (const auto& [k, x] : e.kwargs) kwargs.emplace_back(k, eval(*x, sc));
     }
 
     Value eval(const Expr& e, Scope& sc) {
@@ -300,11 +297,7 @@ struct Template::Impl {
           for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
             const Value k = eval(*e.args[i], sc);
             if (!k.is_string()) fail_at(e.line, "dict keys must be strings here");
-            Value v = eval(*e.args[i + 1], sc);
-            bool replaced = false;
-            for (auto& [dk, dv] : d)
-              if (dk == k.str()) dv = v, replaced = true;
-            if (!replaced) d.emplace_back(k.str(), std::move(v));
+            dict_set(d, k.str(), eval(*e.args[i + 1], sc));
           }
           return Value(std::move(d));
         }
@@ -322,8 +315,7 @@ struct Template::Impl {
         case K::Call: {
           List args;
           Dict kwargs;
-          for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i], sc));
-          for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v, sc));
+          eval_args(e, sc, args, kwargs);
           const Expr& callee = *e.args[0];
           if (callee.kind == K::Attr) {
             const Value obj = eval(*callee.args[0], sc);
@@ -342,14 +334,14 @@ struct Template::Impl {
           const Value v = eval(*e.args[0], sc);
           List args;
           Dict kwargs;
-          for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i], sc));
-          for (const auto& [k, x] : e.kwargs) kwargs.emplace_back(k, eval(*x, sc));
+          eval_args(e, sc, args, kwargs);
           return apply_filter(e.name, v, args, kwargs, e.line);
         }
         case K::Test: {
           const Value v = eval(*e.args[0], sc);
           List args;
-          for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i], sc));
+          Dict kwargs;  // the parser gives tests none
+          eval_args(e, sc, args, kwargs);
           return Value(apply_test(e.name, v, args, e.line));
         }
         case K::Unary: {
@@ -396,12 +388,7 @@ struct Template::Impl {
         auto* ns = target ? std::get_if<std::shared_ptr<Namespace>>(&target->v) : nullptr;
         if (!ns)
           fail_at(n.line, "cannot set ." + n.attr + " on '" + n.targets[0] + "': only a namespace() can be");
-        for (auto& [k, old] : (*ns)->attrs)
-          if (k == n.attr) {
-            old = std::move(v);
-            return;
-          }
-        (*ns)->attrs.emplace_back(n.attr, std::move(v));
+        dict_set((*ns)->attrs, n.attr, std::move(v));
         return;
       }
       if (n.targets.size() == 1) {
@@ -452,9 +439,7 @@ struct Template::Impl {
         }
         return Value(capture(node->body, local));
       };
-      Value v;
-      v.v = c;
-      return v;
+      return Value(c);
     }
 
     Flow exec(const Body& nodes, Scope& sc) {
@@ -537,11 +522,8 @@ struct Template::Impl {
             const Expr& call = *n.expr;
             List args;
             Dict kwargs;
-            for (size_t i = 1; i < call.args.size(); ++i) args.push_back(eval(*call.args[i], sc));
-            for (const auto& [k, v] : call.kwargs) kwargs.emplace_back(k, eval(*v, sc));
-            Value cv;
-            cv.v = caller;
-            kwargs.emplace_back("caller", cv);
+            eval_args(call, sc, args, kwargs);
+            kwargs.emplace_back("caller", Value(caller));
             emit(to_str(call_value(eval(*call.args[0], sc), args, kwargs, n.line, "call block")));
             break;
           }
@@ -550,8 +532,7 @@ struct Template::Impl {
             const Expr& f = *n.expr;
             List args;
             Dict kwargs;
-            for (size_t i = 1; i < f.args.size(); ++i) args.push_back(eval(*f.args[i], sc));
-            for (const auto& [k, v] : f.kwargs) kwargs.emplace_back(k, eval(*v, sc));
+            eval_args(f, sc, args, kwargs);
             emit(to_str(apply_filter(f.name, Value(text), args, kwargs, n.line)));
             break;
           }
@@ -571,48 +552,41 @@ struct Template::Impl {
   };
 };
 
-Template::Template(std::string_view source, std::string what) : impl_(std::make_unique<Impl>()) {
-  impl_->what = std::move(what);
-  impl_->body = parse_template(source, impl_->what);
-  auto raise = std::make_shared<Callable>();
-  const std::string w = impl_->what;
-  raise->fn = [w](const List& args, const Dict&) -> Value {
-    throw Error(w + " raised an error: " + (args.empty() ? std::string() : to_str(args[0])));
-  };
-  Value rv;
-  rv.v = raise;
-  impl_->globals.emplace_back("raise_exception", rv);
-  auto now = std::make_shared<Callable>();
-  now->fn = [](const List& args, const Dict&) -> Value {
-    const std::time_t t = std::time(nullptr);
+Value strftime_now_function(std::optional<std::tm> fixed) {
+  auto f = std::make_shared<Callable>();
+  f->fn = [fixed](const List& args, const Dict&) -> Value {
     std::tm tm{};
-    localtime_r(&t, &tm);
+    if (fixed) {
+      tm = *fixed;
+    } else {
+      const std::time_t t = std::time(nullptr);
+      localtime_r(&t, &tm);
+    }
     char buf[256];
     const size_t n = std::strftime(buf, sizeof buf, args.empty() ? "%Y-%m-%d" : to_str(args[0]).c_str(), &tm);
     return Value(std::string(buf, n));
   };
-  Value nv;
-  nv.v = now;
-  impl_->globals.emplace_back("strftime_now", nv);
+  return Value(f);
+}
+
+Template::Template(std::string_view source, std::string what) : impl_(std::make_unique<Impl>()) {
+  impl_->what = std::move(what);
+  impl_->body = parse_template(source, impl_->what);
+  auto raise = std::make_shared<Callable>();
+  raise->fn = [w = impl_->what](const List& args, const Dict&) -> Value {
+    throw Error(w + " raised an error: " + (args.empty() ? std::string() : to_str(args[0])));
+  };
+  impl_->globals = {{"raise_exception", Value(raise)}, {"strftime_now", strftime_now_function()}};
 }
 
 Template::Template(Template&&) noexcept = default;
 Template& Template::operator=(Template&&) noexcept = default;
 Template::~Template() = default;
 
-void Template::set_global(const std::string& name, Value v) {
-  for (auto& [k, old] : impl_->globals)
-    if (k == name) {
-      old = std::move(v);
-      return;
-    }
-  impl_->globals.emplace_back(name, std::move(v));
-}
-
 std::string Template::render(const Dict& vars) const {
   Impl::Run run{*impl_, {}, 0, 0, 0};
   Scope top{nullptr, vars};
-  // break/continue outside a loop end the template in jinja2's loopcontrols only inside loops; here too.
+  // A break or continue outside any loop ends the body it stands in (jinja2 rejects it at parse time).
   run.exec(impl_->body, top);
   return std::move(run.out);
 }

@@ -7,9 +7,11 @@
 // its line, never skipped.
 #pragma once
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,6 +53,8 @@ struct Value {
   Value(std::string s) : v(std::move(s)) {}
   Value(List l) : v(std::make_shared<List>(std::move(l))) {}
   Value(Dict d) : v(std::make_shared<Dict>(std::move(d))) {}
+  Value(std::shared_ptr<Callable> f) : v(std::move(f)) {}
+  Value(std::shared_ptr<Namespace> ns) : v(std::move(ns)) {}
 
   static Value from_json(const nlohmann::ordered_json& j);
 
@@ -72,6 +76,13 @@ struct Callable {
   std::function<Value(const List& args, const Dict& kwargs)> fn;
 };
 
+// Python's d[key] = v on an insertion-ordered dict: replaces the value where the key is, appends otherwise.
+void dict_set(Dict& d, const std::string& key, Value v);
+
+// strftime_now(fmt) as transformers defines it: the local time at the call, formatted; with `fixed`, that
+// date instead (a reproducible render).
+Value strftime_now_function(std::optional<std::tm> fixed = std::nullopt);
+
 bool truthy(const Value& v);
 std::string to_str(const Value& v);  // Python's str()
 // HF's tojson: json.dumps(x, ensure_ascii=False, indent=indent, separators=..., sort_keys=...).
@@ -86,12 +97,9 @@ class Template {
   Template& operator=(Template&&) noexcept;
   ~Template();
 
-  // Renders with these top-level variables (and the globals below). raise_exception() in the template throws
-  // fp4lab::Error with its message.
+  // Renders with these top-level variables and the globals raise_exception() (throws fp4lab::Error with its
+  // message) and strftime_now() (today; a variable of that name takes its place).
   std::string render(const Dict& vars) const;
-
-  // Extra globals: strftime_now(fmt) is given the date to format, so a render is reproducible when asked.
-  void set_global(const std::string& name, Value v);
 
  private:
   struct Impl;

@@ -6,6 +6,7 @@
 #include <utf8proc.h>
 
 #include "common/error.h"
+#include "common/utf8.h"
 #include "tokenizer/jinja_ast.h"
 
 namespace fp4lab::jinja {
@@ -43,11 +44,9 @@ std::string encode(const std::vector<int32_t>& cps) {
   return out;
 }
 
-// str.isspace()
+// str.isspace(): Unicode White_Space and the four information separators Python also counts.
 bool py_space(int32_t c) {
-  return (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f ||
-         c == 0x3000;
+  return utf8_is_space(static_cast<uint32_t>(c)) || (c >= 0x1c && c <= 0x1f);
 }
 
 std::string strip(const std::string& s, const Value* chars, bool left, bool right) {

@@ -18,6 +18,15 @@ const Value* Value::find(std::string_view key) const {
   return nullptr;
 }
 
+void dict_set(Dict& d, const std::string& key, Value v) {
+  for (auto& [k, old] : d)
+    if (k == key) {
+      old = std::move(v);
+      return;
+    }
+  d.emplace_back(key, std::move(v));
+}
+
 Value Value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:

@@ -33,8 +33,6 @@
 
 namespace fp4lab::cli {
 
-QuantMode parse_quant_mode(const std::string& q);
-
 namespace {
 
 struct ModelBenchOpts {

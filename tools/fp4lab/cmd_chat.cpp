@@ -19,8 +19,6 @@
 
 namespace fp4lab::cli {
 
-QuantMode parse_quant_mode(const std::string& q);
-
 void add_chat_options(CLI::App& app, ChatCliOptions& o, bool with_chat_flag) {
   if (with_chat_flag)
     app.add_flag("--chat", o.chat,

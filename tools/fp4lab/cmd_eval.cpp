@@ -18,7 +18,6 @@
 
 namespace fp4lab::cli {
 
-QuantMode parse_quant_mode(const std::string& q);
 Action add_eval_gsm8k(CLI::App& app);
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include "engine/cuda_run_options.h"
 #include "io/hub.h"
+#include "model/layout.h"
 #include "tokenizer/chat_template.h"
 #include <functional>
 #include <string_view>
@@ -41,6 +42,9 @@ void add_chat_options(CLI::App& app, ChatCliOptions& o, bool with_chat_flag);
 std::vector<ChatMessage> chat_messages(const ChatCliOptions& o, const std::string& user_text);
 ChatRenderOptions chat_render_options(const ChatCliOptions& o);
 void echo_chat_options(nlohmann::json& options, const ChatCliOptions& o);
+
+// --quant auto|bf16|nvfp4 of the commands that load a model (defined in cmd_generate.cpp).
+QuantMode parse_quant_mode(const std::string& q);
 
 // Human-readable byte counts and numbers shared by the commands.
 std::string human_bytes(double b);
