@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 bash scripts/install-deps.sh --test
 bash scripts/build.sh -DFP4LAB_WERROR=ON
+# The official openai npm client that the serve tests drive (pinned by tests/serve/package-lock.json).
+npm ci --prefix tests/serve --no-audit --no-fund --loglevel=error
 set +e
 ctest --test-dir build -j"$(nproc)" --output-on-failure 2>&1 | tee build/ctest.log
 rc=${PIPESTATUS[0]}
@@ -18,8 +20,8 @@ echo "$summary" | tail -n +2
 
 # Fuzzers: a separate clang build of the parsers with ASan/UBSan and libFuzzer.
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DFP4LAB_CUDA=OFF -DFP4LAB_FUZZ=ON -DFP4LAB_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors_header fuzz_model_config fuzz_quant_config fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_chat_template
-for t in safetensors_header model_config quant_config tokenizer_json tokenizer_encode chat_template; do
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors_header fuzz_model_config fuzz_quant_config fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_chat_template fuzz_openai_request
+for t in safetensors_header model_config quant_config tokenizer_json tokenizer_encode chat_template openai_request; do
   work=$(mktemp -d)
   cp fuzz/corpus/$t/* "$work/"
   if ! build-fuzz/fuzz/fuzz_$t -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 "$work" >build-fuzz/fuzz_$t.log 2>&1; then

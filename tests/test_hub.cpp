@@ -116,7 +116,7 @@ TEST_F(StandinHub, DownloadsIntoTheHuggingfaceHubLayoutAndReusesIt) {
   EXPECT_EQ(hub_resolve_model("org/tiny@" + commit, off), snap);
   EXPECT_EQ(static_cast<int>(log().size()), requests);
   // The CLI takes the id wherever it takes --model.
-  const auto r = test::run_fp4lab("generate --model org/tiny --endpoint " + endpoint + " --cache-dir " +
+  const auto r = test::run_fp4lab("generate --model org/tiny --hub-endpoint " + endpoint + " --cache-dir " +
                                   dir.str("cache") + " --prompt-ids 1,2,3 --max-new-tokens 2 --greedy");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("org/tiny -> "), std::string::npos) << r.out;

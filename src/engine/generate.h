@@ -1,26 +1,15 @@
 // Token generation over a Model: greedy or temperature/top-k/top-p sampling with a seed, stop ids, a batch of
 // prompts, and timing (prefill and decode tokens per second).
 #pragma once
-#include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
-
-#include <algorithm>
-#include <chrono>
-#include <span>
 
 #include "common/error.h"
 #include "cpu/ops.h"
+#include "engine/scheduler.h"
 
 namespace fp4lab {
-
-struct SamplingOptions {
-  bool greedy = true;
-  float temperature = 1.0f;
-  int top_k = 0;       // 0: off
-  float top_p = 1.0f;  // 1: off
-  uint64_t seed = 0;
-};
 
 struct GenerateResult;
 
@@ -60,19 +49,6 @@ struct GenerateResult {
   double decode_tok_s() const { return decode_s > 0 ? decode_tokens / decode_s : 0; }
 };
 
-// One token from a row of logits: the argmax (greedy or temperature <= 0), else a sample of softmax(logits /
-// temperature) cut to the top_k and then to the smallest set holding top_p of the mass. Without top_k and
-// top_p the draw is cpu::sample_gumbel, which the CUDA backend computes on the device with the same seed.
-// cpu::kNoId when the row has nothing to pick (NaN only; for a sample, nothing above -inf).
-int sample_token(std::span<const float> logits, const SamplingOptions& o, uint64_t step_seed);
-// The top_k path of sample_token given the candidates in cpu::TopLogit order (at least min(top_k, vocab) of
-// them): softmax(key / temperature) over the first top_k, cut to top_p, one seeded draw.
-int sample_top(std::span<const cpu::TopLogit> top, const SamplingOptions& o, uint64_t step_seed);
-// Whether a sampled step can be drawn where the logits are (no top-k / top-p truncation).
-inline bool sample_on_device(const SamplingOptions& o) {
-  return !o.greedy && o.temperature > 0.0f && o.top_k <= 0 && o.top_p >= 1.0f;
-}
-
 // Model: a Runner<Ops>. Prompts are admitted up to max_batch at a time (continuous batching): the prompts
 // admitted together are prefilled in passes of up to prefill_tokens tokens (one forward each), then every
 // active sequence advances one token per decode step, all in one batched forward; a finished sequence frees
@@ -80,140 +56,42 @@ inline bool sample_on_device(const SamplingOptions& o) {
 template <class Model>
 GenerateResult generate(Model& model, const std::vector<std::vector<int>>& prompts, const GenerateOptions& o,
                         const std::function<void()>& sync = {}) {
-  using clock = std::chrono::steady_clock;
-  using State = typename Model::State;
   GenerateResult r;
   r.new_ids.resize(prompts.size());
-  const int vocab = model.config().vocab_size;
-  const int64_t context = model.config().max_position;
   for (size_t b = 0; b < prompts.size() && !o.beyond_context; ++b)
-    if (static_cast<int64_t>(prompts[b].size()) + o.max_new_tokens > context)
-      throw Error("prompt " + std::to_string(b) + " has " + std::to_string(prompts[b].size()) + " tokens; with " +
-                  std::to_string(o.max_new_tokens) + " new ones it passes the model's context of " +
-                  std::to_string(context) + " (max_position_embeddings); --beyond-context runs it anyway");
-  const size_t max_batch = static_cast<size_t>(std::max(1, o.max_batch));
-  struct Active {
-    size_t prompt;
-    State state;
-    int step;
-  };
-  std::vector<Active> active;
-  auto seconds = [](clock::time_point a, clock::time_point b) {
-    return std::chrono::duration<double>(b - a).count();
-  };
-  // Appends a sampled token; false when that sequence is finished.
-  const bool greedy = o.sampling.greedy || o.sampling.temperature <= 0.0f;
-  // Appends a chosen token; false when that sequence is finished.
-  auto take_id = [&](size_t b, int step, int tok) {
-    // A row of NaN logits (an overflow, a broken scale) leaves nothing to pick; decoding token 0 forever with
-    // exit 0, as it once did, hid it.
-    if (tok == cpu::kNoId)
-      throw Error("prompt " + std::to_string(b) + ", new token " + std::to_string(step) +
-                  ": the logits are NaN (non-finite weights or scales in the model, or an overflow)");
-    r.new_ids[b].push_back(tok);
-    ++r.generated_tokens;
-    const bool more = std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) == o.stop_ids.end() &&
-                      !(o.should_stop && o.should_stop(b, r.new_ids[b])) && step + 1 < o.max_new_tokens;
-    if (!more && o.on_finish) o.on_finish(b, r);
-    return more;
-  };
-  // Each (prompt, step) draws with its own seed, wherever the draw happens.
-  auto step_seed = [&](size_t b, int step) {
-    return o.sampling.seed * 1000003ull + b * 7919ull + static_cast<uint64_t>(step);
-  };
-  auto take = [&](size_t b, int step, std::span<const float> logits) {
-    const auto row = logits.first(static_cast<size_t>(vocab));
-    return take_id(b, step, sample_token(row, o.sampling, step_seed(b, step)));
-  };
-  size_t next = 0;
-  while ((next < prompts.size() && !(o.cancelled && o.cancelled())) || !active.empty()) {
-    // Admission: the free slots take the next prompts, prefilled in passes under the token budget.
-    const auto admitted_at = clock::now();
-    while (active.size() < max_batch && next < prompts.size() && !(o.cancelled && o.cancelled())) {
-      std::vector<size_t> pass;
-      std::vector<State> states;
-      size_t pass_tokens = 0;
-      while (active.size() + pass.size() < max_batch && next < prompts.size()) {
-        const size_t b = next;
-        if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
-        if (!pass.empty() &&
-            pass_tokens + prompts[b].size() > static_cast<size_t>(std::max(0, o.prefill_tokens)))
-          break;
-        ++next;
-        pass.push_back(b);
-        pass_tokens += prompts[b].size();
-        states.push_back(model.new_sequence(static_cast<int>(prompts[b].size()) + o.max_new_tokens));
-      }
-      const auto t0 = clock::now();
-      std::vector<float> logits;
-      if (pass.size() == 1) {
-        logits = model.forward(states[0], prompts[pass[0]], false);
-      } else {
-        std::vector<State*> ptrs;
-        std::vector<std::vector<int>> ps;
-        for (size_t i = 0; i < pass.size(); ++i) {
-          ptrs.push_back(&states[i]);
-          ps.push_back(prompts[pass[i]]);
-        }
-        logits = model.prefill_batch(ptrs, ps);
-      }
-      const auto t1 = clock::now();
-      r.prefill_s += seconds(t0, t1);
-      ++r.prefill_passes;
-      r.prompt_tokens += static_cast<int>(pass_tokens);
-      for (size_t i = 0; i < pass.size(); ++i) {
-        r.ttft_s.push_back(seconds(admitted_at, t1));
-        if (take(pass[i], 0, std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab))))
-          active.push_back({pass[i], std::move(states[i]), 1});
-      }
-    }
-    if (active.empty()) continue;
-    std::vector<State*> states;
-    std::vector<int> toks;
-    for (auto& a : active) {
-      states.push_back(&a.state);
-      toks.push_back(r.new_ids[a.prompt].back());
-    }
-    const auto t0 = clock::now();
-    // Greedy steps and sampling without top-k / top-p (the Gumbel-max trick) pick the ids where the logits
-    // are (a single sequence inside its captured graph step), so only the ids come back; top-k sampling (k up
-    // to cpu::kTopLogits, with or without top-p) brings back each row's largest logits and draws from them
-    // here (sample_top, sample_token's own draw); only top-p alone needs the logits on the host.
-    const bool top_only = !greedy && !sample_on_device(o.sampling) && o.sampling.top_k > 0 &&
-                          o.sampling.top_k <= cpu::kTopLogits && o.sampling.top_k < vocab;
-    const bool ids_only = greedy || sample_on_device(o.sampling) || top_only;
-    std::vector<float> logits;
-    std::vector<int> ids;
-    if (greedy) {
-      ids = model.decode_batch_greedy(states, toks);
-    } else if (top_only) {
-      const auto tops = model.decode_batch_top(states, toks);
-      for (size_t i = 0; i < active.size(); ++i)
-        ids.push_back(sample_top(tops[i], o.sampling, step_seed(active[i].prompt, active[i].step)));
-    } else if (ids_only) {
-      std::vector<uint64_t> seeds;
-      for (const auto& a : active) seeds.push_back(step_seed(a.prompt, a.step));
-      ids = model.decode_batch_sampled(states, toks, o.sampling.temperature, seeds);
-    } else
-      logits = active.size() == 1 ? model.forward(*states[0], toks, false) : model.decode_batch(states, toks);
-    r.decode_tokens += static_cast<int>(active.size());
-    std::vector<Active> still;
-    for (size_t i = 0; i < active.size(); ++i) {
-      auto& a = active[i];
-      const bool more = ids_only ? take_id(a.prompt, a.step, ids[i])
-                                 : take(a.prompt, a.step,
-                                        std::span<const float>(logits).subspan(i * static_cast<size_t>(vocab),
-                                                                               static_cast<size_t>(vocab)));
-      if (more) {
-        ++a.step;
-        still.push_back(std::move(a));
-      }
-    }
-    active = std::move(still);
-    const double dt = seconds(t0, clock::now());
-    r.decode_s += dt;
-    r.tpot_s.push_back(dt);
+    check_context("prompt " + std::to_string(b), prompts[b].size(), o.max_new_tokens,
+                  model.config().max_position);
+  SchedulerOptions so;
+  so.max_batch = o.max_batch;
+  so.prefill_tokens = o.prefill_tokens;
+  if (o.cancelled) so.admit = [&] { return !o.cancelled(); };
+  Scheduler<Model> sched(model, std::move(so));
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
+    SequenceSpec s;
+    s.prompt = prompts[b];
+    s.max_new_tokens = o.max_new_tokens;
+    s.stop_ids = o.stop_ids;
+    s.sampling = o.sampling;
+    s.seed_index = b;
+    s.name = "prompt " + std::to_string(b);
+    s.on_token = [&r, b](const std::vector<int>& ids) { r.new_ids[b].push_back(ids.back()); };
+    if (o.should_stop)
+      s.should_stop = [&o, &r, b](const std::vector<int>&) { return o.should_stop(b, r.new_ids[b]); };
+    if (o.on_finish) s.on_finish = [&o, &r, b](const std::vector<int>&, FinishReason) { o.on_finish(b, r); };
+    sched.submit(std::move(s));
   }
+  // Sequences the cancelled check left waiting never ran: their ids stay empty.
+  while (sched.running() > 0 || (sched.waiting() > 0 && !(o.cancelled && o.cancelled()))) sched.step();
+  const SchedulerStats& st = sched.stats();
+  r.prompt_tokens = static_cast<int>(st.prompt_tokens);
+  r.generated_tokens = static_cast<int>(st.generated_tokens);
+  r.decode_tokens = static_cast<int>(st.decode_tokens);
+  r.prefill_s = st.prefill_s;
+  r.decode_s = st.decode_s;
+  r.ttft_s = st.ttft_s;
+  r.tpot_s = st.tpot_s;
+  r.prefill_passes = static_cast<int>(st.prefill_passes);
   if (sync) sync();
   return r;
 }

@@ -482,6 +482,10 @@ Action add_bench(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--db", mo->db, "results database to store the run in (default: the user's data dir)");
   app.add_flag("--no-db", mo->no_db, "do not store the run");
+  auto* sv = app.add_subcommand("serve",
+                                "Load an OpenAI-compatible server (fp4lab serve, vLLM, SGLang, llama.cpp) "
+                                "and report TTFT/TPOT/ITL and throughput as vllm bench serve does");
+  const auto serve_action = add_bench_serve(*sv);
   auto* g =
       app.add_subcommand("gemm", "NVFP4 W4A16 GEMM vs cuBLAS BF16 and cuBLASLt FP8 on model shapes (GPU)");
 #if FP4LAB_HAVE_CUDA
@@ -511,7 +515,8 @@ Action add_bench(CLI::App& app) {
               "start while the previous one drains, as in the engine)");
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
-  return [o, g, mo]() {
+  return [o, g, mo, sv, serve_action]() {
+    if (sv->parsed()) return serve_action();
     if (!g->parsed()) return run_bench_or_sweep(*mo);
     const GpuQuery q = query_gpus();
     if (!q.ok) throw Error("bench gemm needs a CUDA GPU: " + q.error);
@@ -520,7 +525,8 @@ Action add_bench(CLI::App& app) {
     return 0;
   };
 #else
-  return [g, mo]() -> int {
+  return [g, mo, sv, serve_action]() -> int {
+    if (sv->parsed()) return serve_action();
     if (g->parsed()) throw Error("bench gemm needs a CUDA GPU: this fp4lab was built without CUDA");
     return run_bench_or_sweep(*mo);
   };

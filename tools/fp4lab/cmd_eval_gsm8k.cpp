@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
 
 #include "commands.h"
 #include "common/error.h"
@@ -17,6 +19,7 @@
 #include "engine/generate.h"
 #include "eval/gsm8k.h"
 #include "io/json_util.h"
+#include "io/openai_client.h"
 #include "model/presets.h"
 #include "model/weights.h"
 #include "report/results_db.h"
@@ -38,6 +41,9 @@ struct Gsm8kOpts {
   CudaCliOptions cuda;
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
+  // --endpoint: the questions go to an OpenAI-compatible server's /v1/completions instead of a local model.
+  std::string endpoint, api_key, endpoint_model;
+  int concurrency = 8;
   std::string data_url =
       "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data";
   HubOptions hub = HubOptions::from_env();
@@ -71,21 +77,28 @@ std::string fmt_duration(double s) {
 }
 
 // The options a stored record depends on: a records file written under other ones cannot be resumed.
-json record_key(const Gsm8kOpts& o, const Tokenizer& tok) {
-  return {{"model", o.model},
-          {"quant", o.quant},
-          {"task", o.task},
-          {"max_new_tokens", o.max_new},
-          {"add_bos", o.add_bos},
-          {"seed", o.seed},
-          {"tokenizer", tok.describe()}};
+json record_key(const Gsm8kOpts& o, const Tokenizer* tok) {
+  json k{{"model", o.model},     {"quant", o.quant}, {"task", o.task}, {"max_new_tokens", o.max_new},
+         {"add_bos", o.add_bos}, {"seed", o.seed}};
+  k["tokenizer"] = tok ? json(tok->describe()) : json(nullptr);
+  if (!o.endpoint.empty()) k["endpoint"] = o.endpoint;
+  return k;
 }
 
 }  // namespace
 
 Action add_eval_gsm8k(CLI::App& app) {
   auto o = std::make_shared<Gsm8kOpts>();
-  app.add_option("--model", o->model, "checkpoint directory or preset:NAME")->required();
+  app.add_option(
+      "--model", o->model,
+      "checkpoint directory or preset:NAME (with --endpoint: the model id to request; default: the "
+      "server's first)");
+  app.add_option("--endpoint", o->endpoint,
+                 "score an OpenAI-compatible server instead (http://host:port/v1): the same prompts, greedy, "
+                 "lm-eval's stop strings, through /v1/completions");
+  app.add_option("--api-key", o->api_key, "with --endpoint: sent as 'Authorization: Bearer KEY'");
+  app.add_option("--concurrency", o->concurrency, "with --endpoint: requests in flight")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--data", o->data,
                  "directory with GSM8K test.jsonl and train.jsonl (default: fetched once into the cache, "
                  "sha256-checked)");
@@ -118,7 +131,14 @@ Action add_eval_gsm8k(CLI::App& app) {
     const Gsm8kTask task = parse_gsm8k_task(o->task);
     require_cuda_for_tp(o->cuda, o->backend);
     if (o->data.empty()) o->data = gsm8k_data_dir(*o);
-    const std::string model_path = resolve_model_arg(o->model, o->hub);
+    const bool remote = !o->endpoint.empty();
+    if (!remote && o->model.empty()) throw Error("--model is required (or --endpoint URL to score a server)");
+    std::optional<OpenAIClient> client;
+    if (remote) {
+      client.emplace(o->endpoint, o->api_key);
+      if (o->model.empty()) o->model = client->first_model();
+    }
+    const std::string model_path = remote ? o->model : resolve_model_arg(o->model, o->hub);
     const auto test = read_gsm8k_jsonl(o->data + "/test.jsonl");
     std::vector<Gsm8kItem> train;
     std::vector<std::vector<size_t>> shots;
@@ -126,18 +146,21 @@ Action add_eval_gsm8k(CLI::App& app) {
       train = read_gsm8k_jsonl(o->data + "/train.jsonl");
       shots = gsm8k_fewshot_indices(test.size(), train.size());
     }
-    if (o->tokenizer.empty()) {
+    if (o->tokenizer.empty() && !remote) {
       if (is_preset_ref(o->model))
         throw Error("--tokenizer is required with a preset (presets carry no tokenizer)");
       o->tokenizer = model_path;
     }
-    const Tokenizer tok = Tokenizer::from_dir(o->tokenizer);
+    // A server tokenizes itself: the tokenizer is needed only to run a model here.
+    std::optional<Tokenizer> tok_opt;
+    if (!o->tokenizer.empty()) tok_opt.emplace(Tokenizer::from_dir(o->tokenizer));
+    const Tokenizer* tokp = tok_opt ? &*tok_opt : nullptr;
     const size_t n =
         o->limit > 0 ? std::min<size_t>(static_cast<size_t>(o->limit), test.size()) : test.size();
 
     // Resume: records already written under the same options are kept.
     if (o->records.empty() && !o->json_out.empty()) o->records = o->json_out + ".records.jsonl";
-    const json key = record_key(*o, tok);
+    const json key = record_key(*o, tokp);
     std::map<size_t, json> done;
     bool needs_newline = false;
     if (!o->records.empty() && fs::exists(o->records)) {
@@ -195,8 +218,8 @@ Action add_eval_gsm8k(CLI::App& app) {
     if (is_preset_ref(o->model)) {
       const auto p = find_preset(o->model);
       // Synthetic weights would otherwise sample ids the tokenizer cannot write out.
-      if (p && tok.vocab_size() != p->config.vocab_size) {
-        preset_vocab = tok.vocab_size();
+      if (p && tokp->vocab_size() != p->config.vocab_size) {
+        preset_vocab = tokp->vocab_size();
         std::fprintf(
             stderr, "gsm8k: %s has %d tokens; the preset's synthetic embedding and lm_head are sized to it\n",
             o->tokenizer.c_str(), preset_vocab);
@@ -220,9 +243,11 @@ Action add_eval_gsm8k(CLI::App& app) {
                       {"fewshot_seed", 1234},
                       {"batch", o->batch},
                       {"prefill_tokens", o->prefill_tokens},
-                      {"beyond_context", o->beyond_context}};
+                      {"beyond_context", o->beyond_context},
+                      {"endpoint", o->endpoint},
+                      {"concurrency", o->concurrency}};
     echo_cuda_run_options(doc["options"], o->cuda);
-    doc["tokenizer"] = tok.describe();
+    doc["tokenizer"] = tokp ? json(tokp->describe()) : json(nullptr);
 
     InterruptGuard guard;  // Ctrl-C: no new questions are started, the ones in flight are recorded
     const auto t_start = std::chrono::steady_clock::now();
@@ -237,18 +262,19 @@ Action add_eval_gsm8k(CLI::App& app) {
     std::vector<size_t> qids;
     std::vector<std::vector<int>> prompts;
     std::vector<std::string> hashes;
+    std::function<void(size_t, const std::string&, size_t, const std::string&, size_t)> record;
     auto setup = [&](const ModelConfig& cfg) {
-      if (tok.vocab_size() > cfg.vocab_size)
-        throw Error("tokenizer " + o->tokenizer + " has " + std::to_string(tok.vocab_size()) +
+      if (tokp->vocab_size() > cfg.vocab_size)
+        throw Error("tokenizer " + o->tokenizer + " has " + std::to_string(tokp->vocab_size()) +
                     " tokens but the model's vocabulary is " + std::to_string(cfg.vocab_size));
       if (o->add_bos && cfg.bos_id < 0) throw Error("--add-bos: the model config names no BOS token");
       for (int e : cfg.eos_ids)
-        if (auto t = tok.id_token(e)) stops.push_back(*t);  // lm-eval adds the EOS text to `until`
+        if (auto t = tokp->id_token(e)) stops.push_back(*t);  // lm-eval adds the EOS text to `until`
       g.max_new_tokens = o->max_new;
       g.stop_ids = cfg.eos_ids;
       g.sampling.greedy = true;
       g.should_stop = [&](size_t, const std::vector<int>& ids) {
-        const std::string text = tok.decode(ids, true);
+        const std::string text = tokp->decode(ids, true);
         return cut_at_stop(text, stops).size() != text.size();
       };
       finished = done.size();
@@ -266,7 +292,7 @@ Action add_eval_gsm8k(CLI::App& app) {
         const std::string prompt = gsm8k_prompt(task, test[i], ex);
         std::vector<int> ids;
         if (o->add_bos) ids.push_back(cfg.bos_id);
-        const auto enc = tok.encode(prompt);
+        const auto enc = tokp->encode(prompt);
         ids.insert(ids.end(), enc.begin(), enc.end());
         qids.push_back(i);
         prompts.push_back(std::move(ids));
@@ -279,32 +305,39 @@ Action add_eval_gsm8k(CLI::App& app) {
       // split them, so the run goes on to the end (a second Ctrl-C exits).
       if (o->cuda.tp == 1) g.cancelled = [] { return interrupted(); };
       g.on_finish = [&](size_t b, const GenerateResult& gr) {
-        const size_t i = qids[b];
-        const std::string completion = cut_at_stop(tok.decode(gr.new_ids[b], true), stops);
-        const std::string target = gsm8k_target(task, test[i]);
-        const Gsm8kScore sc = score_gsm8k(task, completion, target);
-        json r = {{"id", i},
-                  {"prompt_sha256", hashes[b]},
-                  {"prompt_tokens", prompts[b].size()},
-                  {"completion", completion},
-                  {"generated_tokens", gr.new_ids[b].size()},
-                  {"target", target},
-                  {"extracted", {{"strict-match", sc.strict}, {"flexible-extract", sc.flexible}}},
-                  {"correct", {{"strict-match", sc.strict_ok}, {"flexible-extract", sc.flexible_ok}}}};
-        if (rec.is_open()) {
-          rec << r.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
-          if (!rec) throw Error(o->records + ": write failed (disk full?); the records so far are kept");
-        }
-        done[i] = std::move(r);
-        strict_ok += sc.strict_ok;
-        flex_ok += sc.flexible_ok;
-        ++finished;
-        ++ran;
-        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        std::fprintf(stderr, "\r[gsm8k %s] %zu/%zu  strict %.1f%%  flexible %.1f%%  %.2f q/s  ETA %s   ",
-                     o->task.c_str(), finished, n, 100.0 * strict_ok / finished, 100.0 * flex_ok / finished,
-                     ran / el, fmt_duration((todo - ran) * el / ran).c_str());
+        record(qids[b], hashes[b], prompts[b].size(), tokp->decode(gr.new_ids[b], true),
+               gr.new_ids[b].size());
       };
+    };
+    // Scores one finished question, appends its record and shows the running accuracy.
+    std::mutex record_mu;
+    record = [&](size_t i, const std::string& hash, size_t n_prompt, const std::string& text,
+                 size_t n_generated) {
+      const std::lock_guard<std::mutex> l(record_mu);
+      const std::string completion = cut_at_stop(text, stops);
+      const std::string target = gsm8k_target(task, test[i]);
+      const Gsm8kScore sc = score_gsm8k(task, completion, target);
+      json r = {{"id", i},
+                {"prompt_sha256", hash},
+                {"prompt_tokens", n_prompt},
+                {"completion", completion},
+                {"generated_tokens", n_generated},
+                {"target", target},
+                {"extracted", {{"strict-match", sc.strict}, {"flexible-extract", sc.flexible}}},
+                {"correct", {{"strict-match", sc.strict_ok}, {"flexible-extract", sc.flexible_ok}}}};
+      if (rec.is_open()) {
+        rec << r.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+        if (!rec) throw Error(o->records + ": write failed (disk full?); the records so far are kept");
+      }
+      done[i] = std::move(r);
+      strict_ok += sc.strict_ok;
+      flex_ok += sc.flexible_ok;
+      ++finished;
+      ++ran;
+      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      std::fprintf(stderr, "\r[gsm8k %s] %zu/%zu  strict %.1f%%  flexible %.1f%%  %.2f q/s  ETA %s   ",
+                   o->task.c_str(), finished, n, 100.0 * strict_ok / finished, 100.0 * flex_ok / finished,
+                   ran / el, fmt_duration((todo - ran) * el / ran).c_str());
     };
     auto run = [&](auto& model, int rank) {
       std::call_once(setup_once, [&] { setup(model.config()); });
@@ -325,7 +358,56 @@ Action add_eval_gsm8k(CLI::App& app) {
     };
     const auto t_load = std::chrono::steady_clock::now();
     double load_s = 0;
-    if (o->backend == "cuda") {
+    if (remote) {
+      for (size_t i = 0; i < n; ++i) todo += !done.count(i);
+      finished = done.size();
+      for (const auto& [i, r] : done) {
+        strict_ok += r["correct"]["strict-match"] == true;
+        flex_ok += r["correct"]["flexible-extract"] == true;
+      }
+      std::vector<size_t> pending;
+      for (size_t i = 0; i < n; ++i)
+        if (!done.count(i)) pending.push_back(i);
+      std::atomic<size_t> next{0};
+      std::mutex err_mu;
+      std::string failure;
+      auto worker = [&] {
+        for (size_t k; !interrupted() && (k = next++) < pending.size();) {
+          {
+            const std::lock_guard<std::mutex> l(err_mu);
+            if (!failure.empty()) return;
+          }
+          const size_t i = pending[k];
+          std::vector<const Gsm8kItem*> ex;
+          if (task == Gsm8kTask::FiveShot)
+            for (size_t s : shots[i]) ex.push_back(&train[s]);
+          const std::string prompt = gsm8k_prompt(task, test[i], ex);
+          // lm-eval's local-completions request: the prompt text, greedy, its `until` as stop strings.
+          const json body{{"model", o->model}, {"prompt", prompt}, {"max_tokens", o->max_new},
+                          {"temperature", 0},  {"stop", stops},    {"seed", 1234}};
+          const HttpReply r = client->post("/completions", body);
+          const json j = json::parse(r.body, nullptr, false);
+          if (r.status != 200 || j.is_discarded() || !j.contains("choices") || j["choices"].empty()) {
+            const std::lock_guard<std::mutex> l(err_mu);
+            failure = o->endpoint + ": question " + std::to_string(i) + ": " +
+                      (r.status ? "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 300) : r.error);
+            return;
+          }
+          const json usage = j.value("usage", json::object());
+          record(i, sha256_hex(prompt), usage.value("prompt_tokens", 0),
+                 j["choices"][0].value("text", std::string()), usage.value("completion_tokens", 0));
+          const std::lock_guard<std::mutex> l(err_mu);
+          prompt_tokens += usage.value("prompt_tokens", 0);
+          generated_tokens += usage.value("completion_tokens", 0);
+        }
+      };
+      std::vector<std::thread> workers;
+      for (int w = 0; w < o->concurrency; ++w) workers.emplace_back(worker);
+      for (auto& t : workers) t.join();
+      gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+      std::fprintf(stderr, "\n");
+      if (!failure.empty()) throw Error(failure);
+    } else if (o->backend == "cuda") {
 #if FP4LAB_HAVE_CUDA
       // The prompts first (setup needs only the config), so that the memory plan knows their lengths.
       ModelWeights w = load_model(model_path, mode, o->seed, false, preset_vocab);

@@ -28,6 +28,9 @@ Action add_eval(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_report(CLI::App& app);
 Action add_chat(CLI::App& app);
+Action add_serve(CLI::App& app);
+// `bench serve`, registered on the bench subcommand's own "serve" subcommand.
+Action add_bench_serve(CLI::App& app);
 
 // Chat-template flags (generate --chat, chat): the template, a system prompt and extra template variables.
 struct ChatCliOptions {

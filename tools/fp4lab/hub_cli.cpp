@@ -13,7 +13,8 @@ void add_hub_options(CLI::App& app, HubOptions& o) {
   app.add_flag("--offline", o.offline, "use only the local cache (also HF_HUB_OFFLINE=1)");
   app.add_option("--cache-dir", o.cache_dir,
                  "Hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub or ~/.cache/huggingface/hub)");
-  app.add_option("--endpoint", o.endpoint, "Hub endpoint (default: $HF_ENDPOINT or https://huggingface.co)");
+  app.add_option("--hub-endpoint", o.endpoint,
+                 "Hub endpoint (default: $HF_ENDPOINT or https://huggingface.co)");
 }
 
 std::string resolve_model_arg(const std::string& model, const HubOptions& o) {

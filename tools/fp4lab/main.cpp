@@ -37,10 +37,12 @@ int main(int argc, char** argv) {
       fp4lab::cli::add_generate);
   reg("chat", "Talk to a checkpoint through its chat template (interactive; /reset, /exit)",
       fp4lab::cli::add_chat);
+  reg("serve", "OpenAI-compatible HTTP server (completions, chat, streaming, /metrics) over one model",
+      fp4lab::cli::add_serve);
   reg("demo", "Show the NVFP4 format at work on generated data", fp4lab::cli::add_demo);
   CLI11_PARSE(app, argc, argv);
   // The GPU's used memory before this process creates a CUDA context: what a run's memory report subtracts.
-  for (const char* name : {"bench", "generate", "eval", "chat"})
+  for (const char* name : {"bench", "generate", "eval", "chat", "serve"})
     if (app.got_subcommand(name)) fp4lab::note_gpu_memory_baseline();
   try {
     for (auto& [sub, act] : actions)
