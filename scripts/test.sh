@@ -18,6 +18,18 @@ summary=$(python3 scripts/test_summary.py build/ctest.log build/Testing/Temporar
 echo "$summary" | tail -n +2
 [ "$rc" -eq 0 ] || { echo "$summary" | head -1; exit "$rc"; }
 
+# The server under AddressSanitizer (leaks included) and UBSan: its threads, sockets and request lifetimes are
+# where a leak or a use-after-free would hide. Each server process the tests start must exit 0, which
+# LeakSanitizer refuses when anything leaked.
+cmake -S . -B build-asan -DFP4LAB_CUDA=OFF -DFP4LAB_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-asan -j"$(nproc)" --target fp4lab fp4lab_tests
+if ! ASAN_OPTIONS=detect_leaks=1 build-asan/tests/fp4lab_tests --gtest_filter='Serve*' >build-asan/serve.log 2>&1; then
+  tail -60 build-asan/serve.log
+  echo "serve tests under the sanitizers: FAILED (build-asan/serve.log)"
+  exit 1
+fi
+echo "serve tests under ASan/UBSan: $(grep -o '[0-9]* tests\? passed\|PASSED.*' build-asan/serve.log | tail -1)"
+
 # Fuzzers: a separate clang build of the parsers with ASan/UBSan and libFuzzer.
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DFP4LAB_CUDA=OFF -DFP4LAB_FUZZ=ON -DFP4LAB_TESTS=OFF >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzz_safetensors_header fuzz_model_config fuzz_quant_config fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_chat_template fuzz_openai_request

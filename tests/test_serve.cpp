@@ -376,11 +376,26 @@ TEST(Serve, BenchServeAgreesWithTheServersMetrics) {
   EXPECT_NEAR(m["mean_ttft_ms"].get<double>(), ttft, std::max(0.1 * ttft, 6.0)) << m.dump(2);
   EXPECT_NEAR(m["mean_tpot_ms"].get<double>(), tpot, std::max(0.1 * tpot, 0.5)) << m.dump(2);
   EXPECT_GT(m["output_throughput"].get<double>(), 0);
+  // The command: a run per concurrency, stored, and drawn by the report.
+  test::TempDir d;
   const auto r =
       test::run_fp4lab("bench serve --endpoint " + s.url() +
-                       " --num-prompts 4 --random-input-len 8 --random-output-len 4 --max-concurrency 1,2");
+                       " --num-prompts 4 --random-input-len 8 --random-output-len 4 --max-concurrency 1,2"
+                       " --label fp4lab-tiny --json " +
+                       d.str("serve.json") + " --db " + d.str("r.db"));
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("Serving Benchmark Result"), std::string::npos) << r.out;
+  const json doc = json::parse(read_text_file(d.str("serve.json")));
+  EXPECT_EQ(doc["schema"], "fp4lab.bench_serve/1");
+  EXPECT_EQ(doc["results"].size(), 2u);
+  EXPECT_EQ(doc["options"]["max_concurrency"], json::array({1, 2}));
+  EXPECT_EQ(doc["results"][0]["server"]["device"], "cpu");
+  const auto rep = test::run_fp4lab("report " + d.str("r.db") + " --out " + d.str("rep"));
+  ASSERT_EQ(rep.status, 0) << rep.out;
+  const std::string md = read_text_file(d.str("rep/report.md"));
+  EXPECT_NE(md.find("## Serving"), std::string::npos) << md;
+  EXPECT_NE(md.find("fp4lab-tiny"), std::string::npos) << md;
+  EXPECT_TRUE(std::filesystem::exists(d.str("rep/charts/serving-throughput.png")));
   EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 

@@ -108,6 +108,14 @@ json run_serve_bench(const ServeBenchOptions& o) {
   if (!(o.request_rate > 0)) throw Error("--request-rate must be positive (inf: all at once)");
   const OpenAIClient client(o.endpoint, o.api_key);
   const std::string model = o.model.empty() ? client.first_model() : o.model;
+  // What fp4lab serve says about itself (other servers list less): the device and the weights' format.
+  json server = json::object();
+  if (const HttpReply r = client.get("/models"); r.status == 200) {
+    const json j = json::parse(r.body, nullptr, false);
+    if (!j.is_discarded() && j.contains("data") && j["data"].is_array() && !j["data"].empty())
+      for (const char* k : {"device", "quant", "max_model_len", "owned_by"})
+        if (j["data"][0].contains(k)) server[k] = j["data"][0][k];
+  }
   const int vocab = o.vocab > 0 ? o.vocab : (o.dataset == "random" ? server_vocab(client) : 0);
   const std::vector<Prompt> prompts = make_prompts(o, vocab);
   const std::string path = o.chat ? "/chat/completions" : "/completions";
@@ -188,6 +196,7 @@ json run_serve_bench(const ServeBenchOptions& o) {
   m["backend"] = "openai";
   m["endpoint"] = client.base_url() + path;
   m["model_id"] = model;
+  m["server"] = server;
   m["dataset"] = o.dataset;
   m["num_prompts"] = o.num_prompts;
   m["request_rate"] = std::isinf(o.request_rate) ? json("inf") : json(o.request_rate);

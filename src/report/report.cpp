@@ -41,6 +41,9 @@ bool is_bench(const json& d) {
 bool is_gsm8k(const json& d) {
   return d.value("schema", "").rfind("fp4lab.gsm8k/", 0) == 0;
 }
+bool is_serve(const json& d) {
+  return d.value("schema", "").rfind("fp4lab.bench_serve/", 0) == 0;
+}
 int batch_of(const json& d) {
   return d["options"].value("batch", 1);
 }
@@ -245,6 +248,17 @@ void validate_doc(const json& d, const std::string& src) {
   } else if (d.contains("summary") && !d["summary"].is_object()) {
     fail("summary", "an object");
   }
+  if (is_serve(d)) {
+    if (!d.contains("results") || !d["results"].is_array()) fail("results", "a list");
+    for (size_t i = 0; i < d["results"].size(); ++i) {
+      const json& r = d["results"][i];
+      const std::string at = "results[" + std::to_string(i) + "].";
+      if (!r.is_object()) fail(at, "an object");
+      for (const char* k : {"output_throughput", "request_throughput", "mean_ttft_ms", "mean_tpot_ms",
+                            "p99_tpot_ms", "completed"})
+        if (!r.contains(k) || !r[k].is_number()) fail(at + k, "a number");
+    }
+  }
 }
 
 }  // namespace
@@ -265,7 +279,7 @@ std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
     for (size_t i = first; i < docs.size(); ++i) {
       if (!docs[i].is_object() || !docs[i].contains("schema") || !docs[i]["schema"].is_string())
         throw Error(src + ": a results document without a schema string");
-      if (!(is_bench(docs[i]) || is_gsm8k(docs[i])))
+      if (!(is_bench(docs[i]) || is_gsm8k(docs[i]) || is_serve(docs[i])))
         throw Error(src + ": a results document with an unknown schema (" +
                     docs[i]["schema"].get<std::string>() + ")");
       validate_doc(docs[i], src);
@@ -283,7 +297,7 @@ std::vector<json> load_result_docs(const std::vector<std::string>& paths) {
     }
   }
   for (const auto& d : docs)
-    if (!d.is_object() || !d.contains("options") || !(is_bench(d) || is_gsm8k(d)))
+    if (!d.is_object() || !d.contains("options") || !(is_bench(d) || is_gsm8k(d) || is_serve(d)))
       throw Error("a results document without options or with an unknown schema (" +
                   d.value("schema", "none") + ")");
   return docs;
@@ -561,6 +575,57 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     md += "## Accuracy\n\n" + t.md() + "\n";
     body += "<h2>Accuracy</h2>" + t.html();
     charts.push_back(c);
+  }
+
+  // Serving runs (bench serve): throughput and latency per server, load and GPU.
+  std::vector<const json*> serving;
+  for (const auto& d : docs)
+    if (is_serve(d)) serving.push_back(&d);
+  if (!serving.empty()) {
+    Table t{{"GPU", "server", "model", "quant", "load", "done", "output tok/s", "req/s", "TTFT mean (ms)",
+             "TPOT mean (ms)", "TPOT p99 (ms)", "ITL p99 (ms)"},
+            {}};
+    std::vector<std::string> servers, loads;
+    std::map<std::pair<std::string, std::string>, std::pair<double, double>>
+        cell;  // (load, server) -> tok/s, TPOT
+    for (const json* d : serving) {
+      const std::string server =
+          (*d).value("label", "").empty() ? model_name(*d) : (*d)["label"].get<std::string>();
+      const std::string who = gpu_name(*d) + " " + server;
+      if (std::find(servers.begin(), servers.end(), who) == servers.end()) servers.push_back(who);
+      for (const auto& r : (*d)["results"]) {
+        const std::string load =
+            (r.value("max_concurrency", json()).is_number() ? "conc " + r["max_concurrency"].dump() + " "
+                                                            : "") +
+            (r["request_rate"].is_number() ? "rate " + fmt("%g", r["request_rate"].get<double>()) : "");
+        if (std::find(loads.begin(), loads.end(), load) == loads.end()) loads.push_back(load);
+        cell[{load, who}] = {r["output_throughput"].get<double>(), r["mean_tpot_ms"].get<double>()};
+        t.rows.push_back(
+            {gpu_name(*d), server, r.value("model_id", ""), (*d)["options"].value("quant", ""), load,
+             r["completed"].dump(), fmt("%.1f", r["output_throughput"].get<double>()),
+             fmt("%.2f", r["request_throughput"].get<double>()), fmt("%.1f", r["mean_ttft_ms"].get<double>()),
+             fmt("%.2f", r["mean_tpot_ms"].get<double>()), fmt("%.2f", r["p99_tpot_ms"].get<double>()),
+             fmt("%.2f", r.value("p99_itl_ms", 0.0))});
+      }
+    }
+    Chart tput{
+        "serving-throughput", "Serving: output tokens/s by load", "output tokens/s", servers, {}, false, {}};
+    Chart lat{
+        "serving-tpot", "Serving: mean time per output token by load", "TPOT (ms)", servers, {}, false, {}};
+    for (const auto& load : loads) {
+      std::vector<double> a, b;
+      for (const auto& s : servers) {
+        const auto it = cell.find({load, s});
+        a.push_back(it == cell.end() ? 0.0 : it->second.first);
+        b.push_back(it == cell.end() ? 0.0 : it->second.second);
+      }
+      tput.rows.push_back({load, a});
+      lat.rows.push_back({load, b});
+    }
+    md += "## Serving\n\n" + t.md() + "\n";
+    body += "<h2>Serving</h2>" + t.html();
+    charts.push_back(tput);
+    charts.push_back(lat);
   }
 
   md += "## Charts\n\n";

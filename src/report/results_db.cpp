@@ -47,6 +47,7 @@ struct Stmt {
 
 std::string doc_kind(const json& doc) {
   const std::string schema = doc.value("schema", "fp4lab.bench/1");
+  if (schema.rfind("fp4lab.bench_serve/", 0) == 0) return "serve";
   return schema.rfind("fp4lab.gsm8k/", 0) == 0 ? "gsm8k" : "bench";
 }
 
@@ -265,6 +266,9 @@ double mean_of(const json& a) {
 }
 
 std::string compare_runs(const json& a, const json& b) {
+  if (doc_kind(a) == "serve" || doc_kind(b) == "serve")
+    throw Error(
+        "bench serve runs are compared in `fp4lab report` (its Serving section), not by `results compare`");
   if (doc_kind(a) == "gsm8k" || doc_kind(b) == "gsm8k") {
     if (doc_kind(a) != doc_kind(b)) throw Error("cannot compare a GSM8K run with a bench run");
     return compare_gsm8k(a, b);

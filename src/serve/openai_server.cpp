@@ -219,9 +219,9 @@ struct OpenAIServer::Impl {
       } catch (const ApiError& e) {
         return send_error(s, e);
       }
-      json m{{"id", o.model_name},        {"object", "model"},    {"created", started},
-             {"owned_by", "fp4lab"},      {"root", o.model_root}, {"max_model_len", o.max_model_len},
-             {"vocab_size", o.vocab_size}};
+      json m{{"id", o.model_name},         {"object", "model"},    {"created", started},
+             {"owned_by", "fp4lab"},       {"root", o.model_root}, {"max_model_len", o.max_model_len},
+             {"vocab_size", o.vocab_size}, {"device", o.device},   {"quant", o.quant}};
       send_json(s, 200, {{"object", "list"}, {"data", json::array({m})}});
     });
     svr.Get("/health",

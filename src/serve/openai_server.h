@@ -23,6 +23,8 @@ struct ServerOptions {
   int max_model_len = 4096;  // prompt + completion
   int vocab_size = 0;        // token-id prompts must be below it
   int add_bos_id = -1;       // >= 0: text prompts of /v1/completions start with this id
+  std::string device = "cpu";  // what the model runs on (a GPU's name), listed by /v1/models
+  std::string quant;           // the weights' format as loaded, listed by /v1/models
   int http_threads = 72;
   size_t max_body_bytes = 32u << 20;
   ChatRenderOptions chat;  // add_generation_prompt is the request's; the rest (date, extra vars) from the CLI

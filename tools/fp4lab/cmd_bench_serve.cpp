@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "common/error.h"
 #include "io/json_util.h"
+#include "report/results_db.h"
 
 namespace fp4lab::cli {
 
@@ -17,7 +18,8 @@ struct ServeBenchCli {
   ServeBenchOptions o;
   std::vector<std::string> rates{"inf"};
   std::vector<int> concurrency{0};
-  std::string json_out, label;
+  std::string json_out, label, db = ResultsDb::default_path();
+  bool no_db = false;
 };
 
 double parse_rate(const std::string& s) {
@@ -70,6 +72,8 @@ std::function<int()> add_bench_serve(CLI::App& app) {
   app.add_option("--label", c->label,
                  "a name for the server under test (engine, quant), kept in the results");
   app.add_option("--json", c->json_out, "write the runs as JSON (schema fp4lab.bench_serve/1)");
+  app.add_option("--db", c->db, "results database to store the runs in");
+  app.add_flag("--no-db", c->no_db, "do not store the runs");
   return [c]() {
     std::vector<double> rates;
     for (const auto& r : c->rates) rates.push_back(parse_rate(r));
@@ -92,14 +96,40 @@ std::function<int()> add_bench_serve(CLI::App& app) {
         std::fflush(stdout);
         runs.push_back(std::move(m));
       }
-    if (!c->json_out.empty()) {
-      nlohmann::json doc{{"schema", "fp4lab.bench_serve/1"}, {"label", c->label}, {"runs", runs}};
-      run_environment(doc, false);
-      write_text_file(c->json_out, doc.dump(2) + "\n");
-    }
     for (const auto& m : runs)
       if (m["completed"].get<int>() == 0)
         throw Error("no request completed against " + c->o.endpoint + ": " + m["errors"].dump());
+    nlohmann::json doc{{"schema", "fp4lab.bench_serve/1"}, {"label", c->label}, {"results", runs}};
+    run_environment(doc, false);
+    // The results' GPU is the server's, where it says which (fp4lab serve does).
+    const nlohmann::json server = runs[0]["server"];
+    if (server.contains("device") && server["device"].is_string() && server["device"] != "cpu")
+      doc["gpu"] = {{"name", server["device"]}};
+    doc["options"] = {{"model", runs[0]["model_id"]},
+                      {"backend", "endpoint"},
+                      {"endpoint", c->o.endpoint},
+                      {"label", c->label},
+                      {"quant", server.value("quant", "")},
+                      {"dataset", c->o.dataset},
+                      {"num_prompts", c->o.num_prompts},
+                      {"random_input_len", c->o.input_len},
+                      {"random_output_len", c->o.output_len},
+                      {"random_range_ratio", c->o.range_ratio},
+                      {"vocab", c->o.vocab},
+                      {"request_rate", c->rates},
+                      {"max_concurrency", c->concurrency},
+                      {"ignore_eos", c->o.ignore_eos},
+                      {"seed", c->o.seed},
+                      {"chat", c->o.chat},
+                      {"goodput_ttft_ms", c->o.slo_ttft_ms},
+                      {"goodput_tpot_ms", c->o.slo_tpot_ms},
+                      {"goodput_e2el_ms", c->o.slo_e2el_ms}};
+    if (!c->json_out.empty()) write_text_file(c->json_out, doc.dump(2) + "\n");
+    if (!c->no_db) {
+      ResultsDb db(c->db);
+      const auto id = db.insert_run(doc);
+      std::fprintf(stderr, "stored as run %lld in %s\n", static_cast<long long>(id), c->db.c_str());
+    }
     return 0;
   };
 }

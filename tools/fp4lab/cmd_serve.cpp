@@ -13,6 +13,7 @@
 #include "cuda/device_memory.h"
 #include "engine/cuda_run.h"
 #endif
+#include "engine/gpu_info.h"
 #include "serve/engine_loop.h"
 #include "serve/openai_server.h"
 #include "tokenizer/tokenizer.h"
@@ -61,6 +62,11 @@ void serve_model(Model& model, const Tokenizer& tok, const ChatTemplate* tmpl, c
   // Every request holds an HTTP thread while it runs or waits; a few more answer /health and /metrics.
   so.http_threads = o.max_num_seqs + o.max_queue + 8;
   so.chat = chat_render_options(o.chat);
+  so.quant = o.quant;
+  if (o.backend == "cuda") {
+    const GpuQuery q = query_gpus();
+    so.device = q.ok && !q.gpus.empty() ? q.gpus[0].name : "cuda";
+  }
   serve::OpenAIServer server(so, tok, tmpl, queue, metrics);
   server.bind();
   stop_requested() = false;
