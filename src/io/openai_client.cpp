@@ -67,37 +67,36 @@ OpenAIClient::OpenAIClient(std::string base_url, std::string api_key, double tim
   if (!base_.ends_with("/v1")) base_ += "/v1";
 }
 
-HttpReply OpenAIClient::get(const std::string& path, bool from_root) const {
-  Easy e;
-  setup(e, (from_root ? base_.substr(0, base_.size() - 3) : base_) + path, key_, timeout_s_);
+namespace {
+
+// Runs a prepared transfer whose body is collected whole.
+HttpReply perform(Easy& e) {
   HttpReply r;
   curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, append);
   curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &r.body);
   const CURLcode rc = curl_easy_perform(e.h);
-  if (rc != CURLE_OK) {
+  if (rc != CURLE_OK)
     r.error = curl_easy_strerror(rc);
-    return r;
-  }
-  curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &r.status);
+  else
+    curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &r.status);
   return r;
+}
+
+}  // namespace
+
+HttpReply OpenAIClient::get(const std::string& path, bool from_root) const {
+  Easy e;
+  setup(e, (from_root ? base_.substr(0, base_.size() - 3) : base_) + path, key_, timeout_s_);
+  return perform(e);
 }
 
 HttpReply OpenAIClient::post(const std::string& path, const json& body) const {
   Easy e;
   setup(e, base_ + path, key_, timeout_s_);
   const std::string data = body.dump();
-  HttpReply r;
   curl_easy_setopt(e.h, CURLOPT_POSTFIELDS, data.c_str());
   curl_easy_setopt(e.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(data.size()));
-  curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, append);
-  curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &r.body);
-  const CURLcode rc = curl_easy_perform(e.h);
-  if (rc != CURLE_OK) {
-    r.error = curl_easy_strerror(rc);
-    return r;
-  }
-  curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &r.status);
-  return r;
+  return perform(e);
 }
 
 namespace {
