@@ -15,7 +15,22 @@ void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int lin
                     ") in " + expr + " at " + std::filesystem::path(file).filename().string() + ":" +
                     std::to_string(line);
   if (e == cudaErrorMemoryAllocation) msg = "out of GPU memory: " + msg;
+  // A failed call also leaves its error as the thread's last error; cleared here, so that the next
+  // CUDA_CHECK_LAUNCH does not report it again against another kernel (sticky errors stay regardless).
+  (void)cudaGetLastError();
   throw Error(msg);
+}
+
+void throw_launch_error(cudaError_t e, const void* kernel, dim3 grid, dim3 block, size_t smem) {
+  (void)cudaGetLastError();
+  const char* name = nullptr;
+  if (cudaFuncGetName(&name, kernel) != cudaSuccess || !name) name = "?";
+  (void)cudaGetLastError();
+  throw Error(std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+              ") launching " + name + " with grid (" + std::to_string(grid.x) + ", " +
+              std::to_string(grid.y) + ", " + std::to_string(grid.z) + "), block (" +
+              std::to_string(block.x) + ", " + std::to_string(block.y) + ", " + std::to_string(block.z) +
+              "), " + std::to_string(smem) + " bytes of dynamic shared memory");
 }
 
 void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, int line) {

@@ -28,6 +28,10 @@ void allow_dynamic_smem(void (*kernel)(P...), size_t bytes) {
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
 }
 
+// A failed launch as one error naming the kernel and its launch shape (the runtime's "invalid argument"
+// alone does not say which of a step's hundreds of launches it was).
+[[noreturn]] void throw_launch_error(cudaError_t e, const void* kernel, dim3 grid, dim3 block, size_t smem);
+
 template <class... P, class... A>
 void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    A&&... args) {
@@ -43,7 +47,8 @@ void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+  if (e != cudaSuccess) throw_launch_error(e, reinterpret_cast<const void*>(kernel), grid, block, smem);
 }
 
 }  // namespace fp4lab
