@@ -417,6 +417,10 @@ TEST(Serve, Gsm8kThroughTheEndpointEqualsTheLocalRun) {
   const json remote = json::parse(read_text_file(d.str("remote.json"))),
              local = json::parse(read_text_file(d.str("local.json")));
   ASSERT_EQ(remote["records"].size(), 2u);
+  // A preset name is only a model id to a server: here one it does not serve, answered with one clear line.
+  r = test::run_fp4lab("eval gsm8k --endpoint " + s.url() + " --model preset:tiny" + common);
+  EXPECT_NE(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("does not exist"), std::string::npos) << r.out;
   EXPECT_EQ(remote["options"]["endpoint"], s.url());
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(remote["records"][i]["prompt_sha256"], local["records"][i]["prompt_sha256"]);

@@ -27,16 +27,6 @@ struct Prompt {
   int max_tokens = 0;
 };
 
-int server_vocab(const OpenAIClient& c) {
-  const HttpReply r = c.get("/models");
-  const json j = json::parse(r.body, nullptr, false);
-  if (r.status == 200 && !j.is_discarded() && j.contains("data") && j["data"].is_array() &&
-      !j["data"].empty() && j["data"][0].contains("vocab_size") &&
-      j["data"][0]["vocab_size"].is_number_integer())
-    return j["data"][0]["vocab_size"].get<int>();
-  return 0;
-}
-
 std::vector<Prompt> make_prompts(const ServeBenchOptions& o, int vocab) {
   std::mt19937_64 rng(o.seed);
   auto length = [&](int len) {
@@ -107,16 +97,23 @@ json run_serve_bench(const ServeBenchOptions& o) {
   if (o.num_prompts < 1) throw Error("--num-prompts must be at least 1");
   if (!(o.request_rate > 0)) throw Error("--request-rate must be positive (inf: all at once)");
   const OpenAIClient client(o.endpoint, o.api_key);
-  const std::string model = o.model.empty() ? client.first_model() : o.model;
-  // What fp4lab serve says about itself (other servers list less): the device and the weights' format.
-  json server = json::object();
-  if (const HttpReply r = client.get("/models"); r.status == 200) {
-    const json j = json::parse(r.body, nullptr, false);
-    if (!j.is_discarded() && j.contains("data") && j["data"].is_array() && !j["data"].empty())
-      for (const char* k : {"device", "quant", "max_model_len", "owned_by"})
-        if (j["data"][0].contains(k)) server[k] = j["data"][0][k];
+  // The server's listing, read once: the model id when none is given, and what fp4lab serve says about
+  // itself (other servers list less): its vocabulary size, device and the weights' format. A server that
+  // lists nothing is fine when --model names the model.
+  json listed = json::object();
+  try {
+    listed = client.first_listed_model();
+  } catch (const Error&) {
+    if (o.model.empty()) throw;
   }
-  const int vocab = o.vocab > 0 ? o.vocab : (o.dataset == "random" ? server_vocab(client) : 0);
+  const std::string model = o.model.empty() ? listed["id"].get<std::string>() : o.model;
+  json server = json::object();
+  for (const char* k : {"device", "quant", "max_model_len", "owned_by"})
+    if (listed.contains(k)) server[k] = listed[k];
+  const int listed_vocab = listed.contains("vocab_size") && listed["vocab_size"].is_number_integer()
+                               ? listed["vocab_size"].get<int>()
+                               : 0;
+  const int vocab = o.vocab > 0 ? o.vocab : listed_vocab;
   const std::vector<Prompt> prompts = make_prompts(o, vocab);
   const std::string path = o.chat ? "/chat/completions" : "/completions";
 

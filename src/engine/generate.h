@@ -67,7 +67,6 @@ GenerateResult generate(Model& model, const std::vector<std::vector<int>>& promp
   if (o.cancelled) so.admit = [&] { return !o.cancelled(); };
   Scheduler<Model> sched(model, std::move(so));
   for (size_t b = 0; b < prompts.size(); ++b) {
-    if (prompts[b].empty()) throw Error("prompt " + std::to_string(b) + " is empty");
     SequenceSpec s;
     s.prompt = prompts[b];
     s.max_new_tokens = o.max_new_tokens;

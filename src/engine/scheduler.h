@@ -112,7 +112,7 @@ class Scheduler {
 
   // Queues a sequence (admitted at a later step, in order).
   void submit(SequenceSpec s) {
-    if (s.prompt.empty()) throw Error("a prompt is empty");
+    if (s.prompt.empty()) throw Error(s.name + " is empty");
     if (s.max_new_tokens < 1) throw Error("max_new_tokens must be at least 1");
     waiting_.push_back(std::move(s));
   }

@@ -222,7 +222,7 @@ StreamedCompletion OpenAIClient::stream(const std::string& path, json body,
   return out;
 }
 
-std::string OpenAIClient::first_model() const {
+json OpenAIClient::first_listed_model() const {
   const HttpReply r = get("/models");
   if (r.status != 200)
     throw Error(base_ + "/models: " +
@@ -231,7 +231,11 @@ std::string OpenAIClient::first_model() const {
   if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
       !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
     throw Error(base_ + "/models lists no model");
-  return j["data"][0]["id"].get<std::string>();
+  return j["data"][0];
+}
+
+std::string OpenAIClient::first_model() const {
+  return first_listed_model()["id"].get<std::string>();
 }
 
 }  // namespace fp4lab

@@ -41,7 +41,9 @@ class OpenAIClient {
   // event; returning false closes the connection (a client that goes away).
   StreamedCompletion stream(const std::string& path, nlohmann::json body,
                             const std::function<bool(const nlohmann::json&)>& on_event = {}) const;
-  // The first model id /models lists (an Error naming the server when it answers none).
+  // The first entry /models lists, as the server wrote it (an Error naming the server when it answers none).
+  nlohmann::json first_listed_model() const;
+  // Its id.
   std::string first_model() const;
   const std::string& base_url() const { return base_; }
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <optional>
 
 #include "common/error.h"
 #include "serve/openai_api.h"
@@ -77,12 +78,24 @@ struct OpenAIServer::Impl {
     return ids;
   }
 
+  // The error a finished request answers with, when it did not end by a stop or its length: an engine
+  // failure (500), or cancelled by the shutdown's grace period (503).
+  static std::optional<ApiError> ended_badly(const RequestStream::Update& u) {
+    if (!u.done) return std::nullopt;
+    if (u.finish_reason == "error") return ApiError(500, "server_error", "engine_error", u.error);
+    if (u.finish_reason == "cancelled")
+      return ApiError(503, "server_error", "shutting_down",
+                      "the server shut down before the request finished");
+    return std::nullopt;
+  }
+
   void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
     const auto arrived = Clock::now();  // TTFT counts parsing and tokenization too
     try {
       authorize(req);
       CompletionRequest r;
       std::vector<int> prompt;
+      int max_tokens = 0;
       try {
         r = parse_completion_request(req.body, chat);
         if (!r.model.empty() && r.model != o.model_name)
@@ -91,23 +104,24 @@ struct OpenAIServer::Impl {
               "the model '" + r.model + "' does not exist; this server serves '" + o.model_name + "'",
               "model");
         prompt = prompt_of(r);
+        const int n = static_cast<int>(prompt.size());
+        max_tokens = r.max_tokens.value_or(chat ? o.max_model_len - n : 16);
+        if (max_tokens < 1 || static_cast<int64_t>(n) + max_tokens > o.max_model_len)
+          throw ApiError(400, "invalid_request_error", "context_length_exceeded",
+                         "this model's maximum context length is " + std::to_string(o.max_model_len) +
+                             " tokens; the request has " + std::to_string(n) +
+                             " prompt tokens and asks for " + std::to_string(std::max(max_tokens, 0)) +
+                             " completion tokens",
+                         chat ? "messages" : "prompt");
+        for (int id : r.stop_token_ids)
+          if (id >= o.vocab_size)
+            throw bad_request("stop_token_ids: " + std::to_string(id) + " is not a token id",
+                              "stop_token_ids");
       } catch (const ApiError&) {
         metrics.request_rejected("bad_request");
         throw;
       }
       const int n = static_cast<int>(prompt.size());
-      const int max_tokens = r.max_tokens.value_or(chat ? o.max_model_len - n : 16);
-      if (max_tokens < 1 || static_cast<int64_t>(n) + max_tokens > o.max_model_len) {
-        metrics.request_rejected("bad_request");
-        throw ApiError(400, "invalid_request_error", "context_length_exceeded",
-                       "this model's maximum context length is " + std::to_string(o.max_model_len) +
-                           " tokens; the request has " + std::to_string(n) + " prompt tokens and asks for " +
-                           std::to_string(std::max(max_tokens, 0)) + " completion tokens",
-                       chat ? "messages" : "prompt");
-      }
-      for (int id : r.stop_token_ids)
-        if (id >= o.vocab_size)
-          throw bad_request("stop_token_ids: " + std::to_string(id) + " is not a token id", "stop_token_ids");
       ServeJob job;
       job.id = next_id++;
       job.prompt = std::move(prompt);
@@ -121,6 +135,8 @@ struct OpenAIServer::Impl {
       job.out = std::make_shared<RequestStream>();
       job.out->set_arrival(arrived, static_cast<int>(job.prompt.size()));
       const auto out = job.out;
+      const std::string id =
+          std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(job.id) + "-" + std::to_string(started);
       switch (queue.push(std::move(job))) {
         case ServeQueue::Push::Ok:
           break;
@@ -133,8 +149,6 @@ struct OpenAIServer::Impl {
           metrics.request_rejected("shutting_down");
           throw ApiError(503, "server_error", "shutting_down", "the server is shutting down");
       }
-      const std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id.load()) +
-                             "-" + std::to_string(started);
       const int64_t created = static_cast<int64_t>(std::time(nullptr));
       if (!r.stream) {
         std::string text;
@@ -145,10 +159,7 @@ struct OpenAIServer::Impl {
           if (u.done) break;
         }
         if (out->leave()) metrics.request_finished(out->times());
-        if (u.finish_reason == "error") throw ApiError(500, "server_error", "engine_error", u.error);
-        if (u.finish_reason == "cancelled")
-          throw ApiError(503, "server_error", "shutting_down",
-                         "the server shut down before the request finished");
+        if (const auto e = ended_badly(u)) throw *e;
         send_json(res, 200,
                   completion_response(r, id, created, o.model_name, text, u.finish_reason,
                                       {n, u.completion_tokens}));
@@ -168,12 +179,8 @@ struct OpenAIServer::Impl {
             RequestStream::Update u;
             while (true) {
               if (!out->read(u, std::chrono::milliseconds(100))) continue;
-              if (u.done && (u.finish_reason == "error" || u.finish_reason == "cancelled")) {
-                const ApiError e = u.finish_reason == "error"
-                                       ? ApiError(500, "server_error", "engine_error", u.error)
-                                       : ApiError(503, "server_error", "shutting_down",
-                                                  "the server shut down before the request finished");
-                event(error_body(e));
+              if (const auto e = ended_badly(u)) {
+                event(error_body(*e));
                 break;
               }
               if (!u.text.empty() || (first && r.chat)) {

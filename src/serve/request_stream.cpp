@@ -128,14 +128,6 @@ size_t ServeQueue::queued() const {
   return q_.size();
 }
 
-void ServeQueue::wake() {
-  {
-    const std::lock_guard<std::mutex> l(mu_);
-    woken_ = true;
-  }
-  cv_.notify_all();
-}
-
 std::string TextAssembler::push(int id) {
   if (stopped_) return {};
   if (std::find(stop_ids_.begin(), stop_ids_.end(), id) == stop_ids_.end()) pending_ += stream_.push(id);

@@ -96,8 +96,6 @@ class ServeQueue {
   bool closed() const;
   size_t in_system() const { return in_system_; }
   size_t queued() const;
-  // Wakes a take() that waits (shutdown).
-  void wake();
 
  private:
   const size_t max_;

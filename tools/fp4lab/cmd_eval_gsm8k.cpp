@@ -42,7 +42,7 @@ struct Gsm8kOpts {
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
   // --endpoint: the questions go to an OpenAI-compatible server's /v1/completions instead of a local model.
-  std::string endpoint, api_key, endpoint_model;
+  std::string endpoint, api_key;
   int concurrency = 8;
   std::string data_url =
       "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data";
@@ -215,7 +215,7 @@ Action add_eval_gsm8k(CLI::App& app) {
     auto stops = gsm8k_stop_strings(task);
     const QuantMode mode = parse_quant_mode(o->quant);
     int preset_vocab = 0;
-    if (is_preset_ref(o->model)) {
+    if (!remote && is_preset_ref(o->model)) {
       const auto p = find_preset(o->model);
       // Synthetic weights would otherwise sample ids the tokenizer cannot write out.
       if (p && tokp->vocab_size() != p->config.vocab_size) {
@@ -263,6 +263,25 @@ Action add_eval_gsm8k(CLI::App& app) {
     std::vector<std::vector<int>> prompts;
     std::vector<std::string> hashes;
     std::function<void(size_t, const std::string&, size_t, const std::string&, size_t)> record;
+    // The questions still to run, with the records already kept counted into the running totals.
+    auto pending_questions = [&] {
+      std::vector<size_t> pending;
+      for (size_t i = 0; i < n; ++i)
+        if (!done.count(i)) pending.push_back(i);
+      todo = pending.size();
+      finished = done.size();
+      for (const auto& [i, r] : done) {
+        strict_ok += r["correct"]["strict-match"] == true;
+        flex_ok += r["correct"]["flexible-extract"] == true;
+      }
+      return pending;
+    };
+    auto prompt_text = [&](size_t i) {
+      std::vector<const Gsm8kItem*> ex;
+      if (task == Gsm8kTask::FiveShot)
+        for (size_t k : shots[i]) ex.push_back(&train[k]);
+      return gsm8k_prompt(task, test[i], ex);
+    };
     auto setup = [&](const ModelConfig& cfg) {
       if (tokp->vocab_size() > cfg.vocab_size)
         throw Error("tokenizer " + o->tokenizer + " has " + std::to_string(tokp->vocab_size()) +
@@ -277,19 +296,9 @@ Action add_eval_gsm8k(CLI::App& app) {
         const std::string text = tokp->decode(ids, true);
         return cut_at_stop(text, stops).size() != text.size();
       };
-      finished = done.size();
-      for (size_t i = 0; i < n; ++i) todo += !done.count(i);
-      for (const auto& [i, r] : done) {
-        strict_ok += r["correct"]["strict-match"] == true;
-        flex_ok += r["correct"]["flexible-extract"] == true;
-      }
       // Every pending question's prompt, then one continuous-batching run that records each as it finishes.
-      for (size_t i = 0; i < n; ++i) {
-        if (done.count(i)) continue;
-        std::vector<const Gsm8kItem*> ex;
-        if (task == Gsm8kTask::FiveShot)
-          for (size_t k : shots[i]) ex.push_back(&train[k]);
-        const std::string prompt = gsm8k_prompt(task, test[i], ex);
+      for (size_t i : pending_questions()) {
+        const std::string prompt = prompt_text(i);
         std::vector<int> ids;
         if (o->add_bos) ids.push_back(cfg.bos_id);
         const auto enc = tokp->encode(prompt);
@@ -359,46 +368,44 @@ Action add_eval_gsm8k(CLI::App& app) {
     const auto t_load = std::chrono::steady_clock::now();
     double load_s = 0;
     if (remote) {
-      for (size_t i = 0; i < n; ++i) todo += !done.count(i);
-      finished = done.size();
-      for (const auto& [i, r] : done) {
-        strict_ok += r["correct"]["strict-match"] == true;
-        flex_ok += r["correct"]["flexible-extract"] == true;
-      }
-      std::vector<size_t> pending;
-      for (size_t i = 0; i < n; ++i)
-        if (!done.count(i)) pending.push_back(i);
+      const std::vector<size_t> pending = pending_questions();
       std::atomic<size_t> next{0};
       std::mutex err_mu;
       std::string failure;
+      auto fail = [&](const std::string& why) {
+        const std::lock_guard<std::mutex> l(err_mu);
+        if (failure.empty()) failure = why;
+      };
+      auto failed = [&] {
+        const std::lock_guard<std::mutex> l(err_mu);
+        return !failure.empty();
+      };
+      auto ask = [&](size_t i) {
+        const std::string prompt = prompt_text(i);
+        // lm-eval's local-completions request: the prompt text, greedy, its `until` as stop strings.
+        const json body{{"model", o->model}, {"prompt", prompt}, {"max_tokens", o->max_new},
+                        {"temperature", 0},  {"stop", stops},    {"seed", 1234}};
+        const HttpReply r = client->post("/completions", body);
+        const json j = json::parse(r.body, nullptr, false);
+        if (r.status != 200 || j.is_discarded() || !j.contains("choices") || j["choices"].empty())
+          throw Error(
+              o->endpoint + ": question " + std::to_string(i) + ": " +
+              (r.status ? "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 300) : r.error));
+        const json usage = j.value("usage", json::object());
+        record(i, sha256_hex(prompt), usage.value("prompt_tokens", 0),
+               j["choices"][0].value("text", std::string()), usage.value("completion_tokens", 0));
+        const std::lock_guard<std::mutex> l(err_mu);
+        prompt_tokens += usage.value("prompt_tokens", 0);
+        generated_tokens += usage.value("completion_tokens", 0);
+      };
+      // An error (a bad answer, a records file that cannot be written) stops every worker after its request.
       auto worker = [&] {
-        for (size_t k; !interrupted() && (k = next++) < pending.size();) {
-          {
-            const std::lock_guard<std::mutex> l(err_mu);
-            if (!failure.empty()) return;
+        for (size_t k; !interrupted() && !failed() && (k = next++) < pending.size();) {
+          try {
+            ask(pending[k]);
+          } catch (const std::exception& e) {
+            fail(e.what());
           }
-          const size_t i = pending[k];
-          std::vector<const Gsm8kItem*> ex;
-          if (task == Gsm8kTask::FiveShot)
-            for (size_t s : shots[i]) ex.push_back(&train[s]);
-          const std::string prompt = gsm8k_prompt(task, test[i], ex);
-          // lm-eval's local-completions request: the prompt text, greedy, its `until` as stop strings.
-          const json body{{"model", o->model}, {"prompt", prompt}, {"max_tokens", o->max_new},
-                          {"temperature", 0},  {"stop", stops},    {"seed", 1234}};
-          const HttpReply r = client->post("/completions", body);
-          const json j = json::parse(r.body, nullptr, false);
-          if (r.status != 200 || j.is_discarded() || !j.contains("choices") || j["choices"].empty()) {
-            const std::lock_guard<std::mutex> l(err_mu);
-            failure = o->endpoint + ": question " + std::to_string(i) + ": " +
-                      (r.status ? "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 300) : r.error);
-            return;
-          }
-          const json usage = j.value("usage", json::object());
-          record(i, sha256_hex(prompt), usage.value("prompt_tokens", 0),
-                 j["choices"][0].value("text", std::string()), usage.value("completion_tokens", 0));
-          const std::lock_guard<std::mutex> l(err_mu);
-          prompt_tokens += usage.value("prompt_tokens", 0);
-          generated_tokens += usage.value("completion_tokens", 0);
         }
       };
       std::vector<std::thread> workers;
