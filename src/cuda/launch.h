@@ -19,9 +19,9 @@ bool programmatic_launch_active();
 // The current device's compute capability major, queried once per device and thread.
 int current_device_cc_major();
 
-// Opts a kernel into `bytes` of dynamic shared memory (past the 48 KB default), once per kernel, size and
-// device: set on every launch, cudaFuncSetAttribute went with a ~35 us floor per GEMM call (kernel-notes
-// #78).
+// Opts a kernel into `bytes` of dynamic shared memory, once per kernel, size and device (call it for every
+// kernel with dynamic shared memory: the 48 KB default limit counts its static shared memory as well): set on
+// every launch, cudaFuncSetAttribute went with a ~35 us floor per GEMM call (kernel-notes #78).
 void allow_dynamic_smem(const void* kernel, size_t bytes);
 template <class... P>
 void allow_dynamic_smem(void (*kernel)(P...), size_t bytes) {
