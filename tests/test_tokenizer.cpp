@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -170,6 +171,66 @@ TEST(TextStream, PiecesAreWholeCharactersAndAddUpToTheText) {
   EXPECT_EQ(utf8_incomplete_tail("ab\xE6\x97"), 2u);
   EXPECT_EQ(utf8_incomplete_tail("ab\xE6\x97\xA5"), 0u);
   EXPECT_EQ(utf8_incomplete_tail("\xF0\x9F\x99"), 3u);
+}
+
+// The windowed stream returns exactly the pieces of the whole-decode definition (decode all ids, release up
+// to the last whole character) on every tokenizer, for real text and for random ids (byte tokens cut
+// characters anywhere; special tokens are skipped). The definition holds only while each decode extends the
+// text already released: a byte-fallback decoder can turn released bytes into U+FFFD when a later byte token
+// makes their run invalid UTF-8, and nothing can call text back; there the pieces must still be whole UTF-8.
+TEST(TextStream, WindowedPiecesEqualTheWholeDecodeDefinition) {
+  for (const char* name : {"gpt2", "mistral-v1", "qwen2"}) {
+    const Tokenizer tok = Tokenizer::from_dir(kData + "/tokenizers/" + name);
+    // The pieces by the definition, and whether every decode extended the text released before it.
+    auto reference = [&](const std::vector<int>& ids, bool& extends) {
+      std::vector<std::string> pieces;
+      std::string released;
+      extends = true;
+      for (size_t n = 1; n <= ids.size(); ++n) {
+        const std::string s = tok.decode(std::span<const int>(ids.data(), n), true);
+        extends = extends && s.compare(0, released.size(), released) == 0;
+        size_t safe = s.size() - utf8_incomplete_tail(s);
+        if (safe >= 3 && s.compare(safe - 3, 3, "\xEF\xBF\xBD") == 0) safe -= 3;
+        pieces.push_back(safe > released.size() ? s.substr(released.size(), safe - released.size()) : "");
+        released += pieces.back();
+      }
+      const std::string all = tok.decode(ids, true);
+      extends = extends && all.compare(0, released.size(), released) == 0;
+      pieces.push_back(all.size() > released.size() ? all.substr(released.size()) : std::string());
+      return pieces;
+    };
+    std::vector<std::vector<int>> cases{
+        tok.encode(" Hello world, héllo wörld \xE2\x9C\x93 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E "
+                   "\xF0\x9F\x99\x82  two  spaces\n\nnew lines\tand tabs 12345")};
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> any(0, tok.vocab_size() - 1), low(0, 300);
+    for (int c = 0; c < 60; ++c) {
+      std::vector<int> ids;
+      for (int i = 0; i < 40; ++i) ids.push_back(c % 2 ? low(rng) : any(rng));  // low ids: bytes, specials
+      cases.push_back(ids);
+    }
+    int compared = 0;
+    for (size_t c = 0; c < cases.size(); ++c) {
+      const auto& ids = cases[c];
+      TextStream s(tok);
+      std::vector<std::string> got;
+      for (int id : ids) {
+        got.push_back(s.push(id));
+        EXPECT_EQ(utf8_invalid_offset(got.back()), std::string::npos) << name << " case " << c;
+      }
+      got.push_back(s.finish());
+      EXPECT_EQ(utf8_invalid_offset(got.back()), std::string::npos) << name << " case " << c;
+      bool extends = false;
+      const auto want = reference(ids, extends);
+      if (c == 0) ASSERT_TRUE(extends) << name;  // real text
+      if (!extends) continue;
+      ++compared;
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(got[i], want[i]) << name << " case " << c << " piece " << i;
+    }
+    EXPECT_GT(compared, 30) << name;
+  }
 }
 
 TEST(TextStream, GenerateTakesTextAndPrintsTheTextOfItsIds) {
