@@ -1,47 +1,50 @@
-# Sourced by the device scripts: strict mode, the output folder ($OUT, which the device tool returns), and no
-# NVLink multicast for NCCL (the lent multi-GPU machines have it off). Test data comes with the tree (tests/data).
+# shellcheck shell=bash
+# Sourced by every script in scripts/device/ (not run on its own). Environment shared by all of them:
+#   BUILD      build directory (default build): BIN=$BUILD/fp4lab, TESTS_BIN=$BUILD/tests/fp4lab_tests
+#   BIN        the fp4lab binary, when it is not $BUILD/fp4lab
+#   OUT        where results go (default /tmp/fp4lab-out); the device tool returns this folder
+#   SCRATCH    per-run files that need not come back (default: a fresh temporary folder)
+# Model names: llama (llama-3.1-8b), nemotron (nemotron-nano-9b-v2), llama70b (llama-3.3-70b) or any preset.
+
+# No -e: a device call is expensive, so one failing run must not cost the runs after it; each run prints its rc.
 set -uo pipefail
+
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+  # The usage is the script's leading comment block, so it cannot drift from a separate help text.
+  sed -n '2,/^[^#]/{/^# shellcheck/d;/^#/s/^# \{0,1\}//p}' "$0"
+  exit 0
+fi
+
+BUILD=${BUILD:-build}
+BIN=${BIN:-./$BUILD/fp4lab}
+TESTS_BIN=${TESTS_BIN:-./$BUILD/tests/fp4lab_tests}
 OUT=${OUT:-/tmp/fp4lab-out}
-export NCCL_NVLS_ENABLE=0
-mkdir -p "$OUT"
-# The card, then every GPU test (unless TESTS=0), appended to $LOG with a one-line summary.
+# The device tool returns at most 8 files from $OUT, so only logs, summaries and JSON go there.
+SCRATCH=${SCRATCH:-$(mktemp -d)}
+mkdir -p "$OUT" "$SCRATCH"
 LOG="$OUT/log.txt"
-card_and_gpu_tests() {
+# The lent multi-GPU machines have NVLink multicast off; NCCL would fail trying it.
+export NCCL_NVLS_ENABLE=0
+
+# card: the GPUs and their clocks as found, on stdout and in the log (the lent cards differ between calls).
+card() {
   nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$LOG"
-  [ "${TESTS:-1}" = 1 ] || return 0
-  ./build/tests/fp4lab_tests --gtest_filter='Gpu*' >>"$LOG" 2>&1
-  echo "gpu tests rc=$? $(grep -c '^\[       OK' "$LOG") ok"; grep -E "FAILED  \]" "$LOG" | head -12
 }
-# Token ids 1..N as a prompt; B32: 32 distinct 128-token prompts (--prompt-ids each) for batch-32 decode.
-prompt() { seq -s, 1 "$1"; }
-B32=(); for i in $(seq 1 32); do B32+=(--prompt-ids "$(seq -s, $i $((i + 127)))"); done
-# gen_decode BINARY LABEL ARGS...: one greedy `generate` on the GPU, its decode line printed after the label
-# (the full stderr appended to $LOG).
-gen_decode() {
-  local bin=$1 label=$2; shift 2
-  $bin generate --backend cuda --greedy "$@" >"$OUT/gen.out" 2>"$OUT/gen.err"
-  echo "$label rc=$? $(grep -o 'decode: .*' "$OUT/gen.err" | head -1)"; cat "$OUT/gen.err" >>"$LOG"
+
+# preset NAME: the preset behind a short model name.
+preset() {
+  case $1 in
+    llama) echo llama-3.1-8b ;;
+    nemotron) echo nemotron-nano-9b-v2 ;;
+    llama70b) echo llama-3.3-70b ;;
+    *) echo "$1" ;;
+  esac
 }
-# sanitize FILTER TOOL...: compute-sanitizer with each tool over the tests matching FILTER (unless SANITIZE=0),
-# full reports under $OUT, the summary line printed.
-sanitize() {
-  [ "${SANITIZE:-1}" = 1 ] || return 0
-  local filter=$1 tool; shift
-  for tool in "$@"; do
-    compute-sanitizer --tool $tool ./build/tests/fp4lab_tests --gtest_filter="$filter" >"$OUT/sanitize-$tool.txt" 2>&1
-    echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.txt" | tail -1)"
-  done
-}
-# medians FILE: the median decode tok/s per (case, variant) of the gen_decode lines "CASE VARIANT rc=0 decode:
-# ... (X tok/s)" in FILE, with every run listed.
-medians() {
-  python3 - "$1" <<'PY'
-import re, sys, statistics, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    m = re.match(r"(\S+) (\S+) rc=0 decode: .*\(([\d.]+) tok/s\)", line)
-    if m: runs[(m.group(1), m.group(2))].append(float(m.group(3)))
-for (c, b), v in sorted(runs.items()):
-    print(f"{c:9s} {b:14s} median {statistics.median(v):8.1f} tok/s  runs {' '.join(f'{x:.1f}' for x in v)}")
-PY
+
+# make_prompts COUNT LEN: PROMPTS=(--prompt-ids ... x COUNT), prompt i being the ids i .. i + LEN - 1, so the
+# sequences of a batch differ.
+make_prompts() {
+  local i
+  PROMPTS=()
+  for i in $(seq 1 "$1"); do PROMPTS+=(--prompt-ids "$(seq -s, "$i" $((i + $2 - 1)))"); done
 }
