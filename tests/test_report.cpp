@@ -1,4 +1,4 @@
-// `fp4lab report`: results of two machines (an H100 run kept in docs/perf/data and a CPU run made here)
+// `fp4lab report`: results of two machines (H100 runs kept in tests/data/results and a CPU run made here)
 // merged into one Markdown + HTML report; the page is rendered in headless Chromium, which must find every
 // chart drawn and produce a screenshot that is not blank.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 
 #include "common/error.h"
 #include "report/report.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "test_util.h"
 
 using namespace fp4lab;
@@ -26,7 +26,7 @@ std::string run(const std::string& cmd) {
 
 TEST(Report, MergesMachinesAndRendersInChromium) {
   test::TempDir d;
-  const std::string data = std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/";
+  const std::string data = std::string(FP4LAB_SOURCE_DIR) + "/tests/data/results/";
   // A CPU result made now, through the CLI, stored in a DB as well as JSON.
   const auto r = test::run_fp4lab(
       "bench --backend cpu --model preset:tiny --input-len 8 --output-len 4 --reps 1 "
@@ -92,7 +92,7 @@ TEST(Report, MergesMachinesAndRendersInChromium) {
 // with a newline, quotes, a backslash, a backquote and system() calls must not run anything.
 TEST(Report, LabelsFromResultFilesCannotRunCommands) {
   test::TempDir d;
-  json doc = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/bench-nemotron-b32-h100.json");
+  json doc = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/tests/data/results/bench-nemotron-b32-h100.json");
   const std::string marker = d.str("pwned");
   doc["gpu"]["name"] = "H100'\nsystem('touch " + marker + "')\nset output '" + marker + "2'\n\"`touch " + marker +
                        "3`\\";
@@ -119,7 +119,7 @@ TEST(Report, LabelsFromResultFilesCannotRunCommands) {
 // Fields of the wrong type in a result file are one error naming the file and the field.
 TEST(Report, MalformedResultFilesNameTheField) {
   test::TempDir d;
-  const json good = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/docs/perf/data/bench-nemotron-b32-h100.json");
+  const json good = read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/tests/data/results/bench-nemotron-b32-h100.json");
   auto expect_error = [&](json doc, const std::string& field) {
     write_text_file(d.str("bad.json"), doc.dump());
     const auto r = test::run_fp4lab("report " + d.str("bad.json") + " --out " + d.str("rep"));
