@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+# The layering rule (no include from a lower layer to a higher one), before spending time on a build.
+python3 scripts/check_layers.py
 bash scripts/install-deps.sh --test
 bash scripts/build.sh -DFP4LAB_WERROR=ON
 # The official openai npm client that the serve tests drive (pinned by tests/serve/package-lock.json).

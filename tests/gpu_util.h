@@ -7,7 +7,7 @@
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/tensor_parallel.h"
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 
 namespace fp4lab::test {
 

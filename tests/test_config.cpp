@@ -8,7 +8,7 @@
 #include "common/error.h"
 #include "model/presets.h"
 #include "io/model_config.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/quant_config.h"
 #include "test_util.h"
 

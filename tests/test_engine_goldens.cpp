@@ -9,8 +9,8 @@
 #include <numeric>
 #include <random>
 
-#include "cpu/cpu_ops.h"
-#include "cpu/ops.h"
+#include "engine/backends.h"
+#include "cpu/reference.h"
 #include "engine/generate.h"
 #include "eval/metrics.h"
 #include "io/safetensors.h"
@@ -40,7 +40,7 @@ void check_model(const std::string& name) {
   const std::string dir = fp4lab::test::data_dir() + "/models/" + name;
   const Golden g = read_golden(dir);
   CpuOps be;
-  Model model(load_weights(dir, QuantMode::Auto), be);
+  CpuModel model(load_weights(dir, QuantMode::Auto), be);
   const int V = model.config().vocab_size;
   auto s = model.new_sequence(4096);
   const auto logits = model.forward(s, g.prompt, true);
@@ -79,8 +79,8 @@ void check_model(const std::string& name) {
           << name << " position " << i;
   }
   // Batched decode of sequences of different lengths: each row equals that position of the full prefill.
-  std::vector<Model::State> ss;
-  std::vector<Model::State*> ptrs;
+  std::vector<CpuModel::State> ss;
+  std::vector<CpuModel::State*> ptrs;
   std::vector<int> toks;
   for (size_t j = 0; j < 3; ++j) {
     ss.push_back(model.new_sequence(4096));
@@ -101,8 +101,8 @@ void check_model(const std::string& name) {
   // prefill's at its last position, and the states go on as if each prompt had been prefilled alone.
   {
     const std::vector<size_t> lens{split, 1, seq.size() - 1, split + 3};
-    std::vector<Model::State> ps;
-    std::vector<Model::State*> pp;
+    std::vector<CpuModel::State> ps;
+    std::vector<CpuModel::State*> pp;
     std::vector<std::vector<int>> prompts;
     for (size_t L : lens) {
       ps.push_back(model.new_sequence(4096));
@@ -185,14 +185,14 @@ TEST(EngineGoldens, Stories260kNvfp4AtLoad) {
   const std::string dir = fp4lab::test::data_dir() + "/models/stories260k";
   const Golden g = read_golden(dir);
   CpuOps be;
-  Model model(load_weights(dir, QuantMode::NVFP4), be);
+  CpuModel model(load_weights(dir, QuantMode::NVFP4), be);
   int nfp4 = 0;
   for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
   EXPECT_EQ(nfp4, 30);  // q,k,v,o,gate,up of 5 layers; down (K=172) and the tied head stay in float
   // Teacher-forced over prompt + golden continuation: top-1 agreement and KL against the float32 model.
   std::vector<int> seq = g.prompt;
   seq.insert(seq.end(), g.greedy.begin(), g.greedy.end() - 1);
-  Model ref(load_weights(dir, QuantMode::Auto), be);
+  CpuModel ref(load_weights(dir, QuantMode::Auto), be);
   auto a = ref.new_sequence(4096), b = model.new_sequence(4096);
   const auto lr = ref.forward(a, seq, true), lq = model.forward(b, seq, true);
   const size_t V = 512;

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "cpu/cpu_ops.h"
-#include "cpu/ops.h"
+#include "engine/backends.h"
+#include "cpu/reference.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
@@ -522,7 +522,7 @@ TEST(GpuEngine, Nvfp4LmHeadMatchesTheCpu) {
     for (const LmHeadMode head : {LmHeadMode::BF16, LmHeadMode::NVFP4}) {
       const std::string what = model + " lm_head " + lm_head_mode_name(head);
       CpuOps cops;
-      Model cpu(with_lm_head(load_model(src, QuantMode::BF16, 7, true), head), cops);
+      CpuModel cpu(with_lm_head(load_model(src, QuantMode::BF16, 7, true), head), cops);
       ASSERT_EQ(cpu.weights().lm_head.nvfp4.has_value(), head == LmHeadMode::NVFP4) << what;
       auto cs = cpu.new_sequence(static_cast<int>(seq.size()));
       const auto want = cpu.forward(cs, seq, true);
@@ -653,7 +653,7 @@ TEST(GpuEngine, Nvfp4CudaAgreesWithCpu) {
     std::vector<int> seq = prompt;
     for (int i = 0; seq.size() < 40; ++i) seq.push_back((i * 37 + 11) % 512);
     CpuOps cops;
-    Model cpu(load_weights(dir, QuantMode::NVFP4), cops);
+    CpuModel cpu(load_weights(dir, QuantMode::NVFP4), cops);
     CudaOps gops;
     CudaModel gpu(load_weights(dir, QuantMode::NVFP4), gops);
     auto sc = cpu.new_sequence(64);
@@ -702,7 +702,7 @@ TEST(GpuEngine, SplitAttentionMatchesOneBlockAndCpuAtLongContext) {
   };
   const auto one = run_gpu(1), eight = run_gpu(8), automatic = run_gpu(0);
   CpuOps cops;
-  Model cpu(load_weights(dir, QuantMode::BF16), cops);
+  CpuModel cpu(load_weights(dir, QuantMode::BF16), cops);
   auto sc = cpu.new_sequence(2048);
   const auto all = cpu.forward(sc, seq, true);
   const std::vector<float> ref(all.begin() + static_cast<std::ptrdiff_t>(prefill * V), all.end());

@@ -16,7 +16,7 @@
 
 #include "common/hd.h"
 #include "common/random.h"
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 #include "cuda/argmax.h"
 #include "cuda/attention_decode.h"
 #include "cuda/cuda_ops.h"

@@ -11,9 +11,9 @@
 #include <map>
 
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
+#include "engine/backends.h"
 #include "format/e4m3.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
 #include "test_util.h"
@@ -78,7 +78,7 @@ void write_fixture(const std::string& fp8_dir, const std::string& twin_dir, cons
 
 std::vector<float> cpu_logits(const std::string& dir, QuantMode mode = QuantMode::Auto) {
   CpuOps ops(2);
-  Model m(load_weights(dir, mode), ops);
+  CpuModel m(load_weights(dir, mode), ops);
   auto s = m.new_sequence(64);
   const std::vector<int> prompt = {1, 17, 33, 250, 4, 99, 7, 400};
   return m.forward(s, prompt, true);

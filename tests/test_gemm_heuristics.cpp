@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "engine/gemm_heuristics.h"
+#include "cuda/gemm_heuristics.h"
 
 using namespace fp4lab;
 

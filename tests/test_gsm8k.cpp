@@ -11,7 +11,7 @@
 #include "common/sha256.h"
 #include "eval/gsm8k.h"
 #include "eval/python_random.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "test_util.h"
 
 using namespace fp4lab;

@@ -15,7 +15,7 @@
 #include "common/error.h"
 #include "common/sha256.h"
 #include "io/hub.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/model_config.h"
 #include "test_util.h"
 

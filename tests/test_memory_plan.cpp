@@ -1,10 +1,10 @@
-// The GPU memory plan (engine/memory_plan.h): sizes, the automatic fit, and the CLI that prints it. The plan
+// The GPU memory plan (cuda/memory_plan.h): sizes, the automatic fit, and the CLI that prints it. The plan
 // against a measured peak is GpuEngine.MemoryPlanCoversTheMeasuredPeak (device run).
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "engine/cuda_run_options.h"
-#include "engine/memory_plan.h"
+#include "cuda/run_options.h"
+#include "cuda/memory_plan.h"
 #include "model/layout.h"
 #include "model/presets.h"
 #include "test_util.h"

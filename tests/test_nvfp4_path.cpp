@@ -29,8 +29,8 @@ TEST(Doctor, RunsWithoutCrashing) {
       << r.out;
 }
 
-#include "engine/gpu_info.h"
-#include "engine/gpu_telemetry.h"
+#include "cuda/gpu_info.h"
+#include "cuda/gpu_telemetry.h"
 
 TEST(GpuTelemetry, ReportsOrExplains) {
   const auto t = fp4lab::read_gpu_telemetry(0);

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "common/error.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "model/inspect.h"
 #include "model/presets.h"
 #include "report/results_db.h"

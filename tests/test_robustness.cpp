@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 #include "io/hub.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 

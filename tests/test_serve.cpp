@@ -15,9 +15,9 @@
 #include <thread>
 
 #include "bench/serve_bench.h"
-#include "cpu/cpu_ops.h"
+#include "engine/backends.h"
 #include "engine/generate.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/openai_client.h"
 #include "serve/openai_api.h"
 #include "serve/request_stream.h"
@@ -112,7 +112,7 @@ TEST(ServeApi, StopStringsCutTheTextAndHoldBackPartialMatches) {
 // and reports it.
 TEST(ServeScheduler, MixedSamplingMatchesRunsAloneAndCancellationFreesTheSlot) {
   CpuOps ops(1);
-  Model model(load_model(tiny_llama(), QuantMode::Auto, 0), ops);
+  CpuModel model(load_model(tiny_llama(), QuantMode::Auto, 0), ops);
   const std::vector<std::vector<int>> prompts{{5, 6, 7}, {9, 10}, {11, 12, 13, 14}};
   const std::vector<SamplingOptions> sampling{{}, {false, 0.8f, 0, 1.0f, 4}, {false, 0.7f, 5, 0.9f, 9}};
   auto spec = [&](size_t i, std::vector<int>& out, std::string& why) {
@@ -129,7 +129,7 @@ TEST(ServeScheduler, MixedSamplingMatchesRunsAloneAndCancellationFreesTheSlot) {
   std::vector<std::vector<int>> alone(3), together(3);
   std::vector<std::string> why(3), why2(3);
   for (size_t i = 0; i < 3; ++i) {
-    Scheduler<Model> s(model, {});
+    Scheduler<CpuModel> s(model, {});
     s.submit(spec(i, alone[i], why[i]));
     while (!s.idle()) s.step();
     EXPECT_EQ(why[i], "length");
@@ -137,7 +137,7 @@ TEST(ServeScheduler, MixedSamplingMatchesRunsAloneAndCancellationFreesTheSlot) {
   }
   SchedulerOptions so;
   so.max_batch = 2;
-  Scheduler<Model> s(model, so);
+  Scheduler<CpuModel> s(model, so);
   std::atomic<bool> cancel{false};
   std::vector<int> cancelled_ids;
   std::string cancelled_why;

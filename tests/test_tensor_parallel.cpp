@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
-#include "cpu/ops.h"
+#include "engine/backends.h"
+#include "cpu/reference.h"
 #include "format/nvfp4.h"
 #include "model/presets.h"
 #include "model/inspect.h"
@@ -151,7 +151,7 @@ std::vector<float> run_ranks(const ModelWeights& full, int tp, const std::vector
       try {
         CpuOps ops(1);
         ops.set_tensor_parallel(tp > 1 ? &group : nullptr, r);
-        Model m(shard_for_tensor_parallel(full, r, tp), ops);
+        CpuModel m(shard_for_tensor_parallel(full, r, tp), ops);
         auto st = m.new_sequence(static_cast<int>(prompt.size()) + steps);
         auto& o = out[static_cast<size_t>(r)];
         o = m.forward(st, prompt, true);

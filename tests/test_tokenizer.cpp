@@ -10,7 +10,7 @@
 
 #include "common/error.h"
 #include "common/utf8.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "test_util.h"
 #include "tokenizer/text_stream.h"
 #include "tokenizer/tokenizer.h"
@@ -222,7 +222,9 @@ TEST(TextStream, WindowedPiecesEqualTheWholeDecodeDefinition) {
       EXPECT_EQ(utf8_invalid_offset(got.back()), std::string::npos) << name << " case " << c;
       bool extends = false;
       const auto want = reference(ids, extends);
-      if (c == 0) ASSERT_TRUE(extends) << name;  // real text
+      if (c == 0) {
+        ASSERT_TRUE(extends) << name;  // real text
+      }
       if (!extends) continue;
       ++compared;
       ASSERT_EQ(got.size(), want.size());

@@ -8,13 +8,13 @@
 #include <unistd.h>
 
 #include "bench/gemm_bench.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "cuda/baseline_gemm.h"
 #include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/random_fill.h"
-#include "engine/gemm_heuristics.h"
+#include "cuda/gemm_heuristics.h"
 
 namespace fp4lab {
 

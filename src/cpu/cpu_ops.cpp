@@ -9,30 +9,6 @@
 
 namespace fp4lab {
 
-const char* op_name(Op op) {
-  switch (op) {
-    case Op::Linear:
-      return "linear";
-    case Op::RmsNorm:
-      return "rmsnorm";
-    case Op::Rope:
-      return "rope";
-    case Op::Attention:
-      return "attention";
-    case Op::SiluMul:
-      return "silu_mul";
-    case Op::Relu2:
-      return "relu2";
-    case Op::CausalConv1d:
-      return "causal_conv1d";
-    case Op::SsmScan:
-      return "ssm_scan";
-    case Op::GatedRmsNorm:
-      return "gated_rmsnorm";
-  }
-  return "?";
-}
-
 void CpuOps::prepare(const ModelWeights& w) {
   if (w.synthetic && !w.materialized)
     throw Error(w.source +

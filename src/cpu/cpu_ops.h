@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cpu/ops.h"
-#include "engine/ops.h"
-#include "model/runner.h"
+#include "cpu/reference.h"
+#include "model/op.h"
+#include "model/weights.h"
 
 namespace fp4lab {
 
@@ -210,7 +210,5 @@ class CpuOps {
   std::vector<uint64_t> pick_seeds_;  // [rows]
   Calibration* calib_ = nullptr;
 };
-
-using Model = Runner<CpuOps>;
 
 }  // namespace fp4lab

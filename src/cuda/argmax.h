@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 
 namespace fp4lab {
 
@@ -32,10 +32,10 @@ inline size_t argmax_pick_bytes(int64_t rows) {
 void launch_argmax_rows(const float* logits, int64_t rows, int64_t cols, const ArgmaxPick* pick,
                         float* part_v, int64_t* part_i, int* done, int* out, cudaStream_t stream);
 
-// Sampling with top-k: the kTopLogits (cpu/ops.h) largest logits of each part of argmax_parts(cols) parts of
-// a row, as sortable words (orderable key bits << 32 | ~id; 0: none), in descending order within a part; the
-// host merges a row's parts (top_logits_merge). Parts of up to kArgmaxPerBlock logits: rows of up to
-// kArgmaxPerBlock * kArgmaxMaxParts.
+// Sampling with top-k: the kTopLogits (cpu/reference.h) largest logits of each part of argmax_parts(cols)
+// parts of a row, as sortable words (orderable key bits << 32 | ~id; 0: none), in descending order within a
+// part; the host merges a row's parts (top_logits_merge). Parts of up to kArgmaxPerBlock logits: rows of up
+// to kArgmaxPerBlock * kArgmaxMaxParts.
 bool top_logits_supported(int64_t cols);
 void launch_top_logits_rows(const float* logits, int64_t rows, int64_t cols, uint64_t* out,
                             cudaStream_t stream);

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "engine/cuda_run_options.h"  // kBf16GemvMaxRows
+#include "cuda/run_options.h"  // kBf16GemvMaxRows
 
 namespace fp4lab {
 

@@ -12,13 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 #include "cuda/attention_decode.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/weight_upload.h"
-#include "engine/cuda_run_options.h"
-#include "engine/ops.h"
-#include "model/runner.h"
+#include "cuda/run_options.h"
+#include "model/op.h"
+#include "model/weights.h"
 
 namespace fp4lab {
 
@@ -420,7 +420,5 @@ class CudaOps {
   size_t quantize_chunk_bytes_ = kQuantizeChunkBytes;
   std::vector<float> synth_norm_ones_;
 };
-
-using CudaModel = Runner<CudaOps>;
 
 }  // namespace fp4lab

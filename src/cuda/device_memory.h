@@ -1,5 +1,5 @@
 // Device memory owned by fp4lab: one allocation path (DeviceBuffer), counted per GPU, so that a run can be
-// held under --gpu-memory-limit and its peak compared with the memory plan (engine/memory_plan.h).
+// held under --gpu-memory-limit and its peak compared with the memory plan (cuda/memory_plan.h).
 #pragma once
 #include <cstddef>
 #include <string>

@@ -6,7 +6,7 @@
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 
 namespace fp4lab {
 

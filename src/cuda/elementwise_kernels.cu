@@ -1,5 +1,5 @@
 // Element-wise, normalization, embedding and logits kernels of the CUDA engine backend. CPU twins:
-// src/cpu/ops.cpp and CpuOps.
+// src/cpu/reference.cpp and CpuOps.
 #include "cuda/engine_kernels.cuh"
 
 #include <algorithm>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/random.h"
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 
 namespace fp4lab {
 

@@ -1,7 +1,7 @@
 // Mamba-2 kernels of the CUDA engine backend for decode and short prompts: dt softplus, the rolling conv1d,
 // the sequential selective scan (one warp per state row), the batched one-token state update and the gated
 // RMSNorm, and the decode step that does all of these in two kernels (mamba_decode_step.h). Long prompts run
-// the chunked forms in mamba_prefill.cu. CPU twins: src/cpu/ops.cpp.
+// the chunked forms in mamba_prefill.cu. CPU twins: src/cpu/reference.cpp.
 #include "cuda/engine_kernels.cuh"
 #include "cuda/mamba_decode_step.h"
 #include "common/error.h"

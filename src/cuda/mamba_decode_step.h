@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "cpu/ops.h"          // SsmShape
+#include "cpu/reference.h"    // SsmShape
 #include "cuda/nvfp4_gemm.h"  // bf16_raw
 
 namespace fp4lab {

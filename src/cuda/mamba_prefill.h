@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "cpu/ops.h"          // SsmShape
+#include "cpu/reference.h"    // SsmShape
 #include "cuda/nvfp4_gemm.h"  // bf16_raw
 
 namespace fp4lab {

@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "cuda/device_memory.h"
-#include "engine/gemm_heuristics.h"
+#include "cuda/gemm_heuristics.h"
 #include "format/nvfp4_tile_layout.h"
 
 namespace fp4lab {

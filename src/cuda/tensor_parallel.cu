@@ -1,5 +1,5 @@
 #include "cuda/tensor_parallel.h"
-#include "engine/gpu_telemetry.h"
+#include "cuda/gpu_telemetry.h"
 
 #include <exception>
 #include <mutex>

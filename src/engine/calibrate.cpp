@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
+#include "engine/backends.h"
 #include "io/safetensors.h"
 #include "model/quantize.h"
 
@@ -13,7 +13,7 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
                                        const CalibrationOptions& o) {
   CalibrationResult r;
   CpuOps ops(o.threads);
-  Model m(load_weights(dir, QuantMode::Auto), ops);
+  CpuModel m(load_weights(dir, QuantMode::Auto), ops);
   ModelWeights& w = m.host_weights_for_update();
   const auto layers = nvfp4_quantized_layers(w.config, o.exclude);
   // GPTQ starts from the stored weights, and their tensor scales are the checkpoint writer's.

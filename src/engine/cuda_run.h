@@ -6,13 +6,13 @@
 #include <thread>
 #include <utility>
 
-#include "cuda/cuda_ops.h"
+#include "engine/backends.h"
 #include "cuda/launch.h"
 #include "cuda/tensor_parallel.h"
 #include "cuda/device_memory.h"
-#include "engine/cuda_run_options.h"
-#include "engine/gpu_telemetry.h"
-#include "engine/memory_plan.h"
+#include "cuda/run_options.h"
+#include "cuda/gpu_telemetry.h"
+#include "cuda/memory_plan.h"
 #include "model/tensor_parallel.h"
 
 namespace fp4lab {

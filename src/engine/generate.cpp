@@ -9,7 +9,7 @@
 #include <random>
 
 #include "common/error.h"
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 
 namespace fp4lab {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 #include "engine/scheduler.h"
 
 namespace fp4lab {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/host_memory.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

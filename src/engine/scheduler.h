@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 
 namespace fp4lab {
 

@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "common/regex.h"
 #include "eval/python_random.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

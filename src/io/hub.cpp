@@ -18,7 +18,7 @@
 #include "common/error.h"
 #include "common/regex.h"
 #include "common/sha256.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

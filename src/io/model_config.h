@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

@@ -16,7 +16,7 @@
 #include "common/error.h"
 #include "common/hd.h"
 #include "format/e4m3.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

@@ -12,7 +12,7 @@
 #include "common/parallel.h"
 #include "common/random.h"
 #include "format/nvfp4.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "model/quantize.h"
 #include "io/safetensors.h"
 #include "model/weights.h"

@@ -8,7 +8,7 @@
 
 #include "common/error.h"
 #include "format/nvfp4.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/quant_config.h"
 #include "io/safetensors.h"
 #include "model/layout.h"

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "format/nvfp4.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "model/layout.h"
 
 namespace fp4lab {

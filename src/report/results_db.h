@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 struct sqlite3;
 

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 

@@ -12,14 +12,13 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "engine/load_stats.h"
 #include "common/error.h"
 #include "common/interrupt.h"
-#include "cpu/cpu_ops.h"
 #include "engine/generate.h"
-#include "engine/gpu_info.h"
-#include "engine/gpu_telemetry.h"
+#include "cuda/gpu_info.h"
+#include "cuda/gpu_telemetry.h"
 #include "engine/nvfp4_path.h"
 #include "model/inspect.h"
 #include "model/presets.h"
@@ -27,8 +26,6 @@
 #include "report/roofline.h"
 #if FP4LAB_HAVE_CUDA
 #include "bench/gemm_bench.h"
-#include "cuda/cuda_ops.h"
-#include "engine/cuda_run.h"
 #endif
 
 namespace fp4lab::cli {
@@ -231,57 +228,55 @@ json run_model_bench(const ModelBenchOpts& o) {
         qr.roofline_decode_tok_s = roofline_decode_tok_s(db, o.batch, copy_gbs, bf16_tflops, comm);
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
-    if (backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
+    {
+      SessionOptions so = session_options(backend, 0, o.cuda);
+      so.cuda.shape = memory_shape_for(std::vector<int>(static_cast<size_t>(o.batch), o.input_len),
+                                       o.output_len, o.batch, o.prefill_tokens);
+      MemoryReport mem;
+      if (o.cuda.tp == 1) so.cuda.report = &mem;
       LoadMeter meter(model_path);
-      ModelWeights full = load_model(model_path, mode, o.seed, false);
-      fill_meta(full);
+      ModelWeights full = load_model(model_path, mode, o.seed, so.host_weights());
       // Each rank runs the same workload on its shard (the all-reduces keep them in lockstep); rank 0
       // measures.
-      CudaRunOptions ro = cuda_run_options(o.cuda);
-      ro.shape = memory_shape_for(std::vector<int>(static_cast<size_t>(o.batch), o.input_len), o.output_len, o.batch,
-                                  o.prefill_tokens);
-      MemoryReport mem;
-      if (o.cuda.tp == 1) ro.report = &mem;
-      run_cuda_model(std::move(full), ro, [&](CudaModel& m, CudaOps& ops, int rank) {
+      run_session(std::move(full), so, [&](auto& m, auto& ops, int rank) {
         QuantResult scratch;
         QuantResult& mine = rank == 0 ? qr : scratch;
         if (rank == 0) {
           qr.load = meter.finish();
-          qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
-          std::fprintf(stderr, "%s: %s\n", qs.c_str(), qr.load.summary().c_str());
+          fill_meta(m.weights());
+          if constexpr (requires { ops.weight_bytes(); }) {  // what the GPU holds
+            qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
+          } else {
+            double wb = 0;
+            for (const auto& p : m.weights().plans)
+              wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+            qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
+          }
+          if (backend == "cuda") std::fprintf(stderr, "%s: %s\n", qs.c_str(), qr.load.summary().c_str());
         }
         // The prefill budget the memory plan fits with (lowered only under a limit it would not fit).
         ModelBenchOpts fitted = o;
         fitted.prefill_tokens = mem.fit.prefill_tokens(o.prefill_tokens);
-        run_reps(m, fitted, mine, [&] { ops.synchronize(); });
-        if (o.profile && !interrupted()) {
-          // Events around every op (graphs off) distort the timing, so the breakdown comes
-          // from its own run.
-          ModelBenchOpts po = fitted;
-          po.reps = 1;
-          po.warmup = 0;
-          ops.set_profile(true);
-          run_reps(m, po, scratch, [&] { ops.synchronize(); });
-          if (rank == 0) qr.op_ms = ops.profile_ms();
+        std::function<void()> sync;  // the CPU backend's ops return when their work is done
+        if constexpr (requires { ops.synchronize(); }) sync = [&] { ops.synchronize(); };
+        run_reps(m, fitted, mine, sync);
+        if constexpr (requires { ops.profile_ms(); }) {
+          if (o.profile && !interrupted()) {
+            // Events around every op (graphs off) distort the timing, so the breakdown comes from its own
+            // run.
+            ModelBenchOpts po = fitted;
+            po.reps = 1;
+            po.warmup = 0;
+            ops.set_profile(true);
+            run_reps(m, po, scratch, sync);
+            if (rank == 0) qr.op_ms = ops.profile_ms();
+          }
         }
       });
-      if (o.cuda.tp == 1) {
+      if (backend == "cuda" && o.cuda.tp == 1) {
         qr.memory = mem;
         std::fprintf(stderr, "%s: %s\n", qs.c_str(), mem.summary().c_str());
       }
-#endif
-    } else {
-      CpuOps ops;
-      LoadMeter meter(model_path);
-      Model m(with_lm_head(load_model(model_path, mode, o.seed), parse_lm_head_mode(o.cuda.lm_head)), ops);
-      qr.load = meter.finish();
-      fill_meta(m.weights());
-      double wb = 0;
-      for (const auto& p : m.weights().plans)
-        wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
-      qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
-      run_reps(m, o, qr, {});
     }
     if (backend == "cuda") {
       qr.after = read_gpu_telemetry(0);

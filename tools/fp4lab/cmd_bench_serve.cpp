@@ -7,7 +7,7 @@
 #include "bench/serve_bench.h"
 #include "commands.h"
 #include "common/error.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "report/results_db.h"
 
 namespace fp4lab::cli {

@@ -8,7 +8,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
+#include "engine/backends.h"
 #if FP4LAB_HAVE_CUDA
 #include "cuda/cuda_ops.h"
 #include "engine/cuda_run.h"
@@ -165,21 +165,11 @@ Action add_chat(CLI::App& app) {
     const ChatTemplate tmpl = ChatTemplate::load(model_path, o->tokenizer, o->chat.template_file);
     std::fprintf(stderr, "chat with %s (template: %s); /reset clears the conversation, /exit ends it\n",
                  o->model.c_str(), tmpl.source_name().c_str());
-    if (o->backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
-      CudaRunOptions ro = cuda_run_options(o->cuda);
-      ro.shape = memory_shape_for({o->context - o->max_new}, o->max_new, 1, GenerateOptions{}.prefill_tokens);
-      run_cuda_model(load_model(model_path, mode, o->seed, false), ro,
-                     [&](CudaModel& model, CudaOps&, int) { converse(model, tok, tmpl, *o); });
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
-#endif
-    } else {
-      CpuOps ops(o->threads);
-      Model model(with_lm_head(load_model(model_path, mode, o->seed), parse_lm_head_mode(o->cuda.lm_head)),
-                  ops);
-      converse(model, tok, tmpl, *o);
-    }
+    SessionOptions so = session_options(o->backend, o->threads, o->cuda);
+    so.cuda.shape =
+        memory_shape_for({o->context - o->max_new}, o->max_new, 1, GenerateOptions{}.prefill_tokens);
+    run_session(load_model(model_path, mode, o->seed, so.host_weights()), so,
+                [&](auto& model, auto&, int) { converse(model, tok, tmpl, *o); });
     return 0;
   };
 }

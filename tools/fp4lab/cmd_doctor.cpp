@@ -3,9 +3,9 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 #include "engine/nvfp4_path.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab::cli {
 

@@ -7,14 +7,10 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
 #include "eval/metrics.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/model_config.h"
 #include "tokenizer/tokenizer.h"
-#if FP4LAB_HAVE_CUDA
-#include "engine/cuda_run.h"
-#endif
 
 namespace fp4lab::cli {
 
@@ -102,43 +98,25 @@ Action add_eval(CLI::App& app) {
     };
     const LmHeadMode head_a = parse_lm_head_mode(o->cuda.lm_head),
                      head_b = o->lm_head_b == "auto" ? head_a : parse_lm_head_mode(o->lm_head_b);
-    if (o->backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
-      // One quantization at a time (each on all --tp GPUs); rank 0 keeps the logits.
-      int vocab_a = 0;
-      for (auto [p, q, out, head] :
-           {std::tuple{&path, &o->quant_a, &la, head_a}, std::tuple{&path_b, &o->quant_b, &lb, head_b}}) {
-        run_cuda_model(
-            load_model(*p, parse_quant_mode(*q), 0, false),
-            [&] {
-              // Every token scored at once: one forward of the whole sequence, its logits kept.
-              CudaRunOptions ro = cuda_run_options(o->cuda);
-              ro.lm_head = head;
-              ro.shape.tokens_per_sequence = ro.shape.forward_tokens = ro.shape.logits_rows =
-                  static_cast<int>(tokens.size());
-              return ro;
-            }(),
-            [&](CudaModel& m, CudaOps&, int rank) {
-              auto l = all_logits(m, tokens);
-              if (rank != 0) return;
-              *out = std::move(l);
-              vocab = m.config().vocab_size;
-            });
-        if (!vocab_a) vocab_a = vocab;
-      }
-      same_vocab(vocab_a, vocab);
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
-#endif
-    } else {
-      CpuOps oa, ob;
-      Model a(with_lm_head(load_model(path, parse_quant_mode(o->quant_a), 0), head_a), oa);
-      Model b(with_lm_head(load_model(path_b, parse_quant_mode(o->quant_b), 0), head_b), ob);
-      vocab = a.config().vocab_size;
-      same_vocab(vocab, b.config().vocab_size);
-      la = all_logits(a, tokens);
-      lb = all_logits(b, tokens);
+    // One model at a time (each on all --tp GPUs); rank 0 keeps the logits. Every token is scored at once:
+    // one forward of the whole sequence, its logits kept.
+    int vocab_a = 0;
+    for (auto [p, q, out, head] :
+         {std::tuple{&path, &o->quant_a, &la, head_a}, std::tuple{&path_b, &o->quant_b, &lb, head_b}}) {
+      SessionOptions so = session_options(o->backend, 0, o->cuda);
+      so.cuda.lm_head = head;
+      so.cuda.shape.tokens_per_sequence = so.cuda.shape.forward_tokens = so.cuda.shape.logits_rows =
+          static_cast<int>(tokens.size());
+      run_session(load_model(*p, parse_quant_mode(*q), 0, so.host_weights()), so,
+                  [&](auto& m, auto&, int rank) {
+                    auto l = all_logits(m, tokens);
+                    if (rank != 0) return;
+                    *out = std::move(l);
+                    vocab = m.config().vocab_size;
+                  });
+      if (!vocab_a) vocab_a = vocab;
     }
+    same_vocab(vocab_a, vocab);
     const PairMetrics m = compare_distributions(la, lb, tokens, vocab);
     const std::string name_a = o->quant_a +
                                (o->cuda.lm_head == "auto" ? "" : " (lm_head " + o->cuda.lm_head + ")"),

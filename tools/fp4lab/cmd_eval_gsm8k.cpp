@@ -15,18 +15,14 @@
 #include "common/error.h"
 #include "common/interrupt.h"
 #include "common/sha256.h"
-#include "cpu/cpu_ops.h"
 #include "engine/generate.h"
 #include "eval/gsm8k.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "io/openai_client.h"
 #include "model/presets.h"
 #include "model/weights.h"
 #include "report/results_db.h"
 #include "tokenizer/tokenizer.h"
-#if FP4LAB_HAVE_CUDA
-#include "engine/cuda_run.h"
-#endif
 
 namespace fp4lab::cli {
 
@@ -414,40 +410,27 @@ Action add_eval_gsm8k(CLI::App& app) {
       gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       std::fprintf(stderr, "\n");
       if (!failure.empty()) throw Error(failure);
-    } else if (o->backend == "cuda") {
-#if FP4LAB_HAVE_CUDA
+    } else {
       // The prompts first (setup needs only the config), so that the memory plan knows their lengths.
-      ModelWeights w = load_model(model_path, mode, o->seed, false, preset_vocab);
+      SessionOptions so = session_options(o->backend, o->threads, o->cuda);
+      ModelWeights w = load_model(model_path, mode, o->seed, so.host_weights(), preset_vocab);
       std::call_once(setup_once, [&] { setup(w.config); });
-      CudaRunOptions ro = cuda_run_options(o->cuda);
       std::vector<int> lengths;
       for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()));
-      ro.shape = memory_shape_for(lengths, g.max_new_tokens, g.max_batch, g.prefill_tokens);
+      so.cuda.shape = memory_shape_for(lengths, g.max_new_tokens, g.max_batch, g.prefill_tokens);
       MemoryReport mem;
-      if (o->cuda.tp == 1) ro.report = &mem;
-      run_cuda_model(std::move(w), ro,
-                     [&](CudaModel& model, CudaOps&, int rank) {
-                       // The prefill budget the memory plan fits with (lowered only under a limit).
-                       g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
-                       if (rank == 0)
-                         load_s =
-                             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-                       run(model, rank);
-                     });
-      if (o->cuda.tp == 1) {
+      if (o->cuda.tp == 1) so.cuda.report = &mem;
+      run_session(std::move(w), so, [&](auto& model, auto&, int rank) {
+        // The prefill budget the memory plan fits with (lowered only under a limit).
+        g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
+        if (rank == 0)
+          load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+        run(model, rank);
+      });
+      if (o->backend == "cuda" && o->cuda.tp == 1) {
         std::fprintf(stderr, "%s\n", mem.summary().c_str());
         doc["memory"] = memory_report_json(mem);
       }
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
-#endif
-    } else {
-      CpuOps ops(o->threads);
-      Model model(with_lm_head(load_model(model_path, mode, o->seed, true, preset_vocab),
-                               parse_lm_head_mode(o->cuda.lm_head)),
-                  ops);
-      load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-      run(model, 0);
     }
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
 

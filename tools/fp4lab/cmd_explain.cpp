@@ -3,7 +3,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "engine/memory_plan.h"
+#include "cuda/memory_plan.h"
 #include "engine/nvfp4_path.h"
 #include "model/inspect.h"
 #include "model/presets.h"

@@ -7,7 +7,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "model/export.h"
 
 namespace fp4lab::cli {

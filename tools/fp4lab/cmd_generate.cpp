@@ -3,20 +3,17 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <sstream>
 
 #include "commands.h"
 #include "engine/load_stats.h"
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
 #if FP4LAB_HAVE_CUDA
-#include "cuda/cuda_ops.h"
-#include "engine/cuda_run.h"
+#include "cuda/tensor_parallel.h"
 #endif
 #include "engine/generate.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "tokenizer/text_stream.h"
 
 namespace fp4lab::cli {
@@ -174,12 +171,12 @@ Action add_generate(CLI::App& app) {
     MemoryReport mem;
     bool have_mem = false;
     std::optional<TextStream> stream;
-    auto run = [&](auto& model) {
+    auto run = [&](auto& model, const GenerateOptions& opts) {
       load = meter.finish();
       for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
       nlin = model.weights().plans.size();
       backend_name = model.ops().name();
-      GenerateOptions gr = g;
+      GenerateOptions gr = opts;
       if (text_mode) {
         const ModelConfig& c = model.config();
         if (o->add_bos) {
@@ -203,48 +200,41 @@ Action add_generate(CLI::App& app) {
       }
       r = generate(model, prompts, gr);
     };
-    if (o->backend == "cuda") {
+    SessionOptions so = session_options(o->backend, o->threads, o->cuda, o->profile);
+    std::vector<int> lengths;
+    for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()) + (o->add_bos ? 1 : 0));
+    so.cuda.shape = memory_shape_for(lengths, o->max_new, o->batch, o->prefill_tokens);
+    so.cuda.report = &mem;
+    std::map<std::string, double> prof;
+    run_session(load_model(model_path, mode, o->seed, so.host_weights()), so,
+                [&](auto& model, auto& ops, int rank) {
+                  // The prefill budget the memory plan fits with (lowered only under a limit).
+                  GenerateOptions gl = g;
+                  gl.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
+                  if (rank != 0) {
+                    (void)generate(model, prompts, gl);
+                    return;
+                  }
+                  run(model, gl);
+                  if constexpr (requires { ops.profile_ms(); }) prof = ops.profile_ms();
+                });
 #if FP4LAB_HAVE_CUDA
-      std::mutex mu;
-      std::map<std::string, double> prof;
-      CudaRunOptions ro = cuda_run_options(o->cuda, o->profile);
-      std::vector<int> lengths;
-      for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()) + (o->add_bos ? 1 : 0));
-      ro.shape = memory_shape_for(lengths, o->max_new, o->batch, o->prefill_tokens);
-      ro.report = &mem;
-      run_cuda_model(load_model(model_path, mode, o->seed, false),
-                     ro, [&](CudaModel& model, CudaOps& ops, int rank) {
-                       // The prefill budget the memory plan fits with (lowered only under a limit).
-                       g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
-                       if (rank != 0) {
-                         (void)generate(model, prompts, g);
-                         return;
-                       }
-                       std::lock_guard lock(mu);
-                       run(model);
-                       prof = ops.profile_ms();
-                     });
+    if (o->backend == "cuda") {
       if (o->cuda.tp > 1)
         backend_name += " x" + std::to_string(o->cuda.tp) + " (tensor parallel, " + gpu_interconnect() + ")";
       have_mem = o->cuda.tp == 1;
       if (have_mem) std::fprintf(stderr, "%s\n", mem.summary().c_str());
-      if (o->profile) {
-        double total = 0;
-        for (const auto& [k, v] : prof) total += v;
-        std::fprintf(stderr, "GPU time by op class on GPU 0 (prefill + decode, %d tokens generated):\n",
-                     r.generated_tokens);
-        for (const auto& [k, v] : prof)
-          std::fprintf(stderr, "  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
-        std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total,
-                     1000.0 * (r.prefill_s + r.decode_s));
-      }
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
+    }
 #endif
-    } else {
-      CpuOps ops(o->threads);
-      Model model(with_lm_head(load_model(model_path, mode, o->seed), parse_lm_head_mode(o->cuda.lm_head)), ops);
-      run(model);
+    if (o->profile && !prof.empty()) {
+      double total = 0;
+      for (const auto& [k, v] : prof) total += v;
+      std::fprintf(stderr, "GPU time by op class on GPU 0 (prefill + decode, %d tokens generated):\n",
+                   r.generated_tokens);
+      for (const auto& [k, v] : prof)
+        std::fprintf(stderr, "  %-18s %9.2f ms  %5.1f%%\n", k.c_str(), v, 100.0 * v / total);
+      std::fprintf(stderr, "  %-18s %9.2f ms; wall %.2f ms\n", "total", total,
+                   1000.0 * (r.prefill_s + r.decode_s));
     }
     std::vector<std::string> new_text;
     if (text_mode) {

@@ -2,9 +2,9 @@
 #include <fstream>
 
 #include "commands.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "common/error.h"
-#include "engine/memory_plan.h"
+#include "cuda/memory_plan.h"
 #include "model/inspect.h"
 #include "model/presets.h"
 

@@ -7,7 +7,7 @@
 #include "commands.h"
 #include "common/error.h"
 #include "engine/calibrate.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "model/quantize.h"
 #include "tokenizer/tokenizer.h"
 

@@ -2,7 +2,7 @@
 #include <fstream>
 
 #include "commands.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "common/error.h"
 #include "report/results_db.h"
 

@@ -7,13 +7,10 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "cpu/cpu_ops.h"
 #if FP4LAB_HAVE_CUDA
-#include "cuda/cuda_ops.h"
 #include "cuda/device_memory.h"
-#include "engine/cuda_run.h"
 #endif
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 #include "serve/engine_loop.h"
 #include "serve/openai_server.h"
 #include "tokenizer/tokenizer.h"
@@ -163,7 +160,7 @@ Action add_serve(CLI::App& app) {
     // synthetic embedding and lm_head to the tokenizer as eval gsm8k does, so that every id the tokenizer
     // writes has a row and every id the model samples has text.
     const int preset_vocab = preset && o->vocab_from_tokenizer ? tok.vocab_size() : 0;
-    ModelWeights w = load_model(model_path, mode, o->seed, o->backend == "cpu", preset_vocab);
+    ModelWeights w = load_model(model_path, mode, o->seed, o->backend != "cuda", preset_vocab);
     const int context = static_cast<int>(std::min<int64_t>(w.config.max_position, 1 << 22));
     const int max_len = o->max_model_len > 0 ? o->max_model_len : std::min(context, 4096);
     if (max_len > context)
@@ -175,21 +172,14 @@ Action add_serve(CLI::App& app) {
                    "tokenizer's show as no text\n",
                    tok.vocab_size(), w.config.vocab_size);
     const ChatTemplate* t = tmpl ? &*tmpl : nullptr;
-    if (o->backend == "cuda") {
+    SessionOptions so = session_options(o->backend, o->threads, o->cuda);
+    so.cuda.shape = memory_shape_for({max_len - 1}, 1, o->max_num_seqs, o->prefill_tokens);
+    std::function<uint64_t()> in_use;  // the /metrics gauge: the CUDA backend's device buffers
 #if FP4LAB_HAVE_CUDA
-      CudaRunOptions ro = cuda_run_options(o->cuda);
-      ro.shape = memory_shape_for({max_len - 1}, 1, o->max_num_seqs, o->prefill_tokens);
-      run_cuda_model(std::move(w), ro, [&](CudaModel& model, CudaOps&, int) {
-        serve_model(model, tok, t, *o, max_len, [] { return device_memory_use().in_use; });
-      });
-#else
-      throw Error("--backend cuda: this fp4lab was built without CUDA");
+    if (so.backend == "cuda") in_use = [] { return device_memory_use().in_use; };
 #endif
-    } else {
-      CpuOps ops(o->threads);
-      Model model(with_lm_head(std::move(w), parse_lm_head_mode(o->cuda.lm_head)), ops);
-      serve_model(model, tok, t, *o, max_len, {});
-    }
+    run_session(std::move(w), so,
+                [&](auto& model, auto&, int) { serve_model(model, tok, t, *o, max_len, in_use); });
     return 0;
   };
 }

@@ -8,7 +8,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "io/json_util.h"
+#include "common/json_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fp4lab::cli {

@@ -3,7 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "engine/cuda_run_options.h"
+#include "cuda/run_options.h"
+#include "engine/session.h"
 #include "io/hub.h"
 #include "model/layout.h"
 #include "tokenizer/chat_template.h"
@@ -84,6 +85,9 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
 // A run's memory report as a results document's "memory" object (plan items, choices, limit, peaks).
 nlohmann::json memory_report_json(const MemoryReport& r);
+// The session a model-running command opens: --backend, --threads (CPU) and the CUDA run flags.
+SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
+                               bool profile = false);
 // --tp > 1 with another backend than cuda is an error naming both.
 void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend);
 

@@ -103,6 +103,15 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
   return r;
 }
 
+SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
+                               bool profile) {
+  SessionOptions s;
+  s.backend = backend;
+  s.threads = threads;
+  s.cuda = cuda_run_options(o, profile);
+  return s;
+}
+
 void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend) {
   if (o.tp > 1 && backend != "cuda") throw Error("--tp " + std::to_string(o.tp) + " needs --backend cuda");
 }

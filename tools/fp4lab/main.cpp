@@ -5,7 +5,7 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "engine/gpu_telemetry.h"
+#include "cuda/gpu_telemetry.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"fp4lab: NVFP4 inference engine and benchmark suite"};

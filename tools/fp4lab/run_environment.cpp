@@ -4,7 +4,7 @@
 #include <ctime>
 
 #include "commands.h"
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 #include "engine/nvfp4_path.h"
 
 namespace fp4lab::cli {

@@ -30,8 +30,8 @@ std::string dump_json_config(const json& j, int indent = 2);
 // A whole regular file of at most max_bytes as bytes; throws fp4lab::Error naming the path when it cannot be
 // read, is not a regular file (a FIFO or a device would block or never end) or is larger.
 std::string read_text_file(const std::string& path, uint64_t max_bytes = uint64_t{1} << 32);
-// Writes path.tmp, then renames it over path: a failed write (disk full, no permission) throws naming the file
-// and leaves any previous file as it was.
+// Writes path.tmp, then renames it over path: a failed write (disk full, no permission) throws naming the
+// file and leaves any previous file as it was.
 void write_text_file(const std::string& path, std::string_view text);
 // An output directory a command may write a checkpoint into: never one of the inputs, inside one or holding
 // one (the output would destroy what it is made from), and, unless force, not a directory that already holds

@@ -23,16 +23,16 @@ EmbeddingPlace parse_embedding_place(const std::string& s);
 struct MemoryPlanInput {
   ModelConfig config;
   std::vector<LinearPlan> plans;
-  int64_t vocab_rows = 0;    // embedding / lm_head rows on this GPU (the vocabulary unless vocab-parallel)
-  int batch = 1;             // sequences decoded together
+  int64_t vocab_rows = 0;       // embedding / lm_head rows on this GPU (the vocabulary unless vocab-parallel)
+  int batch = 1;                // sequences decoded together
   int tokens_per_sequence = 0;  // prompt + new tokens: each sequence's KV capacity
   int forward_tokens = 0;       // the most tokens one forward holds (a prefill pass)
   int longest_prompt = 0;       // a prompt is prefilled in one forward: the least forward_tokens can be
   int logits_rows = 0;          // the most rows scored at once (0: batch; eval ppl scores every token)
   bool embedding_on_host = false;
-  int sm_count = 132;           // the GEMM heuristic's workspaces depend on it
-  bool wgmma = false;           // and whether it may pick the Wgmma variants (their B-image scratch)
-  uint64_t context_bytes = 0;   // the CUDA context and libraries (measured where the GPU is present)
+  int sm_count = 132;          // the GEMM heuristic's workspaces depend on it
+  bool wgmma = false;          // and whether it may pick the Wgmma variants (their B-image scratch)
+  uint64_t context_bytes = 0;  // the CUDA context and libraries (measured where the GPU is present)
 };
 
 struct MemoryItem {
@@ -85,8 +85,8 @@ uint64_t plan_headroom(uint64_t limit);
 struct MemoryFit {
   MemoryPlan plan;
   bool embedding_on_host = false;
-  bool lm_head_nvfp4 = false;        // the lm_head plan was switched to NVFP4 to fit
-  int forward_tokens = 0;            // the prefill budget the plan fits with (the input's unless lowered)
+  bool lm_head_nvfp4 = false;  // the lm_head plan was switched to NVFP4 to fit
+  int forward_tokens = 0;      // the prefill budget the plan fits with (the input's unless lowered)
   bool prefill_lowered = false;
   // The prefill budget a run should use: `asked` unless the plan lowered it to fit.
   int prefill_tokens(int asked) const { return prefill_lowered ? forward_tokens : asked; }

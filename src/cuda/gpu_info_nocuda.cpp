@@ -1,5 +1,5 @@
 // Linked only into builds without CUDA.
-#include "engine/gpu_info.h"
+#include "cuda/gpu_info.h"
 
 namespace fp4lab {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/memory_plan.h"
+#include "cuda/memory_plan.h"
 #include "model/weights.h"
 
 namespace fp4lab {
@@ -60,10 +60,8 @@ struct CudaRunOptions {
   // --lm-head as given (the command applies an explicit one at load); Auto lets the plan quantize the lm_head
   // when nothing else fits.
   LmHeadMode lm_head = LmHeadMode::Auto;
-  MemoryShape shape;              // the workload, for the plan
+  MemoryShape shape;               // the workload, for the plan
   MemoryReport* report = nullptr;  // filled by run_cuda_model where given
 };
-
-
 
 }  // namespace fp4lab

@@ -1,4 +1,4 @@
-#include "engine/gpu_telemetry.h"
+#include "cuda/gpu_telemetry.h"
 
 #include <dlfcn.h>
 
@@ -132,7 +132,11 @@ namespace {
 uint64_t g_baseline = 0;
 }
 
-void note_gpu_memory_baseline() { g_baseline = nvml_memory_used(0); }
-uint64_t gpu_memory_baseline() { return g_baseline; }
+void note_gpu_memory_baseline() {
+  g_baseline = nvml_memory_used(0);
+}
+uint64_t gpu_memory_baseline() {
+  return g_baseline;
+}
 
 }  // namespace fp4lab

@@ -1,4 +1,4 @@
-#include "engine/memory_plan.h"
+#include "cuda/memory_plan.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,8 @@
 #include <map>
 
 #include "common/error.h"
-#include "engine/cuda_run_options.h"
-#include "engine/gemm_heuristics.h"
+#include "cuda/run_options.h"
+#include "cuda/gemm_heuristics.h"
 #include "format/nvfp4_tile_layout.h"
 #include "model/inspect.h"
 
@@ -15,7 +15,9 @@ namespace fp4lab {
 
 namespace {
 
-uint64_t u(int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(0, v)); }
+uint64_t u(int64_t v) {
+  return static_cast<uint64_t>(std::max<int64_t>(0, v));
+}
 
 // The tile layout the CUDA backend repacks NVFP4 weights into: N padded to 16 rows, K to 64 columns.
 uint64_t nvfp4_tile_bytes(int64_t n, int64_t k) {
@@ -26,7 +28,9 @@ uint64_t nvfp4_tile_bytes(int64_t n, int64_t k) {
 }
 
 // The ModelOpt layout as a checkpoint stores it (and the GPU stages it before the repack).
-uint64_t nvfp4_stored_bytes(int64_t n, int64_t k) { return static_cast<uint64_t>(nvfp4_weight_bytes(n, k)); }
+uint64_t nvfp4_stored_bytes(int64_t n, int64_t k) {
+  return static_cast<uint64_t>(nvfp4_weight_bytes(n, k));
+}
 
 // Per token, the bytes a layer of each kind allocates in the arena beyond the residual stream (BF16,
 // each allocation the runner or the backend makes inside a layer, summed: they are live together at most).
@@ -53,7 +57,9 @@ uint64_t layer_scratch_per_token(const ModelConfig& c, LayerKind k) {
   return 0;
 }
 
-uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+uint64_t round_up(uint64_t v, uint64_t to) {
+  return (v + to - 1) / to * to;
+}
 
 }  // namespace
 
@@ -83,7 +89,9 @@ uint64_t MemoryPlan::buffers_peak() const {
   return weights_on_gpu() + std::max(r, load_transient);
 }
 
-uint64_t MemoryPlan::device_peak() const { return buffers_peak() + context_bytes + kLibrariesBytes; }
+uint64_t MemoryPlan::device_peak() const {
+  return buffers_peak() + context_bytes + kLibrariesBytes;
+}
 
 uint64_t MemoryPlan::weights_on_gpu() const {
   uint64_t w = 0;
@@ -149,7 +157,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
       ++g.members;
     }
   for (const auto& [name, g] : fp4_groups)
-    transient = std::max(transient, (g.members == 1 ? std::min(g.src, kQuantizeChunkBytes) : g.src) + g.codes);
+    transient =
+        std::max(transient, (g.members == 1 ? std::min(g.src, kQuantizeChunkBytes) : g.src) + g.codes);
   p.load_transient = std::max(transient, largest_bf16_group);
 
   uint64_t small = u(4 * hid);  // final norm
@@ -167,7 +176,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
                        u(2 * vocab_rows * hid), in.embedding_on_host});
   p.weights.push_back({"norms, conv, SSM parameters (FP32)", small, false});
 
-  // Per sequence: KV cache of every attention layer at full capacity, conv and SSM state of every Mamba layer.
+  // Per sequence: KV cache of every attention layer at full capacity, conv and SSM state of every Mamba
+  // layer.
   const uint64_t st = sequence_state_bytes(c, std::max(0, in.tokens_per_sequence));
   p.state_per_sequence = st;
   p.run.push_back({"KV cache and SSM state, " + std::to_string(batch) + " x " + format_bytes(st),
@@ -177,7 +187,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // layer's scratch at a time (the runner rewinds it per layer), then the scored rows.
   uint64_t per_layer = 0;
   for (const auto k : c.layers) per_layer = std::max(per_layer, layer_scratch_per_token(c, k));
-  const uint64_t tail = u(logit_rows * (4 * hid + 2 * hid + 2 * hid)) + (head_fp4 ? u(logit_rows * 2 * vocab_rows) : 0);
+  const uint64_t tail =
+      u(logit_rows * (4 * hid + 2 * hid + 2 * hid)) + (head_fp4 ? u(logit_rows * 2 * vocab_rows) : 0);
   const uint64_t arena = round_up(u(fwd) * (u(8 * hid) + per_layer) + tail + (64u << 10), 1u << 20);
   p.arena_bytes = std::max<uint64_t>(arena, 32ull << 20);
   p.run.push_back({"activations (" + std::to_string(fwd) + "-token forward)", p.arena_bytes, false});
@@ -208,7 +219,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
       const W4A16Plan gp = choose_w4a16_plan(m, n16, lp.spec.k, in.sm_count, in.wgmma);
       b_images = std::max(b_images, u(wgmma_b_image_bytes(gp, m, lp.spec.k)));
       if (gp.variant == W4A16Variant::DequantBlas) dequant = std::max(dequant, u(2 * n16 * lp.spec.k));
-      if (gp.splits > 1) partials = std::max(partials, u(4 * gp.splits * m * n16) + u(4 * n16 * (m + 63) / 64));
+      if (gp.splits > 1)
+        partials = std::max(partials, u(4 * gp.splits * m * n16) + u(4 * n16 * (m + 63) / 64));
       if (lp.spec.role == "mlp.gate" && !is_decode_variant(gp.variant))
         swiglu = std::max(swiglu, u(2 * m * 2 * lp.spec.n));
     }
@@ -230,9 +242,12 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   return p;
 }
 
-uint64_t plan_headroom(uint64_t limit) { return std::max<uint64_t>(128ull << 20, limit / 50); }
+uint64_t plan_headroom(uint64_t limit) {
+  return std::max<uint64_t>(128ull << 20, limit / 50);
+}
 
-MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embedding, bool may_quantize_lm_head) {
+MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embedding,
+                     bool may_quantize_lm_head) {
   const uint64_t room = limit > plan_headroom(limit) ? limit - plan_headroom(limit) : 0;
   MemoryFit f;
   in.embedding_on_host = embedding == EmbeddingPlace::Host;
@@ -244,8 +259,9 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
   if (embedding == EmbeddingPlace::Auto) {
     in.embedding_on_host = f.embedding_on_host = true;
     f.plan = plan_memory(in);
-    f.choices.push_back("embedding in pinned host memory: " + format_bytes(f.plan.host_pinned()) +
-                        " off the GPU, one row per token over PCIe (--embedding auto; --embedding gpu forbids it)");
+    f.choices.push_back(
+        "embedding in pinned host memory: " + format_bytes(f.plan.host_pinned()) +
+        " off the GPU, one row per token over PCIe (--embedding auto; --embedding gpu forbids it)");
     if (f.plan.device_peak() <= room) return f;
   }
   if (in.forward_tokens > std::max(1, in.longest_prompt)) {
@@ -256,8 +272,9 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
     }
     f.forward_tokens = in.forward_tokens;
     f.prefill_lowered = true;
-    f.choices.push_back("prefill passes of at most " + std::to_string(in.forward_tokens) + " tokens instead of " +
-                        std::to_string(from) + " (smaller activations and GEMM workspaces; --prefill-tokens)");
+    f.choices.push_back("prefill passes of at most " + std::to_string(in.forward_tokens) +
+                        " tokens instead of " + std::to_string(from) +
+                        " (smaller activations and GEMM workspaces; --prefill-tokens)");
     if (f.plan.device_peak() <= room) return f;
   }
   if (may_quantize_lm_head)
@@ -268,13 +285,15 @@ MemoryFit fit_memory(MemoryPlanInput in, uint64_t limit, EmbeddingPlace embeddin
         lp.reason = "--lm-head auto: quantized at load to fit the GPU memory limit";
         f.plan = plan_memory(in);
         f.lm_head_nvfp4 = true;
-        f.choices.push_back("lm_head quantized to NVFP4 at load: " + format_bytes(before - f.plan.weights_on_gpu()) +
-                            " less, at an accuracy cost (--lm-head auto; --lm-head bf16 forbids it)");
+        f.choices.push_back(
+            "lm_head quantized to NVFP4 at load: " + format_bytes(before - f.plan.weights_on_gpu()) +
+            " less, at an accuracy cost (--lm-head auto; --lm-head bf16 forbids it)");
         if (f.plan.device_peak() <= room) return f;
       }
   // Does not fit: say by how much, what is largest, and what would help.
-  std::string what = "the plan needs " + format_bytes(f.plan.device_peak()) + " of GPU memory, over the limit of " +
-                     format_bytes(limit) + " less " + format_bytes(limit - room) + " of headroom by " +
+  std::string what = "the plan needs " + format_bytes(f.plan.device_peak()) +
+                     " of GPU memory, over the limit of " + format_bytes(limit) + " less " +
+                     format_bytes(limit - room) + " of headroom by " +
                      format_bytes(f.plan.device_peak() - room) + " (";
   bool first = true;
   for (const auto& v : {f.plan.weights, f.plan.run})
@@ -309,12 +328,22 @@ uint64_t parse_byte_size(const std::string& s) {
   }
   std::string unit = s.substr(pos);
   for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  static const std::map<std::string, double> units = {
-      {"", 1},        {"b", 1},       {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0},
-      {"kb", 1e3},    {"mb", 1e6},    {"gb", 1e9},     {"k", 1024.0},      {"m", 1048576.0},
-      {"g", 1073741824.0}, {"tib", 1099511627776.0}, {"tb", 1e12}};
+  static const std::map<std::string, double> units = {{"", 1},
+                                                      {"b", 1},
+                                                      {"kib", 1024.0},
+                                                      {"mib", 1048576.0},
+                                                      {"gib", 1073741824.0},
+                                                      {"kb", 1e3},
+                                                      {"mb", 1e6},
+                                                      {"gb", 1e9},
+                                                      {"k", 1024.0},
+                                                      {"m", 1048576.0},
+                                                      {"g", 1073741824.0},
+                                                      {"tib", 1099511627776.0},
+                                                      {"tb", 1e12}};
   const auto it = units.find(unit);
-  if (it == units.end()) throw Error("'" + s + "': unknown size unit '" + unit + "' (GiB, MiB, KiB, GB, MB, KB)");
+  if (it == units.end())
+    throw Error("'" + s + "': unknown size unit '" + unit + "' (GiB, MiB, KiB, GB, MB, KB)");
   const double b = v * it->second;
   if (!std::isfinite(b) || b < 1 || b > 1e15) throw Error("'" + s + "' is not a usable size");
   return static_cast<uint64_t>(b);
@@ -361,20 +390,23 @@ MemoryShape memory_shape_for(const std::vector<int>& prompt_lengths, int max_new
   for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(m.batch); ++i) sum += sorted[i];
   m.tokens_per_sequence = static_cast<int>(longest + std::max(0, max_new_tokens));
   // Prompts admitted together share a pass while their tokens fit the budget.
-  m.forward_tokens = static_cast<int>(std::max<int64_t>(longest, std::min<int64_t>(std::max(0, prefill_tokens), sum)));
+  m.forward_tokens =
+      static_cast<int>(std::max<int64_t>(longest, std::min<int64_t>(std::max(0, prefill_tokens), sum)));
   m.longest_prompt = static_cast<int>(longest);
   return m;
 }
 
 std::string MemoryReport::summary() const {
   std::string s = "GPU memory: plan " + format_bytes(fit.plan.device_peak()) + " (" +
-                  format_bytes(fit.plan.buffers_peak()) + " buffers + " + format_bytes(fit.plan.context_bytes) +
+                  format_bytes(fit.plan.buffers_peak()) + " buffers + " +
+                  format_bytes(fit.plan.context_bytes) +
                   (context_measured ? " context, measured" : " context, estimated") + "), limit " +
                   format_bytes(limit) + (limit_from_flag ? " (--gpu-memory-limit)" : " (free memory)") +
                   "; buffers peaked at " + format_bytes(buffers_peak);
   if (process_peak) s += ", the process at " + format_bytes(process_peak) + " (NVML)";
   for (const auto& c : fit.choices) s += "; " + c;
-  if (arena_growths) s += "; the activation arena grew " + std::to_string(arena_growths) + " time(s) past its plan";
+  if (arena_growths)
+    s += "; the activation arena grew " + std::to_string(arena_growths) + " time(s) past its plan";
   return s;
 }
 

@@ -1,4 +1,4 @@
-#include "cpu/ops.h"
+#include "cpu/reference.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 #include <cmath>
 #include <cstdio>
@@ -41,15 +41,16 @@ json parse_json_untrusted(std::string_view text, const std::string& what) {
 
 namespace {
 
-// Bare non-finite literals are rewritten as JSON strings "\\u0000fp4lab:<literal>" before parsing and turned into
-// numbers after; the leading NUL keeps them apart from any string a config file means to hold.
+// Bare non-finite literals are rewritten as JSON strings "\\u0000fp4lab:<literal>" before parsing and turned
+// into numbers after; the leading NUL keeps them apart from any string a config file means to hold.
 constexpr std::string_view kLiteral[] = {"NaN", "Infinity", "-Infinity"};
-constexpr std::string_view kMarkerText = "\\u0000fp4lab:";          // in JSON text
-constexpr std::string_view kMarkerValue{"\0fp4lab:", 8};  // once parsed
+constexpr std::string_view kMarkerText = "\\u0000fp4lab:";  // in JSON text
+constexpr std::string_view kMarkerValue{"\0fp4lab:", 8};    // once parsed
 
 std::optional<double> nonfinite_value(std::string_view s) {
   if (s == "NaN" || s == "nan" || s == "NAN") return std::numeric_limits<double>::quiet_NaN();
-  if (s == "Infinity" || s == "inf" || s == "+inf" || s == "INF") return std::numeric_limits<double>::infinity();
+  if (s == "Infinity" || s == "inf" || s == "+inf" || s == "INF")
+    return std::numeric_limits<double>::infinity();
   if (s == "-Infinity" || s == "-inf" || s == "-INF") return -std::numeric_limits<double>::infinity();
   return std::nullopt;
 }
@@ -64,7 +65,8 @@ void restore_nonfinite(json& j, const std::string& what) {
     if (j.size() == 1 && j.contains("__float__")) {
       const json& v = j["__float__"];
       const auto d = v.is_string() ? nonfinite_value(v.get<std::string>()) : std::nullopt;
-      if (!d && !v.is_number()) throw Error(what + ": '__float__' must hold NaN, Infinity, -Infinity or a number");
+      if (!d && !v.is_number())
+        throw Error(what + ": '__float__' must hold NaN, Infinity, -Infinity or a number");
       j = d ? *d : v.get<double>();
       return;
     }
@@ -166,8 +168,8 @@ std::string read_text_file(const std::string& path, uint64_t max_bytes) {
   if (!std::filesystem::is_regular_file(st)) throw Error(path + ": not a regular file");
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (!ec && size > max_bytes)
-    throw Error(path + ": " + std::to_string(size >> 20) + " MiB, more than the " + std::to_string(max_bytes >> 20) +
-                " MiB such a file may have");
+    throw Error(path + ": " + std::to_string(size >> 20) + " MiB, more than the " +
+                std::to_string(max_bytes >> 20) + " MiB such a file may have");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open file");
   std::ostringstream ss;

@@ -1,4 +1,4 @@
-#include "engine/gemm_heuristics.h"
+#include "cuda/gemm_heuristics.h"
 
 #include <algorithm>
 

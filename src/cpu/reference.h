@@ -23,8 +23,8 @@ void rope_apply(std::span<float> x, int heads, int head_dim, std::span<const int
 void attention(std::span<const float> q, int t, int nh, int nkv, int hd, std::span<const float> kcache,
                std::span<const float> vcache, int pos0, std::span<float> out);
 
-// What argmax and sample_gumbel return for a row with nothing to pick (every entry NaN, or no entries): no id,
-// so that a caller cannot mistake broken logits for token 0.
+// What argmax and sample_gumbel return for a row with nothing to pick (every entry NaN, or no entries): no
+// id, so that a caller cannot mistake broken logits for token 0.
 constexpr int kNoId = -1;
 // Index of the first maximum of a row of logits, NaN entries skipped (-inf counts); kNoId when all are NaN
 // (greedy decoding; the CUDA twin is argmax_rows_kernel).
@@ -43,8 +43,8 @@ constexpr int kTopLogits = 64;
 std::vector<TopLogit> top_logits(std::span<const float> row, int c);
 
 // A sample of softmax(row / temperature) (temperature > 0) by the Gumbel-max trick: cpu::argmax of
-// row / temperature + gumbel_noise(seed, i) (kNoId when all are NaN). The CUDA twin is argmax_rows_kernel with a
-// temperature.
+// row / temperature + gumbel_noise(seed, i) (kNoId when all are NaN). The CUDA twin is argmax_rows_kernel
+// with a temperature.
 int sample_gumbel(std::span<const float> row, float temperature, uint64_t seed);
 
 void silu_mul(std::span<const float> gate, std::span<const float> up, std::span<float> out);

@@ -1,6 +1,5 @@
-// The model definitions, once per architecture, written against an Ops backend (CpuOps in src/cpu, CudaOps in
-// src/cuda). An Ops type provides: Tensor (2-D activation buffer), State (per-sequence KV / conv / SSM
-// caches), supports(Op), and the ops called below. The runner owns no math.
+// The model definitions, once per architecture, written against a backend (engine/backend.h names its
+// interface; CpuOps in src/cpu, CudaOps in src/cuda). The runner owns no math.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -11,16 +10,14 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cpu/ops.h"
-#include "engine/ops.h"
+#include "cpu/reference.h"
+#include "engine/backend.h"
+#include "model/op.h"
 #include "model/weights.h"
 
 namespace fp4lab {
 
-// What a forward step hands back: the logits, the argmax (or Gumbel-max sample) ids, or the top logits.
-enum class StepOut { Logits, Ids, Top };
-
-template <class Ops>
+template <Backend Ops>
 class Runner {
  public:
   using Tensor = typename Ops::Tensor;
@@ -174,23 +171,13 @@ class Runner {
   // Tensor parallelism: the row-parallel layers (o, down, Mamba out_proj) produce partial sums that the ranks
   // add up.
   void reduce_partial(Tensor& t) {
-    if constexpr (requires(Ops & o, Tensor & x) { o.all_reduce(x); }) ops_.all_reduce(t);
+    if constexpr (TensorParallelBackend<Ops>) ops_.all_reduce(t);
   }
 
-  // Backends with whole-batch kernels for the per-sequence ops (the GPU) get one launch per op for all
-  // sequences; the others (the CPU reference) loop over sequences.
-  static constexpr bool kBatchedOps = requires(Ops & o, std::span<State* const> st) { o.begin_batch(st); };
-  // Backends that run a batched prefill's per-prompt ops (attention; Mamba conv and scan) for all prompts in
-  // one go (the GPU); the others loop over the prompts. Attention and scan may decline a shape (false): the
-  // loop then runs them.
-  static constexpr bool kSegmentOps = requires {
-    &Ops::attention_segments;
-    &Ops::conv1d_silu_segments;
-    &Ops::ssm_scan_segments;
-  };
-  // Backends with a fused Mamba decode step (Ops::mamba_decode_step: the GPU, two kernels instead of four),
-  // which may decline a shape (false): the separate ops run then.
-  static constexpr bool kMambaStep = requires { &Ops::mamba_decode_step; };
+  // The optional parts of the backend interface (engine/backend.h).
+  static constexpr bool kBatchedOps = BatchedBackend<Ops>;
+  static constexpr bool kSegmentOps = SegmentBackend<Ops>;
+  static constexpr bool kMambaStep = FusedMambaStepBackend<Ops>;
   // The segments' states and row counts, as the *_segments ops take them.
   struct SegmentTables {
     std::vector<State*> states;

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "io/json_util.h"
+#include "common/json_util.h"
 
 namespace fp4lab {
 
