@@ -498,4 +498,11 @@ void hub_download_file(const std::string& url, const std::string& dest, uint64_t
   verify_and_commit(part, d, size, sha256, url);
 }
 
+std::string resolve_model_arg(const std::string& model, const HubOptions& o) {
+  if (!is_hub_id(model)) return model;
+  const std::string dir = hub_resolve_model(model, o);
+  std::fprintf(stderr, "%s -> %s\n", model.c_str(), dir.c_str());
+  return dir;
+}
+
 }  // namespace fp4lab

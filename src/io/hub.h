@@ -47,6 +47,9 @@ bool hub_file_wanted(const std::string& path);
 // fp4lab::Error with a message a user can act on (unknown repo, gated without a token, disk full, checksum
 // mismatch, offline and not cached).
 std::string hub_resolve_model(const std::string& id, const HubOptions& o);
+// A --model argument as a local path: a Hub id ("org/name[@rev]") resolved to its snapshot directory (named
+// on stderr), anything else (a directory, preset:NAME) as given.
+std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
 // Downloads one URL into `dest` (resuming dest + ".incomplete"), checking sha256 when given. For data files
 // outside the Hub layout (GSM8K).

@@ -87,6 +87,13 @@ const char* storage_name(WeightStorage s) {
   return "?";
 }
 
+QuantMode parse_quant_mode(const std::string& q) {
+  if (q == "auto") return QuantMode::Auto;
+  if (q == "bf16") return QuantMode::BF16;
+  if (q == "nvfp4") return QuantMode::NVFP4;
+  throw Error("--quant must be auto, bf16 or nvfp4 (got '" + q + "')");
+}
+
 const char* quant_mode_name(QuantMode m) {
   switch (m) {
     case QuantMode::Auto:

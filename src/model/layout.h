@@ -45,6 +45,8 @@ struct LinearPlan {
 
 enum class QuantMode { Auto, BF16, NVFP4 };
 const char* quant_mode_name(QuantMode m);
+// --quant auto|bf16|nvfp4 of the commands that load a model; anything else is an error naming the value.
+QuantMode parse_quant_mode(const std::string& q);
 
 // Layers that ModelOpt quantizes with one shared tensor scale (q/k/v of a layer, gate/up); others are alone.
 std::string fused_scale_group(const LinearSpec& s);

@@ -76,13 +76,6 @@ std::vector<int> read_token_file(const std::string& path) {
   return parse_token_ids(read_text_file(path), path);
 }
 
-QuantMode parse_quant_mode(const std::string& q) {
-  if (q == "auto") return QuantMode::Auto;
-  if (q == "bf16") return QuantMode::BF16;
-  if (q == "nvfp4") return QuantMode::NVFP4;
-  throw Error("--quant must be auto, bf16 or nvfp4 (got '" + q + "')");
-}
-
 Action add_generate(CLI::App& app) {
   auto o = std::make_shared<GenOpts>();
   app.add_option("--model", o->model, "checkpoint directory, Hub id org/name[@rev], or preset:NAME")

@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cuda/run_options.h"
+#include "common/units.h"
+#include "engine/memory_report.h"
+#include "engine/run_environment.h"
 #include "engine/session.h"
 #include "io/hub.h"
 #include "model/layout.h"
@@ -47,22 +50,9 @@ std::vector<ChatMessage> chat_messages(const ChatCliOptions& o, const std::strin
 ChatRenderOptions chat_render_options(const ChatCliOptions& o);
 void echo_chat_options(nlohmann::json& options, const ChatCliOptions& o);
 
-// --quant auto|bf16|nvfp4 of the commands that load a model (defined in cmd_generate.cpp).
-QuantMode parse_quant_mode(const std::string& q);
-
-// Human-readable byte counts and numbers shared by the commands.
-std::string human_bytes(double b);
-std::string human_count(double n);
-
-// Fills the fields every results document shares: tool (version, commit), host, timestamp (UTC), and gpu
-// (name, compute capability, memory, driver, CUDA runtime, NVFP4 path; null on the CPU backend).
-void run_environment(nlohmann::json& doc, bool cuda);
-
 // Hub download flags on a subcommand (defaults from HF_TOKEN, HF_HUB_OFFLINE, HF_HOME/HF_HUB_CACHE,
-// HF_ENDPOINT), and --model strings that are Hub ids ("org/name[@rev]") turned into local snapshot
-// directories.
+// HF_ENDPOINT); io/hub.h's resolve_model_arg turns a --model Hub id into its snapshot directory.
 void add_hub_options(CLI::App& app, HubOptions& o);
-std::string resolve_model_arg(const std::string& model, const HubOptions& o);
 
 // The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits, --no-pdl,
 // --no-fused-mamba, --no-fused-rope), and
@@ -83,8 +73,6 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
 void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
 // The run_cuda_model options these flags ask for (profile: the command's own --profile, where it has one).
 CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
-// A run's memory report as a results document's "memory" object (plan items, choices, limit, peaks).
-nlohmann::json memory_report_json(const MemoryReport& r);
 // The session a model-running command opens: --backend, --threads (CPU) and the CUDA run flags.
 SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
                                bool profile = false);

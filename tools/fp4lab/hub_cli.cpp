@@ -17,11 +17,4 @@ void add_hub_options(CLI::App& app, HubOptions& o) {
                  "Hub endpoint (default: $HF_ENDPOINT or https://huggingface.co)");
 }
 
-std::string resolve_model_arg(const std::string& model, const HubOptions& o) {
-  if (!is_hub_id(model)) return model;
-  const std::string dir = hub_resolve_model(model, o);
-  std::fprintf(stderr, "%s -> %s\n", model.c_str(), dir.c_str());
-  return dir;
-}
-
 }  // namespace fp4lab::cli

@@ -1,13 +1,13 @@
-#include <unistd.h>
-
 #include <algorithm>
 #include <ctime>
 
-#include "commands.h"
+#include "engine/run_environment.h"
+
+#include <unistd.h>
 #include "cuda/gpu_info.h"
 #include "engine/nvfp4_path.h"
 
-namespace fp4lab::cli {
+namespace fp4lab {
 
 void run_environment(nlohmann::json& out, bool cuda) {
   out["tool"] = {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}, {"commit", FP4LAB_GIT_COMMIT}};
@@ -34,4 +34,4 @@ void run_environment(nlohmann::json& out, bool cuda) {
                 {"nvfp4_path", nvfp4_path_name(path.path)}};
 }
 
-}  // namespace fp4lab::cli
+}  // namespace fp4lab
