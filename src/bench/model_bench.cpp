@@ -141,8 +141,8 @@ json run_model_bench(const ModelBenchOptions& o) {
       }
     }
   }
-  if (o.cuda.tp > 1 && backend != "cuda")
-    throw Error("--tp " + std::to_string(o.cuda.tp) + " needs the CUDA backend");
+  const SessionOptions session{backend, 0, o.cuda};
+  check_session_options(session);
   const std::string model_path = resolve_model_arg(model, o.hub);  // results keep the id the user gave
   json out;
   out["schema"] = "fp4lab.bench/1";
@@ -220,9 +220,7 @@ json run_model_bench(const ModelBenchOptions& o) {
     };
     if (backend == "cuda") qr.before = read_gpu_telemetry(0);
     {
-      SessionOptions so;
-      so.backend = backend;
-      so.cuda = o.cuda;
+      SessionOptions so = session;
       so.cuda.shape = memory_shape_for(std::vector<int>(static_cast<size_t>(o.batch), o.input_len),
                                        o.output_len, o.batch, o.prefill_tokens);
       MemoryReport mem;

@@ -22,21 +22,30 @@ struct SessionOptions {
   bool host_weights() const { return backend != "cuda"; }
 };
 
+// A backend this build can run with these options, or one error naming the flag: run_session checks it, and
+// a command checks it before the work that comes before loading a model.
+inline void check_session_options(const SessionOptions& o) {
+  if (o.backend != "cpu" && o.backend != "cuda")
+    throw Error("--backend " + o.backend + ": expected cpu or cuda");
+  if (o.cuda.tp > 1 && o.backend != "cuda")
+    throw Error("--tp " + std::to_string(o.cuda.tp) + " needs --backend cuda");
+#if !FP4LAB_HAVE_CUDA
+  if (o.backend == "cuda") throw Error("--backend cuda: this fp4lab was built without CUDA");
+#endif
+}
+
 // Loads `w` onto the backend and calls fn(model, ops, rank) with a CpuModel& / CpuOps& or a CudaModel& /
 // CudaOps& (fn is a generic lambda): once on the CPU, on every rank of a tensor-parallel run, where each rank
 // must do the same work and rank 0 is the one that reports.
 template <class F>
 void run_session(ModelWeights w, const SessionOptions& o, F&& fn) {
-  if (o.backend == "cuda") {
+  check_session_options(o);
 #if FP4LAB_HAVE_CUDA
+  if (o.backend == "cuda") {
     run_cuda_model(std::move(w), o.cuda, [&](CudaModel& m, CudaOps& ops, int rank) { fn(m, ops, rank); });
     return;
-#else
-    throw Error("--backend cuda: this fp4lab was built without CUDA");
-#endif
   }
-  if (o.backend != "cpu") throw Error("--backend " + o.backend + ": expected cpu or cuda");
-  if (o.cuda.tp > 1) throw Error("--tp " + std::to_string(o.cuda.tp) + " needs --backend cuda");
+#endif
   CpuOps ops(o.threads);
   CpuModel m(with_lm_head(std::move(w), o.cuda.lm_head), ops);
   fn(m, ops, 0);

@@ -73,8 +73,8 @@ json record_key(const Gsm8kRunOptions& o, const Tokenizer* tok) {
 int run_gsm8k_eval(Gsm8kRunOptions o) {
   namespace fs = std::filesystem;
   const Gsm8kTask task = parse_gsm8k_task(o.task);
-  if (o.cuda.tp > 1 && o.backend != "cuda")
-    throw Error("--tp " + std::to_string(o.cuda.tp) + " needs --backend cuda");
+  SessionOptions session{o.backend, o.threads, o.cuda};
+  check_session_options(session);
   if (o.data.empty()) o.data = gsm8k_data_dir(o);
   const bool remote = !o.endpoint.empty();
   if (!remote && o.model.empty()) throw Error("--model is required (or --endpoint URL to score a server)");
@@ -358,10 +358,7 @@ int run_gsm8k_eval(Gsm8kRunOptions o) {
     if (!failure.empty()) throw Error(failure);
   } else {
     // The prompts first (setup needs only the config), so that the memory plan knows their lengths.
-    SessionOptions so;
-    so.backend = o.backend;
-    so.threads = o.threads;
-    so.cuda = o.cuda;
+    SessionOptions so = session;
     ModelWeights w = load_model(model_path, mode, o.seed, so.host_weights(), preset_vocab);
     std::call_once(setup_once, [&] { setup(w.config); });
     std::vector<int> lengths;
@@ -370,8 +367,9 @@ int run_gsm8k_eval(Gsm8kRunOptions o) {
     MemoryReport mem;
     if (o.cuda.tp == 1) so.cuda.report = &mem;
     run_session(std::move(w), so, [&](auto& model, auto&, int rank) {
-      // The prefill budget the memory plan fits with (lowered only under a limit).
-      g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
+      // The prefill budget the memory plan fits with (lowered only under a limit). The plan is made for one
+      // GPU only, so the ranks of a tensor-parallel run, which share g, do not write it.
+      if (o.cuda.tp == 1) g.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
       if (rank == 0)
         load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
       run(model, rank);

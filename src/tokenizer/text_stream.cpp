@@ -25,6 +25,14 @@ size_t releasable(const std::string& s) {
   if (safe >= 3 && s.compare(safe - 3, 3, kReplacement) == 0) safe -= 3;
   return safe;
 }
+
+// The first character boundary at or after `from`: where a decode rewrote text already released (a byte-
+// fallback run made invalid by a later byte turns into U+FFFD), the released count can fall inside a
+// character, and the next piece starts at the next whole one, as released text stays out.
+size_t next_boundary(const std::string& s, size_t from, size_t end) {
+  while (from < end && (static_cast<unsigned char>(s[from]) & 0xC0) == 0x80) ++from;
+  return from;
+}
 }  // namespace
 
 bool TextStream::byte_token(int id) const {
@@ -49,9 +57,7 @@ std::string TextStream::push(int id) {
     base = emitted_;
   }
   const size_t safe = releasable(s);
-  // Where a decode rewrote text already released (a byte-fallback run made invalid by a later byte turns into
-  // U+FFFD), base can fall inside a character: start at the next whole one, as released text stays out.
-  while (base < safe && (static_cast<unsigned char>(s[base]) & 0xC0) == 0x80) ++base;
+  base = next_boundary(s, base, safe);
   std::string out = safe > base ? s.substr(base, safe - base) : std::string();
   emitted_ += out.size();
   if (safe == s.size()) {
@@ -74,8 +80,7 @@ std::string TextStream::push(int id) {
 
 std::string TextStream::finish() {
   const std::string s = tok_.decode(ids_, skip_special_);
-  size_t base = emitted_;
-  while (base < s.size() && (static_cast<unsigned char>(s[base]) & 0xC0) == 0x80) ++base;
+  const size_t base = next_boundary(s, emitted_, s.size());
   std::string out = s.size() > base ? s.substr(base) : std::string();
   emitted_ = s.size();
   return out;

@@ -87,7 +87,8 @@ Action add_eval(CLI::App& app) {
     }
     const std::string source = o->tokens_file.empty() ? o->text_file : o->tokens_file;
     if (tokens.size() < 2) throw Error(source + ": need at least 2 tokens");
-    require_cuda_for_tp(o->cuda, o->backend);
+    const SessionOptions session = session_options(o->backend, 0, o->cuda);
+    check_session_options(session);
     std::vector<float> la, lb;
     int vocab = 0;
     // The two sides must score the same token ids.
@@ -103,7 +104,7 @@ Action add_eval(CLI::App& app) {
     int vocab_a = 0;
     for (auto [p, q, out, head] :
          {std::tuple{&path, &o->quant_a, &la, head_a}, std::tuple{&path_b, &o->quant_b, &lb, head_b}}) {
-      SessionOptions so = session_options(o->backend, 0, o->cuda);
+      SessionOptions so = session;
       so.cuda.lm_head = head;
       so.cuda.shape.tokens_per_sequence = so.cuda.shape.forward_tokens = so.cuda.shape.logits_rows =
           static_cast<int>(tokens.size());

@@ -115,7 +115,8 @@ Action add_generate(CLI::App& app) {
   add_cuda_run_options(app, o->cuda);
   return [o]() {
     const QuantMode mode = parse_quant_mode(o->quant);
-    require_cuda_for_tp(o->cuda, o->backend);
+    SessionOptions so = session_options(o->backend, o->threads, o->cuda, o->profile);
+    check_session_options(so);
     std::vector<std::vector<int>> prompts;
     for (const auto& p : o->prompts) prompts.push_back(parse_token_ids(p, "--prompt-ids"));
     // Text prompts: tokenized here; the new ids come back as text.
@@ -164,53 +165,54 @@ Action add_generate(CLI::App& app) {
     MemoryReport mem;
     bool have_mem = false;
     std::optional<TextStream> stream;
+    ModelWeights weights = load_model(model_path, mode, o->seed, so.host_weights());
+    if (text_mode) {
+      // Every rank of a tensor-parallel run must see the same prompts and stop ids, so they are settled here,
+      // from the config, before the ranks start.
+      const ModelConfig& c = weights.config;
+      if (o->add_bos) {
+        if (c.bos_id < 0) throw Error("--add-bos: the model's config.json has no bos_token_id");
+        for (auto& p : prompts) p.insert(p.begin(), c.bos_id);
+      }
+      if (!o->ignore_eos) g.stop_ids.insert(g.stop_ids.end(), c.eos_ids.begin(), c.eos_ids.end());
+    }
     auto run = [&](auto& model, const GenerateOptions& opts) {
       load = meter.finish();
       for (const auto& p : model.weights().plans) nfp4 += p.nvfp4;
       nlin = model.weights().plans.size();
       backend_name = model.ops().name();
       GenerateOptions gr = opts;
-      if (text_mode) {
-        const ModelConfig& c = model.config();
-        if (o->add_bos) {
-          if (c.bos_id < 0) throw Error("--add-bos: the model's config.json has no bos_token_id");
-          for (auto& p : prompts) p.insert(p.begin(), c.bos_id);
-        }
-        if (!o->ignore_eos) gr.stop_ids.insert(gr.stop_ids.end(), c.eos_ids.begin(), c.eos_ids.end());
-        if (prompts.size() == 1) {
-          // One prompt: its text appears as it decodes.
-          stream.emplace(*tok);
-          gr.should_stop = [&](size_t, const std::vector<int>& ids) {
-            std::string piece;
-            for (size_t k = stream->ids().size(); k < ids.size(); ++k) piece += stream->push(ids[k]);
-            if (!piece.empty()) {
-              std::fwrite(piece.data(), 1, piece.size(), stdout);
-              std::fflush(stdout);
-            }
-            return false;
-          };
-        }
+      if (text_mode && prompts.size() == 1) {
+        // One prompt: its text appears as it decodes.
+        stream.emplace(*tok);
+        gr.should_stop = [&](size_t, const std::vector<int>& ids) {
+          std::string piece;
+          for (size_t k = stream->ids().size(); k < ids.size(); ++k) piece += stream->push(ids[k]);
+          if (!piece.empty()) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+          }
+          return false;
+        };
       }
       r = generate(model, prompts, gr);
     };
-    SessionOptions so = session_options(o->backend, o->threads, o->cuda, o->profile);
     std::vector<int> lengths;
-    for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()) + (o->add_bos ? 1 : 0));
+    for (const auto& p : prompts) lengths.push_back(static_cast<int>(p.size()));
     so.cuda.shape = memory_shape_for(lengths, o->max_new, o->batch, o->prefill_tokens);
     so.cuda.report = &mem;
     std::map<std::string, double> prof;
-    run_session(load_model(model_path, mode, o->seed, so.host_weights()), so,
-                [&](auto& model, auto& ops, int rank) {
-                  // The prefill budget the memory plan fits with (lowered only under a limit).
-                  GenerateOptions gl = g;
-                  gl.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
-                  if (rank != 0) {
-                    (void)generate(model, prompts, gl);
-                    return;
-                  }
-                  run(model, gl);
-                  if constexpr (requires { ops.profile_ms(); }) prof = ops.profile_ms();
-                });
+    run_session(std::move(weights), so, [&](auto& model, auto& ops, int rank) {
+      // The prefill budget the memory plan fits with (lowered only under a limit).
+      GenerateOptions gl = g;
+      gl.prefill_tokens = mem.fit.prefill_tokens(g.prefill_tokens);
+      if (rank != 0) {
+        (void)generate(model, prompts, gl);
+        return;
+      }
+      run(model, gl);
+      if constexpr (requires { ops.profile_ms(); }) prof = ops.profile_ms();
+    });
 #if FP4LAB_HAVE_CUDA
     if (o->backend == "cuda") {
       if (o->cuda.tp > 1)

@@ -76,8 +76,6 @@ CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
 // The session a model-running command opens: --backend, --threads (CPU) and the CUDA run flags.
 SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
                                bool profile = false);
-// --tp > 1 with another backend than cuda is an error naming both.
-void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend);
 
 // --prefill-tokens (GenerateOptions::prefill_tokens): the token budget of one batched prefill pass. Every
 // command that generates takes it and echoes it as "prefill_tokens".

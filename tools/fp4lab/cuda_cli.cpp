@@ -89,8 +89,4 @@ SessionOptions session_options(const std::string& backend, int threads, const Cu
   return s;
 }
 
-void require_cuda_for_tp(const CudaCliOptions& o, const std::string& backend) {
-  if (o.tp > 1 && backend != "cuda") throw Error("--tp " + std::to_string(o.tp) + " needs --backend cuda");
-}
-
 }  // namespace fp4lab::cli
