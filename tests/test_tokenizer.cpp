@@ -2,6 +2,7 @@
 // must encode to exactly the golden ids and decode to the golden text.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -233,6 +234,36 @@ TEST(TextStream, WindowedPiecesEqualTheWholeDecodeDefinition) {
     }
     EXPECT_GT(compared, 30) << name;
   }
+}
+
+// A streamed reply costs the same per token late as early: each push decodes a short window, not every id so
+// far (that form, quadratic in the reply, cost 16x more per token at 1024 tokens than at 64). The figures are
+// printed for docs/perf; the assertion is the ratio, with room for a busy machine (the best of 5 runs each).
+TEST(TextStream, PerTokenCostDoesNotGrowWithTheReply) {
+  const Tokenizer tok = Tokenizer::from_dir(kData + "/tokenizers/qwen2");
+  std::string text;
+  while (text.size() < 8000)
+    text += "The quick brown fox jumps over the lazy dog, héllo wörld \u65e5\u672c. ";
+  std::vector<int> ids = tok.encode(text);
+  ASSERT_GE(ids.size(), 1024u);
+  ids.resize(1024);
+  // Seconds per token over ids [from, from + 64), the stream having taken ids [0, from) before.
+  auto per_token = [&](size_t from) {
+    double best = 1e9;
+    for (int rep = 0; rep < 5; ++rep) {
+      TextStream st(tok);
+      for (size_t i = 0; i < from; ++i) (void)st.push(ids[i]);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (size_t i = from; i < from + 64; ++i) (void)st.push(ids[i]);
+      best =
+          std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 64);
+    }
+    return best;
+  };
+  const double early = per_token(0), late = per_token(960);
+  std::printf("TextStream, qwen2: %.2f us per token at tokens 0-63, %.2f us at 960-1023\n", 1e6 * early,
+              1e6 * late);
+  EXPECT_LT(late, 4.0 * early + 2e-6);
 }
 
 TEST(TextStream, GenerateTakesTextAndPrintsTheTextOfItsIds) {
