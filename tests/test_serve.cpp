@@ -384,6 +384,15 @@ TEST(Serve, BenchServeAgreesWithTheServersMetrics) {
   EXPECT_GT(tpot, 0.0);
 #endif
   EXPECT_GT(m["output_throughput"].get<double>(), 0);
+  // The server's own split of that time: every token came from a step (a prefill or a decode of up to 8), so
+  // there were at least output_len steps, each shorter than a whole request.
+  ASSERT_TRUE(m.contains("server_engine")) << m.dump(2);
+  const json& e = m["server_engine"];
+  EXPECT_GE(e["steps"].get<double>(), 24.0) << e.dump();
+  EXPECT_GT(e["mean_step_ms"].get<double>(), 0.0) << e.dump();
+  EXPECT_LT(e["mean_step_ms"].get<double>(), m["mean_e2el_ms"].get<double>()) << e.dump();
+  EXPECT_GT(e["stream_us_per_token"].get<double>(), 0.0) << e.dump();
+  EXPECT_GE(e["loop_us_per_step"].get<double>(), 0.0) << e.dump();
   // The command: a run per concurrency, stored, and drawn by the report.
   test::TempDir d;
   const auto r =

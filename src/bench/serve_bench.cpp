@@ -6,6 +6,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -91,6 +92,40 @@ Stats stats_ms(std::vector<double> v) {
   return s;
 }
 
+// The engine counters fp4lab serve exports on /metrics (sums and counts; absent on other servers).
+struct EngineCounters {
+  bool ok = false;  // the server exported them
+  double step_s = 0, steps = 0, stream_s = 0, loop_s = 0, tokens = 0;
+};
+
+// The value of an unlabelled sample `name` in Prometheus text, or NaN.
+double prometheus_value(const std::string& text, const std::string& name) {
+  size_t at = 0;
+  while ((at = text.find(name + " ", at)) != std::string::npos) {
+    if (at == 0 || text[at - 1] == '\n') return std::strtod(text.c_str() + at + name.size() + 1, nullptr);
+    at += name.size();
+  }
+  return std::nan("");
+}
+
+EngineCounters engine_counters(const OpenAIClient& client) {
+  EngineCounters c;
+  try {
+    const HttpReply r = client.get("/metrics", true);
+    if (r.status != 200) return c;
+    c.step_s = prometheus_value(r.body, "fp4lab_engine_step_seconds_sum");
+    c.steps = prometheus_value(r.body, "fp4lab_engine_step_seconds_count");
+    c.stream_s = prometheus_value(r.body, "fp4lab_engine_stream_seconds_total");
+    c.loop_s = prometheus_value(r.body, "fp4lab_engine_loop_seconds_total");
+    c.tokens = prometheus_value(r.body, "fp4lab_generation_tokens_total");
+    c.ok = true;
+    for (double v : {c.step_s, c.steps, c.stream_s, c.loop_s, c.tokens}) c.ok = c.ok && !std::isnan(v);
+  } catch (const Error&) {
+    c.ok = false;
+  }
+  return c;
+}
+
 }  // namespace
 
 json run_serve_bench(const ServeBenchOptions& o) {
@@ -126,6 +161,7 @@ json run_serve_bench(const ServeBenchOptions& o) {
   threads.reserve(prompts.size());
   std::mt19937_64 rng(o.seed ^ 0x5EEDull);
   std::exponential_distribution<double> gap(std::isinf(o.request_rate) ? 1.0 : o.request_rate);
+  const EngineCounters before = engine_counters(client);
   const auto start = Clock::now();
   auto next_at = start;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -163,6 +199,7 @@ json run_serve_bench(const ServeBenchOptions& o) {
   }
   for (auto& t : threads) t.join();
   const double duration = std::chrono::duration<double>(Clock::now() - start).count();
+  const EngineCounters after = before.ok ? engine_counters(client) : EngineCounters{};
 
   int completed = 0, failed = 0, good = 0;
   int64_t in_tokens = 0, out_tokens = 0;
@@ -223,6 +260,16 @@ json run_serve_bench(const ServeBenchOptions& o) {
   put("tpot", tpot);
   put("itl", itl);
   put("e2el", e2el);
+  // Where fp4lab serve's time went during the run, from its /metrics: the mean engine step, and per step the
+  // engine loop's own time; per generated token the text hooks. A client's TPOT minus the step is what HTTP
+  // and the client add.
+  if (before.ok && after.ok && after.steps > before.steps && after.tokens > before.tokens) {
+    const double steps = after.steps - before.steps, tokens = after.tokens - before.tokens;
+    m["server_engine"] = {{"steps", steps},
+                          {"mean_step_ms", (after.step_s - before.step_s) / steps * 1e3},
+                          {"loop_us_per_step", (after.loop_s - before.loop_s) / steps * 1e6},
+                          {"stream_us_per_token", (after.stream_s - before.stream_s) / tokens * 1e6}};
+  }
   return m;
 }
 
@@ -266,6 +313,14 @@ std::string serve_bench_table(const json& m) {
     row(("Mean " + up + " (ms):").c_str(), num(m["mean_" + name + "_ms"].get<double>(), 2));
     row(("Median " + up + " (ms):").c_str(), num(m["median_" + name + "_ms"].get<double>(), 2));
     row(("P99 " + up + " (ms):").c_str(), num(m["p99_" + name + "_ms"].get<double>(), 2));
+  }
+  if (m.contains("server_engine")) {
+    const json& e = m["server_engine"];
+    out += "-----------Server engine (fp4lab /metrics)-----------\n";
+    row("Engine steps:", num(e["steps"].get<double>(), 0));
+    row("Mean engine step (ms):", num(e["mean_step_ms"].get<double>(), 3));
+    row("Engine loop per step (us):", num(e["loop_us_per_step"].get<double>(), 1));
+    row("Text hooks per token (us):", num(e["stream_us_per_token"].get<double>(), 1));
   }
   out += "==================================================\n";
   return out;

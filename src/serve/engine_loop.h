@@ -38,6 +38,8 @@ void run_engine_loop(Model& model, const Tokenizer& tok, ServeQueue& queue, Serv
   so.keep_step_times = false;
   Scheduler<Model> sched(model, std::move(so));
   auto failure = std::make_shared<std::string>();  // the error that ended the current step, if any
+  // Engine-thread seconds in the text hooks during the current step (the metrics split a step with it).
+  auto stream_s = std::make_shared<double>(0.0);
   auto to_spec = [&](ServeJob job) {
     SequenceSpec s;
     s.prompt = std::move(job.prompt);
@@ -49,8 +51,10 @@ void run_engine_loop(Model& model, const Tokenizer& tok, ServeQueue& queue, Serv
     auto text = std::make_shared<TextAssembler>(tok, std::move(job.stop), o.eos_ids);
     auto out = job.out;
     s.on_admit = [out] { out->mark_admitted(); };
-    s.on_token = [text, out](const std::vector<int>& ids) {
+    s.on_token = [text, out, stream_s](const std::vector<int>& ids) {
+      const auto t0 = Clock::now();
       out->push(text->push(ids.back()), static_cast<int>(ids.size()));
+      *stream_s += std::chrono::duration<double>(Clock::now() - t0).count();
     };
     s.should_stop = [text](const std::vector<int>&) { return text->stopped(); };
     s.cancelled = [out] { return out->cancelled(); };
@@ -67,6 +71,9 @@ void run_engine_loop(Model& model, const Tokenizer& tok, ServeQueue& queue, Serv
   };
   bool draining = false;
   Clock::time_point drain_deadline{};
+  // The end of the last busy step: the loop's own time is from there to the next step's start.
+  Clock::time_point last_step_end{};
+  bool after_step = false;
   while (true) {
     if (stop && !draining) {
       draining = true;
@@ -85,7 +92,11 @@ void run_engine_loop(Model& model, const Tokenizer& tok, ServeQueue& queue, Serv
       sched.cancel_all();
       break;
     }
-    if (!sched.idle()) {
+    if (sched.idle()) {
+      after_step = false;
+    } else {
+      const auto t0 = Clock::now();
+      *stream_s = 0;
       try {
         sched.step();
       } catch (const std::exception& e) {
@@ -94,6 +105,13 @@ void run_engine_loop(Model& model, const Tokenizer& tok, ServeQueue& queue, Serv
         sched.cancel_all();
         failure->clear();
       }
+      const auto t1 = Clock::now();
+      const auto secs = [](Clock::time_point a, Clock::time_point b) {
+        return std::chrono::duration<double>(b - a).count();
+      };
+      metrics.engine_step(secs(t0, t1), *stream_s, after_step ? secs(last_step_end, t0) : 0.0);
+      last_step_end = t1;
+      after_step = true;
     }
     metrics.set_state(static_cast<int>(sched.running()), static_cast<int>(sched.waiting() + queue.queued()),
                       o.memory_in_use ? o.memory_in_use() : 0);

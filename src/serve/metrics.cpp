@@ -18,6 +18,9 @@ const std::vector<double> kTtftBounds{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08
 const std::vector<double> kTpotBounds{0.001, 0.0025, 0.005, 0.0075, 0.01,  0.015, 0.02,
                                       0.025, 0.03,   0.04,  0.05,   0.075, 0.1,   0.15,
                                       0.2,   0.3,    0.4,   0.5,    0.75,  1.0,   2.5};
+// Engine steps: a decode step of a small model on a fast GPU (~1 ms) to a long batched prefill.
+const std::vector<double> kStepBounds{0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075,
+                                      0.01,   0.015, 0.02,   0.03,  0.05,   0.1,   0.25,  0.5,   1.0};
 const std::vector<double> kRequestBounds{0.3,  0.5,   0.8,   1.0,   1.5,   2.0,    2.5,
                                          5.0,  10.0,  15.0,  20.0,  30.0,  40.0,   50.0,
                                          60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
@@ -47,7 +50,11 @@ void Histogram::render(std::string& out, const std::string& name) const {
 }
 
 ServeMetrics::ServeMetrics()
-    : ttft_(kTtftBounds), tpot_(kTpotBounds), e2e_(kRequestBounds), queue_(kRequestBounds) {}
+    : ttft_(kTtftBounds),
+      tpot_(kTpotBounds),
+      e2e_(kRequestBounds),
+      queue_(kRequestBounds),
+      step_(kStepBounds) {}
 
 void ServeMetrics::request_finished(const std::string& reason, int prompt_tokens, int completion_tokens,
                                     double ttft_s, double tpot_s, double e2e_s, double queue_s) {
@@ -86,6 +93,13 @@ void ServeMetrics::set_state(int running, int waiting, uint64_t memory_bytes) {
   running_ = running;
   waiting_ = waiting;
   memory_ = memory_bytes;
+}
+
+void ServeMetrics::engine_step(double step_s, double stream_s, double loop_s) {
+  const std::lock_guard<std::mutex> l(mu_);
+  step_.observe(step_s);
+  stream_s_ += stream_s;
+  loop_s_ += loop_s;
 }
 
 double ServeMetrics::mean_ttft_s() const {
@@ -136,6 +150,17 @@ std::string ServeMetrics::render() const {
   e2e_.render(out, "fp4lab_e2e_request_latency_seconds");
   header(out, "fp4lab_request_queue_time_seconds", "histogram", "From a request's arrival to its admission.");
   queue_.render(out, "fp4lab_request_queue_time_seconds");
+  header(out, "fp4lab_engine_step_seconds", "histogram",
+         "Wall time of each engine step (prefill of admitted requests and/or one decode token for every "
+         "running one), the text hooks included.");
+  step_.render(out, "fp4lab_engine_step_seconds");
+  header(out, "fp4lab_engine_stream_seconds_total", "counter",
+         "Engine-thread time in the steps turning new ids into streamed text (detokenization, stop strings, "
+         "handing the text to the HTTP threads).");
+  out += "fp4lab_engine_stream_seconds_total " + num(stream_s_) + "\n";
+  header(out, "fp4lab_engine_loop_seconds_total", "counter",
+         "Engine-thread time between busy steps: taking new requests off the queue, updating the gauges.");
+  out += "fp4lab_engine_loop_seconds_total " + num(loop_s_) + "\n";
   return out;
 }
 

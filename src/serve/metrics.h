@@ -37,6 +37,10 @@ class ServeMetrics {
   void request_finished(const RequestStream::Times& t);
   void request_rejected(const std::string& reason);  // queue_full, shutting_down, bad_request, unauthorized
   void set_state(int running, int waiting, uint64_t memory_bytes);
+  // One scheduler step of the engine thread: its wall time (the forward, sampling and the hooks that turn ids
+  // into text), the part of it spent in those hooks, and the engine loop's own time around it (the queue,
+  // the gauges). Together they split a streamed token's time into the model's and the server's.
+  void engine_step(double step_s, double stream_s, double loop_s);
   std::string render() const;
   // Mean TTFT and TPOT so far (the tests compare them with a client's).
   double mean_ttft_s() const;
@@ -47,6 +51,8 @@ class ServeMetrics {
   std::map<std::string, uint64_t> finished_, rejected_;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, tpot_, e2e_, queue_;
+  Histogram step_;
+  double stream_s_ = 0, loop_s_ = 0;
   int running_ = 0, waiting_ = 0;
   uint64_t memory_ = 0;
 };
