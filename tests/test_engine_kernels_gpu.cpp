@@ -21,7 +21,7 @@
 #include "cuda/attention_decode.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/flash_attention.h"
-#include "cuda/mamba_decode_step.h"
+#include "cuda/mamba_decode.h"
 #include "cuda/mamba_prefill.h"
 #include "cuda/nvfp4_gemm.h"
 #include "format/nvfp4.h"
@@ -579,9 +579,13 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
     DeviceBuffer dq = to_device(p.q), dk = to_device(p.k), dv = to_device(p.v),
                  dpos = to_device(std::vector<int>{c.len - 1}), dout(p.q.size() * 2),
                  part(static_cast<size_t>(c.nh) * c.splits * (c.hd + 2) * 4);
-    launch_attention_gqa(dim3(c.nkv, c.splits), nullptr, dq.as<bf16_raw>(), dk.as<bf16_raw>(),
-                         dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout.as<bf16_raw>(), nullptr,
-                         nullptr, nullptr, c.splits > 1 ? part.as<float>() : nullptr);
+    AttentionDecodeArgs a;
+    a.q = dq.as<bf16_raw>();
+    a.nh = c.nh, a.nkv = c.nkv, a.hd = c.hd;
+    a.kv = KvCaches::one(dk.as<bf16_raw>(), dv.as<bf16_raw>(), dpos.as<int>());
+    a.out = dout.as<bf16_raw>();
+    a.part = c.splits > 1 ? part.as<float>() : nullptr;
+    launch_attention_gqa(dim3(c.nkv, c.splits), a, nullptr);
     if (c.splits > 1)
       launch_attention_combine(c.nh, c.splits, c.hd, part.as<float>(), dout.as<bf16_raw>(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -597,9 +601,11 @@ TEST(GpuKernels, GqaDecodeAttentionMatchesCpu) {
     CUDA_CHECK(cudaMemset(done.ptr, 0, done.bytes));
     for (int rep = 0; rep < 2; ++rep) {
       CUDA_CHECK(cudaMemset(dout2.ptr, 0, dout2.bytes));
-      launch_attention_gqa(dim3(c.nkv, c.splits), nullptr, dq.as<bf16_raw>(), dk.as<bf16_raw>(),
-                           dv.as<bf16_raw>(), c.nh, c.nkv, c.hd, dpos.as<int>(), dout2.as<bf16_raw>(),
-                           nullptr, nullptr, nullptr, part.as<float>(), done.as<int>());
+      AttentionDecodeArgs m = a;
+      m.out = dout2.as<bf16_raw>();
+      m.part = part.as<float>();
+      m.done = done.as<int>();
+      launch_attention_gqa(dim3(c.nkv, c.splits), m, nullptr);
       CUDA_CHECK(cudaDeviceSynchronize());
       EXPECT_EQ(to_host<uint16_t>(dout2, p.q.size()), got) << "in-kernel merge, splits " << c.splits;
       EXPECT_EQ(to_host<int>(done, static_cast<size_t>(c.nkv)), std::vector<int>(static_cast<size_t>(c.nkv)));

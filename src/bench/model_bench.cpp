@@ -166,7 +166,7 @@ json run_model_bench(const ModelBenchOptions& o) {
                     {"seed", o.seed},
                     {"sweep_batch", o.sweep},
                     {"profile", o.profile}};
-  out["options"].update(o.cuda_echo);
+  echo_cuda_run_options(out["options"], o.cuda);
   // How the batch's prompts are prefilled: all in one pass, in passes, or one forward each.
   const int per_pass = std::clamp(o.prefill_tokens / o.input_len, 1, o.batch);
   const std::string prefill = o.batch == 1          ? "prefilled alone"

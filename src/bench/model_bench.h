@@ -24,7 +24,6 @@ struct ModelBenchOptions {
   uint64_t seed = 0;     // preset weights
   std::string json_out;  // "" = no file
   CudaRunOptions cuda;   // the CUDA run (TP, graphs, memory limit, lm_head, ...)
-  nlohmann::json cuda_echo = nlohmann::json::object();  // the command's CUDA flags, echoed into "options"
   bool profile = false;                                 // cuda: one extra run timing every op class
   std::string db = ResultsDb::default_path();
   HubOptions hub = HubOptions::from_env();

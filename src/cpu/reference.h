@@ -85,7 +85,7 @@ float softplus(float x);
 // in_proj output, z [d_inner] | xBC [conv_dim] | dt [heads]; y [d_inner] = gated_rmsnorm(ssm step(conv1d +
 // SiLU of xBC, clamp(softplus(dt + dt_bias))), z). conv_state [conv_dim, kernel - 1] and ssm_state [heads,
 // head_dim, state] advance by the token. This composition of the ops above is the spec of the CUDA
-// backend's two-kernel form (cuda/mamba_decode_step.h).
+// backend's two-kernel form (cuda/mamba_decode.h).
 struct MambaStepWeights {
   std::span<const float> conv_w, conv_b;     // [conv_dim, kernel], [conv_dim] (may be empty)
   std::span<const float> dt_bias, a_log, d;  // [heads]

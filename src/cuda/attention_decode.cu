@@ -1,10 +1,13 @@
 // Decode-time attention of the CUDA engine backend (one block per query head and key split, flash-decoding
 // combine), RoPE, and the KV-cache bookkeeping. Prefill attention runs on tensor cores in
 // sm80_flash_attention.cu. CPU twin: cpu::attention, cpu::rope_apply.
-#include "cuda/engine_kernels.cuh"
+#include "cuda/attention_decode.h"
 
 #include "common/error.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
+#include "cuda/launch.h"
+#include "cuda/ptx.cuh"
 
 #include <cmath>
 
@@ -546,21 +549,25 @@ __global__ void pos_add_batch_kernel(int* const* pos_tab, int n) {
   if (i < n) *pos_tab[i] += 1;
 }
 
-void launch_attention_decode(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw, const bf16_raw* kc_raw,
-                             const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
-                             bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
-                             const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part) {
-  const auto* q = reinterpret_cast<const bf16*>(q_raw);
-  auto* out = reinterpret_cast<bf16*>(out_raw);
-  const auto* kc_tab = reinterpret_cast<const bf16* const*>(kc_tab_raw);
-  const auto* vc_tab = reinterpret_cast<const bf16* const*>(vc_tab_raw);
-  if (kc_tab)
-    launch_kernel(attention_kernel<true>, grid, kAttnWarps * 32, 0, stream, q, nullptr, nullptr, nh, nkv, hd,
-                  nullptr, out, kc_tab, vc_tab, pos_tab, part);
+void launch_rope_kv_append(const RopeKvAppendArgs& a, cudaStream_t stream) {
+  launch_kernel(rope_kv_append_kernel, grid_1d(int64_t{a.rows} * (a.nh + 2 * a.nkv) * a.hd / 2, 256), 256, 0,
+                stream, reinterpret_cast<bf16*>(a.q), reinterpret_cast<const bf16*>(a.k),
+                reinterpret_cast<const bf16*>(a.v), a.rows, a.nh, a.nkv, a.hd, a.inv_freq, a.kv.pos,
+                a.kv.pos_tab, reinterpret_cast<bf16*>(a.kv.k), reinterpret_cast<bf16*>(a.kv.v),
+                reinterpret_cast<bf16* const*>(a.kv.k_tab), reinterpret_cast<bf16* const*>(a.kv.v_tab));
+}
+
+void launch_attention_decode(dim3 grid, const AttentionDecodeArgs& a, cudaStream_t stream) {
+  const auto* q = reinterpret_cast<const bf16*>(a.q);
+  auto* out = reinterpret_cast<bf16*>(a.out);
+  if (a.kv.batched())
+    launch_kernel(attention_kernel<true>, grid, kAttnWarps * 32, 0, stream, q, nullptr, nullptr, a.nh, a.nkv,
+                  a.hd, nullptr, out, reinterpret_cast<const bf16* const*>(a.kv.k_tab),
+                  reinterpret_cast<const bf16* const*>(a.kv.v_tab), a.kv.pos_tab, a.part);
   else
     launch_kernel(attention_kernel<false>, grid, kAttnWarps * 32, 0, stream, q,
-                  reinterpret_cast<const bf16*>(kc_raw), reinterpret_cast<const bf16*>(vc_raw), nh, nkv, hd,
-                  pos_one, out, nullptr, nullptr, nullptr, part);
+                  reinterpret_cast<const bf16*>(a.kv.k), reinterpret_cast<const bf16*>(a.kv.v), a.nh, a.nkv,
+                  a.hd, a.kv.pos, out, nullptr, nullptr, nullptr, a.part);
 }
 
 bool gqa_attention_supported(int nh, int nkv, int hd) {
@@ -568,30 +575,26 @@ bool gqa_attention_supported(int nh, int nkv, int hd) {
   return (hd == 32 || hd == 64 || hd == 128) && (g == 1 || g == 2 || g == 4 || g == 5 || g == 8);
 }
 
-void launch_attention_gqa(dim3 grid, cudaStream_t stream, const bf16_raw* q_raw, const bf16_raw* kc_raw,
-                          const bf16_raw* vc_raw, int nh, int nkv, int hd, const int* pos_one,
-                          bf16_raw* out_raw, const bf16_raw* const* kc_tab_raw,
-                          const bf16_raw* const* vc_tab_raw, const int* const* pos_tab, float* part,
-                          int* done, const GqaAppend* append) {
-  const GqaArgs a{reinterpret_cast<const bf16*>(q_raw),
-                  reinterpret_cast<const bf16*>(kc_raw),
-                  reinterpret_cast<const bf16*>(vc_raw),
-                  nh,
-                  nkv,
-                  pos_one,
-                  reinterpret_cast<bf16*>(out_raw),
-                  reinterpret_cast<const bf16* const*>(kc_tab_raw),
-                  reinterpret_cast<const bf16* const*>(vc_tab_raw),
-                  pos_tab,
-                  part,
-                  done,
-                  append ? reinterpret_cast<const bf16*>(append->k) : nullptr,
-                  append ? reinterpret_cast<const bf16*>(append->v) : nullptr,
-                  append ? append->inv_freq : nullptr};
-  const int g = nh / nkv;
-  const bool ok = hd == 128  ? launch_gqa_hd<128>(g, grid, stream, a)
-                  : hd == 64 ? launch_gqa_hd<64>(g, grid, stream, a)
-                             : hd == 32 && launch_gqa_hd<32>(g, grid, stream, a);
+void launch_attention_gqa(dim3 grid, const AttentionDecodeArgs& d, cudaStream_t stream) {
+  const GqaArgs a{reinterpret_cast<const bf16*>(d.q),
+                  reinterpret_cast<const bf16*>(d.kv.k),
+                  reinterpret_cast<const bf16*>(d.kv.v),
+                  d.nh,
+                  d.nkv,
+                  d.kv.pos,
+                  reinterpret_cast<bf16*>(d.out),
+                  reinterpret_cast<const bf16* const*>(d.kv.k_tab),
+                  reinterpret_cast<const bf16* const*>(d.kv.v_tab),
+                  d.kv.pos_tab,
+                  d.part,
+                  d.done,
+                  d.append ? reinterpret_cast<const bf16*>(d.append->k) : nullptr,
+                  d.append ? reinterpret_cast<const bf16*>(d.append->v) : nullptr,
+                  d.append ? d.append->inv_freq : nullptr};
+  const int g = d.nh / d.nkv;
+  const bool ok = d.hd == 128  ? launch_gqa_hd<128>(g, grid, stream, a)
+                  : d.hd == 64 ? launch_gqa_hd<64>(g, grid, stream, a)
+                               : d.hd == 32 && launch_gqa_hd<32>(g, grid, stream, a);
   if (!ok) throw Error("internal: GQA decode attention launched for an unsupported shape");
 }
 
@@ -599,6 +602,14 @@ void launch_attention_combine(int query_heads, int splits, int hd, const float* 
                               cudaStream_t stream) {
   launch_kernel(attention_combine_kernel, static_cast<unsigned>(query_heads), 128, 0, stream, part, splits,
                 hd, reinterpret_cast<bf16*>(out));
+}
+
+void launch_pos_add(int* pos, int t, cudaStream_t stream) {
+  launch_kernel(pos_add_kernel, 1, 1, 0, stream, pos, t);
+}
+
+void launch_pos_add_batch(int* const* pos_tab, int n, cudaStream_t stream) {
+  launch_kernel(pos_add_batch_kernel, grid_1d(n, 128), 128, 0, stream, pos_tab, n);
 }
 
 }  // namespace fp4lab

@@ -1,12 +1,11 @@
-// The CUDA engine backend (CudaOps): buffers, graph capture, the token pick, and the launches of the kernels
-// in the op-family files (engine_kernels.cuh); the weights' upload is in cuda_ops_load.cu, the Mamba-2 ops in
-// cuda_ops_mamba.cu. tests/test_engine_gpu.cpp compares whole models
-// against the CPU backend, tests/test_engine_kernels_gpu.cpp single kernels against their CPU twins.
+// The CUDA engine backend (CudaOps): buffers, graph capture, the token pick, and the dispatch of each op to
+// the launchers of its kernel family (elementwise.h, attention_decode.h, flash_attention.h, nvfp4_gemm.h,
+// ...); the weights' upload is in cuda_ops_load.cu, the Mamba-2 ops in cuda_ops_mamba.cu.
+// tests/test_engine_gpu.cpp compares whole models against the CPU backend, tests/test_engine_kernels_gpu.cpp
+// single kernels against their CPU twins.
 #include "cuda/cuda_ops_impl.cuh"
 
 namespace fp4lab {
-
-using namespace dev;
 
 void CudaOps::prof_begin(const char* op) {
   PendingEvent e{op, nullptr, nullptr};
@@ -157,8 +156,7 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
-    launch_kernel(bf16_to_f32_kernel, grid_1d(static_cast<int64_t>(n), 256), 256, 0, stream_,
-                  reinterpret_cast<const bf16*>(l.data), static_cast<int64_t>(n), logits_dev_.as<float>());
+    launch_bf16_to_f32(l.data, static_cast<int64_t>(n), logits_dev_.as<float>(), stream_);
   } else if (const int split = bf16_gemv_split_for(h.rows, d.n, d.k, h.cols, h.data, d.bf16.ptr)) {
     bf16_gemv(h.data, h.rows, h.cols, d.bf16.as<bf16_raw>(), d.n, d.k, logits_dev_.as<float>(), d.n, split,
               stream_);
@@ -182,8 +180,7 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
     const ncclResult_t rc = ncclAllGather(logits_dev_.ptr, vocab_gather_.ptr, n, ncclFloat32,
                                           static_cast<ncclComm_t>(tp_comm_), stream_);
     if (rc != ncclSuccess) throw Error(std::string("NCCL all-gather failed: ") + ncclGetErrorString(rc));
-    launch_kernel(gather_vocab_kernel, grid_1d(h.rows * vocab_, 256), 256, 0, stream_,
-                  vocab_gather_.as<float>(), h.rows, d.n, vocab_, logits_dev_.as<float>());
+    launch_gather_vocab(vocab_gather_.as<float>(), h.rows, d.n, vocab_, logits_dev_.as<float>(), stream_);
     logits_cols_ = vocab_;
     return static_cast<size_t>(h.rows * vocab_);
 #endif
@@ -209,7 +206,7 @@ void CudaOps::write_rows(Tensor& dst, int64_t from, const Tensor& src) {
 
 void CudaOps::advance(State& s, int t) {
   s.pos += t;
-  launch_kernel(pos_add_kernel, 1, 1, 0, stream_, s.pos_dev.as<int>(), t);
+  launch_pos_add(s.pos_dev.as<int>(), t, stream_);
 }
 
 void CudaOps::capture(State& s, const std::function<void()>& body) {
@@ -352,8 +349,8 @@ void CudaOps::embed(std::span<const int> tokens, const std::vector<float>&, int6
   CUDA_CHECK(
       cudaMemcpyAsync(tokens_.ptr, pinned_tokens_, tokens.size() * 4, cudaMemcpyHostToDevice, stream_));
   if (!x.f32) throw Error("internal: embed writes the FP32 residual stream");
-  launch_kernel(embed_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, tokens_.as<int>(),
-                static_cast<int>(x.rows), embed_.as<bf16>(), first_id, vocab_rows_, hidden_, x.fdata());
+  launch_embed(tokens_.as<int>(), static_cast<int>(x.rows), embed_.as<bf16_raw>(), first_id, vocab_rows_,
+               hidden_, x.fdata(), stream_);
 }
 
 int CudaOps::bf16_gemv_split_for(int64_t m, int64_t n, int64_t k, int64_t ldx, const void* x, const void* w) {
@@ -378,10 +375,7 @@ void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
     nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
   else
     bf16_matmul(x.data, x.rows, d.k, d.bf16.as<bf16_raw>(), d.n, y.data);
-  if (d.bias.ptr) {
-    launch_kernel(bias_kernel, grid_1d(y.rows * y.cols, 256), 256, 0, stream_,
-                  reinterpret_cast<bf16*>(y.data), d.bias.as<float>(), y.rows, y.cols);
-  }
+  if (d.bias.ptr) launch_bias(y.data, d.bias.as<float>(), y.rows, y.cols, stream_);
 }
 
 void CudaOps::linear_relu2(const Tensor& x, const LinearWeight& w, Tensor& y) {
@@ -459,13 +453,16 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
 void CudaOps::launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
                              Tensor& y) {
   OpTimer timer_(this, "rmsnorm");
-  const int threads = static_cast<int>(std::clamp<int64_t>((x.cols / 8 + 31) / 32 * 32, 32, 1024));
-  // 16-byte accesses where a row is whole 8-value units that one block's threads cover.
-  const bool vec = x.cols % 8 == 0 && x.cols / 8 <= 1024 && aligned16(x.data) && aligned16(y.data) &&
-                   (!add || aligned16(add));
-  launch_kernel(vec ? rmsnorm8_kernel : rmsnorm_kernel, static_cast<unsigned>(x.rows), threads, 0, stream_,
-                x.data, x.f32, reinterpret_cast<const bf16*>(add), dev_f32(w), x.cols, eps,
-                reinterpret_cast<bf16*>(y.data));
+  RmsNormArgs a;
+  a.x = x.data;
+  a.x_f32 = x.f32;
+  a.add = add;
+  a.w = dev_f32(w);
+  a.rows = x.rows;
+  a.width = x.cols;
+  a.eps = eps;
+  a.y = y.data;
+  fp4lab::launch_rmsnorm(a, stream_);
 }
 
 void CudaOps::rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) {
@@ -480,9 +477,7 @@ void CudaOps::add_rmsnorm(Tensor& x, const Tensor& o, const std::vector<float>& 
 
 void CudaOps::rmsnorm_heads(Tensor& x, int heads, const std::vector<float>& w, float eps) {
   OpTimer timer_(this, "rmsnorm");
-  const int64_t hd = x.cols / heads;
-  launch_kernel(rmsnorm_kernel, static_cast<unsigned>(x.rows * heads), 64, 0, stream_, x.data, false, nullptr,
-                dev_f32(w), hd, eps, reinterpret_cast<bf16*>(x.data));
+  launch_rmsnorm_heads(x.data, x.rows, heads, x.cols / heads, dev_f32(w), eps, stream_);
 }
 
 void CudaOps::synchronize_if_not_capturing() {
@@ -504,37 +499,37 @@ void CudaOps::set_rope(int hd, const RopeConfig& r) {
 }
 
 void CudaOps::rope_kv_append(Tensor& q, const Tensor& k, const Tensor& v, int nh, int nkv, int hd,
-                             const RopeConfig* rope, const int* pos_one, const int* const* pos_tab,
-                             bf16_raw* kc_one, bf16_raw* vc_one, bf16_raw* const* kc_tab,
-                             bf16_raw* const* vc_tab) {
+                             const RopeConfig* rope, const KvCaches& kv) {
   if (rope) set_rope(hd, *rope);
-  launch_kernel(rope_kv_append_kernel, grid_1d(q.rows * (nh + 2 * nkv) * hd / 2, 256), 256, 0, stream_,
-                reinterpret_cast<bf16*>(q.data), reinterpret_cast<const bf16*>(k.data),
-                reinterpret_cast<const bf16*>(v.data), static_cast<int>(q.rows), nh, nkv, hd,
-                rope ? inv_freq_.as<float>() : nullptr, pos_one, pos_tab, reinterpret_cast<bf16*>(kc_one),
-                reinterpret_cast<bf16*>(vc_one), reinterpret_cast<bf16* const*>(kc_tab),
-                reinterpret_cast<bf16* const*>(vc_tab));
+  RopeKvAppendArgs a;
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.rows = static_cast<int>(q.rows);
+  a.nh = nh, a.nkv = nkv, a.hd = hd;
+  a.inv_freq = rope ? inv_freq_.as<float>() : nullptr;
+  a.kv = kv;
+  launch_rope_kv_append(a, stream_);
 }
 
 void CudaOps::attention(Tensor& q, const Tensor& k, const Tensor& v, State& s, size_t layer, int nh, int nkv,
                         int hd, const RopeConfig* rope, Tensor& out) {
   OpTimer timer_(this, "attention");
-  bf16_raw* kc = s.k[layer].as<bf16_raw>();
-  bf16_raw* vc = s.v[layer].as<bf16_raw>();
+  const KvCaches kv =
+      KvCaches::one(s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(), s.pos_dev.as<int>());
   // Decode: RoPE and the cache append inside the GQA attention kernel where it runs.
   if (q.rows == 1 && fused_rope_ && gqa_attention_supported(nh, nkv, hd)) {
     const GqaAppend app = append_args(k, v, hd, rope);
-    launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out,
-                     &app);
+    launch_attention(q, kv, nh, nkv, hd, s.capacity, out, &app);
     return;
   }
-  rope_kv_append(q, k, v, nh, nkv, hd, rope, s.pos_dev.as<int>(), nullptr, kc, vc, nullptr, nullptr);
+  rope_kv_append(q, k, v, nh, nkv, hd, rope, kv);
   if (q.rows > 1 && flash_attention_supported(hd)) {  // prefill on tensor cores
-    flash_attention_prefill(q.data, kc, vc, s.pos_dev.as<int>(), static_cast<int>(q.rows), nh, nkv, hd,
-                            out.data, stream_);
+    flash_attention_prefill(q.data, kv.k, kv.v, kv.pos, static_cast<int>(q.rows), nh, nkv, hd, out.data,
+                            stream_);
     return;
   }
-  launch_attention(q, kc, vc, s.pos_dev.as<int>(), nullptr, nullptr, nullptr, nh, nkv, hd, s.capacity, out);
+  launch_attention(q, kv, nh, nkv, hd, s.capacity, out);
 }
 
 GqaAppend CudaOps::append_args(const Tensor& k, const Tensor& v, int hd, const RopeConfig* rope) {
@@ -553,8 +548,7 @@ bool CudaOps::attention_segments(Tensor& q, const Tensor& k, const Tensor& v, st
     State& s = *states[i];
     Tensor qs = this->rows(q, row0, rows[i]);
     rope_kv_append(qs, this->rows(k, row0, rows[i]), this->rows(v, row0, rows[i]), nh, nkv, hd, rope,
-                   s.pos_dev.as<int>(), nullptr, s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(),
-                   nullptr, nullptr);
+                   KvCaches::one(s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(), s.pos_dev.as<int>()));
     seqs.push_back(
         {row0, s.k[layer].as<bf16_raw>(), s.v[layer].as<bf16_raw>(), s.pos_dev.as<int>(), rows[i]});
     row0 += rows[i];
@@ -574,78 +568,57 @@ int CudaOps::attention_splits(int64_t blocks_per_split, int max_len) {
   return static_cast<int>(std::clamp<int64_t>(std::min(want, by_len), 1, kAttnMaxSplits));
 }
 
-void CudaOps::launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
-                               const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
-                               const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out,
-                               const GqaAppend* append) {
+void CudaOps::launch_attention(const Tensor& q, const KvCaches& kv, int nh, int nkv, int hd, int max_len,
+                               Tensor& out, const GqaAppend* append) {
   if (hd > kAttnMaxDimsPerLane * 32)
     throw Error("head_dim " + std::to_string(hd) + " > 256 is not supported by the CUDA attention");
   const int64_t qh = q.rows * nh;
   // Decode (one query row per sequence) takes the GQA kernel where it applies; its blocks are per KV head.
-  const bool gqa = (q.rows == 1 || kc_tab) && gqa_attention_supported(nh, nkv, hd);
+  const bool gqa = (q.rows == 1 || kv.batched()) && gqa_attention_supported(nh, nkv, hd);
   if (append && !gqa)
     throw Error("internal: RoPE and the cache append run inside the GQA decode kernel only");
   const int splits = attention_splits(gqa ? q.rows * nkv : qh, max_len);
-  float* part = nullptr;
+  AttentionDecodeArgs a;
+  a.q = q.data;
+  a.nh = nh, a.nkv = nkv, a.hd = hd;
+  a.kv = kv;
+  a.out = out.data;
+  a.append = append;
   if (splits > 1) {
     const size_t bytes = static_cast<size_t>(qh) * splits * (hd + 2) * sizeof(float);
     ensure_device(attn_part_, bytes, "the split-attention workspace");  // sized by the eager first step
-    part = attn_part_.as<float>();
+    a.part = attn_part_.as<float>();
   }
   if (gqa) {
-    int* done = nullptr;
     if (splits > 1) {  // the GQA kernel merges its splits itself: a zeroed counter per (row, KV head)
       const size_t bytes = static_cast<size_t>(q.rows * nkv) * sizeof(int);
       if (attn_done_.bytes < bytes) {
         ensure_device(attn_done_, bytes, "the split-attention counters");
         CUDA_CHECK(cudaMemsetAsync(attn_done_.ptr, 0, attn_done_.bytes, stream_));
       }
-      done = attn_done_.as<int>();
+      a.done = attn_done_.as<int>();
     }
-    launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), stream_,
-                         q.data, kc, vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part, done,
-                         append);
+    launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), a,
+                         stream_);
     return;
   }
-  launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), stream_, q.data, kc,
-                          vc, nh, nkv, hd, pos_one, out.data, kc_tab, vc_tab, pos_tab, part);
-  if (splits > 1) launch_attention_combine(static_cast<int>(qh), splits, hd, part, out.data, stream_);
+  launch_attention_decode(dim3(static_cast<unsigned>(qh), static_cast<unsigned>(splits)), a, stream_);
+  if (splits > 1) launch_attention_combine(static_cast<int>(qh), splits, hd, a.part, out.data, stream_);
 }
 
 void CudaOps::add(Tensor& x, const Tensor& y) {
   OpTimer timer_(this, "elementwise");
-  if (x.f32) {
-    launch_kernel(add_f32_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, x.fdata(),
-                  reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
-    return;
-  }
-  launch_kernel(add_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, reinterpret_cast<bf16*>(x.data),
-                reinterpret_cast<const bf16*>(y.data), x.rows * x.cols);
+  launch_add(x.data, x.f32, y.data, x.rows * x.cols, stream_);
 }
 
 void CudaOps::silu_mul(const Tensor& g, const Tensor& u, Tensor& o) {
   OpTimer timer_(this, "elementwise");
-  const int64_t n = g.rows * g.cols;
-  if (n % 8 == 0 && aligned16(g.data) && aligned16(u.data) && aligned16(o.data)) {
-    launch_kernel(silu_mul8_kernel, grid_1d(n / 8, 256), 256, 0, stream_,
-                  reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
-                  reinterpret_cast<bf16*>(o.data), n / 8);
-    return;
-  }
-  launch_kernel(silu_mul_kernel, grid_1d(g.rows * g.cols, 256), 256, 0, stream_,
-                reinterpret_cast<const bf16*>(g.data), reinterpret_cast<const bf16*>(u.data),
-                reinterpret_cast<bf16*>(o.data), g.rows * g.cols);
+  launch_silu_mul(g.data, u.data, o.data, g.rows * g.cols, stream_);
 }
 
 void CudaOps::relu2(Tensor& x) {
   OpTimer timer_(this, "elementwise");
-  if ((x.rows * x.cols) % 8 == 0 && aligned16(x.data)) {
-    launch_kernel(relu2_8_kernel, grid_1d(x.rows * x.cols / 8, 256), 256, 0, stream_,
-                  reinterpret_cast<bf16*>(x.data), x.rows * x.cols / 8);
-    return;
-  }
-  launch_kernel(relu2_kernel, grid_1d(x.rows * x.cols, 256), 256, 0, stream_, reinterpret_cast<bf16*>(x.data),
-                x.rows * x.cols);
+  launch_relu2(x.data, x.rows * x.cols, stream_);
 }
 
 void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
@@ -657,19 +630,7 @@ void CudaOps::columns(const Tensor& src, int64_t col0, Tensor& dst) {
   OpTimer timer_(this, "split");
   if (src.f32 || dst.f32 || dst.rows != src.rows || col0 < 0 || col0 + dst.cols > src.cols)
     throw Error("internal: columns copies a BF16 column range of a tensor into one of its rows");
-  // 16-byte units where every row's range starts and ends on them (the Mamba splits and the joined
-  // projections do): one element per thread with a 64-bit division each ran at a fifth of the copy rate.
-  const bool vec =
-      src.cols % 8 == 0 && col0 % 8 == 0 && dst.cols % 8 == 0 && aligned16(src.data) && aligned16(dst.data);
-  const int64_t unit = vec ? 8 : 1, width = dst.cols / unit;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)),
-                  static_cast<unsigned>(std::min<int64_t>(dst.rows, 65535)));
-  if (vec)
-    launch_kernel(columns16_kernel, grid, 256, 0, stream_, reinterpret_cast<const uint4*>(src.data), src.rows,
-                  src.cols / 8, col0 / 8, reinterpret_cast<uint4*>(dst.data), width);
-  else
-    launch_kernel(columns_kernel, grid, 256, 0, stream_, reinterpret_cast<const bf16*>(src.data), src.rows,
-                  src.cols, col0, reinterpret_cast<bf16*>(dst.data), width);
+  launch_columns(src.data, src.rows, src.cols, col0, dst.data, dst.cols, stream_);
 }
 
 void CudaOps::all_reduce(Tensor& t) {
@@ -689,20 +650,23 @@ void CudaOps::begin_batch(std::span<State* const> states) {
   // One table per step: for every layer the B sequences' conv, SSM, K and V cache pointers, then their
   // positions; uploaded once, read by every batched kernel of the step.
   const size_t B = states.size(), L = states.empty() ? 0 : states[0]->k.size();
-  const size_t n = 4 * L * B + B;
+  const size_t n = kBatchTables * L * B + B;
   if (batch_tab_host_.size() < n) {
     batch_tab_host_.resize(n);
     batch_tab_ = DeviceBuffer(n * sizeof(void*));
   }
+  const auto at = [&](size_t l, BatchTable t, size_t b) -> void*& {
+    return batch_tab_host_[(kBatchTables * l + static_cast<size_t>(t)) * B + b];
+  };
   for (size_t l = 0; l < L; ++l)
     for (size_t b = 0; b < B; ++b) {
       State& st = *states[b];
-      batch_tab_host_[(4 * l + 0) * B + b] = st.conv[l].ptr;
-      batch_tab_host_[(4 * l + 1) * B + b] = st.ssm[l].ptr;
-      batch_tab_host_[(4 * l + 2) * B + b] = st.k[l].ptr;
-      batch_tab_host_[(4 * l + 3) * B + b] = st.v[l].ptr;
+      at(l, BatchTable::Conv, b) = st.conv[l].ptr;
+      at(l, BatchTable::Ssm, b) = st.ssm[l].ptr;
+      at(l, BatchTable::K, b) = st.k[l].ptr;
+      at(l, BatchTable::V, b) = st.v[l].ptr;
     }
-  for (size_t b = 0; b < B; ++b) batch_tab_host_[4 * L * B + b] = states[b]->pos_dev.ptr;
+  for (size_t b = 0; b < B; ++b) batch_tab_host_[kBatchTables * L * B + b] = states[b]->pos_dev.ptr;
   // Synchronous on purpose: the host table is rewritten by the next step, and the step ends in a sync anyway.
   CUDA_CHECK(cudaMemcpyAsync(batch_tab_.ptr, batch_tab_host_.data(), n * sizeof(void*),
                              cudaMemcpyHostToDevice, stream_));
@@ -712,31 +676,32 @@ void CudaOps::begin_batch(std::span<State* const> states) {
   for (const State* st : states) batch_max_capacity_ = std::max(batch_max_capacity_, st->capacity);
 }
 
-void** CudaOps::batch_table(size_t layer, int kind) const {
-  return batch_tab_.as<void*>() + (4 * layer + static_cast<size_t>(kind)) * batch_size_;
+void** CudaOps::batch_table(size_t layer, BatchTable kind) const {
+  return batch_tab_.as<void*>() + (kBatchTables * layer + static_cast<size_t>(kind)) * batch_size_;
+}
+
+int* const* CudaOps::batch_positions() const {
+  return reinterpret_cast<int* const*>(batch_tab_.as<void*>() + kBatchTables * batch_layers_ * batch_size_);
 }
 
 void CudaOps::attention_batch(Tensor& q, const Tensor& k, const Tensor& v, size_t layer, int nh, int nkv,
                               int hd, const RopeConfig* rope, Tensor& out) {
   OpTimer timer_(this, "attention");
-  const auto pos =
-      reinterpret_cast<const int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_);
-  const auto kc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 2));
-  const auto vc = reinterpret_cast<bf16_raw* const*>(batch_table(layer, 3));
+  const KvCaches kv = KvCaches::tables(reinterpret_cast<bf16_raw* const*>(batch_table(layer, BatchTable::K)),
+                                       reinterpret_cast<bf16_raw* const*>(batch_table(layer, BatchTable::V)),
+                                       batch_positions());
   if (fused_rope_ && gqa_attention_supported(nh, nkv, hd)) {
     const GqaAppend app = append_args(k, v, hd, rope);
-    launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out, &app);
+    launch_attention(q, kv, nh, nkv, hd, batch_max_capacity_, out, &app);
     return;
   }
-  rope_kv_append(q, k, v, nh, nkv, hd, rope, nullptr, pos, nullptr, nullptr, kc, vc);
-  launch_attention(q, nullptr, nullptr, nullptr, kc, vc, pos, nh, nkv, hd, batch_max_capacity_, out);
+  rope_kv_append(q, k, v, nh, nkv, hd, rope, kv);
+  launch_attention(q, kv, nh, nkv, hd, batch_max_capacity_, out);
 }
 
 void CudaOps::advance_batch(std::span<State* const> states) {
   for (State* st : states) ++st->pos;
-  launch_kernel(pos_add_batch_kernel, grid_1d(static_cast<int64_t>(states.size()), 128), 128, 0, stream_,
-                reinterpret_cast<int* const*>(batch_tab_.as<void*>() + 4 * batch_layers_ * batch_size_),
-                static_cast<int>(states.size()));
+  launch_pos_add_batch(batch_positions(), static_cast<int>(states.size()), stream_);
 }
 
 }  // namespace fp4lab

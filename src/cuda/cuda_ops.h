@@ -196,7 +196,7 @@ class CudaOps {
                          std::span<State* const> states, std::span<const int> rows, size_t layer,
                          cpu::SsmShape shape, int chunk, Tensor& y);
   // A decode step (one new row per sequence) of the Mamba mixer between in_proj and out_proj in two launches
-  // instead of four (cuda/mamba_decode_step.h): one is the sequence of a one-row step, null for the batch of
+  // instead of four (cuda/mamba_decode.h): one is the sequence of a one-row step, null for the batch of
   // begin_batch. False (nothing done) for shapes it does not take, or with set_fused_mamba(false).
   bool mamba_decode_step(const Tensor& proj, State* one, size_t layer, const LayerWeights& L,
                          const ModelConfig& c, Tensor& y);
@@ -245,14 +245,18 @@ class CudaOps {
   void set_rope(int head_dim, const RopeConfig& r);
   // One launch: RoPE on q (in place) and k, k and v written to the caches (one sequence or the batch tables).
   void rope_kv_append(Tensor& q, const Tensor& k, const Tensor& v, int nh, int nkv, int hd,
-                      const RopeConfig* rope, const int* pos_one, const int* const* pos_tab, bf16_raw* kc_one,
-                      bf16_raw* vc_one, bf16_raw* const* kc_tab, bf16_raw* const* vc_tab);
+                      const RopeConfig* rope, const KvCaches& kv);
   // One row per block; with `add` (x the FP32 residual stream), x += add first and is written back.
   void launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
                       Tensor& y);
   size_t logits_on_device(const Tensor& h, const LinearWeight& head);  // FP32 [rows, vocab] in logits_dev_
   DeviceBuffer argmax_dev_;  // ids, split counters and per-part maxima of argmax_async
-  void** batch_table(size_t layer, int kind) const;  // kind: 0 conv, 1 ssm, 2 k, 3 v
+  // The per-step tables of a batched decode (begin_batch): for every layer one table per kind, each holding
+  // the B sequences' buffers, then one table of their position counters.
+  enum class BatchTable : size_t { Conv, Ssm, K, V };
+  static constexpr size_t kBatchTables = 4;
+  void** batch_table(size_t layer, BatchTable kind) const;
+  int* const* batch_positions() const;
   void* tp_comm_ = nullptr;
   int tp_rank_ = 0, tp_ = 1;
   std::vector<void*> batch_tab_host_;
@@ -272,12 +276,11 @@ class CudaOps {
   DeviceBuffer attn_done_;  // int per (row, KV head): finished splits of the GQA decode attention
   DeviceBuffer ssd_ws_;     // chunked-scan scratch (prefill only)  // split attention partials: FP32
                             // [query_heads, splits, head_dim + 2]
-  // One sequence (kc, vc, pos_one) or a batch (the per-step tables); max_len bounds the visible keys.
-  // append: RoPE and the cache append of decode inside the GQA kernel (rope_kv_append not run before).
-  void launch_attention(const Tensor& q, const bf16_raw* kc, const bf16_raw* vc, const int* pos_one,
-                        const bf16_raw* const* kc_tab, const bf16_raw* const* vc_tab,
-                        const int* const* pos_tab, int nh, int nkv, int hd, int max_len, Tensor& out,
-                        const GqaAppend* append = nullptr);
+  // Decode attention over one sequence's caches or the batch's tables, the kernel form and its key splits
+  // chosen here; max_len bounds the visible keys. append: RoPE and the cache append of decode inside the GQA
+  // kernel (rope_kv_append not run before).
+  void launch_attention(const Tensor& q, const KvCaches& kv, int nh, int nkv, int hd, int max_len,
+                        Tensor& out, const GqaAppend* append = nullptr);
   GqaAppend append_args(const Tensor& k, const Tensor& v, int hd, const RopeConfig* rope);
   struct DevLinear {
     bool nvfp4 = false;

@@ -1,5 +1,5 @@
-// What the files of CudaOps (cuda_ops.cu, cuda_ops_load.cu, cuda_ops_mamba.cu) share: the kernel families
-// they launch and the per-op profiling timer.
+// What the files of CudaOps (cuda_ops.cu, cuda_ops_load.cu, cuda_ops_mamba.cu) share: the launchers of the
+// kernel families they dispatch to and the per-op profiling timer.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -14,10 +14,11 @@
 #include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
 #include "cuda/flash_attention.h"
-#include "cuda/mamba_decode_step.h"
-#include "cuda/mamba_prefill.h"
 #include "cuda/cuda_ops.h"
-#include "cuda/engine_kernels.cuh"
+#include "cuda/elementwise.h"
+#include "cuda/launch.h"
+#include "cuda/mamba_decode.h"
+#include "cuda/mamba_prefill.h"
 #if FP4LAB_HAVE_NCCL
 #include <nccl.h>
 #endif

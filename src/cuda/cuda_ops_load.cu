@@ -5,8 +5,6 @@
 
 namespace fp4lab {
 
-using namespace dev;
-
 void CudaOps::bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUploader& up) {
   const int64_t n = t.numel();
   if (dst.bytes != static_cast<size_t>(n) * 2)
@@ -19,9 +17,9 @@ void CudaOps::bf16_from_stored(const TensorView& t, DeviceBuffer& dst, WeightUpl
   DeviceBuffer raw(t.nbytes());
   up.copy(t, raw.ptr);
   if (t.dtype == DType::F32)
-    launch_kernel(f32_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, raw.as<float>(), n, dst.as<bf16>());
+    launch_f32_to_bf16(raw.as<float>(), n, dst.as<bf16_raw>(), stream_);
   else if (t.dtype == DType::F16)
-    launch_kernel(f16_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, raw.as<__half>(), n, dst.as<bf16>());
+    launch_f16_to_bf16(raw.ptr, n, dst.as<bf16_raw>(), stream_);
   else
     throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) +
                 ", expected BF16/F16/F32");
@@ -37,12 +35,10 @@ void CudaOps::require_finite(const DeviceBuffer& values, DType dtype, const Tens
   CUDA_CHECK(cudaMemsetAsync(count.ptr, 0, 4, stream_));
   if (dtype == DType::BF16) {
     const int64_t n = static_cast<int64_t>(values.bytes / 2);
-    launch_kernel(count_nonfinite_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, values.as<uint16_t>(), n,
-                  count.as<unsigned int>());
+    launch_count_nonfinite_bf16(values.as<uint16_t>(), n, count.as<unsigned int>(), stream_);
   } else if (dtype == DType::F8_E4M3) {
     const int64_t n = static_cast<int64_t>(values.bytes);
-    launch_kernel(count_nan_e4m3_kernel, grid_1d(n, 256), 256, 0, stream_, values.as<uint8_t>(), n,
-                  count.as<unsigned int>());
+    launch_count_nan_e4m3(values.as<uint8_t>(), n, count.as<unsigned int>(), stream_);
   } else {
     throw Error("internal: no finiteness scan for " + std::string(dtype_name(dtype)));
   }
@@ -121,7 +117,7 @@ void CudaOps::bf16_from_host(std::span<const float> host, DeviceBuffer& dst) {
   if (dst.bytes != host.size() * 2) throw Error("internal: a host tensor has the wrong device size");
   DeviceBuffer f(host.size() * 4);
   CUDA_CHECK(cudaMemcpyAsync(f.ptr, host.data(), f.bytes, cudaMemcpyHostToDevice, stream_));
-  launch_kernel(f32_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream_, f.as<float>(), n, dst.as<bf16>());
+  launch_f32_to_bf16(f.as<float>(), n, dst.as<bf16_raw>(), stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));  // f is freed on return
 }
 

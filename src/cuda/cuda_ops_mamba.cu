@@ -5,21 +5,18 @@
 
 namespace fp4lab {
 
-using namespace dev;
-
 void CudaOps::softplus_dt(const Tensor& proj, int64_t col0, const std::vector<float>& bias, float lo,
                           float hi, Tensor& dt) {
   OpTimer timer_(this, "mamba.dt");
-  launch_kernel(softplus_dt_kernel, grid_1d(dt.rows * dt.cols, 256), 256, 0, stream_,
-                reinterpret_cast<const bf16*>(proj.data), proj.rows, proj.cols, col0, dev_f32(bias), lo, hi,
-                reinterpret_cast<bf16*>(dt.data), dt.cols);
+  launch_softplus_dt(proj.data, proj.rows, proj.cols, col0, dev_f32(bias), lo, hi, dt.data, dt.cols, stream_);
 }
 
 void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel, const std::vector<float>& w,
                                  const std::vector<float>& b) {
   OpTimer timer_(this, "mamba.conv1d");
-  if (kernel > 8)
-    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
+  if (kernel > kMaxConvKernel)
+    throw Error("conv kernel " + std::to_string(kernel) + " > " + std::to_string(kMaxConvKernel) +
+                " is not supported by the CUDA backend");
   const int ch = static_cast<int>(xbc.cols);
   if (xbc.rows > 1) {  // prefill: every (token, channel) at once, out of place
     Tensor out = alloc(xbc.rows, xbc.cols);
@@ -29,10 +26,18 @@ void CudaOps::causal_conv1d_silu(Tensor& xbc, State& s, size_t layer, int kernel
     xbc.data = out.data;
     return;
   }
-  launch_kernel(conv1d_silu_kernel, static_cast<unsigned>((ch + 127) / 128), 128, 0, stream_,
-                reinterpret_cast<const bf16*>(xbc.data), int64_t{ch}, reinterpret_cast<bf16*>(xbc.data),
-                int64_t{ch}, static_cast<int>(xbc.rows), ch, kernel, dev_f32(w),
-                b.empty() ? nullptr : dev_f32(b), s.conv[layer].as<float>(), nullptr);
+  Conv1dArgs a;
+  a.in = xbc.data;
+  a.in_ld = ch;
+  a.out = xbc.data;
+  a.out_ld = ch;
+  a.tokens = static_cast<int>(xbc.rows);
+  a.channels = ch;
+  a.kernel = kernel;
+  a.w = dev_f32(w);
+  a.b = b.empty() ? nullptr : dev_f32(b);
+  a.state_one = s.conv[layer].as<float>();
+  launch_conv1d_silu(a, stream_);
 }
 
 void CudaOps::conv1d_silu_segments(Tensor& xbc, std::span<State* const> states, std::span<const int> rows,
@@ -63,15 +68,15 @@ void CudaOps::ssm_scan(const Tensor& x, const Tensor& b, const Tensor& c, const 
                      s.ssm[layer].as<float>(), y.data, ssd_ws_.ptr, stream_);
     return;
   }
-  if (sh.state > 32 * kScanMaxPerLane)
-    throw Error("SSM state size " + std::to_string(sh.state) + " > " + std::to_string(32 * kScanMaxPerLane) +
-                " is not supported by the CUDA backend");
-  const int rows = sh.heads * sh.head_dim;
-  launch_kernel(ssm_scan_kernel, static_cast<unsigned>((rows + kScanWarps - 1) / kScanWarps), kScanWarps * 32,
-                0, stream_, reinterpret_cast<const bf16*>(x.data), reinterpret_cast<const bf16*>(b.data),
-                reinterpret_cast<const bf16*>(c.data), reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log),
-                dev_f32(d), static_cast<int>(x.rows), sh.heads, sh.head_dim, sh.state, sh.groups,
-                s.ssm[layer].as<float>(), reinterpret_cast<bf16*>(y.data));
+  SsmScanArgs a;
+  a.x = x.data, a.b = b.data, a.c = c.data, a.dt = dt.data;
+  a.a_log = dev_f32(a_log);
+  a.d = dev_f32(d);
+  a.t = static_cast<int>(x.rows);
+  a.shape = sh;
+  a.state = s.ssm[layer].as<float>();
+  a.y = y.data;
+  launch_ssm_scan(a, stream_);
 }
 
 bool CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& c, const Tensor& dt,
@@ -94,16 +99,20 @@ bool CudaOps::ssm_scan_segments(const Tensor& x, const Tensor& b, const Tensor& 
 void CudaOps::conv1d_silu_batch(const Tensor& src, int64_t col0, size_t layer, int kernel,
                                 const std::vector<float>& w, const std::vector<float>& b, Tensor& xbc) {
   OpTimer timer_(this, "mamba.conv1d");
-  if (kernel > 8)
-    throw Error("conv kernel " + std::to_string(kernel) + " > 8 is not supported by the CUDA backend");
   if (src.f32 || xbc.f32 || src.rows != xbc.rows || col0 + xbc.cols > src.cols)
     throw Error("internal: conv1d_silu_batch reads BF16 columns of its source into a tensor of as many rows");
-  const int ch = static_cast<int>(xbc.cols);
-  launch_kernel(
-      conv1d_silu_kernel, dim3(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(xbc.rows)), 128,
-      0, stream_, reinterpret_cast<const bf16*>(src.data + col0), src.cols, reinterpret_cast<bf16*>(xbc.data),
-      int64_t{ch}, 1, ch, kernel, dev_f32(w), b.empty() ? nullptr : dev_f32(b), nullptr,
-      reinterpret_cast<float* const*>(batch_table(layer, 0)));
+  Conv1dArgs a;
+  a.in = src.data + col0;
+  a.in_ld = src.cols;
+  a.out = xbc.data;
+  a.out_ld = xbc.cols;
+  a.seqs = static_cast<int>(xbc.rows);
+  a.channels = static_cast<int>(xbc.cols);
+  a.kernel = kernel;
+  a.w = dev_f32(w);
+  a.b = b.empty() ? nullptr : dev_f32(b);
+  a.state_tab = reinterpret_cast<float* const*>(batch_table(layer, BatchTable::Conv));
+  launch_conv1d_silu(a, stream_);
 }
 
 void CudaOps::ssm_step_batch(const Tensor& xbc, const Tensor& dt, const std::vector<float>& a_log,
@@ -113,14 +122,17 @@ void CudaOps::ssm_step_batch(const Tensor& xbc, const Tensor& dt, const std::vec
   const int64_t gn = int64_t{sh.groups} * sh.state;
   if (xbc.cols != rows + 2 * gn || dt.cols != sh.heads || y.cols != rows || xbc.rows != y.rows)
     throw Error("internal: ssm_step_batch takes the conv output x | B | C of the step's rows");
-  const bf16* base = reinterpret_cast<const bf16*>(xbc.data);
-  launch_kernel(ssm_step_batch_kernel,
-                dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps),
-                     static_cast<unsigned>(xbc.rows)),
-                kSsmStepWarps * 32, 0, stream_, base, base + rows, base + rows + gn, xbc.cols,
-                reinterpret_cast<const bf16*>(dt.data), dev_f32(a_log), dev_f32(d), sh.heads, sh.head_dim,
-                sh.state, sh.groups, reinterpret_cast<float* const*>(batch_table(layer, 1)),
-                reinterpret_cast<bf16*>(y.data));
+  SsmStepBatchArgs a;
+  a.xbc = xbc.data;
+  a.xbc_ld = xbc.cols;
+  a.seqs = static_cast<int>(xbc.rows);
+  a.dt = dt.data;
+  a.a_log = dev_f32(a_log);
+  a.d = dev_f32(d);
+  a.shape = sh;
+  a.state_tab = reinterpret_cast<float* const*>(batch_table(layer, BatchTable::Ssm));
+  a.y = y.data;
+  launch_ssm_step_batch(a, stream_);
 }
 
 void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w,
@@ -128,17 +140,8 @@ void CudaOps::gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const
   OpTimer timer_(this, "mamba.gated_norm");
   if (z_src.f32 || z_src.rows != y.rows || z_col + y.cols > z_src.cols)
     throw Error("internal: gated_rmsnorm reads z from BF16 columns of a tensor of y's rows");
-  const bf16_raw* z = z_src.data + z_col;
-  // 16-byte accesses where the group, the rows and z's columns allow them (Nemotron-H: 1280-wide groups).
-  if (gated_rmsnorm8_fits(y.cols, groups, z_src.cols, y.data, z)) {
-    launch_kernel(gated_rmsnorm8_kernel, static_cast<unsigned>(y.rows * groups),
-                  gated_rmsnorm8_threads(y.cols, groups), 0, stream_, reinterpret_cast<bf16*>(y.data),
-                  reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w), y.cols, groups, eps);
-    return;
-  }
-  launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(y.rows * groups), 256, 0, stream_,
-                reinterpret_cast<bf16*>(y.data), reinterpret_cast<const bf16*>(z), z_src.cols, dev_f32(w),
-                y.cols, groups, eps);
+  launch_gated_rmsnorm(y.data, y.rows, y.cols, z_src.data + z_col, z_src.cols, dev_f32(w), groups, eps,
+                       stream_);
 }
 
 bool CudaOps::mamba_decode_step(const Tensor& proj, State* one, size_t layer, const LayerWeights& L,
@@ -170,8 +173,8 @@ bool CudaOps::mamba_decode_step(const Tensor& proj, State* one, size_t layer, co
     a.conv_one = one->conv[layer].as<float>();
     a.ssm_one = one->ssm[layer].as<float>();
   } else {
-    a.conv_tab = reinterpret_cast<float* const*>(batch_table(layer, 0));
-    a.ssm_tab = reinterpret_cast<float* const*>(batch_table(layer, 1));
+    a.conv_tab = reinterpret_cast<float* const*>(batch_table(layer, BatchTable::Conv));
+    a.ssm_tab = reinterpret_cast<float* const*>(batch_table(layer, BatchTable::Ssm));
   }
   fp4lab::mamba_decode_step(a, stream_);
   return true;

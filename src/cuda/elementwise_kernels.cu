@@ -1,6 +1,6 @@
 // Element-wise, normalization, embedding and logits kernels of the CUDA engine backend. CPU twins:
 // src/cpu/reference.cpp and CpuOps.
-#include "cuda/engine_kernels.cuh"
+#include "cuda/elementwise.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,10 @@
 
 #include "common/random.h"
 #include "cpu/reference.h"
+#include "cuda/argmax.h"
+#include "cuda/device_util.cuh"
+#include "cuda/launch.h"
+#include "cuda/ptx.cuh"
 
 namespace fp4lab {
 
@@ -411,6 +415,104 @@ __global__ void f16_to_bf16_kernel(const __half* src, int64_t n, bf16* dst) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = __float2bfloat16_rn(__half2float(src[i]));
+}
+
+void launch_embed(const int* tokens, int rows, const bf16_raw* table, int64_t first_id, int64_t table_rows,
+                  int64_t hidden, float* x, cudaStream_t stream) {
+  launch_kernel(embed_kernel, grid_1d(rows * hidden, 256), 256, 0, stream, tokens, rows,
+                reinterpret_cast<const bf16*>(table), first_id, table_rows, hidden, x);
+}
+
+void launch_gather_vocab(const float* gathered, int64_t rows, int64_t shard, int64_t vocab, float* out,
+                         cudaStream_t stream) {
+  launch_kernel(gather_vocab_kernel, grid_1d(rows * vocab, 256), 256, 0, stream, gathered, rows, shard, vocab,
+                out);
+}
+
+void launch_rmsnorm(const RmsNormArgs& a, cudaStream_t stream) {
+  const int threads = static_cast<int>(std::clamp<int64_t>((a.width / 8 + 31) / 32 * 32, 32, 1024));
+  // 16-byte accesses where a row is whole 8-value units that one block's threads cover.
+  const bool vec = a.width % 8 == 0 && a.width / 8 <= 1024 && aligned16(a.x) && aligned16(a.y) &&
+                   (!a.add || aligned16(a.add));
+  launch_kernel(vec ? rmsnorm8_kernel : rmsnorm_kernel, static_cast<unsigned>(a.rows), threads, 0, stream,
+                a.x, a.x_f32, reinterpret_cast<const bf16*>(a.add), a.w, a.width, a.eps,
+                reinterpret_cast<bf16*>(a.y));
+}
+
+void launch_rmsnorm_heads(bf16_raw* x, int64_t rows, int heads, int64_t head_dim, const float* w, float eps,
+                          cudaStream_t stream) {
+  launch_kernel(rmsnorm_kernel, static_cast<unsigned>(rows * heads), 64, 0, stream, static_cast<void*>(x),
+                false, nullptr, w, head_dim, eps, reinterpret_cast<bf16*>(x));
+}
+
+void launch_add(void* x, bool x_f32, const bf16_raw* y, int64_t n, cudaStream_t stream) {
+  if (x_f32)
+    launch_kernel(add_f32_kernel, grid_1d(n, 256), 256, 0, stream, static_cast<float*>(x),
+                  reinterpret_cast<const bf16*>(y), n);
+  else
+    launch_kernel(add_kernel, grid_1d(n, 256), 256, 0, stream, static_cast<bf16*>(x),
+                  reinterpret_cast<const bf16*>(y), n);
+}
+
+void launch_silu_mul(const bf16_raw* g, const bf16_raw* u, bf16_raw* o, int64_t n, cudaStream_t stream) {
+  const auto* gb = reinterpret_cast<const bf16*>(g);
+  const auto* ub = reinterpret_cast<const bf16*>(u);
+  auto* ob = reinterpret_cast<bf16*>(o);
+  if (n % 8 == 0 && aligned16(g) && aligned16(u) && aligned16(o))
+    launch_kernel(silu_mul8_kernel, grid_1d(n / 8, 256), 256, 0, stream, gb, ub, ob, n / 8);
+  else
+    launch_kernel(silu_mul_kernel, grid_1d(n, 256), 256, 0, stream, gb, ub, ob, n);
+}
+
+void launch_relu2(bf16_raw* x, int64_t n, cudaStream_t stream) {
+  auto* xb = reinterpret_cast<bf16*>(x);
+  if (n % 8 == 0 && aligned16(x))
+    launch_kernel(relu2_8_kernel, grid_1d(n / 8, 256), 256, 0, stream, xb, n / 8);
+  else
+    launch_kernel(relu2_kernel, grid_1d(n, 256), 256, 0, stream, xb, n);
+}
+
+void launch_columns(const bf16_raw* src, int64_t rows, int64_t scols, int64_t col0, bf16_raw* dst,
+                    int64_t dcols, cudaStream_t stream) {
+  // 16-byte units where every row's range starts and ends on them (the Mamba splits and the joined
+  // projections do): one element per thread with a 64-bit division each ran at a fifth of the copy rate.
+  const bool vec = scols % 8 == 0 && col0 % 8 == 0 && dcols % 8 == 0 && aligned16(src) && aligned16(dst);
+  const int64_t unit = vec ? 8 : 1, width = dcols / unit;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)),
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  if (vec)
+    launch_kernel(columns16_kernel, grid, 256, 0, stream, reinterpret_cast<const uint4*>(src), rows,
+                  scols / 8, col0 / 8, reinterpret_cast<uint4*>(dst), width);
+  else
+    launch_kernel(columns_kernel, grid, 256, 0, stream, reinterpret_cast<const bf16*>(src), rows, scols, col0,
+                  reinterpret_cast<bf16*>(dst), width);
+}
+
+void launch_bias(bf16_raw* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  launch_kernel(bias_kernel, grid_1d(rows * n, 256), 256, 0, stream, reinterpret_cast<bf16*>(y), bias, rows,
+                n);
+}
+
+void launch_bf16_to_f32(const bf16_raw* src, int64_t n, float* dst, cudaStream_t stream) {
+  launch_kernel(bf16_to_f32_kernel, grid_1d(n, 256), 256, 0, stream, reinterpret_cast<const bf16*>(src), n,
+                dst);
+}
+
+void launch_f32_to_bf16(const float* src, int64_t n, bf16_raw* dst, cudaStream_t stream) {
+  launch_kernel(f32_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream, src, n, reinterpret_cast<bf16*>(dst));
+}
+
+void launch_f16_to_bf16(const void* src_f16, int64_t n, bf16_raw* dst, cudaStream_t stream) {
+  launch_kernel(f16_to_bf16_kernel, grid_1d(n, 256), 256, 0, stream, static_cast<const __half*>(src_f16), n,
+                reinterpret_cast<bf16*>(dst));
+}
+
+void launch_count_nonfinite_bf16(const uint16_t* x, int64_t n, unsigned int* count, cudaStream_t stream) {
+  launch_kernel(count_nonfinite_bf16_kernel, grid_1d(n, 256), 256, 0, stream, x, n, count);
+}
+
+void launch_count_nan_e4m3(const uint8_t* x, int64_t n, unsigned int* count, cudaStream_t stream) {
+  launch_kernel(count_nan_e4m3_kernel, grid_1d(n, 256), 256, 0, stream, x, n, count);
 }
 
 }  // namespace fp4lab

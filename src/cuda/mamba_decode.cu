@@ -1,10 +1,13 @@
 // Mamba-2 kernels of the CUDA engine backend for decode and short prompts: dt softplus, the rolling conv1d,
 // the sequential selective scan (one warp per state row), the batched one-token state update and the gated
-// RMSNorm, and the decode step that does all of these in two kernels (mamba_decode_step.h). Long prompts run
-// the chunked forms in mamba_prefill.cu. CPU twins: src/cpu/reference.cpp.
-#include "cuda/engine_kernels.cuh"
-#include "cuda/mamba_decode_step.h"
+// RMSNorm, and the decode step that does all of these in two kernels. Long prompts run the chunked forms in
+// mamba_prefill.cu. CPU twins: src/cpu/reference.cpp.
+#include "cuda/mamba_decode.h"
+
 #include "common/error.h"
+#include "cuda/device_util.cuh"
+#include "cuda/launch.h"
+#include "cuda/ptx.cuh"
 
 #include <cmath>
 
@@ -213,13 +216,13 @@ __global__ void __launch_bounds__(1024)
   gated_rmsnorm8_block(y, z, z_ld, w, width, groups, eps, [] {});
 }
 
-bool gated_rmsnorm8_fits(int64_t width, int groups, int64_t z_ld, const void* y, const void* z) {
+static bool gated_rmsnorm8_fits(int64_t width, int groups, int64_t z_ld, const void* y, const void* z) {
   if (groups <= 0) return false;
   const int64_t gs = width / groups;
   return gs % 8 == 0 && gs / 8 <= 1024 && width % 8 == 0 && z_ld % 8 == 0 && aligned16(y) && aligned16(z);
 }
 
-int gated_rmsnorm8_threads(int64_t width, int groups) {
+static int gated_rmsnorm8_threads(int64_t width, int groups) {
   return static_cast<int>((width / groups / 8 + 31) / 32 * 32);
 }
 
@@ -232,7 +235,7 @@ __device__ __forceinline__ int64_t bc_channel(int t, int ns, int g, int64_t di, 
 
 }  // namespace
 
-// Kernel 1 of the decode step (mamba_decode_step.h): a block per (16 state rows of one head, sequence).
+// Kernel 1 of the decode step (mamba_decode.h): a block per (16 state rows of one head, sequence).
 // Before the programmatic-launch wait, all that does not depend on in_proj: the block's state rows (this
 // kernel wrote them a step ago; every kernel between then and the previous one has completed by the time this
 // one starts), and each conv channel's bias + taps . history (thread t < 2 state: the group's B | C channel
@@ -362,6 +365,61 @@ void mamba_decode_step(const MambaStepArgs& a, cudaStream_t stream) {
   });
   launch_kernel(mamba_step_norm_kernel, static_cast<unsigned>(a.rows * a.shape.groups),
                 gated_rmsnorm8_threads(di, a.shape.groups), 0, stream, a);
+}
+
+void launch_softplus_dt(const bf16_raw* proj, int64_t rows, int64_t pcols, int64_t col0, const float* bias,
+                        float lo, float hi, bf16_raw* dt, int64_t heads, cudaStream_t stream) {
+  launch_kernel(softplus_dt_kernel, grid_1d(rows * heads, 256), 256, 0, stream,
+                reinterpret_cast<const bf16*>(proj), rows, pcols, col0, bias, lo, hi,
+                reinterpret_cast<bf16*>(dt), heads);
+}
+
+void launch_conv1d_silu(const Conv1dArgs& a, cudaStream_t stream) {
+  if (a.kernel < 1 || a.kernel > kMaxConvKernel)
+    throw Error("conv kernel " + std::to_string(a.kernel) + " is not supported by the CUDA backend (1.." +
+                std::to_string(kMaxConvKernel) + ")");
+  launch_kernel(conv1d_silu_kernel,
+                dim3(static_cast<unsigned>((a.channels + 127) / 128), static_cast<unsigned>(a.seqs)), 128, 0,
+                stream, reinterpret_cast<const bf16*>(a.in), a.in_ld, reinterpret_cast<bf16*>(a.out),
+                a.out_ld, a.tokens, a.channels, a.kernel, a.w, a.b, a.state_one, a.state_tab);
+}
+
+void launch_ssm_scan(const SsmScanArgs& a, cudaStream_t stream) {
+  const cpu::SsmShape& sh = a.shape;
+  if (sh.state > 32 * kScanMaxPerLane)
+    throw Error("SSM state size " + std::to_string(sh.state) + " > " + std::to_string(32 * kScanMaxPerLane) +
+                " is not supported by the CUDA backend");
+  const int rows = sh.heads * sh.head_dim;
+  launch_kernel(ssm_scan_kernel, static_cast<unsigned>((rows + kScanWarps - 1) / kScanWarps), kScanWarps * 32,
+                0, stream, reinterpret_cast<const bf16*>(a.x), reinterpret_cast<const bf16*>(a.b),
+                reinterpret_cast<const bf16*>(a.c), reinterpret_cast<const bf16*>(a.dt), a.a_log, a.d, a.t,
+                sh.heads, sh.head_dim, sh.state, sh.groups, a.state, reinterpret_cast<bf16*>(a.y));
+}
+
+void launch_ssm_step_batch(const SsmStepBatchArgs& a, cudaStream_t stream) {
+  const cpu::SsmShape& sh = a.shape;
+  const int rows = sh.heads * sh.head_dim;
+  const int64_t gn = int64_t{sh.groups} * sh.state;
+  const bf16* base = reinterpret_cast<const bf16*>(a.xbc);
+  launch_kernel(
+      ssm_step_batch_kernel,
+      dim3(static_cast<unsigned>((rows + kSsmStepWarps - 1) / kSsmStepWarps), static_cast<unsigned>(a.seqs)),
+      kSsmStepWarps * 32, 0, stream, base, base + rows, base + rows + gn, a.xbc_ld,
+      reinterpret_cast<const bf16*>(a.dt), a.a_log, a.d, sh.heads, sh.head_dim, sh.state, sh.groups,
+      a.state_tab, reinterpret_cast<bf16*>(a.y));
+}
+
+void launch_gated_rmsnorm(bf16_raw* y, int64_t rows, int64_t width, const bf16_raw* z, int64_t z_ld,
+                          const float* w, int groups, float eps, cudaStream_t stream) {
+  auto* yb = reinterpret_cast<bf16*>(y);
+  const auto* zb = reinterpret_cast<const bf16*>(z);
+  // 16-byte accesses where the group, the rows and z's columns allow them (Nemotron-H: 1280-wide groups).
+  if (gated_rmsnorm8_fits(width, groups, z_ld, y, z))
+    launch_kernel(gated_rmsnorm8_kernel, static_cast<unsigned>(rows * groups),
+                  gated_rmsnorm8_threads(width, groups), 0, stream, yb, zb, z_ld, w, width, groups, eps);
+  else
+    launch_kernel(gated_rmsnorm_kernel, static_cast<unsigned>(rows * groups), 256, 0, stream, yb, zb, z_ld, w,
+                  width, groups, eps);
 }
 
 }  // namespace fp4lab

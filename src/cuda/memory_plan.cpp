@@ -410,4 +410,18 @@ std::string MemoryReport::summary() const {
   return s;
 }
 
+void echo_cuda_run_options(nlohmann::json& options, const CudaRunOptions& o) {
+  options["tp"] = o.tp;
+  options["no_graphs"] = !o.graphs;
+  options["attn_splits"] = o.attn_splits;
+  options["pdl"] = o.pdl;
+  options["fused_mamba"] = o.fused_mamba;
+  options["fused_rope"] = o.fused_rope;
+  options["bf16_gemv_rows"] = o.bf16_gemv_rows;
+  options["gpu_memory_limit"] =
+      o.gpu_memory_limit ? nlohmann::json(o.gpu_memory_limit) : nlohmann::json(nullptr);
+  options["embedding"] = embedding_place_name(o.embedding);
+  options["lm_head"] = lm_head_mode_name(o.lm_head);
+}
+
 }  // namespace fp4lab

@@ -1,7 +1,8 @@
-// How a command runs a model on the CUDA backend (run_cuda_model in engine/cuda_run.h). Plain C++, so that
-// the CLI can build it in any build.
+// How a command runs a model on the CUDA backend (run_cuda_model in engine/cuda_run.h): the one struct the
+// CUDA flags are parsed into and echoed from. Plain C++, so that the CLI can build it in any build.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -63,5 +64,9 @@ struct CudaRunOptions {
   MemoryShape shape;               // the workload, for the plan
   MemoryReport* report = nullptr;  // filled by run_cuda_model where given
 };
+
+// The options a user sets, as a results document's "options" echo them (keys as the flags name them;
+// profile, shape and report belong to the command and are echoed by it).
+void echo_cuda_run_options(nlohmann::json& options, const CudaRunOptions& o);
 
 }  // namespace fp4lab

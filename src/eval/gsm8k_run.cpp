@@ -190,7 +190,7 @@ int run_gsm8k_eval(Gsm8kRunOptions o) {
                     {"beyond_context", o.beyond_context},
                     {"endpoint", o.endpoint},
                     {"concurrency", o.concurrency}};
-  doc["options"].update(o.cuda_echo);
+  echo_cuda_run_options(doc["options"], o.cuda);
   doc["tokenizer"] = tokp ? json(tokp->describe()) : json(nullptr);
 
   InterruptGuard guard;  // Ctrl-C: no new questions are started, the ones in flight are recorded

@@ -21,7 +21,6 @@ struct Gsm8kRunOptions {
   int prefill_tokens = GenerateOptions{}.prefill_tokens;
   bool beyond_context = false;
   CudaRunOptions cuda;  // the CUDA run (TP, graphs, memory limit, lm_head, ...)
-  nlohmann::json cuda_echo = nlohmann::json::object();  // the command's CUDA flags, echoed into "options"
   uint64_t seed = 0;
   bool add_bos = false, no_db = false;
   // --endpoint: the questions go to an OpenAI-compatible server's /v1/completions instead of a local model.

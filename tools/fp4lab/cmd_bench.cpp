@@ -9,18 +9,8 @@
 
 namespace fp4lab::cli {
 
-namespace {
-// The model benchmark with the CUDA run flags as given: converted for the run, echoed as given.
-int run_model_benches(ModelBenchOptions o, const CudaCliOptions& cuda) {
-  o.cuda = cuda_run_options(cuda);
-  echo_cuda_run_options(o.cuda_echo, cuda);
-  return run_bench_or_sweep(o);
-}
-}  // namespace
-
 Action add_bench(CLI::App& app) {
   auto mo = std::make_shared<ModelBenchOptions>();
-  auto cuda = std::make_shared<CudaCliOptions>();
   app.add_option("--model", mo->model,
                  "checkpoint directory or preset:NAME (default: the largest preset that fits)");
   app.add_option("--backend", mo->backend, "auto (cuda when a GPU is present), cpu, cuda")
@@ -38,7 +28,7 @@ Action add_bench(CLI::App& app) {
   app.add_option("--reps", mo->reps, "timed repetitions (mean ± std)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", mo->seed, "seed for preset weights");
   app.add_option("--json", mo->json_out, "write the results document (schema fp4lab.bench/1)");
-  add_cuda_run_options(app, *cuda);
+  add_cuda_run_options(app, mo->cuda);
   app.add_flag(
       "--profile", mo->profile,
       "cuda: one extra run timing every op class with events (GEMMs vs SSM vs conv vs attention ...)");
@@ -82,9 +72,9 @@ Action add_bench(CLI::App& app) {
               "start while the previous one drains, as in the engine)");
   g->add_option("--json", o->json_out, "write results as JSON");
   g->add_flag("-v,--verbose", o->verbose, "report unavailable baselines");
-  return [o, g, mo, cuda, sv, serve_action]() {
+  return [o, g, mo, sv, serve_action]() {
     if (sv->parsed()) return serve_action();
-    if (!g->parsed()) return run_model_benches(*mo, *cuda);
+    if (!g->parsed()) return run_bench_or_sweep(*mo);
     const GpuQuery q = query_gpus();
     if (!q.ok) throw Error("bench gemm needs a CUDA GPU: " + q.error);
     set_programmatic_launch(o->pdl);
@@ -92,10 +82,10 @@ Action add_bench(CLI::App& app) {
     return 0;
   };
 #else
-  return [g, mo, cuda, sv, serve_action]() -> int {
+  return [g, mo, sv, serve_action]() -> int {
     if (sv->parsed()) return serve_action();
     if (g->parsed()) throw Error("bench gemm needs a CUDA GPU: this fp4lab was built without CUDA");
-    return run_model_benches(*mo, *cuda);
+    return run_bench_or_sweep(*mo);
   };
 #endif
 }

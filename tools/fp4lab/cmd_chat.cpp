@@ -67,7 +67,7 @@ struct ChatOpts {
   float temperature = 0.7f, top_p = 1.0f;
   int top_k = 0;
   uint64_t seed = 0;
-  CudaCliOptions cuda;
+  CudaRunOptions cuda;
   HubOptions hub = HubOptions::from_env();
 };
 

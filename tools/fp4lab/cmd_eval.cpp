@@ -32,7 +32,7 @@ Action add_eval(CLI::App& app) {
     std::string lm_head_b = "auto";
     std::string text_file, tokenizer;  // --text: scored tokens from text (tokenizer: default --model)
     bool add_bos = false;
-    CudaCliOptions cuda;
+    CudaRunOptions cuda;
   };
   auto o = std::make_shared<Opts>();
   app.require_subcommand(1);
@@ -97,7 +97,7 @@ Action add_eval(CLI::App& app) {
         throw Error("--model-b has a vocabulary of " + std::to_string(b) + ", --model " + std::to_string(a) +
                     ": the two do not score the same tokens");
     };
-    const LmHeadMode head_a = parse_lm_head_mode(o->cuda.lm_head),
+    const LmHeadMode head_a = o->cuda.lm_head,
                      head_b = o->lm_head_b == "auto" ? head_a : parse_lm_head_mode(o->lm_head_b);
     // One model at a time (each on all --tp GPUs); rank 0 keeps the logits. Every token is scored at once:
     // one forward of the whole sequence, its logits kept.
@@ -119,10 +119,12 @@ Action add_eval(CLI::App& app) {
     }
     same_vocab(vocab_a, vocab);
     const PairMetrics m = compare_distributions(la, lb, tokens, vocab);
-    const std::string name_a = o->quant_a +
-                               (o->cuda.lm_head == "auto" ? "" : " (lm_head " + o->cuda.lm_head + ")"),
+    const std::string name_a =
+                          o->quant_a + (head_a == LmHeadMode::Auto
+                                            ? std::string()
+                                            : std::string(" (lm_head ") + lm_head_mode_name(head_a) + ")"),
                       name_b = (o->model_b.empty() ? "" : "b:") + o->quant_b +
-                               (o->lm_head_b == "auto" && o->cuda.lm_head == "auto"
+                               (o->lm_head_b == "auto" && head_a == LmHeadMode::Auto
                                     ? ""
                                     : std::string(" (lm_head ") + lm_head_mode_name(head_b) + ")");
     std::printf("%s on %d next-token positions (%s backend)\n", o->model.c_str(), m.positions,

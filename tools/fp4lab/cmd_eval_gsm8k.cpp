@@ -7,7 +7,6 @@ namespace fp4lab::cli {
 
 Action add_eval_gsm8k(CLI::App& app) {
   auto o = std::make_shared<Gsm8kRunOptions>();
-  auto cuda = std::make_shared<CudaCliOptions>();
   app.add_option(
       "--model", o->model,
       "checkpoint directory or preset:NAME (with --endpoint: the model id to request; default: the "
@@ -31,7 +30,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   app.add_option("--limit", o->limit, "first N test questions (0: all 1319)")->check(CLI::NonNegativeNumber);
   app.add_option("--max-new-tokens", o->max_new, "generation budget per question (lm-eval: 256)")
       ->check(CLI::Range(1, 1 << 16));
-  add_cuda_run_options(app, *cuda);
+  add_cuda_run_options(app, o->cuda);
   app.add_option("--batch", o->batch, "sequences decoded together (continuous batching)")
       ->check(CLI::Range(1, 4096));
   add_prefill_tokens_option(app, o->prefill_tokens);
@@ -45,12 +44,7 @@ Action add_eval_gsm8k(CLI::App& app) {
   app.add_option("--json", o->json_out, "write the summary, every option and all records as JSON");
   app.add_option("--db", o->db, "results database");
   app.add_flag("--no-db", o->no_db, "do not store the run in the results database");
-  return [o, cuda]() {
-    Gsm8kRunOptions run = *o;
-    run.cuda = cuda_run_options(*cuda);
-    echo_cuda_run_options(run.cuda_echo, *cuda);
-    return run_gsm8k_eval(std::move(run));
-  };
+  return [o]() { return run_gsm8k_eval(*o); };
 }
 
 }  // namespace fp4lab::cli

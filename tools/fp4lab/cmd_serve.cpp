@@ -34,7 +34,7 @@ struct ServeOpts {
   bool add_bos = false, no_chat_template = false, vocab_from_tokenizer = false;
   uint64_t seed = 0;
   ChatCliOptions chat;
-  CudaCliOptions cuda;
+  CudaRunOptions cuda;
   HubOptions hub = HubOptions::from_env();
 };
 

@@ -9,6 +9,7 @@
 #include "engine/run_environment.h"
 #include "engine/session.h"
 #include "io/hub.h"
+#include "io/token_ids.h"
 #include "model/layout.h"
 #include "tokenizer/chat_template.h"
 #include <functional>
@@ -55,27 +56,11 @@ void echo_chat_options(nlohmann::json& options, const ChatCliOptions& o);
 void add_hub_options(CLI::App& app, HubOptions& o);
 
 // The CUDA run flags every model-running command takes (--tp, --no-graphs, --attn-splits, --no-pdl,
-// --no-fused-mamba, --no-fused-rope), and
-// their echo in a results document's options.
-struct CudaCliOptions {
-  int tp = 1;
-  bool no_graphs = false;
-  int attn_splits = 0;
-  bool no_pdl = false;
-  bool no_fused_mamba = false;
-  bool no_fused_rope = false;
-  int bf16_gemv_rows = kDefaultBf16GemvRows;
-  std::string gpu_memory_limit;  // "" = the GPU's free memory
-  std::string embedding = "auto";
-  std::string lm_head = "auto";  // both backends: the CPU path applies it at load too
-};
-void add_cuda_run_options(CLI::App& app, CudaCliOptions& o);
-void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o);
-// The run_cuda_model options these flags ask for (profile: the command's own --profile, where it has one).
-CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile = false);
-// The session a model-running command opens: --backend, --threads (CPU) and the CUDA run flags.
-SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
-                               bool profile = false);
+// --no-fused-mamba, --no-fused-rope, --bf16-gemv-rows, --gpu-memory-limit, --embedding, --lm-head), parsed
+// straight into the run's options; echo_cuda_run_options (cuda/run_options.h) writes them back out.
+void add_cuda_run_options(CLI::App& app, CudaRunOptions& o);
+// The session a model-running command opens: --backend, --threads (CPU) and the CUDA run options.
+SessionOptions session_options(const std::string& backend, int threads, const CudaRunOptions& o);
 
 // --prefill-tokens (GenerateOptions::prefill_tokens): the token budget of one batched prefill pass. Every
 // command that generates takes it and echoes it as "prefill_tokens".
@@ -120,10 +105,5 @@ inline void add_sampling_options(CLI::App& app, bool& greedy, float& temperature
   app.add_option("--top-k", top_k, "keep the k most likely tokens (0: off)");
   app.add_option("--top-p", top_p, "nucleus sampling mass (1: off)")->check(finite_range(0.0, 1.0));
 }
-
-// Token ids separated by commas and/or whitespace; `what` names the source in the error.
-std::vector<int> parse_token_ids(std::string_view text, const std::string& what);
-// A file of such ids.
-std::vector<int> read_token_file(const std::string& path);
 
 }  // namespace fp4lab::cli

@@ -4,33 +4,34 @@
 
 namespace fp4lab::cli {
 
-void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
+void add_cuda_run_options(CLI::App& app, CudaRunOptions& o) {
   app.add_option("--tp", o.tp,
                  "cuda: tensor parallelism over this many GPUs (NCCL; Llama family and Nemotron-H)")
       ->check(CLI::Range(1, 64));
-  app.add_flag("--no-graphs", o.no_graphs,
+  app.add_flag("!--no-graphs", o.graphs,
                "cuda: launch the decode step kernel by kernel instead of as a CUDA graph");
   app.add_option("--attn-splits", o.attn_splits,
                  "cuda: split each decode attention's keys over N blocks (flash-decoding); 0 = from the "
                  "context length and the GPU")
       ->check(CLI::Range(0, 32));
-  app.add_flag("--no-pdl", o.no_pdl,
+  app.add_flag("!--no-pdl", o.pdl,
                "cuda: launch decode kernels without programmatic dependent launch (sm_90+: by default each "
                "kernel starts while the previous one drains)");
-  app.add_flag("--no-fused-mamba", o.no_fused_mamba,
+  app.add_flag("!--no-fused-mamba", o.fused_mamba,
                "cuda: run a Mamba decode step as four kernels (conv1d, dt, state update, gated norm) instead "
                "of two");
-  app.add_flag("--no-fused-rope", o.no_fused_rope,
+  app.add_flag("!--no-fused-rope", o.fused_rope,
                "cuda: run RoPE and the KV-cache append of a decode step in a kernel of their own instead of "
                "inside the decode attention kernel");
   app.add_option("--bf16-gemv-rows", o.bf16_gemv_rows,
                  "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
                  "cuBLAS; 0 = cuBLAS always")
       ->check(CLI::Range(0, kBf16GemvMaxRows));
-  app.add_option("--gpu-memory-limit", o.gpu_memory_limit,
-                 "cuda: keep the whole process (CUDA context included) under this much GPU memory, e.g. 7.5GiB "
-                 "or 8000MB; the memory plan is checked before loading and fp4lab's buffers are capped (default: "
-                 "the GPU's free memory, not capped)")
+  app.add_option_function<std::string>(
+         "--gpu-memory-limit", [&o](const std::string& v) { o.gpu_memory_limit = parse_byte_size(v); },
+         "cuda: keep the whole process (CUDA context included) under this much GPU memory, e.g. 7.5GiB "
+         "or 8000MB; the memory plan is checked before loading and fp4lab's buffers are capped (default: "
+         "the GPU's free memory, not capped)")
       ->check([](const std::string& s) {
         try {
           parse_byte_size(s);
@@ -39,53 +40,24 @@ void add_cuda_run_options(CLI::App& app, CudaCliOptions& o) {
           return std::string(e.what());
         }
       });
-  app.add_option("--embedding", o.embedding,
-                 "cuda: where the embedding table lives: gpu, host (pinned host memory, one row per token over "
-                 "PCIe) or auto (the GPU unless the memory plan does not fit)")
+  app.add_option_function<std::string>(
+         "--embedding", [&o](const std::string& v) { o.embedding = parse_embedding_place(v); },
+         "cuda: where the embedding table lives: gpu, host (pinned host memory, one row per token over "
+         "PCIe) or auto (the GPU unless the memory plan does not fit)")
       ->check(CLI::IsMember({"auto", "gpu", "host"}));
-  app.add_option("--lm-head", o.lm_head,
-                 "the lm_head's format: bf16, nvfp4 (quantized at load: a quarter of the bytes, an accuracy "
-                 "cost; docs/memory.md) or auto (as the checkpoint and --quant say; on cuda, NVFP4 only where "
-                 "the memory plan does not fit otherwise)")
+  app.add_option_function<std::string>(
+         "--lm-head", [&o](const std::string& v) { o.lm_head = parse_lm_head_mode(v); },
+         "the lm_head's format: bf16, nvfp4 (quantized at load: a quarter of the bytes, an accuracy "
+         "cost; docs/memory.md) or auto (as the checkpoint and --quant say; on cuda, NVFP4 only where "
+         "the memory plan does not fit otherwise)")
       ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
 }
 
-void echo_cuda_run_options(nlohmann::json& options, const CudaCliOptions& o) {
-  options["tp"] = o.tp;
-  options["no_graphs"] = o.no_graphs;
-  options["attn_splits"] = o.attn_splits;
-  options["pdl"] = !o.no_pdl;
-  options["fused_mamba"] = !o.no_fused_mamba;
-  options["fused_rope"] = !o.no_fused_rope;
-  options["bf16_gemv_rows"] = o.bf16_gemv_rows;
-  options["gpu_memory_limit"] = o.gpu_memory_limit.empty() ? nlohmann::json(nullptr)
-                                                           : nlohmann::json(parse_byte_size(o.gpu_memory_limit));
-  options["embedding"] = o.embedding;
-  options["lm_head"] = o.lm_head;
-}
-
-CudaRunOptions cuda_run_options(const CudaCliOptions& o, bool profile) {
-  CudaRunOptions r;
-  r.tp = o.tp;
-  r.graphs = !o.no_graphs;
-  r.attn_splits = o.attn_splits;
-  r.profile = profile;
-  r.pdl = !o.no_pdl;
-  r.fused_mamba = !o.no_fused_mamba;
-  r.fused_rope = !o.no_fused_rope;
-  r.bf16_gemv_rows = o.bf16_gemv_rows;
-  r.gpu_memory_limit = o.gpu_memory_limit.empty() ? 0 : parse_byte_size(o.gpu_memory_limit);
-  r.embedding = parse_embedding_place(o.embedding);
-  r.lm_head = parse_lm_head_mode(o.lm_head);
-  return r;
-}
-
-SessionOptions session_options(const std::string& backend, int threads, const CudaCliOptions& o,
-                               bool profile) {
+SessionOptions session_options(const std::string& backend, int threads, const CudaRunOptions& o) {
   SessionOptions s;
   s.backend = backend;
   s.threads = threads;
-  s.cuda = cuda_run_options(o, profile);
+  s.cuda = o;
   return s;
 }
 
