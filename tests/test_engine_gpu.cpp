@@ -308,6 +308,43 @@ TEST(GpuEngine, GreedyBatchArgmaxOnDeviceMatchesHostArgmax) {
   }
 }
 
+// A server's batch changes size from step to step as requests join and leave: the device argmax must pick
+// the host argmax at every size, shrinking and growing (its split counters once sat behind each step's ids,
+// so a smaller batch read the larger one's ids as counters and returned stale ids).
+TEST(GpuEngine, GreedyArgmaxHoldsAsTheBatchChangesSize) {
+  REQUIRE_GPU();
+  const std::string dir = fp4lab::test::data_dir() + "/models/tiny-llama";
+  const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
+  CudaOps ops;
+  CudaModel model(load_weights(dir, QuantMode::BF16), ops);
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  constexpr size_t kSeqs = 9;
+  std::vector<CudaModel::State> a, b;
+  std::vector<int> next(kSeqs);
+  for (size_t j = 0; j < kSeqs; ++j) {
+    const auto pre = std::span<const int>(prompt).first(2 + j % 4);
+    a.push_back(model.new_sequence(64));
+    b.push_back(model.new_sequence(64));
+    model.forward(a.back(), pre, false);
+    model.forward(b.back(), pre, false);
+    next[j] = prompt[j % prompt.size()];
+  }
+  for (const size_t n : {9, 5, 9, 2, 7, 1, 9, 3}) {
+    std::vector<CudaModel::State*> pa, pb;
+    for (size_t j = 0; j < n; ++j) pa.push_back(&a[j]), pb.push_back(&b[j]);
+    const std::vector<int> toks(next.begin(), next.begin() + static_cast<ptrdiff_t>(n));
+    const auto logits = model.decode_batch(pa, toks);
+    const auto ids = model.decode_batch_greedy(pb, toks);
+    ASSERT_EQ(ids.size(), n);
+    for (size_t j = 0; j < n; ++j) {
+      const auto row = logits.begin() + static_cast<ptrdiff_t>(j * V);
+      ASSERT_EQ(ids[j], std::max_element(row, row + static_cast<ptrdiff_t>(V)) - row)
+          << "batch of " << n << ", row " << j;
+      next[j] = ids[j];
+    }
+  }
+}
+
 // One greedy sequence: its steps go through the captured graph ending in the device argmax (an eager first
 // step, the capture, then replays) and must pick the host argmax of the logits step at every step; a logits
 // step in between (step 6) makes the sequence re-capture both ways. Then sampled steps through the same graph

@@ -80,17 +80,21 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   logits_on_device(h, head);
   OpTimer timer_(this, "argmax");
   const int64_t rows = logits_rows_, parts = argmax_parts(logits_cols_);
-  // [rows] ids, [rows] split counters (zero between launches), [rows * parts] values, then indices.
-  const size_t ids_bytes = static_cast<size_t>(rows) * 4, parts_bytes = static_cast<size_t>(rows * parts);
-  const size_t bytes = 2 * ids_bytes + parts_bytes * 4 + parts_bytes * 8 + 8;
-  const void* before = argmax_dev_.ptr;
-  ensure_device(argmax_dev_, bytes, "the argmax buffer");
-  if (argmax_dev_.ptr != before) CUDA_CHECK(cudaMemsetAsync(argmax_dev_.ptr, 0, argmax_dev_.bytes, stream_));
+  // The split counters must read zero at every launch (each row's last block resets its own), so they live
+  // in a buffer of their own, row r's always at the same place: when they shared one laid out by each step's
+  // row count, a batch that changed size (serve) put one step's counters on the previous step's ids, and rows
+  // took ids of stale partials. A captured step keeps its pointers; a new buffer ends the captured graphs.
+  const void* before = argmax_done_.ptr;
+  ensure_device(argmax_done_, static_cast<size_t>(rows) * 4, "the argmax counters");
+  if (argmax_done_.ptr != before) CUDA_CHECK(cudaMemsetAsync(argmax_done_.ptr, 0, argmax_done_.bytes, stream_));
+  int* done = argmax_done_.as<int>();
+  // [rows] ids, [rows * parts] indices, then values: written before they are read within one launch.
+  const size_t ids_bytes = static_cast<size_t>(rows) * 4, parts_n = static_cast<size_t>(rows * parts);
+  ensure_device(argmax_dev_, (ids_bytes + 7) / 8 * 8 + parts_n * 12, "the argmax buffer");
   auto* base = static_cast<uint8_t*>(argmax_dev_.ptr);
   int* ids = reinterpret_cast<int*>(base);
-  int* done = reinterpret_cast<int*>(base + ids_bytes);
-  auto* part_i = reinterpret_cast<int64_t*>(base + (2 * ids_bytes + 7) / 8 * 8);
-  auto* part_v = reinterpret_cast<float*>(part_i + parts_bytes);
+  auto* part_i = reinterpret_cast<int64_t*>(base + (ids_bytes + 7) / 8 * 8);
+  auto* part_v = reinterpret_cast<float*>(part_i + parts_n);
   ensure_pick(rows);
   ensure_device(pick_dev_, argmax_pick_bytes(rows), "the sampling parameters");
   CUDA_CHECK(

@@ -250,7 +250,8 @@ class CudaOps {
   void launch_rmsnorm(const Tensor& x, const bf16_raw* add, const std::vector<float>& w, float eps,
                       Tensor& y);
   size_t logits_on_device(const Tensor& h, const LinearWeight& head);  // FP32 [rows, vocab] in logits_dev_
-  DeviceBuffer argmax_dev_;  // ids, split counters and per-part maxima of argmax_async
+  DeviceBuffer argmax_dev_;   // ids and per-part maxima of argmax_async
+  DeviceBuffer argmax_done_;  // int per row: argmax_async's split counters, zero between launches
   // The per-step tables of a batched decode (begin_batch): for every layer one table per kind, each holding
   // the B sequences' buffers, then one table of their position counters.
   enum class BatchTable : size_t { Conv, Ssm, K, V };
