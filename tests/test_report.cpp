@@ -146,3 +146,31 @@ TEST(Report, MalformedResultFilesNameTheField) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("without a schema string"), std::string::npos) << r.out;
 }
+
+// Serving runs of two models under one server label (fp4lab-nvfp4 serving both presets) are two series of
+// the serving charts, not one overwritten by the other.
+TEST(Report, ServingChartsKeepEachModelApart) {
+  test::TempDir d;
+  json docs = json::array();
+  for (const auto& [model, tput] :
+       {std::pair{"preset:llama-3.1-8b", 5843.0}, {"preset:nemotron-nano-9b-v2", 2833.0}}) {
+    json r = {{"model_id", model},     {"max_concurrency", 32},     {"request_rate", "inf"},
+              {"completed", 64},       {"output_throughput", tput}, {"request_throughput", 10.0},
+              {"mean_ttft_ms", 200.0}, {"mean_tpot_ms", 5.0},       {"p99_tpot_ms", 6.0},
+              {"p99_itl_ms", 9.0}};
+    docs.push_back({{"schema", "fp4lab.bench_serve/1"},
+                    {"label", "fp4lab-nvfp4"},
+                    {"gpu", {{"name", "NVIDIA H100 80GB HBM3"}}},
+                    {"options", {{"model", model}, {"quant", "nvfp4"}}},
+                    {"results", json::array({r})}});
+  }
+  write_text_file(d.str("serve.json"), docs.dump());
+  const auto rep = test::run_fp4lab("report " + d.str("serve.json") + " --out " + d.str("rep"));
+  ASSERT_EQ(rep.status, 0) << rep.out;
+  const std::string dat = slurp(d.str("rep/charts/serving-throughput.dat"));
+  EXPECT_NE(dat.find("5843"), std::string::npos) << dat;
+  EXPECT_NE(dat.find("2833"), std::string::npos) << dat;
+  const std::string gp = slurp(d.str("rep/charts/serving-throughput.gp"));
+  EXPECT_NE(gp.find("llama-3.1-8b"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("nemotron-nano-9b-v2"), std::string::npos) << gp;
+}

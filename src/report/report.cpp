@@ -591,9 +591,12 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     for (const json* d : serving) {
       const std::string server =
           (*d).value("label", "").empty() ? model_name(*d) : (*d)["label"].get<std::string>();
-      const std::string who = gpu_name(*d) + " " + server;
-      if (std::find(servers.begin(), servers.end(), who) == servers.end()) servers.push_back(who);
       for (const auto& r : (*d)["results"]) {
+        // A series per GPU, server and model: runs of two models under one label are two series.
+        std::string model = r.value("model_id", model_name(*d));
+        if (model.starts_with("preset:")) model = model.substr(7);
+        const std::string who = gpu_name(*d) + " " + server + " " + model;
+        if (std::find(servers.begin(), servers.end(), who) == servers.end()) servers.push_back(who);
         const std::string load =
             (r.value("max_concurrency", json()).is_number() ? "conc " + r["max_concurrency"].dump() + " "
                                                             : "") +
