@@ -158,6 +158,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_gbs);
 
   GemmWorkspace ws;
+  ws.set_wgmma(o.wgmma);
   LtGemm lt;
   void* blas = ws.cublas_handle();
   const double l2 = prop.l2CacheSize;
@@ -168,11 +169,6 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     if (o.rows_per_block) forced_plan.rows_per_block = o.rows_per_block;
     if (o.decode_warps) forced_plan.decode_warps = o.decode_warps;
     forced = &forced_plan;
-    if (is_wgmma_variant(forced_plan.variant))
-      std::fprintf(stderr,
-                   "bench gemm: warning: the wgmma variants are not yet verified against the reference "
-                   "(GpuNvfp4.WgmmaMatchesMmaAtEveryWidthAndDepth, kernel-notes #80): check before trusting "
-                   "their times\n");
   }
 
   json out;
@@ -186,6 +182,7 @@ json run_gemm_bench(const GemmBenchOptions& o) {
                     {"rotate_factor", o.rotate_factor},
                     {"ms", o.ms},
                     {"variant", o.variant.empty() ? "auto" : o.variant},
+                    {"wgmma", o.wgmma},
                     {"rows_per_block", o.rows_per_block},
                     {"splits", o.splits},
                     {"decode_warps", o.decode_warps},

@@ -418,6 +418,7 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaRunOptions& o) {
   options["fused_mamba"] = o.fused_mamba;
   options["fused_rope"] = o.fused_rope;
   options["bf16_gemv_rows"] = o.bf16_gemv_rows;
+  options["wgmma"] = o.wgmma;
   options["gpu_memory_limit"] =
       o.gpu_memory_limit ? nlohmann::json(o.gpu_memory_limit) : nlohmann::json(nullptr);
   options["embedding"] = embedding_place_name(o.embedding);

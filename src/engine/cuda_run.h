@@ -51,6 +51,7 @@ class MemoryGuard {
     in.longest_prompt = o.shape.longest_prompt;
     in.logits_rows = o.shape.logits_rows;
     in.sm_count = sm;
+    in.wgmma = o.wgmma && wgmma_supported();
     in.context_bytes = context;
     rep.fit = fit_memory(in, rep.limit, o.embedding, o.lm_head == LmHeadMode::Auto);
     if (rep.fit.lm_head_nvfp4) apply_lm_head_mode(w, LmHeadMode::NVFP4);
@@ -105,6 +106,7 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
     ops.set_fused_mamba(o.fused_mamba);
     ops.set_fused_rope(o.fused_rope);
     ops.set_bf16_gemv_rows(o.bf16_gemv_rows);
+    ops.set_wgmma(o.wgmma);
   };
   if (o.tp == 1) {
     MemoryReport rep;
