@@ -80,19 +80,23 @@ TEST(GemmHeuristics, SplitsFillTheGpu) {
   // Kernels that do not split K.
   EXPECT_EQ(choose_splits(W4A16Variant::Decode8, 1, 4096, 4096, 132), 1);
   EXPECT_EQ(choose_splits(W4A16Variant::DequantBlas, 4096, 4096, 4096, 132), 1);
-  // The heuristic never picks a wgmma variant (they run only when forced, until verified).
+  // Not allowed (--no-wgmma, a GPU without sm_90a, the argument's default): never a wgmma variant.
   for (int64_t m : {33, 64, 128, 256, 1024, 4096})
     EXPECT_FALSE(is_wgmma_variant(choose_w4a16_plan(m, 4096, 4096, 132).variant)) << m;
   EXPECT_EQ(w4a16_plan_suffix({W4A16Variant::Wgmma128, 2, 128}), "/s2/r128");
 }
 
 TEST(GemmHeuristics, WgmmaOnlyWhereAllowed) {
-  // Not allowed (the default): the mma.sync and dequant + cuBLAS choices stay.
+  // Not allowed: the mma.sync and dequant + cuBLAS choices stay.
   EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132).variant, W4A16Variant::DequantBlas);
-  // Allowed: prompt-sized M from 256 rows; the decode kernels keep M <= 32 and the narrow layers below 256.
-  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132, true).variant, W4A16Variant::Wgmma256);
-  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132, true).rows_per_block, 128);
-  EXPECT_EQ(choose_w4a16_plan(300, 4480, 4480, 132, true).variant, W4A16Variant::Wgmma128);
+  // Allowed: where the H100 sweep measured them faster, 256-511 rows on the wide layers (N >= 14336); dequant
+  // + cuBLAS from 512 rows and on the narrow layers; the decode kernels keep M <= 32 and narrow layers below
+  // 256.
+  EXPECT_EQ(choose_w4a16_plan(300, 22656, 4480, 132, true).variant, W4A16Variant::Wgmma128);
+  EXPECT_EQ(choose_w4a16_plan(256, 28672, 4096, 132, true).variant, W4A16Variant::Wgmma128);
+  EXPECT_EQ(choose_w4a16_plan(512, 28672, 4096, 132, true).variant, W4A16Variant::DequantBlas);
+  EXPECT_EQ(choose_w4a16_plan(2048, 22656, 4480, 132, true).variant, W4A16Variant::DequantBlas);
+  EXPECT_EQ(choose_w4a16_plan(300, 4480, 4480, 132, true).variant, W4A16Variant::DequantBlas);
   EXPECT_EQ(choose_w4a16_plan(16, 22656, 4480, 132, true).variant, W4A16Variant::Decode16);
   EXPECT_EQ(choose_w4a16_plan(128, 4480, 4480, 132, true).variant, W4A16Variant::Decode64);
   // The B images: M rounded up to the token block, K to the 64-wide chunk, BF16.

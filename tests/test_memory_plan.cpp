@@ -169,14 +169,13 @@ TEST(MemoryPlan, InspectAndExplainPrintThePlan) {
   }
 }
 
-// With the wgmma kernels allowed, a prompt-sized forward stages X as B images: the workspace holds the
-// largest (Llama mlp.down: 4096 tokens x K 14336 in BF16) instead of the dequantized weight of dequant +
-// cuBLAS.
+// With the wgmma kernels allowed, forwards of 256-511 tokens stage X as B images for the wide layers: even
+// when the largest forward is 4096 tokens (dequant + cuBLAS there), the workspace holds the B image of a
+// 511-token pass on Llama's gate and up projections (K 4096, BF16) on top of what dequant + cuBLAS needs.
 TEST(MemoryPlan, WgmmaWorkspaceHoldsTheLargestBImage) {
   MemoryPlanInput in = preset_input("llama-3.1-8b", QuantMode::NVFP4, 1, 4096);
   const uint64_t without = item(plan_memory(in).run, "workspaces");
   in.wgmma = true;
   const uint64_t with = item(plan_memory(in).run, "workspaces");
-  EXPECT_GE(with, (32ull << 20) + 4096ull * 14336 * 2);
-  EXPECT_NE(with, without);
+  EXPECT_GE(with, without + 511ull * 4096 * 2);
 }

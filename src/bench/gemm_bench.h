@@ -29,7 +29,7 @@ struct GemmBenchOptions {
   int rows_per_block = 0;  // with variant decode*: 16 or 32
   int splits = 0;          // with variant mma*: K splits (0: heuristic)
   int decode_warps = 0;    // with variant decode*: 4, 8 or 16 (0: heuristic)
-  bool wgmma = false;      // the heuristic may pick the wgmma variants (sm_90a), as the engine's --wgmma
+  bool wgmma = true;       // the heuristic may pick the wgmma variants (sm_90a), as the engine does
   std::string json_out;
   bool verbose = false;
 };

@@ -173,7 +173,12 @@ W4A16Plan choose_w4a16_plan(int64_t m, int64_t n, int64_t k, int sm_count, bool 
   // M = 128: Llama attn.qkv 2 x 23.2 vs 77.7 us, mlp.down 2 x 44.1 vs 147.8; Nemotron mlp.down 2 x 67.4 vs
   // 173.5, mamba.out 2 x 46.4 vs 120.8).
   if (m <= 32 || (m < 256 && n <= 8192)) return choose_decode_plan(m, n, k, sm_count);
-  if (wgmma && m >= 256) return choose_wgmma_plan(m, n, k, sm_count);
+  // The wgmma kernels beat dequantize + cuBLAS only at 256-511 rows on the wide layers (H100, 2026-12-07, one
+  // bench gemm run: Llama mlp.gate_up at M = 256 163 vs 220 us, Nemotron mamba.in 135 vs 186, mlp.up 107 vs
+  // 133); at 512 rows they lose 8-20% there, and everywhere on the narrow layers (attn.o at M = 1024: 213 vs
+  // 67 us): their one-chunk-at-a-time MMA (kernel-notes #80) leaves the tensor cores idle while the next
+  // chunk dequantizes (kernel-notes #85). In the engine: 256-token prefills 12-13% faster on both presets.
+  if (wgmma && m >= 256 && m < 512 && n >= 14336) return choose_wgmma_plan(m, n, k, sm_count);
   W4A16Plan p;
   if (m >= 256) {
     // cuBLAS's wgmma kernels outrun this mma.sync kernel by more than the dequantization pass costs (measured

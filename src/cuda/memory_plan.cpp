@@ -209,6 +209,10 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     for (int64_t m = 1; m <= most; m = m < 8 ? m + 1 : m * 2) ms.push_back(m);
     ms.push_back(most);
     ms.push_back(also);
+    // Where the heuristic changes kernels (gemm_heuristics.cpp) a smaller forward than the largest can need a
+    // workspace the largest does not (the wgmma B images exist only at 256-511 rows): each band's edges too.
+    for (int64_t t : {32, 33, 64, 65, 255, 256, 511, 512})
+      if (t <= also) ms.push_back(t);
     return ms;
   };
   const std::vector<int64_t> layer_ms = rows_seen(batch, fwd), head_ms = rows_seen(logit_rows, logit_rows);

@@ -54,8 +54,9 @@ struct CudaRunOptions {
   bool fused_mamba = true;  // the Mamba decode step in two kernels instead of four
   bool fused_rope = true;   // RoPE and the KV-cache append inside decode attention
   int bf16_gemv_rows = kDefaultBf16GemvRows;  // BF16 linear layers with up to this many rows: the GEMV
-  // NVFP4 GEMMs of 256 rows and more on sm_90a run the wgmma kernels instead of dequantize + cuBLAS.
-  bool wgmma = false;
+  // sm_90a: the NVFP4 GEMM heuristic may pick the wgmma kernels (where they measured faster than dequantize
+  // + cuBLAS: 256-511 rows on the wide layers, gemm_heuristics.cpp); no effect on other GPUs.
+  bool wgmma = true;
   // GPU memory: the whole process (context included) stays under the limit (0: the GPU's free memory);
   // the memory plan is checked against it before loading and fp4lab's buffers are capped at it.
   uint64_t gpu_memory_limit = 0;

@@ -66,8 +66,8 @@ Action add_bench(CLI::App& app) {
   g->add_option("--decode-warps", o->decode_warps,
                 "with a forced decode variant: warps per block (4, 8, 10 or 16; 10: one row tile)");
   g->add_option("--splits", o->splits, "with a forced mma variant: K splits (0: heuristic)");
-  g->add_flag("--wgmma", o->wgmma,
-              "sm_90a: the heuristic may pick the wgmma kernels from 256 rows on (as the engine's --wgmma)");
+  g->add_flag("!--no-wgmma", o->wgmma,
+              "sm_90a: the heuristic never picks the wgmma kernels (as the engine's --no-wgmma)");
   g->add_flag("!--no-baselines", o->baselines, "skip cuBLAS BF16 / cuBLASLt FP8");
   g->add_flag("!--no-pdl", o->pdl,
               "time the W4A16 calls without programmatic dependent launch (sm_90+: by default each call may "

@@ -23,10 +23,9 @@ void add_cuda_run_options(CLI::App& app, CudaRunOptions& o) {
   app.add_flag("!--no-fused-rope", o.fused_rope,
                "cuda: run RoPE and the KV-cache append of a decode step in a kernel of their own instead of "
                "inside the decode attention kernel");
-  app.add_flag(
-      "--wgmma", o.wgmma,
-      "cuda, sm_90a: NVFP4 GEMMs of 256 rows and more (prefill) run fp4lab's wgmma kernels instead of "
-      "dequantizing to BF16 for cuBLAS");
+  app.add_flag("!--no-wgmma", o.wgmma,
+               "cuda, sm_90a: never run fp4lab's wgmma NVFP4 GEMMs (by default they take prefill passes of "
+               "256-511 tokens on the wide layers, where they beat dequantizing to BF16 for cuBLAS)");
   app.add_option("--bf16-gemv-rows", o.bf16_gemv_rows,
                  "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
                  "cuBLAS; 0 = cuBLAS always")
