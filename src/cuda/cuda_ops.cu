@@ -58,6 +58,14 @@ void CudaOps::ensure_device(DeviceBuffer& b, size_t bytes, const char* what) {
   b = DeviceBuffer(bytes);
 }
 
+int* CudaOps::zeroed_counters(DeviceBuffer& b, size_t n, const char* what) {
+  if (b.bytes < n * sizeof(int)) {
+    ensure_device(b, n * sizeof(int), what);
+    CUDA_CHECK(cudaMemsetAsync(b.ptr, 0, b.bytes, stream_));
+  }
+  return b.as<int>();
+}
+
 template <class T>
 bool CudaOps::ensure_pinned(T*& p, size_t& cap, size_t n, const char* what) {
   if (n <= cap) return false;
@@ -80,14 +88,10 @@ void CudaOps::argmax_async(const Tensor& h, const LinearWeight& head) {
   logits_on_device(h, head);
   OpTimer timer_(this, "argmax");
   const int64_t rows = logits_rows_, parts = argmax_parts(logits_cols_);
-  // The split counters must read zero at every launch (each row's last block resets its own), so they live
-  // in a buffer of their own, row r's always at the same place: when they shared one laid out by each step's
-  // row count, a batch that changed size (serve) put one step's counters on the previous step's ids, and rows
-  // took ids of stale partials. A captured step keeps its pointers; a new buffer ends the captured graphs.
-  const void* before = argmax_done_.ptr;
-  ensure_device(argmax_done_, static_cast<size_t>(rows) * 4, "the argmax counters");
-  if (argmax_done_.ptr != before) CUDA_CHECK(cudaMemsetAsync(argmax_done_.ptr, 0, argmax_done_.bytes, stream_));
-  int* done = argmax_done_.as<int>();
+  // The split counters must read zero at every launch (each row's last block resets its own), so row r's
+  // stays at one place however the batch's size changes from step to step (a server's does): a buffer of
+  // their own, not a region laid out by the row count, where a smaller step would read a larger one's ids.
+  int* done = zeroed_counters(argmax_done_, static_cast<size_t>(rows), "the argmax counters");
   // [rows] ids, [rows * parts] indices, then values: written before they are read within one launch.
   const size_t ids_bytes = static_cast<size_t>(rows) * 4, parts_n = static_cast<size_t>(rows * parts);
   ensure_device(argmax_dev_, (ids_bytes + 7) / 8 * 8 + parts_n * 12, "the argmax buffer");
@@ -594,14 +598,8 @@ void CudaOps::launch_attention(const Tensor& q, const KvCaches& kv, int nh, int 
     a.part = attn_part_.as<float>();
   }
   if (gqa) {
-    if (splits > 1) {  // the GQA kernel merges its splits itself: a zeroed counter per (row, KV head)
-      const size_t bytes = static_cast<size_t>(q.rows * nkv) * sizeof(int);
-      if (attn_done_.bytes < bytes) {
-        ensure_device(attn_done_, bytes, "the split-attention counters");
-        CUDA_CHECK(cudaMemsetAsync(attn_done_.ptr, 0, attn_done_.bytes, stream_));
-      }
-      a.done = attn_done_.as<int>();
-    }
+    if (splits > 1)  // the GQA kernel merges its splits itself: a zeroed counter per (row, KV head)
+      a.done = zeroed_counters(attn_done_, static_cast<size_t>(q.rows * nkv), "the split-attention counters");
     launch_attention_gqa(dim3(static_cast<unsigned>(q.rows * nkv), static_cast<unsigned>(splits)), a,
                          stream_);
     return;

@@ -333,6 +333,9 @@ class CudaOps {
   // is a bug (the eager first step sizes them).
   void invalidate_graphs(const char* what);
   void ensure_device(DeviceBuffer& b, size_t bytes, const char* what);
+  // At least n ints, all zero when (re)allocated: counters that kernels leave at zero for the next launch
+  // (the last block of a group resets its own), so only a new buffer needs clearing.
+  int* zeroed_counters(DeviceBuffer& b, size_t n, const char* what);
   // One block of `bytes` in place of the arena's blocks.
   void replace_arena(size_t bytes);
   uint64_t graph_gen() const { return arena_gen_ + ws_.generation(); }

@@ -44,10 +44,12 @@ void launch_conv1d_silu(const Conv1dArgs& a, cudaStream_t stream);
 // The sequential selective scan of one sequence's t tokens: one warp per (head, channel), its state row in
 // registers (shape.state <= 32 x kScanMaxPerLane).
 struct SsmScanArgs {
-  const bf16_raw *x = nullptr, *b = nullptr, *c = nullptr, *dt = nullptr;  // [t, heads x head_dim], [t, gn] x
-                                                                           // 2, [t, heads]
-  const float* a_log = nullptr;                                            // [heads]
-  const float* d = nullptr;                                                // [heads]
+  const bf16_raw* x = nullptr;   // [t, heads x head_dim]
+  const bf16_raw* b = nullptr;   // [t, groups x state]
+  const bf16_raw* c = nullptr;   // [t, groups x state]
+  const bf16_raw* dt = nullptr;  // [t, heads]
+  const float* a_log = nullptr;  // [heads]
+  const float* d = nullptr;      // [heads]
   int t = 0;
   cpu::SsmShape shape{};
   float* state = nullptr;  // FP32 [heads, head_dim, state]

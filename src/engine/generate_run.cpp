@@ -43,9 +43,9 @@ GenerateRunReport run_generate(GenerateRunOptions o) {
     for (const auto& p : model.weights().plans) rep.nvfp4_layers += p.nvfp4;
     rep.linear_layers = model.weights().plans.size();
     rep.backend = model.ops().name();
-    if (o.on_first_prompt_token && o.prompts.size() == 1)
-      gl.should_stop = [&](size_t, const std::vector<int>& ids) {
-        o.on_first_prompt_token(ids);
+    if (o.on_first_prompt_token)
+      gl.should_stop = [&](size_t b, const std::vector<int>& ids) {
+        if (b == 0) o.on_first_prompt_token(ids);
         return false;
       };
     rep.result = generate(model, o.prompts, gl);

@@ -98,7 +98,7 @@ ServeQueue::Push ServeQueue::push(ServeJob j) {
 std::vector<ServeJob> ServeQueue::take(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> l(mu_);
   // A busy engine only collects what is there: a timed wait, even of zero, sleeps in the kernel, and the
-  // timer's slack (50 µs for a normal thread) cost every decode step ~55 µs (H100, kernel-notes #83).
+  // timer's slack (50 µs for a normal thread) cost every decode step ~55 µs (H100, kernel-notes #84).
   if (timeout.count() > 0) cv_.wait_for(l, timeout, [&] { return !q_.empty() || woken_; });
   woken_ = false;
   std::vector<ServeJob> out(std::make_move_iterator(q_.begin()), std::make_move_iterator(q_.end()));
