@@ -16,6 +16,7 @@
 #include "common/json_util.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "fp8_fixture.h"
 #include "test_util.h"
 
 using namespace fp4lab;
@@ -23,58 +24,6 @@ namespace fs = std::filesystem;
 using fp4lab::test::TempDir;
 
 namespace {
-
-std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
-  std::vector<uint8_t> b(v.size() * 4);
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-// Writes tiny-llama to `fp8_dir` with `layers` in FP8 (per-channel scales when per_channel) and the float32
-// twin with the same values to `twin_dir`; config.json as given.
-void write_fixture(const std::string& fp8_dir, const std::string& twin_dir, const std::vector<std::string>& layers,
-                   bool per_channel, const json& config, const json& hf_quant_config) {
-  const std::string src = fp4lab::test::data_dir() + "/models/tiny-llama";
-  const TensorStore st = TensorStore::open_dir(src);
-  SafetensorsWriter fp8, twin;
-  for (const auto& [name, t] : st.all()) {
-    std::vector<float> v = tensor_to_f32(*t);
-    const std::string layer = name.substr(0, name.size() - 7);
-    const bool q = name.ends_with(".weight") && std::find(layers.begin(), layers.end(), layer) != layers.end();
-    if (!q) {
-      fp8.add(name, DType::F32, t->shape, f32_bytes(v));
-      twin.add(name, DType::F32, t->shape, f32_bytes(v));
-      continue;
-    }
-    const int64_t n = t->shape[0], k = t->shape[1];
-    std::vector<float> scale(per_channel ? n : 1, 0.0f);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < k; ++c) {
-        float& s = scale[per_channel ? r : 0];
-        s = std::max(s, std::fabs(v[r * k + c]) / 448.0f);
-      }
-    std::vector<uint8_t> codes(v.size());
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < k; ++c) {
-        const float s = scale[per_channel ? r : 0];
-        codes[r * k + c] = e4m3_encode(v[r * k + c] / s);
-        v[r * k + c] = e4m3_decode(codes[r * k + c]) * s;
-      }
-    fp8.add(name, DType::F8_E4M3, t->shape, codes);
-    fp8.add(layer + ".weight_scale", DType::F32, per_channel ? std::vector<int64_t>{n, 1} : std::vector<int64_t>{},
-            f32_bytes(scale));
-    twin.add(name, DType::F32, t->shape, f32_bytes(v));
-  }
-  fs::create_directories(fp8_dir);
-  fs::create_directories(twin_dir);
-  fp8.write(fp8_dir + "/model.safetensors");
-  twin.write(twin_dir + "/model.safetensors");
-  json plain = config;
-  plain.erase("quantization_config");
-  write_text_file(fp8_dir + "/config.json", config.dump(2));
-  write_text_file(twin_dir + "/config.json", plain.dump(2));
-  if (!hf_quant_config.is_null()) write_text_file(fp8_dir + "/hf_quant_config.json", hf_quant_config.dump(2));
-}
 
 std::vector<float> cpu_logits(const std::string& dir, QuantMode mode = QuantMode::Auto) {
   CpuOps ops(2);
@@ -84,9 +33,8 @@ std::vector<float> cpu_logits(const std::string& dir, QuantMode mode = QuantMode
   return m.forward(s, prompt, true);
 }
 
-json tiny_llama_config() {
-  return read_json_config_file(fp4lab::test::data_dir() + "/models/tiny-llama/config.json");
-}
+using fp4lab::test::tiny_llama_config;
+using fp4lab::test::write_fixture;
 
 }  // namespace
 
@@ -111,7 +59,13 @@ TEST(Fp8, ModelOptMixedPrecisionLayersAreScaledExactly) {
       EXPECT_NE(p.reason.find("FP8 (E4M3, per-tensor scale)"), std::string::npos) << p.reason;
     }
   }
-  // --quant nvfp4 quantizes the dequantized values; --quant bf16 rounds them; both load.
+  // They run as FP8 under --quant auto and nvfp4 (never quantized twice); --quant bf16 dequantizes them.
+  for (const QuantMode q : {QuantMode::Auto, QuantMode::NVFP4, QuantMode::BF16})
+    for (const auto& p : load_weights(d.str("fp8"), q).plans)
+      if (p.storage == WeightStorage::FP8) {
+        EXPECT_EQ(p.fp8, q != QuantMode::BF16) << p.spec.name << " " << quant_mode_name(q);
+        EXPECT_FALSE(p.nvfp4) << p.spec.name;
+      }
   EXPECT_EQ(cpu_logits(d.str("fp8"), QuantMode::NVFP4).size(), a.size());
   EXPECT_EQ(cpu_logits(d.str("fp8"), QuantMode::BF16).size(), a.size());
   const auto r = fp4lab::test::run_fp4lab("inspect " + d.str("fp8") + " --layers");
@@ -175,4 +129,85 @@ TEST(Fp8, UnreadableFormatsAreRefusedByName) {
   const std::string e = err(d.str("b"));
   EXPECT_NE(e.find("model.layers.1.mlp.up_proj"), std::string::npos) << e;
   EXPECT_NE(e.find("W8A8_SQ_PER_CHANNEL"), std::string::npos) << e;
+}
+
+// --quant fp8: ModelOpt's FP8 recipe at load (one scale per tensor, amax / 448, round to nearest E4M3 with
+// saturation; q/k/v and gate/up under their group's amax, as engines join them), every linear layer but the
+// lm_head; the CPU backend computes with the exact E4M3 x scale values.
+TEST(Fp8, QuantFp8QuantizesAtLoadByModelOptsRecipe) {
+  const std::string dir = fp4lab::test::data_dir() + "/models/tiny-llama";
+  const ModelWeights f32 = load_weights(dir, QuantMode::Auto);
+  const ModelWeights w = load_weights(dir, QuantMode::FP8);
+  // The amax of each fusion group (q/k/v, gate/up share a scale; the others are alone).
+  std::map<std::string, float> group_amax;
+  for (const auto& p : f32.plans)
+    for (const float v : linear_weight(f32, p.spec).w)
+      group_amax[fused_scale_group(p.spec)] = std::max(group_amax[fused_scale_group(p.spec)], std::fabs(v));
+  int fp8 = 0;
+  for (const auto& p : w.plans) {
+    const LinearWeight& lw = linear_weight(w, p.spec);
+    if (p.spec.role == "lm_head") {
+      EXPECT_FALSE(p.fp8);
+      EXPECT_FALSE(lw.fp8.has_value());
+      continue;
+    }
+    ++fp8;
+    ASSERT_TRUE(p.fp8) << p.spec.name;
+    ASSERT_TRUE(lw.fp8.has_value()) << p.spec.name;
+    const std::vector<float>& src = linear_weight(f32, p.spec).w;
+    EXPECT_EQ(lw.fp8->scale, group_amax.at(fused_scale_group(p.spec)) / 448.0f) << p.spec.name;
+    EXPECT_TRUE(lw.fp8->row_scales.empty());
+    for (size_t i = 0; i < src.size(); i += 97) {
+      EXPECT_EQ(lw.fp8->data[i], e4m3_encode(src[i] / lw.fp8->scale)) << p.spec.name << " " << i;
+      EXPECT_EQ(lw.w[i], e4m3_decode(lw.fp8->data[i]) * lw.fp8->scale) << p.spec.name << " " << i;
+    }
+  }
+  EXPECT_EQ(fp8, static_cast<int>(w.plans.size()) - 1);
+  // Close to the float model, not equal to it.
+  const auto a = cpu_logits(dir), b = cpu_logits(dir, QuantMode::FP8);
+  ASSERT_EQ(a.size(), b.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff += (a[i] - b[i]) * (a[i] - b[i]), norm += a[i] * a[i];
+  EXPECT_GT(diff, 0.0);
+  EXPECT_LT(std::sqrt(diff / norm), 0.1);
+  // inspect and the planner name the format.
+  const auto r = fp4lab::test::run_fp4lab("inspect " + dir + " --layers");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(parse_quant_mode("fp8"), QuantMode::FP8);
+}
+
+// quantize --format fp8 writes ModelOpt's FP8 layout (E4M3 weight, F32 scalar weight_scale, hf_quant_config
+// FP8), with the codes --quant fp8 makes at load; the result loads and runs as FP8.
+TEST(Fp8, QuantizeWritesTheModelOptFp8Layout) {
+  TempDir d;
+  const std::string src = fp4lab::test::data_dir() + "/models/tiny-llama";
+  const auto r = fp4lab::test::run_fp4lab("quantize --in " + src + " --out " + d.str("q") + " --format fp8");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const TensorStore st = TensorStore::open_dir(d.str("q"));
+  const ModelWeights at_load = load_weights(src, QuantMode::FP8);
+  const ModelWeights written = load_weights(d.str("q"), QuantMode::Auto);
+  int fp8 = 0;
+  for (const auto& p : written.plans) {
+    if (!p.fp8) continue;
+    ++fp8;
+    EXPECT_EQ(p.storage, WeightStorage::FP8) << p.spec.name;
+    EXPECT_EQ(st.get(p.spec.name + ".weight").dtype, DType::F8_E4M3);
+    const TensorView& sc = st.get(p.spec.name + ".weight_scale");
+    EXPECT_EQ(sc.dtype, DType::F32);
+    EXPECT_EQ(sc.numel(), 1);
+    const LinearWeight &a = linear_weight(at_load, p.spec), &b = linear_weight(written, p.spec);
+    ASSERT_TRUE(a.fp8 && b.fp8) << p.spec.name;
+    EXPECT_EQ(a.fp8->data, b.fp8->data) << p.spec.name;
+    EXPECT_EQ(a.fp8->scale, b.fp8->scale) << p.spec.name;
+  }
+  EXPECT_EQ(fp8, static_cast<int>(written.plans.size()) - 1);  // all but the lm_head
+  const json hfq = read_json_file(d.str("q") + "/hf_quant_config.json");
+  EXPECT_EQ(hfq["quantization"]["quant_algo"], "FP8");
+  EXPECT_FALSE(hfq["quantization"].contains("group_size"));
+  EXPECT_EQ(cpu_logits(d.str("q")).size(), cpu_logits(src).size());
+  // NVFP4's methods do not apply.
+  const auto bad = fp4lab::test::run_fp4lab("quantize --in " + src + " --out " + d.str("q2") +
+                                            " --format fp8 --method scale-search");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("--format fp8 takes --method rtn"), std::string::npos) << bad.out;
 }

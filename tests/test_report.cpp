@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "report/report.h"
+#include "report/results_db.h"
 #include "common/json_util.h"
 #include "test_util.h"
 
@@ -173,4 +174,27 @@ TEST(Report, ServingChartsKeepEachModelApart) {
   const std::string gp = slurp(d.str("rep/charts/serving-throughput.gp"));
   EXPECT_NE(gp.find("llama-3.1-8b"), std::string::npos) << gp;
   EXPECT_NE(gp.find("nemotron-nano-9b-v2"), std::string::npos) << gp;
+}
+
+// A three-way run (bench's default on GPUs with FP8 tensor cores): the throughput charts get an FP8 bar and
+// the speedup charts an FP8 / BF16 series next to NVFP4's.
+TEST(Report, Fp8RunsGetTheirOwnBarsAndSpeedups) {
+  test::TempDir d;
+  json doc =
+      read_json_file(std::string(FP4LAB_SOURCE_DIR) + "/tests/data/results/bench-nemotron-b32-h100.json");
+  json fp8 = doc["measurements"][0];
+  ASSERT_EQ(fp8["quant"], "bf16");
+  fp8["quant"] = "fp8";
+  fp8["decode_tok_s"] = json::array({1.7 * mean_of(fp8["decode_tok_s"])});
+  doc["measurements"].push_back(fp8);
+  write_text_file(d.str("three.json"), doc.dump());
+  const auto rep = test::run_fp4lab("report " + d.str("three.json") + " --out " + d.str("rep"));
+  ASSERT_EQ(rep.status, 0) << rep.out;
+  const std::string sp = slurp(d.str("rep/charts/speedup-all-gpus.gp"));
+  EXPECT_NE(sp.find("fp8 / bf16"), std::string::npos) << sp;
+  EXPECT_NE(sp.find("nvfp4 / bf16"), std::string::npos) << sp;
+  const std::string dat = slurp(d.str("rep/charts/speedup-all-gpus.dat"));
+  EXPECT_NE(dat.find(" 1.7"), std::string::npos) << dat;
+  const std::string tp = slurp(d.str("rep/charts/throughput-all-gpus.gp"));
+  EXPECT_NE(tp.find("fp8"), std::string::npos) << tp;
 }

@@ -10,6 +10,7 @@
 #include "bench/gemm_bench.h"
 #include "common/json_util.h"
 #include "cuda/baseline_gemm.h"
+#include "cuda/fp8_linear.h"
 #include "cuda/bf16_gemv.h"
 #include "cuda/check.h"
 #include "cuda/nvfp4_gemm.h"
@@ -191,9 +192,12 @@ json run_gemm_bench(const GemmBenchOptions& o) {
   out["rows"] = json::array();
 
   // bf16 us: cuBLAS; gemv us: the engine's BF16 GEMV (bf16_gemv.h), at M <= 4.
-  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %9s %7s %7s\n", "shape", "N", "K", "M",
-              "variant", "nvfp4 us", "GB/s", "%copy", "%read", "TFLOP/s", "bf16 us", "gemv us", "fp8 us",
-              "xBF16", "xFP8");
+  // fp8 us: cuBLASLt FP8 with per-tensor scales, activations already quantized; w8a16 / w8a8 us: the engine's
+  // FP8 layer (cuda/fp8_linear.h), the GEMV at M <= 8 and per-tensor activation quantization + cuBLASLt;
+  // rowwise us: per-token activations + the row-wise product (per-row weight scales).
+  std::printf("%-34s %6s %6s %5s %-14s %9s %8s %6s %7s %8s %9s %9s %9s %7s %7s %9s %9s %9s\n", "shape", "N",
+              "K", "M", "variant", "nvfp4 us", "GB/s", "%copy", "%read", "TFLOP/s", "bf16 us", "gemv us",
+              "fp8 us", "xBF16", "xFP8", "w8a16 us", "w8a8 us", "rowwise us");
   const int sms_total = prop.multiProcessorCount;
   int shape_i = 0;
   const bool progress = isatty(STDERR_FILENO);  // a progress line only where a person watches
@@ -233,7 +237,21 @@ json run_gemm_bench(const GemmBenchOptions& o) {
     }
     wmaster = DeviceBuffer();
     DeviceBuffer x(static_cast<size_t>(max_m * k * 2)), y(static_cast<size_t>(max_m * n * 2));
-    DeviceBuffer x8(static_cast<size_t>(max_m * k)), x8scale(sizeof(float));
+    DeviceBuffer x8(static_cast<size_t>(max_m * k)), x8scale(sizeof(float)),
+        x8rows(static_cast<size_t>(max_m) * sizeof(float)), x8state(3 * sizeof(float));
+    CUDA_CHECK(cudaMemsetAsync(x8state.ptr, 0, x8state.bytes, s));
+    const DeviceBuffer w8rows =
+        o.baselines ? fp8_row_scales(w8scale.as<float>(), false, n, s) : DeviceBuffer();
+    // The engine's FP8 weight over copy i (non-owning: the codes of w8[i], the one per-tensor scale).
+    const auto fp8_weight = [&](int i) {
+      Fp8Weight f;
+      f.codes = w8[i % c8].as<uint8_t>();
+      f.scales = w8scale.as<float>();
+      f.row_scales = w8rows.as<float>();
+      f.n = n;
+      f.k = k;
+      return f;
+    };
     fill_random_bf16(x.as<uint16_t>(), max_m * k, 7 + shape_i, 1.0f, 0, s);
     if (o.baselines) fp8_quantize_bf16(x.as<bf16_raw>(), max_m * k, x8.as<uint8_t>(), x8scale.as<float>(), s);
     CUDA_CHECK(cudaStreamSynchronize(s));
@@ -298,14 +316,48 @@ json run_gemm_bench(const GemmBenchOptions& o) {
           if (o.verbose) std::fprintf(stderr, "\nfp8 baseline unavailable: %s\n", e.what());
         }
       }
+      double tw8a16 = NAN, tw8a8 = NAN, trow = NAN;
+      if (o.baselines && fp8_gemv_supported(m, k, k, x.ptr, w8[0].ptr))
+        tw8a16 = time_us(
+            [&](int i) {
+              fp8_w8a16_gemv(x.as<bf16_raw>(), m, k, fp8_weight(i), y.as<bf16_raw>(), n,
+                             fp8_gemv_split(m, n, k, sms_total), s);
+            },
+            o, s);
+      if (o.baselines) {
+        try {
+          // The engine's W8A8: the activations quantized with one scale (two launches), then cuBLASLt.
+          if (fp8_quantize_tensor_supported(x.as<bf16_raw>(), k, k))
+            tw8a8 = time_us(
+                [&](int i) {
+                  fp8_quantize_tensor(x.as<bf16_raw>(), m, k, k, x8.as<uint8_t>(), x8state.as<float>(), s);
+                  lt.run(LtGemm::Kind::Fp8E4M3, w8[i % c8].ptr, w8scale.ptr, x8.ptr, x8state.ptr, m, n, k,
+                         1.0f, y.as<bf16_raw>(), s);
+                },
+                o, s);
+          // Per-row weight scales: per-token activations and the row-wise product.
+          trow = time_us(
+              [&](int i) {
+                fp8_quantize_rows(x.as<bf16_raw>(), m, k, k, x8.as<uint8_t>(), x8rows.as<float>(), s);
+                lt.run(LtGemm::Kind::Fp8RowWise, w8[i % c8].ptr, w8rows.ptr, x8.ptr, x8rows.ptr, m, n, k,
+                       1.0f, y.as<bf16_raw>(), s);
+              },
+              o, s);
+        } catch (const Error& e) {
+          if (o.verbose) std::fprintf(stderr, "\nfp8 W8A8 unavailable: %s\n", e.what());
+        }
+      }
       const double gbs = fp4_bytes / (t4 * 1e-6) / 1e9;
       const double tflops = 2.0 * m * n * k / (t4 * 1e-6) / 1e12;
       if (progress) std::fprintf(stderr, "\r%80s\r", "");
       std::printf(
-          "%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %6.1f%% %8.1f %9.2f %9.2f %9.2f %6.2fx %6.2fx\n",
+          "%-34s %6lld %6lld %5lld %-14s %9.2f %8.0f %5.1f%% %6.1f%% %8.1f %9.2f %9.2f %9.2f %6.2fx %6.2fx "
+          "%9.2f "
+          "%9.2f %9.2f\n",
           sh.name.c_str(), static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
           (std::string(w4a16_variant_name(plan.variant)) + w4a16_plan_suffix(plan)).c_str(), t4, gbs,
-          100.0 * gbs / copy_gbs, 100.0 * t_read / t4, tflops, t16, tg, t8, t16 / t4, t8 / t4);
+          100.0 * gbs / copy_gbs, 100.0 * t_read / t4, tflops, t16, tg, t8, t16 / t4, t8 / t4, tw8a16, tw8a8,
+          trow);
       std::fflush(stdout);
       json row = {{"shape", sh.name},
                   {"n", n},
@@ -324,6 +376,10 @@ json run_gemm_bench(const GemmBenchOptions& o) {
       if (!std::isnan(t16)) row["cublas_bf16_us"] = t16, row["speedup_vs_bf16"] = t16 / t4;
       if (!std::isnan(tg)) row["bf16_gemv_us"] = tg, row["bf16_gemv_us_by_split"] = gemv_splits;
       if (!std::isnan(t8)) row["cublaslt_fp8_us"] = t8, row["speedup_vs_fp8"] = t8 / t4;
+      if (!std::isnan(tw8a16))
+        row["fp8_w8a16_gemv_us"] = tw8a16, row["fp8_w8a16_gbs"] = fp8_bytes / (tw8a16 * 1e-6) / 1e9;
+      if (!std::isnan(tw8a8)) row["fp8_w8a8_us"] = tw8a8;
+      if (!std::isnan(trow)) row["fp8_w8a8_rowwise_us"] = trow;
       out["rows"].push_back(row);
     }
   }

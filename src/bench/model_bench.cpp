@@ -141,6 +141,15 @@ json run_model_bench(const ModelBenchOptions& o) {
       }
     }
   }
+  // The default comparison: BF16, then FP8 where the GPU has FP8 tensor cores (Ada, Hopper, Blackwell), then
+  // NVFP4.
+  std::vector<std::string> quants = o.quants;
+  if (quants.empty()) {
+    const bool fp8_cores =
+        backend == "cuda" && q.ok && !q.gpus.empty() && q.gpus[0].cc_major * 10 + q.gpus[0].cc_minor >= 89;
+    quants = fp8_cores ? std::vector<std::string>{"bf16", "fp8", "nvfp4"}
+                       : std::vector<std::string>{"bf16", "nvfp4"};
+  }
   const SessionOptions session{backend, 0, o.cuda};
   check_session_options(session);
   const std::string model_path = resolve_model_arg(model, o.hub);  // results keep the id the user gave
@@ -155,7 +164,7 @@ json run_model_bench(const ModelBenchOptions& o) {
 #endif
   out["options"] = {{"model", model},
                     {"backend", backend},
-                    {"quant", o.quants},
+                    {"quant", quants},
                     {"input_len", o.input_len},
                     {"output_len", o.output_len},
                     {"batch", o.batch},
@@ -200,7 +209,7 @@ json run_model_bench(const ModelBenchOptions& o) {
                             {"source", comm->source}};
   }
   std::vector<QuantResult> results;
-  for (const auto& qs : o.quants) {
+  for (const auto& qs : quants) {
     if (interrupted()) break;
     const QuantMode mode = parse_quant_mode(qs);
     QuantResult qr;
@@ -239,8 +248,7 @@ json run_model_bench(const ModelBenchOptions& o) {
             qr.weight_bytes = static_cast<double>(ops.weight_bytes()) * o.cuda.tp;
           } else {
             double wb = 0;
-            for (const auto& p : m.weights().plans)
-              wb += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+            for (const auto& p : m.weights().plans) wb += linear_weight_bytes(p);
             qr.weight_bytes = wb + 2.0 * m.config().vocab_size * m.config().hidden_size;
           }
           if (backend == "cuda") std::fprintf(stderr, "%s: %s\n", qs.c_str(), qr.load.summary().c_str());
@@ -359,9 +367,9 @@ json run_model_bench(const ModelBenchOptions& o) {
           "  %-6s %6.2f GB/token -> ceiling %7.1f tok/s; measured decode %7.1f tok/s = %4.1f%% of it\n",
           r.quant.c_str(), r.bytes_per_token / 1e9, r.roofline_decode_tok_s, stats(r.decode_tok_s).mean,
           100.0 * stats(r.decode_tok_s).mean / r.roofline_decode_tok_s);
-    if (results.size() >= 2) {
+    for (size_t i = 1; i < results.size(); ++i) {
       const auto& a = results[0];
-      const auto& b = results.back();
+      const auto& b = results[i];
       std::printf(
           "verdict: %s reads %.2fx fewer bytes per token than %s, so the roofline allows %.2fx; decode "
           "gained "

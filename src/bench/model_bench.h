@@ -17,7 +17,8 @@ namespace fp4lab {
 struct ModelBenchOptions {
   std::string model;  // as the user gave it (echoed); "" = the largest preset that fits (CPU: a small one)
   std::string backend = "auto";                      // auto (cuda when a GPU is present), cpu, cuda
-  std::vector<std::string> quants{"bf16", "nvfp4"};  // the first is the baseline
+  // The first is the baseline; empty: bf16, fp8 (GPUs with FP8 tensor cores) and nvfp4.
+  std::vector<std::string> quants;
   int input_len = 128, output_len = 256, batch = 1, warmup = 1, reps = 3;
   int prefill_tokens = GenerateOptions{}.prefill_tokens;
   bool beyond_context = false;

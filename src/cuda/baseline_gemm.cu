@@ -19,67 +19,101 @@ void cublas_bf16_gemm(void* handle, const bf16_raw* x, int64_t m, const bf16_raw
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// One shape's descriptors and the heuristic's algorithm, made on first use: creating them and asking the
+// heuristic on every call cost tens of microseconds of host time per product, more than a decode-sized FP8
+// GEMM takes on the GPU.
+struct LtGemm::Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
 LtGemm::LtGemm() : workspace_(64ull << 20) {
   cublasLtHandle_t h;
   CUBLAS_CHECK(cublasLtCreate(&h));
   handle_ = h;
 }
 LtGemm::~LtGemm() {
+  plans_.clear();
   if (handle_) cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
+}
+
+LtGemm::Plan& LtGemm::plan(Kind kind, int64_t m, int64_t n, int64_t k) {
+  const auto key = std::make_tuple(static_cast<int>(kind), m, n, k);
+  if (const auto it = plans_.find(key); it != plans_.end()) return *it->second;
+  auto h = static_cast<cublasLtHandle_t>(handle_);
+  const cudaDataType_t in_type = kind == Kind::Nvfp4 ? CUDA_R_4F_E2M1 : CUDA_R_8F_E4M3;
+  auto p = std::make_unique<Plan>();
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (kind == Kind::Nvfp4) {
+    const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+  }
+  if (kind == Kind::Fp8RowWise) {
+    const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+  }
+  // The heuristic needs scale pointers set; run() sets each call's own.
+  const void* none = workspace_.ptr;
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &none, sizeof none));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &none, sizeof none));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p->la, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p->lb, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_16BF, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const size_t wsb = workspace_.bytes;
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
+  const cublasStatus_t hs =
+      st == CUBLAS_STATUS_SUCCESS
+          ? cublasLtMatmulAlgoGetHeuristic(h, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found)
+          : st;
+  cublasLtMatmulPreferenceDestroy(pref);
+  CUBLAS_CHECK(hs);
+  if (found == 0)
+    throw Error(std::string("cuBLASLt has no ") +
+                (kind == Kind::Nvfp4     ? "NVFP4"
+                 : kind == Kind::Fp8E4M3 ? "FP8"
+                                         : "row-wise FP8") +
+                " kernel for this GPU and shape (" + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                std::to_string(k) + ")");
+  p->algo = res.algo;
+  return *(plans_[key] = std::move(p));
 }
 
 void LtGemm::run(Kind kind, const void* w, const void* w_scale, const void* x, const void* x_scale, int64_t m,
                  int64_t n, int64_t k, float alpha, bf16_raw* y, cudaStream_t stream) {
-  auto h = static_cast<cublasLtHandle_t>(handle_);
-  const cudaDataType_t in_type = kind == Kind::Fp8E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_4F_E2M1;
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  struct Cleanup {
-    cublasLtMatmulDesc_t& op;
-    cublasLtMatrixLayout_t &la, &lb, &lc;
-    cublasLtMatmulPreference_t& pref;
-    ~Cleanup() {
-      if (pref) cublasLtMatmulPreferenceDestroy(pref);
-      if (lc) cublasLtMatrixLayoutDestroy(lc);
-      if (lb) cublasLtMatrixLayoutDestroy(lb);
-      if (la) cublasLtMatrixLayoutDestroy(la);
-      if (op) cublasLtMatmulDescDestroy(op);
-    }
-  } cleanup{op, la, lb, lc, pref};
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  if (kind == Kind::Nvfp4) {
-    const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
-  }
+  Plan& p = plan(kind, m, n, k);
   CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof w_scale));
   CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof x_scale));
-  CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&la, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
-  CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&lb, in_type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-  CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  const size_t wsb = workspace_.bytes;
-  CUBLAS_CHECK(
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-  cublasLtMatmulHeuristicResult_t res{};
-  int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found));
-  if (found == 0)
-    throw Error(std::string("cuBLASLt has no ") + (kind == Kind::Fp8E4M3 ? "FP8" : "NVFP4") +
-                " kernel for this GPU and shape (" + std::to_string(m) + "x" + std::to_string(n) + "x" +
-                std::to_string(k) + ")");
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof x_scale));
   const float beta = 0.0f;
-  CUBLAS_CHECK(cublasLtMatmul(h, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &res.algo, workspace_.ptr,
-                              wsb, stream));
+  CUBLAS_CHECK(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), p.op, &alpha, w, p.la, x, p.lb, &beta,
+                              y, p.lc, y, p.lc, &p.algo, workspace_.ptr, workspace_.bytes, stream));
 }
 
 namespace {
@@ -96,10 +130,11 @@ __global__ void fp8_finish_kernel(float* scale_io) {
 }
 }  // namespace
 
-void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream) {
+void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream,
+                       bool given_amax) {
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
   const unsigned grid = grid_1d(n, 256, 4096);
-  amax_bf16(x, n, scale, stream);
+  if (!given_amax) amax_bf16(x, n, scale, stream);
   fp8_quant_kernel<<<grid, 256, 0, stream>>>(xb, n, out, scale);
   CUDA_CHECK_LAUNCH();
   fp8_finish_kernel<<<1, 1, 0, stream>>>(scale);

@@ -5,6 +5,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
 
 #include "cuda/nvfp4_gemm.h"
 
@@ -14,11 +17,14 @@ namespace fp4lab {
 void cublas_bf16_gemm(void* cublas_handle, const bf16_raw* x, int64_t m, const bf16_raw* w, int64_t n,
                       int64_t k, bf16_raw* y, cudaStream_t stream);
 
-// cuBLASLt matmul with a cached algorithm per shape. kind: FP8 E4M3 with per-tensor scales, or NVFP4 W4A4
-// with per-16 E4M3 block scales in the 128x4 swizzled layout (needs sm_100/sm_120 and a binary built for it).
+// cuBLASLt matmul with its descriptors and algorithm cached per shape. kind: FP8 E4M3 with per-tensor scales,
+// or NVFP4 W4A4 with per-16 E4M3 block scales in the 128x4 swizzled layout (needs sm_100/sm_120 and a binary
+// built for it).
 class LtGemm {
  public:
-  enum class Kind { Fp8E4M3, Nvfp4 };
+  // Fp8RowWise: FP8 E4M3 with one scale per row of W and per row of X (cuBLASLt's outer-vector scaling,
+  // cuBLAS 12.9+ on sm_89/sm_90): a_scale FP32 [n], x_scale FP32 [m].
+  enum class Kind { Fp8E4M3, Nvfp4, Fp8RowWise };
   LtGemm();
   ~LtGemm();
   LtGemm(const LtGemm&) = delete;
@@ -29,8 +35,11 @@ class LtGemm {
            int64_t n, int64_t k, float alpha, bf16_raw* y, cudaStream_t stream);
 
  private:
+  struct Plan;
+  Plan& plan(Kind kind, int64_t m, int64_t n, int64_t k);
   void* handle_ = nullptr;
   DeviceBuffer workspace_;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
 };
 
 // The practical read ceiling for a buffer of this size: a kernel that only streams the bytes of a and b
@@ -42,7 +51,9 @@ void stream_read_reference(const void* a, size_t a_bytes, const void* b, size_t 
                            int sm_count, cudaStream_t stream);
 constexpr int kStreamReadBlocksPerSm = 4;
 
-// FP8 E4M3 quantization of a BF16 tensor with a per-tensor scale (amax/448) written to *scale (device).
-void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream);
+// FP8 E4M3 quantization of a BF16 tensor with a per-tensor scale (amax/448) written to *scale (device). With
+// given_amax, *scale holds the amax to use on entry (a scale shared with other tensors) instead of x's own.
+void fp8_quantize_bf16(const bf16_raw* x, int64_t n, uint8_t* out, float* scale, cudaStream_t stream,
+                       bool given_amax = false);
 
 }  // namespace fp4lab

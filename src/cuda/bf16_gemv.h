@@ -18,6 +18,9 @@ using bf16_raw = uint16_t;
 bool bf16_gemv_supported(int64_t m, int64_t k, int64_t ldx, const void* x, const void* w);
 // The number of warps (1, 2 or 4) that split K for each pair of rows, from the shape and the GPU's SM count.
 int bf16_gemv_split(int64_t n, int64_t k, int sm_count);
+// The rule behind it, shared with the FP8 GEMV (same block shape): rows in pairs, `chunks` 16-byte loads per
+// row, `unroll` of them in flight per warp and step.
+int gemv_split_rule(int64_t n, int64_t chunks, int unroll, int sm_count);
 // All BF16 row-major, FP32 sums; y has row stride ldy; split as bf16_gemv_split gives it (or forced, for
 // measurements). Launched with programmatic dependent launch (the first weight loads come before the wait).
 void bf16_gemv(const bf16_raw* x, int64_t m, int64_t ldx, const bf16_raw* w, int64_t n, int64_t k,

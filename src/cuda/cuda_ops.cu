@@ -374,13 +374,79 @@ void CudaOps::bf16_matmul(const bf16_raw* x, int64_t m, int64_t k, const bf16_ra
     cublas_bf16_gemm(ws_.cublas_handle(), x, m, w, n, k, y, stream_);
 }
 
+bool CudaOps::fp8_w8a8_shape(const Fp8Weight& w, int64_t ldy) const {
+  return fp8_w8a8_ && cc_ >= 89 && w.k % 16 == 0 && w.n % 8 == 0 && ldy == w.n &&
+         reinterpret_cast<uintptr_t>(w.codes) % 16 == 0;
+}
+
+const float* CudaOps::fp8_quantize_act(const bf16_raw* x, int64_t m, int64_t k, int64_t ldx) {
+  ensure_device(fp8_act_, static_cast<size_t>(m * k), "the FP8 activation buffer");
+  float* state = reinterpret_cast<float*>(zeroed_counters(fp8_act_state_, 3, "the FP8 activation scale"));
+  fp8_quantize_tensor(x, m, k, ldx, fp8_act_.as<uint8_t>(), state, stream_);
+  return state;
+}
+
+void CudaOps::fp8_w8a8_gemm(const Fp8Weight& w, int64_t m, const float* act_scale, bf16_raw* y) {
+  if (!lt_) lt_ = std::make_unique<LtGemm>();
+  lt_->run(LtGemm::Kind::Fp8E4M3, w.codes, w.scales, fp8_act_.ptr, act_scale, m, w.n, w.k, 1.0f, y, stream_);
+}
+
+void CudaOps::fp8_matmul(const bf16_raw* x, int64_t m, int64_t ldx, const Fp8Weight& w, bf16_raw* y,
+                         int64_t ldy) {
+  if (m <= fp8_gemv_rows_ && fp8_gemv_supported(m, w.k, ldx, x, w.codes)) {
+    fp8_w8a16_gemv(x, m, ldx, w, y, ldy, fp8_gemv_split(m, w.n, w.k, ws_.sm_count()), stream_);
+    return;
+  }
+  // cuBLASLt's FP8 GEMM on sm_89 (Ada) and sm_90 (Hopper) tensor cores, K and the leading dimensions in
+  // 16-byte steps. A weight with one scale: the activations quantized with one scale too (two launches), the
+  // product with scalar scales, which cuBLASLt runs 1.1-1.7x faster than with vector ones at decode sizes
+  // (H100, docs/perf/fp8-h100.md). Per-row weight scales: the activations per token, the row-wise product.
+  const bool w8a8 = fp8_w8a8_shape(w, ldy);
+  if (w8a8 && !w.per_row && fp8_quantize_tensor_supported(x, w.k, ldx)) {
+    const float* act_scale = fp8_quantize_act(x, m, w.k, ldx);
+    fp8_w8a8_gemm(w, m, act_scale, y);
+    return;
+  }
+  if (w8a8 && fp8_rowwise_) {
+    if (!lt_) lt_ = std::make_unique<LtGemm>();
+    ensure_device(fp8_act_, static_cast<size_t>(m * w.k), "the FP8 activation buffer");
+    ensure_device(fp8_act_scale_, static_cast<size_t>(m) * sizeof(float), "the FP8 activation scales");
+    try {
+      fp8_quantize_rows(x, m, w.k, ldx, fp8_act_.as<uint8_t>(), fp8_act_scale_.as<float>(), stream_);
+      lt_->run(LtGemm::Kind::Fp8RowWise, w.codes, w.row_scales, fp8_act_.ptr, fp8_act_scale_.ptr, m, w.n, w.k,
+               1.0f, y, stream_);
+      return;
+    } catch (const Error& e) {
+      // cuBLAS without outer-vector FP8 scaling for this GPU: W8A16 from here on, said once.
+      if (std::string(e.what()).find("cuBLASLt has no") == std::string::npos) throw;
+      fp8_rowwise_ = false;
+      std::fprintf(stderr,
+                   "fp4lab: %s; FP8 layers with per-row scales dequantize to BF16 for cuBLAS instead\n",
+                   e.what());
+    }
+  }
+  // W8A16 through cuBLAS: the codes as BF16 (exact), the scale as alpha or on the output columns.
+  bf16_raw* wb = ws_.dequant_scratch(static_cast<size_t>(w.n * w.k));
+  fp8_codes_to_bf16(w.codes, w.n * w.k, wb, stream_);
+  auto hb = static_cast<cublasHandle_t>(ws_.cublas_handle());
+  CUBLAS_CHECK(cublasSetStream(hb, stream_));
+  const float alpha = w.per_row ? 1.0f : w.tensor_scale, zero = 0.0f;
+  CUBLAS_CHECK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), static_cast<int>(m),
+                            static_cast<int>(w.k), &alpha, wb, CUDA_R_16BF, static_cast<int>(w.k), x,
+                            CUDA_R_16BF, static_cast<int>(ldx), &zero, y, CUDA_R_16BF, static_cast<int>(ldy),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (w.per_row) scale_columns_bf16(y, m, w.n, ldy, w.scales, stream_);
+}
+
 void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
   auto it = linears_.find(&w);
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
   const DevLinear& d = it->second;
-  OpTimer timer_(this, d.nvfp4 ? "linear.nvfp4" : "linear.bf16");
+  OpTimer timer_(this, d.nvfp4 ? "linear.nvfp4" : d.fp8 ? "linear.fp8" : "linear.bf16");
   if (d.nvfp4)
     nvfp4_w4a16_gemm(x.data, x.rows, x.cols, d.fp4, y.data, y.cols, 1.0f, ws_, stream_);
+  else if (d.fp8)
+    fp8_matmul(x.data, x.rows, x.cols, d.f8.view(), y.data, y.cols);
   else
     bf16_matmul(x.data, x.rows, d.k, d.bf16.as<bf16_raw>(), d.n, y.data);
   if (d.bias.ptr) launch_bias(y.data, d.bias.as<float>(), y.rows, y.cols, stream_);
@@ -435,6 +501,32 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
     }
     // One row: the members' outputs become views of it; more rows: copied out column block by block.
     for (size_t i = 0; i < w.size(); ++i) columns(all, f->second.offsets[i], *y[i]);
+    return;
+  }
+  if (const auto f = fused_fp8_.find(w[0]); f != fused_fp8_.end()) {
+    const FusedFp8& g = f->second;
+    if (!std::equal(w.begin(), w.end(), g.members.begin(), g.members.end()))
+      throw Error("internal: a fused FP8 projection was called with other members");
+    OpTimer timer_(this, "linear.fp8");
+    // Prompts (as for BF16 above), and members of different scales past the GEMV's rows (a product takes one
+    // scale per operand): each member's rows of the joined weight straight into its output.
+    if (x.rows > 32 || (g.w.per_row && x.rows > fp8_gemv_rows_)) {
+      // The activations quantized once for all members where every member takes W8A8 with one scale.
+      bool shared = fp8_quantize_tensor_supported(x.data, x.cols, x.cols);
+      for (size_t i = 0; i < w.size(); ++i)
+        shared = shared && !g.member(i).per_row && fp8_w8a8_shape(g.member(i), y[i]->cols);
+      if (shared) {
+        const float* act_scale = fp8_quantize_act(x.data, x.rows, x.cols, x.cols);
+        for (size_t i = 0; i < w.size(); ++i) fp8_w8a8_gemm(g.member(i), x.rows, act_scale, y[i]->data);
+        return;
+      }
+      for (size_t i = 0; i < w.size(); ++i)
+        fp8_matmul(x.data, x.rows, x.cols, g.member(i), y[i]->data, y[i]->cols);
+      return;
+    }
+    Tensor all = alloc(x.rows, g.w.n);
+    fp8_matmul(x.data, x.rows, x.cols, g.w.view(), all.data, all.cols);
+    for (size_t i = 0; i < w.size(); ++i) columns(all, g.offsets[i], *y[i]);
     return;
   }
   const Nvfp4DeviceWeight* dw[3];

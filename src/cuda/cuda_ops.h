@@ -14,6 +14,7 @@
 
 #include "cpu/reference.h"
 #include "cuda/attention_decode.h"
+#include "cuda/fp8_linear.h"
 #include "cuda/nvfp4_gemm.h"
 #include "cuda/weight_upload.h"
 #include "cuda/run_options.h"
@@ -21,6 +22,8 @@
 #include "model/weights.h"
 
 namespace fp4lab {
+
+class LtGemm;
 
 class CudaOps {
  public:
@@ -208,6 +211,10 @@ class CudaOps {
   // The NVFP4 GEMM heuristic may pick the wgmma kernels (on an sm_90a build on Hopper; off by default, see
   // GemmWorkspace::wgmma).
   void set_wgmma(bool on) { ws_.set_wgmma(on); }
+  // FP8 layers: up to this many rows run the W8A16 GEMV; more rows run W8A8 on FP8 tensor cores (sm_89+,
+  // per-tensor scales) when w8a8 is on, else dequantize to BF16 for cuBLAS (fp8_linear.h).
+  void set_fp8_gemv_rows(int rows) { fp8_gemv_rows_ = rows; }
+  void set_fp8_w8a8(bool on) { fp8_w8a8_ = on; }
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);
@@ -286,6 +293,8 @@ class CudaOps {
   struct DevLinear {
     bool nvfp4 = false;
     Nvfp4DeviceWeight fp4;
+    bool fp8 = false;
+    Fp8DeviceWeight f8;
     DeviceBuffer bf16;  // [n, k]
     DeviceBuffer bias;  // FP32 [n] or empty
     int64_t n = 0, k = 0;
@@ -324,6 +333,28 @@ class CudaOps {
   // Places an NVFP4 weight: joined with its gate/up partner (swiglu_) or repacked alone (linears_).
   void place_nvfp4(const LinearWeight& lw, PackedNvfp4 p);
   void place_bf16(const LinearWeight& lw, DeviceBuffer bf16);
+  // An FP8 layer's codes and scales: the host's (checkpoint or quantized at load), the mapped checkpoint's,
+  // or quantized here from the layer's BF16 values (`source`, BF16 [n, k]) by ModelOpt's FP8 recipe under its
+  // fusion group's amax (group_amax / 448).
+  Fp8DeviceWeight fp8_weight(const LinearWeight& lw, WeightUploader* up, const DeviceBuffer* source,
+                             float group_amax);
+  void place_fp8(const LinearWeight& lw, Fp8DeviceWeight f8);
+  // Y[m, n] (row stride ldy) = X[m, k] (row stride ldx) . W^T for an FP8 layer, by the path fp8_linear.h
+  // describes.
+  void fp8_matmul(const bf16_raw* x, int64_t m, int64_t ldx, const Fp8Weight& w, bf16_raw* y, int64_t ldy);
+  // Its W8A8 parts: whether cuBLASLt's FP8 GEMM takes the shape (on this GPU, with --fp8-w8a8); X [m, k] to
+  // E4M3 with one scale in fp8_act_ (the scale's device address returned); Y[m, n] = those codes . W^T.
+  bool fp8_w8a8_shape(const Fp8Weight& w, int64_t ldy) const;
+  const float* fp8_quantize_act(const bf16_raw* x, int64_t m, int64_t k, int64_t ldx);
+  void fp8_w8a8_gemm(const Fp8Weight& w, int64_t m, const float* act_scale, bf16_raw* y);
+  bool fp8_rowwise_ = true;  // cuBLASLt took a row-wise FP8 product (false once it has refused one)
+  int fp8_gemv_rows_ = kDefaultFp8GemvRows;
+  bool fp8_w8a8_ = true;
+  int cc_ = 0;                  // compute capability, major * 10 + minor (prepare)
+  std::unique_ptr<LtGemm> lt_;  // cuBLASLt FP8 GEMMs (W8A8), created on first use
+  DeviceBuffer fp8_act_;        // E4M3 [m, k]: the activations of a W8A8 product
+  DeviceBuffer fp8_act_scale_;  // FP32 [m]: their per-token scales (row-wise products)
+  DeviceBuffer fp8_act_state_;  // FP32 [3]: their per-tensor scale and fp8_quantize_tensor's two words
   std::map<const LinearWeight*, std::pair<const LinearWeight*, const LinearWeight*>> swiglu_pair_;
   std::map<const LinearWeight*, PackedNvfp4> swiglu_pending_;
 
@@ -403,6 +434,26 @@ class CudaOps {
     int64_t n_total = 0, k = 0;
   };
   std::map<const void*, FusedBf16> fused_bf16_;
+  // FP8 projections on one input joined the same way: the members' codes one after the other and their scales
+  // per row (exact, whatever each member's scale), keyed by the first member.
+  struct FusedFp8 {
+    std::vector<const LinearWeight*> members;
+    std::vector<int64_t> offsets;      // first output column of each member
+    std::vector<int64_t> rows;         // each member's n
+    std::vector<bool> member_per_row;  // whether a member has its own per-row scales
+    std::vector<float> member_scale;   // a per-tensor member's scale (host)
+    Fp8DeviceWeight w;                 // [sum of n, k]
+    // Member i's rows as the weight it was: its own scale (a pointer into w.row_scales, where its first row's
+    // scale is that scale) or its per-row scales.
+    Fp8Weight member(size_t i) const {
+      Fp8Weight v = w.view(offsets[i], rows[i]);
+      v.per_row = member_per_row[i];
+      v.scales = w.row_scales.as<float>() + offsets[i];
+      v.tensor_scale = member_per_row[i] ? 0.0f : member_scale[i];
+      return v;
+    }
+  };
+  std::map<const void*, FusedFp8> fused_fp8_;
   // NVFP4 gate and up joined at load (nvfp4_repack_swiglu_pair_device), keyed by the gate.
   struct FusedSwiglu {
     Nvfp4DeviceWeight w;  // [2n, k], 8 gate rows then 8 up rows per tile

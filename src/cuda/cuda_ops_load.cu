@@ -206,8 +206,73 @@ void CudaOps::place_bf16(const LinearWeight& lw, DeviceBuffer bf16) {
   linears_[&lw] = std::move(d);
 }
 
+Fp8DeviceWeight CudaOps::fp8_weight(const LinearWeight& lw, WeightUploader* up, const DeviceBuffer* source,
+                                    float group_amax) {
+  Fp8DeviceWeight f;
+  f.n = lw.n;
+  f.k = lw.k;
+  f.codes = DeviceBuffer(static_cast<size_t>(lw.n * lw.k));
+  std::vector<float> scales;
+  if (lw.fp8) {
+    CUDA_CHECK(
+        cudaMemcpyAsync(f.codes.ptr, lw.fp8->data.data(), f.codes.bytes, cudaMemcpyHostToDevice, stream_));
+    scales = lw.fp8->row_scales.empty() ? std::vector<float>{lw.fp8->scale} : lw.fp8->row_scales;
+  } else if (lw.stored && lw.stored_fp8_scale) {
+    // The checkpoint's codes as stored (plan_linears checked the shapes and the scale's size); the scale is a
+    // handful of floats, read on the host.
+    up->copy(*lw.stored, f.codes.ptr);
+    require_finite(f.codes, DType::F8_E4M3, *lw.stored);
+    scales = tensor_to_f32(*lw.stored_fp8_scale);
+    for (const float v : scales)
+      if (!std::isfinite(v))
+        throw Error(lw.stored_fp8_scale->file + ": tensor '" + lw.stored_fp8_scale->name + "' holds " +
+                    (std::isnan(v) ? "NaN" : "Inf"));
+  } else {
+    // ModelOpt's FP8 recipe on the BF16 values under the fusion group's amax, as finalize_linears does it on
+    // the host.
+    if (!source) throw Error("internal: an FP8 layer to quantize without its values");
+    f.scales = DeviceBuffer(sizeof(float));
+    CUDA_CHECK(cudaMemcpyAsync(f.scales.ptr, &group_amax, sizeof(float), cudaMemcpyHostToDevice, stream_));
+    fp8_quantize_bf16(source->as<bf16_raw>(), lw.n * lw.k, f.codes.as<uint8_t>(), f.scales.as<float>(),
+                      stream_, true);
+    CUDA_CHECK(
+        cudaMemcpyAsync(&f.tensor_scale, f.scales.ptr, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    f.row_scales = fp8_row_scales(f.scales.as<float>(), false, lw.n, stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller frees the source after this
+    return f;
+  }
+  f.per_row = scales.size() > 1;
+  f.tensor_scale = f.per_row ? 0.0f : scales[0];
+  f.scales = DeviceBuffer(scales.size() * sizeof(float));
+  CUDA_CHECK(cudaMemcpyAsync(f.scales.ptr, scales.data(), f.scales.bytes, cudaMemcpyHostToDevice, stream_));
+  f.row_scales = fp8_row_scales(f.scales.as<float>(), f.per_row, lw.n, stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return f;
+}
+
+void CudaOps::place_fp8(const LinearWeight& lw, Fp8DeviceWeight f8) {
+  DevLinear d;
+  d.n = lw.n;
+  d.k = lw.k;
+  d.fp8 = true;
+  d.f8 = std::move(f8);
+  weight_bytes_ += d.f8.bytes();
+  if (!lw.bias.empty()) {
+    d.bias = DeviceBuffer(lw.bias.size() * 4);
+    CUDA_CHECK(cudaMemcpyAsync(d.bias.ptr, lw.bias.data(), d.bias.bytes, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  linears_[&lw] = std::move(d);
+}
+
 void CudaOps::prepare(const ModelWeights& w) {
   const ModelConfig& c = w.config;
+  {
+    int major = 0, minor = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_));
+    cc_ = major * 10 + minor;
+  }
   hidden_ = c.hidden_size;
   vocab_ = c.vocab_size;
   vocab_rows_ = w.vocab_rows();
@@ -216,7 +281,7 @@ void CudaOps::prepare(const ModelWeights& w) {
   double need = embedding_on_host_ ? 0.0 : 2.0 * vocab_rows_ * c.hidden_size;
   for (const auto& p : w.plans) {
     if (p.spec.role == "lm_head" && c.tie_embeddings) continue;
-    need += p.nvfp4 ? p.spec.n * p.spec.k * 0.5625 : 2.0 * p.spec.n * p.spec.k;
+    need += linear_weight_bytes(p);
   }
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -234,7 +299,8 @@ void CudaOps::prepare(const ModelWeights& w) {
     uint64_t total = w.embed_stored ? w.embed_stored->nbytes() : 0;
     for (const auto& p : w.plans) {
       const LinearWeight& lw = linear_weight(w, p.spec);
-      total += (lw.stored ? lw.stored->nbytes() : 0) + (lw.stored_scales ? lw.stored_scales->nbytes() : 0);
+      total += (lw.stored ? lw.stored->nbytes() : 0) + (lw.stored_scales ? lw.stored_scales->nbytes() : 0) +
+               (lw.stored_fp8_scale ? lw.stored_fp8_scale->nbytes() : 0);
     }
     uploader->show_progress(total, w.source);
     src.up = uploader.get();
@@ -265,10 +331,14 @@ void CudaOps::prepare(const ModelWeights& w) {
   // NVFP4 layers quantized here from BF16 values (presets, BF16 checkpoints with --quant nvfp4) share one
   // tensor scale per ModelOpt fusion group (q/k/v, gate/up), as the host recipe and ModelOpt do: a group is
   // quantized once all its members' BF16 values are on the device.
-  const auto from_bf16 = [](const LinearWeight& lw) { return !lw.nvfp4 && !lw.stored_scales; };
+  // FP8 layers quantized here share one scale per fusion group the same way (finalize_linears).
+  const auto from_bf16 = [](const LinearWeight& lw) {
+    return !lw.nvfp4 && !lw.stored_scales && !lw.fp8 && !lw.stored_fp8_scale;
+  };
+  const auto group_of = [](const LinearPlan& p) { return fused_scale_group(p.spec) + (p.fp8 ? " fp8" : ""); };
   std::map<std::string, size_t> group_size;
   for (const auto& p : w.plans)
-    if (p.nvfp4 && from_bf16(linear_weight(w, p.spec))) ++group_size[fused_scale_group(p.spec)];
+    if ((p.nvfp4 || p.fp8) && from_bf16(linear_weight(w, p.spec))) ++group_size[group_of(p)];
   struct Waiting {
     const LinearWeight* lw;
     DeviceBuffer src;
@@ -299,7 +369,11 @@ void CudaOps::prepare(const ModelWeights& w) {
       linears_[lw] = std::move(d);
       continue;
     }
-    if (!p.nvfp4) {
+    if (p.fp8 && !from_bf16(*lw)) {
+      place_fp8(*lw, fp8_weight(*lw, src.up, nullptr, 0.0f));
+      continue;
+    }
+    if (!p.nvfp4 && !p.fp8) {
       place_bf16(*lw, source());
       continue;
     }
@@ -307,8 +381,8 @@ void CudaOps::prepare(const ModelWeights& w) {
       place_nvfp4(*lw, stored_nvfp4(*lw, src.up));
       continue;
     }
-    const std::string g = fused_scale_group(p.spec);
-    if (group_size[g] == 1 && static_cast<uint64_t>(lw->n * lw->k * 2) > quantize_chunk_bytes_) {
+    const std::string g = group_of(p);
+    if (p.nvfp4 && group_size[g] == 1 && static_cast<uint64_t>(lw->n * lw->k * 2) > quantize_chunk_bytes_) {
       place_nvfp4(*lw, quantize_nvfp4_in_chunks(rows, lw->n, lw->k));
       continue;
     }
@@ -319,6 +393,12 @@ void CudaOps::prepare(const ModelWeights& w) {
     for (const auto& m : members) amax = std::max(amax, bf16_amax(m.src));
     const float ts = nvfp4_tensor_scale(amax);
     for (auto& m : members) {
+      if (p.fp8) {
+        Fp8DeviceWeight f = fp8_weight(*m.lw, nullptr, &m.src, amax);
+        m.src = DeviceBuffer();
+        place_fp8(*m.lw, std::move(f));
+        continue;
+      }
       PackedNvfp4 q = quantize_nvfp4(m.src, m.lw->n, m.lw->k, ts);
       m.src = DeviceBuffer();
       place_nvfp4(*m.lw, std::move(q));
@@ -342,7 +422,7 @@ void CudaOps::prepare(const ModelWeights& w) {
       bool ok = true;
       for (const auto* m : group) {
         const auto it = linears_.find(m);
-        ok = ok && it != linears_.end() && !it->second.nvfp4 && !it->second.bias.ptr &&
+        ok = ok && it != linears_.end() && !it->second.nvfp4 && !it->second.fp8 && !it->second.bias.ptr &&
              it->second.k == linears_.at(group[0]).k;
       }
       if (!ok) continue;
@@ -362,6 +442,54 @@ void CudaOps::prepare(const ModelWeights& w) {
       CUDA_CHECK(cudaStreamSynchronize(stream_));
       for (const auto* m : group) linears_.erase(m);
       fused_bf16_[group[0]] = std::move(f);
+    }
+  // FP8 projections on one input become one weight the same way; each row keeps its member's scale.
+  for (const auto& L : w.layers)
+    for (std::vector<const LinearWeight*> group : {std::vector<const LinearWeight*>{&L.q, &L.k, &L.v},
+                                                   std::vector<const LinearWeight*>{&L.gate, &L.up}}) {
+      bool ok = true;
+      for (const auto* m : group) {
+        const auto it = linears_.find(m);
+        ok = ok && it != linears_.end() && it->second.fp8 && !it->second.bias.ptr &&
+             it->second.k == linears_.at(group[0]).k;
+      }
+      if (!ok) continue;
+      FusedFp8 f;
+      f.members = group;
+      f.w.k = linears_.at(group[0]).k;
+      bool same_scale = true;
+      for (const auto* m : group) {
+        const Fp8DeviceWeight& d = linears_.at(m).f8;
+        f.w.n += d.n;
+        same_scale = same_scale && !d.per_row && d.tensor_scale == linears_.at(group[0]).f8.tensor_scale;
+      }
+      f.w.codes = DeviceBuffer(static_cast<size_t>(f.w.n * f.w.k));
+      f.w.row_scales = DeviceBuffer(static_cast<size_t>(f.w.n) * sizeof(float));
+      int64_t off = 0;
+      for (const auto* m : group) {
+        const Fp8DeviceWeight& d = linears_.at(m).f8;
+        f.offsets.push_back(off);
+        f.rows.push_back(d.n);
+        f.member_per_row.push_back(d.per_row);
+        f.member_scale.push_back(d.tensor_scale);
+        CUDA_CHECK(cudaMemcpyAsync(f.w.codes.as<uint8_t>() + off * f.w.k, d.codes.ptr, d.codes.bytes,
+                                   cudaMemcpyDeviceToDevice, stream_));
+        CUDA_CHECK(cudaMemcpyAsync(f.w.row_scales.as<float>() + off, d.row_scales.ptr, d.row_scales.bytes,
+                                   cudaMemcpyDeviceToDevice, stream_));
+        off += d.n;
+      }
+      f.w.per_row = !same_scale;
+      f.w.tensor_scale = same_scale ? linears_.at(group[0]).f8.tensor_scale : 0.0f;
+      f.w.scales = DeviceBuffer(same_scale ? sizeof(float) : f.w.row_scales.bytes);
+      CUDA_CHECK(cudaMemcpyAsync(f.w.scales.ptr, f.w.row_scales.ptr, f.w.scales.bytes,
+                                 cudaMemcpyDeviceToDevice, stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (const auto* m : group) {
+        weight_bytes_ -= linears_.at(m).f8.bytes();
+        linears_.erase(m);
+      }
+      weight_bytes_ += f.w.bytes();
+      fused_fp8_[group[0]] = std::move(f);
     }
   tokens_ = DeviceBuffer(1 << 20);
   CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -119,17 +119,24 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const int64_t logit_rows = std::max<int64_t>(in.logits_rows > 0 ? in.logits_rows : batch, 1);
 
   // Weights by kind.
-  uint64_t fp4 = 0, bf16 = 0, head = 0, transient = 0, largest_bf16_group = 0;
+  uint64_t fp4 = 0, fp8 = 0, bf16 = 0, head = 0, transient = 0, largest_bf16_group = 0;
   bool head_fp4 = false;
-  std::map<std::string, uint64_t> bf16_groups;  // q|k|v and gate|up are concatenated at load
+  std::map<std::string, uint64_t> bf16_groups, fp8_groups;  // q|k|v and gate|up are concatenated at load
   for (const auto& lp : in.plans) {
     const auto& s = lp.spec;
-    const uint64_t b = lp.nvfp4 ? nvfp4_tile_bytes(s.n, s.k) : u(2 * s.n * s.k);
+    const uint64_t b = lp.nvfp4 ? nvfp4_tile_bytes(s.n, s.k)
+                       : lp.fp8 ? u(s.n * s.k + 4 * s.n)
+                                : u(2 * s.n * s.k);
     if (s.role == "lm_head") {  // a tied one is a copy of the embedding, [vocab_rows, hidden] as well
       head = lp.nvfp4 ? nvfp4_tile_bytes(vocab_rows, s.k) : u(2 * vocab_rows * s.k);
       head_fp4 = lp.nvfp4;
     } else if (lp.nvfp4) {
       fp4 += b;
+    } else if (lp.fp8) {
+      fp8 += b;
+      if (fused_scale_group(s) != s.name) fp8_groups[fused_scale_group(s)] += b;
+      // Quantized at load: the layer's BF16 source beside its codes.
+      if (lp.storage != WeightStorage::FP8) transient = std::max(transient, u(2 * s.n * s.k));
     } else {
       bf16 += b;
       if (fused_scale_group(s) != s.name) bf16_groups[fused_scale_group(s)] += b;
@@ -140,6 +147,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     if (lp.nvfp4) transient = std::max(transient, 2 * nvfp4_stored_bytes(s.n, s.k));
   }
   for (const auto& [g, b] : bf16_groups) largest_bf16_group = std::max(largest_bf16_group, b);
+  for (const auto& [g, b] : fp8_groups) largest_bf16_group = std::max(largest_bf16_group, b);
   // A fusion group quantized at load holds every member's BF16 source until the group's scale is known, and
   // one member's ModelOpt-layout codes beside them while they are repacked. (A checkpoint that stores NVFP4
   // has no such group; presets and BF16 checkpoints do, the lm_head under --lm-head nvfp4 among them.)
@@ -170,6 +178,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   }
   small += u(4 * int64_t{c.head_dim});  // RoPE inverse frequencies
   if (fp4) p.weights.push_back({"linear weights, NVFP4", fp4, false});
+  if (fp8) p.weights.push_back({"linear weights, FP8", fp8, false});
   if (bf16) p.weights.push_back({"linear weights, BF16", bf16, false});
   p.weights.push_back({head_fp4 ? "lm_head, NVFP4" : "lm_head, BF16", head, false});
   p.weights.push_back({in.embedding_on_host ? "embedding, BF16 (pinned host memory)" : "embedding, BF16",
@@ -229,7 +238,17 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
         swiglu = std::max(swiglu, u(2 * m * 2 * lp.spec.n));
     }
   }
-  gemm = dequant + partials + swiglu + b_images;
+  // FP8 layers past the GEMV's rows: the quantized activations (W8A8) or a BF16 copy of the weight.
+  uint64_t fp8_act = 0;
+  if (fwd > in.fp8_gemv_rows)
+    for (const auto& lp : in.plans) {
+      if (!lp.fp8) continue;
+      if (in.fp8_w8a8 && !lp.fp8_per_channel)
+        fp8_act = std::max(fp8_act, u(fwd * lp.spec.k) + 256);
+      else
+        dequant = std::max(dequant, u(2 * lp.spec.n * lp.spec.k));
+    }
+  gemm = dequant + partials + swiglu + b_images + fp8_act;
   uint64_t attn = 0;
   if (c.num_heads > 0)
     attn = u(batch) * u(c.num_heads) * 32 * u(c.head_dim + 2) * 4 + u(batch) * u(c.num_kv_heads) * 4;
@@ -423,6 +442,8 @@ void echo_cuda_run_options(nlohmann::json& options, const CudaRunOptions& o) {
   options["fused_rope"] = o.fused_rope;
   options["bf16_gemv_rows"] = o.bf16_gemv_rows;
   options["wgmma"] = o.wgmma;
+  options["fp8_gemv_rows"] = o.fp8_gemv_rows;
+  options["fp8_w8a8"] = o.fp8_w8a8;
   options["gpu_memory_limit"] =
       o.gpu_memory_limit ? nlohmann::json(o.gpu_memory_limit) : nlohmann::json(nullptr);
   options["embedding"] = embedding_place_name(o.embedding);

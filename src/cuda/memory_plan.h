@@ -32,6 +32,10 @@ struct MemoryPlanInput {
   bool embedding_on_host = false;
   int sm_count = 132;          // the GEMM heuristic's workspaces depend on it
   bool wgmma = false;          // and whether it may pick the Wgmma variants (their B-image scratch)
+  // FP8 layers past the GEMV's rows run W8A8 (FP8 tensor cores and --fp8-w8a8) rather than dequantizing to a
+  // BF16 scratch copy of the weight.
+  bool fp8_w8a8 = false;
+  int fp8_gemv_rows = 2;       // CudaRunOptions::fp8_gemv_rows (run_options.h includes this header)
   uint64_t context_bytes = 0;  // the CUDA context and libraries (measured where the GPU is present)
 };
 

@@ -16,6 +16,10 @@ namespace fp4lab {
 // the default.
 constexpr int kBf16GemvMaxRows = 4;
 constexpr int kDefaultBf16GemvRows = 2;
+// FP8 layers with at most this many rows run the W8A16 GEMV (cuda/fp8_linear.h), which takes up to
+// kFp8GemvMaxRows; more rows run W8A8 (or dequantize).
+constexpr int kFp8GemvMaxRows = 8;
+constexpr int kDefaultFp8GemvRows = 2;
 
 // The workload the memory plan sizes the run for (set by the command, which knows its prompts).
 struct MemoryShape {
@@ -57,6 +61,10 @@ struct CudaRunOptions {
   // sm_90a: the NVFP4 GEMM heuristic may pick the wgmma kernels (where they measured faster than dequantize
   // + cuBLAS: 256-511 rows on the wide layers, gemm_heuristics.cpp); no effect on other GPUs.
   bool wgmma = true;
+  int fp8_gemv_rows = kDefaultFp8GemvRows;  // FP8 layers with up to this many rows: the W8A16 GEMV
+  // FP8 layers past the GEMV's rows: W8A8 on FP8 tensor cores (sm_89+; activations quantized per tensor),
+  // or with false, dequantized to BF16 for cuBLAS (W8A16 numerics at every batch size).
+  bool fp8_w8a8 = true;
   // GPU memory: the whole process (context included) stays under the limit (0: the GPU's free memory);
   // the memory plan is checked against it before loading and fp4lab's buffers are capped at it.
   uint64_t gpu_memory_limit = 0;

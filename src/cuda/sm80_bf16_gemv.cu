@@ -128,22 +128,26 @@ bool bf16_gemv_supported(int64_t m, int64_t k, int64_t ldx, const void* x, const
          reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 
-int bf16_gemv_split(int64_t n, int64_t k, int sm_count) {
+int gemv_split_rule(int64_t n, int64_t chunks, int unroll, int sm_count) {
   // A warp's time is about one memory round trip per loop step, and warps past the 64 an SM holds (64
   // registers each) wait for a second round: the split with the fewest steps x rounds, the smallest on ties.
   // On the H200 this picked the fastest split, or one within 3% of it, for every Llama-8B and Nemotron-H
   // shape at M = 1 (kernel-notes #71); a fixed "fill the SMs" rule lost 12% on 7168 x 4480, whose 560
   // chunks per row leave a four-warp split's second step nearly empty.
-  const int64_t chunks = k / 8, pairs = (n + kRows - 1) / kRows;
+  const int64_t pairs = (n + kRows - 1) / kRows;
   int best = 1;
   double best_cost = 0;
   for (int split = 1; split <= 4; split *= 2) {
-    const int64_t steps = (chunks + kUnroll * 32 * split - 1) / (kUnroll * 32 * split);
+    const int64_t steps = (chunks + unroll * 32 * split - 1) / (unroll * 32 * split);
     const double rounds = std::max(1.0, static_cast<double>(pairs * split) / (64.0 * sm_count));
     const double cost = static_cast<double>(steps) * rounds;
     if (split == 1 || cost < best_cost) best = split, best_cost = cost;
   }
   return best;
+}
+
+int bf16_gemv_split(int64_t n, int64_t k, int sm_count) {
+  return gemv_split_rule(n, k / 8, kUnroll, sm_count);
 }
 
 namespace {

@@ -15,12 +15,15 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
   CpuOps ops(o.threads);
   CpuModel m(load_weights(dir, QuantMode::Auto), ops);
   ModelWeights& w = m.host_weights_for_update();
-  const auto layers = nvfp4_quantized_layers(w.config, o.exclude);
+  if (o.fp8 && o.gptq) throw Error("internal: GPTQ writes NVFP4 only");
+  const auto layers =
+      o.fp8 ? fp8_quantized_layers(w.config, o.exclude) : nvfp4_quantized_layers(w.config, o.exclude);
   // GPTQ starts from the stored weights, and their tensor scales are the checkpoint writer's.
   const TensorStore store = TensorStore::open_dir(dir);
   auto stored = [&](const LinearSpec& s) { return tensor_to_f32(store.get(s.name + ".weight")); };
   const auto scales =
-      nvfp4_group_tensor_scales(layers, stored, o.search_tensor_scale, o.gptq_options.scale_rule);
+      o.gptq ? nvfp4_group_tensor_scales(layers, stored, o.search_tensor_scale, o.gptq_options.scale_rule)
+             : std::map<std::string, float>{};
 
   CpuOps::Calibration cal;
   auto run = [&] {

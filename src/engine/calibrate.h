@@ -18,6 +18,7 @@ struct CalibrationOptions {
   bool gptq = false;
   GptqOptions gptq_options;
   bool search_tensor_scale = false;  // as QuantizeOptions::search_tensor_scale (GPTQ quantizes under it)
+  bool fp8 = false;                  // the layers of an FP8 checkpoint (fp8_quantized_layers); no GPTQ
   // Called as each block starts: (block, blocks), for a progress line.
   std::function<void(int, int)> progress;
 };

@@ -52,6 +52,11 @@ class MemoryGuard {
     in.logits_rows = o.shape.logits_rows;
     in.sm_count = sm;
     in.wgmma = o.wgmma && wgmma_supported();
+    int cc_major = 0, cc_minor = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, 0));
+    in.fp8_w8a8 = o.fp8_w8a8 && cc_major * 10 + cc_minor >= 89;
+    in.fp8_gemv_rows = o.fp8_gemv_rows;
     in.context_bytes = context;
     rep.fit = fit_memory(in, rep.limit, o.embedding, o.lm_head == LmHeadMode::Auto);
     if (rep.fit.lm_head_nvfp4) apply_lm_head_mode(w, LmHeadMode::NVFP4);
@@ -107,6 +112,8 @@ void run_cuda_model(ModelWeights full, const CudaRunOptions& o, F&& fn) {
     ops.set_fused_rope(o.fused_rope);
     ops.set_bf16_gemv_rows(o.bf16_gemv_rows);
     ops.set_wgmma(o.wgmma);
+    ops.set_fp8_gemv_rows(o.fp8_gemv_rows);
+    ops.set_fp8_w8a8(o.fp8_w8a8);
   };
   if (o.tp == 1) {
     MemoryReport rep;

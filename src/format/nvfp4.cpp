@@ -221,16 +221,29 @@ void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out) {
   }
 }
 
-Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols) {
+Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float amax) {
   if (static_cast<int64_t>(x.size()) != rows * cols) throw Error("fp8_quantize: input size mismatch");
   Fp8Tensor t;
   t.rows = rows;
   t.cols = cols;
-  const float amax = amax_ref(x);
+  if (amax < 0) amax = amax_ref(x);
   t.scale = amax > 0 ? amax / kE4M3Max : 1.0f;
   t.data.resize(x.size());
   for (size_t i = 0; i < x.size(); ++i) t.data[i] = e4m3_encode(x[i] / t.scale);
   return t;
+}
+
+void fp8_dequantize_ref(const Fp8Tensor& t, std::span<float> out) {
+  if (static_cast<int64_t>(out.size()) != t.rows * t.cols || t.data.size() != out.size() ||
+      (!t.row_scales.empty() && static_cast<int64_t>(t.row_scales.size()) != t.rows))
+    throw Error("fp8_dequantize: size mismatch");
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const float s = t.row_scale(r);
+    for (int64_t c = 0; c < t.cols; ++c) {
+      const size_t i = static_cast<size_t>(r * t.cols + c);
+      out[i] = e4m3_decode(t.data[i]) * s;
+    }
+  }
 }
 
 std::vector<uint8_t> swizzle128x4(std::span<const uint8_t> rowmajor, SwizzleShape s) {

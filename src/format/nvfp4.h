@@ -81,13 +81,19 @@ inline float nvfp4_tensor_scale_from_global(float global_scale) {
 Mxfp4Tensor mxfp4_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols);
 void mxfp4_dequantize_ref(const Mxfp4Tensor& t, std::span<float> out);
 
-// FP8 E4M3 with one per-tensor scale (amax / 448), the FP8 baseline's weight format.
+// FP8 E4M3 with one per-tensor scale (amax / 448: ModelOpt's FP8 recipe), or as a checkpoint may store it,
+// one scale per row (compressed-tensors' per-channel FP8).
 struct Fp8Tensor {
   int64_t rows = 0, cols = 0;
-  std::vector<uint8_t> data;  // E4M3 [rows, cols]
-  float scale = 0.0f;         // dequant multiplier
+  std::vector<uint8_t> data;      // E4M3 [rows, cols]
+  float scale = 0.0f;             // dequant multiplier (per tensor)
+  std::vector<float> row_scales;  // [rows] per-row multipliers in place of `scale`; empty: per tensor
+  float row_scale(int64_t r) const { return row_scales.empty() ? scale : row_scales[static_cast<size_t>(r)]; }
 };
-Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols);
+// amax < 0: the tensor's own max |x|; otherwise the given one (a scale shared with other tensors).
+Fp8Tensor fp8_quantize_ref(std::span<const float> x, int64_t rows, int64_t cols, float amax = -1.0f);
+// Each code's E4M3 value times its scale: the exact values an FP8 layer computes with.
+void fp8_dequantize_ref(const Fp8Tensor& t, std::span<float> out);
 
 // Blackwell / cuBLASLt 128x4 block-scale swizzle. Rows pad to 128, scale columns (K/16) pad to 4.
 struct SwizzleShape {

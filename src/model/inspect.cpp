@@ -45,14 +45,16 @@ void fill_totals(ModelSummary& s) {
   for (size_t i = 0; i < s.linears.size(); ++i) {
     s.bytes_per_token_bf16 += linear_bytes(s.linears[i], false);
     s.bytes_per_token_nvfp4 += linear_bytes(s.nvfp4_plan[i], s.nvfp4_plan[i].nvfp4);
-    s.bytes_per_token_checkpoint += linear_bytes(s.linears[i], s.linears[i].nvfp4);
+    s.bytes_per_token_checkpoint += linear_weight_bytes(s.linears[i]);
   }
 }
 
 json plan_json(const LinearPlan& p) {
-  return {{"name", p.spec.name}, {"role", p.spec.role}, {"layer", p.spec.layer},
-          {"n", p.spec.n},       {"k", p.spec.k},       {"stored", storage_name(p.storage)},
-          {"nvfp4", p.nvfp4},    {"reason", p.reason}};
+  return {{"name", p.spec.name},   {"role", p.spec.role},
+          {"layer", p.spec.layer}, {"n", p.spec.n},
+          {"k", p.spec.k},         {"stored", storage_name(p.storage)},
+          {"nvfp4", p.nvfp4},      {"runs", plan_format_name(p)},
+          {"reason", p.reason}};
 }
 
 }  // namespace

@@ -91,7 +91,17 @@ QuantMode parse_quant_mode(const std::string& q) {
   if (q == "auto") return QuantMode::Auto;
   if (q == "bf16") return QuantMode::BF16;
   if (q == "nvfp4") return QuantMode::NVFP4;
-  throw Error("--quant must be auto, bf16 or nvfp4 (got '" + q + "')");
+  if (q == "fp8") return QuantMode::FP8;
+  throw Error("--quant must be auto, bf16, nvfp4 or fp8 (got '" + q + "')");
+}
+
+const char* plan_format_name(const LinearPlan& p) {
+  return p.nvfp4 ? "NVFP4" : p.fp8 ? "FP8" : "BF16";
+}
+
+double linear_weight_bytes(const LinearPlan& p) {
+  const double nk = static_cast<double>(p.spec.n) * static_cast<double>(p.spec.k);
+  return p.nvfp4 ? nk * 0.5625 + 4.0 : p.fp8 ? nk + 4.0 * static_cast<double>(p.spec.n) : 2.0 * nk;
 }
 
 const char* quant_mode_name(QuantMode m) {
@@ -102,6 +112,8 @@ const char* quant_mode_name(QuantMode m) {
       return "bf16";
     case QuantMode::NVFP4:
       return "nvfp4";
+    case QuantMode::FP8:
+      return "fp8";
   }
   return "?";
 }
@@ -133,6 +145,10 @@ std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c) {
   if (c.arch == Arch::NemotronH)
     for (const char* p : {"*.q_proj", "*.k_proj", "*.v_proj", "*.o_proj"}) ex.emplace_back(p);
   return ex;
+}
+
+std::vector<std::string> default_fp8_excludes(const ModelConfig&) {
+  return {"lm_head"};
 }
 
 namespace {
@@ -235,42 +251,55 @@ std::vector<LinearPlan> plan_linears(const ModelConfig& c, const QuantConfig& q,
                   "', a format fp4lab does not read (NVFP4, W4A16_NVFP4, FP8, or unquantized)");
 
     std::string matched;
-    if (spec.k % 16 != 0) {
-      p.nvfp4 = false;
-      p.reason = "K=" + std::to_string(spec.k) + " is not a multiple of 16";
-    } else if (mode == QuantMode::BF16) {
-      p.nvfp4 = false;
-      p.reason = stored_fp4 || p.storage == WeightStorage::FP8 ? "--quant bf16: dequantized at load" : "--quant bf16";
+    const auto excluded = [&](const std::vector<std::string>& list) {
+      for (const auto& e : list)
+        if (exclude_matches(e, spec.name)) {
+          matched = e;
+          return true;
+        }
+      return false;
+    };
+    const bool stored_fp8 = p.storage == WeightStorage::FP8;
+    if (mode == QuantMode::BF16) {
+      p.reason = stored_fp4 || stored_fp8 ? "--quant bf16: dequantized at load" : "--quant bf16";
+    } else if (stored_fp4 && spec.k % 16 != 0) {
+      p.reason = "K=" + std::to_string(spec.k) + " is not a multiple of 16: dequantized at load";
     } else if (stored_fp4) {
       p.nvfp4 = true;
       p.reason = "checkpoint stores NVFP4";
+    } else if (stored_fp8 && spec.role == "lm_head") {
+      // The logits kernels take a BF16 or NVFP4 head only.
+      p.reason = "checkpoint stores FP8: the lm_head is dequantized at load and runs in BF16";
+    } else if (stored_fp8) {
+      p.fp8 = true;
+      p.fp8_per_channel = st->get(spec.name + ".weight_scale").numel() > 1;
+      p.reason = std::string("checkpoint stores FP8 (E4M3, per-") +
+                 (p.fp8_per_channel ? "channel" : "tensor") + " scale)";
+    } else if (spec.k % 16 != 0) {
+      p.reason = "K=" + std::to_string(spec.k) + " is not a multiple of 16";
+    } else if (mode == QuantMode::FP8 && spec.role == "lm_head") {
+      p.reason = c.tie_embeddings ? "tied to the embeddings: kept in BF16 (ModelOpt default)"
+                                  : "lm_head: kept in BF16 (ModelOpt default)";
+    } else if (mode == QuantMode::FP8) {
+      const bool ex = excluded(default_fp8_excludes(c));
+      p.fp8 = !ex;
+      p.reason = ex ? "default exclusion '" + matched + "'"
+                    : "--quant fp8: quantized at load (ModelOpt recipe: per-tensor amax / 448)";
     } else if (mode == QuantMode::NVFP4 && spec.role == "lm_head") {
-      p.nvfp4 = false;
       p.reason = c.tie_embeddings ? "tied to the embeddings: kept in BF16 (ModelOpt default)"
                                   : "lm_head: kept in BF16 (ModelOpt default)";
     } else if (mode == QuantMode::NVFP4) {
-      bool ex = false;
-      for (const auto& e : excludes)
-        if (exclude_matches(e, spec.name)) {
-          ex = true;
-          matched = e;
-        }
+      const bool ex = excluded(excludes);
       p.nvfp4 = !ex;
       p.reason =
           ex ? "default exclusion '" + matched + "'" : "--quant nvfp4: quantized at load (ModelOpt recipe)";
-    } else if (p.storage == WeightStorage::FP8) {  // Auto
-      p.nvfp4 = false;
-      const bool per_channel = st->get(spec.name + ".weight_scale").numel() > 1;
-      p.reason = std::string("checkpoint stores FP8 (E4M3, per-") + (per_channel ? "channel" : "tensor") +
-                 " scale): dequantized at load, runs in BF16";
-    } else {  // Auto on a non-FP4 tensor
-      p.nvfp4 = false;
+    } else {  // Auto on a float tensor
       if (q.is_nvfp4() && q.algo_for(spec.name, &matched) == QuantAlgo::None && !matched.empty())
         p.reason = "excluded by '" + matched + "' in " + q.source;
       else if (q.is_nvfp4())
         p.reason = "stored unquantized in the checkpoint";
       else
-        p.reason = "unquantized checkpoint (use --quant nvfp4 to quantize at load)";
+        p.reason = "unquantized checkpoint (use --quant nvfp4 or fp8 to quantize at load)";
     }
     plans.push_back(std::move(p));
   }

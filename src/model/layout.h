@@ -40,12 +40,19 @@ struct LinearPlan {
   LinearSpec spec;
   WeightStorage storage = WeightStorage::Missing;  // as the checkpoint has it
   bool nvfp4 = false;                              // runs as NVFP4 under the chosen quant mode
-  std::string reason;                              // why NVFP4 or not, in words
+  bool fp8 = false;              // runs as FP8 E4M3 with a per-tensor (or, as stored, per-channel) scale
+  bool fp8_per_channel = false;  // the checkpoint's FP8 scale has one value per output row
+  std::string reason;            // why this format, in words
 };
+// "NVFP4", "FP8" or "BF16": how the layer runs.
+const char* plan_format_name(const LinearPlan& p);
+// Bytes of the layer's weight as the engine streams it per token: NVFP4 codes and block scales, FP8 codes,
+// or BF16.
+double linear_weight_bytes(const LinearPlan& p);
 
-enum class QuantMode { Auto, BF16, NVFP4 };
+enum class QuantMode { Auto, BF16, NVFP4, FP8 };
 const char* quant_mode_name(QuantMode m);
-// --quant auto|bf16|nvfp4 of the commands that load a model; anything else is an error naming the value.
+// --quant auto|bf16|nvfp4|fp8 of the commands that load a model; anything else is an error naming the value.
 QuantMode parse_quant_mode(const std::string& q);
 
 // Layers that ModelOpt quantizes with one shared tensor scale (q/k/v of a layer, gate/up); others are alone.
@@ -63,6 +70,8 @@ constexpr uint64_t kQuantizeChunkBytes = 256ull << 20;
 // Default exclusions when fp4lab quantizes a BF16 checkpoint at load, following ModelOpt's defaults and, for
 // Nemotron-H, NVIDIA's own NVFP4 checkpoints (attention kept in BF16).
 std::vector<std::string> default_nvfp4_excludes(const ModelConfig& c);
+// The same for --quant fp8, following ModelOpt's FP8 recipe: every linear layer but the lm_head.
+std::vector<std::string> default_fp8_excludes(const ModelConfig& c);
 
 // Decides each linear layer's storage and execution format. Throws on missing tensors or NVFP4 tensors whose
 // shapes disagree with the config, naming the tensor.

@@ -38,21 +38,17 @@ std::vector<uint8_t> to_bf16_bytes(const std::vector<float>& x) {
 }  // namespace
 
 void write_modelopt_configs(const std::string& out_dir, json config, const std::vector<std::string>& excluded,
-                            bool calibrated) {
-  const std::string algo = calibrated ? "NVFP4" : "W4A16_NVFP4";
+                            bool calibrated, bool fp8) {
+  const std::string algo = fp8 ? "FP8" : calibrated ? "NVFP4" : "W4A16_NVFP4";
   const json producer = {{"name", "fp4lab"}, {"version", FP4LAB_VERSION}};
-  const json hfq = {{"producer", producer},
-                    {"quantization",
-                     {{"quant_algo", algo},
-                      {"kv_cache_quant_algo", nullptr},
-                      {"group_size", 16},
-                      {"exclude_modules", excluded}}}};
+  json hfq = {{"producer", producer},
+              {"quantization",
+               {{"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"exclude_modules", excluded}}}};
+  if (!fp8) hfq["quantization"]["group_size"] = 16;
   write_text_file((fs::path(out_dir) / "hf_quant_config.json").string(), hfq.dump(2) + "\n");
-  config["quantization_config"] = {{"quant_method", "modelopt"},
-                                   {"quant_algo", algo},
-                                   {"group_size", 16},
-                                   {"ignore", excluded},
-                                   {"producer", producer}};
+  config["quantization_config"] = {
+      {"quant_method", "modelopt"}, {"quant_algo", algo}, {"ignore", excluded}, {"producer", producer}};
+  if (!fp8) config["quantization_config"]["group_size"] = 16;
   config["torch_dtype"] = "bfloat16";
   write_text_file((fs::path(out_dir) / "config.json").string(), dump_json_config(config) + "\n");
 }
@@ -63,6 +59,18 @@ std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
   std::vector<LinearSpec> out;
   for (const auto& s : linear_layers(cfg)) {
     bool skip = s.k % 16 != 0 || (s.role == "lm_head" && cfg.tie_embeddings);
+    for (const auto& e : ex) skip = skip || exclude_matches(e, s.name);
+    if (!skip) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<LinearSpec> fp8_quantized_layers(const ModelConfig& cfg,
+                                             const std::vector<std::string>& exclude) {
+  const std::vector<std::string> ex = exclude.empty() ? default_fp8_excludes(cfg) : exclude;
+  std::vector<LinearSpec> out;
+  for (const auto& s : linear_layers(cfg)) {
+    bool skip = s.role == "lm_head" && cfg.tie_embeddings;
     for (const auto& e : ex) skip = skip || exclude_matches(e, s.name);
     if (!skip) out.push_back(s);
   }
@@ -105,10 +113,15 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     throw Error(in_dir + ": already quantized (" + quant_algo_name(existing.algo) +
                 "); quantize needs a BF16 checkpoint");
   const auto specs = linear_layers(cfg);
-  const auto layers = nvfp4_quantized_layers(cfg, opt.exclude);
-  const auto tensor_scales = nvfp4_group_tensor_scales(
-      layers, [&](const LinearSpec& s) { return tensor_to_f32(st.get(s.name + ".weight")); },
-      opt.search_tensor_scale, opt.method);
+  if (opt.fp8 && (opt.method != Nvfp4ScaleRule::Amax || opt.search_tensor_scale || !opt.prequantized.empty()))
+    throw Error("quantize --format fp8 takes --method rtn (ModelOpt's FP8 recipe) only");
+  const auto layers =
+      opt.fp8 ? fp8_quantized_layers(cfg, opt.exclude) : nvfp4_quantized_layers(cfg, opt.exclude);
+  const auto tensor_scales =
+      opt.fp8 ? std::map<std::string, float>{}
+              : nvfp4_group_tensor_scales(
+                    layers, [&](const LinearSpec& s) { return tensor_to_f32(st.get(s.name + ".weight")); },
+                    opt.search_tensor_scale, opt.method);
 
   std::map<std::string, const LinearSpec*> by_weight;
   std::map<std::string, float> group_in_amax;
@@ -126,6 +139,12 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     }
   }
 
+  std::map<std::string, float> fp8_group_amax;
+  if (opt.fp8)
+    for (const auto& s : layers) {
+      float& g = fp8_group_amax[fused_scale_group(s)];
+      g = std::max(g, amax_ref(tensor_to_f32(st.get(s.name + ".weight"))));
+    }
   fs::create_directories(out_dir);
   SafetensorsWriter out;
   QuantizeReport rep;
@@ -142,6 +161,18 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
       continue;
     }
     const LinearSpec& s = *it->second;
+    if (opt.fp8) {
+      // ModelOpt's FP8: one scale per tensor, shared by fused q/k/v and gate/up (engines join them into one
+      // product: vLLM requantizes differing ones to the largest), a static input scale when calibrated.
+      const Fp8Tensor q =
+          fp8_quantize_ref(tensor_to_f32(*t), s.n, s.k, fp8_group_amax.at(fused_scale_group(s)));
+      out.add(s.name + ".weight", DType::F8_E4M3, {s.n, s.k}, q.data);
+      out.add(s.name + ".weight_scale", DType::F32, {}, f32_bytes(q.scale));
+      if (calibrated)
+        out.add(s.name + ".input_scale", DType::F32, {}, f32_bytes(opt.input_amax.at(s.name) / 448.0f));
+      ++rep.quantized;
+      continue;
+    }
     const float ts = tensor_scales.at(s.name);
     Nvfp4Tensor q;
     if (const auto pre = opt.prequantized.find(s.name); pre != opt.prequantized.end()) {
@@ -168,7 +199,7 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     if (!quantized.count(s.name)) excluded_names.push_back(s.name);
   rep.calibrated = calibrated;
   write_modelopt_configs(out_dir, read_json_config_file((fs::path(in_dir) / "config.json").string()),
-                         excluded_names, calibrated);
+                         excluded_names, calibrated, opt.fp8);
   return rep;
 }
 

@@ -1,4 +1,4 @@
-// Writes a ModelOpt-layout NVFP4 checkpoint from a BF16/F16/F32 one (the `fp4lab quantize` back end).
+// Writes a ModelOpt-layout NVFP4 or FP8 checkpoint from a BF16/F16/F32 one (the `fp4lab quantize` back end).
 #pragma once
 #include <functional>
 #include <map>
@@ -12,7 +12,10 @@
 namespace fp4lab {
 
 struct QuantizeOptions {
-  std::vector<std::string> exclude;  // empty: the architecture's defaults (default_nvfp4_excludes)
+  // FP8: ModelOpt's FP8 layout instead (E4M3 weight, F32 weight_scale = amax / 448 per tensor, and with
+  // input_amax an input_scale = amax / 448); method, search_tensor_scale and prequantized are NVFP4's.
+  bool fp8 = false;
+  std::vector<std::string> exclude;  // empty: the architecture's defaults (default_nvfp4_excludes / fp8)
   // Calibrated max |input| per linear layer name. Empty: a weight-only W4A16_NVFP4 checkpoint; given: NVFP4
   // (W4A4) with <p>.input_scale = amax / (6 * 448), fused q/k/v and gate/up sharing the max.
   std::map<std::string, float> input_amax;
@@ -30,6 +33,9 @@ struct QuantizeOptions {
 // architecture's defaults), K not a multiple of 16, and a tied lm_head.
 std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
                                                const std::vector<std::string>& exclude);
+// The same for FP8: every linear layer but the excluded patterns (empty: default_fp8_excludes) and a tied
+// lm_head.
+std::vector<LinearSpec> fp8_quantized_layers(const ModelConfig& cfg, const std::vector<std::string>& exclude);
 // Per layer name, the shared tensor scale (weight_scale_2) of its fused group (q/k/v, gate/up), from
 // `weight_of(spec)`, the layer's [n, k] weights: ModelOpt's (the group's max |w| / 2688), or with `search`
 // the one with the least weight error under `rule` (nvfp4_search_tensor_scale).
@@ -45,10 +51,11 @@ struct QuantizeReport {
 };
 
 // hf_quant_config.json and config.json (config plus its quantization_config) of a weight-only W4A16_NVFP4
-// (calibrated: NVFP4) ModelOpt checkpoint whose linear layers other than `excluded` are NVFP4.
+// (calibrated: NVFP4) or an FP8 ModelOpt checkpoint whose linear layers other than `excluded` are quantized.
 void write_modelopt_configs(const std::string& out_dir, json config, const std::vector<std::string>& excluded,
-                            bool calibrated);
+                            bool calibrated, bool fp8 = false);
 
+// NVFP4, or FP8 with opt.fp8.
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
                                          const QuantizeOptions& opt);
 

@@ -6,7 +6,15 @@
 
 namespace fp4lab {
 
+namespace {
+void refuse_fp8(const LinearWeight& w) {
+  if (w.fp8 || w.stored_fp8_scale)
+    throw Error("tensor parallel: FP8 layers are not split across GPUs yet (run FP8 with --tp 1)");
+}
+}  // namespace
+
 LinearWeight slice_rows(const LinearWeight& w, int64_t r0, int64_t r1) {
+  refuse_fp8(w);
   LinearWeight o;
   o.n = r1 - r0;
   o.k = w.k;
@@ -26,6 +34,7 @@ LinearWeight slice_rows(const LinearWeight& w, int64_t r0, int64_t r1) {
 }
 
 LinearWeight slice_cols(const LinearWeight& w, int64_t c0, int64_t c1) {
+  refuse_fp8(w);
   LinearWeight o;
   o.n = w.n;
   o.k = c1 - c0;

@@ -21,6 +21,21 @@ std::vector<float> round_bf16(std::vector<float> v) {
 // Applies the plan to float weights: NVFP4 layers are quantized (shared scale per fusion group) and replaced
 // by their exact dequantization; others are rounded to BF16 when the mode says the engine runs BF16.
 void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
+  // FP8 at load: ModelOpt's recipe (one scale per tensor, amax / 448), the layers a GPU joins into one
+  // product (q/k/v, gate/up) under one shared scale, so that the joined weight keeps a single scale.
+  std::map<std::string, float> fp8_group_amax;
+  for (const auto& p : mw.plans) {
+    const LinearWeight* lw = &linear_weight(mw, p.spec);
+    if (!p.fp8 || lw->fp8) continue;
+    float& g = fp8_group_amax[fused_scale_group(p.spec)];
+    g = std::max(g, amax_ref(lw->w));
+  }
+  for (const auto& p : mw.plans) {
+    LinearWeight* lw = &linear_weight(mw, p.spec);
+    if (!p.fp8 || lw->fp8) continue;
+    lw->fp8 = fp8_quantize_ref(lw->w, lw->n, lw->k, fp8_group_amax[fused_scale_group(p.spec)]);
+    fp8_dequantize_ref(*lw->fp8, lw->w);
+  }
   std::map<std::string, float> group_amax;
   for (const auto& p : mw.plans) {
     if (!p.nvfp4) continue;
@@ -38,7 +53,7 @@ void finalize_linears(ModelWeights& mw, bool round_others_bf16) {
     } else if (!p.nvfp4 && lw->nvfp4) {
       lw->nvfp4.reset();  // --quant bf16 on an NVFP4 checkpoint: dequantized, then held in BF16
       if (round_others_bf16) lw->w = round_bf16(std::move(lw->w));
-    } else if (!p.nvfp4 && round_others_bf16) {
+    } else if (!p.nvfp4 && !p.fp8 && round_others_bf16) {
       lw->w = round_bf16(std::move(lw->w));
     }
   }
@@ -90,18 +105,30 @@ const TensorView* float_view(const TensorStore& st, const std::string& name, std
   return &t;
 }
 
-// An FP8 (E4M3) weight times its weight_scale, one value per tensor or per output row: the exact values
-// ModelOpt and compressed-tensors mean (plan_linears checked the scale's shape).
-std::vector<float> fp8_dequantized(const TensorStore& st, const LinearSpec& s) {
+// An FP8 (E4M3) weight with its weight_scale, one value per tensor or per output row, as ModelOpt and
+// compressed-tensors mean it (plan_linears checked the scale's shape).
+Fp8Tensor fp8_stored(const TensorStore& st, const LinearSpec& s) {
   const TensorView& w = st.get(s.name + ".weight");
   const std::vector<float> scale =
       finite_or_throw(tensor_to_f32(st.get(s.name + ".weight_scale")), st, s.name + ".weight_scale");
-  std::vector<float> out(static_cast<size_t>(s.n * s.k));
-  for (int64_t r = 0; r < s.n; ++r) {
-    const float sc = scale.size() == 1 ? scale[0] : scale[static_cast<size_t>(r)];
-    for (int64_t c = 0; c < s.k; ++c)
-      out[static_cast<size_t>(r * s.k + c)] = e4m3_decode(w.data[r * s.k + c]) * sc;
-  }
+  Fp8Tensor t;
+  t.rows = s.n;
+  t.cols = s.k;
+  t.data.assign(w.data, w.data + w.nbytes());
+  for (size_t i = 0; i < t.data.size(); ++i)
+    if ((t.data[i] & 0x7f) == 0x7f)
+      throw Error(st.source() + ": tensor '" + w.name + "' holds a NaN (E4M3 code) at element " +
+                  std::to_string(i));
+  if (scale.size() == 1)
+    t.scale = scale[0];
+  else
+    t.row_scales = scale;
+  return t;
+}
+
+std::vector<float> fp8_dequantized(const Fp8Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.rows * t.cols));
+  fp8_dequantize_ref(t, out);
   return out;
 }
 
@@ -128,7 +155,9 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
   for (const auto& p : mw.plans) {
     const bool f16_f32 = p.storage == WeightStorage::F16 || p.storage == WeightStorage::F32;
     const bool streams = is_nvfp4_storage(p.storage) ? p.nvfp4
-                                                     : p.storage == WeightStorage::BF16 || (f16_f32 && !p.nvfp4);
+                         : p.storage == WeightStorage::FP8
+                             ? p.fp8
+                             : p.storage == WeightStorage::BF16 || (f16_f32 && !p.nvfp4 && !p.fp8);
     if (!streams) home = WeightHome::Host;
   }
   const bool streamed = home == WeightHome::Device;
@@ -173,8 +202,13 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
         lw->w = finite_or_throw(std::move(lw->w), st, sc.name + " (NVFP4 block scales)");
         lw->nvfp4 = std::move(t);
       }
+    } else if (p.storage == WeightStorage::FP8 && streamed) {
+      lw->stored = &st.get(p.spec.name + ".weight");
+      lw->stored_fp8_scale = &st.get(p.spec.name + ".weight_scale");
     } else if (p.storage == WeightStorage::FP8) {
-      lw->w = fp8_dequantized(st, p.spec);
+      Fp8Tensor t = fp8_stored(st, p.spec);
+      lw->w = fp8_dequantized(t);
+      if (p.fp8) lw->fp8 = std::move(t);
     } else if (streamed) {
       lw->stored = float_view(st, p.spec.name + ".weight", {p.spec.n, p.spec.k});
     } else {
@@ -311,7 +345,8 @@ ModelWeights synthetic_weights(const std::string& preset, QuantMode mode, uint64
   QuantConfig none;
   // A preset is "stored" in BF16; --quant nvfp4 (and auto, which for presets means NVFP4 as NVIDIA ships such
   // a model) quantizes it at load.
-  mw.plans = plan_linears(c, none, nullptr, mode == QuantMode::BF16 ? QuantMode::BF16 : QuantMode::NVFP4);
+  mw.plans = plan_linears(c, none, nullptr,
+                          mode == QuantMode::BF16 || mode == QuantMode::FP8 ? mode : QuantMode::NVFP4);
   size_layers(mw);
   mw.synthetic = true;
   mw.seed = seed;

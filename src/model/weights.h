@@ -20,11 +20,14 @@ struct LinearWeight {
   int64_t n = 0, k = 0;
   std::vector<float> w;              // [n, k] float32 (exactly the dequantized values when nvfp4)
   std::optional<Nvfp4Tensor> nvfp4;  // set when the layer runs as NVFP4
+  std::optional<Fp8Tensor> fp8;      // set when the layer runs as FP8 (`w` holds its exact values)
   std::vector<float> bias;           // [n] or empty
   // Streamed checkpoints (ModelWeights::store): the stored tensors, `w` and `nvfp4` left empty.
   const TensorView* stored = nullptr;         // BF16/F16/F32 [n, k], or NVFP4 packed U8 [n, k/2]
   const TensorView* stored_scales = nullptr;  // NVFP4 block scales E4M3 [n, k/16]; null for a float weight
   float stored_tensor_scale = 0.0f;           // NVFP4 per-tensor scale (weight_scale_2)
+  // FP8: `stored` is E4M3 [n, k] and this its weight_scale, F32/BF16/F16 [1] (per tensor) or [n] (per row).
+  const TensorView* stored_fp8_scale = nullptr;
 };
 
 struct LayerWeights {

@@ -469,33 +469,42 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
               {},
               false,
               {}};
+    // The speedup of each quantized format over BF16: NVFP4, and FP8 where a run measured it.
+    std::vector<std::string> fmts{"nvfp4"};
+    if (quants.count("fp8")) fmts.push_back("fp8");
+    std::vector<std::string> sp_series;
+    for (const auto& f : fmts) sp_series.push_back(f + " / bf16");
     Chart sp{"speedup-all-gpus",
-             "NVFP4 speedup over BF16 across GPUs",
+             quants.count("fp8") ? "NVFP4 and FP8 speedup over BF16 across GPUs"
+                                 : "NVFP4 speedup over BF16 across GPUs",
              "decode speedup (x)",
-             {"nvfp4 / bf16"},
+             sp_series,
              {},
              false,
              {}};
+    const auto ratio = [](const json* d, const std::string& q) {
+      const json *a = measurement(*d, "bf16"), *b = measurement(*d, q);
+      return a && b && mean_of((*a)["decode_tok_s"]) > 0
+                 ? mean_of((*b)["decode_tok_s"]) / mean_of((*a)["decode_tok_s"])
+                 : 0.0;
+    };
     for (const auto& [key, d] : first) {
       std::vector<double> v;
       for (const auto& q : qv)
         v.push_back(measurement(*d, q) ? mean_of((*measurement(*d, q))["decode_tok_s"]) : 0);
       all.rows.push_back({key.first + " / " + key.second, v});
-      const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
-      if (a && b && mean_of((*a)["decode_tok_s"]) > 0)
-        sp.rows.push_back({key.first + " / " + key.second,
-                           {mean_of((*b)["decode_tok_s"]) / mean_of((*a)["decode_tok_s"])}});
+      std::vector<double> r;
+      for (const auto& f : fmts) r.push_back(ratio(d, f));
+      if (r[0] > 0) sp.rows.push_back({key.first + " / " + key.second, r});
     }
     charts.push_back(all);
     if (!sp.rows.empty()) charts.push_back(sp);
     // Speedup vs batch, one line per (GPU, model) with at least two batch sizes.
     std::map<std::pair<std::string, std::string>, std::map<int, double>> sweep;
-    for (const json* d : bench) {
-      const json *a = measurement(*d, "bf16"), *b = measurement(*d, "nvfp4");
-      if (a && b && mean_of((*a)["decode_tok_s"]) > 0)
-        sweep[{gpu_name(*d), model_name(*d)}][batch_of(*d)] =
-            mean_of((*b)["decode_tok_s"]) / mean_of((*a)["decode_tok_s"]);
-    }
+    for (const json* d : bench)
+      for (const auto& f : fmts)
+        if (const double r = ratio(d, f); r > 0)
+          sweep[{gpu_name(*d), model_name(*d) + (f == "nvfp4" ? "" : " " + f)}][batch_of(*d)] = r;
     std::set<int> batches;
     std::vector<std::string> lines;
     for (const auto& [k, v] : sweep)
@@ -515,7 +524,8 @@ ReportOutput write_report(const std::vector<json>& docs, const std::string& out_
     }
     if (!lines.empty()) {
       Chart c{"speedup-vs-batch",
-              "NVFP4 / BF16 decode speedup vs batch size",
+              quants.count("fp8") ? "NVFP4 (and FP8) / BF16 decode speedup vs batch size"
+                                  : "NVFP4 / BF16 decode speedup vs batch size",
               "speedup (x)",
               lines,
               {},

@@ -12,7 +12,7 @@ namespace fp4lab {
 DecodeBytes decode_bytes(const ModelConfig& c, const std::vector<LinearPlan>& plans, double context) {
   DecodeBytes b;
   for (const auto& p : plans) {
-    b.weights += p.nvfp4 ? nvfp4_weight_bytes(p.spec.n, p.spec.k) : 2.0 * p.spec.n * p.spec.k;
+    b.weights += linear_weight_bytes(p);
     b.flops_per_token += 2.0 * p.spec.n * p.spec.k;
   }
   b.embedding = 2.0 * c.hidden_size;

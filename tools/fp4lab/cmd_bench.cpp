@@ -15,7 +15,9 @@ Action add_bench(CLI::App& app) {
                  "checkpoint directory or preset:NAME (default: the largest preset that fits)");
   app.add_option("--backend", mo->backend, "auto (cuda when a GPU is present), cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--quant", mo->quants, "quantizations to compare, the first is the baseline")
+  app.add_option("--quant", mo->quants,
+                 "quantizations to compare (bf16, fp8, nvfp4, auto), the first is the baseline; default: "
+                 "bf16,fp8,nvfp4 on GPUs with FP8 tensor cores (sm_89+), else bf16,nvfp4")
       ->delimiter(',');
   app.add_option("--input-len", mo->input_len, "prompt tokens")->check(CLI::Range(1, 1 << 20));
   app.add_option("--output-len", mo->output_len, "generated tokens per prompt")

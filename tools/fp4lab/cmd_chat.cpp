@@ -143,7 +143,7 @@ Action add_chat(CLI::App& app) {
   auto o = std::make_shared<ChatOpts>();
   app.add_option("--model", o->model, "checkpoint directory or Hub id org/name[@rev]")->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 or fp8 (quantize at load)");
   app.add_option("--tokenizer", o->tokenizer, "directory with tokenizer.json (default: --model)");
   add_chat_options(app, o->chat, false);
   app.add_option("--max-new-tokens", o->max_new, "longest reply in tokens")->check(CLI::Range(1, 1 << 20));

@@ -26,7 +26,7 @@ Action add_eval_gsm8k(CLI::App& app) {
       ->check(CLI::IsMember({"gsm8k", "gsm8k_cot"}));
   app.add_option("--tokenizer", o->tokenizer, "tokenizer directory (default: the model directory)");
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 or fp8 (quantize at load)");
   app.add_option("--limit", o->limit, "first N test questions (0: all 1319)")->check(CLI::NonNegativeNumber);
   app.add_option("--max-new-tokens", o->max_new, "generation budget per question (lm-eval: 256)")
       ->check(CLI::Range(1, 1 << 16));

@@ -33,7 +33,7 @@ Action add_explain(CLI::App& app) {
       ->check(CLI::IsMember({"nvlink", "pcie"}));
   return [o]() {
     ModelConfig c;
-    std::vector<LinearPlan> bf16, fp4;
+    std::vector<LinearPlan> bf16, fp4, fp8;
     int64_t vocab = 0;
     if (is_preset_ref(o->model)) {
       const auto p = find_preset(o->model);
@@ -42,12 +42,14 @@ Action add_explain(CLI::App& app) {
       QuantConfig none;
       bf16 = plan_linears(c, none, nullptr, QuantMode::BF16);
       fp4 = plan_linears(c, none, nullptr, QuantMode::NVFP4);
+      fp8 = plan_linears(c, none, nullptr, QuantMode::FP8);
     } else {
       const auto store = TensorStore::open_dir(o->model);
       const auto s = summarize_checkpoint(o->model, store);
       c = s.config;
       bf16 = plan_linears(c, s.quant, &store, QuantMode::BF16);
       fp4 = s.nvfp4_plan;
+      fp8 = plan_linears(c, s.quant, &store, QuantMode::FP8);
     }
     vocab = c.vocab_size;
     // The memory plan of each format at this batch and context on a GPU of `memory_gb` (one GPU of the group
@@ -74,7 +76,8 @@ Action add_explain(CLI::App& app) {
       }
     };
     const DecodeBytes b16 = decode_bytes_tp(c, bf16, o->context, o->tp),
-                      b4 = decode_bytes_tp(c, fp4, o->context, o->tp);
+                      b4 = decode_bytes_tp(c, fp4, o->context, o->tp),
+                      b8 = decode_bytes_tp(c, fp8, o->context, o->tp);
     const CommSpec* comm = o->tp > 1 ? &comm_spec(o->link) : nullptr;
     std::printf(
         "PREDICTIONS from datasheet figures (not measurements) for %s, batch %d, context %.0f tokens\n",
@@ -88,9 +91,11 @@ Action add_explain(CLI::App& app) {
           o->tp, b4.allreduces, comm->link.c_str(), comm->latency_us, comm->bus_gbs,
           1e3 * step_comm_seconds(b4, o->batch, *comm), o->tp);
     std::printf(
-        "bytes per decode step: BF16 %.2f GB, NVFP4 %.2f GB (weights %.2f / %.2f GB, state %.3f GB)\n",
-        b16.per_step(o->batch) / 1e9, b4.per_step(o->batch) / 1e9, b16.weights / 1e9, b4.weights / 1e9,
-        o->batch * (b4.kv_cache + b4.ssm_state) / 1e9);
+        "bytes per decode step: BF16 %.2f GB, FP8 %.2f GB, NVFP4 %.2f GB (weights %.2f / %.2f / %.2f GB, "
+        "state "
+        "%.3f GB)\n",
+        b16.per_step(o->batch) / 1e9, b8.per_step(o->batch) / 1e9, b4.per_step(o->batch) / 1e9,
+        b16.weights / 1e9, b8.weights / 1e9, b4.weights / 1e9, o->batch * (b4.kv_cache + b4.ssm_state) / 1e9);
     std::printf(
         "ceiling = batch / max(bytes per step / bandwidth, FLOPs per step / BF16 tensor rate); \"no fit\": "
         "the memory plan (weights, embedding, lm_head, state for the batch and context, activations, "
@@ -98,8 +103,9 @@ Action add_explain(CLI::App& app) {
         "even with the embedding in host memory; \"host emb\": it fits with the embedding in pinned host "
         "memory (--embedding auto does that); \"fp4 head\": and with the lm_head in NVFP4 (--lm-head auto)\n\n",
         static_cast<double>(kContextEstimateBytes) / (1ull << 30), 100 * kUsableFraction);
-    std::printf("%-24s %9s %7s  %-12s %12s %12s %8s  %-20s %-20s %s\n", "GPU", "GB/s", "mem GB", "NVFP4 path",
-                "BF16 tok/s", "NVFP4 tok/s", "ratio", "BF16 memory", "NVFP4 memory", "source");
+    std::printf("%-24s %9s %7s  %-12s %10s %10s %7s %10s %7s  %-20s %-20s %s\n", "GPU", "GB/s", "mem GB",
+                "NVFP4 path", "BF16 tok/s", "FP8 tok/s", "ratio", "NVFP4 tok/s", "ratio", "BF16 memory",
+                "NVFP4 memory", "source");
     const std::vector<std::string> archs{"80", "90a", "100a", "120a"};
     for (const auto& g : datasheet_gpus()) {
       if (!o->gpus.empty()) {
@@ -110,12 +116,19 @@ Action add_explain(CLI::App& app) {
       const auto path = choose_nvfp4_path(g.cc_major, g.cc_minor, archs);
       const double t16 = roofline_decode_tok_s(b16, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
       const double t4 = roofline_decode_tok_s(b4, o->batch, g.bandwidth_gbs, g.bf16_tflops, comm);
-      std::string how16, how4;
-      const bool fits16 = fit(bf16, g.memory_gb, how16), fits4 = fit(fp4, g.memory_gb, how4);
-      std::printf("%-24s %9.0f %7.0f  %-12s %12s %12s %7.2fx  %-20s %-20s %s\n", g.name.c_str(), g.bandwidth_gbs,
-                  g.memory_gb, nvfp4_path_name(path.path),
-                  fits16 ? std::to_string(static_cast<int>(t16)).c_str() : "no fit",
-                  fits4 ? std::to_string(static_cast<int>(t4)).c_str() : "no fit", t4 / t16, how16.c_str(),
+      // FP8 tensor cores (sm_89+) run W8A8 at twice the BF16 rate; before them FP8 runs as W8A16.
+      const bool fp8_cores = g.cc_major * 10 + g.cc_minor >= 89;
+      const double t8 =
+          roofline_decode_tok_s(b8, o->batch, g.bandwidth_gbs, g.bf16_tflops * (fp8_cores ? 2.0 : 1.0), comm);
+      std::string how16, how4, how8;
+      const bool fits16 = fit(bf16, g.memory_gb, how16), fits4 = fit(fp4, g.memory_gb, how4),
+                 fits8 = fit(fp8, g.memory_gb, how8);
+      const auto tok = [](bool fits, double t) {
+        return fits ? std::to_string(static_cast<int>(t)) : "no fit";
+      };
+      std::printf("%-24s %9.0f %7.0f  %-12s %10s %10s %6.2fx %10s %6.2fx  %-20s %-20s %s\n", g.name.c_str(),
+                  g.bandwidth_gbs, g.memory_gb, nvfp4_path_name(path.path), tok(fits16, t16).c_str(),
+                  tok(fits8, t8).c_str(), t8 / t16, tok(fits4, t4).c_str(), t4 / t16, how16.c_str(),
                   how4.c_str(), g.source.c_str());
     }
     for (const auto& n : o->gpus)
@@ -136,7 +149,9 @@ Action add_explain(CLI::App& app) {
         "Tensor parallelism divides the bytes per GPU but adds a latency-bound all-reduce per row-parallel "
         "layer, so at batch 1 it scales below the GPU count. As the batch grows the step becomes "
         "compute-bound and the "
-        "gain fades; on Blackwell the native W4A4 path also raises the compute ceiling.\n");
+        "gain fades; on Blackwell the native W4A4 path also raises the compute ceiling. FP8 halves the "
+        "bytes of BF16 and, from Ada on, runs batched products on FP8 tensor cores at twice the BF16 rate, "
+        "so at large batch it can beat NVFP4's W4A16 (docs/perf/fp8-h100.md has the measured three-way).\n");
     return 0;
   };
 }

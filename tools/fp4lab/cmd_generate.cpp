@@ -45,7 +45,7 @@ Action add_generate(CLI::App& app) {
   app.add_option("--model", o->model, "checkpoint directory, Hub id org/name[@rev], or preset:NAME")
       ->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 or fp8 (quantize at load)");
   app.add_option("--prompt-ids", o->prompts, "comma-separated token ids; repeat for a batch of prompts");
   app.add_option(
       "--prompt", o->text_prompts,

@@ -31,7 +31,10 @@ void print_memory_plan(const ModelSummary& s, const InspectOpts& o) {
   in.config = s.config;
   in.plans = o.quant == "nvfp4" ? s.nvfp4_plan : s.linears;
   if (o.quant == "bf16")
-    for (auto& p : in.plans) p.nvfp4 = false;
+    for (auto& p : in.plans) p.nvfp4 = p.fp8 = false;
+  if (o.quant ==
+      "fp8")  // --quant fp8's plan: every float linear layer but the lm_head (default_fp8_excludes)
+    for (auto& p : in.plans) p.fp8 = p.fp8 || (!p.nvfp4 && p.spec.role != "lm_head");
   in.vocab_rows = s.config.vocab_size;
   in.batch = o.batch;
   in.tokens_per_sequence = o.context;
@@ -82,11 +85,12 @@ void print_summary(const ModelSummary& s, const TensorStore* store, const Inspec
   if (store)
     std::printf("checkpoint:     %s in %zu file(s)\n", human_bytes(s.checkpoint_bytes).c_str(),
                 store->files().size());
-  int n_fp4 = 0, n_fp4_mode = 0;
-  for (const auto& p : s.linears) n_fp4 += p.nvfp4;
+  int n_fp4 = 0, n_fp8 = 0, n_fp4_mode = 0;
+  for (const auto& p : s.linears) n_fp4 += p.nvfp4, n_fp8 += p.fp8;
   for (const auto& p : s.nvfp4_plan) n_fp4_mode += p.nvfp4;
-  std::printf("linear layers:  %zu (%d NVFP4 as stored; %d NVFP4 under --quant nvfp4)\n", s.linears.size(),
-              n_fp4, n_fp4_mode);
+  const std::string fp8 = n_fp8 ? " and " + std::to_string(n_fp8) + " FP8" : "";
+  std::printf("linear layers:  %zu (%d NVFP4%s as stored; %d NVFP4 under --quant nvfp4)\n", s.linears.size(),
+              n_fp4, fp8.c_str(), n_fp4_mode);
   std::printf("bytes/token:    BF16 %s, NVFP4 %s (%.2fx fewer), as stored %s\n",
               human_bytes(s.bytes_per_token_bf16).c_str(), human_bytes(s.bytes_per_token_nvfp4).c_str(),
               s.bytes_per_token_bf16 / s.bytes_per_token_nvfp4,
@@ -100,8 +104,8 @@ void print_summary(const ModelSummary& s, const TensorStore* store, const Inspec
       const auto& q = s.nvfp4_plan[i];
       std::printf("%-48s %-9s %7lld %7lld  %-8s %-6s %s; --quant nvfp4: %s\n", p.spec.name.c_str(),
                   p.spec.role.c_str(), static_cast<long long>(p.spec.n), static_cast<long long>(p.spec.k),
-                  storage_name(p.storage), p.nvfp4 ? "NVFP4" : "BF16", p.reason.c_str(),
-                  q.nvfp4 ? "NVFP4" : q.reason.c_str());
+                  storage_name(p.storage), plan_format_name(p), p.reason.c_str(),
+                  q.nvfp4 || q.fp8 ? plan_format_name(q) : q.reason.c_str());
     }
   }
   if (o.tensors && store) {
@@ -129,7 +133,7 @@ Action add_inspect(CLI::App& app) {
                "the GPU memory plan of a run (weights by kind, state, activations, workspaces, context) and "
                "whether it fits --gpu-memory-limit");
   app.add_option("--quant", o->quant, "with --memory: the run's --quant")
-      ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
+      ->check(CLI::IsMember({"auto", "bf16", "nvfp4", "fp8"}));
   app.add_option("--batch", o->batch, "with --memory: sequences decoded together")->check(CLI::Range(1, 4096));
   app.add_option("--context", o->context, "with --memory: tokens per sequence (prompt + new)")
       ->check(CLI::Range(1, 1 << 24));

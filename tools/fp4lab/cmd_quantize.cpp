@@ -57,7 +57,7 @@ std::vector<std::vector<int>> calibration_sequences(const std::string& path, con
 
 Action add_quantize(CLI::App& app) {
   struct Opts {
-    std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto";
+    std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto", format = "nvfp4";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
     double damp = 0.01;
@@ -90,21 +90,31 @@ Action add_quantize(CLI::App& app) {
   app.add_option("--gptq-damp", o->damp, "gptq: Hessian damping, a fraction of its mean diagonal")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
+  app.add_option("--format", o->format,
+                 "nvfp4 (ModelOpt NVFP4 / W4A16_NVFP4) or fp8 (ModelOpt FP8: E4M3 weights, one F32 scale per "
+                 "tensor; --method rtn only)")
+      ->check(CLI::IsMember({"nvfp4", "fp8"}));
   return [o]() {
     check_output_dir(o->out, {o->in}, o->force);
     QuantizeOptions q;
     q.exclude = o->exclude;
+    q.fp8 = o->format == "fp8";
+    if (q.fp8 && o->method != "rtn")
+      throw Error("--format fp8 takes --method rtn (ModelOpt's FP8 recipe: amax / 448 per tensor), not '" +
+                  o->method + "'");
     const bool gptq = o->method == "gptq";
     if (gptq && o->calib.empty())
       throw Error("--method gptq needs --calib (the activations its Hessians come from)");
     q.method = gptq ? Nvfp4ScaleRule::Search : parse_nvfp4_scale_rule(o->method);
-    q.search_tensor_scale = o->global_scale == "search" || (o->global_scale == "auto" && o->method != "rtn");
+    q.search_tensor_scale =
+        !q.fp8 && (o->global_scale == "search" || (o->global_scale == "auto" && o->method != "rtn"));
     CalibrationResult cal;
     if (!o->calib.empty()) {
       CalibrationOptions co;
       co.exclude = o->exclude;
       co.threads = o->threads;
       co.gptq = gptq;
+      co.fp8 = q.fp8;
       co.gptq_options = {o->damp, q.method, o->threads};
       co.search_tensor_scale = q.search_tensor_scale;
       if (gptq) co.progress = [](int b, int n) { std::fprintf(stderr, "\rgptq: block %d/%d", b + 1, n); };
@@ -116,6 +126,15 @@ Action add_quantize(CLI::App& app) {
       q.prequantized = std::move(cal.quantized);
     }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
+    if (q.fp8) {
+      std::printf("wrote %s: %d linear layers FP8 (E4M3, per-tensor scales%s), %d kept; %s -> %s\n",
+                  o->out.c_str(), r.quantized,
+                  r.calibrated
+                      ? (", input scales from " + std::to_string(cal.tokens) + " calibration tokens").c_str()
+                      : ", weight-only: no --calib",
+                  r.kept, human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
+      return 0;
+    }
     std::printf(
         "wrote %s: %d linear layers NVFP4 (%s, %s block scales, %s global scales), %d kept; %s -> %s\n",
         o->out.c_str(), r.quantized,

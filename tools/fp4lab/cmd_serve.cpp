@@ -101,7 +101,7 @@ Action add_serve(CLI::App& app) {
   app.add_option("--model", o->model, "checkpoint directory or Hub id org/name[@rev], or preset:NAME")
       ->required();
   app.add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 (quantize at load)");
+  app.add_option("--quant", o->quant, "auto (follow the checkpoint), bf16, nvfp4 or fp8 (quantize at load)");
   app.add_option("--tokenizer", o->tokenizer,
                  "directory with tokenizer.json (default: --model; needed for presets)");
   app.add_option("--served-model-name", o->name,

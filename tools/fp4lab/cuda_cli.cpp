@@ -26,6 +26,13 @@ void add_cuda_run_options(CLI::App& app, CudaRunOptions& o) {
   app.add_flag("!--no-wgmma", o.wgmma,
                "cuda, sm_90a: never run fp4lab's wgmma NVFP4 GEMMs (by default they take prefill passes of "
                "256-511 tokens on the wide layers, where they beat dequantizing to BF16 for cuBLAS)");
+  app.add_option("--fp8-gemv-rows", o.fp8_gemv_rows,
+                 "cuda: FP8 linear layers with at most N rows run fp4lab's W8A16 GEMV; more rows run W8A8 "
+                 "(or dequantize, --no-fp8-w8a8); 0 = never the GEMV")
+      ->check(CLI::Range(0, kFp8GemvMaxRows));
+  app.add_flag("!--no-fp8-w8a8", o.fp8_w8a8,
+               "cuda: FP8 layers past the GEMV's rows dequantize to BF16 for cuBLAS (W8A16 numerics) instead "
+               "of running W8A8 on FP8 tensor cores (sm_89+, activations quantized per tensor)");
   app.add_option("--bf16-gemv-rows", o.bf16_gemv_rows,
                  "cuda: BF16 linear layers with at most N rows (decode batch) run fp4lab's GEMV instead of "
                  "cuBLAS; 0 = cuBLAS always")
