@@ -386,13 +386,13 @@ TEST(GpuEngine, StreamedNonFiniteWeightsAreRefused) {
 }
 
 // The memory plan against what a run held (continuous batching of three prompts, prefill and decode, both
-// architectures, BF16 and NVFP4, the embedding on the GPU and in pinned host memory): fp4lab's buffers never
-// peak above the plan, the activation arena never grows past the plan's reservation, and the plan is not far
-// above the peak. The embedding on the host gives the same tokens.
+// architectures, BF16, NVFP4 and FP8, the embedding on the GPU and in pinned host memory): fp4lab's buffers
+// never peak above the plan, the activation arena never grows past the plan's reservation, and the plan is
+// not far above the peak. The embedding on the host gives the same tokens.
 TEST(GpuEngine, MemoryPlanCoversTheMeasuredPeak) {
   REQUIRE_GPU();
   for (const char* name : {"tiny-llama", "tiny-nemotron-h"})
-    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4}) {
+    for (QuantMode q : {QuantMode::BF16, QuantMode::NVFP4, QuantMode::FP8}) {
       const std::string dir = fp4lab::test::data_dir() + "/models/" + name;
       const auto prompt = read_json_file(dir + "/golden.json")["prompt_ids"].get<std::vector<int>>();
       const std::vector<std::vector<int>> prompts(3, prompt);

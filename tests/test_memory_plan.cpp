@@ -182,3 +182,23 @@ TEST(MemoryPlan, WgmmaWorkspaceHoldsTheLargestBImage) {
   const uint64_t with = item(plan_memory(in).run, "workspaces");
   EXPECT_GE(with, without + 511ull * 4096 * 2);
 }
+
+// --quant fp8: the linear weights at one byte each (plus a scale per row), the lm_head in BF16; past the
+// GEMV's rows the workspaces hold the quantized activations and cuBLASLt's workspace (W8A8) or a BF16 copy of
+// the largest FP8 weight (dequantize + cuBLAS).
+TEST(MemoryPlan, Fp8WeightsAndWorkspaces) {
+  MemoryPlanInput in = preset_input("llama-3.1-8b", QuantMode::FP8, 1, 2048);
+  uint64_t want = 0;
+  for (const auto& p : in.plans)
+    if (p.fp8) want += static_cast<uint64_t>(p.spec.n * p.spec.k + 4 * p.spec.n);
+  const uint64_t largest = 2ull * 28672 * 4096;  // gate | up joined, in BF16
+  const MemoryPlan plan = plan_memory(in);
+  EXPECT_EQ(item(plan.weights, "linear weights, FP8"), want);
+  EXPECT_EQ(item(plan.weights, "lm_head, BF16"), 2ull * 128256 * 4096);
+  const uint64_t dequant = item(plan.run, "workspaces");
+  in.fp8_w8a8 = true;
+  const uint64_t w8a8 = item(plan_memory(in).run, "workspaces");
+  EXPECT_GE(dequant, largest);
+  EXPECT_GE(w8a8, kLtGemmWorkspaceBytes + 2048ull * 14336);
+  EXPECT_LT(w8a8, dequant);
+}

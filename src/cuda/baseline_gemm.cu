@@ -2,6 +2,7 @@
 
 #include "cuda/baseline_gemm.h"
 #include "cuda/check.h"
+#include "cuda/memory_plan.h"
 #include "cuda/ptx.cuh"
 #include "format/e4m3.h"
 
@@ -34,7 +35,7 @@ struct LtGemm::Plan {
   }
 };
 
-LtGemm::LtGemm() : workspace_(64ull << 20) {
+LtGemm::LtGemm() : workspace_(kLtGemmWorkspaceBytes) {
   cublasLtHandle_t h;
   CUBLAS_CHECK(cublasLtCreate(&h));
   handle_ = h;

@@ -239,14 +239,16 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     }
   }
   // FP8 layers past the GEMV's rows: the quantized activations (W8A8) or a BF16 copy of the weight.
+  // A joined q/k/v or gate/up is dequantized whole (decode batches past the GEMV's rows).
   uint64_t fp8_act = 0;
+  std::map<std::string, uint64_t> fp8_joined;  // BF16 bytes of each group's joined weight
   if (fwd > in.fp8_gemv_rows)
     for (const auto& lp : in.plans) {
       if (!lp.fp8) continue;
-      if (in.fp8_w8a8 && !lp.fp8_per_channel)
-        fp8_act = std::max(fp8_act, u(fwd * lp.spec.k) + 256);
+      if (in.fp8_w8a8)  // the activations' codes and scales, and cuBLASLt's workspace
+        fp8_act = std::max(fp8_act, u(fwd * lp.spec.k) + u(4 * fwd) + 256 + kLtGemmWorkspaceBytes);
       else
-        dequant = std::max(dequant, u(2 * lp.spec.n * lp.spec.k));
+        dequant = std::max(dequant, fp8_joined[fused_scale_group(lp.spec)] += u(2 * lp.spec.n * lp.spec.k));
     }
   gemm = dequant + partials + swiglu + b_images + fp8_act;
   uint64_t attn = 0;

@@ -20,6 +20,9 @@ enum class EmbeddingPlace { Auto, Gpu, Host };
 const char* embedding_place_name(EmbeddingPlace p);
 EmbeddingPlace parse_embedding_place(const std::string& s);
 
+// The workspace of the cuBLASLt products (LtGemm: FP8 W8A8, and the baselines of `bench gemm`).
+constexpr uint64_t kLtGemmWorkspaceBytes = 64ull << 20;
+
 struct MemoryPlanInput {
   ModelConfig config;
   std::vector<LinearPlan> plans;
