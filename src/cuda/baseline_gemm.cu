@@ -55,15 +55,10 @@ LtGemm::Plan& LtGemm::plan(Kind kind, int64_t m, int64_t n, int64_t k) {
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  if (kind == Kind::Nvfp4) {
-    const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
-    CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
-    CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
-  }
-  if (kind == Kind::Fp8RowWise) {
-    const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+  // Scalar scales are cuBLASLt's default; NVFP4 takes a block scale per 16, Fp8RowWise a vector per row.
+  if (kind != Kind::Fp8E4M3) {
+    const cublasLtMatmulMatrixScale_t mode = kind == Kind::Nvfp4 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3
+                                                                 : CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
     CUBLAS_CHECK(

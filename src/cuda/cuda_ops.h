@@ -339,6 +339,8 @@ class CudaOps {
   Fp8DeviceWeight fp8_weight(const LinearWeight& lw, WeightUploader* up, const DeviceBuffer* source,
                              float group_amax);
   void place_fp8(const LinearWeight& lw, Fp8DeviceWeight f8);
+  // FP8 members of one input (q | k | v, gate | up), already placed, joined into fused_fp8_.
+  void join_fp8(const std::vector<const LinearWeight*>& group);
   // Y[m, n] (row stride ldy) = X[m, k] (row stride ldx) . W^T for an FP8 layer, by the path fp8_linear.h
   // describes.
   void fp8_matmul(const bf16_raw* x, int64_t m, int64_t ldx, const Fp8Weight& w, bf16_raw* y, int64_t ldy);

@@ -265,6 +265,46 @@ void CudaOps::place_fp8(const LinearWeight& lw, Fp8DeviceWeight f8) {
   linears_[&lw] = std::move(d);
 }
 
+void CudaOps::join_fp8(const std::vector<const LinearWeight*>& group) {
+  // Each row keeps its member's scale: one scale for the joined weight where the members share it.
+  FusedFp8 f;
+  f.members = group;
+  f.w.k = linears_.at(group[0]).k;
+  bool same_scale = true;
+  for (const auto* m : group) {
+    const Fp8DeviceWeight& d = linears_.at(m).f8;
+    f.w.n += d.n;
+    same_scale = same_scale && !d.per_row && d.tensor_scale == linears_.at(group[0]).f8.tensor_scale;
+  }
+  f.w.codes = DeviceBuffer(static_cast<size_t>(f.w.n * f.w.k));
+  f.w.row_scales = DeviceBuffer(static_cast<size_t>(f.w.n) * sizeof(float));
+  int64_t off = 0;
+  for (const auto* m : group) {
+    const Fp8DeviceWeight& d = linears_.at(m).f8;
+    f.offsets.push_back(off);
+    f.rows.push_back(d.n);
+    f.member_per_row.push_back(d.per_row);
+    f.member_scale.push_back(d.tensor_scale);
+    CUDA_CHECK(cudaMemcpyAsync(f.w.codes.as<uint8_t>() + off * f.w.k, d.codes.ptr, d.codes.bytes,
+                               cudaMemcpyDeviceToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(f.w.row_scales.as<float>() + off, d.row_scales.ptr, d.row_scales.bytes,
+                               cudaMemcpyDeviceToDevice, stream_));
+    off += d.n;
+  }
+  f.w.per_row = !same_scale;
+  f.w.tensor_scale = same_scale ? linears_.at(group[0]).f8.tensor_scale : 0.0f;
+  f.w.scales = DeviceBuffer(same_scale ? sizeof(float) : f.w.row_scales.bytes);
+  CUDA_CHECK(cudaMemcpyAsync(f.w.scales.ptr, f.w.row_scales.ptr, f.w.scales.bytes, cudaMemcpyDeviceToDevice,
+                             stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (const auto* m : group) {
+    weight_bytes_ -= linears_.at(m).f8.bytes();
+    linears_.erase(m);
+  }
+  weight_bytes_ += f.w.bytes();
+  fused_fp8_[group[0]] = std::move(f);
+}
+
 void CudaOps::prepare(const ModelWeights& w) {
   const ModelConfig& c = w.config;
   {
@@ -414,18 +454,26 @@ void CudaOps::prepare(const ModelWeights& w) {
       if (!v->empty()) dev_f32(*v);
   }
   dev_f32(w.final_norm);
-  // BF16 projections that read the same input (q | k | v, gate | up) become one weight [sum of N, K]: one
-  // cuBLAS call instead of two or three small ones. The members' own buffers are released.
+  // Projections that read the same input (q | k | v, gate | up) become one weight [sum of N, K] when every
+  // member is uploaded in the same format (BF16 or FP8), without a bias: one product instead of two or three
+  // small ones. The members' own buffers are released.
+  const auto all_members = [&](const std::vector<const LinearWeight*>& group, auto&& in_format) {
+    for (const auto* m : group) {
+      const auto it = linears_.find(m);
+      if (it == linears_.end() || !in_format(it->second) || it->second.bias.ptr ||
+          it->second.k != linears_.at(group[0]).k)
+        return false;
+    }
+    return true;
+  };
   for (const auto& L : w.layers)
     for (std::vector<const LinearWeight*> group : {std::vector<const LinearWeight*>{&L.q, &L.k, &L.v},
                                                    std::vector<const LinearWeight*>{&L.gate, &L.up}}) {
-      bool ok = true;
-      for (const auto* m : group) {
-        const auto it = linears_.find(m);
-        ok = ok && it != linears_.end() && !it->second.nvfp4 && !it->second.fp8 && !it->second.bias.ptr &&
-             it->second.k == linears_.at(group[0]).k;
+      if (all_members(group, [](const DevLinear& d) { return d.fp8; })) {
+        join_fp8(group);
+        continue;
       }
-      if (!ok) continue;
+      if (!all_members(group, [](const DevLinear& d) { return !d.nvfp4 && !d.fp8; })) continue;
       FusedBf16 f;
       f.members = group;
       f.k = linears_.at(group[0]).k;
@@ -442,54 +490,6 @@ void CudaOps::prepare(const ModelWeights& w) {
       CUDA_CHECK(cudaStreamSynchronize(stream_));
       for (const auto* m : group) linears_.erase(m);
       fused_bf16_[group[0]] = std::move(f);
-    }
-  // FP8 projections on one input become one weight the same way; each row keeps its member's scale.
-  for (const auto& L : w.layers)
-    for (std::vector<const LinearWeight*> group : {std::vector<const LinearWeight*>{&L.q, &L.k, &L.v},
-                                                   std::vector<const LinearWeight*>{&L.gate, &L.up}}) {
-      bool ok = true;
-      for (const auto* m : group) {
-        const auto it = linears_.find(m);
-        ok = ok && it != linears_.end() && it->second.fp8 && !it->second.bias.ptr &&
-             it->second.k == linears_.at(group[0]).k;
-      }
-      if (!ok) continue;
-      FusedFp8 f;
-      f.members = group;
-      f.w.k = linears_.at(group[0]).k;
-      bool same_scale = true;
-      for (const auto* m : group) {
-        const Fp8DeviceWeight& d = linears_.at(m).f8;
-        f.w.n += d.n;
-        same_scale = same_scale && !d.per_row && d.tensor_scale == linears_.at(group[0]).f8.tensor_scale;
-      }
-      f.w.codes = DeviceBuffer(static_cast<size_t>(f.w.n * f.w.k));
-      f.w.row_scales = DeviceBuffer(static_cast<size_t>(f.w.n) * sizeof(float));
-      int64_t off = 0;
-      for (const auto* m : group) {
-        const Fp8DeviceWeight& d = linears_.at(m).f8;
-        f.offsets.push_back(off);
-        f.rows.push_back(d.n);
-        f.member_per_row.push_back(d.per_row);
-        f.member_scale.push_back(d.tensor_scale);
-        CUDA_CHECK(cudaMemcpyAsync(f.w.codes.as<uint8_t>() + off * f.w.k, d.codes.ptr, d.codes.bytes,
-                                   cudaMemcpyDeviceToDevice, stream_));
-        CUDA_CHECK(cudaMemcpyAsync(f.w.row_scales.as<float>() + off, d.row_scales.ptr, d.row_scales.bytes,
-                                   cudaMemcpyDeviceToDevice, stream_));
-        off += d.n;
-      }
-      f.w.per_row = !same_scale;
-      f.w.tensor_scale = same_scale ? linears_.at(group[0]).f8.tensor_scale : 0.0f;
-      f.w.scales = DeviceBuffer(same_scale ? sizeof(float) : f.w.row_scales.bytes);
-      CUDA_CHECK(cudaMemcpyAsync(f.w.scales.ptr, f.w.row_scales.ptr, f.w.scales.bytes,
-                                 cudaMemcpyDeviceToDevice, stream_));
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-      for (const auto* m : group) {
-        weight_bytes_ -= linears_.at(m).f8.bytes();
-        linears_.erase(m);
-      }
-      weight_bytes_ += f.w.bytes();
-      fused_fp8_[group[0]] = std::move(f);
     }
   tokens_ = DeviceBuffer(1 << 20);
   CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -217,6 +217,19 @@ __device__ __forceinline__ uint2 encode8(const float (&v)[8], float s) {
   return {w[0], w[1]};
 }
 
+// The largest of the values of a block of kThreads threads (non-negative values), in every thread.
+template <int kThreads>
+__device__ __forceinline__ float block_max(float v) {
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __shared__ float warp_max[kThreads / 32];
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) v = fmaxf(v, warp_max[w]);
+  return v;
+}
+
 // Activation quantization, one block per row, the row kept in registers (PER 16-byte chunks per thread) so it
 // is read once per pass. Rows: the row's amax, then its codes under amax / 448 (fp8_quantize_ref's recipe per
 // row). TensorAmax: the rows' amax into state[1] (atomic max of the bits: amax >= 0), the last block to
@@ -244,13 +257,7 @@ __global__ void __launch_bounds__(kQuantThreads)
   if constexpr (P == QuantPass::TensorCodes) {
     s = scales[0];
   } else {
-    for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    __shared__ float warp_max[kQuantThreads / 32];
-    if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = amax;
-    __syncthreads();
-    amax = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kQuantThreads / 32; ++w) amax = fmaxf(amax, warp_max[w]);
+    amax = block_max<kQuantThreads>(amax);
     if constexpr (P == QuantPass::TensorAmax) {
       if (threadIdx.x == 0) {
         auto* bits = reinterpret_cast<unsigned int*>(scales);
@@ -309,12 +316,7 @@ __global__ void __launch_bounds__(256)
   float amax = 0.0f;
   for (int64_t c = threadIdx.x; c < k; c += blockDim.x)
     amax = fmaxf(amax, fabsf(__uint_as_float(uint32_t{xr[c]} << 16)));
-  for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  __shared__ float warp_max[8];
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = amax;
-  __syncthreads();
-  amax = 0.0f;
-  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) amax = fmaxf(amax, warp_max[w]);
+  amax = block_max<256>(amax);
   const float s = amax > 0.0f ? amax / kE4M3Max : 1.0f;
   if (threadIdx.x == 0) scales[row] = s;
   for (int64_t c = threadIdx.x; c < k; c += blockDim.x)
