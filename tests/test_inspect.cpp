@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "cuda/gpu_info.h"
 #include "format/nvfp4.h"
 #include "io/model_config.h"
 #include "model/quantize.h"
@@ -249,14 +250,34 @@ TEST(Quantize, GptqLowersTheKlFurtherThanScaleSearch) {
     }
   }
   const double rtn = quantized_kl(in, d, "rtn"), search = quantized_kl(in, d, "scale-search"),
-               gptq = quantized_kl(in, d, "gptq", " --calib " + d.str("calib.ids"));
-  // Measured: rtn 2.12, scale-search 1.50, gptq 1.27 nats (0.60x of rtn), both with searched tensor scales
-  // (docs/quantization.md).
+               gptq = quantized_kl(in, d, "gptq", " --device cpu --calib " + d.str("calib.ids"));
+  // Measured: rtn 2.12, scale-search 1.50, gptq 1.12 nats (0.53x of rtn; group passes toward the float
+  // model, the CPU's default), all with searched tensor scales (docs/quantization.md). Issue 32's target:
+  // at most 0.6x of rtn.
   EXPECT_GT(gptq, 0.0);
   EXPECT_LT(gptq, search);
-  EXPECT_LT(gptq, 0.75 * rtn);
+  EXPECT_LT(gptq, 0.6 * rtn);
   // Without calibration data GPTQ has nothing to work from: one clear error.
   const auto r = run_fp4lab("quantize --in " + in + " --out " + d.str("nocalib") + " --method gptq");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("needs --calib"), std::string::npos) << r.out;
+}
+
+TEST(Quantize, DeviceCudaNeedsAGpu) {
+  // --device cuda runs the calibration on the GPU or says why it cannot; auto falls back to the CPU.
+  TempDir d;
+  const std::string in = data_dir() + "/models/stories260k";
+  write_golden_tokens(in, d.str("tokens.ids"));
+  const std::string args = " --in " + in + " --calib " + d.str("tokens.ids") + " --method gptq";
+  const auto cuda = run_fp4lab("quantize --out " + d.str("cuda") + args + " --device cuda");
+  if (query_gpus().ok) {
+    EXPECT_EQ(cuda.status, 0) << cuda.out;
+    EXPECT_NE(cuda.out.find("on the GPU"), std::string::npos) << cuda.out;
+  } else {
+    EXPECT_NE(cuda.status, 0);
+    EXPECT_NE(cuda.out.find("--device cuda: "), std::string::npos) << cuda.out;
+    const auto fallback = run_fp4lab("quantize --out " + d.str("auto") + args + " --device auto");
+    EXPECT_EQ(fallback.status, 0) << fallback.out;
+    EXPECT_NE(fallback.out.find("on the CPU"), std::string::npos) << fallback.out;
+  }
 }

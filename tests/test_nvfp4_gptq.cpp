@@ -5,49 +5,13 @@
 
 #include "common/error.h"
 #include "format/nvfp4_gptq.h"
+#include "gptq_fixture.h"
 
 using namespace fp4lab;
 
-namespace {
-
-struct Layer {
-  int64_t n, k;
-  std::vector<float> w;   // [n, k]
-  std::vector<double> h;  // [k, k], sum of x x^T
-};
-
-// Inputs with correlated features (a few shared factors plus noise, scales varying by column), as real
-// activations have: the case where error compensation pays.
-Layer make_layer(int64_t n, int64_t k, int64_t samples, uint64_t seed) {
-  Layer l{n, k, std::vector<float>(static_cast<size_t>(n * k)),
-          std::vector<double>(static_cast<size_t>(k * k))};
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  for (auto& v : l.w) v = 0.05f * g(rng);
-  const int factors = 8;
-  std::vector<float> mix(static_cast<size_t>(factors * k)), scale(static_cast<size_t>(k));
-  for (auto& v : mix) v = g(rng);
-  for (auto& v : scale) v = std::exp(0.7f * g(rng));
-  std::vector<double> x(static_cast<size_t>(k));
-  for (int64_t s = 0; s < samples; ++s) {
-    float f[factors];
-    for (auto& v : f) v = g(rng);
-    for (int64_t j = 0; j < k; ++j) {
-      double v = 0.3 * g(rng);
-      for (int q = 0; q < factors; ++q) v += f[q] * mix[static_cast<size_t>(q * k + j)];
-      x[j] = v * scale[j];
-    }
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j) l.h[i * k + j] += x[i] * x[j];
-  }
-  return l;
-}
-
-float tensor_scale_of(const std::vector<float>& w) {
-  return nvfp4_tensor_scale(amax_ref(w));
-}
-
-}  // namespace
+using test::make_layer;
+using test::tensor_scale_of;
+using Layer = test::GptqLayer;
 
 TEST(Nvfp4Gptq, LowersTheOutputErrorBelowRoundToNearest) {
   for (auto rule : {Nvfp4ScaleRule::Amax, Nvfp4ScaleRule::Search}) {
@@ -142,4 +106,35 @@ TEST(Nvfp4Gptq, SearchedTensorScaleLowersTheGroupsWeightError) {
   std::vector<float> z(16 * 16, 0.0f);
   EXPECT_EQ(nvfp4_search_tensor_scale(std::vector<Nvfp4Matrix>{{z, 16, 16}}, Nvfp4ScaleRule::Search),
             nvfp4_tensor_scale(0.0f));
+}
+
+// The factor the column loop runs on: upper triangular, U^T U the damped Hessian's inverse, dead columns set
+// apart (a unit row and column).
+TEST(Nvfp4Gptq, UpperFactorInvertsTheDampedHessian) {
+  Layer l = make_layer(1, 48, 256, 5);
+  const int64_t k = l.k;
+  for (int64_t j = 0; j < k; ++j) l.h[j * k + 9] = l.h[9 * k + j] = 0.0;
+  std::vector<bool> dead;
+  const double damp = 0.01;
+  const auto u = gptq_upper_factor(l.h, k, damp, &dead);
+  double mean = 0.0;
+  for (int64_t i = 0; i < k; ++i) mean += i == 9 ? 1.0 : l.h[i * k + i];
+  mean /= double(k);
+  for (int64_t i = 0; i < k; ++i) EXPECT_EQ(dead[i], i == 9);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < i; ++j) EXPECT_EQ(u[i * k + j], 0.0);
+  // (U^T U) (H + damp x mean x I) = I, with H's dead row and column replaced by the unit vector.
+  double worst = 0.0;
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      double s = 0.0;
+      for (int64_t p = 0; p < k; ++p) {
+        double hinv = 0.0;  // (U^T U)[i][p]
+        for (int64_t q = 0; q <= std::min(i, p); ++q) hinv += u[q * k + i] * u[q * k + p];
+        const double hp = (i == 9 || j == 9 || p == 9) ? (p == j ? 1.0 : 0.0) : l.h[p * k + j];
+        s += hinv * (hp + (p == j ? damp * mean : 0.0));
+      }
+      worst = std::max(worst, std::abs(s - (i == j ? 1.0 : 0.0)));
+    }
+  EXPECT_LT(worst, 1e-9);
 }

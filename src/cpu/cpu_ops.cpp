@@ -56,7 +56,32 @@ void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
   if (calib_) {
     float& a = calib_->amax[&w];
     for (float v : x.v) a = std::max(a, std::fabs(v));
-    if (calib_->hessians && (calib_->hessian_only.empty() || calib_->hessian_only.count(&w))) {
+    const bool wanted = calib_->hessian_only.empty() || calib_->hessian_only.count(&w);
+    if (calib_->record && wanted) {
+      auto& in = calib_->inputs[&w];
+      in.insert(in.end(), x.v.begin(), x.v.end());
+    }
+    if (calib_->reference && calib_->hessians && wanted) {
+      const auto ref = calib_->reference->find(&w);
+      size_t& at = calib_->cursor[&w];
+      const int64_t k = w.k;
+      if (ref == calib_->reference->end() || at + x.v.size() > ref->second.size())
+        throw Error("internal: the calibration passes saw different inputs");
+      std::vector<double>& c = calib_->cross[&w];
+      c.resize(static_cast<size_t>(k * k), 0.0);
+      const float* xr0 = ref->second.data() + at;
+      parallel_parts(k, threads_, [&](int64_t i) {
+        double* ci = c.data() + i * k;
+        for (int64_t r = 0; r < x.rows; ++r) {
+          const double fi = xr0[r * k + i];
+          if (fi == 0.0) continue;
+          const float* xq = x.v.data() + r * k;
+          for (int64_t j = 0; j < k; ++j) ci[j] += fi * xq[j];
+        }
+      });
+      at += x.v.size();
+    }
+    if (calib_->hessians && wanted) {
       std::vector<double>& h = calib_->hessian[&w];
       const int64_t k = w.k;
       h.resize(static_cast<size_t>(k * k), 0.0);

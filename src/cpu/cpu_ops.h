@@ -134,6 +134,14 @@ class CpuOps {
     bool hessians = false;                                       // also collect `hessian` (GPTQ's)
     std::set<const LinearWeight*> hessian_only;                  // non-empty: Hessians of these layers only
     std::map<const LinearWeight*, std::vector<double>> hessian;  // [k, k]: the sum of x x^T over the inputs
+    // GPTQ toward the float model's outputs: a recording pass appends the inputs of the hessian_only layers
+    // to `inputs` ([rows, k] each); a later pass with `reference` set pairs each input row x with the
+    // recorded row r at the same position and adds r x^T to `cross` ([k, k]).
+    bool record = false;
+    std::map<const LinearWeight*, std::vector<float>> inputs;
+    const std::map<const LinearWeight*, std::vector<float>>* reference = nullptr;
+    std::map<const LinearWeight*, size_t> cursor;
+    std::map<const LinearWeight*, std::vector<double>> cross;
   };
   void set_calibration(Calibration* c) { calib_ = c; }
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {

@@ -4,6 +4,7 @@
 // tests/test_engine_gpu.cpp compares whole models against the CPU backend, tests/test_engine_kernels_gpu.cpp
 // single kernels against their CPU twins.
 #include "cuda/cuda_ops_impl.cuh"
+#include "cuda/nvfp4_gptq.h"
 
 namespace fp4lab {
 
@@ -161,6 +162,8 @@ size_t CudaOps::logits_on_device(const Tensor& h, const LinearWeight& head) {
   const size_t n = static_cast<size_t>(h.rows * d.n);
   ensure_device(logits_dev_, static_cast<size_t>(h.rows * std::max<int64_t>(d.n, vocab_)) * 4,
                 "the logits buffer");
+  // A BF16 head multiplies here, not through linear(), so a calibration observes its input here.
+  if (calib_ && !d.nvfp4) observe_input(h, head);
   if (d.nvfp4) {
     Tensor l = alloc(h.rows, d.n);
     linear(h, head, l);
@@ -438,7 +441,36 @@ void CudaOps::fp8_matmul(const bf16_raw* x, int64_t m, int64_t ldx, const Fp8Wei
   if (w.per_row) scale_columns_bf16(y, m, w.n, ldy, w.scales, stream_);
 }
 
+void CudaOps::observe_input(const Tensor& x, const LinearWeight& w) {
+  if (x.f32) throw Error("internal: calibration of a linear layer with an FP32 input");
+  DeviceBuffer& a = calib_->amax[&w];
+  if (!a.ptr) {
+    a = DeviceBuffer(sizeof(unsigned));
+    CUDA_CHECK(cudaMemsetAsync(a.ptr, 0, sizeof(unsigned), stream_));
+  }
+  bf16_absmax_accumulate(x.data, x.rows, x.cols, x.cols, a.as<unsigned>(), stream_);
+  if (const auto h = calib_->hessian.find(&w); h != calib_->hessian.end())
+    gptq_accumulate_hessian(ws_.cublas_handle(), x.data, x.rows, x.cols, x.cols, h->second.as<float>(),
+                            stream_);
+}
+
+void CudaOps::replace_bf16_weight(const LinearWeight& w, const bf16_raw* values) {
+  const size_t bytes = static_cast<size_t>(w.n * w.k) * sizeof(bf16_raw);
+  bf16_raw* dst = nullptr;
+  if (const auto it = linears_.find(&w); it != linears_.end()) {
+    if (!it->second.nvfp4 && !it->second.fp8 && it->second.bf16.bytes == bytes)
+      dst = it->second.bf16.as<bf16_raw>();
+  } else {
+    for (auto& [first, f] : fused_bf16_)
+      for (size_t i = 0; i < f.members.size(); ++i)
+        if (f.members[i] == &w) dst = f.w.as<bf16_raw>() + f.offsets[i] * f.k;
+  }
+  if (!dst) throw Error("internal: replace_bf16_weight on a layer that is not BF16 [n, k] on the GPU");
+  CUDA_CHECK(cudaMemcpyAsync(dst, values, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
 void CudaOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) {
+  if (calib_) observe_input(x, w);
   auto it = linears_.find(&w);
   if (it == linears_.end()) throw Error("internal: linear layer was not uploaded");
   const DevLinear& d = it->second;
@@ -482,6 +514,8 @@ void CudaOps::linear_group(const Tensor& x, std::span<const LinearWeight* const>
   if (const auto f = fused_bf16_.find(w[0]); f != fused_bf16_.end()) {
     if (!std::equal(w.begin(), w.end(), f->second.members.begin(), f->second.members.end()))
       throw Error("internal: a fused BF16 projection was called with other members");
+    if (calib_)
+      for (const LinearWeight* m : w) observe_input(x, *m);
     if (x.rows > 32) {
       // Prompts: one cuBLAS call per member on its rows of the joined weight, straight into its output. At
       // this M each call is a full-size GEMM, and the column copies below cost more than the extra launches

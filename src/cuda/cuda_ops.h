@@ -215,6 +215,17 @@ class CudaOps {
   // per-tensor scales) when w8a8 is on, else dequantize to BF16 for cuBLAS (fp8_linear.h).
   void set_fp8_gemv_rows(int rows) { fp8_gemv_rows_ = rows; }
   void set_fp8_w8a8(bool on) { fp8_w8a8_ = on; }
+  // GPTQ's calibration (engine/calibrate.h): while set, the input of every BF16 linear layer raises the
+  // layer's max |x| (amax: unsigned [1] each, a non-negative float's bits, made on first use) and, for the
+  // layers with a `hessian` buffer (FP32 [k, k], zeroed by the caller), adds X^T X to it.
+  struct Calibration {
+    std::map<const LinearWeight*, DeviceBuffer> amax;
+    std::map<const LinearWeight*, DeviceBuffer> hessian;
+  };
+  void set_calibration(Calibration* c) { calib_ = c; }
+  // A BF16 layer's weights replaced by values on the device (BF16 [n, k]), alone or inside its joined
+  // q|k|v or gate|up weight: GPTQ's quantized layers, which the blocks calibrated after them compute with.
+  void replace_bf16_weight(const LinearWeight& w, const bf16_raw* values);
   // z: columns [z_col, z_col + y.cols) of z_src (the in_proj output, read in place).
   void gated_rmsnorm(Tensor& y, const Tensor& z_src, int64_t z_col, const std::vector<float>& w, int groups,
                      float eps);
@@ -250,6 +261,8 @@ class CudaOps {
 
  private:
   void set_rope(int head_dim, const RopeConfig& r);
+  void observe_input(const Tensor& x, const LinearWeight& w);  // set_calibration's accumulation
+  Calibration* calib_ = nullptr;
   // One launch: RoPE on q (in place) and k, k and v written to the caches (one sequence or the batch tables).
   void rope_kv_append(Tensor& q, const Tensor& k, const Tensor& v, int nh, int nkv, int hd,
                       const RopeConfig* rope, const KvCaches& kv);

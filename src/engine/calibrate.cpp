@@ -1,30 +1,85 @@
 #include "engine/calibrate.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "common/error.h"
+#include "cuda/gpu_info.h"
 #include "engine/backends.h"
 #include "io/safetensors.h"
 #include "model/quantize.h"
+#if FP4LAB_HAVE_CUDA
+#include "cuda/check.h"
+#include "cuda/nvfp4_gptq.h"
+#endif
 
 namespace fp4lab {
 
-CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector<std::vector<int>>& seqs,
-                                       const CalibrationOptions& o) {
+CalibrationDevice parse_calibration_device(const std::string& s) {
+  if (s == "auto") return CalibrationDevice::Auto;
+  if (s == "cpu") return CalibrationDevice::Cpu;
+  if (s == "cuda") return CalibrationDevice::Cuda;
+  throw Error("unknown calibration device '" + s + "' (auto, cpu, cuda)");
+}
+
+namespace {
+
+// What both backends share: the layers, their stored weights and tensor scales, and the order of the blocks.
+struct CalibrationPlan {
+  std::vector<LinearSpec> layers;
+  TensorStore store;
+  std::map<std::string, float> scales;  // GPTQ: each layer's tensor scale (its fused group's)
+  // GPTQ: the layers quantized together, in order (each block, or with group passes each fused group of
+  // it, the lm_head last), each step calibrated on the outputs of the steps before it; else one step.
+  std::vector<std::vector<const LinearSpec*>> steps;
+  std::vector<float> stored(const LinearSpec& s) const {
+    return tensor_to_f32(store.get(s.name + ".weight"));
+  }
+};
+
+CalibrationPlan plan_calibration(const std::string& dir, const ModelConfig& config,
+                                 const CalibrationOptions& o, bool group_sequential) {
+  if (o.fp8 && o.gptq) throw Error("internal: GPTQ writes NVFP4 only");
+  CalibrationPlan p{
+      o.fp8 ? fp8_quantized_layers(config, o.exclude) : nvfp4_quantized_layers(config, o.exclude),
+      TensorStore::open_dir(dir),
+      {},
+      {}};
+  // GPTQ starts from the stored weights, and their tensor scales are the checkpoint writer's.
+  if (o.gptq)
+    p.scales = nvfp4_group_tensor_scales(
+        p.layers, [&](const LinearSpec& s) { return p.stored(s); }, o.search_tensor_scale,
+        o.gptq_options.scale_rule);
+  if (!o.gptq) {
+    p.steps.resize(1);
+    return p;
+  }
+  std::vector<const LinearSpec*> order;
+  for (const auto& s : p.layers) order.push_back(&s);
+  // The listing's order within a block (q, k, v, o, gate, up, down: the order of the forward), blocks in
+  // order, the lm_head (layer -1) last.
+  std::stable_sort(order.begin(), order.end(), [](const LinearSpec* a, const LinearSpec* b) {
+    return (a->layer < 0 ? 1 << 30 : a->layer) < (b->layer < 0 ? 1 << 30 : b->layer);
+  });
+  for (const LinearSpec* s : order) {
+    const bool same =
+        !p.steps.empty() && p.steps.back().front()->layer == s->layer &&
+        (!group_sequential || fused_scale_group(*p.steps.back().front()) == fused_scale_group(*s));
+    if (!same) p.steps.emplace_back();
+    p.steps.back().push_back(s);
+  }
+  return p;
+}
+
+CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std::vector<int>>& seqs,
+                                   const CalibrationOptions& o) {
   CalibrationResult r;
+  r.group_sequential = o.gptq && o.sequential != CalibrationOptions::Sequential::Block;
+  r.toward_float = o.gptq && o.objective != CalibrationOptions::Objective::Layer;
   CpuOps ops(o.threads);
   CpuModel m(load_weights(dir, QuantMode::Auto), ops);
   ModelWeights& w = m.host_weights_for_update();
-  if (o.fp8 && o.gptq) throw Error("internal: GPTQ writes NVFP4 only");
-  const auto layers =
-      o.fp8 ? fp8_quantized_layers(w.config, o.exclude) : nvfp4_quantized_layers(w.config, o.exclude);
-  // GPTQ starts from the stored weights, and their tensor scales are the checkpoint writer's.
-  const TensorStore store = TensorStore::open_dir(dir);
-  auto stored = [&](const LinearSpec& s) { return tensor_to_f32(store.get(s.name + ".weight")); };
-  const auto scales =
-      o.gptq ? nvfp4_group_tensor_scales(layers, stored, o.search_tensor_scale, o.gptq_options.scale_rule)
-             : std::map<std::string, float>{};
-
+  const CalibrationPlan p = plan_calibration(dir, w.config, o, r.group_sequential);
   CpuOps::Calibration cal;
   auto run = [&] {
     ops.set_calibration(&cal);
@@ -34,33 +89,48 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
     }
     ops.set_calibration(nullptr);
   };
-  // Blocks in order; the lm_head (layer -1) last. Without GPTQ one pass records the maxima.
-  std::vector<int> blocks;
-  for (const auto& s : layers)
-    if (std::find(blocks.begin(), blocks.end(), s.layer) == blocks.end()) blocks.push_back(s.layer);
-  std::sort(blocks.begin(), blocks.end(),
-            [](int a, int b) { return (a < 0 ? 1 << 30 : a) < (b < 0 ? 1 << 30 : b); });
-  if (!o.gptq) blocks.assign(1, 0);
-  for (size_t bi = 0; bi < blocks.size(); ++bi) {
-    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(blocks.size()));
+  for (size_t bi = 0; bi < p.steps.size(); ++bi) {
+    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()));
     cal.hessians = o.gptq;
     cal.hessian_only.clear();
     cal.hessian.clear();
-    for (const auto& s : layers)
-      if (s.layer == blocks[bi]) cal.hessian_only.insert(&linear_weight(w, s));
-    run();
-    if (bi == 0) {  // the float model's maxima: the first pass has nothing quantized yet
-      for (const auto& s : layers) r.input_amax[s.name] = cal.amax[&linear_weight(w, s)];
-      for (const auto& s : seqs) r.tokens += static_cast<int>(s.size());
+    for (const LinearSpec* s : p.steps[bi]) cal.hessian_only.insert(&linear_weight(w, *s));
+    const bool toward = r.toward_float && !r.quantized.empty();
+    if (toward) {
+      // The float model's inputs to this step's layers: the quantized layers swapped back for the pass.
+      for (const auto& [name, q] : r.quantized) {
+        const LinearSpec& s = *std::find_if(p.layers.begin(), p.layers.end(),
+                                            [&](const LinearSpec& l) { return l.name == name; });
+        linear_weight(w, s).w = p.stored(s);
+      }
+      cal.inputs.clear();
+      cal.record = true;
+      cal.hessians = false;
+      run();
+      cal.record = false;
+      cal.hessians = true;
+      for (const auto& [name, q] : r.quantized) {
+        const LinearSpec& s = *std::find_if(p.layers.begin(), p.layers.end(),
+                                            [&](const LinearSpec& l) { return l.name == name; });
+        nvfp4_dequantize_ref(q, linear_weight(w, s).w);
+      }
+      cal.reference = &cal.inputs;
+      cal.cursor.clear();
+      cal.cross.clear();
     }
+    run();
+    cal.reference = nullptr;
+    if (bi == 0)  // the float model's maxima: the first pass has nothing quantized yet
+      for (const auto& s : p.layers) r.input_amax[s.name] = cal.amax[&linear_weight(w, s)];
     if (!o.gptq) break;
-    for (const auto& s : layers) {
-      if (s.layer != blocks[bi]) continue;
+    for (const LinearSpec* sp : p.steps[bi]) {
+      const LinearSpec& s = *sp;
       LinearWeight& lw = linear_weight(w, s);
       const auto h = cal.hessian.find(&lw);
       if (h == cal.hessian.end()) throw Error("gptq: the calibration never reached " + s.name);
-      const float ts = scales.at(s.name);
-      const std::vector<float> w0 = stored(s);
+      const float ts = p.scales.at(s.name);
+      std::vector<float> w0 = p.stored(s);
+      if (toward) w0 = gptq_float_target(w0, s.n, s.k, h->second, cal.cross.at(&lw), o.gptq_options.damp);
       Nvfp4Tensor q = nvfp4_quantize_gptq(w0, s.n, s.k, ts, h->second, o.gptq_options);
       r.gptq_error += nvfp4_output_error(w0, q, h->second);
       r.rtn_error +=
@@ -70,6 +140,93 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
       r.quantized[s.name] = std::move(q);
     }
   }
+  return r;
+}
+
+#if FP4LAB_HAVE_CUDA
+CalibrationResult calibrate_on_cuda(const std::string& dir, const std::vector<std::vector<int>>& seqs,
+                                    const CalibrationOptions& o) {
+  CalibrationResult r;
+  r.on_gpu = true;
+  if (o.gptq && o.objective == CalibrationOptions::Objective::Float)
+    throw Error("--gptq-objective float runs on the CPU only for now (--device cpu), not on the GPU");
+  r.group_sequential = o.gptq && o.sequential == CalibrationOptions::Sequential::Group;
+  // No graphs: the calibration hooks launch work of their own inside each linear layer.
+  CudaOps ops(0, false);
+  CudaModel m(load_weights(dir, QuantMode::BF16, WeightHome::Device), ops);
+  const ModelWeights& w = m.weights();
+  const CalibrationPlan p = plan_calibration(dir, w.config, o, r.group_sequential);
+  CudaOps::Calibration cal;
+  GptqDevice gptq(ops.stream());
+  for (size_t bi = 0; bi < p.steps.size(); ++bi) {
+    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()));
+    cal.hessian.clear();
+    for (const LinearSpec* s : p.steps[bi]) {
+      DeviceBuffer h(static_cast<size_t>(s->k * s->k) * sizeof(float));
+      CUDA_CHECK(cudaMemsetAsync(h.ptr, 0, h.bytes, ops.stream()));
+      cal.hessian[&linear_weight(w, *s)] = std::move(h);
+    }
+    ops.set_calibration(&cal);
+    try {
+      for (const auto& s : seqs) {
+        auto st = m.new_sequence(static_cast<int>(s.size()));
+        m.forward(st, s, false);
+      }
+    } catch (...) {
+      ops.set_calibration(nullptr);
+      throw;
+    }
+    ops.set_calibration(nullptr);
+    ops.synchronize();
+    if (bi == 0) {  // the unquantized model's maxima
+      for (const auto& s : p.layers) {
+        const auto a = cal.amax.find(&linear_weight(w, s));
+        unsigned bits = 0;
+        if (a != cal.amax.end())
+          CUDA_CHECK(cudaMemcpy(&bits, a->second.ptr, sizeof(bits), cudaMemcpyDeviceToHost));
+        float v = 0.0f;
+        std::memcpy(&v, &bits, sizeof(v));
+        r.input_amax[s.name] = v;
+      }
+    }
+    if (!o.gptq) break;
+    for (const LinearSpec* sp : p.steps[bi]) {
+      const LinearSpec& s = *sp;
+      const LinearWeight& lw = linear_weight(w, s);
+      if (!cal.amax.count(&lw)) throw Error("gptq: the calibration never reached " + s.name);
+      const std::vector<float> w0 = p.stored(s);
+      DeviceBuffer dq(static_cast<size_t>(s.n * s.k) * sizeof(bf16_raw));
+      GptqDevice::Result q = gptq.quantize(w0, s.n, s.k, p.scales.at(s.name), cal.hessian.at(&lw).as<float>(),
+                                           o.gptq_options, dq.as<bf16_raw>());
+      // The blocks after this one calibrate on its quantized output.
+      ops.replace_bf16_weight(lw, dq.as<bf16_raw>());
+      ops.synchronize();
+      r.gptq_error += q.error;
+      r.rtn_error += q.rtn_error;
+      r.quantized[s.name] = std::move(q.q);
+    }
+  }
+  return r;
+}
+#endif
+
+}  // namespace
+
+CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector<std::vector<int>>& seqs,
+                                       const CalibrationOptions& o) {
+  const GpuQuery q = o.device == CalibrationDevice::Cpu ? GpuQuery{} : query_gpus();
+  if (o.device == CalibrationDevice::Cuda && !q.ok)
+    throw Error("--device cuda: " + (q.cuda_built ? q.error : std::string("this build has no CUDA backend")));
+  CalibrationResult r;
+#if FP4LAB_HAVE_CUDA
+  if (o.device != CalibrationDevice::Cpu && q.ok)
+    r = calibrate_on_cuda(dir, seqs, o);
+  else
+    r = calibrate_on_cpu(dir, seqs, o);
+#else
+  r = calibrate_on_cpu(dir, seqs, o);
+#endif
+  for (const auto& s : seqs) r.tokens += static_cast<int>(s.size());
   return r;
 }
 

@@ -60,6 +60,43 @@ FP4LAB_HD void nvfp4_quantize_block(const float* x, float tensor_scale, uint8_t*
   nvfp4_encode_block(x, *scale, tensor_scale, packed);
 }
 
+// Squared error of block x under scale code s (elements rounded to nearest, saturating at +-6 x scale).
+FP4LAB_HD float nvfp4_block_error(const float* x, uint8_t s, float tensor_scale) {
+  float err = 0.0f;
+  for (int i = 0; i < kNvfp4Block; ++i) {
+    const float d = x[i] - nvfp4_decode_elem(nvfp4_encode_elem(x[i], s, tensor_scale), s, tensor_scale);
+    err += d * d;
+  }
+  return err;
+}
+
+// The block's scale code under a rule (Nvfp4ScaleRule in format/nvfp4.h: search = false is ModelOpt's
+// amax / 6; search = true tries every E4M3 code from two below it up to one above amax / 4 and keeps the one
+// with the least squared error, ModelOpt's on ties), and (when err is given) the block's squared error under
+// it. Host and device (GPTQ's column loop) run this one function.
+FP4LAB_HD uint8_t nvfp4_pick_block_scale(const float* x, float tensor_scale, bool search, float* err) {
+  const float amax = nvfp4_block_amax(x);
+  const uint8_t c0 = nvfp4_block_scale(amax, tensor_scale);
+  // amax <= FLT_MAX: finite (a NaN fails amax > 0).
+  if (!search || !(amax > 0.0f && c0 != 0 && amax <= 3.402823466e38f)) {
+    if (err) *err = nvfp4_block_error(x, c0, tensor_scale);
+    return c0;
+  }
+  uint8_t best = c0;
+  float best_err = nvfp4_block_error(x, c0, tensor_scale);
+  // Positive finite E4M3 codes are 0x01..0x7E and increase with the value.
+  const int lo = c0 - 2 > 1 ? c0 - 2 : 1;
+  const int top = e4m3_encode(amax / (4.0f * tensor_scale)) + 1;
+  const int hi = top < 0x7E ? top : 0x7E;
+  for (int c = lo; c <= hi; ++c) {
+    if (c == c0) continue;
+    const float e = nvfp4_block_error(x, static_cast<uint8_t>(c), tensor_scale);
+    if (e < best_err) best_err = e, best = static_cast<uint8_t>(c);
+  }
+  if (err) *err = best_err;
+  return best;
+}
+
 // MXFP4 (OCP MX v1.0): shared exponent floor(log2(amax)) - 2 (E2M1's emax), elements RNE with saturation.
 FP4LAB_HD uint8_t mxfp4_block_scale(float block_amax) {
   return ue8m0_from_exponent(floor_log2(block_amax) - 2);

@@ -1,5 +1,6 @@
 #include "format/nvfp4_gptq.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -9,11 +10,7 @@
 
 namespace fp4lab {
 
-namespace {
-
-// In place: the lower Cholesky factor L of the symmetric positive definite a [n, n] (a = L L^T; the upper
-// triangle is left as it was). False where a pivot is not positive.
-bool cholesky_lower(std::vector<double>& a, int64_t n) {
+bool gptq_cholesky_lower(std::span<double> a, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     double d = a[j * n + j];
     for (int64_t p = 0; p < j; ++p) d -= a[j * n + p] * a[j * n + p];
@@ -28,6 +25,8 @@ bool cholesky_lower(std::vector<double>& a, int64_t n) {
   }
   return true;
 }
+
+namespace {
 
 // The upper factor U of H^-1 = U^T U (row j of U: how column j's error spreads onto the later columns), from
 // H's lower Cholesky factor L: invert L, form H^-1 = L^-T L^-1, factor it. O(n^3), once per layer.
@@ -51,7 +50,7 @@ std::vector<double> inverse_upper_factor(const std::vector<double>& l, int64_t n
       hinv[i * n + j] = hinv[j * n + i] = s;
     }
   // hinv = L2 L2^T (lower Cholesky) gives U = L2^T: U^T U = hinv.
-  if (!cholesky_lower(hinv, n))
+  if (!gptq_cholesky_lower(hinv, n))
     throw Error("gptq: the inverse Hessian is not positive definite (numerical breakdown)");
   std::vector<double> u(static_cast<size_t>(n * n), 0.0);
   for (int64_t i = 0; i < n; ++i)
@@ -61,15 +60,8 @@ std::vector<double> inverse_upper_factor(const std::vector<double>& l, int64_t n
 
 }  // namespace
 
-Nvfp4Tensor nvfp4_quantize_gptq(std::span<const float> w, int64_t rows, int64_t cols, float tensor_scale,
-                                std::span<const double> hessian, const GptqOptions& o) {
-  if (rows <= 0 || cols <= 0 || cols % kNvfp4Block || static_cast<int64_t>(w.size()) != rows * cols)
-    throw Error("gptq: weight shape " + std::to_string(rows) + "x" + std::to_string(cols) +
-                " (columns a multiple of 16) does not match its " + std::to_string(w.size()) + " values");
-  if (static_cast<int64_t>(hessian.size()) != cols * cols)
-    throw Error("gptq: the Hessian has " + std::to_string(hessian.size()) + " entries, not " +
-                std::to_string(cols) + "^2");
-  const int64_t n = cols;
+std::vector<double> gptq_upper_factor(std::span<const double> hessian, int64_t n, double damp,
+                                      std::vector<bool>* dead_out) {
   std::vector<double> h(hessian.begin(), hessian.end());
   std::vector<bool> dead(static_cast<size_t>(n));
   double mean_diag = 0.0;
@@ -83,17 +75,62 @@ Nvfp4Tensor nvfp4_quantize_gptq(std::span<const float> w, int64_t rows, int64_t 
     mean_diag += h[i * n + i];
   }
   mean_diag /= double(n);
-  // Damping as GPTQ does; raised tenfold where the factorization still breaks down.
   std::vector<double> l;
-  double damp = o.damp;
   for (int attempt = 0;; ++attempt) {
     l = h;
     for (int64_t i = 0; i < n; ++i) l[i * n + i] += damp * mean_diag;
-    if (cholesky_lower(l, n)) break;
-    if (attempt == 4) throw Error("gptq: the damped Hessian is not positive definite");
+    if (gptq_cholesky_lower(l, n)) break;
+    if (attempt == kGptqDampAttempts - 1) throw Error("gptq: the damped Hessian is not positive definite");
     damp *= 10.0;
   }
-  const std::vector<double> u = inverse_upper_factor(l, n);
+  if (dead_out) *dead_out = std::move(dead);
+  return inverse_upper_factor(l, n);
+}
+
+std::vector<float> gptq_float_target(std::span<const float> w, int64_t rows, int64_t n,
+                                     std::span<const double> hessian, std::span<const double> cross,
+                                     double damp) {
+  double mean_diag = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean_diag += hessian[i * n + i];
+  mean_diag = std::max(mean_diag / double(n), 1e-30);
+  std::vector<double> l(hessian.begin(), hessian.end());
+  for (int64_t i = 0; i < n; ++i) l[i * n + i] += damp * mean_diag;
+  if (!gptq_cholesky_lower(l, n)) throw Error("gptq: the damped Hessian is not positive definite");
+  std::vector<float> out(w.begin(), w.end());
+  parallel_parts(rows, 0, [&](int64_t r) {
+    // b = w_r (c - h); solve (h + lambda I) x = b^T by L L^T.
+    std::vector<double> b(static_cast<size_t>(n), 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double wi = w[r * n + i];
+      if (wi == 0.0) continue;
+      for (int64_t j = 0; j < n; ++j) b[j] += wi * (cross[i * n + j] - hessian[i * n + j]);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      double s = b[i];
+      for (int64_t p = 0; p < i; ++p) s -= l[i * n + p] * b[p];
+      b[i] = s / l[i * n + i];
+    }
+    for (int64_t i = n - 1; i >= 0; --i) {
+      double s = b[i];
+      for (int64_t p = i + 1; p < n; ++p) s -= l[p * n + i] * b[p];
+      b[i] = s / l[i * n + i];
+    }
+    for (int64_t i = 0; i < n; ++i) out[r * n + i] = static_cast<float>(w[r * n + i] + b[i]);
+  });
+  return out;
+}
+
+Nvfp4Tensor nvfp4_quantize_gptq(std::span<const float> w, int64_t rows, int64_t cols, float tensor_scale,
+                                std::span<const double> hessian, const GptqOptions& o) {
+  if (rows <= 0 || cols <= 0 || cols % kNvfp4Block || static_cast<int64_t>(w.size()) != rows * cols)
+    throw Error("gptq: weight shape " + std::to_string(rows) + "x" + std::to_string(cols) +
+                " (columns a multiple of 16) does not match its " + std::to_string(w.size()) + " values");
+  if (static_cast<int64_t>(hessian.size()) != cols * cols)
+    throw Error("gptq: the Hessian has " + std::to_string(hessian.size()) + " entries, not " +
+                std::to_string(cols) + "^2");
+  const int64_t n = cols;
+  std::vector<bool> dead;
+  const std::vector<double> u = gptq_upper_factor(hessian, n, o.damp, &dead);
 
   Nvfp4Tensor t;
   t.rows = rows;
@@ -111,7 +148,7 @@ Nvfp4Tensor nvfp4_quantize_gptq(std::span<const float> w, int64_t rows, int64_t 
     for (int64_t j = 0; j < n; ++j) {
       if (j % kNvfp4Block == 0) {
         for (int e = 0; e < kNvfp4Block; ++e) blk[e] = static_cast<float>(x[j + e]);
-        s = nvfp4_choose_block_scale(blk, tensor_scale, o.scale_rule);
+        s = nvfp4_pick_block_scale(blk, tensor_scale, o.scale_rule == Nvfp4ScaleRule::Search, nullptr);
         t.block_scales[static_cast<size_t>((r * cols + j) / kNvfp4Block)] = s;
       }
       const uint8_t code = nvfp4_encode_elem(static_cast<float>(x[j]), s, tensor_scale);

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "format/nvfp4.h"
 
@@ -16,6 +17,29 @@ struct GptqOptions {
   Nvfp4ScaleRule scale_rule = Nvfp4ScaleRule::Search;
   int threads = 0;  // rows are independent: spread over this many threads (0: every core)
 };
+
+// Damping that still leaves a factorization breaking down is raised tenfold, up to this many tries.
+constexpr int kGptqDampAttempts = 5;
+
+// In place: the lower Cholesky factor L of the symmetric positive definite a [n, n] row-major (a = L L^T; the
+// upper triangle is left as it was). False where a pivot is not positive.
+bool gptq_cholesky_lower(std::span<double> a, int64_t n);
+
+// The factor GPTQ's column loop runs on: U [n, n] row-major, upper triangular, with U^T U = (H + damp x
+// mean(diag H) x I)^-1 (row j: how column j's error spreads onto the later columns). Columns whose diagonal
+// is not positive (inputs that never reached them) are set apart first (dead, when given, marks them). The
+// CUDA path (cuda/nvfp4_gptq.h) computes the same factor on the device; this is its spec.
+std::vector<double> gptq_upper_factor(std::span<const double> hessian, int64_t n, double damp,
+                                      std::vector<bool>* dead = nullptr);
+
+// GPTQ toward the float model (GPTAQ, arXiv 2504.02692): the layer's inputs in the partly quantized model
+// (x, Hessian h = sum x x^T) differ from the float model's (r), so the weights that best reproduce the float
+// layer's outputs on x are not w but w' minimizing ||w r - w' x||^2 + lambda ||w' - w||^2:
+// w' = w + w (c - h) (h + lambda I)^-1, c = sum r x^T [cols, cols], lambda = damp x mean(diag h).
+// GPTQ then quantizes w' under h. Returns w' [rows, cols].
+std::vector<float> gptq_float_target(std::span<const float> w, int64_t rows, int64_t cols,
+                                     std::span<const double> hessian, std::span<const double> cross,
+                                     double damp);
 
 // w: [rows, cols] row-major; hessian: [cols, cols] row-major, the sum of x x^T over the layer's calibration
 // inputs (any positive multiple). Inputs that never reached a column (a zero diagonal) leave the column's

@@ -1,5 +1,6 @@
 // `fp4lab quantize`: a ModelOpt-layout NVFP4 checkpoint from a BF16 one; weight-only, or with --calib the
 // input scales of a W4A4 checkpoint from the activation maxima seen on calibration text.
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -57,7 +58,8 @@ std::vector<std::vector<int>> calibration_sequences(const std::string& path, con
 
 Action add_quantize(CLI::App& app) {
   struct Opts {
-    std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto", format = "nvfp4";
+    std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto", format = "nvfp4",
+                                           device = "cpu", gptq_sequential = "auto", gptq_objective = "auto";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
     double damp = 0.01;
@@ -89,6 +91,24 @@ Action add_quantize(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "amax", "search"}));
   app.add_option("--gptq-damp", o->damp, "gptq: Hessian damping, a fraction of its mean diagonal")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option(
+         "--device", o->device,
+         "where --calib runs (the forward and GPTQ): cpu (the float32 reference, FP64 GPTQ; the default "
+         "until the GPU path has run on a GPU, docs/quantization.md), cuda (BF16 forward, GPTQ on the GPU) "
+         "or auto (the GPU where there is one)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option(
+         "--gptq-sequential", o->gptq_sequential,
+         "gptq: the layers quantized from one calibration pass: block (every layer of a transformer "
+         "block), group (each fused group, q/k/v, o, gate/up, down, in the forward's order: later "
+         "groups compensate earlier ones, one pass per group) or auto (group on the CPU, block on the "
+         "GPU)")
+      ->check(CLI::IsMember({"auto", "block", "group"}));
+  app.add_option("--gptq-objective", o->gptq_objective,
+                 "gptq: what each layer reproduces: layer (its own output on the partly quantized model's "
+                 "inputs, GPTQ's), float (the float model's output, GPTAQ's; CPU only) or auto (float on the "
+                 "CPU, layer on the GPU)")
+      ->check(CLI::IsMember({"auto", "layer", "float"}));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
   app.add_option("--format", o->format,
                  "nvfp4 (ModelOpt NVFP4 / W4A16_NVFP4) or fp8 (ModelOpt FP8: E4M3 weights, one F32 scale per "
@@ -111,17 +131,33 @@ Action add_quantize(CLI::App& app) {
     CalibrationResult cal;
     if (!o->calib.empty()) {
       CalibrationOptions co;
+      co.device = parse_calibration_device(o->device);
       co.exclude = o->exclude;
       co.threads = o->threads;
       co.gptq = gptq;
       co.fp8 = q.fp8;
       co.gptq_options = {o->damp, q.method, o->threads};
       co.search_tensor_scale = q.search_tensor_scale;
-      if (gptq) co.progress = [](int b, int n) { std::fprintf(stderr, "\rgptq: block %d/%d", b + 1, n); };
+      using CO = CalibrationOptions;
+      co.sequential = o->gptq_sequential == "block"   ? CO::Sequential::Block
+                      : o->gptq_sequential == "group" ? CO::Sequential::Group
+                                                      : CO::Sequential::Auto;
+      co.objective = o->gptq_objective == "layer"   ? CO::Objective::Layer
+                     : o->gptq_objective == "float" ? CO::Objective::Float
+                                                    : CO::Objective::Auto;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (gptq)
+        co.progress = [t0](int b, int n) {
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          std::fprintf(stderr, "\rgptq: calibration pass %d/%d, %.1f s", b + 1, n, s);
+        };
       cal = calibrate_checkpoint(
           o->in,
           calibration_sequences(o->calib, o->tokenizer.empty() ? o->in : o->tokenizer, o->calib_tokens), co);
-      if (gptq) std::fprintf(stderr, "\n");
+      if (gptq)
+        std::fprintf(stderr, "\rgptq: %zu layers on the %s in %.1f s\n", cal.quantized.size(),
+                     cal.on_gpu ? "GPU" : "CPU",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       q.input_amax = cal.input_amax;
       q.prequantized = std::move(cal.quantized);
     }
@@ -145,9 +181,11 @@ Action add_quantize(CLI::App& app) {
         human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
     if (gptq)
       std::printf(
-          "gptq: output error on the calibration inputs %.4g (round-to-nearest, same scales rule: "
-          "%.4g, %.2fx)\n",
-          cal.gptq_error, cal.rtn_error, cal.rtn_error > 0 ? cal.gptq_error / cal.rtn_error : 0.0);
+          "gptq (%s, %s passes, %s objective): output error on the calibration inputs %.4g "
+          "(round-to-nearest, same scales rule: %.4g, %.2fx)\n",
+          cal.on_gpu ? "GPU" : "CPU", cal.group_sequential ? "group" : "block",
+          cal.toward_float ? "float" : "layer", cal.gptq_error, cal.rtn_error,
+          cal.rtn_error > 0 ? cal.gptq_error / cal.rtn_error : 0.0);
     return 0;
   };
 }
