@@ -81,6 +81,8 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
   ModelWeights& w = m.host_weights_for_update();
   const CalibrationPlan p = plan_calibration(dir, w.config, o, r.group_sequential);
   CpuOps::Calibration cal;
+  // toward_float: each quantized layer's float values, swapped with its quantized ones for the float passes.
+  std::vector<std::pair<LinearWeight*, std::vector<float>>> float_weights;
   auto run = [&] {
     ops.set_calibration(&cal);
     for (const auto& s : seqs) {
@@ -95,25 +97,20 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
     cal.hessian_only.clear();
     cal.hessian.clear();
     for (const LinearSpec* s : p.steps[bi]) cal.hessian_only.insert(&linear_weight(w, *s));
-    const bool toward = r.toward_float && !r.quantized.empty();
+    const bool toward = r.toward_float && !float_weights.empty();
     if (toward) {
       // The float model's inputs to this step's layers: the quantized layers swapped back for the pass.
-      for (const auto& [name, q] : r.quantized) {
-        const LinearSpec& s = *std::find_if(p.layers.begin(), p.layers.end(),
-                                            [&](const LinearSpec& l) { return l.name == name; });
-        linear_weight(w, s).w = p.stored(s);
-      }
+      const auto swap_all = [&] {
+        for (auto& [lw, f] : float_weights) std::swap(lw->w, f);
+      };
+      swap_all();
       cal.inputs.clear();
       cal.record = true;
       cal.hessians = false;
       run();
       cal.record = false;
       cal.hessians = true;
-      for (const auto& [name, q] : r.quantized) {
-        const LinearSpec& s = *std::find_if(p.layers.begin(), p.layers.end(),
-                                            [&](const LinearSpec& l) { return l.name == name; });
-        nvfp4_dequantize_ref(q, linear_weight(w, s).w);
-      }
+      swap_all();
       cal.reference = &cal.inputs;
       cal.cursor.clear();
       cal.cross.clear();
@@ -135,7 +132,9 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
       r.gptq_error += nvfp4_output_error(w0, q, h->second);
       r.rtn_error +=
           nvfp4_output_error(w0, nvfp4_quantize_ref(w0, s.n, s.k, ts, o.gptq_options.scale_rule), h->second);
-      // The blocks after this one calibrate on its quantized output.
+      // The blocks after this one calibrate on its quantized output; its float values are kept for the
+      // float model's passes.
+      if (r.toward_float) float_weights.emplace_back(&lw, lw.w);
       nvfp4_dequantize_ref(q, lw.w);
       r.quantized[s.name] = std::move(q);
     }
