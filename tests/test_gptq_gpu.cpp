@@ -132,6 +132,38 @@ TEST(GpuGptq, QuantizeMatchesTheCpu) {
   }
 }
 
+// The tensor-scale search's device twin picks the CPU's candidate: groups of one to three matrices whose
+// rows exceed the sample (every 2nd or 3rd row measured) or fall short of it, an outlier setting the amax,
+// both block-scale rules; an all-zero group keeps ModelOpt's scale.
+TEST(GpuGptq, TensorScaleSearchMatchesTheCpu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(12);
+  for (int trial = 0; trial < 8; ++trial) {
+    std::normal_distribution<float> g(0.0f, 0.01f + 0.01f * trial);
+    const int parts = 1 + trial % 3;
+    std::vector<std::vector<float>> w(parts);
+    std::vector<Nvfp4Matrix> group;
+    for (int i = 0; i < parts; ++i) {
+      const int64_t rows = 40 + 37 * i + 13 * trial, cols = 16 * (3 + i + trial);
+      w[i].resize(static_cast<size_t>(rows * cols));
+      for (auto& v : w[i]) v = g(rng);
+      w[i][static_cast<size_t>(trial * 7)] = 0.4f + 0.1f * trial;
+      group.push_back({w[i], rows, cols});
+    }
+    for (auto rule : {Nvfp4ScaleRule::Amax, Nvfp4ScaleRule::Search}) {
+      const float cpu = nvfp4_search_tensor_scale(group, rule, 64);
+      EXPECT_EQ(nvfp4_search_tensor_scale_device(group, rule, nullptr, 64), cpu)
+          << "trial " << trial << " " << nvfp4_scale_rule_name(rule);
+      EXPECT_EQ(nvfp4_search_tensor_scale_device(group, rule, nullptr),
+                nvfp4_search_tensor_scale(group, rule));
+    }
+  }
+  std::vector<float> z(32 * 16, 0.0f);
+  const std::vector<Nvfp4Matrix> zero{{z, 32, 16}};
+  EXPECT_EQ(nvfp4_search_tensor_scale_device(zero, Nvfp4ScaleRule::Search, nullptr),
+            nvfp4_tensor_scale(0.0f));
+}
+
 // The whole command on both devices: the same layers, and GPTQ's output error against round-to-nearest's
 // (the figure `quantize` prints) close between them.
 TEST(GpuGptq, QuantizeCommandOnTheGpuMatchesTheCpu) {

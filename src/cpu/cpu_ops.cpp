@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/parallel.h"
 #include "cpu/linear_ref.h"
+#include "format/nvfp4.h"
 
 namespace fp4lab {
 
@@ -52,7 +53,24 @@ void CpuOps::embed(std::span<const int> tokens, const std::vector<float>& table,
   }
 }
 
-void CpuOps::linear(const Tensor& x, const LinearWeight& w, Tensor& y) const {
+void CpuOps::linear(const Tensor& x_in, const LinearWeight& w, Tensor& y) const {
+  float act_scale = 0.0f;
+  if (w4a4_ && w.nvfp4) {
+    if (!(w.input_scale > 0.0f))
+      throw Error("W4A4 emulation: an NVFP4 layer (" + std::to_string(w.n) + " x " + std::to_string(w.k) +
+                  ") has no input_scale; quantize with --calib to write them");
+    act_scale = w.input_scale;
+  }
+  if (calib_ && calib_->quantize_inputs)
+    if (const auto a = calib_->act_scale.find(&w); a != calib_->act_scale.end()) act_scale = a->second;
+  Tensor x_w4a4;
+  if (act_scale > 0.0f) {
+    x_w4a4.rows = x_in.rows;
+    x_w4a4.cols = x_in.cols;
+    x_w4a4.v.resize(x_in.v.size());
+    nvfp4_fake_quant_ref(x_in.v, x_in.rows, x_in.cols, act_scale, x_w4a4.v);
+  }
+  const Tensor& x = act_scale > 0.0f ? x_w4a4 : x_in;
   if (calib_) {
     float& a = calib_->amax[&w];
     for (float v : x.v) a = std::max(a, std::fabs(v));

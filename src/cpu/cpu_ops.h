@@ -142,8 +142,16 @@ class CpuOps {
     const std::map<const LinearWeight*, std::vector<float>>* reference = nullptr;
     std::map<const LinearWeight*, size_t> cursor;
     std::map<const LinearWeight*, std::vector<double>> cross;
+    // GPTQ on W4A4 inputs: while quantize_inputs is set, the layers in act_scale take their input quantized
+    // to NVFP4 under that tensor scale (as W4A4 emulation does), and the hooks above see it so.
+    bool quantize_inputs = false;
+    std::map<const LinearWeight*, float> act_scale;
   };
   void set_calibration(Calibration* c) { calib_ = c; }
+  // W4A4 emulation (Blackwell's NVFP4 path, the CPU spec of it): each NVFP4 layer's input quantized to NVFP4
+  // under the layer's input_scale (16-blocks along k, E4M3 block scales by amax / 6) before the exact
+  // product with its dequantized weights. A layer without an input_scale is an error.
+  void set_w4a4(bool on) { w4a4_ = on; }
   void rmsnorm(const Tensor& x, const std::vector<float>& w, float eps, Tensor& y) const {
     cpu::rmsnorm(x.v, w, eps, y.v);
   }
@@ -217,6 +225,7 @@ class CpuOps {
   float pick_temperature_ = 0.0f;     // set_pick: 0 argmax, > 0 Gumbel-max sample per row
   std::vector<uint64_t> pick_seeds_;  // [rows]
   Calibration* calib_ = nullptr;
+  bool w4a4_ = false;
 };
 
 }  // namespace fp4lab

@@ -26,6 +26,12 @@ void gptq_accumulate_hessian(void* cublas, const bf16_raw* x, int64_t m, int64_t
 void bf16_absmax_accumulate(const bf16_raw* x, int64_t m, int64_t k, int64_t ldx, unsigned* amax_bits,
                             cudaStream_t s);
 
+// nvfp4_search_tensor_scale (format/nvfp4.h, its spec) with the candidates' errors measured on the device:
+// the same candidates, rows and tie rule; the error sums differ from the CPU's only in their order. An 8B
+// model's 224 groups take seconds here, minutes on the CPU.
+float nvfp4_search_tensor_scale_device(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
+                                       cudaStream_t s, int64_t sample_rows = kNvfp4SearchSampleRows);
+
 class GptqDevice {
  public:
   explicit GptqDevice(cudaStream_t s);

@@ -134,6 +134,32 @@ __global__ void dot_kernel(const float* __restrict__ a, const float* __restrict_
   if (threadIdx.x % 32 == 0) atomicAdd(out, acc);
 }
 
+// The tensor-scale search's errors: blockIdx.y picks the candidate, each thread sums its 16-blocks' squared
+// errors under it, and each CTA writes its sum to partial [candidates, gridDim.x].
+__global__ void __launch_bounds__(256)
+    tensor_scale_error_kernel(const float* __restrict__ x, int64_t blocks, const float* __restrict__ cand,
+                              bool search, double* __restrict__ partial) {
+  const float ts = cand[blockIdx.y];
+  double acc = 0.0;
+  for (int64_t b = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; b < blocks;
+       b += int64_t{gridDim.x} * blockDim.x) {
+    float v[kNvfp4Block];
+    for (int i = 0; i < kNvfp4Block; ++i) v[i] = x[b * kNvfp4Block + i];
+    float e = 0.0f;
+    nvfp4_pick_block_scale(v, ts, search, &e);
+    acc += e;
+  }
+  __shared__ double warp_sum[256 / 32];
+  for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (threadIdx.x % 32 == 0) warp_sum[threadIdx.x / 32] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (int w = 0; w < 256 / 32; ++w) t += warp_sum[w];
+    partial[blockIdx.y * int64_t{gridDim.x} + blockIdx.x] = t;
+  }
+}
+
 cublasHandle_t blas(void* h) {
   return static_cast<cublasHandle_t>(h);
 }
@@ -158,6 +184,35 @@ void bf16_absmax_accumulate(const bf16_raw* x, int64_t m, int64_t k, int64_t ldx
   absmax_kernel<<<grid_1d(m * k, 256, 1024), 256, 0, s>>>(reinterpret_cast<const __nv_bfloat16*>(x), m, k,
                                                           ldx, amax_bits);
   CUDA_CHECK_LAUNCH();
+}
+
+float nvfp4_search_tensor_scale_device(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
+                                       cudaStream_t s, int64_t sample_rows) {
+  const std::vector<float> cand = nvfp4_tensor_scale_candidates(nvfp4_group_amax(group));
+  if (cand.size() == 1) return cand[0];
+  // The measured rows of every matrix, one after another: the error sums over independent 16-blocks.
+  std::vector<float> rows;
+  for (const auto& m : group) {
+    const int64_t step = nvfp4_search_row_step(m.rows, sample_rows);
+    for (int64_t r = 0; r < m.rows; r += step)
+      rows.insert(rows.end(), m.x.begin() + r * m.cols, m.x.begin() + (r + 1) * m.cols);
+  }
+  DeviceBuffer dx(rows.size() * sizeof(float)), dc(cand.size() * sizeof(float));
+  CUDA_CHECK(cudaMemcpyAsync(dx.ptr, rows.data(), dx.bytes, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemcpyAsync(dc.ptr, cand.data(), dc.bytes, cudaMemcpyHostToDevice, s));
+  const int64_t blocks = static_cast<int64_t>(rows.size()) / kNvfp4Block;
+  const int ctas = static_cast<int>(std::clamp<int64_t>((blocks + 255) / 256, 1, 512));
+  DeviceBuffer dp(static_cast<size_t>(ctas) * cand.size() * sizeof(double));
+  tensor_scale_error_kernel<<<dim3(ctas, static_cast<unsigned>(cand.size())), 256, 0, s>>>(
+      dx.as<float>(), blocks, dc.as<float>(), rule == Nvfp4ScaleRule::Search, dp.as<double>());
+  CUDA_CHECK_LAUNCH();
+  std::vector<double> part(static_cast<size_t>(ctas) * cand.size());
+  CUDA_CHECK(cudaMemcpyAsync(part.data(), dp.ptr, dp.bytes, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<double> err(cand.size(), 0.0);
+  for (size_t c = 0; c < cand.size(); ++c)
+    for (int i = 0; i < ctas; ++i) err[c] += part[c * ctas + i];
+  return nvfp4_pick_tensor_scale(cand, err);
 }
 
 GptqDevice::GptqDevice(cudaStream_t s) : s_(s) {

@@ -38,7 +38,8 @@ struct CalibrationPlan {
 };
 
 CalibrationPlan plan_calibration(const std::string& dir, const ModelConfig& config,
-                                 const CalibrationOptions& o, bool group_sequential) {
+                                 const CalibrationOptions& o, bool group_sequential,
+                                 const TensorScaleSearch& searcher = {}) {
   if (o.fp8 && o.gptq) throw Error("internal: GPTQ writes NVFP4 only");
   CalibrationPlan p{
       o.fp8 ? fp8_quantized_layers(config, o.exclude) : nvfp4_quantized_layers(config, o.exclude),
@@ -49,7 +50,7 @@ CalibrationPlan plan_calibration(const std::string& dir, const ModelConfig& conf
   if (o.gptq)
     p.scales = nvfp4_group_tensor_scales(
         p.layers, [&](const LinearSpec& s) { return p.stored(s); }, o.search_tensor_scale,
-        o.gptq_options.scale_rule);
+        o.gptq_options.scale_rule, searcher);
   if (!o.gptq) {
     p.steps.resize(1);
     return p;
@@ -91,15 +92,35 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
     }
     ops.set_calibration(nullptr);
   };
+  r.w4a4_inputs = o.gptq && o.w4a4_inputs;
+  if (r.w4a4_inputs) {
+    // The input scales come first (one pass of the float model), since the first step's Hessians already
+    // take inputs quantized under them: each fused group's max |input| / 2688, as the checkpoint's
+    // input_scale will be.
+    cal.hessians = false;
+    run();
+    std::map<std::string, float> group_amax;
+    for (const auto& s : p.layers) {
+      const float a = cal.amax[&linear_weight(w, s)];
+      r.input_amax[s.name] = a;
+      float& g = group_amax[fused_scale_group(s)];
+      g = std::max(g, a);
+    }
+    for (const auto& s : p.layers)
+      if (const float g = group_amax[fused_scale_group(s)]; g > 0.0f)
+        cal.act_scale[&linear_weight(w, s)] = nvfp4_tensor_scale(g);
+  }
   for (size_t bi = 0; bi < p.steps.size(); ++bi) {
     if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()));
     cal.hessians = o.gptq;
     cal.hessian_only.clear();
     cal.hessian.clear();
     for (const LinearSpec* s : p.steps[bi]) cal.hessian_only.insert(&linear_weight(w, *s));
-    const bool toward = r.toward_float && !float_weights.empty();
+    // With W4A4 inputs even the first step's inputs differ from the float model's.
+    const bool toward = r.toward_float && (!float_weights.empty() || r.w4a4_inputs);
     if (toward) {
-      // The float model's inputs to this step's layers: the quantized layers swapped back for the pass.
+      // The float model's inputs to this step's layers: the quantized layers swapped back for the pass, and
+      // the inputs not quantized.
       const auto swap_all = [&] {
         for (auto& [lw, f] : float_weights) std::swap(lw->w, f);
       };
@@ -107,6 +128,7 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
       cal.inputs.clear();
       cal.record = true;
       cal.hessians = false;
+      cal.quantize_inputs = false;
       run();
       cal.record = false;
       cal.hessians = true;
@@ -115,9 +137,10 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
       cal.cursor.clear();
       cal.cross.clear();
     }
+    cal.quantize_inputs = r.w4a4_inputs;
     run();
     cal.reference = nullptr;
-    if (bi == 0)  // the float model's maxima: the first pass has nothing quantized yet
+    if (bi == 0 && !r.w4a4_inputs)  // the float model's maxima: the first pass has nothing quantized yet
       for (const auto& s : p.layers) r.input_amax[s.name] = cal.amax[&linear_weight(w, s)];
     if (!o.gptq) break;
     for (const LinearSpec* sp : p.steps[bi]) {
@@ -139,6 +162,7 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
       r.quantized[s.name] = std::move(q);
     }
   }
+  r.tensor_scales = p.scales;  // empty without GPTQ
   return r;
 }
 
@@ -150,11 +174,16 @@ CalibrationResult calibrate_on_cuda(const std::string& dir, const std::vector<st
   if (o.gptq && o.objective == CalibrationOptions::Objective::Float)
     throw Error("--gptq-objective float runs on the CPU only for now (--device cpu), not on the GPU");
   r.group_sequential = o.gptq && o.sequential == CalibrationOptions::Sequential::Group;
+  if (o.gptq && o.w4a4_inputs)
+    throw Error("--gptq-act nvfp4 runs on the CPU only for now (--device cpu), not on the GPU");
   // No graphs: the calibration hooks launch work of their own inside each linear layer.
   CudaOps ops(0, false);
   CudaModel m(load_weights(dir, QuantMode::BF16, WeightHome::Device), ops);
   const ModelWeights& w = m.weights();
-  const CalibrationPlan p = plan_calibration(dir, w.config, o, r.group_sequential);
+  const CalibrationPlan p = plan_calibration(dir, w.config, o, r.group_sequential,
+                                             [&](std::span<const Nvfp4Matrix> g, Nvfp4ScaleRule rule) {
+                                               return nvfp4_search_tensor_scale_device(g, rule, ops.stream());
+                                             });
   CudaOps::Calibration cal;
   GptqDevice gptq(ops.stream());
   for (size_t bi = 0; bi < p.steps.size(); ++bi) {
@@ -205,6 +234,7 @@ CalibrationResult calibrate_on_cuda(const std::string& dir, const std::vector<st
       r.quantized[s.name] = std::move(q.q);
     }
   }
+  r.tensor_scales = p.scales;  // empty without GPTQ
   return r;
 }
 #endif
@@ -218,7 +248,9 @@ CalibrationResult calibrate_checkpoint(const std::string& dir, const std::vector
     throw Error("--device cuda: " + (q.cuda_built ? q.error : std::string("this build has no CUDA backend")));
   CalibrationResult r;
 #if FP4LAB_HAVE_CUDA
-  if (o.device != CalibrationDevice::Cpu && q.ok)
+  // Auto leaves what only the CPU path does (toward the float model, W4A4 inputs) to the CPU.
+  const bool cpu_only = o.gptq && (o.objective == CalibrationOptions::Objective::Float || o.w4a4_inputs);
+  if (o.device == CalibrationDevice::Cuda || (o.device == CalibrationDevice::Auto && q.ok && !cpu_only))
     r = calibrate_on_cuda(dir, seqs, o);
   else
     r = calibrate_on_cpu(dir, seqs, o);

@@ -33,6 +33,10 @@ struct CalibrationOptions {
   // GPTQ's), or the float model's output (float: gptq_float_target, one more pass per step through the float
   // weights; CPU only). Auto: float on the CPU, layer on the GPU.
   enum class Objective { Auto, Layer, Float } objective = Objective::Auto;
+  // GPTQ on the inputs a W4A4 engine (Blackwell) gives the layers: each linear layer's input quantized to
+  // NVFP4 under its input scale (the float model's group max |input| / 2688, taken in a first pass), so the
+  // Hessians and the passes see what the checkpoint will run on there. CPU only.
+  bool w4a4_inputs = false;
   bool fp8 = false;  // the layers of an FP8 checkpoint (fp8_quantized_layers); no GPTQ
   // Called as each calibration pass starts: (step, steps), for a progress line.
   std::function<void(int, int)> progress;
@@ -42,11 +46,13 @@ struct CalibrationResult {
   std::map<std::string, float> input_amax;  // per linear layer name, max |input| (the float model's)
   int tokens = 0;
   bool on_gpu = false;  // where it ran, and how (the options' Auto resolved)
-  bool group_sequential = false, toward_float = false;
+  bool group_sequential = false, toward_float = false, w4a4_inputs = false;
   // gptq: the quantized layers (QuantizeOptions::prequantized), and the layers' output error on their
   // calibration inputs, trace((W - Q) H (W - Q)^T) summed, with GPTQ and with round-to-nearest under the
   // same scale rule.
   std::map<std::string, Nvfp4Tensor> quantized;
+  std::map<std::string, float>
+      tensor_scales;  // gptq: each quantized layer's (QuantizeOptions::tensor_scales)
   double gptq_error = 0, rtn_error = 0;
 };
 

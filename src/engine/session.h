@@ -17,6 +17,7 @@ struct SessionOptions {
   std::string backend = "cpu";  // "cpu" or "cuda"
   int threads = 0;              // CPU backend: worker threads (0: every core)
   CudaRunOptions cuda;  // the CUDA run (memory plan, graphs, TP, ...); its lm_head applies on the CPU too
+  bool w4a4 = false;    // CPU backend: W4A4 emulation of NVFP4 layers (CpuOps::set_w4a4)
   // Whether load_model should keep host copies of the weights: the CPU backend computes from them, the CUDA
   // backend streams a checkpoint to the GPU tensor by tensor instead.
   bool host_weights() const { return backend != "cuda"; }
@@ -29,6 +30,9 @@ inline void check_session_options(const SessionOptions& o) {
     throw Error("--backend " + o.backend + ": expected cpu or cuda");
   if (o.cuda.tp > 1 && o.backend != "cuda")
     throw Error("--tp " + std::to_string(o.cuda.tp) + " needs --backend cuda");
+  if (o.w4a4 && o.backend != "cpu")
+    throw Error(
+        "W4A4 emulation runs on the CPU backend (--backend cpu): the CUDA backend runs NVFP4 as W4A16");
 #if !FP4LAB_HAVE_CUDA
   if (o.backend == "cuda") throw Error("--backend cuda: this fp4lab was built without CUDA");
 #endif
@@ -47,6 +51,7 @@ void run_session(ModelWeights w, const SessionOptions& o, F&& fn) {
   }
 #endif
   CpuOps ops(o.threads);
+  ops.set_w4a4(o.w4a4);
   CpuModel m(with_lm_head(std::move(w), o.cuda.lm_head), ops);
   fn(m, ops, 0);
 }

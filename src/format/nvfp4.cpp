@@ -88,19 +88,43 @@ float nvfp4_shared_tensor_scale(std::span<const float> shard_amaxes) {
   return nvfp4_tensor_scale(m);
 }
 
+std::vector<float> nvfp4_tensor_scale_candidates(float amax) {
+  const float ts0 = nvfp4_tensor_scale(amax);
+  std::vector<float> cand{ts0};
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return cand;
+  for (int i = 56; i <= 72; ++i)
+    if (i != 64) cand.push_back(ts0 * (static_cast<float>(i) / 64.0f));
+  return cand;
+}
+
+int64_t nvfp4_search_row_step(int64_t rows, int64_t sample_rows) {
+  return std::max<int64_t>(1, rows / std::max<int64_t>(1, sample_rows));
+}
+
+float nvfp4_pick_tensor_scale(std::span<const float> candidates, std::span<const double> errors) {
+  size_t best = 0;
+  for (size_t i = 1; i < candidates.size(); ++i)
+    if (errors[i] < errors[best]) best = i;
+  return candidates[best];
+}
+
+float nvfp4_group_amax(std::span<const Nvfp4Matrix> group) {
+  for (const auto& m : group) check_shape(m.x, m.rows, m.cols, kNvfp4Block, "nvfp4_search_tensor_scale");
+  std::vector<float> part(group.size());
+  parallel_parts(static_cast<int64_t>(group.size()), 0, [&](int64_t i) { part[i] = amax_ref(group[i].x); });
+  float amax = 0.0f;
+  for (float a : part) amax = std::max(amax, a);
+  return amax;
+}
+
 float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
                                 int64_t sample_rows) {
-  float amax = 0.0f;
-  for (const auto& m : group) {
-    check_shape(m.x, m.rows, m.cols, kNvfp4Block, "nvfp4_search_tensor_scale");
-    amax = std::max(amax, amax_ref(m.x));
-  }
-  const float ts0 = nvfp4_tensor_scale(amax);
-  if (!(amax > 0.0f) || !std::isfinite(amax)) return ts0;
+  const std::vector<float> cand = nvfp4_tensor_scale_candidates(nvfp4_group_amax(group));
+  if (cand.size() == 1) return cand[0];
   auto error_at = [&](float ts) {
     double err = 0.0;
     for (const auto& m : group) {
-      const int64_t step = std::max<int64_t>(1, m.rows / std::max<int64_t>(1, sample_rows));
+      const int64_t step = nvfp4_search_row_step(m.rows, sample_rows);
       for (int64_t r = 0; r < m.rows; r += step)
         for (int64_t b = 0; b < m.cols / kNvfp4Block; ++b) {
           float e = 0.0f;
@@ -111,17 +135,11 @@ float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRu
     }
     return err;
   };
-  // ts0 first (it wins ties), then ts0 x 56/64 .. 72/64; the candidates' errors are independent, so they
-  // are measured in parallel (an 8B model has 224 groups of up to 512 x 14336 sampled weights).
-  std::vector<float> cand{ts0};
-  for (int i = 56; i <= 72; ++i)
-    if (i != 64) cand.push_back(ts0 * (static_cast<float>(i) / 64.0f));
+  // The candidates' errors are independent, so they are measured in parallel (an 8B model has 224 groups of
+  // up to 512 x 14336 sampled weights; the CUDA backend has its own twin of this loop).
   std::vector<double> err(cand.size());
   parallel_parts(static_cast<int64_t>(cand.size()), 0, [&](int64_t i) { err[i] = error_at(cand[i]); });
-  size_t best = 0;
-  for (size_t i = 1; i < cand.size(); ++i)
-    if (err[i] < err[best]) best = i;
-  return cand[best];
+  return nvfp4_pick_tensor_scale(cand, err);
 }
 
 float nvfp4_global_scale_from_amax(float amax) {

@@ -65,8 +65,16 @@ struct Nvfp4Matrix {
   std::span<const float> x;
   int64_t rows, cols;
 };
+constexpr int64_t kNvfp4SearchSampleRows = 512;
 float nvfp4_search_tensor_scale(std::span<const Nvfp4Matrix> group, Nvfp4ScaleRule rule,
-                                int64_t sample_rows = 512);
+                                int64_t sample_rows = kNvfp4SearchSampleRows);
+// The search's parts, which the CUDA backend's twin (cuda/nvfp4_gptq.h) shares: the group's amax over all its
+// values; the candidates, ModelOpt's amax / 2688 first (alone where amax is 0 or not finite); the step
+// between measured rows; the candidate with the least error, the earliest on ties.
+float nvfp4_group_amax(std::span<const Nvfp4Matrix> group);
+std::vector<float> nvfp4_tensor_scale_candidates(float amax);
+int64_t nvfp4_search_row_step(int64_t rows, int64_t sample_rows);
+float nvfp4_pick_tensor_scale(std::span<const float> candidates, std::span<const double> errors);
 
 // compressed-tensors (llm-compressor) store the inverse: global_scale = 2688 / amax, and compute
 // block_scale = e4m3(global_scale * block_amax / 6), x_q = e2m1(x / (block_scale / global_scale)).

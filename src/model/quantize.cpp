@@ -79,7 +79,8 @@ std::vector<LinearSpec> fp8_quantized_layers(const ModelConfig& cfg,
 
 std::map<std::string, float> nvfp4_group_tensor_scales(
     const std::vector<LinearSpec>& layers,
-    const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search, Nvfp4ScaleRule rule) {
+    const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search, Nvfp4ScaleRule rule,
+    const TensorScaleSearch& searcher) {
   std::map<std::string, float> group;
   if (!search) {
     for (const auto& s : layers) {
@@ -95,7 +96,7 @@ std::map<std::string, float> nvfp4_group_tensor_scales(
       std::vector<Nvfp4Matrix> mats;
       for (const LinearSpec* s : specs) w.push_back(weight_of(*s));
       for (size_t i = 0; i < specs.size(); ++i) mats.push_back({w[i], specs[i]->n, specs[i]->k});
-      group[g] = nvfp4_search_tensor_scale(mats, rule);
+      group[g] = searcher ? searcher(mats, rule) : nvfp4_search_tensor_scale(mats, rule);
     }
   }
   std::map<std::string, float> ts;
@@ -118,10 +119,11 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
   const auto layers =
       opt.fp8 ? fp8_quantized_layers(cfg, opt.exclude) : nvfp4_quantized_layers(cfg, opt.exclude);
   const auto tensor_scales =
-      opt.fp8 ? std::map<std::string, float>{}
-              : nvfp4_group_tensor_scales(
-                    layers, [&](const LinearSpec& s) { return tensor_to_f32(st.get(s.name + ".weight")); },
-                    opt.search_tensor_scale, opt.method);
+      opt.fp8 || !opt.tensor_scales.empty()
+          ? opt.tensor_scales
+          : nvfp4_group_tensor_scales(
+                layers, [&](const LinearSpec& s) { return tensor_to_f32(st.get(s.name + ".weight")); },
+                opt.search_tensor_scale, opt.method);
 
   std::map<std::string, const LinearSpec*> by_weight;
   std::map<std::string, float> group_in_amax;
@@ -173,7 +175,9 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
       ++rep.quantized;
       continue;
     }
-    const float ts = tensor_scales.at(s.name);
+    const auto tsi = tensor_scales.find(s.name);
+    if (tsi == tensor_scales.end()) throw Error("internal: no tensor scale for " + s.name);
+    const float ts = tsi->second;
     Nvfp4Tensor q;
     if (const auto pre = opt.prequantized.find(s.name); pre != opt.prequantized.end()) {
       q = pre->second;

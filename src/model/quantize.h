@@ -27,6 +27,9 @@ struct QuantizeOptions {
   // Layers already quantized elsewhere (GPTQ, engine/calibrate.h), by linear layer name, written as they
   // are; their tensor scale must be the one this function would use (nvfp4_group_tensor_scales).
   std::map<std::string, Nvfp4Tensor> prequantized;
+  // Per layer name, the tensor scales nvfp4_group_tensor_scales gives under search_tensor_scale and method,
+  // where the caller has them already (GPTQ searched them on the GPU); empty: computed here.
+  std::map<std::string, float> tensor_scales;
 };
 
 // The linear layers quantize_checkpoint_nvfp4 makes NVFP4: every one but the excluded patterns (empty: the
@@ -38,11 +41,13 @@ std::vector<LinearSpec> nvfp4_quantized_layers(const ModelConfig& cfg,
 std::vector<LinearSpec> fp8_quantized_layers(const ModelConfig& cfg, const std::vector<std::string>& exclude);
 // Per layer name, the shared tensor scale (weight_scale_2) of its fused group (q/k/v, gate/up), from
 // `weight_of(spec)`, the layer's [n, k] weights: ModelOpt's (the group's max |w| / 2688), or with `search`
-// the one with the least weight error under `rule` (nvfp4_search_tensor_scale).
+// the one with the least weight error under `rule` (nvfp4_search_tensor_scale, or `searcher` in its place:
+// the CUDA backend's twin).
+using TensorScaleSearch = std::function<float(std::span<const Nvfp4Matrix>, Nvfp4ScaleRule)>;
 std::map<std::string, float> nvfp4_group_tensor_scales(
     const std::vector<LinearSpec>& layers,
     const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search = false,
-    Nvfp4ScaleRule rule = Nvfp4ScaleRule::Amax);
+    Nvfp4ScaleRule rule = Nvfp4ScaleRule::Amax, const TensorScaleSearch& searcher = {});
 
 struct QuantizeReport {
   int quantized = 0, kept = 0;

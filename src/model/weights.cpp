@@ -186,6 +186,13 @@ ModelWeights load_weights(const std::string& dir, QuantMode mode, WeightHome hom
       const TensorView& sc = st.get(p.spec.name + ".weight_scale");
       const float ts = ct ? nvfp4_tensor_scale_from_global(scalar_f32(st, p.spec.name + ".weight_global_scale"))
                           : scalar_f32(st, p.spec.name + ".weight_scale_2");
+      const std::string in_name = p.spec.name + (ct ? ".input_global_scale" : ".input_scale");
+      if (st.find(in_name)) {
+        const float v = scalar_f32(st, in_name);
+        lw->input_scale = ct ? nvfp4_tensor_scale_from_global(v) : v;
+        if (!(lw->input_scale > 0.0f) || !std::isfinite(lw->input_scale))
+          throw Error(in_name + ": an activation scale must be positive and finite");
+      }
       if (streamed) {
         lw->stored = &pk;
         lw->stored_scales = &sc;

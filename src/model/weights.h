@@ -26,6 +26,10 @@ struct LinearWeight {
   const TensorView* stored = nullptr;         // BF16/F16/F32 [n, k], or NVFP4 packed U8 [n, k/2]
   const TensorView* stored_scales = nullptr;  // NVFP4 block scales E4M3 [n, k/16]; null for a float weight
   float stored_tensor_scale = 0.0f;           // NVFP4 per-tensor scale (weight_scale_2)
+  // NVFP4 W4A4 checkpoints: the activations' tensor scale (ModelOpt's input_scale; compressed-tensors'
+  // 1 / input_global_scale) that Blackwell quantizes this layer's input under; 0 where the checkpoint has
+  // none.
+  float input_scale = 0.0f;
   // FP8: `stored` is E4M3 [n, k] and this its weight_scale, F32/BF16/F16 [1] (per tensor) or [n] (per row).
   const TensorView* stored_fp8_scale = nullptr;
 };

@@ -31,7 +31,7 @@ Action add_eval(CLI::App& app) {
     std::string model, model_b, tokens_file, backend = "cpu", quant_a = "auto", quant_b = "nvfp4", json_out;
     std::string lm_head_b = "auto";
     std::string text_file, tokenizer;  // --text: scored tokens from text (tokenizer: default --model)
-    bool add_bos = false;
+    bool add_bos = false, w4a4_b = false;
     CudaRunOptions cuda;
   };
   auto o = std::make_shared<Opts>();
@@ -59,6 +59,10 @@ Action add_eval(CLI::App& app) {
          "the compared side's lm_head (bf16, nvfp4; auto: as --lm-head), e.g. --quant-a bf16 --quant-b "
          "bf16 --lm-head-b nvfp4 measures what quantizing the lm_head alone costs")
       ->check(CLI::IsMember({"auto", "bf16", "nvfp4"}));
+  ppl->add_flag(
+      "--w4a4-b", o->w4a4_b,
+      "run --model-b's NVFP4 layers W4A4 as Blackwell does: each input quantized to NVFP4 under the "
+      "layer's input_scale (emulated on the CPU backend; the checkpoint needs input scales)");
   ppl->add_option("--json", o->json_out, "write the metrics and options as JSON");
   auto hub = std::make_shared<HubOptions>(HubOptions::from_env());
   add_hub_options(*ppl, *hub);
@@ -102,9 +106,15 @@ Action add_eval(CLI::App& app) {
     // One model at a time (each on all --tp GPUs); rank 0 keeps the logits. Every token is scored at once:
     // one forward of the whole sequence, its logits kept.
     int vocab_a = 0;
-    for (auto [p, q, out, head] :
-         {std::tuple{&path, &o->quant_a, &la, head_a}, std::tuple{&path_b, &o->quant_b, &lb, head_b}}) {
-      SessionOptions so = session;
+    const SessionOptions session_b = [&] {
+      SessionOptions s = session;
+      s.w4a4 = o->w4a4_b;
+      return s;
+    }();
+    check_session_options(session_b);
+    for (auto [p, q, out, head, base] : {std::tuple{&path, &o->quant_a, &la, head_a, &session},
+                                         std::tuple{&path_b, &o->quant_b, &lb, head_b, &session_b}}) {
+      SessionOptions so = *base;
       so.cuda.lm_head = head;
       so.cuda.shape.tokens_per_sequence = so.cuda.shape.forward_tokens = so.cuda.shape.logits_rows =
           static_cast<int>(tokens.size());
@@ -123,7 +133,7 @@ Action add_eval(CLI::App& app) {
                           o->quant_a + (head_a == LmHeadMode::Auto
                                             ? std::string()
                                             : std::string(" (lm_head ") + lm_head_mode_name(head_a) + ")"),
-                      name_b = (o->model_b.empty() ? "" : "b:") + o->quant_b +
+                      name_b = (o->model_b.empty() ? "" : "b:") + o->quant_b + (o->w4a4_b ? " W4A4" : "") +
                                (o->lm_head_b == "auto" && head_a == LmHeadMode::Auto
                                     ? ""
                                     : std::string(" (lm_head ") + lm_head_mode_name(head_b) + ")");
@@ -144,7 +154,8 @@ Action add_eval(CLI::App& app) {
                   {"backend", o->backend},
                   {"quant_a", o->quant_a},
                   {"quant_b", o->quant_b},
-                  {"lm_head_b", o->lm_head_b}}},
+                  {"lm_head_b", o->lm_head_b},
+                  {"w4a4_b", o->w4a4_b}}},
                 {"positions", m.positions},
                 {"ppl_a", m.ppl_a()},
                 {"ppl_b", m.ppl_b()},

@@ -59,7 +59,8 @@ std::vector<std::vector<int>> calibration_sequences(const std::string& path, con
 Action add_quantize(CLI::App& app) {
   struct Opts {
     std::string in, out, calib, tokenizer, method = "rtn", global_scale = "auto", format = "nvfp4",
-                                           device = "cpu", gptq_sequential = "auto", gptq_objective = "auto";
+                                           device = "auto", gptq_sequential = "auto", gptq_objective = "auto",
+                                           gptq_act = "float";
     std::vector<std::string> exclude;
     int calib_tokens = 4096, threads = 0;
     double damp = 0.01;
@@ -93,9 +94,8 @@ Action add_quantize(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option(
          "--device", o->device,
-         "where --calib runs (the forward and GPTQ): cpu (the float32 reference, FP64 GPTQ; the default "
-         "until the GPU path has run on a GPU, docs/quantization.md), cuda (BF16 forward, GPTQ on the GPU) "
-         "or auto (the GPU where there is one)")
+         "where --calib runs (the forward and GPTQ): cpu (the float32 reference, FP64 GPTQ), cuda (BF16 "
+         "forward, GPTQ on the GPU: minutes for an 8B model) or auto (the GPU where there is one)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option(
          "--gptq-sequential", o->gptq_sequential,
@@ -109,6 +109,11 @@ Action add_quantize(CLI::App& app) {
                  "inputs, GPTQ's), float (the float model's output, GPTAQ's; CPU only) or auto (float on the "
                  "CPU, layer on the GPU)")
       ->check(CLI::IsMember({"auto", "layer", "float"}));
+  app.add_option(
+         "--gptq-act", o->gptq_act,
+         "gptq: the layers' inputs: float (as W4A16 engines and pre-Blackwell GPUs run them) or nvfp4 "
+         "(quantized under their input scales, as W4A4 on Blackwell runs them; CPU only)")
+      ->check(CLI::IsMember({"float", "nvfp4"}));
   app.add_flag("--force", o->force, "write into a non-empty --out directory");
   app.add_option("--format", o->format,
                  "nvfp4 (ModelOpt NVFP4 / W4A16_NVFP4) or fp8 (ModelOpt FP8: E4M3 weights, one F32 scale per "
@@ -125,6 +130,7 @@ Action add_quantize(CLI::App& app) {
     const bool gptq = o->method == "gptq";
     if (gptq && o->calib.empty())
       throw Error("--method gptq needs --calib (the activations its Hessians come from)");
+    if (!gptq && o->gptq_act != "float") throw Error("--gptq-act applies to --method gptq");
     q.method = gptq ? Nvfp4ScaleRule::Search : parse_nvfp4_scale_rule(o->method);
     q.search_tensor_scale =
         !q.fp8 && (o->global_scale == "search" || (o->global_scale == "auto" && o->method != "rtn"));
@@ -139,6 +145,7 @@ Action add_quantize(CLI::App& app) {
       co.gptq_options = {o->damp, q.method, o->threads};
       co.search_tensor_scale = q.search_tensor_scale;
       using CO = CalibrationOptions;
+      co.w4a4_inputs = o->gptq_act == "nvfp4";
       co.sequential = o->gptq_sequential == "block"   ? CO::Sequential::Block
                       : o->gptq_sequential == "group" ? CO::Sequential::Group
                                                       : CO::Sequential::Auto;
@@ -160,6 +167,7 @@ Action add_quantize(CLI::App& app) {
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       q.input_amax = cal.input_amax;
       q.prequantized = std::move(cal.quantized);
+      q.tensor_scales = std::move(cal.tensor_scales);
     }
     const QuantizeReport r = quantize_checkpoint_nvfp4(o->in, o->out, q);
     if (q.fp8) {
@@ -181,11 +189,11 @@ Action add_quantize(CLI::App& app) {
         human_bytes(r.bytes_in).c_str(), human_bytes(r.bytes_out).c_str());
     if (gptq)
       std::printf(
-          "gptq (%s, %s passes, %s objective): output error on the calibration inputs %.4g "
+          "gptq (%s, %s passes, %s objective, %s inputs): output error on the calibration inputs %.4g "
           "(round-to-nearest, same scales rule: %.4g, %.2fx)\n",
           cal.on_gpu ? "GPU" : "CPU", cal.group_sequential ? "group" : "block",
-          cal.toward_float ? "float" : "layer", cal.gptq_error, cal.rtn_error,
-          cal.rtn_error > 0 ? cal.gptq_error / cal.rtn_error : 0.0);
+          cal.toward_float ? "float" : "layer", cal.w4a4_inputs ? "nvfp4" : "float", cal.gptq_error,
+          cal.rtn_error, cal.rtn_error > 0 ? cal.gptq_error / cal.rtn_error : 0.0);
     return 0;
   };
 }
