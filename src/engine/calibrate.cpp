@@ -111,7 +111,7 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
         cal.act_scale[&linear_weight(w, s)] = nvfp4_tensor_scale(g);
   }
   for (size_t bi = 0; bi < p.steps.size(); ++bi) {
-    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()));
+    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()), nullptr);
     cal.hessians = o.gptq;
     cal.hessian_only.clear();
     cal.hessian.clear();
@@ -145,6 +145,7 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
     if (!o.gptq) break;
     for (const LinearSpec* sp : p.steps[bi]) {
       const LinearSpec& s = *sp;
+      if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()), &s.name);
       LinearWeight& lw = linear_weight(w, s);
       const auto h = cal.hessian.find(&lw);
       if (h == cal.hessian.end()) throw Error("gptq: the calibration never reached " + s.name);
@@ -187,7 +188,7 @@ CalibrationResult calibrate_on_cuda(const std::string& dir, const std::vector<st
   CudaOps::Calibration cal;
   GptqDevice gptq(ops.stream());
   for (size_t bi = 0; bi < p.steps.size(); ++bi) {
-    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()));
+    if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()), nullptr);
     cal.hessian.clear();
     for (const LinearSpec* s : p.steps[bi]) {
       DeviceBuffer h(static_cast<size_t>(s->k * s->k) * sizeof(float));
@@ -220,6 +221,7 @@ CalibrationResult calibrate_on_cuda(const std::string& dir, const std::vector<st
     if (!o.gptq) break;
     for (const LinearSpec* sp : p.steps[bi]) {
       const LinearSpec& s = *sp;
+      if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()), &s.name);
       const LinearWeight& lw = linear_weight(w, s);
       if (!cal.amax.count(&lw)) throw Error("gptq: the calibration never reached " + s.name);
       const std::vector<float> w0 = p.stored(s);

@@ -38,8 +38,9 @@ struct CalibrationOptions {
   // Hessians and the passes see what the checkpoint will run on there. CPU only.
   bool w4a4_inputs = false;
   bool fp8 = false;  // the layers of an FP8 checkpoint (fp8_quantized_layers); no GPTQ
-  // Called as each calibration pass starts: (step, steps), for a progress line.
-  std::function<void(int, int)> progress;
+  // For a progress line: called as each step's calibration passes start, with layer null, and as GPTQ
+  // starts on each of the step's layers, with its name.
+  std::function<void(int step, int steps, const std::string* layer)> progress;
 };
 
 struct CalibrationResult {

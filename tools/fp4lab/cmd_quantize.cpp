@@ -153,18 +153,22 @@ Action add_quantize(CLI::App& app) {
                      : o->gptq_objective == "float" ? CO::Objective::Float
                                                     : CO::Objective::Auto;
       const auto t0 = std::chrono::steady_clock::now();
-      if (gptq)
-        co.progress = [t0](int b, int n) {
+      if (gptq) {
+        // One line, rewritten in place: the step, then the layer GPTQ is on (padded over the longer names).
+        std::fprintf(stderr, "gptq: loading the model, choosing tensor scales");
+        co.progress = [t0](int b, int n, const std::string* layer) {
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          std::fprintf(stderr, "\rgptq: calibration pass %d/%d, %.1f s", b + 1, n, s);
+          std::fprintf(stderr, "\rgptq: step %d/%d, %-48s %7.1f s", b + 1, n,
+                       layer ? layer->c_str() : "calibration pass", s);
         };
+      }
       cal = calibrate_checkpoint(
           o->in,
           calibration_sequences(o->calib, o->tokenizer.empty() ? o->in : o->tokenizer, o->calib_tokens), co);
       if (gptq)
-        std::fprintf(stderr, "\rgptq: %zu layers on the %s in %.1f s\n", cal.quantized.size(),
+        std::fprintf(stderr, "\rgptq: %zu layers on the %s in %.1f s%40s\n", cal.quantized.size(),
                      cal.on_gpu ? "GPU" : "CPU",
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), "");
       q.input_amax = cal.input_amax;
       q.prequantized = std::move(cal.quantized);
       q.tensor_scales = std::move(cal.tensor_scales);
