@@ -99,16 +99,11 @@ CalibrationResult calibrate_on_cpu(const std::string& dir, const std::vector<std
     // input_scale will be.
     cal.hessians = false;
     run();
-    std::map<std::string, float> group_amax;
-    for (const auto& s : p.layers) {
-      const float a = cal.amax[&linear_weight(w, s)];
-      r.input_amax[s.name] = a;
-      float& g = group_amax[fused_scale_group(s)];
-      g = std::max(g, a);
-    }
+    for (const auto& s : p.layers) r.input_amax[s.name] = cal.amax[&linear_weight(w, s)];
+    const std::map<std::string, float> scales = nvfp4_input_scales(p.layers, r.input_amax);
     for (const auto& s : p.layers)
-      if (const float g = group_amax[fused_scale_group(s)]; g > 0.0f)
-        cal.act_scale[&linear_weight(w, s)] = nvfp4_tensor_scale(g);
+      if (const auto sc = scales.find(s.name); sc != scales.end())
+        cal.act_scale[&linear_weight(w, s)] = sc->second;
   }
   for (size_t bi = 0; bi < p.steps.size(); ++bi) {
     if (o.progress) o.progress(static_cast<int>(bi), static_cast<int>(p.steps.size()), nullptr);

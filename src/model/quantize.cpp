@@ -105,6 +105,20 @@ std::map<std::string, float> nvfp4_group_tensor_scales(
   return ts;
 }
 
+std::map<std::string, float> nvfp4_input_scales(const std::vector<LinearSpec>& layers,
+                                                const std::map<std::string, float>& input_amax) {
+  std::map<std::string, float> group;
+  for (const auto& s : layers)
+    if (const auto a = input_amax.find(s.name); a != input_amax.end()) {
+      float& g = group[fused_scale_group(s)];
+      g = std::max(g, a->second);
+    }
+  std::map<std::string, float> scales;
+  for (const auto& s : layers)
+    if (const float g = group[fused_scale_group(s)]; g > 0.0f) scales[s.name] = nvfp4_tensor_scale(g);
+  return scales;
+}
+
 QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::string& out_dir,
                                          const QuantizeOptions& opt) {
   const ModelConfig cfg = load_model_config(in_dir);
@@ -126,7 +140,6 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
                 opt.search_tensor_scale, opt.method);
 
   std::map<std::string, const LinearSpec*> by_weight;
-  std::map<std::string, float> group_in_amax;
   const bool calibrated = !opt.input_amax.empty();
   std::set<std::string> quantized;
   for (const auto& s : layers) {
@@ -136,10 +149,10 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
       auto a = opt.input_amax.find(s.name);
       if (a == opt.input_amax.end() || !(a->second > 0))
         throw Error("calibration saw no input for " + s.name + " (is the calibration text long enough?)");
-      float& gi = group_in_amax[fused_scale_group(s)];
-      gi = std::max(gi, a->second);
     }
   }
+  const std::map<std::string, float> input_scales =
+      calibrated ? nvfp4_input_scales(layers, opt.input_amax) : std::map<std::string, float>{};
 
   std::map<std::string, float> fp8_group_amax;
   if (opt.fp8)
@@ -189,9 +202,7 @@ QuantizeReport quantize_checkpoint_nvfp4(const std::string& in_dir, const std::s
     out.add(s.name + ".weight", DType::U8, {s.n, s.k / 2}, q.packed);
     out.add(s.name + ".weight_scale", DType::F8_E4M3, {s.n, s.k / 16}, q.block_scales);
     out.add(s.name + ".weight_scale_2", DType::F32, {}, f32_bytes(q.tensor_scale));
-    if (calibrated)
-      out.add(s.name + ".input_scale", DType::F32, {},
-              f32_bytes(nvfp4_tensor_scale(group_in_amax[fused_scale_group(s)])));
+    if (calibrated) out.add(s.name + ".input_scale", DType::F32, {}, f32_bytes(input_scales.at(s.name)));
     ++rep.quantized;
   }
   rep.bytes_out = double(out.data_bytes());

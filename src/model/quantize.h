@@ -49,6 +49,12 @@ std::map<std::string, float> nvfp4_group_tensor_scales(
     const std::function<std::vector<float>(const LinearSpec&)>& weight_of, bool search = false,
     Nvfp4ScaleRule rule = Nvfp4ScaleRule::Amax, const TensorScaleSearch& searcher = {});
 
+// NVFP4 W4A4: each layer's input_scale, its fused group's (q/k/v, gate/up share it) max |input| / 2688, from
+// the per-layer input maxima; a layer whose group saw no positive maximum gets none. The writer's and the
+// calibration's (GPTQ on NVFP4 inputs) one rule.
+std::map<std::string, float> nvfp4_input_scales(const std::vector<LinearSpec>& layers,
+                                                const std::map<std::string, float>& input_amax);
+
 struct QuantizeReport {
   int quantized = 0, kept = 0;
   bool calibrated = false;
